@@ -1,0 +1,61 @@
+"""The ``amt`` command. Thin: each area registers its sub-commands, which parse arguments and call the
+typed Python API (nothing else). Area CLI modules import nothing heavy at module level."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: area modules, each with ``register(subparsers)`` adding its sub-commands
+AREAS = (
+    "amt_core.synth.cli",       # amt cohort
+    "amt_core.data.cli",        # amt validate, amt import
+    "amt_core.evaluation.cli",  # amt evaluate
+    "amt_core.model.cli",       # amt train, amt predict
+    "amt_core.pipeline.cli",    # amt run, amt figures
+)
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one clear message, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amt", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for area in AREAS:
+        try:
+            module = importlib.import_module(area)
+        except ModuleNotFoundError as exc:  # an area not built yet
+            if exc.name != area:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from amt_core import __version__
+
+    return f"amt {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except (UserError, FileNotFoundError, ValueError) as exc:
+        print(f"amt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"amt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
