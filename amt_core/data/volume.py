@@ -1,0 +1,307 @@
+"""Read and write CT volumes and label masks in one orientation (RAS+).
+
+Every reader returns a :class:`Volume` whose array axes are x, y, z in RAS+ voxel order (the closest
+canonical orientation, ``nibabel.as_closest_canonical`` semantics) and whose affine maps voxel indices to
+RAS world millimetres. Images are float32 Hounsfield units (DICOM slope/intercept and NIfTI ``scl_*``
+applied); labels are unsigned integers (uint8 whenever the values fit).
+
+Formats: NIfTI (nibabel), NRRD/MetaImage (SimpleITK) and DICOM series folders (SimpleITK/GDCM, JPEG 2000
+included). No parser of our own. Every problem is a :class:`VolumeError` that names the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amt_core.atomic import atomic_path
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: binary tumour masks: 0 background, 1 tumour
+BINARY_LABELS: tuple[int, ...] = (0, 1)
+#: geometry tolerance between a label and its image, as a fraction of the image's smallest voxel size
+GRID_TOLERANCE = 1e-2
+
+# LPS (DICOM/ITK world) <-> RAS (NIfTI/nibabel world): flip x and y.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class VolumeError(ValueError):
+    """A volume or label that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3D volume in RAS+ voxel order.
+
+    ``array`` has axes (x, y, z); with the RAS+ affine, world x grows towards the patient's Right,
+    y towards Anterior, z towards Superior (DICOM's LPS+ has x and y negated: LPS x = -RAS x). After
+    reading, voxel index i grows with x, j with y and k with z (axis codes ('R', 'A', 'S')).
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    source: str = ""
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the array axes (x, y, z)."""
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)
+
+    @property
+    def axcodes(self) -> tuple[str, str, str]:
+        import nibabel as nib
+
+        return tuple(nib.aff2axcodes(self.affine))
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a CT image (NIfTI, NRRD or a DICOM series folder) as float32 HU in RAS+ orientation."""
+    array, affine, source = _read_any(path)
+    array = array.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(array)):
+        n_bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise VolumeError(f"{source}: {n_bad} voxel(s) are NaN or infinite; the image cannot be used")
+    return Volume(array=array, affine=affine, source=source)
+
+
+def read_label(
+    path: str | os.PathLike,
+    image: Volume,
+    allowed: tuple[int, ...] | None = BINARY_LABELS,
+) -> Volume:
+    """Read a label mask that belongs to ``image``.
+
+    The mask must be integer valued (a float mask holding 0.5 is an error) and, by default, binary
+    (values in ``allowed`` = (0, 1): 0 background, 1 tumour). Pass ``allowed=None`` for a multi-class
+    integer mask (any non-negative integers), or a tuple of the values a mask may hold. The mask must lie
+    on the image's grid (same shape, spacing and affine within ``GRID_TOLERANCE`` of a voxel); otherwise
+    the error names both files. Returned dtype: uint8 when the values fit, else uint16/uint32.
+    """
+    raw, affine, source = _read_any(path)
+    _check_grid(source, raw.shape, affine, image)
+    if raw.dtype.kind == "f":
+        if not np.all(np.isfinite(raw)):
+            raise VolumeError(f"{source}: label has NaN or infinite voxels")
+        if not np.array_equal(raw, np.round(raw)):
+            raise VolumeError(
+                f"{source}: label has non-integer values (e.g. {_first_fractional(raw)}); a label must be "
+                "a binary or integer mask, not a probability map"
+            )
+    elif raw.dtype.kind not in "iub":
+        raise VolumeError(f"{source}: label has unsupported voxel type {raw.dtype}")
+    values = np.unique(raw)
+    if values.size and values[0] < 0:
+        raise VolumeError(f"{source}: label has negative values {values[values < 0][:5].tolist()}")
+    if allowed is not None:
+        bad = sorted(set(int(v) for v in values) - set(int(a) for a in allowed))
+        if bad:
+            raise VolumeError(
+                f"{source}: label has values {bad} outside the allowed {sorted(allowed)} "
+                f"(values present: {[int(v) for v in values[:20]]}); a tumour mask must be binary "
+                "(0 background, 1 tumour)"
+            )
+    top = int(values[-1]) if values.size else 0
+    dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16 if top <= 65535 else np.uint32
+    return Volume(array=raw.astype(dtype), affine=affine, source=source)
+
+
+def _first_fractional(raw: np.ndarray) -> float:
+    frac = raw[raw != np.round(raw)]
+    return float(frac.flat[0]) if frac.size else float("nan")
+
+
+def _check_grid(source: str, shape: tuple[int, ...], affine: np.ndarray, image: Volume) -> None:
+    tol = GRID_TOLERANCE * min(image.spacing)
+    problems = []
+    if tuple(shape) != image.shape:
+        problems.append(f"shape {tuple(shape)} vs {image.shape}")
+    spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    if not np.allclose(spacing, image.spacing, atol=tol, rtol=0):
+        problems.append(f"spacing {_fmt(spacing)} vs {_fmt(image.spacing)} mm")
+    if not problems and not np.allclose(affine, image.affine, atol=tol, rtol=0):
+        problems.append(
+            f"affine differs by up to {np.abs(affine - image.affine).max():.3g} mm "
+            f"(origin {_fmt(affine[:3, 3])} vs {_fmt(image.affine[:3, 3])})"
+        )
+    if problems:
+        raise VolumeError(
+            f"label {source} is not on the grid of image {image.source}: " + "; ".join(problems)
+        )
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+def _read_any(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str]:
+    """Return (array in RAS+ voxel order, RAS affine, source string), checked to be 3D."""
+    p = Path(path)
+    source = str(p)
+    if not p.exists():
+        raise VolumeError(f"{source}: no such file or folder")
+    name = p.name.lower()
+    try:
+        if p.is_dir():
+            array, affine = _read_dicom_series(p)
+        elif name.endswith(NIFTI_SUFFIXES):
+            array, affine = _read_nifti(p)
+        elif name.endswith(ITK_SUFFIXES) or name.endswith(".dcm"):
+            array, affine = _read_itk(p)
+        else:
+            raise VolumeError(
+                f"{source}: unknown volume format (expected .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd "
+                "or a DICOM series folder)"
+            )
+    except VolumeError:
+        raise
+    except (EOFError, OSError, zlib.error, RuntimeError, ValueError, MemoryError) as exc:
+        raise VolumeError(f"{source}: cannot read the volume (corrupt or truncated?): {_short(exc)}") from exc
+    except Exception as exc:  # nibabel's ImageFileError and friends: still the file's fault
+        raise VolumeError(f"{source}: cannot read the volume: {type(exc).__name__}: {_short(exc)}") from exc
+    array = _squeeze_to_3d(array, source)
+    array, affine = _to_ras(array, affine)
+    return array, affine, source
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _squeeze_to_3d(array: np.ndarray, source: str) -> np.ndarray:
+    # A trailing singleton 4th/5th axis (x, y, z, 1) is common in NIfTI; anything else that is not 3D is not
+    # a CT volume.
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise VolumeError(f"{source}: expected a 3D volume, got a {array.ndim}D array of shape {array.shape}")
+    if min(array.shape) < 2:
+        raise VolumeError(f"{source}: expected a 3D volume, got a single slice of shape {array.shape}")
+    return array
+
+
+def _read_nifti(p: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    img = nib.load(str(p))
+    # dataobj applies scl_slope/scl_inter; keep the stored dtype when there is no scaling
+    array = np.asanyarray(img.dataobj)
+    return np.asarray(array), np.asarray(img.affine, dtype=np.float64)
+
+
+def _read_itk(p: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    with _quiet_itk():
+        img = sitk.ReadImage(str(p))
+    return _from_sitk(img, p)
+
+
+def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    with _quiet_itk():
+        series = reader.GetGDCMSeriesIDs(str(folder))
+        if not series:
+            raise VolumeError(f"{folder}: no DICOM series found in this folder")
+        # a folder with several series (e.g. a scout beside the axial series): take the largest one
+        files = max((reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series), key=len)
+        if len(files) < 2:
+            raise VolumeError(f"{folder}: the DICOM series has a single slice, not a 3D volume")
+        reader.SetFileNames(files)
+        img = reader.Execute()  # GDCM applies RescaleSlope/RescaleIntercept (HU)
+    return _from_sitk(img, folder)
+
+
+def _from_sitk(img, p: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise VolumeError(f"{p}: {img.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar volume")
+    dim = img.GetDimension()
+    array = sitk.GetArrayFromImage(img)  # axes reversed: (z, y, x)
+    array = np.ascontiguousarray(array.transpose(tuple(range(dim - 1, -1, -1))))
+    if dim != 3:
+        return array, np.eye(4)  # rejected as not 3D by the caller
+    direction = np.array(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag(np.array(img.GetSpacing(), dtype=np.float64))
+    lps[:3, 3] = np.array(img.GetOrigin(), dtype=np.float64)
+    return array, _LPS_TO_RAS @ lps
+
+
+def _to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorient to the closest canonical RAS+ voxel order (nibabel.as_closest_canonical semantics)."""
+    import nibabel.orientations as nio
+
+    ornt = nio.io_orientation(affine)
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return array, affine
+    out = nio.apply_orientation(array, ornt)
+    new_affine = affine @ nio.inv_ornt_aff(ornt, array.shape)
+    return np.ascontiguousarray(out), new_affine
+
+
+@contextlib.contextmanager
+def _quiet_itk():
+    """Silence ITK's stderr warnings (e.g. 'non uniform sampling' of 1e-3 mm) for one call."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(before)
+
+
+# --- writing ---------------------------------------------------------------------------------------------
+
+
+def write_volume(
+    volume_or_array: Volume | np.ndarray,
+    affine: np.ndarray | None,
+    path: str | os.PathLike,
+) -> Path:
+    """Write a volume as NIfTI (.nii or .nii.gz), atomically; the voxel dtype is kept as given.
+
+    ``affine`` may be None when a :class:`Volume` is passed. A failed write leaves no partial file and
+    any older file at ``path`` untouched. Output is deterministic (same array, same bytes).
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.name.lower().endswith(NIFTI_SUFFIXES):
+        raise VolumeError(f"{path}: write_volume writes NIfTI; use a .nii.gz (or .nii) file name")
+    if isinstance(volume_or_array, Volume):
+        array = volume_or_array.array
+        affine = volume_or_array.affine if affine is None else affine
+    else:
+        array = np.asarray(volume_or_array)
+    if affine is None:
+        raise VolumeError(f"{path}: an affine is needed to write a bare array")
+    if array.ndim != 3:
+        raise VolumeError(f"{path}: expected a 3D array to write, got shape {array.shape}")
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
