@@ -16,3 +16,47 @@ def realdata() -> Path:
     if not (REALDATA / "SOURCES.md").is_file():
         pytest.skip(f"real CT data not found at {REALDATA}")
     return REALDATA
+
+
+def _tiny_cases():
+    """Six valid cases: 3 train + 1 tune from institutions A/B, 2 test from institution C/D."""
+    import pandas as pd
+
+    rows = [
+        ("case_001", "pat_001", "INST-A", "train", "M", 45, "thymoma_AB", 30.0, "venous", 1.0, "GE"),
+        ("case_002", "pat_002", "INST-A", "train", "F", 61, "thymoma_B2", 12.5, "none", 2.5, "GE"),
+        ("case_003", "pat_003", "INST-B", "train", "F", 38, "thymic_carcinoma", 80.0, "arterial", 5.0, "Siemens"),
+        ("case_004", "pat_004", "INST-B", "tune", "M", 70, "thymoma_A", 4.0, "venous", 1.25, "Siemens"),
+        ("case_005", "pat_005", "INST-C", "test", "F", 55, "lymphoma", 150.0, "venous", 0.625, "Canon"),
+        ("case_006", "pat_006", "INST-D", "test", "M", 29, "thymoma_B1", 20.0, "none", 3.0, "Philips"),
+    ]
+    columns = ["case_id", "patient_id", "institution_id", "split", "sex", "age", "histology",
+               "tumour_volume_ml", "contrast", "slice_thickness_mm", "vendor"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+@pytest.fixture
+def tiny_cohort(tmp_path) -> Path:
+    """A valid six-case cohort folder (nnU-Net layout + cases.csv) with 12x10x8 volumes; returns its root."""
+    import numpy as np
+
+    from amt_core.data.cohort import image_relpath, label_relpath, write_cases, write_dataset_json
+    from amt_core.data.volume import write_volume
+
+    root = tmp_path / "cohort"
+    df = _tiny_cases()
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for case, split in zip(df["case_id"], df["split"], strict=True):
+        image = rng.normal(0, 50, (12, 10, 8)).astype(np.float32) - 500
+        label = np.zeros((12, 10, 8), np.uint8)
+        label[4:8, 3:7, 2:6] = 1
+        write_volume(image, affine, root / image_relpath(case, split))
+        write_volume(label, affine, root / label_relpath(case, split))
+        images.append(image_relpath(case, split))
+        labels.append(label_relpath(case, split))
+    df["image"], df["label"] = images, labels
+    write_cases(root, df)
+    write_dataset_json(root, df)
+    return root

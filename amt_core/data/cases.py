@@ -1,0 +1,201 @@
+"""The case table: the single description of a cohort, and every check it must pass.
+
+Columns (``amt_core.registry.CASE_COLUMNS``): ``case_id, patient_id, institution_id, split, sex, age,
+histology, tumour_volume_ml, contrast, slice_thickness_mm, vendor, image, label``; ``image`` and ``label``
+are paths relative to the table's folder (absolute paths are accepted too). Extra columns are kept.
+
+Reading a table validates it and fails with one :class:`CaseTableError` that lists every problem, so a
+user fixes them all in one pass. Leakage is a problem like any other: a patient in two splits, or an
+institution of the test split that also appears in train/tune (the study's external test is
+institution-disjoint).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from amt_core.registry import CASE_COLUMNS, CONTRASTS, HISTOLOGIES, SEXES, SPLITS
+
+#: columns read as text (ids such as "007" must not become the number 7)
+TEXT_COLUMNS: tuple[str, ...] = (
+    "case_id", "patient_id", "institution_id", "split", "sex", "histology", "contrast", "vendor",
+    "image", "label",
+)  # fmt: skip
+NUMERIC_COLUMNS: tuple[str, ...] = ("age", "tumour_volume_ml", "slice_thickness_mm")
+#: columns that may not be empty
+REQUIRED_VALUES: tuple[str, ...] = ("case_id", "patient_id", "institution_id", "split", "sex", "image", "label")
+#: ids become file names (nnU-Net ``{case_id}_0000.nii.gz``): keep them to safe characters
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TRAINING_SPLITS = ("train", "tune")
+
+
+class CaseTableError(ValueError):
+    """A case table with problems; the message lists every one of them."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s) in the case table:\n{lines}")
+
+
+def read_cases(csv: str | os.PathLike, check_files: bool = True) -> pd.DataFrame:
+    """Read and validate a case table; ``image`` and ``label`` come back as absolute path strings.
+
+    Raises :class:`CaseTableError` listing every problem (missing columns, bad values, duplicate ids,
+    leakage between splits, and, with ``check_files``, files that do not exist).
+    """
+    csv = Path(csv)
+    if not csv.is_file():
+        raise CaseTableError(str(csv), ["no such file (give the path of the cohort's cases.csv)"])
+    try:
+        df = pd.read_csv(csv, dtype={c: str for c in TEXT_COLUMNS})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CaseTableError(str(csv), [f"not a readable CSV file: {exc}"]) from exc
+    df = _normalise(df)
+    base = csv.resolve().parent
+    problems = validate_cases(df, base, check_files=check_files)
+    if problems:
+        raise CaseTableError(str(csv), problems)
+    for column in ("image", "label"):
+        df[column] = [str(_resolve(base, p)) for p in df[column]]
+    return df
+
+
+def validate_cases(df: pd.DataFrame, base_dir: str | os.PathLike | None, check_files: bool = True) -> list[str]:
+    """Every problem of a case table, as readable sentences (empty list: the table is valid).
+
+    ``base_dir`` is the folder relative paths are resolved against; with ``base_dir=None`` or
+    ``check_files=False`` the files are not looked for.
+    """
+    df = _normalise(df.copy())
+    problems: list[str] = []
+    missing = [c for c in CASE_COLUMNS if c not in df.columns]
+    if missing:
+        problems.append(f"missing column(s): {', '.join(missing)} (expected: {', '.join(CASE_COLUMNS)})")
+    if len(df) == 0:
+        problems.append("the table has no cases")
+        return problems
+
+    def rows(mask) -> str:  # 1-based data row numbers as in a spreadsheet (header is row 1)
+        idx = [int(i) + 2 for i in df.index[mask]]
+        shown = ", ".join(map(str, idx[:10]))
+        return f"row {shown}" if len(idx) == 1 else f"rows {shown}" + (f" and {len(idx) - 10} more" if len(idx) > 10 else "")
+
+    for column in REQUIRED_VALUES:
+        if column in df.columns:
+            empty = df[column].isna()
+            if empty.any():
+                problems.append(f"empty {column} in {rows(empty)}")
+
+    for column in ("case_id", "patient_id", "institution_id"):
+        if column in df.columns:
+            bad = pd.Series([isinstance(v, str) and not ID_PATTERN.match(v) for v in df[column]], index=df.index)
+            if bad.any():
+                values = sorted(set(df.loc[bad, column].astype(str)))[:10]
+                problems.append(
+                    f"{column} with characters other than letters, digits, '.', '_' or '-' (they become "
+                    f"file names): {values} in {rows(bad)}"
+                )
+
+    for column, allowed in (("split", SPLITS), ("sex", SEXES), ("histology", HISTOLOGIES), ("contrast", CONTRASTS)):
+        if column in df.columns:
+            bad = df[column].notna() & ~df[column].isin(allowed)
+            if bad.any():
+                values = sorted(set(df.loc[bad, column].astype(str)))
+                problems.append(f"unknown {column} {values} in {rows(bad)} (allowed: {', '.join(allowed)})")
+
+    for column in NUMERIC_COLUMNS:
+        if column in df.columns:
+            numbers = pd.to_numeric(df[column], errors="coerce")
+            not_numeric = df[column].notna() & numbers.isna()
+            if not_numeric.any():
+                values = sorted(set(df.loc[not_numeric, column].astype(str)))[:10]
+                problems.append(f"{column} is not a number: {values} in {rows(not_numeric)}")
+            low = 0 if column != "slice_thickness_mm" else 1e-9
+            high = {"age": 120}.get(column, float("inf"))
+            out = numbers.notna() & ((numbers < low) | (numbers > high))
+            if out.any():
+                problems.append(f"{column} out of range [{low:g}, {high:g}] in {rows(out)}")
+
+    if "case_id" in df.columns:
+        dup = df["case_id"].notna() & df["case_id"].duplicated(keep=False)
+        if dup.any():
+            problems.append(f"duplicate case_id {sorted(set(df.loc[dup, 'case_id']))[:20]} in {rows(dup)}")
+    if "patient_id" in df.columns:
+        dup = df["patient_id"].notna() & df["patient_id"].duplicated(keep=False)
+        if dup.any():
+            problems.append(
+                f"duplicate patient_id {sorted(set(df.loc[dup, 'patient_id']))[:20]} in {rows(dup)} "
+                "(one scan per patient)"
+            )
+    for column in ("image", "label"):
+        if column in df.columns:
+            dup = df[column].notna() & df[column].duplicated(keep=False)
+            if dup.any():
+                problems.append(f"the same {column} file is used by several cases in {rows(dup)}")
+
+    problems += _leakage(df)
+
+    if check_files and base_dir is not None:
+        base = Path(base_dir)
+        for column in ("image", "label"):
+            if column not in df.columns:
+                continue
+            missing_files = [
+                (i, p) for i, p in df[column].items() if isinstance(p, str) and p.strip() and not _exists(base, p)
+            ]
+            for i, p in missing_files:
+                case = df.at[i, "case_id"] if "case_id" in df.columns else "?"
+                problems.append(f"{column} file not found for case {case} (row {int(i) + 2}): {_resolve(base, p)}")
+    return problems
+
+
+def _leakage(df: pd.DataFrame) -> list[str]:
+    problems = []
+    if "split" not in df.columns:
+        return problems
+    if "patient_id" in df.columns:
+        splits = df.dropna(subset=["patient_id", "split"]).groupby("patient_id")["split"].agg(lambda s: sorted(set(s)))
+        leaked = splits[splits.map(len) > 1]
+        for patient, where in leaked.items():
+            problems.append(f"leakage: patient {patient} is in several splits ({', '.join(where)})")
+    if "institution_id" in df.columns:
+        test = set(df.loc[df["split"] == "test", "institution_id"].dropna())
+        training = set(df.loc[df["split"].isin(TRAINING_SPLITS), "institution_id"].dropna())
+        shared = sorted(test & training)
+        if shared:
+            problems.append(
+                f"leakage: test-split institution(s) {shared} also appear in train/tune (the external test "
+                "must be institution-disjoint)"
+            )
+    return problems
+
+
+def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """Strip surrounding blanks from text cells; empty strings become missing."""
+    for column in TEXT_COLUMNS:
+        if column in df.columns:
+            df[column] = [_clean_text(v) for v in df[column]]
+    return df
+
+
+def _clean_text(value):
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _resolve(base: Path, p: str) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() else (base / path)
+
+
+def _exists(base: Path, p: str) -> bool:
+    path = _resolve(base, p)
+    return path.is_file() or path.is_dir()  # a DICOM series is a folder
