@@ -60,3 +60,79 @@ def tiny_cohort(tmp_path) -> Path:
     write_cases(root, df)
     write_dataset_json(root, df)
     return root
+
+
+#: identifying values written into the synthetic DICOM of `make_dicom_series`; none may reach an output
+DICOM_IDENTITY = {
+    "PatientName": "Doe^Johnathan^Quincy",
+    "PatientID": "MRN-99887766",
+    "PatientBirthDate": "19510203",
+    "AccessionNumber": "ACC5551234",
+    "InstitutionName": "St Example General Hospital",
+    "InstitutionAddress": "12 Privacy Lane, Springfield",
+    "ReferringPhysicianName": "Welby^Marcus",
+    "OperatorsName": "Tech^Tamsin",
+    "StationName": "CTSTATION77",
+    "StudyID": "STUDY4242",
+    "DeviceSerialNumber": "SN31337",
+}
+
+
+def write_dicom_series(folder, hu, spacing=(0.8, 0.8, 2.5), origin=(-20.0, -30.0, 100.0), identity=None,
+                       sex="F", age="067Y", manufacturer="SIEMENS", intercept=-1024.0):  # fmt: skip
+    """Write ``hu`` (axes x, y, z in LPS voxel order, i.e. DICOM columns, rows, slices) as an uncompressed
+    CT series with pydicom; returns the folder. ``identity`` (default DICOM_IDENTITY) fills the
+    identifying tags."""
+    import numpy as np
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    identity = DICOM_IDENTITY if identity is None else identity
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    stored = np.round(np.asarray(hu) - intercept).astype(np.uint16)
+    for k in range(stored.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality = "CT"
+        ds.Manufacturer = manufacturer
+        ds.PatientSex = sex
+        ds.PatientAge = age
+        ds.StudyDate = "20200131"
+        for keyword, value in identity.items():
+            setattr(ds, keyword, value)
+        ds.SeriesNumber = 3
+        ds.InstanceNumber = k + 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * spacing[2]]
+        ds.PixelSpacing = [spacing[1], spacing[0]]  # row spacing (y), column spacing (x)
+        ds.SliceThickness = spacing[2]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = stored.shape[1], stored.shape[0]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = intercept, 1.0
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # rows = y, columns = x
+        ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
+@pytest.fixture
+def make_dicom_series():
+    """The `write_dicom_series` helper (identifying tags from DICOM_IDENTITY)."""
+    return write_dicom_series
+
+
+@pytest.fixture
+def dicom_identity() -> dict[str, str]:
+    """The identifying tag values `make_dicom_series` writes by default."""
+    return dict(DICOM_IDENTITY)

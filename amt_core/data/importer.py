@@ -1,0 +1,228 @@
+"""Build a cohort folder from real scans: a folder of NIfTI/NRRD files or DICOM series plus a metadata CSV.
+
+The metadata CSV has one row per scan:
+
+- ``image`` (required): path, relative to the source folder, of a NIfTI/NRRD file or a DICOM series folder;
+- ``label`` (required): the tumour mask (NIfTI/NRRD) on the image's grid, binary 0/1
+  (``binarise_labels=True`` turns any non-zero integer into 1);
+- ``split`` (required): train, tune or test;
+- ``institution`` (a name: pseudonymised to ``INST-xxxxxxxx``) or ``institution_id`` (already a pseudonym:
+  kept). For DICOM without either, the series' InstitutionName is pseudonymised;
+- optional ``case_id`` and ``patient_id`` (generated when absent: ``case_0001``...; for DICOM the patient
+  is a pseudonym of PatientID, so two scans of one patient are recognised), and any of ``sex, age,
+  histology, contrast, slice_thickness_mm, vendor`` (DICOM fills sex, age, vendor and slice thickness
+  when the CSV leaves them empty). ``tumour_volume_ml`` is measured from the mask.
+
+No identifying DICOM tag reaches the output (see :mod:`amt_core.data.privacy`); source paths are not
+written either. The cohort is built in a hidden folder beside ``out_dir`` and renamed into place only when
+every case converted, so a failed import leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from amt_core.data import privacy
+from amt_core.data.cases import CaseTableError, read_cases, validate_cases
+from amt_core.data.cohort import CASES_CSV, image_relpath, label_relpath, write_cases, write_dataset_json
+from amt_core.registry import CASE_COLUMNS
+
+log = logging.getLogger(__name__)
+
+REQUIRED_METADATA = ("image", "label", "split")
+OPTIONAL_METADATA = ("case_id", "patient_id", "institution", "institution_id", "sex", "age", "histology",
+                     "contrast", "slice_thickness_mm", "vendor")  # fmt: skip
+
+
+def import_cohort(
+    source_dir: str | os.PathLike,
+    metadata_csv: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    key: str | bytes | None = None,
+    binarise_labels: bool = False,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Convert the scans listed in ``metadata_csv`` into a cohort folder at ``out_dir``; return its
+    validated case table. ``key`` is the pseudonymisation secret (default ``$AMT_PSEUDONYM_KEY``, else
+    random: then institution pseudonyms are consistent within this import only)."""
+    source_dir, metadata_csv, out_dir = Path(source_dir), Path(metadata_csv), Path(out_dir)
+    if not source_dir.is_dir():
+        raise FileNotFoundError(f"{source_dir}: source folder not found")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir}: exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    secret = privacy.pseudonym_key(key)
+
+    meta = _read_metadata(metadata_csv)
+    table, sources = _plan(meta, source_dir, secret, metadata_csv)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.importing-", dir=out_dir.parent))
+    try:
+        _convert(table, sources, staging, binarise_labels, metadata_csv)
+        write_cases(staging, table)
+        write_dataset_json(staging, table, name=out_dir.name)
+        _write_provenance(staging, n_cases=len(table), binarise_labels=binarise_labels)
+        read_cases(staging / CASES_CSV)  # the result must pass every check
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("imported %d cases into %s", len(table), out_dir)
+    return read_cases(out_dir / CASES_CSV)
+
+
+def _read_metadata(metadata_csv: Path) -> pd.DataFrame:
+    if not metadata_csv.is_file():
+        raise FileNotFoundError(f"{metadata_csv}: metadata CSV not found")
+    text_columns = {c: str for c in (*REQUIRED_METADATA, *OPTIONAL_METADATA) if c not in ("age", "slice_thickness_mm")}
+    try:
+        meta = pd.read_csv(metadata_csv, dtype=text_columns)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CaseTableError(str(metadata_csv), [f"not a readable CSV file: {exc}"]) from exc
+    meta.columns = [str(c).strip() for c in meta.columns]
+    missing = [c for c in REQUIRED_METADATA if c not in meta.columns]
+    if missing:
+        raise CaseTableError(str(metadata_csv), [f"missing column(s): {', '.join(missing)}"])
+    if len(meta) == 0:
+        raise CaseTableError(str(metadata_csv), ["the metadata table has no rows"])
+    return meta
+
+
+def _cell(row: pd.Series, column: str):
+    value = row.get(column)
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.strip() or None if isinstance(value, str) else value
+
+
+def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Path):
+    """The case table (before conversion) and each case's (image, label) source paths; every problem of
+    the metadata is raised at once, before any volume is converted."""
+    problems: list[str] = []
+    given_ids = {str(v).strip() for v in meta.get("case_id", pd.Series(dtype=str)).dropna()}
+    counter = 0
+    rows, sources = [], []
+    for i, row in meta.iterrows():
+        where = f"row {int(i) + 2}"
+        image, label = (_cell(row, "image"), _cell(row, "label"))
+        paths = []
+        for column, rel in (("image", image), ("label", label)):
+            path = None if rel is None else (source_dir / rel)
+            if rel is None:
+                problems.append(f"{where}: empty {column}")
+            elif not path.exists():
+                problems.append(f"{where}: {column} not found: {path}")
+            paths.append(path)
+        dicom = (
+            privacy.dicom_metadata(paths[0], secret)
+            if paths[0] is not None and paths[0].is_dir()
+            else privacy.DicomMetadata(None, None, None, None, None, None, None)
+        )
+        case_id = _cell(row, "case_id")
+        if case_id is None:
+            counter += 1
+            while f"case_{counter:04d}" in given_ids:
+                counter += 1
+            case_id = f"case_{counter:04d}"
+        patient_id = _cell(row, "patient_id") or dicom.patient_pseudonym or "pat_" + case_id.removeprefix("case_")
+        if _cell(row, "institution_id"):
+            institution = _cell(row, "institution_id")
+        elif _cell(row, "institution"):
+            institution = privacy.pseudonymise(_cell(row, "institution"), secret, "INST")
+        elif dicom.institution_pseudonym:
+            institution = dicom.institution_pseudonym
+        else:
+            institution = None
+            problems.append(
+                f"{where}: no institution (add an 'institution' or 'institution_id' column; "
+                "the scan carries no InstitutionName)"
+            )
+        split = _cell(row, "split")
+        rows.append({
+            "case_id": case_id,
+            "patient_id": patient_id,
+            "institution_id": institution,
+            "split": split,
+            "sex": (_cell(row, "sex") or dicom.sex),
+            "age": _number(_cell(row, "age"), dicom.age),
+            "histology": _cell(row, "histology"),
+            "tumour_volume_ml": np.nan,
+            "contrast": _cell(row, "contrast"),
+            "slice_thickness_mm": _number(_cell(row, "slice_thickness_mm"), dicom.slice_thickness_mm),
+            "vendor": _cell(row, "vendor") or dicom.vendor,
+            "image": image_relpath(case_id, split) if split in ("train", "tune", "test") else None,
+            "label": label_relpath(case_id, split) if split in ("train", "tune", "test") else None,
+        })  # fmt: skip
+        sources.append(tuple(paths))
+    table = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
+    # image/label problems of the table itself are consequences of the rows above (empty split)
+    problems += [
+        p for p in validate_cases(table, None, check_files=False)
+        if not p.startswith(("empty image", "empty label", "the same image", "the same label"))
+    ]  # fmt: skip
+    if problems:
+        raise CaseTableError(str(metadata_csv), problems)
+    return table, sources
+
+
+def _number(value, fallback):
+    if value is None:
+        return np.nan if fallback is None else float(fallback)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value  # left for validate_cases to report
+
+
+def _convert(table: pd.DataFrame, sources, root: Path, binarise_labels: bool, metadata_csv: Path) -> None:
+    from amt_core.data.volume import VolumeError, read_label, read_volume, write_volume
+
+    problems: list[str] = []
+    n = len(table)
+    for k, (i, row) in enumerate(table.iterrows(), start=1):
+        image_src, label_src = sources[k - 1]
+        try:
+            image = read_volume(image_src)
+            label = read_label(label_src, image, allowed=None if binarise_labels else (0, 1))
+        except VolumeError as exc:
+            problems.append(f"case {row['case_id']}: {exc}")
+            continue
+        mask = (label.array > 0).astype(np.uint8)
+        voxel_ml = float(np.prod(image.spacing)) / 1000.0
+        table.at[i, "tumour_volume_ml"] = round(float(mask.sum()) * voxel_ml, 3)
+        if pd.isna(table.at[i, "slice_thickness_mm"]):
+            table.at[i, "slice_thickness_mm"] = round(image.spacing[2], 4)
+        write_volume(_compact(image.array), image.affine, root / row["image"])
+        write_volume(mask, image.affine, root / row["label"])
+        log.info("%s: converted (%d/%d)", row["case_id"], k, n)
+    if problems:
+        raise CaseTableError(str(metadata_csv), problems)
+
+
+def _compact(array: np.ndarray) -> np.ndarray:
+    """int16 when the HU values are whole numbers in range (as CT almost always is), else float32."""
+    with contextlib.suppress(ValueError):
+        if array.size and array.min() >= -32768 and array.max() <= 32767 and np.array_equal(array, np.round(array)):
+            return array.astype(np.int16)
+    return array.astype(np.float32)
+
+
+def _write_provenance(root: Path, **config) -> None:
+    """provenance.json without the command line or input paths (source paths may name patients)."""
+    from amt_core.atomic import write_json
+    from amt_core.provenance import provenance
+
+    record = provenance({"step": "import", **config})
+    record["command"] = ["amt", "import", "(source paths withheld)"]
+    write_json(root / "provenance.json", record)

@@ -1,0 +1,278 @@
+"""Importing real-world scans into a cohort folder, with no identifying DICOM tag in any output."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from amt_core.data.cases import CaseTableError, read_cases
+from amt_core.data.importer import import_cohort
+from amt_core.data.privacy import parse_age, pseudonymise, vendor_name
+from amt_core.data.volume import read_label, read_volume, write_volume
+from amt_core.registry import CASE_COLUMNS
+
+KEY = "test-secret"
+#: the `amt` command, run in a fresh interpreter
+AMT = [sys.executable, "-c", "import sys; from amt_core.cli import main; sys.exit(main())"]
+#: identifying fragments: none may appear in any file, file name, log line or printed output
+FRAGMENTS = [
+    "Doe", "Johnathan", "Quincy", "99887766", "19510203", "5551234", "Example General", "Privacy Lane",
+    "Springfield", "Welby", "Tamsin", "CTSTATION77", "STUDY4242", "SN31337", "20200131",
+]  # fmt: skip
+
+
+def _ct_lps(shape, seed):
+    rng = np.random.default_rng(seed)
+    hu = np.full(shape, -1000.0)
+    hu[2:-2, 2:-2, :] = rng.normal(40, 10, (shape[0] - 4, shape[1] - 4, shape[2])).round()
+    return hu
+
+
+def _mask_for(image_path: Path, out: Path, value: int = 1) -> Path:
+    image = read_volume(image_path)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[3:7, 3:6, 1:4] = value
+    return write_volume(mask, image.affine, out)
+
+
+@pytest.fixture
+def source(tmp_path, make_dicom_series, dicom_identity):
+    """Four scans: two DICOM series from one hospital (names in the tags), a NIfTI and an NRRD."""
+    import SimpleITK as sitk
+
+    src = tmp_path / "source"
+    a = make_dicom_series(src / "dicom_a", _ct_lps((12, 10, 6), 0))
+    other = dict(dicom_identity, PatientID="MRN-11112222", PatientName="Roe^Richard")
+    b = make_dicom_series(src / "dicom_b", _ct_lps((12, 10, 6), 1), identity=other, sex="M", age="045Y",
+                          manufacturer="GE MEDICAL SYSTEMS")  # fmt: skip
+    nifti = write_volume(_ct_lps((12, 10, 8), 2).astype(np.float32), np.diag([0.7, 0.7, 3.0, 1]), src / "c.nii.gz")
+    nrrd_img = sitk.GetImageFromArray(_ct_lps((8, 10, 12), 3).astype(np.int16))  # (z, y, x) LPS
+    nrrd_img.SetSpacing((0.9, 0.9, 1.5))
+    sitk.WriteImage(nrrd_img, str(src / "d.nrrd"))
+    for name, image in [("a", a), ("b", b), ("c", nifti), ("d", src / "d.nrrd")]:
+        _mask_for(image, src / f"{name}_mask.nii.gz")
+    meta = pd.DataFrame({
+        "image": ["dicom_a", "dicom_b", "c.nii.gz", "d.nrrd"],
+        "label": ["a_mask.nii.gz", "b_mask.nii.gz", "c_mask.nii.gz", "d_mask.nii.gz"],
+        "split": ["train", "tune", "test", "train"],
+        "institution": ["", "", "Third Clinic Oslo", "st. example GENERAL hospital"],
+        "sex": ["", "", "F", "M"],
+        "age": ["", "", "52", "71"],
+        "histology": ["thymoma_AB", "thymoma_B2", "thymic_carcinoma", "lymphoma"],
+        "contrast": ["venous", "none", "venous", "arterial"],
+    })  # fmt: skip
+    meta.to_csv(src / "metadata.csv", index=False)
+    return src
+
+
+def _all_output_text(root: Path) -> bytes:
+    blobs = []
+    for path in root.rglob("*"):
+        blobs.append(str(path.relative_to(root)).encode())
+        if path.is_file():
+            data = path.read_bytes()
+            blobs.append(gzip.decompress(data) if path.name.endswith(".gz") else data)
+    return b"\n".join(blobs)
+
+
+def _assert_no_identity(blob: bytes | str, where: str) -> None:
+    text = blob.decode("latin-1") if isinstance(blob, bytes) else blob
+    for fragment in FRAGMENTS:
+        assert fragment.lower() not in text.lower(), f"{fragment!r} leaked into {where}"
+
+
+def test_import_dicom_nifti_nrrd(source, tmp_path, caplog):
+    out = tmp_path / "cohort"
+    with caplog.at_level(logging.DEBUG):
+        df = import_cohort(source, source / "metadata.csv", out, key=KEY)
+    assert list(df.columns) == list(CASE_COLUMNS)
+    assert df["case_id"].tolist() == ["case_0001", "case_0002", "case_0003", "case_0004"]
+    assert (out / "imagesTr/case_0001_0000.nii.gz").is_file()
+    assert (out / "labelsTs/case_0003.nii.gz").is_file()
+    assert (out / "dataset.json").is_file() and (out / "provenance.json").is_file()
+    assert read_cases(out / "cases.csv").equals(df)
+
+    # institutions: keyed-hash pseudonyms, consistent between the DICOM tag and a CSV spelling of it
+    inst = df["institution_id"].tolist()
+    assert all(re.fullmatch(r"INST-[0-9a-f]{8}", i) for i in inst)
+    assert inst[0] == inst[1] == inst[3] == pseudonymise("St Example General Hospital", KEY.encode())
+    assert inst[2] != inst[0]
+    # patients: pseudonyms of the DICOM PatientID, generated otherwise
+    assert re.fullmatch(r"PAT-[0-9a-f]{8}", df["patient_id"][0]) and df["patient_id"][0] != df["patient_id"][1]
+    assert df["patient_id"][2] == "pat_0003"
+    # DICOM fills what the CSV leaves empty; the CSV wins where it speaks
+    assert df["sex"].tolist() == ["F", "M", "F", "M"]
+    assert df["age"].tolist() == [67, 45, 52, 71]
+    assert df["vendor"].tolist()[:2] == ["Siemens", "GE"]
+    assert df["slice_thickness_mm"].tolist() == pytest.approx([2.5, 2.5, 3.0, 1.5])
+    # tumour volume measured from the mask: 4*3*3 voxels
+    assert df["tumour_volume_ml"][0] == pytest.approx(36 * 0.8 * 0.8 * 2.5 / 1000, abs=1e-3)
+
+    # voxels survive, in RAS, stored compactly as int16
+    for case, src in [(0, "dicom_a"), (2, "c.nii.gz"), (3, "d.nrrd")]:
+        original = read_volume(source / src)
+        imported = read_volume(df["image"][case])
+        np.testing.assert_array_equal(imported.array, original.array)
+        np.testing.assert_allclose(imported.affine, original.affine, atol=1e-4)
+        assert read_label(df["label"][case], imported).array.sum() == 36
+    import nibabel as nib
+
+    assert nib.load(df["image"][0]).get_data_dtype() == np.int16
+
+    _assert_no_identity(_all_output_text(out), "the cohort folder")
+    _assert_no_identity(caplog.text, "the log")
+    assert "case_0004: converted" in caplog.text
+
+
+def test_cli_import_and_validate(source, tmp_path):
+    out = tmp_path / "cohort_cli"
+    env = {**os.environ, "AMT_PSEUDONYM_KEY": KEY}
+    done = subprocess.run(
+        [*AMT, "import", "--source", str(source),
+         "--metadata", str(source / "metadata.csv"), "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "OK: imported 4 cases" in done.stdout
+    _assert_no_identity(done.stdout + done.stderr, "the command's output")
+    _assert_no_identity(_all_output_text(out), "the cohort folder")
+    df = pd.read_csv(out / "cases.csv")
+    assert df["institution_id"][0] == pseudonymise("St Example General Hospital", KEY.encode())
+
+    ok = subprocess.run([*AMT, "validate", str(out / "cases.csv")],
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("OK: 4 cases (2 train, 1 tune, 1 test)")
+
+    again = subprocess.run(
+        [*AMT, "import", "--source", str(source),
+         "--metadata", str(source / "metadata.csv"), "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 2
+    assert "exists and is not empty" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_cli_validate_prints_every_problem(tiny_cohort):
+    df = pd.read_csv(tiny_cohort / "cases.csv", dtype=str)
+    df.loc[0, "institution_id"] = "INST-C"  # leakage
+    df.loc[1, "case_id"] = "case_001"  # duplicate
+    df.loc[2, "sex"] = "unknown"
+    df.to_csv(tiny_cohort / "cases.csv", index=False)
+    done = subprocess.run([*AMT, "validate", str(tiny_cohort / "cases.csv")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert "3 problem(s)" in done.stderr
+    for expected in ["leakage: test-split institution(s) ['INST-C']", "duplicate case_id", "unknown sex ['unknown']"]:
+        assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_metadata_problems_listed_before_any_conversion(source, tmp_path):
+    meta = pd.read_csv(source / "metadata.csv", dtype=str)
+    meta.loc[0, "image"] = "no_such_series"
+    meta.loc[1, "split"] = "holdout"
+    meta.loc[2, "institution"] = "St Example General Hospital"  # the test case's hospital is also in train
+    meta.to_csv(source / "metadata.csv", index=False)
+    out = tmp_path / "cohort"
+    with pytest.raises(CaseTableError) as info:
+        import_cohort(source, source / "metadata.csv", out, key=KEY)
+    message = str(info.value)
+    assert "row 2: image not found" in message
+    assert "row 2: no institution" in message  # the missing series cannot name its hospital
+    assert "unknown split ['holdout']" in message
+    assert re.search(r"leakage: test-split institution\(s\) \['INST-[0-9a-f]{8}'\] also appear in train/tune", message)
+    _assert_no_identity(message, "the error message")
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_failed_conversion_leaves_nothing(source, tmp_path):
+    """A mask with values {0, 2, 7} stops the import with an error naming the case and file; no cohort
+    folder and no staging folder remain."""
+    image = read_volume(source / "c.nii.gz")
+    mask = np.zeros(image.shape, np.uint8)
+    mask[1, 1, 1], mask[2, 2, 2] = 2, 7
+    write_volume(mask, image.affine, source / "c_mask.nii.gz")
+    out = tmp_path / "cohort"
+    with pytest.raises(CaseTableError, match=r"case case_0003: .*c_mask\.nii\.gz: label has values \[2, 7\]"):
+        import_cohort(source, source / "metadata.csv", out, key=KEY)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]
+    # with binarise_labels the same mask is accepted (every non-zero voxel becomes tumour)
+    df = import_cohort(source, source / "metadata.csv", out, key=KEY, binarise_labels=True)
+    assert read_label(df["label"][2], read_volume(df["image"][2])).array.sum() == 2
+
+
+def test_overwrite_replaces_cohort(source, tmp_path):
+    out = tmp_path / "cohort"
+    import_cohort(source, source / "metadata.csv", out, key=KEY)
+    with pytest.raises(FileExistsError, match="not empty"):
+        import_cohort(source, source / "metadata.csv", out, key=KEY)
+    (out / "stale.txt").write_text("old")
+    import_cohort(source, source / "metadata.csv", out, key="another-key", overwrite=True)
+    assert not (out / "stale.txt").exists()
+    assert read_cases(out / "cases.csv")["institution_id"][0] != pseudonymise("St Example General Hospital", KEY.encode())
+
+
+def test_user_given_ids_are_kept(source, tmp_path):
+    meta = pd.read_csv(source / "metadata.csv", dtype=str)
+    meta["case_id"] = ["A1", None, "case_0001", "B7"]
+    meta["institution_id"] = ["H1", "H1", "H2", "H1"]
+    meta.to_csv(source / "metadata.csv", index=False)
+    df = import_cohort(source, source / "metadata.csv", tmp_path / "cohort", key=KEY)
+    assert df["case_id"].tolist() == ["A1", "case_0002", "case_0001", "B7"]
+    assert df["institution_id"].tolist() == ["H1", "H1", "H2", "H1"]  # already pseudonyms: kept
+
+
+@pytest.mark.realdata
+def test_import_real_jpeg2000_dicom(realdata, tmp_path):
+    """The real JPEG 2000 series imports; its InstitutionAddress and StationName do not reach the output."""
+    src = realdata / "ts_abdomen_dicom"
+    meta = tmp_path / "meta.csv"
+    pd.DataFrame({"image": ["dicom"], "label": ["seg_totalsegmentator.nii.gz"], "split": ["test"],
+                  "institution_id": ["INST-0001"], "sex": ["M"]}).to_csv(meta, index=False)  # fmt: skip
+    out = tmp_path / "cohort"
+    df = import_cohort(src, meta, out, key=KEY, binarise_labels=True)
+    assert df["vendor"][0] == "Siemens" and df["slice_thickness_mm"][0] == 3.0
+    image = read_volume(df["image"][0])
+    assert image.shape == (512, 512, 20) and image.array.min() == -1024 and image.array.max() == 1839
+    blob = _all_output_text(out).decode("latin-1").lower()
+    for fragment in ["petersgraben", "basel", "petct2", "1.3.12.2.1107.5.1.4.60064"]:
+        assert fragment not in blob, fragment
+
+
+@pytest.mark.parametrize(
+    ("value", "years"),
+    [("045Y", 45), ("006M", 0), ("003W", 0), ("095Y", 90), ("", None), ("abc", None), (None, None)],
+)
+def test_parse_age(value, years):
+    assert parse_age(value) == years
+
+
+@pytest.mark.parametrize(
+    ("manufacturer", "vendor"),
+    [("GE MEDICAL SYSTEMS", "GE"), ("SIEMENS", "Siemens"), ("Philips Medical Systems", "Philips"),
+     ("TOSHIBA", "Canon"), ("Canon Medical Systems", "Canon"), ("FUJIFILM Corporation", "Fujifilm"),
+     ("Neusoft", "Neusoft"), (None, None)],
+)  # fmt: skip
+def test_vendor_name(manufacturer, vendor):
+    assert vendor_name(manufacturer) == vendor
+
+
+def test_pseudonyms_are_keyed_and_normalised():
+    key = b"k1"
+    assert pseudonymise("St. Example  General-Hospital", key) == pseudonymise("st example general hospital", key)
+    assert pseudonymise("St Example General Hospital", key) != pseudonymise("St Example General Hospital", b"k2")
+    assert pseudonymise("A", key) != pseudonymise("B", key)
+    with pytest.raises(ValueError):
+        pseudonymise("  ", key)
