@@ -1,0 +1,278 @@
+"""Institution and sub-group statistics: intervals, tables, tests and models on hand-made and simulated data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from amt_core import registry
+from amt_core.evaluation.stats import (
+    UNKNOWN,
+    compare_to_published,
+    detection_gee,
+    detection_subgroup_table,
+    institution_mixed_model,
+    institution_table,
+    subgroup_levels,
+    subgroup_table,
+    wilson_ci,
+)
+
+
+def _cohort(n=164, n_inst=121, seed=0):
+    """A synthetic case table and per-case metrics shaped like the external test split."""
+    rng = np.random.default_rng(seed)
+    cases = pd.DataFrame(
+        {
+            "case_id": [f"c{i:03d}" for i in range(n)],
+            "patient_id": [f"p{i:03d}" for i in range(n)],
+            "institution_id": [f"I{k:03d}" for k in rng.integers(0, n_inst, n)],
+            "split": "test",
+            "sex": rng.choice(list(registry.SEXES), n),
+            "age": rng.uniform(20, 85, n),
+            "histology": rng.choice(["thymoma_AB", "thymic_carcinoma", "lymphoma"], n),
+            "tumour_volume_ml": rng.lognormal(3.0, 1.2, n),
+            "contrast": rng.choice(["none", "venous"], n),
+            "slice_thickness_mm": rng.choice([1.0, 1.5, 2.5, 5.0], n),
+            "vendor": rng.choice(["GE", "Siemens", "Canon"], n),
+        }
+    )
+    cases.loc[[3, 7], "age"] = np.nan  # unknown age
+    per_case = cases[["case_id", "institution_id"]].copy()
+    for metric in registry.SEG_METRICS:
+        per_case[metric] = rng.beta(8, 2, n)
+    per_case.loc[5, "precision"] = np.nan  # undefined for an empty prediction
+    return cases, per_case
+
+
+# --- proportions ---------------------------------------------------------------------------------------
+def test_wilson_matches_hand_values():
+    # Wilson score interval written out: (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+    assert wilson_ci(87, 100) == pytest.approx((0.7901964855992357, 0.9224283257275948), abs=1e-12)
+    assert wilson_ci(7, 8) == pytest.approx((0.5291118177871464, 0.9775825085499433), abs=1e-12)
+    lo, hi = wilson_ci(0, 10)
+    assert lo == pytest.approx(0.0, abs=1e-12) and 0 < hi < 1
+
+
+def test_clopper_pearson_is_the_exact_beta_interval_and_arrays_work():
+    lo, hi = wilson_ci(7, 20, method="clopper-pearson")
+    assert lo == pytest.approx(sps.beta.ppf(0.025, 7, 14))
+    assert hi == pytest.approx(sps.beta.ppf(0.975, 8, 13))
+    lo, hi = wilson_ci(np.array([0, 5]), np.array([0, 10]))
+    assert np.isnan(lo[0]) and np.isnan(hi[0]) and lo[1] < 0.5 < hi[1]
+    with pytest.raises(ValueError, match="successes"):
+        wilson_ci(5, 3)
+    with pytest.raises(ValueError, match="method"):
+        wilson_ci(1, 3, method="agresti")
+
+
+# --- sub-group bins ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, column, value, expected",
+    [
+        ("age_band", "age", 39.9, "<40"),
+        ("age_band", "age", 40.0, "40-59"),
+        ("age_band", "age", 59.99, "40-59"),
+        ("age_band", "age", 60.0, ">=60"),
+        ("age_band", "age", np.nan, UNKNOWN),
+        ("tumour_size_band", "tumour_volume_ml", 9.99, "<10 ml"),
+        ("tumour_size_band", "tumour_volume_ml", 10.0, "10-50 ml"),
+        ("tumour_size_band", "tumour_volume_ml", 200.0, ">=200 ml"),
+        ("slice_thickness_band", "slice_thickness_mm", 1.5, "<=1.5 mm"),
+        ("slice_thickness_band", "slice_thickness_mm", 3.0, "1.5-3 mm"),
+        ("slice_thickness_band", "slice_thickness_mm", 3.01, ">3 mm"),
+        ("slice_thickness_band", "slice_thickness_mm", 0.625, "<=1.5 mm"),
+        ("sex", "sex", "F", "F"),
+        ("vendor", "vendor", None, UNKNOWN),
+    ],
+)
+def test_subgroup_bins(name, column, value, expected):
+    levels = subgroup_levels(pd.DataFrame({column: [value]}), name)
+    assert levels.iloc[0] == expected
+
+
+def test_subgroup_levels_follow_registry_order_and_name_missing_columns():
+    levels = subgroup_levels(pd.DataFrame({"sex": ["F", "M", "F"]}), "sex")
+    assert list(levels.cat.categories) == ["M", "F", UNKNOWN]
+    with pytest.raises(KeyError, match="tumour_volume_ml"):
+        subgroup_levels(pd.DataFrame({"sex": ["F"]}), "tumour_size_band")
+    with pytest.raises(KeyError, match="unknown sub-group"):
+        subgroup_levels(pd.DataFrame({"sex": ["F"]}), "shoe_size")
+
+
+# --- tables --------------------------------------------------------------------------------------------------
+def test_subgroup_table_counts_add_up_and_tests_match_scipy():
+    cases, per_case = _cohort()
+    table = subgroup_table(per_case, cases, n_boot=300, seed=0)
+    assert set(table["subgroup"]) == set(registry.SUBGROUPS)
+    sums = table.groupby(["subgroup", "metric"])["n"].sum().unstack()
+    assert (sums["dice"] == 164).all() and (sums["precision"] == 163).all()
+    age = table[(table["subgroup"] == "age_band") & (table["metric"] == "dice")].set_index("level")
+    assert age.loc[UNKNOWN, "n"] == 2
+    assert list(age.index) == ["<40", "40-59", ">=60", UNKNOWN]
+    assert (age["ci_lo"] <= age["mean"]).all() and (age["mean"] <= age["ci_hi"]).all()
+    # Kruskal-Wallis over the known age bands; Mann-Whitney for the two sexes
+    merged = per_case.merge(cases[["case_id", "age", "sex"]], on="case_id")
+    bands = subgroup_levels(merged, "age_band")
+    groups = [merged.loc[bands == lev, "dice"] for lev in ["<40", "40-59", ">=60"]]
+    assert age["test"].iloc[0] == "kruskal-wallis"
+    assert age["p_value"].iloc[0] == pytest.approx(sps.kruskal(*groups).pvalue)
+    sex = table[(table["subgroup"] == "sex") & (table["metric"] == "dice")]
+    want = sps.mannwhitneyu(
+        merged.loc[merged["sex"] == "M", "dice"],
+        merged.loc[merged["sex"] == "F", "dice"],
+        alternative="two-sided",
+    ).pvalue
+    assert sex["test"].iloc[0] == "mann-whitney" and sex["p_value"].iloc[0] == pytest.approx(want)
+
+
+def test_subgroup_table_cluster_option_and_single_scan_levels():
+    cases, per_case = _cohort(n=40, n_inst=8, seed=1)
+    cases.loc[0, "vendor"] = "Fujifilm"  # a level with a single scan: no CI
+    table = subgroup_table(per_case, cases, subgroups=("vendor",), n_boot=200, seed=0, cluster=True)
+    fuji = table[table["level"] == "Fujifilm"]
+    assert (fuji["n"] == 1).all() and fuji["ci_lo"].isna().all()
+    assert table["cluster"].all()
+
+
+def test_institution_table_pools_small_institutions():
+    per_case = pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(12)],
+            "institution_id": ["A"] * 5 + ["B"] * 3 + ["C"] * 2 + ["D", "E"],
+            "dice": np.linspace(0.5, 0.95, 12),
+            "iou": np.linspace(0.4, 0.9, 12),
+        }
+    )
+    table = institution_table(per_case, min_scans=3, metrics=("dice", "iou"), n_boot=200, seed=0)
+    dice = table[table["metric"] == "dice"].set_index("institution_id")
+    assert list(dice.index) == ["A", "B", "pooled (<3 scans)"]
+    assert list(dice["n"]) == [5, 3, 4] and dice["n"].sum() == 12
+    assert list(dice["n_institutions"]) == [1, 1, 3]
+    assert dice.loc["pooled (<3 scans)", "mean"] == pytest.approx(per_case["dice"].iloc[8:].mean())
+    # k = 1: no pooling, single-scan institutions get no CI
+    table = institution_table(per_case, min_scans=1, metrics=("dice",), n_boot=200, seed=0)
+    assert len(table) == 5 and table.set_index("institution_id").loc["D", ["ci_lo", "ci_hi"]].isna().all()
+
+
+def test_detection_subgroup_table_sensitivity_wilson_and_fisher():
+    cases = pd.DataFrame({"case_id": [f"c{i}" for i in range(30)], "sex": ["M"] * 10 + ["F"] * 20})
+    lesions = pd.DataFrame(
+        {
+            "case_id": cases["case_id"],
+            "lesion_id": 1,
+            "institution_id": [f"I{i % 7}" for i in range(30)],
+            "hit": [True] * 9 + [False] + [True] * 12 + [False] * 8,
+            "ref_volume_ml": 20.0,
+        }
+    )
+    table = detection_subgroup_table(lesions, cases, subgroups=("sex",)).set_index("level")
+    assert table.loc["M", "n_hit"] == 9 and table.loc["M", "n_lesions"] == 10
+    assert table.loc["F", "sensitivity"] == pytest.approx(0.6)
+    assert (table.loc["F", "ci_lo"], table.loc["F", "ci_hi"]) == pytest.approx(wilson_ci(12, 20))
+    assert table["test"].iloc[0] == "fisher"
+    assert table["p_value"].iloc[0] == pytest.approx(sps.fisher_exact([[9, 1], [12, 8]]).pvalue)
+
+
+def test_detection_subgroup_table_chi_square_for_more_levels():
+    cases, _ = _cohort(n=90, n_inst=30, seed=2)
+    rng = np.random.default_rng(3)
+    lesions = cases[["case_id", "institution_id"]].assign(lesion_id=1, hit=rng.random(90) < 0.8)
+    table = detection_subgroup_table(lesions, cases, subgroups=("vendor",))
+    counts = table.set_index("level")[["n_hit", "n_lesions"]]
+    observed = np.column_stack([counts["n_hit"], counts["n_lesions"] - counts["n_hit"]])
+    assert table["test"].iloc[0] == "chi-square"
+    assert table["p_value"].iloc[0] == pytest.approx(sps.chi2_contingency(observed).pvalue)
+    assert counts["n_lesions"].sum() == 90
+
+
+def test_compare_to_published():
+    ours = pd.DataFrame(
+        {"metric": ["dice", "iou"], "mean": [0.80, 0.70], "ci_lo": [0.78, 0.65], "ci_hi": [0.83, 0.71]}
+    )
+    table = compare_to_published(ours).set_index("metric")
+    assert list(table.index) == list(registry.PUBLISHED)
+    assert table.loc["dice", "published"] == registry.PUBLISHED["dice"]
+    assert table.loc["dice", "published_in_ci"] is True  # 0.82 in [0.78, 0.83]
+    assert table.loc["iou", "published_in_ci"] is False  # 0.72 above [0.65, 0.71]
+    assert table.loc["dice", "difference"] == pytest.approx(0.80 - 0.82)
+    assert table.loc["dice", "ours_text"] == "0.800 [0.780, 0.830]"
+    assert np.isnan(table.loc["recall", "ours"]) and table.loc["recall", "published_in_ci"] is None
+
+
+# --- models -----------------------------------------------------------------------------------------------------
+def _clustered(n_inst, per_inst, group_sd, resid_sd, seed):
+    rng = np.random.default_rng(seed)
+    inst = np.repeat([f"I{k:03d}" for k in range(n_inst)], per_inst)
+    effect = rng.normal(0, group_sd, n_inst)
+    dice = 0.8 + np.repeat(effect, per_inst) + rng.normal(0, resid_sd, n_inst * per_inst)
+    return pd.DataFrame(
+        {"case_id": [f"c{i}" for i in range(inst.size)], "institution_id": inst, "dice": dice}
+    )
+
+
+def test_mixed_model_recovers_a_known_icc():
+    per_case = _clustered(n_inst=60, per_inst=20, group_sd=0.08, resid_sd=0.08, seed=0)  # ICC 0.5
+    res = institution_mixed_model(per_case, metric="dice")
+    assert res.converged and not res.on_boundary
+    assert res.icc == pytest.approx(0.5, abs=0.12)
+    assert res.group_var == pytest.approx(0.0064, rel=0.4)
+    assert res.residual_var == pytest.approx(0.0064, rel=0.1)
+    assert res.n_groups == 60 and res.n_obs == 1200 and res.caveat is None
+    assert res.lrt_p_value < 1e-6
+    intercept = res.fixed_effects.set_index("term").loc["Intercept"]
+    assert intercept["ci_lo"] < 0.8 < intercept["ci_hi"]
+    assert res.to_dict()["fixed_effects"][0]["term"] == "Intercept"
+
+
+def test_mixed_model_on_mostly_single_scan_institutions_warns_and_does_not_crash():
+    cases, per_case = _cohort(seed=4)  # 164 scans over up to 121 institutions, no true effect
+    res = institution_mixed_model(per_case, cases, metric="dice", covariates=("sex", "tumour_size_band"))
+    assert res.caveat is not None and "weakly identified" in res.caveat
+    assert res.share_groups_le2 > 0.5
+    assert 0.0 <= res.icc <= 1.0 or np.isnan(res.icc)
+    assert "C(sex)[T.F]" in set(res.fixed_effects["term"])
+    assert isinstance(res.warnings, list)
+
+
+def test_gee_recovers_the_sign_of_an_effect():
+    rng = np.random.default_rng(0)
+    n_inst, per = 80, 5
+    inst = np.repeat([f"I{k}" for k in range(n_inst)], per)
+    log_vol = rng.normal(0, 1, n_inst * per)
+    u = np.repeat(rng.normal(0, 0.5, n_inst), per)
+    hit = rng.random(inst.size) < 1 / (1 + np.exp(-(1.0 + 1.2 * log_vol + u)))
+    lesions = pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(inst.size)],
+            "lesion_id": 1,
+            "institution_id": inst,
+            "hit": hit,
+            "log_vol": log_vol,
+        }
+    )
+    gee = detection_gee(lesions, covariates=("log_vol",)).set_index("term")
+    assert gee.loc["log_vol", "estimate"] > 0.5 and gee.loc["log_vol", "p_value"] < 1e-4
+    assert gee.loc["log_vol", "or_ci_lo"] > 1.0
+    assert gee.attrs["model"] == "gee" and gee.attrs["n_groups"] == n_inst and gee.attrs["converged"]
+    bayes = detection_gee(lesions, covariates=("log_vol",), model="bayes").set_index("term")
+    assert bayes.loc["log_vol", "estimate"] > 0.5 and bayes.attrs["re_sd"] > 0
+
+
+def test_gee_with_subgroup_covariates_handles_separation():
+    cases, _ = _cohort(n=200, n_inst=60, seed=5)
+    size = subgroup_levels(cases, "tumour_size_band")
+    rng = np.random.default_rng(6)
+    p = np.where(size == "<10 ml", 0.5, 0.9)
+    hit = rng.random(200) < p
+    hit[(size == ">=200 ml").to_numpy()] = True  # every large tumour found: perfect separation
+    lesions = cases[["case_id", "institution_id"]].assign(lesion_id=1, hit=hit)
+    gee = detection_gee(lesions, cases, covariates=("tumour_size_band",))
+    terms = gee.set_index("term")
+    assert np.isfinite(gee["estimate"]).all()
+    assert terms.loc["C(tumour_size_band)[T.10-50 ml]", "estimate"] > 0  # reference: "<10 ml"
+    assert any(">=200 ml" in d for d in gee.attrs["dropped_levels"])
+    with pytest.raises(ValueError, match="model"):
+        detection_gee(lesions, cases, model="glmm")
