@@ -79,7 +79,7 @@ DICOM_IDENTITY = {
 
 
 def write_dicom_series(folder, hu, spacing=(0.8, 0.8, 2.5), origin=(-20.0, -30.0, 100.0), identity=None,
-                       sex="F", age="067Y", manufacturer="SIEMENS", intercept=-1024.0):  # fmt: skip
+                       sex="F", age="067Y", manufacturer="SIEMENS", intercept=-1024.0, slope=1.0):  # fmt: skip
     """Write ``hu`` (axes x, y, z in LPS voxel order, i.e. DICOM columns, rows, slices) as an uncompressed
     CT series with pydicom; returns the folder. ``identity`` (default DICOM_IDENTITY) fills the
     identifying tags."""
@@ -92,7 +92,7 @@ def write_dicom_series(folder, hu, spacing=(0.8, 0.8, 2.5), origin=(-20.0, -30.0
     folder.mkdir(parents=True, exist_ok=True)
     identity = DICOM_IDENTITY if identity is None else identity
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    stored = np.round(np.asarray(hu) - intercept).astype(np.uint16)
+    stored = np.round((np.asarray(hu) - intercept) / slope).astype(np.uint16)
     for k in range(stored.shape[2]):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
@@ -120,7 +120,7 @@ def write_dicom_series(folder, hu, spacing=(0.8, 0.8, 2.5), origin=(-20.0, -30.0
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = stored.shape[1], stored.shape[0]
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope = intercept, 1.0
+        ds.RescaleIntercept, ds.RescaleSlope = intercept, slope
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # rows = y, columns = x
         ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
     return folder

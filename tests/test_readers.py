@@ -147,3 +147,18 @@ def test_write_read_roundtrip(realdata, tmp_path):
     back = read_volume(out)
     np.testing.assert_array_equal(back.array, vol.array)
     np.testing.assert_allclose(back.affine, vol.affine, atol=1e-4)
+
+
+@pytest.mark.parametrize(("slope", "intercept"), [(1.0, -1024.0), (0.5, -1000.0), (2.0, -2048.0)])
+def test_dicom_hu_rescale_and_lps_to_ras(tmp_path, make_dicom_series, slope, intercept):
+    """DICOM stored values become HU (value * slope + intercept), and the LPS series comes out in RAS:
+    DICOM column index i (towards patient left) becomes RAS x index (n - 1 - i)."""
+    hu = np.arange(6 * 5 * 4, dtype=np.float64).reshape(6, 5, 4) * 2 - 1000  # even, exact for slope 2
+    folder = make_dicom_series(tmp_path / "series", hu, spacing=(0.7, 0.9, 2.0), origin=(-10.0, 20.0, 50.0),
+                               slope=slope, intercept=intercept)  # fmt: skip
+    vol = read_volume(folder)
+    np.testing.assert_array_equal(vol.array, hu[::-1, ::-1, :].astype(np.float32))
+    assert vol.spacing == pytest.approx((0.7, 0.9, 2.0))
+    # the first stored voxel (LPS position -10, 20, 50) is at RAS (10, -20, 50)
+    ijk = np.array([5, 4, 0, 1.0])
+    np.testing.assert_allclose(vol.affine @ ijk, [10.0, -20.0, 50.0, 1.0], atol=1e-6)
