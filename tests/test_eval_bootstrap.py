@@ -164,6 +164,15 @@ def test_ci_from_replicates_vectorised_and_degenerate_cases():
         ci_from_replicates(reps, point, method="basic")
 
 
+def test_no_resamples_or_no_scans_give_nan_intervals():
+    x = np.random.default_rng(0).random((10, 2))
+    for method in ("percentile", "bca"):
+        res = bootstrap_means(x, n_boot=0, method=method)  # n_boot = 0 means "no CIs"
+        assert res["ci_lo"].isna().all() and np.allclose(res["mean"], x.mean(axis=0))
+        empty = bootstrap_means(np.zeros((0, 2)), n_boot=50, method=method, clusters=np.array([]))
+        assert empty["mean"].isna().all() and (empty["n"] == 0).all()
+
+
 def test_bootstrap_means_dataframe_skips_ids_and_nans():
     df = pd.DataFrame(
         {

@@ -183,6 +183,9 @@ def ci_from_replicates(
     k = rep.shape[1]
     pt = np.broadcast_to(np.asarray(point, dtype=np.float64).reshape(-1), (k,)).copy()
 
+    if rep.shape[0] == 0:  # no resamples (n_boot = 0): no interval
+        nan = np.full(k, np.nan)
+        return (float("nan"), float("nan")) if scalar else (nan, nan.copy())
     sorted_rep = np.sort(rep, axis=0)  # NaNs go last
     n_valid = np.isfinite(rep).sum(axis=0)
     alpha = (1.0 - level) / 2.0

@@ -577,6 +577,8 @@ def detection_gee(
             attrs["converged"] = False
             caught.append(f"non-finite or huge log odds for {list(table.loc[big, 'term'])}: quasi-separation")
     caught += sorted({f"{w.category.__name__}: {w.message}" for w in log})
+    if any(w.category.__name__ == "ConvergenceWarning" for w in log):
+        attrs["converged"] = False
     table["odds_ratio"] = np.exp(table["estimate"])
     table["or_ci_lo"] = np.exp(table["ci_lo"])
     table["or_ci_hi"] = np.exp(table["ci_hi"])
