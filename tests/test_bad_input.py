@@ -30,6 +30,14 @@ def _nifti(path: Path, array: np.ndarray, affine=AFFINE) -> Path:
     return path
 
 
+def _rotated(affine: np.ndarray, degrees: float) -> np.ndarray:
+    """``affine`` turned by ``degrees`` about the world z axis (through the origin)."""
+    t = np.deg2rad(degrees)
+    rot = np.eye(4)
+    rot[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    return rot @ affine
+
+
 @pytest.fixture
 def image(tmp_path):
     path = write_volume(_ct(), AFFINE, tmp_path / "image.nii.gz")
@@ -179,8 +187,9 @@ def test_float_binary_label_is_fine(tmp_path, image):
     [
         ("other_shape", (12, 10, 9), AFFINE, r"shape \(12, 10, 9\) vs \(12, 10, 8\)"),
         ("other_spacing", (12, 10, 8), np.diag([0.8, 0.8, 3.0, 1.0]), r"spacing \(0.8, 0.8, 3\) vs \(0.8, 0.8, 2.5\) mm"),
-        ("shifted", (12, 10, 8), AFFINE + np.array([[0, 0, 0, 5.0]] + [[0] * 4] * 3), r"affine differs by up to 5 mm"),
+        ("shifted", (12, 10, 8), AFFINE + np.array([[0, 0, 0, 5.0]] + [[0] * 4] * 3), r"affine differs: voxels lie up to 5 mm apart"),
         ("flipped", (12, 10, 8), np.diag([-0.8, 0.8, 2.5, 1.0]), "affine differs"),
+        ("rotated", (12, 10, 8), _rotated(AFFINE, 2.0), r"affine differs: voxels lie up to 0.3\d* mm apart"),
     ],
 )
 def test_label_on_another_grid(tmp_path, image, name, shape, affine, expected):

@@ -25,7 +25,8 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 #: binary tumour masks: 0 background, 1 tumour
 BINARY_LABELS: tuple[int, ...] = (0, 1)
-#: geometry tolerance between a label and its image, as a fraction of the image's smallest voxel size
+#: geometry tolerance between a label and its image: how far apart (as a fraction of the image's smallest
+#: voxel size) the same voxel may lie in the world under the two affines
 GRID_TOLERANCE = 1e-2
 
 # LPS (DICOM/ITK world) <-> RAS (NIfTI/nibabel world): flip x and y.
@@ -132,11 +133,16 @@ def _check_grid(source: str, shape: tuple[int, ...], affine: np.ndarray, image: 
     spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
     if not np.allclose(spacing, image.spacing, atol=tol, rtol=0):
         problems.append(f"spacing {_fmt(spacing)} vs {_fmt(image.spacing)} mm")
-    if not problems and not np.allclose(affine, image.affine, atol=tol, rtol=0):
-        problems.append(
-            f"affine differs by up to {np.abs(affine - image.affine).max():.3g} mm "
-            f"(origin {_fmt(affine[:3, 3])} vs {_fmt(image.affine[:3, 3])})"
-        )
+    if not problems:
+        # compare where the grid's corner voxels lie in the world: catches shifts, flips and rotations
+        corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1)
+        corners = np.vstack([corners, np.ones(corners.shape[1])])
+        offset = float(np.linalg.norm((affine @ corners - image.affine @ corners)[:3], axis=0).max())
+        if offset > tol:
+            problems.append(
+                f"affine differs: voxels lie up to {offset:.3g} mm apart "
+                f"(origin {_fmt(affine[:3, 3])} vs {_fmt(image.affine[:3, 3])})"
+            )
     if problems:
         raise VolumeError(
             f"label {source} is not on the grid of image {image.source}: " + "; ".join(problems)
