@@ -58,4 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # import through the package so that `python -m amt_core.cli` shares the package's UserError class
+    from amt_core.cli import main as _main
+
+    sys.exit(_main())
