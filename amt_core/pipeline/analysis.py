@@ -1,0 +1,102 @@
+"""The study's steps that sit between the APIs: inference on the evaluated splits, and the statistics
+of the external test saved as tables in ``RUN/analysis/`` (the figures and the report read them).
+
+:func:`analyse` writes
+
+- ``seg_ci.csv`` / ``seg_ci_cluster.csv``: per-scan means with scan- and institution-cluster bootstrap CIs;
+- ``operating_points.csv``: reading B (one row per IoU threshold at the operating threshold) with Wilson
+  and bootstrap intervals; ``cpm.csv``: reading A's CPM per IoU threshold;
+- ``subgroups.csv``, ``institutions.csv`` (small institutions pooled), ``institution_model.csv`` (fixed
+  effects of the random-intercept model), ``detection_model.csv`` (GEE of lesion hits);
+- ``comparison.csv``: this run beside the published numbers; ``analysis.json``: the settings, the
+  mixed model's variance components and ICC (with its caveat), and the headline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from amt_core import registry
+from amt_core.atomic import write_csv, write_json
+from amt_core.pipeline.layout import RunLayout
+
+
+def predict_splits(layout: RunLayout, cases: pd.DataFrame, splits: Sequence[str] = ("tune", "test")) -> dict:
+    """Run the selected checkpoint on every scan of ``splits``; ``RUN/predictions/{split}/``.
+
+    Returns ``{split: predictions folder}``.
+    """
+    from amt_core.model import predict
+
+    out = {}
+    for split in splits:
+        chosen = cases[cases["split"] == split]
+        if chosen.empty:
+            continue
+        table = layout.predictions(split) / "cases.csv"
+        write_csv(table, chosen)  # absolute image/label paths: a case table of this split alone
+        out[split] = Path(predict(layout.model_path, table, layout.predictions(split)))
+    return out
+
+
+def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 10_000, level: float = 0.95,
+            method: str = "percentile", seed: int = 0, min_institution_scans: int = 3,
+            operating_iou: float = 0.5) -> dict[str, pd.DataFrame]:
+    """Every statistic of the external test from an ``EvaluationResult``; saved in ``out_dir``."""
+    from amt_core.evaluation import stats
+    from amt_core.evaluation.bootstrap import bootstrap_means
+
+    out = Path(out_dir)
+    per_case = result.per_case
+    metrics = list(registry.SEG_METRICS)
+    boot = {"n_boot": n_boot, "seed": seed, "method": method, "level": level}
+    tables: dict[str, pd.DataFrame] = {}
+    tables["seg_ci"] = bootstrap_means(per_case[metrics].astype(float), **boot)
+    tables["seg_ci_cluster"] = bootstrap_means(per_case[metrics].astype(float), clusters=per_case["institution_id"]
+                                               .astype(str).to_numpy(), **boot)
+    tables["operating_points"] = result.froc_iou.copy()
+    points = result.froc_points
+    tables["cpm"] = (points[points["point"] == "cpm"][["iou_threshold", "sensitivity", "ci_lo", "ci_hi"]]
+                     .rename(columns={"sensitivity": "cpm"}).reset_index(drop=True))
+    tables["froc_bands"] = points[points["point"] != "cpm"].reset_index(drop=True)
+    tables["subgroups"] = stats.subgroup_table(per_case, cases, metrics=metrics, **boot)
+    tables["institutions"] = stats.institution_table(per_case, cases, min_scans=min_institution_scans,
+                                                     metrics=metrics, **boot)
+    mixed = stats.institution_mixed_model(per_case, cases, "dice", level=level)
+    tables["institution_model"] = mixed.fixed_effects
+    try:
+        tables["detection_model"] = stats.detection_gee(result.lesions, cases, level=level)
+    except (ValueError, ArithmeticError) as exc:  # too few lesions or no variation in hits
+        tables["detection_model"] = pd.DataFrame({"note": [f"not estimable: {exc}"]})
+    means = pd.concat([tables["seg_ci"], _detection_means(result.froc_iou, operating_iou)], ignore_index=True)
+    tables["comparison"] = stats.compare_to_published(means)
+    for name, frame in tables.items():
+        write_csv(out / f"{name}.csv", frame)
+    mixed_info = {k: v for k, v in mixed.to_dict().items() if k != "fixed_effects"}
+    mixed_info["warnings"] = "; ".join(mixed_info.get("warnings") or []) or "none"
+    write_json(out / "analysis.json", {
+        "split": "test", "n_scans": int(len(per_case)), "n_institutions": int(per_case["institution_id"].nunique()),
+        "bootstrap_resamples": n_boot, "ci_level": level, "ci_method": method, "seed": seed,
+        "bootstrap_unit": "scan (institution-cluster bootstrap reported beside it)",
+        "min_institution_scans": min_institution_scans, "operating_iou": operating_iou,
+        "institution_mixed_model": mixed_info,
+    })
+    return tables
+
+
+def _detection_means(froc_iou: pd.DataFrame, operating_iou: float) -> pd.DataFrame:
+    """The operating point at ``operating_iou`` in the ``metric, mean, ci_lo, ci_hi`` form of
+    :func:`compare_to_published` (keys of registry.PUBLISHED)."""
+    row = froc_iou[(froc_iou["iou_threshold"] - operating_iou).abs() < 1e-9]
+    if row.empty:
+        return pd.DataFrame(columns=["metric", "mean", "ci_lo", "ci_hi"])
+    r = row.iloc[0]
+    return pd.DataFrame([
+        {"metric": "sensitivity_iou50", "mean": r["sensitivity"], "ci_lo": r.get("sensitivity_ci_lo", r["sensitivity_wilson_lo"]),
+         "ci_hi": r.get("sensitivity_ci_hi", r["sensitivity_wilson_hi"])},
+        {"metric": "fp_per_scan_iou50", "mean": r["fp_per_scan"], "ci_lo": r.get("fp_per_scan_ci_lo"),
+         "ci_hi": r.get("fp_per_scan_ci_hi")},
+    ])

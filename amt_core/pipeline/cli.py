@@ -1,0 +1,44 @@
+"""``amt run`` and ``amt figures``: thin wrappers of :func:`amt_core.pipeline.run.run_pipeline` and
+:func:`amt_core.plots.make_all_figures` (heavy imports happen inside the handlers)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the study notebooks with papermill into a run folder",
+                       description="Execute notebooks/01..05 with a parameter preset into a run folder; "
+                                   "steps whose inputs and parameters are unchanged are skipped.")
+    p.add_argument("--params", default="params/demo.yaml", help="preset file (params/smoke|demo|study.yaml)")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/demo")
+    p.add_argument("--force", action="store_true", help="rerun every step even if it is up to date")
+    p.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run only these steps (e.g. 04_figures)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_run)
+
+    f = sub.add_parser("figures", help="regenerate the manuscript figures and tables from a run's results",
+                       description="Rebuild every figure (PDF + PNG) and table (CSV + Markdown) from the "
+                                   "saved results of a run folder; no model is needed.")
+    f.add_argument("--run", required=True, help="run folder written by `amt run`")
+    f.add_argument("--out", default="figures", help="output folder (tables go to OUT/tables)")
+    f.set_defaults(func=_figures)
+
+
+def _run(args) -> int:
+    from amt_core.cli import UserError
+    from amt_core.pipeline.run import StepError, run_pipeline
+
+    try:
+        run_pipeline(args.params, args.out, progress=not args.quiet, force=args.force, steps=args.only)
+    except StepError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def _figures(args) -> int:
+    from amt_core.plots import make_all_figures
+
+    written = make_all_figures(args.run, args.out)
+    print(f"amt figures: wrote {len(written)} files to {args.out}")
+    return 0

@@ -1,0 +1,77 @@
+"""The run folder: where every stage of the study reads and writes (one place, so the notebooks, the
+runner, the report and ``amt figures`` can never disagree on a path).
+
+```
+RUN/
+  params.yaml  provenance.json  report.md  report.html
+  cohort/                 the cohort folder (nnU-Net v2 raw + cases.csv), unless cohort_csv was given
+  train/                  the model run: best.pt, last.pt, train_log.csv, config.json
+  predictions/{tune,test}/ masks, probability maps and candidate tables
+  evaluation/{tune,test}/ EvaluationResult.save(): per_case.csv, lesions.csv, froc_*.csv, summary.json
+  analysis/               statistics of the external test (CIs, FROC bands, subgroups, institutions, models)
+  tables/  figures/       manuscript tables (CSV + Markdown) and figures (PDF + PNG)
+  notebooks/              executed notebooks and their HTML export
+  .steps/                 one manifest per successful step (what the runner compares to skip it)
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+    cohort_csv: str = ""
+
+    @classmethod
+    def of(cls, run_dir: str | Path, cohort_csv: str = "") -> RunLayout:
+        return cls(Path(run_dir).resolve(), cohort_csv or "")
+
+    @property
+    def cohort_dir(self) -> Path:
+        return Path(self.cohort_csv).resolve().parent if self.cohort_csv else self.root / "cohort"
+
+    @property
+    def cases_csv(self) -> Path:
+        return Path(self.cohort_csv).resolve() if self.cohort_csv else self.cohort_dir / "cases.csv"
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def model_path(self) -> Path:
+        return self.train_dir / "best.pt"
+
+    def predictions(self, split: str) -> Path:
+        return self.root / "predictions" / split
+
+    def evaluation(self, split: str) -> Path:
+        return self.root / "evaluation" / split
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.root / "analysis"
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def steps_dir(self) -> Path:
+        return self.root / ".steps"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"

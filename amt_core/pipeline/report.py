@@ -1,0 +1,144 @@
+"""``report.md`` and ``report.html`` of a run: the headline tables, the figures with captions, the
+evaluation conventions, and the provenance (config, seed, git commit, package versions, input hashes).
+
+Built from the run folder's files only, so it can be rebuilt at any time (``04_figures`` does).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from amt_core.atomic import write_text
+from amt_core.pipeline.layout import RunLayout
+
+CONVENTION_TEXT = {
+    "matching": "Lesions are the connected components of the reference mask; candidates are the connected "
+                "components of the thresholded probability map. A candidate hits a lesion when their "
+                "overlap passes the IoU threshold under the hit criterion; candidates are assigned to "
+                "lesions with the stated assignment rule, and a second hit on an already-matched lesion "
+                "is counted as stated.",
+    "empty": "Empty-scan policy: the value of Dice, IoU, precision and recall when both masks are empty "
+             "(`empty_both`) and the undefined ratio when exactly one is empty (`empty_one`); surface "
+             "distances are undefined (NaN) when a mask is empty.",
+    "aggregation": "Segmentation metrics are the mean over scans of per-scan values (mean IoU is not "
+                   "derived from mean Dice), as the study reports them.",
+    "bootstrap": "Confidence intervals resample scans with replacement (case-level bootstrap); the "
+                 "institution-cluster bootstrap (resampling institutions with all their scans) is reported "
+                 "beside it as a sensitivity analysis. FROC bands resample scans, rebuild the curve and "
+                 "read sensitivity at fixed FP/scan. Sensitivities at an operating point carry Wilson "
+                 "intervals.",
+}
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _md_table(mapping: dict, key: str = "setting", value: str = "value") -> str:
+    lines = [f"| {key} | {value} |", "|---|---|"]
+    for k, v in mapping.items():
+        text = json.dumps(v) if isinstance(v, (dict, list, tuple)) else str(v)
+        lines.append(f"| {k} | {text.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
+    """The Markdown text of the report of ``run_dir``."""
+    from amt_core.plots import FIGURES, TABLES
+
+    layout = RunLayout.of(run_dir, cohort_csv)
+    root = layout.root
+    prov = _json(root / "provenance.json")
+    params = prov.get("config", {}).get("params", {})
+    summary = _json(layout.evaluation("test") / "summary.json")
+    analysis = _json(layout.analysis_dir / "analysis.json")
+    out = [f"# Study report: `{root.name}`", "",
+           f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from the run folder "
+           f"`{root}`. Preset: `{prov.get('config', {}).get('params_file', '?')}`; seed {params.get('seed', 0)}.",
+           "", "All numbers are from the synthetic or imported cohort of this run, not from the study's "
+           "private data; the published values are quoted for comparison only.", ""]
+
+    out += ["## Tables", ""]
+    for stem, title in TABLES.items():
+        md = layout.tables_dir / f"{stem}.md"
+        if md.is_file():
+            text = md.read_text()
+            out += [text if text.startswith("**") else f"**{title}**\n\n{text}", "",
+                    f"CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
+
+    out += ["## Figures", ""]
+    for k, (stem, caption) in enumerate(FIGURES.items(), 1):
+        png = layout.figures_dir / f"{stem}.png"
+        if png.is_file():
+            out += [f"![{stem}](figures/{stem}.png)", "",
+                    f"*Figure {k}. {caption}* (vector: [`figures/{stem}.pdf`](figures/{stem}.pdf))", ""]
+
+    out += ["## Conventions", ""]
+    for text in CONVENTION_TEXT.values():
+        out += [f"- {text}"]
+    out += [""]
+    conv = summary.get("config") or summary.get("conventions") or {}
+    if conv:
+        out += ["Evaluation settings (from `evaluation/test/summary.json`):", "", _md_table(conv)]
+    if analysis:
+        settings = {k: v for k, v in analysis.items() if not isinstance(v, dict)}
+        out += ["Statistics settings (from `analysis/analysis.json`):", "", _md_table(settings)]
+        for name, block in analysis.items():
+            if isinstance(block, dict):
+                out += [f"{name.replace('_', ' ').capitalize()}:", "", _md_table(block)]
+
+    out += ["## Provenance", ""]
+    if prov:
+        out += [f"- git commit: `{prov.get('git_commit')}`", f"- created: {prov.get('created')}",
+                f"- platform: {prov.get('platform')}", f"- command: `{' '.join(prov.get('command', []))}`",
+                "", "Parameters:", "", _md_table(params, "parameter"),
+                "Package versions:", "", _md_table(prov.get("versions", {}), "package", "version"),
+                "Input hashes (SHA-256):", "", _md_table(_short_paths(prov.get("input_hashes", {}), root),
+                                                         "file", "sha256")]
+    steps = sorted(layout.steps_dir.glob("*.json"))
+    if steps:
+        lines = ["| step | finished | seconds | input files (sha256) |", "|---|---|---:|---|"]
+        for path in steps:
+            m = _json(path)
+            ins = "; ".join(f"{Path(k).name}: {(v or '')[:12]}" for k, v in m.get("inputs", {}).items()
+                            if not k.endswith("/")) or "–"
+            if len(ins) > 300:
+                ins = f"{len(m.get('inputs', {}))} files"
+            lines.append(f"| {m.get('notebook')} | {m.get('finished')} | {m.get('seconds')} | {ins} |")
+        out += ["Pipeline steps (from `.steps/`):", "", "\n".join(lines), ""]
+    return "\n".join(out) + "\n"
+
+
+def _short_paths(hashes: dict, root: Path) -> dict:
+    out = {}
+    for k, v in hashes.items():
+        p = Path(k)
+        try:
+            k = str(p.resolve().relative_to(root.parent.parent)) if p.is_absolute() else k
+        except ValueError:
+            pass
+        out[k] = v
+    return out
+
+
+def markdown_to_html(markdown: str, title: str = "Study report") -> str:
+    """Standalone HTML of the report (mistune, nbconvert's Markdown renderer, with tables)."""
+    import mistune
+
+    body = mistune.create_markdown(plugins=["table"])(markdown)
+    style = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;"
+             "line-height:1.45;color:#222}table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}"
+             "th,td{border:1px solid #ccc;padding:.25em .5em}th{background:#f3f3f3}img{max-width:100%}"
+             "code{background:#f5f5f5;padding:0 .2em}")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{style}</style></head><body>\n{body}</body></html>\n")
+
+
+def write_report(run_dir: str | Path, cohort_csv: str = "") -> Path:
+    """Write ``RUN/report.md`` and ``RUN/report.html``; returns the Markdown path."""
+    layout = RunLayout.of(run_dir, cohort_csv)
+    text = build_report(layout.root, cohort_csv)
+    write_text(layout.root / "report.html", markdown_to_html(text, f"Study report: {layout.root.name}"))
+    return write_text(layout.report_md, text)

@@ -1,0 +1,230 @@
+"""The papermill runner: execute the study notebooks in order into a run folder.
+
+Each step executes one notebook with the parameters it declares (from the preset file) into
+``RUN/notebooks/`` and exports it to HTML. A step is **skipped** when its manifest in ``RUN/.steps/``
+shows it succeeded with the same notebook, the same parameters, the same upstream steps and the same
+input files, and its outputs are still there unchanged. A failing cell stops the run with
+:class:`StepError`, naming the notebook, the cell and the error; the executed notebook is kept for
+inspection and the outputs of earlier steps are left as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from amt_core.atomic import write_json, write_text
+from amt_core.pipeline.layout import RunLayout
+from amt_core.pipeline.params import NOTEBOOKS, load_params, notebook_parameters
+
+#: The stored notebooks (this repository's notebooks/ folder).
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+class StepError(RuntimeError):
+    """A notebook of the pipeline failed; the message names the notebook, the cell and the error."""
+
+    def __init__(self, notebook: str, message: str, executed: Path | None = None):
+        super().__init__(message)
+        self.notebook = notebook
+        self.executed = executed
+
+
+@dataclass(frozen=True)
+class Step:
+    notebook: str
+    inputs: Callable[[RunLayout], list[Path]]
+    outputs: Callable[[RunLayout], list[Path]]
+
+
+def _eval_outputs(L: RunLayout) -> list[Path]:
+    return [L.evaluation("tune"), L.evaluation("test"), L.analysis_dir]
+
+
+STEPS: tuple[Step, ...] = (
+    Step("01_cohort", lambda L: [L.cases_csv] if L.cohort_csv else [],
+         lambda L: [L.cases_csv, L.tables_dir / "table1.csv"]),
+    Step("02_train", lambda L: [L.cases_csv], lambda L: [L.model_path]),
+    Step("03_evaluate", lambda L: [L.cases_csv, L.model_path], _eval_outputs),
+    Step("04_figures", lambda L: [L.cases_csv, *_eval_outputs(L)],
+         lambda L: [L.figures_dir, L.tables_dir, L.report_md]),
+    Step("05_explore", lambda L: [L.cases_csv, L.evaluation("test")], lambda L: []),
+)
+assert tuple(s.notebook for s in STEPS) == NOTEBOOKS
+
+
+# --- hashing ----------------------------------------------------------------------------------------
+def _files(paths: Iterable[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")))
+        else:
+            out.append(p)
+    return out
+
+
+def _hash_file(path: Path) -> str:
+    from amt_core.provenance import file_hash
+
+    return file_hash(path)
+
+
+def _hashes(paths: Iterable[Path], root: Path) -> dict[str, str | None]:
+    out = {}
+    for f in _files(paths):
+        key = str(f.relative_to(root)) if f.is_relative_to(root) else str(f)
+        out[key] = _hash_file(f) if f.is_file() else None
+    return out
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --- kernel -----------------------------------------------------------------------------------------
+def ensure_kernel(name: str = "python3") -> str:
+    """A kernel name that runs *this* interpreter (so notebooks see the same installed packages).
+
+    ipykernel's ``python3`` spec runs ``python`` which jupyter_client maps to ``sys.executable``; if a
+    ``python3`` spec pointing elsewhere shadows it, install a spec for this interpreter into
+    ``sys.prefix`` and use that.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        argv0 = KernelSpecManager().get_kernel_spec(name).argv[0]
+    except NoSuchKernel:
+        argv0 = None
+    ok = {"python", f"python{sys.version_info[0]}", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
+    if argv0 in ok or (argv0 and Path(argv0).resolve() == Path(sys.executable).resolve()):
+        return name
+    from ipykernel.kernelspec import install
+
+    own = "amt-" + hashlib.sha1(sys.executable.encode()).hexdigest()[:8]
+    install(kernel_name=own, prefix=sys.prefix, display_name=f"Python (amt, {sys.prefix})")
+    return own
+
+
+# --- one step ---------------------------------------------------------------------------------------
+def _step_key(step: Step, layout: RunLayout, params: dict, upstream: str) -> tuple[str, dict]:
+    nb_params = {k: v for k, v in params.items() if k != "run_dir"}
+    inputs = _hashes(step.inputs(layout), layout.root)
+    parts = {"notebook": _hash_file(NOTEBOOK_DIR / f"{step.notebook}.ipynb"), "params": nb_params,
+             "inputs": inputs, "upstream": upstream}
+    return _digest(parts), parts
+
+
+def _up_to_date(manifest_path: Path, key: str, layout: RunLayout) -> bool:
+    if not manifest_path.is_file():
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("key") != key:
+        return False
+    for rel, digest in manifest.get("outputs", {}).items():
+        path = layout.root / rel
+        if not path.is_file() or _hash_file(path) != digest:
+            return False
+    return True
+
+
+def _describe_failure(exc, notebook: str, executed: Path) -> str:
+    source = (getattr(exc, "source", "") or "").strip().splitlines()
+    label = next((ln.split("=", 1)[1].strip() for ln in source if ln.startswith("#papermill_description=")),
+                 source[0] if source else "")
+    cell = getattr(exc, "cell_index", "?")
+    return (f"{notebook} failed in cell {cell} ({label}): {getattr(exc, 'ename', type(exc).__name__)}: "
+            f"{getattr(exc, 'evalue', exc)}\n  the executed notebook is kept at {executed}")
+
+
+def _export_html(notebook: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(notebook, as_version=4))
+    return write_text(notebook.with_suffix(".html"), body)
+
+
+def _execute(step: Step, layout: RunLayout, params: dict, kernel: str, progress: bool) -> Path:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    layout.notebooks_dir.mkdir(parents=True, exist_ok=True)
+    executed = layout.notebooks_dir / f"{step.notebook}.ipynb"
+    try:
+        pm.execute_notebook(NOTEBOOK_DIR / f"{step.notebook}.ipynb", executed, parameters=params,
+                            kernel_name=kernel, cwd=str(layout.root), progress_bar=progress,
+                            log_output=False, report_mode=False)
+    except PapermillExecutionError as exc:
+        _export_html(executed)
+        raise StepError(step.notebook, _describe_failure(exc, step.notebook, executed), executed) from None
+    _export_html(executed)
+    return executed
+
+
+def run_pipeline(params_path: str | Path, out_dir: str | Path, *, progress: bool = True,
+                 force: bool = False, steps: Iterable[str] | None = None) -> dict[str, str]:
+    """Run the study notebooks with the preset ``params_path`` into the run folder ``out_dir``.
+
+    Returns ``{notebook: "ran" | "skipped"}``. ``force`` reruns every step; ``steps`` limits the run to
+    the named notebooks (the others must be up to date or are skipped as they are).
+    Raises :class:`StepError` when a notebook fails.
+    """
+    params = load_params(params_path)
+    layout = RunLayout.of(out_dir, params.get("cohort_csv", ""))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    wanted = set(steps) if steps is not None else set(NOTEBOOKS)
+    unknown = wanted - set(NOTEBOOKS)
+    if unknown:
+        raise ValueError(f"unknown steps {sorted(unknown)}; the steps are {list(NOTEBOOKS)}")
+    say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
+    status: dict[str, str] = {}
+    kernel: str | None = None
+    upstream = ""
+    say(f"amt run: {Path(params_path)} -> {layout.root}")
+    for i, step in enumerate(STEPS, 1):
+        nb_params = notebook_parameters(step.notebook, params, layout.root)
+        key, parts = _step_key(step, layout, nb_params, upstream)
+        manifest_path = layout.steps_dir / f"{step.notebook}.json"
+        head = f"[{i}/{len(STEPS)}] {step.notebook}"
+        if step.notebook not in wanted or (not force and _up_to_date(manifest_path, key, layout)):
+            status[step.notebook] = "skipped"
+            say(f"{head}: skipped (inputs and parameters unchanged)")
+            upstream = key
+            continue
+        if kernel is None:
+            kernel = ensure_kernel()
+            write_text(layout.root / "params.yaml", Path(params_path).read_text())
+            _write_run_provenance(layout, params, params_path)
+        manifest_path.unlink(missing_ok=True)
+        say(f"{head}: running ...")
+        t0 = time.perf_counter()
+        executed = _execute(step, layout, nb_params, kernel, progress)
+        seconds = time.perf_counter() - t0
+        outputs = _hashes([*step.outputs(layout), executed, executed.with_suffix(".html")], layout.root)
+        missing = [rel for rel, h in outputs.items() if h is None]
+        if missing:
+            raise StepError(step.notebook, f"{step.notebook} finished but did not write {missing}", executed)
+        write_json(manifest_path, {"notebook": step.notebook, "key": key, **parts, "outputs": outputs,
+                                   "seconds": round(seconds, 1),
+                                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        status[step.notebook] = "ran"
+        say(f"{head}: done in {seconds:.1f} s")
+        upstream = key
+    say(f"amt run: finished; report at {layout.report_md}, figures in {layout.figures_dir}")
+    return status
+
+
+def _write_run_provenance(layout: RunLayout, params: dict, params_path: str | Path) -> None:
+    from amt_core.provenance import write_provenance
+
+    inputs = [Path(params_path), *sorted(NOTEBOOK_DIR.glob("0*_*.ipynb"))]
+    write_provenance(layout.root, config={"params_file": str(params_path), "params": params,
+                                          "run_dir": str(layout.root)}, inputs=inputs)

@@ -1,0 +1,166 @@
+"""Best, median and worst cases with the reference and predicted outlines over the CT.
+
+Also the slice helpers the case browser shares: :func:`view_slice` turns a RAS+ volume into the
+radiological display of one axial, coronal or sagittal slice (patient's right on the viewer's left,
+anterior and superior up), and :data:`WINDOWS` holds the CT window presets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from amt_core.plots.style import ROLE, new_figure, plot_style
+
+#: CT window presets: name -> (level, width) in HU.
+WINDOWS: dict[str, tuple[float, float]] = {
+    "mediastinum": (40.0, 350.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+}
+VIEWS: tuple[str, ...] = ("axial", "coronal", "sagittal")
+_VIEW_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+
+def view_axis(view: str) -> int:
+    if view not in _VIEW_AXIS:
+        raise ValueError(f"unknown view {view!r}; choose one of {VIEWS}")
+    return _VIEW_AXIS[view]
+
+
+def view_slice(array: np.ndarray, view: str, index: int) -> np.ndarray:
+    """The 2D display array (rows top→bottom, columns left→right) of slice ``index`` of a RAS+ volume."""
+    if view == "axial":
+        return array[::-1, ::-1, index].T
+    if view == "coronal":
+        return array[::-1, index, ::-1].T
+    if view == "sagittal":
+        return array[index, ::-1, ::-1].T
+    raise ValueError(f"unknown view {view!r}; choose one of {VIEWS}")
+
+
+def view_aspect(spacing, view: str) -> float:
+    """imshow aspect (row spacing / column spacing) for a view of a volume with voxel ``spacing``."""
+    sx, sy, sz = (float(s) for s in spacing)
+    return {"axial": sy / sx, "coronal": sz / sx, "sagittal": sz / sy}[view]
+
+
+def apply_window(hu: np.ndarray, window: str | tuple[float, float]) -> np.ndarray:
+    """HU → [0, 1] grey levels for a window preset name or a (level, width) pair."""
+    level, width = WINDOWS[window] if isinstance(window, str) else window
+    return np.clip((hu - (level - width / 2)) / width, 0.0, 1.0)
+
+
+def largest_slice(mask: np.ndarray, axis: int) -> int:
+    """Index along ``axis`` of the slice with the most foreground voxels (the middle slice if empty)."""
+    other = tuple(a for a in range(3) if a != axis)
+    counts = np.count_nonzero(mask, axis=other)
+    return int(np.argmax(counts)) if counts.any() else mask.shape[axis] // 2
+
+
+def pick_examples(per_case: pd.DataFrame, metric: str = "dice") -> dict[str, pd.Series]:
+    """The best, median and worst scans by ``metric`` (scans with a value only)."""
+    d = per_case.dropna(subset=[metric]).sort_values([metric, "case_id"]).reset_index(drop=True)
+    if d.empty:
+        return {}
+    med = (d[metric] - d[metric].median()).abs().idxmin()
+    return {"best": d.iloc[-1], "median": d.iloc[med], "worst": d.iloc[0]}
+
+
+def _crop_box(ref2d: np.ndarray, pred2d: np.ndarray, margin: int) -> tuple[slice, slice]:
+    fg = (ref2d > 0) | (pred2d > 0)
+    if not fg.any():
+        return slice(None), slice(None)
+    rows, cols = np.nonzero(fg)
+    h, w = fg.shape
+    r0, r1 = max(rows.min() - margin, 0), min(rows.max() + margin + 1, h)
+    c0, c1 = max(cols.min() - margin, 0), min(cols.max() + margin + 1, w)
+    return slice(r0, r1), slice(c0, c1)
+
+
+def _load(case: pd.Series, predictions_dir: Path):
+    from amt_core.data.volume import read_label, read_volume
+
+    image = read_volume(case["image"])
+    ref = read_label(case["label"], image).array > 0
+    pred_path = predictions_dir / f"{case['case_id']}.nii.gz"
+    pred = read_label(pred_path, image).array > 0 if pred_path.exists() else np.zeros_like(ref)
+    return image, ref, pred
+
+
+def plot_examples(per_case: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str | Path,
+                  metric: str = "dice", window: str = "mediastinum", margin_mm: float = 25.0):
+    """A 2×3 grid: best / median / worst scan by ``metric``; axial (top) and coronal (bottom) slices
+    through the reference tumour's largest cross-section, cropped around it, with the reference
+    (green) and prediction (orange) outlines."""
+    from matplotlib.lines import Line2D
+
+    picks = pick_examples(per_case, metric)
+    table = cases.set_index("case_id")
+    with plot_style():
+        fig, axes = new_figure("double", aspect=0.62, nrows=2, ncols=3)
+        for col, (name, row) in enumerate(picks.items()):
+            case = table.loc[row["case_id"]].copy()
+            case["case_id"] = row["case_id"]
+            image, ref, pred = _load(case, Path(predictions_dir))
+            focus = ref if ref.any() else pred
+            for r, view in enumerate(("axial", "coronal")):
+                ax = axes[r, col]
+                idx = largest_slice(focus, view_axis(view))
+                img = apply_window(view_slice(image.array, view, idx), window)
+                rs, ps = view_slice(ref, view, idx), view_slice(pred, view, idx)
+                margin = int(round(margin_mm / float(min(image.spacing))))
+                box = _crop_box(rs, ps, margin)
+                ax.imshow(img[box], cmap="gray", vmin=0, vmax=1, aspect=view_aspect(image.spacing, view),
+                          interpolation="bilinear")
+                for mask, color in ((rs, ROLE["reference"]), (ps, ROLE["prediction"])):
+                    if mask[box].any():
+                        ax.contour(mask[box].astype(float), levels=[0.5], colors=[color], linewidths=0.9)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                if r == 0:
+                    ax.set_title(f"{name.capitalize()}: {metric.capitalize()} {row[metric]:.2f}\n"
+                                 f"{row['case_id']}", fontsize=6.5)
+                if col == 0:
+                    ax.set_ylabel(view.capitalize())
+        for c in range(len(picks), 3):
+            for r in range(2):
+                axes[r, c].set_visible(False)
+        handles = [Line2D([], [], color=ROLE["reference"], lw=1.2, label="Reference"),
+                   Line2D([], [], color=ROLE["prediction"], lw=1.2, label="Prediction")]
+        fig.legend(handles=handles, loc="outside lower center", ncol=2)
+    return fig
+
+
+def plot_cohort_examples(cases: pd.DataFrame, n: int = 3, seed: int = 0, window: str = "mediastinum"):
+    """``n`` scans (one per split first, then at random), full axial slice through the tumour's largest
+    cross-section with the reference outline, titled with split, histology and slice thickness."""
+    from amt_core.data.volume import read_label, read_volume
+
+    rng = np.random.default_rng(seed)
+    order = list(cases.groupby("split", sort=False).head(1).index)
+    rest = [i for i in rng.permutation(cases.index) if i not in order]
+    chosen = (order + rest)[:max(n, 1)]
+    with plot_style():
+        fig, axes = new_figure("double", aspect=0.36 if len(chosen) > 2 else 0.5, ncols=len(chosen))
+        for ax, i in zip(np.atleast_1d(axes), chosen):
+            row = cases.loc[i]
+            image = read_volume(row["image"])
+            ref = read_label(row["label"], image).array > 0
+            idx = largest_slice(ref, 2)
+            ax.imshow(apply_window(view_slice(image.array, "axial", idx), window), cmap="gray", vmin=0, vmax=1,
+                      aspect=view_aspect(image.spacing, "axial"), interpolation="bilinear")
+            rs = view_slice(ref, "axial", idx)
+            if rs.any():
+                ax.contour(rs.astype(float), levels=[0.5], colors=[ROLE["reference"]], linewidths=0.8)
+            ax.set_title(f"{row['case_id']} ({row['split']})\n{row['histology']}, "
+                         f"{row['slice_thickness_mm']:g} mm", fontsize=6.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+    return fig

@@ -1,0 +1,123 @@
+"""FROC figures for both readings of "FROC derived from lesion-wise IoU thresholds".
+
+A. :func:`plot_froc_confidence` — one curve per IoU hit threshold (0.1, 0.3, 0.5), each swept over the
+   candidates' confidence, with its 95% scan-bootstrap band read at fixed FP/scan points.
+B. :func:`plot_froc_iou` — each point is an IoU hit threshold at the model's fixed operating threshold;
+   the operating point (IoU ≥ 0.5) is marked beside the published "0.87 at 0.61 FP/scan".
+
+Inputs are the saved tables of the evaluation (``froc_confidence.csv``, ``froc_iou.csv``) and the
+analysis band table (``froc_bands.csv``: iou_threshold, fp_per_scan, sensitivity, ci_lo, ci_hi).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from amt_core.plots.style import PALETTE, ROLE, new_figure, plot_style
+from amt_core.registry import FP_POINTS, FROC_IOU_THRESHOLDS, PUBLISHED
+
+
+def _sel(frame: pd.DataFrame, thr: float) -> pd.DataFrame:
+    return frame[(frame["iou_threshold"] - thr).abs() < 1e-9]
+
+
+def _step_curve(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Upper envelope of (fp, sens) sorted by FP/scan: the achievable sensitivity at each FP rate."""
+    c = curve[["fp_per_scan", "sensitivity"]].dropna().sort_values(["fp_per_scan", "sensitivity"])
+    fp = c["fp_per_scan"].to_numpy(float)
+    sens = np.maximum.accumulate(c["sensitivity"].to_numpy(float)) if len(c) else np.array([])
+    return fp, sens
+
+
+def plot_froc_confidence(froc: pd.DataFrame, bands: pd.DataFrame | None = None,
+                         iou_thresholds=FROC_IOU_THRESHOLDS, fp_points=FP_POINTS, title: str | None = None):
+    """Reading A: sensitivity vs false positives per scan for each IoU threshold, with 95% bands."""
+    with plot_style():
+        fig, ax = new_figure("single", aspect=0.78)
+        lo_x, hi_x = min(fp_points) / 2, max(fp_points) * 1.25
+        for k, thr in enumerate(iou_thresholds):
+            color = PALETTE[k % len(PALETTE)]
+            fp, sens = _step_curve(_sel(froc, thr))
+            if len(fp) == 0:
+                continue
+            # extend flat to the right edge so a curve that stops early reads as its plateau
+            fp_plot = np.clip(np.append(fp, hi_x), lo_x, hi_x)
+            ax.step(fp_plot, np.append(sens, sens[-1]), where="post", color=color, lw=1.2,
+                    label=f"IoU ≥ {thr:g}")
+            if bands is not None and not bands.empty:
+                b = _sel(bands, thr).sort_values("fp_per_scan")
+                if not b.empty:
+                    ax.fill_between(b["fp_per_scan"], b["ci_lo"], b["ci_hi"], color=color, alpha=0.18,
+                                    lw=0, step="post")
+                    ax.plot(b["fp_per_scan"], b["sensitivity"], "o", ms=2.4, color=color, mec="white",
+                            mew=0.4)
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(lo_x, hi_x)
+        ax.set_xticks(list(fp_points))
+        ax.set_xticklabels([_frac(x) for x in fp_points])
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("False positives per scan")
+        ax.set_ylabel("Lesion sensitivity")
+        ax.grid(True, which="major", axis="both")
+        ax.legend(loc="lower right", title="Hit criterion")
+        if title:
+            ax.set_title(title)
+    return fig
+
+
+def _frac(x: float) -> str:
+    return {0.125: "1/8", 0.25: "1/4", 0.5: "1/2"}.get(float(x), f"{x:g}")
+
+
+def plot_froc_iou(froc_iou: pd.DataFrame, operating_iou: float = 0.5, published=PUBLISHED,
+                  title: str | None = None):
+    """Reading B: the IoU-swept curve at the operating threshold, two panels.
+
+    (a) sensitivity vs FP/scan, one point per IoU threshold, the operating point and the published
+    point marked; (b) sensitivity and FP/scan against the IoU threshold.
+    """
+    from amt_core.plots.style import panel_label
+
+    c = froc_iou.sort_values("iou_threshold")
+    with plot_style():
+        fig, (ax, bx) = new_figure("double", aspect=0.36, ncols=2)
+        ax.plot(c["fp_per_scan"], c["sensitivity"], "-", color=ROLE["ours"], lw=1.0, zorder=1)
+        sc = ax.scatter(c["fp_per_scan"], c["sensitivity"], c=c["iou_threshold"], cmap="cividis", s=12,
+                        zorder=2, edgecolor="white", linewidth=0.3, vmin=0, vmax=1)
+        cb = fig.colorbar(sc, ax=ax, pad=0.01, fraction=0.05)
+        cb.set_label("IoU threshold")
+        cb.outline.set_linewidth(0.4)
+        op = _sel(c, operating_iou)
+        if not op.empty:
+            s, f = float(op["sensitivity"].iloc[0]), float(op["fp_per_scan"].iloc[0])
+            ax.plot([f], [s], marker="*", ms=9, color=ROLE["ours"], mec="black", mew=0.5, ls="none",
+                    zorder=3, label=f"This run: {s:.2f} at {f:.2f} FP/scan")
+        ps, pf = published.get("sensitivity_iou50"), published.get("fp_per_scan_iou50")
+        if ps is not None and pf is not None:
+            ax.plot([pf], [ps], marker="D", ms=5, mfc="none", mec=ROLE["published"], mew=1.2, ls="none",
+                    zorder=3, label=f"Published: {ps:.2f} at {pf:.2f} FP/scan")
+        ax.set_xlabel("False positives per scan")
+        ax.set_ylabel("Lesion sensitivity")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlim(left=0)
+        ax.grid(True)
+        ax.legend(loc="lower right", title=f"Operating point, IoU ≥ {operating_iou:g}")
+        panel_label(ax, "a")
+
+        bx.plot(c["iou_threshold"], c["sensitivity"], "-o", ms=2.5, color=ROLE["ours"], label="Sensitivity")
+        bx.set_xlabel("IoU hit threshold")
+        bx.set_ylabel("Lesion sensitivity", color=ROLE["ours"])
+        bx.set_ylim(0, 1.02)
+        bx.set_xlim(0, 1)
+        bx.axvline(operating_iou, color=ROLE["neutral"], lw=0.6, ls=":")
+        tx = bx.twinx()
+        tx.spines["right"].set_visible(True)
+        tx.plot(c["iou_threshold"], c["fp_per_scan"], "-s", ms=2.5, color=PALETTE[1], label="FP per scan")
+        tx.set_ylabel("False positives per scan", color=PALETTE[1])
+        tx.set_ylim(bottom=0)
+        bx.grid(True)
+        panel_label(bx, "b")
+        if title:
+            fig.suptitle(title, fontsize=7.5, fontweight="bold")
+    return fig

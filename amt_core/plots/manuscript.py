@@ -1,0 +1,156 @@
+"""Build every manuscript figure and table of a run from its saved results (see
+:mod:`amt_core.pipeline.layout` for the folder and :mod:`amt_core.pipeline.analysis` for the tables)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from amt_core.pipeline.layout import RunLayout
+from amt_core.plots import FIGURES, TABLES
+from amt_core.plots.style import save_figure
+from amt_core.plots.tables import write_table
+
+REF_VOLUME = ("volume_ref_ml", "ref_volume_ml", "reference_volume_ml", "vol_ref_ml")
+PRED_VOLUME = ("volume_pred_ml", "pred_volume_ml", "predicted_volume_ml", "vol_pred_ml")
+
+
+def first_column(frame: pd.DataFrame, names) -> str | None:
+    return next((n for n in names if n in frame.columns), None)
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def load_cases(layout: RunLayout) -> pd.DataFrame:
+    from amt_core.data.cases import read_cases
+
+    return read_cases(layout.cases_csv, check_files=False)
+
+
+def load_per_case(layout: RunLayout, cases: pd.DataFrame, splits=("tune", "test")) -> pd.DataFrame:
+    """Per-scan results of the evaluated splits joined with the case table's covariates."""
+    frames = []
+    for split in splits:
+        pc = _read(layout.evaluation(split) / "per_case.csv")
+        if pc is not None:
+            frames.append(pc.assign(split=split))
+    if not frames:
+        raise FileNotFoundError(f"no evaluation results in {layout.root / 'evaluation'}; run 03_evaluate first")
+    per_case = pd.concat(frames, ignore_index=True)
+    extra = [c for c in cases.columns if c not in per_case.columns or c == "case_id"]
+    return per_case.merge(cases[extra], on="case_id", how="left")
+
+
+def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") -> list[Path]:
+    from amt_core.plots import agreement, distributions, examples, forest, froc, training
+    from amt_core.plots import tables as T
+
+    layout = RunLayout.of(run_dir, cohort_csv or _recorded_cohort_csv(Path(run_dir)))
+    out = Path(out_dir) if out_dir else layout.figures_dir
+    tab = Path(tables_dir) if tables_dir else (layout.tables_dir if out_dir is None else out / "tables")
+    cases = load_cases(layout)
+    per_case = load_per_case(layout, cases)
+    test = per_case[per_case["split"] == "test"]
+    ana = layout.analysis_dir
+    ev = layout.evaluation("test")
+    written: list[Path] = []
+
+    def fig(name, figure):
+        written.extend(save_figure(figure, out, name))
+
+    # --- figures ---
+    froc_conf, bands = _read(ev / "froc_confidence.csv"), _read(ana / "froc_bands.csv")
+    if froc_conf is not None:
+        fig("froc_confidence", froc.plot_froc_confidence(froc_conf, bands))
+    froc_iou = _read(ev / "froc_iou.csv")
+    if froc_iou is not None:
+        fig("froc_iou", froc.plot_froc_iou(froc_iou))
+    fig("metric_distributions", distributions.plot_metric_distributions(per_case))
+    ref_col, pred_col = first_column(test, REF_VOLUME), first_column(test, PRED_VOLUME)
+    if ref_col and pred_col:
+        figure, _ = agreement.plot_volume_agreement(test, ref_col, pred_col)
+        fig("volume_agreement", figure)
+    subgroups = _read(ana / "subgroups.csv")
+    seg_ci = _read(ana / "seg_ci.csv")
+    overall = float(seg_ci.set_index("metric").loc["dice", "mean"]) if seg_ci is not None else test["dice"].mean()
+    if subgroups is not None:
+        dice = subgroups[subgroups["metric"] == "dice"]
+        fig("forest_subgroups", forest.plot_forest(dice, overall=overall))
+    institutions = _read(ana / "institutions.csv")
+    if institutions is not None:
+        dice = institutions[institutions["metric"] == "dice"].rename(columns={"institution_id": "level"})
+        fig("forest_institutions", forest.plot_forest(dice, overall=overall))
+    fig("performance_vs_covariates", distributions.plot_performance_vs_covariates(test))
+    if _has_volumes(cases, test, layout):
+        fig("examples", examples.plot_examples(test, cases, layout.predictions("test")))
+    log = _read(layout.train_dir / "train_log.csv")
+    if log is not None:
+        fig("learning_curves", training.plot_learning_curves(log))
+
+    # --- tables ---
+    written.extend(write_table(table_one(cases), tab, "table1", title=TABLES["table1"]))
+    if seg_ci is not None:
+        seg = T.segmentation_table(seg_ci, _read(ana / "seg_ci_cluster.csv"))
+        written.extend(write_table(T.segmentation_markdown_frame(seg), tab, "segmentation",
+                                   title=TABLES["segmentation"]))
+    ops = _read(ana / "operating_points.csv")
+    if ops is not None:
+        written.extend(write_table(T.detection_table(ops, _read(ana / "cpm.csv")), tab, "detection",
+                                   title=TABLES["detection"]))
+    if subgroups is not None:
+        written.extend(write_table(_compact(subgroups, ["subgroup", "level"]), tab, "subgroups",
+                                   title=TABLES["subgroups"]))
+    if institutions is not None:
+        written.extend(write_table(_compact(institutions, ["institution_id", "n_institutions"]), tab,
+                                   "institutions", title=TABLES["institutions"]))
+    model = _read(ana / "institution_model.csv")
+    if model is not None:
+        written.extend(write_table(model, tab, "institution_model", title=TABLES["institution_model"]))
+    unknown = {p.stem for p in written if p.suffix == ".png"} - set(FIGURES)
+    if unknown:
+        warnings.warn(f"figures without a caption in amt_core.plots.FIGURES: {sorted(unknown)}", stacklevel=2)
+    return written
+
+
+def _recorded_cohort_csv(run_dir: Path) -> str:
+    """The cohort_csv the run was made with (from its params.yaml), '' for the run's own cohort."""
+    import yaml
+
+    params = run_dir / "params.yaml"
+    return (yaml.safe_load(params.read_text()) or {}).get("cohort_csv", "") if params.is_file() else ""
+
+
+def _has_volumes(cases: pd.DataFrame, test: pd.DataFrame, layout: RunLayout) -> bool:
+    if test.empty or not layout.predictions("test").is_dir():
+        return False
+    first = cases.set_index("case_id").loc[test["case_id"].iloc[0]]
+    return Path(first["image"]).is_file() and Path(first["label"]).is_file()
+
+
+def table_one(cases: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 of the cohort per split (amt_core.synth.summary.table_one) as a flat DataFrame."""
+    from amt_core.synth import summary
+
+    t = summary.table_one(cases)
+    return t.reset_index() if not isinstance(t.index, pd.RangeIndex) else t
+
+
+def _compact(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Wide presentation of a long (key, metric) table: n and 'mean (CI)' per metric, p-value if any."""
+    from amt_core.plots.tables import METRIC_LABELS, ci_text
+
+    rows = []
+    for key, part in table.groupby(keys, sort=False):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row["n"] = int(part["n"].max())
+        for _, r in part.iterrows():
+            label = METRIC_LABELS.get(r["metric"], r["metric"])
+            row[label] = f"{r['mean']:.3f} ({ci_text(r['ci_lo'], r['ci_hi'], 3)})"
+        if "p_value" in part.columns:
+            row["test"], row["p (Dice)"] = part["test"].iloc[0], part["p_value"].iloc[0]
+        rows.append(row)
+    return pd.DataFrame(rows)

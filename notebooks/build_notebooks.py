@@ -1,0 +1,191 @@
+"""Write the study notebooks (01..05) from the cell texts below, without outputs.
+
+The parameters cells come from ``amt_core.pipeline.params`` (the single list of parameters), so the
+notebooks, the presets and ``papermill --help-notebook`` cannot drift apart; a test checks that the
+stored notebooks are exactly what this script writes. Run it after editing a cell here:
+
+    .venv/bin/python notebooks/build_notebooks.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from amt_core.pipeline.params import NOTEBOOK_PARAMETERS, parameters_cell_source
+
+HERE = Path(__file__).resolve().parent
+KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def check_cell(name: str) -> str:
+    return ("# Unknown or invalid parameters are an error here (papermill itself only warns).\n"
+            "from amt_core.pipeline.params import check_parameters\n\n"
+            f'check_parameters("{name}", globals());')
+
+
+LAYOUT = ("from amt_core.pipeline.layout import RunLayout\n\n"
+          "layout = RunLayout.of(run_dir, cohort_csv)  # every path of the run folder\n")
+
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
+    "01_cohort": [
+        ("md", "# 01 · The cohort\n\nBuild the synthetic multi-institution cohort (or import a case table), "
+               "validate it (columns, files, duplicate ids, patient and institution leakage between "
+               "splits), and describe it: Table 1 per split and a few example scans.\n\n"
+               "Writes `RUN/cohort/` (nnU-Net v2 raw layout + `cases.csv`) and `RUN/tables/table1.*`."),
+        ("derived", LAYOUT + "layout.root.mkdir(parents=True, exist_ok=True)"),
+        ("md", "## Build or import\nThe generator is deterministic from the seed and resumable: existing "
+               "valid cases are kept."),
+        ("code", "#papermill_description=build_cohort\n"
+                 "if cohort_csv:\n"
+                 "    cases_csv = layout.cases_csv\n"
+                 "else:\n"
+                 "    from amt_core.synth import build_cohort\n\n"
+                 "    cases_csv = build_cohort(layout.cohort_dir, preset=cohort_preset, n_cases=n_cases, seed=seed)\n"
+                 "cases_csv"),
+        ("md", "## Validate\n`read_cases` checks the case table and fails with one message listing every "
+               "problem, including a patient in two splits or a test institution seen in training."),
+        ("code", "from amt_core.data.cases import read_cases\n\n"
+                 "cases = read_cases(cases_csv)\n"
+                 "cases.groupby(\"split\").agg(scans=(\"case_id\", \"size\"), "
+                 "institutions=(\"institution_id\", \"nunique\"))"),
+        ("md", "## Table 1"),
+        ("code", "from amt_core.plots.manuscript import table_one\n"
+                 "from amt_core.plots.tables import write_table\n\n"
+                 "table1 = table_one(cases)\n"
+                 "write_table(table1, layout.tables_dir, \"table1\", title=\"Table 1. Cohort characteristics per split\")\n"
+                 "table1"),
+        ("md", "## Example scans\nAxial and coronal slices through the tumour, reference outline in green."),
+        ("code", "#papermill_description=example_slices\n"
+                 "from amt_core.plots.examples import plot_cohort_examples\n\n"
+                 "plot_cohort_examples(cases, n=n_example_slices, seed=seed) if n_example_slices else None"),
+    ],
+    "02_train": [
+        ("md", "# 02 · Training\n\nTrain the 3D U-Net with a preset on the training split; every few epochs "
+               "the model is evaluated on the **tuning split** and the best checkpoint is kept as `best.pt` "
+               "(the study's model selection).\n\nWrites `RUN/train/` (`best.pt`, `last.pt`, "
+               "`train_log.csv`, `config.json`, `provenance.json`)."),
+        ("derived", LAYOUT),
+        ("code", "#papermill_description=train\n"
+                 "from amt_core.model import train\n\n"
+                 "train_dir = train(layout.cases_csv, layout.train_dir, preset=model_preset, seed=seed, **train_overrides)\n"
+                 "train_dir"),
+        ("md", "## Learning curves and model selection"),
+        ("code", "import pandas as pd\n\n"
+                 "from amt_core.plots.training import plot_learning_curves\n\n"
+                 "log = pd.read_csv(layout.train_dir / \"train_log.csv\")\n"
+                 "plot_learning_curves(log)"),
+        ("code", "log.tail(10)"),
+    ],
+    "03_evaluate": [
+        ("md", "# 03 · Evaluation\n\nInference on the tuning and external test splits with the selected "
+               "checkpoint; per-scan segmentation metrics; lesion-wise detection with both FROC readings; "
+               "bootstrap CIs (scan-level and institution-cluster); subgroup and institution tables; a "
+               "mixed model of institution effects; the headline numbers beside the published ones.\n\n"
+               "Writes `RUN/predictions/{tune,test}/`, `RUN/evaluation/{tune,test}/` and `RUN/analysis/`."),
+        ("derived", LAYOUT + "\n"
+                    "from amt_core.data.cases import read_cases\n"
+                    "from amt_core.evaluation import EvalConfig\n\n"
+                    "cases = read_cases(layout.cases_csv)\n"
+                    "config = EvalConfig(**eval_overrides)\n"
+                    "config"),
+        ("md", "## Inference"),
+        ("code", "#papermill_description=predict\n"
+                 "from amt_core.pipeline.analysis import predict_splits\n\n"
+                 "predict_splits(layout, cases, splits=(\"tune\", \"test\"))"),
+        ("md", "## Per-scan metrics and lesion-wise detection"),
+        ("code", "#papermill_description=evaluate\n"
+                 "from amt_core.evaluation import evaluate_predictions\n\n"
+                 "results = {}\n"
+                 "for split in (\"tune\", \"test\"):\n"
+                 "    results[split] = evaluate_predictions(cases, layout.predictions(split), split=split, config=config)\n"
+                 "    results[split].save(layout.evaluation(split))\n"
+                 "results[\"test\"].per_case.describe()"),
+        ("md", "## Statistics on the external test\nBootstrap CIs, FROC bands, operating points, subgroups, "
+               "institutions and the institution mixed model, all saved in `RUN/analysis/`."),
+        ("code", "#papermill_description=statistics\n"
+                 "from amt_core.pipeline.analysis import analyse\n\n"
+                 "analysis = analyse(results[\"test\"], cases, layout.analysis_dir, n_boot=n_bootstrap, level=ci_level,\n"
+                 "                   method=ci_method, seed=seed, min_institution_scans=min_institution_scans,\n"
+                 "                   operating_iou=operating_iou)\n"
+                 "analysis[\"comparison\"]"),
+        ("md", "### Detection operating points (reading B) and CPM (reading A)"),
+        ("code", "analysis[\"operating_points\"]"),
+        ("code", "analysis[\"cpm\"]"),
+        ("md", "### Subgroups"),
+        ("code", "analysis[\"subgroups\"].query(\"metric == 'dice'\")"),
+        ("md", "### Institutions and the mixed model\nWith about 1.4 scans per external institution the "
+               "random-intercept variance is weakly identified: read the ICC with that caveat."),
+        ("code", "analysis[\"institutions\"].query(\"metric == 'dice'\")"),
+        ("code", "analysis[\"institution_model\"]"),
+    ],
+    "04_figures": [
+        ("md", "# 04 · Figures and tables\n\nRegenerates every figure (vector PDF + 300-dpi PNG) and table "
+               "(CSV + Markdown) from the saved results alone (no model, no GPU), then writes "
+               "`RUN/report.md` and `RUN/report.html`. `make figures` runs the same function."),
+        ("derived", LAYOUT + "out_dir = figures_dir or layout.figures_dir"),
+        ("code", "#papermill_description=figures\n"
+                 "from amt_core.plots import make_all_figures\n\n"
+                 "written = make_all_figures(layout.root, out_dir, tables_dir=layout.tables_dir, cohort_csv=cohort_csv)\n"
+                 "len(written)"),
+        ("code", "#papermill_description=report\n"
+                 "from amt_core.pipeline.report import write_report\n\n"
+                 "write_report(layout.root, cohort_csv)"),
+        ("md", "## The figures"),
+        ("code", "from pathlib import Path\n\n"
+                 "from IPython.display import Image, display\n\n"
+                 "for png in sorted(Path(out_dir).glob(\"*.png\")):\n"
+                 "    display(Image(filename=str(png), width=700))"),
+        ("md", "## The headline tables"),
+        ("code", "from IPython.display import Markdown\n\n"
+                 "for name in (\"segmentation\", \"detection\"):\n"
+                 "    md = layout.tables_dir / f\"{name}.md\"\n"
+                 "    if md.is_file():\n"
+                 "        display(Markdown(md.read_text()))"),
+    ],
+    "05_explore": [
+        ("md", "# 05 · Explore the cases\n\nAn interactive browser (JupyterLab): choose split, institution "
+               "and case; scroll the axial, coronal and sagittal slices; switch the CT window; toggle the "
+               "reference (green) and prediction (orange) outlines; read the case's candidates with their "
+               "confidence and IoU; **Next worst ▸** walks through the cases from the lowest Dice."),
+        ("derived", LAYOUT),
+        ("code", "from amt_core.explore import CaseBrowser\n\n"
+                 "browser = CaseBrowser.from_run(layout.root, cohort_csv, split=explore_split, case=explore_case or None)\n"
+                 "if not explore_case:\n"
+                 "    browser.jump_to_worst()\n"
+                 "browser.widget"),
+    ],
+}
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    cells = []
+    for kind, text in NOTEBOOKS[name]:
+        if kind == "md":
+            cells.append(new_markdown_cell(text))
+        elif kind == "derived":
+            if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells):
+                cells.append(new_code_cell(parameters_cell_source(name), metadata={"tags": ["parameters"]}))
+                cells.append(new_code_cell(check_cell(name)))
+            cells.append(new_code_cell("# Derived values (papermill overrides only the literals above)\n" + text))
+        else:
+            cells.append(new_code_cell(text))
+    nb = new_notebook(cells=cells, metadata={"kernelspec": KERNEL, "language_info": {"name": "python"}})
+    for i, cell in enumerate(nb.cells):  # stable ids: rebuilding gives identical files
+        cell["id"] = f"{name}-{i:02d}"
+    return nb
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(NOTEBOOK_PARAMETERS)
+    for name in names:
+        nbformat.write(build(name), HERE / f"{name}.ipynb")
+        print(f"wrote notebooks/{name}.ipynb")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
