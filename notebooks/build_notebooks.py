@@ -86,11 +86,13 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "bootstrap CIs (scan-level and institution-cluster); subgroup and institution tables; a "
                "mixed model of institution effects; the headline numbers beside the published ones.\n\n"
                "Writes `RUN/predictions/{tune,test}/`, `RUN/evaluation/{tune,test}/` and `RUN/analysis/`."),
-        ("derived", LAYOUT + "\n"
-                    "from amt_core.data.cases import read_cases\n"
-                    "from amt_core.evaluation import EvalConfig\n\n"
+        ("derived", "from amt_core.data.cases import read_cases\n"
+                    "from amt_core.evaluation import EvalConfig\n"
+                    "from amt_core.pipeline.layout import RunLayout\n\n"
+                    "layout = RunLayout.of(run_dir, cohort_csv)  # every path of the run folder\n"
                     "cases = read_cases(layout.cases_csv)\n"
-                    "config = EvalConfig(**eval_overrides)\n"
+                    "config = EvalConfig(**{\"n_boot\": n_bootstrap, \"ci_level\": ci_level, \"ci_method\": ci_method, \"seed\": seed,\n"
+                    "                       \"headline_iou\": operating_iou, **eval_overrides})\n"
                     "config"),
         ("md", "## Inference"),
         ("code", "#papermill_description=predict\n"

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from amt_core.plots.examples import VIEWS, WINDOWS, apply_window, largest_slice, view_aspect, view_axis, view_slice
+from amt_core.plots.examples import (
+    VIEWS,
+    WINDOWS,
+    apply_window,
+    largest_slice,
+    view_aspect,
+    view_axis,
+    view_slice,
+)
 from amt_core.plots.style import ROLE
 
 ALL = "(all)"
@@ -53,8 +61,10 @@ class CaseBrowser:
         self.slices: dict[str, int] = {}
         self._volumes: tuple | None = None
         self._worst_rank = -1
+        self._updating = False
         self._build_widgets()
         self.split.value = split if split in self.split.options else self.split.options[0]
+        self._on_split()
         if case:
             self.select_case(case)
 
@@ -98,7 +108,7 @@ class CaseBrowser:
         self.info = W.HTML()
         self.candidate_table = W.HTML()
         self.split.observe(lambda ch: self._on_split(), names="value")
-        self.institution.observe(lambda ch: self._on_institution(), names="value")
+        self.institution.observe(lambda ch: None if self._updating else self._on_institution(), names="value")
         self.case.observe(lambda ch: self._on_case(), names="value")
         self.worst.on_click(lambda _: self.jump_to_worst())
         self.window_buttons.observe(lambda ch: self.set_window(ch["new"]), names="value")
@@ -128,9 +138,12 @@ class CaseBrowser:
         rows = self.cases[self.cases["split"] == self.split.value]
         insts = sorted(rows["institution_id"].astype(str).unique())
         self._worst_rank = -1
-        if self.institution.value != ALL or list(self.institution.options) != [ALL, *insts]:
+        self._updating = True
+        try:
             self.institution.options = [ALL, *insts]
             self.institution.value = ALL
+        finally:
+            self._updating = False
         self._on_institution()
 
     def _on_institution(self) -> None:
@@ -152,7 +165,7 @@ class CaseBrowser:
         if self.split.value != split:
             self.split.value = split
         if case_id not in [v for _, v in self.case.options]:
-            self.institution.value = ALL
+            self.institution.value = ALL  # the case is filtered out: show the whole split
         self.case.value = case_id
 
     def worst_cases(self) -> list[str]:

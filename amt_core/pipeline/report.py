@@ -7,7 +7,7 @@ Built from the run folder's files only, so it can be rebuilt at any time (``04_f
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from amt_core.atomic import write_text
@@ -55,7 +55,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     summary = _json(layout.evaluation("test") / "summary.json")
     analysis = _json(layout.analysis_dir / "analysis.json")
     out = [f"# Study report: `{root.name}`", "",
-           f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from the run folder "
+           f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from the run folder "
            f"`{root}`. Preset: `{prov.get('config', {}).get('params_file', '?')}`; seed {params.get('seed', 0)}.",
            "", "All numbers are from the synthetic or imported cohort of this run, not from the study's "
            "private data; the published values are quoted for comparison only.", ""]

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,7 @@ def run_pipeline(params_path: str | Path, out_dir: str | Path, *, progress: bool
             raise StepError(step.notebook, f"{step.notebook} finished but did not write {missing}", executed)
         write_json(manifest_path, {"notebook": step.notebook, "key": key, **parts, "outputs": outputs,
                                    "seconds": round(seconds, 1),
-                                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                                   "finished": datetime.now(UTC).isoformat(timespec="seconds")})
         status[step.notebook] = "ran"
         say(f"{head}: done in {seconds:.1f} s")
         upstream = key

@@ -147,7 +147,7 @@ def plot_cohort_examples(cases: pd.DataFrame, n: int = 3, seed: int = 0, window:
     chosen = (order + rest)[:max(n, 1)]
     with plot_style():
         fig, axes = new_figure("double", aspect=0.36 if len(chosen) > 2 else 0.5, ncols=len(chosen))
-        for ax, i in zip(np.atleast_1d(axes), chosen):
+        for ax, i in zip(np.atleast_1d(axes), chosen, strict=False):
             row = cases.loc[i]
             image = read_volume(row["image"])
             ref = read_label(row["label"], image).array > 0

@@ -39,7 +39,7 @@ def plot_forest(table: pd.DataFrame, metric_label: str = "Dice", overall: float 
         fig, ax = new_figure("single", aspect=height_in / WIDTHS["single"])
         y = np.arange(n_rows)[::-1]
         max_n = max(float(t["n"].max()), 1.0)
-        for yi, (label, r) in zip(y, rows):
+        for yi, (_label, r) in zip(y, rows, strict=False):
             if r is None:
                 continue
             lo, hi = float(r.ci_lo), float(r.ci_hi)
@@ -51,11 +51,11 @@ def plot_forest(table: pd.DataFrame, metric_label: str = "Dice", overall: float 
             ax.axvline(overall, color=ROLE["neutral"], ls="--", lw=0.7)
         ax.set_yticks(y)
         ax.set_yticklabels([lab for lab, _ in rows])
-        for tick, (_, r) in zip(ax.get_yticklabels(), rows):
+        for tick, (_, r) in zip(ax.get_yticklabels(), rows, strict=False):
             if r is None:
                 tick.set_fontweight("bold")
         # right-hand column: n and mean (CI)
-        for yi, (_, r) in zip(y, rows):
+        for yi, (_, r) in zip(y, rows, strict=False):
             if r is not None:
                 ci = f"{r.ci_lo:.2f}–{r.ci_hi:.2f}" if np.isfinite(r.ci_lo) else "–"
                 ax.text(1.02, yi, f"{int(r.n):>4d}   {r['mean']:.2f} ({ci})", transform=ax.get_yaxis_transform(),

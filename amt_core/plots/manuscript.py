@@ -145,7 +145,7 @@ def _compact(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
     rows = []
     for key, part in table.groupby(keys, sort=False):
-        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=False))
         row["n"] = int(part["n"].max())
         for _, r in part.iterrows():
             label = METRIC_LABELS.get(r["metric"], r["metric"])

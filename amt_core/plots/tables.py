@@ -95,10 +95,10 @@ def segmentation_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The presentation form of :func:`segmentation_table`: 'mean (95% CI)' columns."""
     out = pd.DataFrame({"Metric": table["metric"], "n": table["n_scans"]})
     out["This run, mean (95% CI)"] = [f"{m:.3f} ({ci_text(lo, hi, 3)})"
-                                      for m, lo, hi in zip(table["mean"], table["ci_lo"], table["ci_hi"])]
+                                      for m, lo, hi in zip(table["mean"], table["ci_lo"], table["ci_hi"], strict=False)]
     if "cluster_ci_lo" in table:
         out["Institution-cluster 95% CI"] = [ci_text(lo, hi, 3)
-                                             for lo, hi in zip(table["cluster_ci_lo"], table["cluster_ci_hi"])]
+                                             for lo, hi in zip(table["cluster_ci_lo"], table["cluster_ci_hi"], strict=False)]
     out["Published"] = table["published"]
     out["Difference"] = table["difference"]
     return out

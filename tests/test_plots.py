@@ -1,0 +1,188 @@
+"""Manuscript figures and tables from small hand-made result tables (no model, no evaluation run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from amt_core.registry import FP_POINTS, IOU_SWEEP, PUBLISHED
+
+
+@pytest.fixture
+def per_case() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = 40
+    dice = np.clip(rng.beta(8, 2, n), 0, 1)
+    dice[:2] = [0.0, 0.3]
+    vol = np.exp(rng.uniform(np.log(2), np.log(800), n))
+    return pd.DataFrame({
+        "case_id": [f"c{i:03d}" for i in range(n)], "institution_id": [f"I{i % 9:02d}" for i in range(n)],
+        "split": np.where(np.arange(n) < 10, "tune", "test"), "dice": dice, "iou": dice / (2 - dice),
+        "precision": np.clip(dice + 0.03, 0, 1), "recall": np.clip(dice - 0.02, 0, 1),
+        "ref_volume_ml": vol, "pred_volume_ml": vol * np.exp(rng.normal(0, 0.2, n)) * (dice > 0),
+        "tumour_volume_ml": vol, "slice_thickness_mm": rng.choice([0.625, 1.0, 2.5, 5.0], n),
+    })  # fmt: skip
+
+
+@pytest.fixture
+def froc_tables():
+    curves, bands = [], []
+    for thr in (0.1, 0.3, 0.5):
+        conf = np.linspace(1, 0.05, 30)
+        fp, sens = 8 * (1 - conf) ** 2.5, np.clip(0.97 - 0.3 * thr - 0.25 * conf**3, 0, 1)
+        curves.append(pd.DataFrame({"iou_threshold": thr, "threshold": conf, "fp_per_scan": fp, "sensitivity": sens}))
+        for p in FP_POINTS:
+            s = float(np.interp(p, fp, sens))
+            bands.append({"iou_threshold": thr, "point": f"{p:g}", "fp_per_scan": p, "sensitivity": s,
+                          "ci_lo": s - 0.05, "ci_hi": min(s + 0.05, 1.0)})
+    iou = pd.DataFrame({"iou_threshold": list(IOU_SWEEP), "sensitivity": np.linspace(1, 0.2, len(IOU_SWEEP)),
+                        "fp_per_scan": np.linspace(0.3, 0.9, len(IOU_SWEEP))})
+    return pd.concat(curves, ignore_index=True), pd.DataFrame(bands), iou
+
+
+
+def _check_saved(paths, tmp_path, name):
+    pdf, png = tmp_path / f"{name}.pdf", tmp_path / f"{name}.png"
+    assert sorted(paths) == sorted([pdf, png])
+    assert pdf.read_bytes().startswith(b"%PDF") and png.read_bytes().startswith(b"\x89PNG")
+    from PIL import Image
+
+    with Image.open(png) as im:
+        dpi = im.info.get("dpi", (0, 0))[0]
+        assert round(dpi) == 300, f"{name}.png is {dpi} dpi"
+        assert im.size[0] >= 1000  # at least ~89 mm at 300 dpi
+    assert not list(tmp_path.glob(".*tmp*")), "a temporary file was left behind"
+
+
+def test_every_figure_saves_as_pdf_and_300dpi_png(tmp_path, per_case, froc_tables):
+    from amt_core.plots import agreement, distributions, forest, froc, training
+    from amt_core.plots.style import save_figure
+
+    curves, bands, iou = froc_tables
+    test = per_case[per_case["split"] == "test"]
+    forest_table = pd.DataFrame({"subgroup": ["sex", "sex", "vendor"], "level": ["M", "F", "GE"],
+                                 "n": [10, 20, 0], "mean": [0.8, 0.7, np.nan], "ci_lo": [0.7, 0.6, np.nan],
+                                 "ci_hi": [0.9, 0.8, np.nan]})
+    log = pd.DataFrame({"epoch": [1, 2, 3, 4], "train_loss": [1.0, 0.8, 0.6, 0.5],
+                        "tune_dice": [np.nan, 0.4, np.nan, 0.6]})
+    figures = {
+        "froc_confidence": froc.plot_froc_confidence(curves, bands),
+        "froc_iou": froc.plot_froc_iou(iou),
+        "metric_distributions": distributions.plot_metric_distributions(per_case),
+        "volume_agreement": agreement.plot_volume_agreement(test, "ref_volume_ml", "pred_volume_ml")[0],
+        "forest_subgroups": forest.plot_forest(forest_table, overall=0.75),
+        "performance_vs_covariates": distributions.plot_performance_vs_covariates(test),
+        "learning_curves": training.plot_learning_curves(log),
+    }
+    for name, fig in figures.items():
+        _check_saved(save_figure(fig, tmp_path, name), tmp_path, name)
+
+
+def test_saving_twice_gives_identical_bytes(tmp_path, froc_tables):
+    from amt_core.plots.froc import plot_froc_iou
+    from amt_core.plots.style import save_figure
+
+    a = [p.read_bytes() for p in save_figure(plot_froc_iou(froc_tables[2]), tmp_path / "a", "f")]
+    b = [p.read_bytes() for p in save_figure(plot_froc_iou(froc_tables[2]), tmp_path / "b", "f")]
+    assert a == b
+
+
+def test_style_does_not_leak_into_global_matplotlib_state(froc_tables):
+    import matplotlib as mpl
+
+    from amt_core.plots.froc import plot_froc_confidence
+
+    before = dict(mpl.rcParams)
+    plot_froc_confidence(*froc_tables[:2])
+    assert dict(mpl.rcParams) == before
+
+
+def test_palette_is_okabe_ito():
+    from amt_core.plots.style import OKABE_ITO, PALETTE, ROLE
+
+    assert set(PALETTE) <= set(OKABE_ITO.values())
+    assert ROLE["reference"] != ROLE["prediction"]
+
+
+def test_bland_altman_stats_on_known_values():
+    from amt_core.plots.agreement import bland_altman_stats
+
+    ref = np.array([10.0, 20.0, 40.0, 80.0])
+    st = bland_altman_stats(ref, ref * 1.1, relative=False)
+    assert st["bias"] == pytest.approx(np.mean(ref * 0.1))
+    rel = bland_altman_stats(ref, ref * 1.1, relative=True)
+    assert rel["bias"] == pytest.approx(100 * 0.1 / 1.05)
+    assert rel["sd"] == pytest.approx(0.0, abs=1e-9)
+    assert rel["loa_lo"] == pytest.approx(rel["loa_hi"])
+
+
+def test_markdown_table_and_csv(tmp_path):
+    from amt_core.plots.tables import to_markdown, write_table
+
+    frame = pd.DataFrame({"metric": ["Dice", "IoU|x"], "mean": [0.81234, np.nan], "n": [164, 3]})
+    md = to_markdown(frame, digits=2, title="T")
+    assert md.splitlines()[0] == "**T**"
+    assert "| metric | mean | n |" in md and "|---|---:|---:|" in md
+    assert "| Dice | 0.81 | 164 |" in md and "IoU\\|x" in md and "| –" in md
+    csv, mdp = write_table(frame, tmp_path, "t")
+    assert pd.read_csv(csv)["mean"].iloc[0] == pytest.approx(0.81234)
+    assert mdp.read_text().count("\n") == 4
+
+
+def test_segmentation_table_puts_published_values_beside_ours():
+    from amt_core.plots.tables import segmentation_markdown_frame, segmentation_table
+
+    ci = pd.DataFrame({"metric": ["dice", "iou", "precision", "recall"], "mean": [0.8, 0.7, 0.85, 0.8],
+                       "ci_lo": [0.75, 0.65, 0.8, 0.75], "ci_hi": [0.85, 0.75, 0.9, 0.85], "n": [164] * 4})
+    table = segmentation_table(ci, ci.assign(ci_lo=ci["ci_lo"] - 0.01))
+    assert list(table["published"]) == [PUBLISHED[m] for m in ("dice", "iou", "precision", "recall")]
+    assert table["difference"].iloc[0] == pytest.approx(0.8 - 0.82)
+    shown = segmentation_markdown_frame(table)
+    assert shown["This run, mean (95% CI)"].iloc[0] == "0.800 (0.750–0.850)"
+    assert "Institution-cluster 95% CI" in shown
+
+
+def test_detection_table_reads_the_operating_points():
+    from amt_core.plots.tables import detection_table
+
+    iou = pd.DataFrame({"iou_threshold": [0.1, 0.3, 0.5], "sensitivity": [0.95, 0.9, 0.85],
+                        "fp_per_scan": [0.3, 0.4, 0.6], "sensitivity_wilson_lo": [0.9, 0.85, 0.8],
+                        "sensitivity_wilson_hi": [0.98, 0.95, 0.9], "tp": [19, 18, 17], "n_lesions": [20] * 3})
+    cpm = pd.DataFrame({"iou_threshold": [0.1, 0.3, 0.5], "cpm": [0.9, 0.85, 0.8]})
+    table = detection_table(iou, cpm)
+    last = table.iloc[-1]
+    assert last["published_sensitivity"] == PUBLISHED["sensitivity_iou50"]
+    assert last["sens_wilson_lo"] == 0.8 and last["cpm"] == 0.8 and last["tp"] == 17
+    assert np.isnan(table.iloc[0]["published_sensitivity"])
+
+
+@pytest.mark.parametrize("view, expected_shape", [("axial", (5, 6)), ("coronal", (4, 6)), ("sagittal", (4, 5))])
+def test_view_slice_is_radiological(view, expected_shape):
+    from amt_core.plots.examples import view_slice
+
+    vol = np.zeros((6, 5, 4))  # x (R+), y (A+), z (S+)
+    vol[5, 4, 3] = 1  # the most right, anterior, superior voxel
+    index = {"axial": 3, "coronal": 4, "sagittal": 5}[view]
+    s = view_slice(vol, view, index)
+    assert s.shape == expected_shape
+    r, c = np.argwhere(s)[0]
+    assert r == 0  # anterior (axial) or superior (coronal, sagittal) at the top
+    assert c == 0  # patient's right (axial, coronal) / anterior (sagittal) on the viewer's left
+
+
+def test_pick_examples_best_median_worst(per_case):
+    from amt_core.plots.examples import pick_examples
+
+    picks = pick_examples(per_case)
+    assert picks["best"]["dice"] == per_case["dice"].max()
+    assert picks["worst"]["dice"] == per_case["dice"].min()
+    assert abs(picks["median"]["dice"] - per_case["dice"].median()) < 0.05
+
+
+def test_every_figure_has_a_caption():
+    from amt_core.plots import FIGURES, TABLES
+
+    assert {"froc_confidence", "froc_iou", "metric_distributions", "volume_agreement", "forest_subgroups",
+            "forest_institutions", "performance_vs_covariates", "examples"} <= set(FIGURES)
+    assert {"table1", "segmentation", "detection", "subgroups"} <= set(TABLES)
