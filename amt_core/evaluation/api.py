@@ -1,0 +1,247 @@
+"""The evaluation's typed API: one scan (:func:`evaluate_case`), a set of scans from tables
+(:func:`summarise`), and a predictions folder (:func:`evaluate_predictions`).
+
+A scan is reduced to table rows at once (its per-scan metrics, its lesions, its candidates and its FROC
+events), so scans stream through one at a time and every statistic is then computed from the tables,
+for all scans or for any subset (``EvaluationResult.subset``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from amt_core.evaluation import lesions
+from amt_core.evaluation.config import EvalConfig
+from amt_core.evaluation.results import EvaluationResult, summarise
+from amt_core.evaluation.segmentation import bounding_box, crop_metrics, union_box
+
+_BOX_COLS = ("x0", "x1", "y0", "y1", "z0", "z1")
+
+
+@dataclass
+class CaseEvaluation:
+    """One scan reduced to rows: ``record`` (per-scan), ``lesions``, ``candidates``, ``events``."""
+
+    record: dict
+    lesions: list[dict] = field(default_factory=list)
+    candidates: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+
+
+def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                  config: EvalConfig | None = None, *, prob: np.ndarray | None = None) -> CaseEvaluation:
+    """Evaluate one scan.
+
+    ``label``: reference mask (non-zero = tumour). ``prediction``: the binary mask, or a floating-point
+    probability map (then the mask is ``prediction >= config.threshold`` and it is also ``prob``).
+    ``prob``: optional probability map in [0, 1]; candidates are its components at
+    ``config.threshold``; without it the mask's components are the candidates, with confidence 1.
+    ``spacing``: mm per array axis.
+    """
+    config = config or EvalConfig()
+    if label.shape != prediction.shape or (prob is not None and prob.shape != label.shape):
+        shapes = f"label {label.shape}, prediction {prediction.shape}" + (f", prob {prob.shape}" if prob is not None else "")
+        raise ValueError(f"arrays of one scan must have the same shape: {shapes}")
+    if prob is None and prediction.dtype.kind == "f":
+        prob = prediction
+        mask = cand = prediction >= config.threshold
+    else:
+        mask = prediction if prediction.dtype == bool else prediction != 0
+        cand = mask if prob is None else prob >= config.threshold
+    box_ref, box_mask = bounding_box(label), bounding_box(mask)
+    box_cand = box_mask if cand is mask else bounding_box(cand)
+    box = union_box(box_ref, box_mask, box_cand) or (slice(0, 0),) * 3
+    ref_c = label[box] != 0
+    seg = crop_metrics(ref_c, mask[box], spacing, empty_both=config.empty_both, empty_one=config.empty_one,
+                       hd_percentile=config.hd_percentile)
+    prob_c = None if prob is None else prob[box]
+    if prob_c is not None and prob_c.size and (prob_c.max() > 1.0 or prob_c.min() < 0.0):
+        raise ValueError("prob must hold probabilities in [0, 1] (scale a uint8 map by 1/255)")
+    les = lesions.find_components(ref_c, connectivity=config.connectivity, min_voxels=config.min_lesion_voxels)
+    cands = lesions.find_components(cand[box], connectivity=config.connectivity,
+                                    min_voxels=config.min_candidate_voxels, prob=prob_c, confidence=config.confidence)
+    inter = lesions.overlap_matrix(cands, les)
+    iou = lesions.pair_overlap(inter, cands.voxels, les.voxels, "iou")
+    dice = lesions.pair_overlap(inter, cands.voxels, les.voxels, "dice")
+    metric = iou if config.match_metric == "iou" else dice
+    conf = cands.confidence
+
+    events = []
+    for t in config.match_thresholds:
+        levels, d_tp, d_fp = lesions.sweep(metric, conf, t, criterion=config.hit_criterion,
+                                           method=config.assignment, extra_hits=config.extra_hits)
+        events += [{"iou_threshold": t, "confidence": float(c), "d_tp": int(a), "d_fp": int(b)}
+                   for c, a, b in zip(levels, d_tp, d_fp, strict=True)]
+
+    # headline matching: candidates at the operating threshold, headline overlap threshold
+    active = np.flatnonzero(conf >= config.operating_point)
+    hits = lesions.is_hit(metric[active], config.headline_iou, config.hit_criterion)
+    got = lesions.assign(metric[active], hits, conf[active], config.assignment)
+    tp, fp, fn = lesions.count(got, hits, len(les), config.extra_hits)
+    cand_status = np.full(len(cands), "below_threshold", dtype=object)
+    cand_status[active] = lesions.status(got, hits)
+    cand_match = np.full(len(cands), -1)
+    cand_match[active] = got
+    ml = float(np.prod(spacing)) / 1000.0
+    offset = [s.start for s in box]
+
+    lesion_rows = []
+    for j in range(len(les)):
+        i = int(np.flatnonzero(cand_match == j)[0]) if (cand_match == j).any() else -1
+        lesion_rows.append({
+            "lesion_id": j + 1, "voxels": int(les.voxels[j]), "volume_ml": les.voxels[j] * ml,
+            **_box_cols(les.boxes[j], offset),
+            "best_iou": float(iou[:, j].max()) if len(cands) else 0.0,
+            "best_dice": float(dice[:, j].max()) if len(cands) else 0.0,
+            "hit": i >= 0, "matched_candidate": i + 1 if i >= 0 else 0,
+            "matched_iou": float(iou[i, j]) if i >= 0 else np.nan,
+            "matched_confidence": float(conf[i]) if i >= 0 else np.nan,
+        })  # fmt: skip
+    cand_rows = []
+    for i in range(len(cands)):
+        best = int(np.argmax(metric[i])) if len(les) else -1
+        cand_rows.append({
+            "candidate_id": i + 1, "voxels": int(cands.voxels[i]), "volume_ml": cands.voxels[i] * ml,
+            **_box_cols(cands.boxes[i], offset), "confidence": float(conf[i]),
+            "best_iou": float(iou[i].max()) if len(les) else 0.0,
+            "best_dice": float(dice[i].max()) if len(les) else 0.0,
+            "best_lesion": best + 1, "status": cand_status[i], "matched_lesion": int(cand_match[i]) + 1,
+        })  # fmt: skip
+    record = {**seg, "n_lesions": len(les), "n_candidates": len(cands), "tp": tp, "fp": fp, "fn": fn}
+    return CaseEvaluation(record, lesion_rows, cand_rows, events)
+
+
+def _box_cols(box, offset) -> dict[str, int]:
+    out = {}
+    for a, name in enumerate("xyz"):
+        out[f"{name}0"] = int(box[a].start + offset[a])
+        out[f"{name}1"] = int(box[a].stop + offset[a])
+    return out
+
+
+def collect(evaluations: Sequence[CaseEvaluation], case_ids: Sequence[str],
+            institutions: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Stack per-scan evaluations into the four row tables (per_case, lesions, candidates, events)."""
+    institutions = list(institutions) if institutions is not None else [None] * len(case_ids)
+    if not len(evaluations) == len(case_ids) == len(institutions):
+        raise ValueError("one case id (and institution) is needed per evaluation")
+    tables = {}
+    for name in ("lesions", "candidates", "events"):
+        rows = [{"case_id": c, "institution_id": inst, **r}
+                for ev, c, inst in zip(evaluations, case_ids, institutions, strict=True) for r in getattr(ev, name)]
+        tables[name] = pd.DataFrame(rows, columns=_COLUMNS[name])
+    tables["per_case"] = pd.DataFrame(
+        [{"case_id": c, "institution_id": inst, **ev.record} for ev, c, inst in zip(evaluations, case_ids, institutions, strict=True)],
+        columns=_COLUMNS["per_case"])
+    tables["events"] = tables["events"].drop(columns="institution_id")
+    return tables
+
+
+_COLUMNS = {
+    "per_case": ["case_id", "institution_id", "dice", "iou", "precision", "recall", "hd95_mm", "msd_mm",
+                 "ref_volume_ml", "pred_volume_ml", "ref_voxels", "pred_voxels", "overlap_voxels",
+                 "n_lesions", "n_candidates", "tp", "fp", "fn"],
+    "lesions": ["case_id", "institution_id", "lesion_id", "voxels", "volume_ml", *_BOX_COLS, "best_iou",
+                "best_dice", "hit", "matched_candidate", "matched_iou", "matched_confidence"],
+    "candidates": ["case_id", "institution_id", "candidate_id", "voxels", "volume_ml", *_BOX_COLS, "confidence",
+                   "best_iou", "best_dice", "best_lesion", "status", "matched_lesion"],
+    "events": ["case_id", "institution_id", "iou_threshold", "confidence", "d_tp", "d_fp"],
+}
+
+
+def evaluate_predictions(cases: pd.DataFrame, predictions_dir: str | os.PathLike, *, split: str | None = "test",
+                         config: EvalConfig | None = None, progress: bool = True) -> EvaluationResult:
+    """Evaluate a predictions folder against the reference labels of a case table.
+
+    ``cases``: the case table (``amt_core.data.cases.read_cases``: ``case_id``, ``institution_id``,
+    ``split``, ``label`` as a path). ``predictions_dir`` holds ``{case_id}.nii.gz`` (binary mask on the
+    label's grid) and optionally ``{case_id}_prob.nii.gz`` (probability in [0, 1], float or uint8/255).
+    Scans are read and evaluated one at a time (the next one is read while the current one is
+    evaluated), so memory stays at about two scans.
+    """
+    config = config or EvalConfig()
+    from concurrent.futures import ThreadPoolExecutor
+
+    pred_dir = Path(predictions_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"predictions folder {pred_dir} does not exist (set --predictions)")
+    chosen = cases if split is None else cases[cases["split"] == split]
+    if chosen.empty:
+        raise ValueError(f"no case of split {split!r} in the case table (splits present: "
+                         f"{sorted(cases['split'].dropna().unique().tolist()) if 'split' in cases else []})")
+    missing = [c for c in chosen["case_id"] if not (pred_dir / f"{c}.nii.gz").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} prediction(s) missing in {pred_dir}, e.g. {missing[0]}.nii.gz")
+    rows = list(chosen[["case_id", "institution_id", "label"]].itertuples(index=False))
+    evaluations = []
+    bar = _progress(len(rows), progress)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        nxt = pool.submit(_read_case, rows[0].label, pred_dir, rows[0].case_id)
+        for k in range(len(rows)):
+            label, mask, prob, spacing = nxt.result()
+            if k + 1 < len(rows):
+                nxt = pool.submit(_read_case, rows[k + 1].label, pred_dir, rows[k + 1].case_id)
+            evaluations.append(evaluate_case(label, mask, spacing, config, prob=prob))
+            del label, mask, prob
+            bar.update(1)
+    bar.close()
+    tables = collect(evaluations, [r.case_id for r in rows], [r.institution_id for r in rows])
+    return summarise(tables, config)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="evaluate", unit="scan", disable=not enabled)
+
+
+def _read_case(label_path: str, pred_dir: Path, case_id: str):
+    """(label, mask, prob or None, spacing) of one scan, every array on the reference label's grid."""
+    from amt_core.data.volume import GRID_TOLERANCE, read_label, read_volume
+
+    ref = read_label(label_path, _grid(label_path))
+    mask = read_label(pred_dir / f"{case_id}.nii.gz", ref)
+    prob = None
+    prob_path = pred_dir / f"{case_id}_prob.nii.gz"
+    if prob_path.is_file():
+        vol = read_volume(prob_path)
+        tol = GRID_TOLERANCE * min(ref.spacing)
+        if vol.shape != ref.shape or not np.allclose(vol.affine, ref.affine, atol=tol, rtol=0):
+            raise ValueError(f"probability map {prob_path} is not on the grid of label {label_path}: shape "
+                             f"{vol.shape} vs {ref.shape}, affine differs by {np.abs(vol.affine - ref.affine).max():.3g} mm")
+        prob = vol.array
+        top = float(prob.max())
+        if top > 1.0:  # a uint8 map stored without its 1/255 scale
+            if top > 255.0:
+                raise ValueError(f"{prob_path}: probabilities up to {top:g}; expected [0, 1] (or uint8 0-255)")
+            prob *= np.float32(1 / 255)
+    return ref.array, mask.array, prob, ref.spacing
+
+
+def _grid(path: str):
+    """A data-free Volume with the RAS+ shape and affine of a NIfTI file (read from its header only), to
+    read a label without its image; other formats are read whole."""
+    import nibabel as nib
+    import nibabel.orientations as nio
+
+    from amt_core.data.volume import Volume, read_volume
+
+    if not str(path).lower().endswith((".nii", ".nii.gz")) or not Path(path).is_file():
+        return read_volume(path)
+    img = nib.load(str(path))
+    shape = tuple(img.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    affine = np.asarray(img.affine, dtype=np.float64)
+    ornt = nio.io_orientation(affine)
+    new_shape = [0, 0, 0]
+    for axis, (out_axis, _) in enumerate(ornt):
+        new_shape[int(out_axis)] = shape[axis]
+    new_affine = affine @ nio.inv_ornt_aff(ornt, shape[:3])
+    return Volume(array=np.broadcast_to(np.zeros((), np.uint8), tuple(new_shape)), affine=new_affine, source=str(path))

@@ -1,0 +1,113 @@
+"""The result object: save/load round trip, subsets, the recorded conventions, config checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from amt_core.evaluation.api import collect, evaluate_case
+from amt_core.evaluation.config import EvalConfig
+from amt_core.evaluation.results import FILES, EvaluationResult, summarise
+
+
+def _study(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    evaluations = []
+    for s in range(n):
+        label = np.zeros((40, 40, 16), np.uint8)
+        label[10:25, 10:25, 4:12] = 1
+        if s % 4 == 0:
+            label[30:36, 30:36, 2:6] = 1
+        prob = np.zeros(label.shape, np.float32)
+        if s % 5 != 4:  # some scans miss the tumour
+            o = rng.integers(-3, 4, 3)
+            prob[10 + o[0]:25 + o[0], 10 + o[1]:25 + o[1], 4 + o[2]:12 + o[2]] = rng.uniform(0.55, 1.0)
+        for _ in range(rng.integers(0, 3)):
+            c = rng.integers(0, 34, 3) // (1, 1, 3)
+            prob[c[0]:c[0] + 5, c[1]:c[1] + 5, c[2]:c[2] + 3] = rng.uniform(0.5, 1.0)
+        evaluations.append(evaluate_case(label, prob >= 0.5, (0.8, 0.8, 2.0), prob=prob))
+    ids = [f"case_{s:03d}" for s in range(n)]
+    return collect(evaluations, ids, [f"INST-{s % 5}" for s in range(n)])
+
+
+@pytest.fixture(scope="module")
+def result():
+    return summarise(_study(), EvalConfig(n_boot=500, seed=1))
+
+
+def test_save_load_round_trip_is_identical(result, tmp_path):
+    result.tables["per_institution"] = pd.DataFrame({"institution_id": ["007", "INST-1"], "n": [1, 2]})
+    result.save(tmp_path / "out")
+    back = EvaluationResult.load(tmp_path / "out")
+    for name in FILES:
+        pd.testing.assert_frame_equal(getattr(result, name), getattr(back, name), check_exact=True)
+    pd.testing.assert_frame_equal(back.tables["per_institution"], result.tables["per_institution"])
+    assert back.tables["per_institution"]["institution_id"].tolist() == ["007", "INST-1"]  # ids stay text
+    assert back.summary == result.summary
+    assert back.config == result.config
+    del result.tables["per_institution"]
+
+
+def test_files_and_summary_state_the_conventions(result, tmp_path):
+    out = result.save(tmp_path)
+    for name in ("per_case.csv", "lesions.csv", "froc_confidence.csv", "froc_iou.csv", "summary.json"):
+        assert (out / name).is_file()
+    summary = json.loads((out / "summary.json").read_text())  # valid JSON (no NaN tokens)
+    assert summary["version"]["amt"]
+    assert "both masks empty" in summary["conventions"]["empty_scans"]
+    assert summary["config"]["empty_both"] == "one" and summary["config"]["assignment"] == "hungarian"
+    per_case = pd.read_csv(out / "per_case.csv")
+    assert {"case_id", "institution_id", "dice", "iou", "precision", "recall", "hd95_mm", "tp", "fp", "fn"} <= set(per_case)
+    froc_iou = pd.read_csv(out / "froc_iou.csv")
+    assert {"iou_threshold", "sensitivity", "fp_per_scan", "threshold"} <= set(froc_iou)
+    assert len(froc_iou) == 19
+
+
+def test_reading_b_agrees_with_the_per_lesion_and_per_scan_tables(result):
+    head = result.froc_iou[np.isclose(result.froc_iou["iou_threshold"], 0.5)].iloc[0]
+    assert head["sensitivity"] == pytest.approx(result.lesions["hit"].mean())
+    assert head["fp"] == result.per_case["fp"].sum() and head["tp"] == result.per_case["tp"].sum()
+    assert result.headline["sensitivity"] == pytest.approx(head["sensitivity"])
+    assert "at IoU >= 0.50" in result.headline_text()
+
+
+def test_means_are_per_scan_means_with_intervals(result):
+    m = result.cis.set_index("metric")
+    assert m.loc["iou", "mean"] == pytest.approx(result.per_case["iou"].mean())
+    assert (m["ci_lo"] <= m["mean"]).all() and (m["mean"] <= m["ci_hi"]).all()
+    pts = result.froc_points
+    ok = pts["ci_lo"].notna()
+    assert ((pts["ci_lo"][ok] <= pts["sensitivity"][ok] + 1e-12) & (pts["sensitivity"][ok] <= pts["ci_hi"][ok] + 1e-12)).all()
+
+
+def test_subset_recomputes_from_the_tables(result):
+    ids = result.per_case["case_id"].iloc[:6]
+    sub = result.subset(ids)
+    assert sub.n_scans == 6 and set(sub.lesions["case_id"]) <= set(ids)
+    assert sub.means["dice"] == pytest.approx(result.per_case["dice"].iloc[:6].mean())
+
+
+def test_same_seed_same_numbers_and_cluster_option():
+    tables = _study(8, seed=3)
+    a = summarise(tables, EvalConfig(n_boot=300, seed=5))
+    b = summarise(tables, EvalConfig(n_boot=300, seed=5))
+    pd.testing.assert_frame_equal(a.cis, b.cis)
+    pd.testing.assert_frame_equal(a.froc_points, b.froc_points)
+    c = summarise(tables, EvalConfig(n_boot=300, seed=5, cluster_bootstrap=True, ci_method="bca"))
+    assert c.cis["cluster"].all() and c.summary["config"]["cluster_bootstrap"]
+    assert c.froc_iou["sensitivity_ci_lo"].notna().any()
+    d = summarise(tables, EvalConfig(n_boot=0))
+    assert d.cis["ci_lo"].isna().all() and d.means["dice"] == pytest.approx(a.means["dice"])
+
+
+def test_config_round_trip_and_clear_errors():
+    cfg = EvalConfig(assignment="greedy", fp_points=(0.25, 1, 8), seed=3)
+    assert EvalConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match=r"assignment='nearest' \(choose one of"):
+        EvalConfig(assignment="nearest")
+    with pytest.raises(ValueError, match="unknown evaluation config keys"):
+        EvalConfig.from_dict({"treshold": 0.5})
+    assert EvalConfig().match_thresholds == tuple(sorted(set(EvalConfig().iou_sweep)))
