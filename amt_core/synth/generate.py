@@ -1,0 +1,220 @@
+"""Generate the synthetic cohort: one case = anatomy + tumour + scanner; a cohort = the study design
+rendered to a folder in the nnU-Net v2 raw layout plus the case table (docs/architecture.md).
+
+Deterministic (each case's random stream is ``SeedSequence([seed, 3, case_index])``; gzip headers carry no
+time or name), parallel over processes with a progress bar, resumable (a per-case record under
+``.synth/`` lets existing valid cases be kept), atomic (every file is written beside its target and renamed;
+``cases.csv`` is written last, so a cohort folder with a ``cases.csv`` is complete).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from amt_core import registry
+from amt_core.atomic import atomic_path, write_csv, write_json
+
+#: bump when the generator's output changes; part of each case's cache key
+GENERATOR_VERSION = "1"
+MANIFEST_DIR = ".synth"
+GZIP_LEVEL = 1
+
+
+# --- one case ------------------------------------------------------------------------------------------------
+def render_case(row: dict, preset: str = "demo", seed: int = 0, details: dict | None = None):
+    """Render one case of the design. Returns (image int16, label uint8, affine 4x4).
+
+    If ``details`` is a dict it receives the patient, the lesions, the tissue HU table and boolean masks
+    of pure tissues (for realism checks); the image is the same either way.
+    """
+    from amt_core.synth.anatomy import draw_anatomy, sample_patient, tissue_table, translate
+    from amt_core.synth.canvas import Canvas
+    from amt_core.synth.scanner import acquire, scan_grid
+    from amt_core.synth.tumour import draw_lesions, mass_effect, plan_lesions
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3, int(row["case_index"])]))
+    p = sample_patient(rng, row["sex"], float(row["age"]), float(row["patient_scale"]))
+    # patient position on the table relative to the field-of-view centre
+    translate(p, rng.normal(0.0, 8.0), rng.normal(-12.0, 8.0))
+    lesions = plan_lesions(rng, p, row["histology"], float(row["tumour_diameter_mm"]), int(row["n_lesions"]))
+    z_lo, z_hi = p.z_bottom, p.z_top
+    z_shift = rng.normal(0.0, 8.0)
+    fov = float(np.clip(p.body_width() * float(row["fov_margin"]), 260.0, 500.0))
+    grid = scan_grid(preset, fov, float(row["slice_thickness_mm"]), z_lo + z_shift,
+                     z_hi + z_shift, centre_xy=(0.0, 0.0))
+    cv = Canvas(grid.shape, grid.spacing, grid.origin)
+    hu = tissue_table(row["contrast"], float(row["enhancement"]), float(row["age"]), rng)
+    masks = {} if details is not None else None
+    info = draw_anatomy(cv, p, hu, rng, push=mass_effect(lesions, p), masks=masks)
+    label = draw_lesions(cv, p, lesions, row["contrast"], float(row["enhancement"]), rng)
+    image = acquire(cv.hu, grid, thickness_mm=float(row["slice_thickness_mm"]), psf_mm=float(row["psf_mm"]),
+                    noise_hu=float(row["noise_hu"]), hu_offset=float(row["hu_offset"]), vendor=row["vendor"],
+                    patient_scale=float(row["patient_scale"]), preset=preset, rng=rng)
+    if details is not None:
+        details.update(patient=p, lesions=lesions, hu=hu, masks=masks, aorta=info["aorta"], grid=grid)
+    return image, label, cv.affine
+
+
+def nifti_gz_bytes(array: np.ndarray, affine: np.ndarray, level: int = GZIP_LEVEL) -> bytes:
+    """A .nii.gz file's bytes, deterministic: the gzip header has mtime 0 and no file name."""
+    import io
+
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    raw = img.to_bytes()
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=level, mtime=0) as gz:
+        gz.write(raw)
+    return buf.getvalue()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o644)
+
+
+# --- the cohort folder -----------------------------------------------------------------------------------------
+def _case_key(row: dict, preset: str, seed: int) -> str:
+    payload = json.dumps({"v": GENERATOR_VERSION, "preset": preset, "seed": int(seed),
+                          "row": {k: row[k] for k in sorted(row) if k != "tumour_volume_ml"}},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _record_path(out: Path, case_id: str) -> Path:
+    return out / MANIFEST_DIR / f"{case_id}.json"
+
+
+def _valid_record(out: Path, row: dict, key: str) -> dict | None:
+    """The case's record if its files are there as written (same key, size and mtime), else None."""
+    rec_path = _record_path(out, row["case_id"])
+    try:
+        rec = json.loads(rec_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.get("key") != key:
+        return None
+    for kind in ("image", "label"):
+        f = out / row[kind]
+        try:
+            st = f.stat()
+        except OSError:
+            return None
+        if st.st_size != rec[kind]["size"] or st.st_mtime_ns != rec[kind]["mtime_ns"]:
+            return None
+    return rec
+
+
+def _generate_one(out: str, row: dict, preset: str, seed: int, key: str) -> dict:
+    """Worker: render, write image and label atomically, then the case record."""
+    out_p = Path(out)
+    image, label, affine = render_case(row, preset, seed)
+    voxel_ml = float(np.prod(np.sqrt((affine[:3, :3] ** 2).sum(0)))) / 1000.0
+    vol_ml = round(float(label.sum(dtype=np.int64)) * voxel_ml, 2)
+    rec = {"key": key, "case_id": row["case_id"], "tumour_volume_ml": vol_ml, "shape": list(image.shape)}
+    for kind, arr in (("image", image), ("label", label)):
+        f = out_p / row[kind]
+        _write_bytes(f, nifti_gz_bytes(arr, affine))
+        st = f.stat()
+        rec[kind] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    write_json(_record_path(out_p, row["case_id"]), rec)
+    return rec
+
+
+def build_cohort(out_dir: str | os.PathLike, *, preset: str = "demo", n_cases: int | None = None, seed: int = 0,
+                 n_institutions: int | None = None, design_only: bool = False, workers: int | None = None,
+                 progress: bool = True) -> Path:
+    """Write a synthetic cohort folder; returns the path of its ``cases.csv``.
+
+    ``n_cases`` defaults to the study's 711. Existing cases generated with the same settings are kept
+    (resumable); ``design_only`` writes just the case table (planned tumour volumes, no image files).
+    """
+    from amt_core.synth.design import check_design, study_design
+
+    if preset not in registry.COHORT_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(registry.COHORT_PRESETS)}")
+    n_cases = registry.STUDY_DESIGN["n_cases"] if n_cases is None else int(n_cases)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    design = study_design(n_cases=n_cases, n_institutions=n_institutions, seed=seed)
+    problems = check_design(design)
+    if problems:  # pragma: no cover - the design guarantees it
+        raise RuntimeError("; ".join(problems))
+    config = {"preset": preset, "n_cases": n_cases, "seed": int(seed), "n_institutions": n_institutions,
+              "design_only": bool(design_only), "generator_version": GENERATOR_VERSION}
+    cases_csv = out / "cases.csv"
+    if design_only:
+        _finish(out, design, config)
+        return cases_csv
+
+    rows = design.to_dict("records")
+    keys = {r["case_id"]: _case_key(r, preset, seed) for r in rows}
+    records: dict[str, dict] = {}
+    todo = []
+    for r in rows:
+        rec = _valid_record(out, r, keys[r["case_id"]])
+        if rec is None:
+            todo.append(r)
+        else:
+            records[r["case_id"]] = rec
+    workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    bar = _progress(len(rows), len(rows) - len(todo), progress, f"cohort ({preset})")
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for r in todo:
+                records[r["case_id"]] = _generate_one(str(out), r, preset, seed, keys[r["case_id"]])
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                futs = [pool.submit(_generate_one, str(out), r, preset, seed, keys[r["case_id"]]) for r in todo]
+                for fut in as_completed(futs):
+                    rec = fut.result()
+                    records[rec["case_id"]] = rec
+                    bar.update(1)
+    finally:
+        bar.close()
+
+    design = design.copy()
+    design["tumour_volume_ml"] = [records[c]["tumour_volume_ml"] for c in design.case_id]
+    _finish(out, design, config)
+    return cases_csv
+
+
+def _finish(out: Path, design: pd.DataFrame, config: dict) -> None:
+    """dataset.json, design.csv (case table + scanner profiles), provenance.json, and cases.csv last."""
+    from amt_core.data.cohort import write_cases, write_dataset_json
+    from amt_core.provenance import write_provenance
+
+    write_dataset_json(out, design, name="amt synthetic cohort")
+    write_csv(out / "design.csv", design)
+    write_provenance(out, config)
+    write_cases(out, design[list(registry.CASE_COLUMNS)])
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="case")
