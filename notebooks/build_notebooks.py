@@ -43,7 +43,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                  "if cohort_csv:\n"
                  "    cases_csv = layout.cases_csv\n"
                  "else:\n"
-                 "    from amt_core.synth import build_cohort\n\n"
+                 "    from amt_core.synth.generate import build_cohort\n\n"
                  "    cases_csv = build_cohort(layout.cohort_dir, preset=cohort_preset, n_cases=n_cases, seed=seed)\n"
                  "cases_csv"),
         ("md", "## Validate\n`read_cases` checks the case table and fails with one message listing every "
@@ -70,7 +70,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "`train_log.csv`, `config.json`, `provenance.json`)."),
         ("derived", LAYOUT),
         ("code", "#papermill_description=train\n"
-                 "from amt_core.model import train\n\n"
+                 "from amt_core.model.train import train\n\n"
                  "train_dir = train(layout.cases_csv, layout.train_dir, preset=model_preset, seed=seed, **train_overrides)\n"
                  "train_dir"),
         ("md", "## Learning curves and model selection"),

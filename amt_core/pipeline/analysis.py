@@ -29,16 +29,12 @@ def predict_splits(layout: RunLayout, cases: pd.DataFrame, splits: Sequence[str]
 
     Returns ``{split: predictions folder}``.
     """
-    from amt_core.model import predict
+    from amt_core.model.inference import predict
 
     out = {}
     for split in splits:
-        chosen = cases[cases["split"] == split]
-        if chosen.empty:
-            continue
-        table = layout.predictions(split) / "cases.csv"
-        write_csv(table, chosen)  # absolute image/label paths: a case table of this split alone
-        out[split] = Path(predict(layout.model_path, table, layout.predictions(split)))
+        if (cases["split"] == split).any():
+            out[split] = Path(predict(layout.model_path, layout.cases_csv, layout.predictions(split), split=split))
     return out
 
 

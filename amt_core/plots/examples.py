@@ -70,7 +70,9 @@ def pick_examples(per_case: pd.DataFrame, metric: str = "dice") -> dict[str, pd.
 
 
 def _crop_box(ref2d: np.ndarray, pred2d: np.ndarray, margin: int) -> tuple[slice, slice]:
-    fg = (ref2d > 0) | (pred2d > 0)
+    """Rows and columns around the reference (the prediction when the reference is empty) plus a margin;
+    scattered false positives elsewhere do not widen the crop."""
+    fg = ref2d > 0 if (ref2d > 0).any() else pred2d > 0
     if not fg.any():
         return slice(None), slice(None)
     rows, cols = np.nonzero(fg)

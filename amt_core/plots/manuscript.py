@@ -95,18 +95,19 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     written.extend(write_table(table_one(cases), tab, "table1", title=TABLES["table1"]))
     if seg_ci is not None:
         seg = T.segmentation_table(seg_ci, _read(ana / "seg_ci_cluster.csv"))
-        written.extend(write_table(T.segmentation_markdown_frame(seg), tab, "segmentation",
-                                   title=TABLES["segmentation"]))
+        written.extend(write_table(seg, tab, "segmentation", title=TABLES["segmentation"],
+                                   display=T.segmentation_markdown_frame(seg)))
     ops = _read(ana / "operating_points.csv")
     if ops is not None:
-        written.extend(write_table(T.detection_table(ops, _read(ana / "cpm.csv")), tab, "detection",
-                                   title=TABLES["detection"]))
+        det = T.detection_table(ops, _read(ana / "cpm.csv"))
+        written.extend(write_table(det, tab, "detection", title=TABLES["detection"],
+                                   display=T.detection_markdown_frame(det)))
     if subgroups is not None:
-        written.extend(write_table(_compact(subgroups, ["subgroup", "level"]), tab, "subgroups",
-                                   title=TABLES["subgroups"]))
+        written.extend(write_table(subgroups, tab, "subgroups", title=TABLES["subgroups"],
+                                   display=_compact(subgroups, ["subgroup", "level"])))
     if institutions is not None:
-        written.extend(write_table(_compact(institutions, ["institution_id", "n_institutions"]), tab,
-                                   "institutions", title=TABLES["institutions"]))
+        written.extend(write_table(institutions, tab, "institutions", title=TABLES["institutions"],
+                                   display=_compact(institutions, ["institution_id", "n_institutions"])))
     model = _read(ana / "institution_model.csv")
     if model is not None:
         written.extend(write_table(model, tab, "institution_model", title=TABLES["institution_model"]))

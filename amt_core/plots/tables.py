@@ -52,11 +52,13 @@ def to_markdown(frame: pd.DataFrame, digits: int = 3, title: str | None = None) 
 
 
 def write_table(frame: pd.DataFrame, out_dir: str | Path, name: str, *, title: str | None = None,
-                digits: int = 3) -> list[Path]:
-    """Write ``out_dir/name.csv`` and ``out_dir/name.md``; returns both paths."""
+                digits: int = 3, display: pd.DataFrame | None = None) -> list[Path]:
+    """Write ``out_dir/name.csv`` (``frame``, full precision) and ``out_dir/name.md`` (``display`` if
+    given: a presentation form with 'mean (CI)' texts, else ``frame`` rounded); returns both paths."""
     out = Path(out_dir)
     csv = write_csv(out / f"{name}.csv", frame)
-    md = write_text(out / f"{name}.md", to_markdown(frame, digits=digits, title=title))
+    shown = frame if display is None else display
+    md = write_text(out / f"{name}.md", to_markdown(shown, digits=digits, title=title))
     return [csv, md]
 
 
@@ -137,4 +139,27 @@ def detection_table(froc_iou: pd.DataFrame, cpm: pd.DataFrame | None = None,
             row["published_sensitivity"] = float("nan")
             row["published_fp_per_scan"] = float("nan")
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def detection_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The presentation form of :func:`detection_table`."""
+    def opt(row, col):
+        return row[col] if col in row.index else float("nan")
+
+    rows = []
+    for _, r in table.iterrows():
+        published = (f"{r['published_sensitivity']:.2f} at {r['published_fp_per_scan']:.2f} FP/scan"
+                     if pd.notna(r.get("published_sensitivity")) else "–")
+        rows.append({
+            "IoU ≥": f"{r['iou_threshold']:g}",
+            "Sensitivity": r["sensitivity"],
+            "Wilson 95% CI": ci_text(opt(r, "sens_wilson_lo"), opt(r, "sens_wilson_hi"), 3),
+            "Bootstrap 95% CI": ci_text(opt(r, "sens_boot_lo"), opt(r, "sens_boot_hi"), 3),
+            "FP/scan (95% CI)": f"{r['fp_per_scan']:.2f} ({ci_text(opt(r, 'fp_boot_lo'), opt(r, 'fp_boot_hi'), 2)})",
+            "TP / lesions": (f"{int(r['tp'])} / {int(r['n_lesions'])}"
+                             if pd.notna(opt(r, "tp")) and pd.notna(opt(r, "n_lesions")) else "–"),
+            "CPM (reading A)": opt(r, "cpm"),
+            "Published": published,
+        })
     return pd.DataFrame(rows)

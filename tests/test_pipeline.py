@@ -1,0 +1,253 @@
+"""The study pipeline end to end: every notebook executed with papermill on the `smoke` preset (once per
+session), then its outputs, the skipping of unchanged steps, failure reporting and `amt figures`.
+
+This is the integration test of the whole project (cohort -> training -> evaluation -> figures).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from amt_core.pipeline.params import NOTEBOOKS, ParameterError, check_parameters, load_params, notebook_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "params" / "smoke.yaml"
+
+
+# --- parameters (no notebook executed) ----------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["smoke", "demo", "study"])
+def test_presets_are_valid(preset):
+    params = load_params(ROOT / "params" / f"{preset}.yaml")
+    assert params["model_preset"] in ("cpu", "full")
+
+
+def test_demo_preset_is_the_study_design():
+    params = load_params(ROOT / "params" / "demo.yaml")
+    assert params["n_cases"] == 711 and params["cohort_preset"] == "demo" and params["model_preset"] == "cpu"
+    assert params["train_overrides"]["max_minutes"] <= 30
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"n_bootstrap": 10, "bogus": 1}, "unknown parameter 'bogus'"),
+    ({"n_bootstrap": "many"}, "n_bootstrap must be int"),
+    ({"n_bootstrap": 0}, "n_bootstrap must be > 0"),
+    ({"n_bootstrap": True}, "n_bootstrap must be int"),
+    ({"cohort_preset": "huge"}, "cohort_preset must be one of"),
+    ({"ci_level": 1.5}, "ci_level must be in (0, 1)"),
+    ({"run_dir": "x"}, "unknown parameter 'run_dir'"),
+])
+def test_invalid_preset_file_is_an_error(tmp_path, content, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(ParameterError) as info:
+        load_params(path)
+    assert message in str(info.value)
+
+
+def test_missing_preset_file_names_the_presets(tmp_path):
+    with pytest.raises(FileNotFoundError, match="params/"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_check_parameters_reports_every_problem():
+    ns = {"run_dir": "r", "cohort_csv": "", "figures_dir": 3, "extra": 1, "np": __import__("numpy"),
+          "In": [], "_": None, "helper": print}
+    with pytest.raises(ParameterError) as info:
+        check_parameters("04_figures", ns)
+    text = str(info.value)
+    assert "unknown parameter 'extra'" in text and "figures_dir must be str" in text
+    assert "'np'" not in text and "helper" not in text
+    fixed = {k: v for k, v in ns.items() if k != "extra"} | {"figures_dir": ""}
+    assert check_parameters("04_figures", fixed) == {"run_dir": "r", "cohort_csv": "", "figures_dir": ""}
+
+
+def test_each_notebook_gets_only_its_parameters(tmp_path):
+    params = load_params(SMOKE)
+    p = notebook_parameters("02_train", params, tmp_path)
+    assert set(p) == {"run_dir", "seed", "model_preset", "train_overrides"} | ({"cohort_csv"} & set(params))
+    assert p["run_dir"] == str(tmp_path.resolve())
+
+
+def test_cli_lists_run_and_figures():
+    out = subprocess.run([sys.executable, "-m", "amt_core.cli", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "run" in out and "figures" in out
+
+
+# --- the smoke pipeline, once per session ---------------------------------------------------------------
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    from amt_core.pipeline.run import run_pipeline
+
+    run = tmp_path_factory.mktemp("smoke") / "run"
+    t0 = time.perf_counter()
+    status = run_pipeline(SMOKE, run, progress=False)
+    return {"dir": run, "status": status, "seconds": time.perf_counter() - t0}
+
+
+def test_every_step_ran_and_left_an_executed_notebook(smoke_run):
+    run = smoke_run["dir"]
+    assert smoke_run["status"] == {nb: "ran" for nb in NOTEBOOKS}
+    for nb in NOTEBOOKS:
+        executed = nbformat.read(run / "notebooks" / f"{nb}.ipynb", as_version=4)
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors, f"{nb}: {errors[0]['ename']}" if errors else ""
+        assert (run / "notebooks" / f"{nb}.html").stat().st_size > 10_000
+        assert json.loads((run / ".steps" / f"{nb}.json").read_text())["outputs"]
+
+
+def test_cohort_and_model_outputs(smoke_run):
+    run = smoke_run["dir"]
+    cases = pd.read_csv(run / "cohort" / "cases.csv")
+    assert len(cases) == load_params(SMOKE)["n_cases"]
+    assert set(cases["split"]) == {"train", "tune", "test"}
+    assert (run / "train" / "best.pt").stat().st_size > 0
+    assert (run / "tables" / "table1.md").read_text().count("|") > 20
+
+
+def test_evaluation_values_are_sane(smoke_run):
+    run = smoke_run["dir"]
+    cases = pd.read_csv(run / "cohort" / "cases.csv")
+    for split in ("tune", "test"):
+        pc = pd.read_csv(run / "evaluation" / split / "per_case.csv")
+        assert sorted(pc["case_id"]) == sorted(cases.loc[cases["split"] == split, "case_id"])
+        for m in ("dice", "iou", "precision", "recall"):
+            assert pc[m].between(0, 1).all(), m
+        assert (pc["iou"] <= pc["dice"] + 1e-9).all()
+        assert (run / "predictions" / split).is_dir()
+    ci = pd.read_csv(run / "analysis" / "seg_ci.csv").set_index("metric")
+    assert (ci["ci_lo"] <= ci["mean"] + 1e-12).all() and (ci["mean"] <= ci["ci_hi"] + 1e-12).all()
+    ops = pd.read_csv(run / "analysis" / "operating_points.csv")
+    assert ops["sensitivity"].between(0, 1).all() and (ops["fp_per_scan"] >= 0).all()
+    assert len(ops) == 19
+    assert json.loads((run / "analysis" / "analysis.json").read_text())["bootstrap_resamples"] == 200
+
+
+def test_every_figure_and_table_is_there(smoke_run):
+    from amt_core.plots import FIGURES, TABLES
+
+    run = smoke_run["dir"]
+    for stem in FIGURES:
+        for ext in ("pdf", "png"):
+            assert (run / "figures" / f"{stem}.{ext}").stat().st_size > 5_000, f"{stem}.{ext}"
+    for stem in TABLES:
+        assert (run / "tables" / f"{stem}.csv").is_file() and (run / "tables" / f"{stem}.md").is_file()
+    seg = pd.read_csv(run / "tables" / "segmentation.csv")
+    assert list(seg["published"]) == [0.82, 0.72, 0.85, 0.82]
+
+
+def test_report_has_tables_figures_conventions_and_provenance(smoke_run):
+    run = smoke_run["dir"]
+    report = (run / "report.md").read_text()
+    for needle in ("## Tables", "## Figures", "## Conventions", "## Provenance", "Empty-scan policy",
+                   "bootstrap", "hit_criterion", "assignment", "git commit", "Package versions",
+                   "Input hashes", "n_bootstrap", "figures/froc_iou.png", "0.82"):
+        assert needle in report, needle
+    for png in [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:
+        assert (run / png).is_file()
+    html = (run / "report.html").read_text()
+    assert "<table>" in html and "<img" in html
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["config"]["params"]["n_bootstrap"] == 200 and prov["versions"]["papermill"]
+    assert any(k.endswith("smoke.yaml") for k in prov["input_hashes"])
+
+
+def test_rerun_skips_every_step(smoke_run):
+    from amt_core.pipeline.run import run_pipeline
+
+    t0 = time.perf_counter()
+    status = run_pipeline(SMOKE, smoke_run["dir"], progress=False)
+    assert status == {nb: "skipped" for nb in NOTEBOOKS}
+    assert time.perf_counter() - t0 < 30
+
+
+def test_figures_regenerate_from_saved_results(smoke_run, tmp_path):
+    t0 = time.perf_counter()
+    exe = Path(sys.executable).with_name("amt")
+    subprocess.run([str(exe), "figures", "--run", str(smoke_run["dir"]), "--out", str(tmp_path / "figs")],
+                   check=True, capture_output=True, text=True, timeout=300)
+    assert time.perf_counter() - t0 < 120
+    from amt_core.plots import FIGURES
+
+    assert {p.stem for p in (tmp_path / "figs").glob("*.png")} == set(FIGURES)
+    assert (tmp_path / "figs" / "tables" / "segmentation.md").is_file()
+
+
+def test_explorer_on_the_smoke_run(smoke_run):
+    import numpy as np
+
+    from amt_core.explore import CaseBrowser
+
+    b = CaseBrowser.from_run(smoke_run["dir"], split="test")
+    worst = b.jump_to_worst()
+    first = b.render("axial").copy()
+    b.sliders["axial"].value = max(0, b.sliders["axial"].value - 3)
+    assert not np.array_equal(b.render("axial"), first)
+    assert b.case.value == worst and len(b.case.options) >= 1
+
+
+@pytest.fixture
+def run_copy(smoke_run, tmp_path):
+    """A private copy of the smoke run (tests that change it must not touch the shared one)."""
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_run["dir"], copy)
+    return copy
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    from amt_core.provenance import file_hash
+
+    return {str(p.relative_to(folder)): file_hash(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_failing_cell_names_notebook_cell_and_error_and_keeps_earlier_results(run_copy, tmp_path):
+    from amt_core.pipeline.run import StepError, run_pipeline
+
+    params = load_params(SMOKE) | {"explore_case": "NO-SUCH-CASE"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    earlier = {d: _hashes(run_copy / d) for d in ("cohort", "train", "evaluation", "analysis", "figures")}
+    with pytest.raises(StepError) as info:
+        run_pipeline(bad, run_copy, progress=False)
+    msg = str(info.value)
+    assert info.value.notebook == "05_explore"
+    assert "05_explore failed in cell" in msg and "KeyError" in msg and "NO-SUCH-CASE" in msg
+    executed = nbformat.read(run_copy / "notebooks" / "05_explore.ipynb", as_version=4)
+    assert any(o.output_type == "error" for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert not (run_copy / ".steps" / "05_explore.json").exists()
+    assert {d: _hashes(run_copy / d) for d in earlier} == earlier
+    # fixing the parameter reruns only the failed step
+    status = run_pipeline(SMOKE, run_copy, progress=False)
+    assert status == {**{nb: "skipped" for nb in NOTEBOOKS[:4]}, "05_explore": "ran"}
+
+
+def test_changed_parameter_reruns_its_step_and_the_ones_after(run_copy, tmp_path):
+    from amt_core.pipeline.run import run_pipeline
+
+    params = load_params(SMOKE) | {"figures_dir": str(tmp_path / "elsewhere")}
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(params))
+    status = run_pipeline(changed, run_copy, progress=False)
+    assert status == {"01_cohort": "skipped", "02_train": "skipped", "03_evaluate": "skipped",
+                      "04_figures": "ran", "05_explore": "ran"}
+    assert (tmp_path / "elsewhere" / "froc_iou.png").is_file()
+
+
+def test_a_damaged_output_reruns_its_step(run_copy):
+    from amt_core.pipeline.run import run_pipeline
+
+    (run_copy / "report.md").write_text("edited by hand")
+    status = run_pipeline(SMOKE, run_copy, progress=False, steps=["04_figures"])
+    assert status["04_figures"] == "ran" and status["03_evaluate"] == "skipped"
+    assert "## Conventions" in (run_copy / "report.md").read_text()
