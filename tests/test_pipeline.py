@@ -18,7 +18,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from amt_core.pipeline.params import NOTEBOOKS, ParameterError, check_parameters, load_params, notebook_parameters
+from amt_core.pipeline.params import (
+    NOTEBOOKS,
+    ParameterError,
+    check_parameters,
+    load_params,
+    notebook_parameters,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "params" / "smoke.yaml"
