@@ -194,5 +194,15 @@ def test_probability_map_as_the_prediction():
     label, prob = _scan([(5, 15, 5, 15, 2, 6)], [((5, 15, 5, 15, 2, 6), 0.9), ((30, 34, 30, 34, 8, 10), 0.3)])
     out = evaluate_case(label, prob, (1, 1, 1))
     assert out.record["dice"] == 1.0 and out.record["n_candidates"] == 1
-    with pytest.raises(ValueError, match="probabilities in"):
+    with pytest.raises(ValueError, match=r"probabilities must lie in \[0, 1\]"):
         evaluate_case(label, prob >= 0.5, (1, 1, 1), prob=prob * 255)
+
+
+def test_fortran_ordered_arrays_give_the_same_result():
+    """nibabel returns NIfTI data Fortran-ordered; the engine must not depend on (or copy for) the order."""
+    label, prob = _scan([(5, 15, 5, 15, 2, 6), (20, 30, 22, 33, 3, 9)],
+                        [((6, 15, 5, 14, 2, 6), 0.9), ((30, 34, 30, 34, 8, 10), 0.6)])
+    a = evaluate_case(label, prob >= 0.5, (0.7, 0.8, 2.0), prob=prob)
+    b = evaluate_case(np.asfortranarray(label), np.asfortranarray(prob >= 0.5), (0.7, 0.8, 2.0),
+                      prob=np.asfortranarray(prob))
+    assert a == b

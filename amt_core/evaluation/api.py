@@ -19,7 +19,10 @@ import pandas as pd
 from amt_core.evaluation import lesions
 from amt_core.evaluation.config import EvalConfig
 from amt_core.evaluation.results import EvaluationResult, summarise
-from amt_core.evaluation.segmentation import bounding_box, crop_metrics, union_box
+from amt_core.evaluation.segmentation import bounding_box, segmentation_metrics
+
+_NONE = lesions.Components(np.zeros((0, 0, 0), np.uint8), (0, 0, 0), 0, np.zeros(0, np.int64),
+                           np.zeros(0, np.int64), [], np.zeros(0))
 
 _BOX_COLS = ("x0", "x1", "y0", "y1", "z0", "z1")
 
@@ -48,24 +51,20 @@ def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[f
     if label.shape != prediction.shape or (prob is not None and prob.shape != label.shape):
         shapes = f"label {label.shape}, prediction {prediction.shape}" + (f", prob {prob.shape}" if prob is not None else "")
         raise ValueError(f"arrays of one scan must have the same shape: {shapes}")
+    mask = prediction
     if prob is None and prediction.dtype.kind == "f":
-        prob = prediction
-        mask = cand = prediction >= config.threshold
-    else:
-        mask = prediction if prediction.dtype == bool else prediction != 0
-        cand = mask if prob is None else prob >= config.threshold
+        prob, mask = prediction, prediction >= config.threshold
+    # every array is read once for its bounding box, then only inside boxes
     box_ref, box_mask = bounding_box(label), bounding_box(mask)
-    box_cand = box_mask if cand is mask else bounding_box(cand)
-    box = union_box(box_ref, box_mask, box_cand) or (slice(0, 0),) * 3
-    ref_c = label[box] != 0
-    seg = crop_metrics(ref_c, mask[box], spacing, empty_both=config.empty_both, empty_one=config.empty_one,
-                       hd_percentile=config.hd_percentile)
-    prob_c = None if prob is None else prob[box]
-    if prob_c is not None and prob_c.size and (prob_c.max() > 1.0 or prob_c.min() < 0.0):
-        raise ValueError("prob must hold probabilities in [0, 1] (scale a uint8 map by 1/255)")
-    les = lesions.find_components(ref_c, connectivity=config.connectivity, min_voxels=config.min_lesion_voxels)
-    cands = lesions.find_components(cand[box], connectivity=config.connectivity,
-                                    min_voxels=config.min_candidate_voxels, prob=prob_c, confidence=config.confidence)
+    box_cand = box_mask if prob is None else bounding_box(prob, config.threshold)
+    seg = segmentation_metrics(label, mask, spacing, empty_both=config.empty_both, empty_one=config.empty_one,
+                               hd_percentile=config.hd_percentile, boxes=(box_ref, box_mask))
+    les = lesions.find_components(label, box=box_ref, connectivity=config.connectivity,
+                                  min_voxels=config.min_lesion_voxels) if box_ref else _NONE
+    cands = lesions.find_components(
+        mask if prob is None else prob, box=box_cand, threshold=None if prob is None else config.threshold,
+        connectivity=config.connectivity, min_voxels=config.min_candidate_voxels, prob=prob,
+        confidence=config.confidence) if box_cand else _NONE
     inter = lesions.overlap_matrix(cands, les)
     iou = lesions.pair_overlap(inter, cands.voxels, les.voxels, "iou")
     dice = lesions.pair_overlap(inter, cands.voxels, les.voxels, "dice")
@@ -89,14 +88,13 @@ def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[f
     cand_match = np.full(len(cands), -1)
     cand_match[active] = got
     ml = float(np.prod(spacing)) / 1000.0
-    offset = [s.start for s in box]
 
     lesion_rows = []
     for j in range(len(les)):
         i = int(np.flatnonzero(cand_match == j)[0]) if (cand_match == j).any() else -1
         lesion_rows.append({
             "lesion_id": j + 1, "voxels": int(les.voxels[j]), "volume_ml": les.voxels[j] * ml,
-            **_box_cols(les.boxes[j], offset),
+            **_box_cols(les.boxes[j]),
             "best_iou": float(iou[:, j].max()) if len(cands) else 0.0,
             "best_dice": float(dice[:, j].max()) if len(cands) else 0.0,
             "hit": i >= 0, "matched_candidate": i + 1 if i >= 0 else 0,
@@ -108,7 +106,7 @@ def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[f
         best = int(np.argmax(metric[i])) if len(les) else -1
         cand_rows.append({
             "candidate_id": i + 1, "voxels": int(cands.voxels[i]), "volume_ml": cands.voxels[i] * ml,
-            **_box_cols(cands.boxes[i], offset), "confidence": float(conf[i]),
+            **_box_cols(cands.boxes[i]), "confidence": float(conf[i]),
             "best_iou": float(iou[i].max()) if len(les) else 0.0,
             "best_dice": float(dice[i].max()) if len(les) else 0.0,
             "best_lesion": best + 1, "status": cand_status[i], "matched_lesion": int(cand_match[i]) + 1,
@@ -117,12 +115,9 @@ def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[f
     return CaseEvaluation(record, lesion_rows, cand_rows, events)
 
 
-def _box_cols(box, offset) -> dict[str, int]:
-    out = {}
-    for a, name in enumerate("xyz"):
-        out[f"{name}0"] = int(box[a].start + offset[a])
-        out[f"{name}1"] = int(box[a].stop + offset[a])
-    return out
+def _box_cols(box) -> dict[str, int]:
+    return {f"{name}{end}": int(getattr(box[a], attr)) for a, name in enumerate("xyz")
+            for end, attr in ((0, "start"), (1, "stop"))}
 
 
 def collect(evaluations: Sequence[CaseEvaluation], case_ids: Sequence[str],

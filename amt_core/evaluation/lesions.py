@@ -21,18 +21,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amt_core.evaluation.segmentation import Box
+from amt_core.evaluation.segmentation import Box, intersect_box, union_box
 
 
 @dataclass(frozen=True)
 class Components:
-    """Connected components of a mask crop, after the size filter.
+    """Connected components of a mask, after the size filter.
 
-    ``labels`` is cc3d's label image of the crop (0 = background; dropped components keep their label);
-    ``ids`` the kept labels; ``voxels``, ``boxes`` (crop coordinates) and ``confidence`` follow ``ids``.
+    ``labels`` is cc3d's label image of the mask's box starting at voxel ``offset`` of the volume
+    (0 = background; dropped components keep their label); ``ids`` the kept labels; ``voxels``,
+    ``boxes`` (volume coordinates) and ``confidence`` follow ``ids``.
     """
 
     labels: np.ndarray
+    offset: tuple[int, int, int]
+    n_labels: int
     ids: np.ndarray
     voxels: np.ndarray
     boxes: list[Box]
@@ -41,54 +44,66 @@ class Components:
     def __len__(self) -> int:
         return int(self.ids.size)
 
-    def mask_box(self) -> Box | None:
-        """Box around every kept component (None if there is none)."""
-        if not self.boxes:
-            return None
-        return tuple(slice(min(b[a].start for b in self.boxes), max(b[a].stop for b in self.boxes)) for a in range(3))
+    def local(self, box: Box) -> np.ndarray:
+        """``labels`` inside a box given in volume coordinates (the box must lie inside the labels)."""
+        return self.labels[tuple(slice(s.start - o, s.stop - o) for s, o in zip(box, self.offset, strict=True))]
 
 
-def find_components(mask: np.ndarray, *, connectivity: int = 26, min_voxels: int = 1,
-                    prob: np.ndarray | None = None, confidence: str = "max") -> Components:
-    """Connected components of a boolean 3D mask, with a confidence each.
+def find_components(mask: np.ndarray, *, box: Box | None = None, threshold: float | None = None,
+                    connectivity: int = 26, min_voxels: int = 1, prob: np.ndarray | None = None,
+                    confidence: str = "max") -> Components:
+    """Connected components of a 3D mask, with a confidence each.
 
-    ``prob`` (same shape, probabilities in [0, 1]) gives each component the ``max`` or ``mean``
-    probability of its voxels; without it every confidence is 1 (a binary-mask model).
+    Foreground: ``mask != 0``, or ``mask >= threshold`` when a threshold is given (``mask`` is then a
+    probability map). ``box`` (slices in volume coordinates) restricts the work to a box known to hold
+    every foreground voxel. ``prob`` (same shape, probabilities in [0, 1]) gives each component the
+    ``max`` or ``mean`` probability of its voxels, read inside the component's own bounding box; without
+    it every confidence is 1 (a binary-mask model).
     """
     import cc3d
 
-    labels, n = cc3d.connected_components(np.ascontiguousarray(mask, dtype=bool), connectivity=connectivity,
-                                          return_N=True)
+    box = box or tuple(slice(0, n) for n in mask.shape)
+    offset = tuple(int(s.start) for s in box)
+    crop = mask[box]
+    if threshold is not None:
+        crop = crop >= threshold
+    elif crop.dtype != bool:
+        crop = crop != 0
+    labels, n = cc3d.connected_components(np.ascontiguousarray(crop), connectivity=connectivity, return_N=True)
     if n == 0:
-        return Components(labels, np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0))
+        return Components(labels, offset, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0))
     stats = cc3d.statistics(labels)
     counts = np.asarray(stats["voxel_counts"], dtype=np.int64)
     ids = np.flatnonzero(counts[1:] >= min_voxels) + 1
-    boxes = [tuple(stats["bounding_boxes"][i]) for i in ids]
+    local = [tuple(stats["bounding_boxes"][i]) for i in ids]
     conf = np.ones(ids.size)
     if prob is not None:
-        reduce = np.max if confidence == "max" else np.mean
-        for k, (i, box) in enumerate(zip(ids, boxes, strict=True)):
-            conf[k] = float(reduce(prob[box][labels[box] == i]))
-    return Components(labels, ids, counts[ids], boxes, conf)
+        p = prob[box]
+        for k, (i, b) in enumerate(zip(ids, local, strict=True)):
+            values = p[b][labels[b] == i]
+            top = float(values.max())
+            if top > 1.0 or float(values.min()) < 0.0:
+                raise ValueError(f"prob holds values up to {top:g}: probabilities must lie in [0, 1] "
+                                 "(scale a uint8 map by 1/255)")
+            conf[k] = top if confidence == "max" else float(values.mean())
+    boxes = [tuple(slice(s.start + o, s.stop + o) for s, o in zip(b, offset, strict=True)) for b in local]
+    return Components(labels, offset, int(n), ids, counts[ids], boxes, conf)
 
 
 def overlap_matrix(a: Components, b: Components) -> np.ndarray:
-    """Voxel intersections (int64, ``len(a)`` x ``len(b)``) between every pair of kept components."""
+    """Voxel intersections (int64, ``len(a)`` x ``len(b)``) between every pair of kept components:
+    one ``bincount`` over the voxels where both labelings are non-zero, inside their common box."""
     out = np.zeros((len(a), len(b)), dtype=np.int64)
-    box_a, box_b = a.mask_box(), b.mask_box()
-    if box_a is None or box_b is None:
+    box = intersect_box(union_box(*a.boxes), union_box(*b.boxes))
+    if box is None:
         return out
-    box = tuple(slice(max(box_a[k].start, box_b[k].start), min(box_a[k].stop, box_b[k].stop)) for k in range(3))
-    if any(s.start >= s.stop for s in box):
-        return out
-    la, lb = a.labels[box], b.labels[box]
+    la, lb = a.local(box), b.local(box)
     both = (la != 0) & (lb != 0)
     if not both.any():
         return out
-    n_b = int(b.labels.max()) + 1
+    n_b = b.n_labels + 1
     pair = la[both].astype(np.int64) * n_b + lb[both].astype(np.int64)
-    full = np.bincount(pair, minlength=(int(a.labels.max()) + 1) * n_b).reshape(-1, n_b)
+    full = np.bincount(pair, minlength=(a.n_labels + 1) * n_b).reshape(-1, n_b)
     return full[np.ix_(a.ids, b.ids)]
 
 

@@ -2,7 +2,7 @@
 
 Pure functions over numpy arrays. Speed comes from touching the full volume as little as possible: one
 bounding-box pass per mask (``ndarray.any`` projections), then every count, surface and distance inside
-the crop around both masks. Surface distances are exact Euclidean distances in mm between surface voxels
+each mask's own box (the overlap inside the intersection of the two boxes). Surface distances are exact Euclidean distances in mm between surface voxels
 (a KD-tree over the surface voxels' physical coordinates, as MONAI does on CPU), so the crop never needs a
 distance transform.
 
@@ -26,22 +26,30 @@ from amt_core.evaluation.config import EMPTY_BOTH, EMPTY_ONE
 Box = tuple[slice, slice, slice]
 
 
-def bounding_box(mask: np.ndarray) -> Box | None:
-    """Tight bounding box (slices) of the non-zero voxels of a 3D array, or None when there are none.
+def bounding_box(array: np.ndarray, threshold: float | None = None) -> Box | None:
+    """Tight bounding box (slices) of the non-zero voxels of a 3D array (of the voxels ``>= threshold``
+    when a threshold is given), or None when there are none.
 
-    Two projections: ``any`` over the first axis (contiguous, vectorised) gives the y/z extent, then
-    ``any`` over the y/z crop gives the x extent.
+    Two projections: a reduction over the first axis (contiguous, vectorised) gives the y/z extent, then
+    one over the y/z crop gives the x extent; no full-size temporary is made.
     """
-    if mask.ndim != 3:
-        raise ValueError(f"expected a 3D array, got shape {mask.shape}")
-    arr = np.ascontiguousarray(mask)
-    yz = arr.reshape(arr.shape[0], -1).any(axis=0).reshape(arr.shape[1:])
+    if array.ndim != 3:
+        raise ValueError(f"expected a 3D array, got shape {array.shape}")
+    if array.flags.f_contiguous and not array.flags.c_contiguous:  # NIfTI arrays come Fortran-ordered
+        box = bounding_box(array.T, threshold)
+        return None if box is None else box[::-1]
+    arr = np.ascontiguousarray(array)
+    if threshold is None:
+        yz = arr.reshape(arr.shape[0], -1).any(axis=0).reshape(arr.shape[1:])
+    else:
+        yz = arr.reshape(arr.shape[0], -1).max(axis=0).reshape(arr.shape[1:]) >= threshold
     ys = np.flatnonzero(yz.any(axis=1))
     if ys.size == 0:
         return None
     zs = np.flatnonzero(yz.any(axis=0))
     y, z = slice(int(ys[0]), int(ys[-1]) + 1), slice(int(zs[0]), int(zs[-1]) + 1)
-    xs = np.flatnonzero(arr[:, y, z].any(axis=(1, 2)))
+    sub = arr[:, y, z]
+    xs = np.flatnonzero(sub.any(axis=(1, 2)) if threshold is None else sub.max(axis=(1, 2)) >= threshold)
     return slice(int(xs[0]), int(xs[-1]) + 1), y, z
 
 
@@ -99,9 +107,17 @@ def surface_distances(ref_surface: np.ndarray, pred_surface: np.ndarray) -> tupl
     and each reference surface point to the nearest prediction surface point."""
     from scipy.spatial import cKDTree
 
-    d_pred = cKDTree(ref_surface, leafsize=32).query(pred_surface, k=1)[0]
-    d_ref = cKDTree(pred_surface, leafsize=32).query(ref_surface, k=1)[0]
+    d_pred = cKDTree(ref_surface, leafsize=32).query(pred_surface, k=1, workers=-1)[0]
+    d_ref = cKDTree(pred_surface, leafsize=32).query(ref_surface, k=1, workers=-1)[0]
     return d_pred, d_ref
+
+
+def intersect_box(a: Box | None, b: Box | None) -> Box | None:
+    """Overlap of two boxes (None when they do not overlap)."""
+    if a is None or b is None:
+        return None
+    box = tuple(slice(max(a[k].start, b[k].start), min(a[k].stop, b[k].stop)) for k in range(3))
+    return None if any(s.start >= s.stop for s in box) else box
 
 
 def segmentation_metrics(
@@ -112,38 +128,31 @@ def segmentation_metrics(
     empty_both: str = "one",
     empty_one: str = "zero",
     hd_percentile: float = 95.0,
-    box: Box | None = None,
+    boxes: tuple[Box | None, Box | None] | None = None,
 ) -> dict[str, float]:
     """Per-scan metrics of a predicted mask against the reference (non-zero voxels are foreground).
 
     Returns ``dice, iou, precision, recall, hd95_mm, msd_mm, ref_volume_ml, pred_volume_ml,
-    ref_voxels, pred_voxels, overlap_voxels``. ``box`` may give a precomputed box holding every non-zero
-    voxel of both masks (it saves the bounding-box passes). Spacing is in mm along the array axes.
+    ref_voxels, pred_voxels, overlap_voxels``. Each mask is only read inside its own bounding box
+    (``boxes`` = (reference box, prediction box) when already known) and the overlap inside the
+    intersection of the two. Spacing is in mm along the array axes.
     """
     if reference.shape != prediction.shape:
         raise ValueError(f"reference and prediction differ in shape: {reference.shape} vs {prediction.shape}")
     if len(spacing) != 3:
         raise ValueError(f"spacing needs 3 values (mm per axis), got {tuple(spacing)}")
-    if box is None:
-        box = union_box(bounding_box(reference), bounding_box(prediction))
-    if box is None:
-        ref = pred = np.zeros((0, 0, 0), dtype=bool)
-    else:
-        ref = _as_bool(reference[box])
-        pred = _as_bool(prediction[box])
-    return crop_metrics(ref, pred, spacing, empty_both=empty_both, empty_one=empty_one,
-                        hd_percentile=hd_percentile)
-
-
-def crop_metrics(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], *, empty_both: str = "one",
-                 empty_one: str = "zero", hd_percentile: float = 95.0) -> dict[str, float]:
-    """:func:`segmentation_metrics` on boolean crops that hold every foreground voxel of both masks."""
-    n_ref, n_pred = int(np.count_nonzero(ref)), int(np.count_nonzero(pred))
-    n_both = int(np.count_nonzero(ref & pred)) if n_ref and n_pred else 0
+    box_r, box_p = boxes if boxes is not None else (bounding_box(reference), bounding_box(prediction))
+    n_ref = int(np.count_nonzero(reference[box_r])) if box_r else 0
+    n_pred = int(np.count_nonzero(prediction[box_p])) if box_p else 0
+    both = intersect_box(box_r, box_p)
+    n_both = int(np.count_nonzero(_as_bool(reference[both]) & _as_bool(prediction[both]))) if both else 0
     out = overlap_scores(n_ref, n_pred, n_both, empty_both=empty_both, empty_one=empty_one)
     hd = msd = math.nan
     if n_ref and n_pred:
-        d_pred, d_ref = surface_distances(surface_coordinates(ref, spacing), surface_coordinates(pred, spacing))
+        d_pred, d_ref = surface_distances(
+            surface_coordinates(_as_bool(reference[box_r]), spacing, [s.start for s in box_r]),
+            surface_coordinates(_as_bool(prediction[box_p]), spacing, [s.start for s in box_p]),
+        )
         hd = float(max(np.percentile(d_pred, hd_percentile), np.percentile(d_ref, hd_percentile)))
         msd = float((d_pred.sum() + d_ref.sum()) / (d_pred.size + d_ref.size))
     ml = float(np.prod(spacing)) / 1000.0
