@@ -62,7 +62,7 @@ def tissue_table(contrast: str, enhancement: float, age: float, rng: np.random.G
     out["fat"] += rng.normal(0.0, 6.0)
     out["muscle"] += rng.normal(0.0, 4.0)
     out["liver"] += rng.normal(0.0, 6.0)
-    out["lung"] = float(rng.uniform(-900.0, -850.0))
+    out["lung"] = float(rng.uniform(-910.0, -860.0))
     out["cancellous"] = float(np.clip(265.0 - 2.0 * (age - 30.0) + rng.normal(0, 20), 110.0, 320.0))
     out["cortex"] = float(rng.uniform(650.0, 850.0))
     out["cartilage"] = float(np.clip(90.0 + 3.0 * (age - 30.0) + rng.normal(0, 25), 60.0, 350.0))
@@ -118,7 +118,7 @@ class Patient:
 
     @property
     def z_bottom(self) -> float:
-        return self.z_dome_r - 45.0 * self.s
+        return self.z_dome_r - 35.0 * self.s
 
     def body_width(self) -> float:
         """Lateral extent of the body at mid-chest (without the shoulders), mm."""
@@ -132,7 +132,7 @@ class Patient:
 def sample_patient(rng: np.random.Generator, sex: str, age: float, scale: float) -> Patient:
     s = float(scale)
     male = sex == "M"
-    cav_a = (128.0 if male else 118.0) * s * rng.uniform(0.94, 1.06)
+    cav_a = (134.0 if male else 125.0) * s * rng.uniform(0.94, 1.06)
     cav_b = (84.0 if male else 78.0) * s * rng.uniform(0.92, 1.08) * (1.0 + 0.002 * (age - 50))
     fat = float(np.clip(rng.lognormal(np.log(13.0 if male else 18.0), 0.4) * (1 + 0.004 * (age - 40)), 5, 60))
     muscle_f = (1.25 if male else 1.0) * float(np.clip(1.15 - 0.006 * (age - 30), 0.7, 1.2))
@@ -144,9 +144,9 @@ def sample_patient(rng: np.random.Generator, sex: str, age: float, scale: float)
     pitch = np.deg2rad(rng.uniform(18, 32))  # and inferior
     heart_rot = rotation(yaw=yaw, pitch=pitch)
     cy = 0.0
-    heart_c = np.array([-18.0 * s, cy + cav_b - heart_r[1] * 0.95 - 6.0 * s, 48.0 * s])
+    heart_c = np.array([-18.0 * s, cy + cav_b - heart_r[1] * 0.95 - 6.0 * s, 40.0 * s])
     return Patient(
-        sex=sex, age=float(age), s=s, cx=0.0, cy=cy, cav_a=cav_a, cav_b=cav_b, wall=13.0 * s,
+        sex=sex, age=float(age), s=s, cx=0.0, cy=cy, cav_a=cav_a, cav_b=cav_b, wall=11.0 * s,
         m_ant=14.0 * s * muscle_f, m_post=28.0 * s * muscle_f, m_lat=6.0 * s * muscle_f, fat=fat,
         z_dome_r=0.0, z_dome_l=-14.0 * s * rng.uniform(0.6, 1.4), z_apex=z_apex, z_arch=z_arch,
         z_carina=z_arch - 22.0 * s, heart_c=heart_c, heart_r=heart_r, heart_rot=heart_rot,
@@ -305,7 +305,7 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
     lung_occ = cv.occ(d_lung)
     del d_lung
     dep = np.clip((F32(p.cy) - Y) / F32(p.cav_b), 0, 1)  # dependent (posterior) lung is denser
-    lung_val = F32(hu["lung"]) + F32(45.0) * dep + F32(12.0) * smooth_noise(rng, cv.shape, (16, 16, 12))
+    lung_val = F32(hu["lung"]) + F32(35.0) * dep + F32(12.0) * smooth_noise(rng, cv.shape, (16, 16, 12))
     cv.paint(full, lung_occ, lung_val)
     del lung_val, dep
     info["lung_occ"] = lung_occ
@@ -333,6 +333,8 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
     if mb is not None:
         mx, my, mz = cv.coords(mb)
         hw = F32(13.0 * s) + F32(6.0 * s) * np.clip((F32(p.z_arch) - mz) / F32(60.0 * s), 0, 1)
+        # narrow towards the sternum (the lungs nearly meet at the anterior junction line)
+        hw = hw * (F32(0.45) + F32(0.55) * np.clip((F32(y_front) - my) / F32(0.45 * (y_front - y_vbf)), 0, 1))
         dm = np.maximum(np.abs(mx - F32(p.cx - 4 * s)) - hw,
                         np.maximum(my - F32(y_front + 2.0), F32(y_vbf - 4.0) - my))
         dm = np.maximum(dm, diaphragm_z(p, mx, my) - mz)
@@ -343,7 +345,7 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
 
     hc = apply_mass_effect(p.heart_c[None], push)[0]
     # pericardial / epicardial fat, then the heart
-    fat_pad = 5.0 * s + 0.08 * max(p.age - 30, 0) + 0.1 * p.fat
+    fat_pad = 3.0 * s + 0.05 * max(p.age - 30, 0) + 0.06 * p.fat
     paint_ellipsoid(cv, hc, p.heart_r, hu["fat"] + 5, rot=p.heart_rot, grow=fat_pad)
     hbox, hocc = paint_ellipsoid(cv, hc, p.heart_r, hu["myocardium"], rot=p.heart_rot, grow=1.5)
     if masks is not None:
@@ -511,7 +513,7 @@ def _draw_spine(cv: Canvas, p: Patient, hu, masks=None):
     disc = np.clip(F32(1.0) - np.abs(phase - F32(0.5)) * F32(pitch) / F32(4.0 * s), 0, 1)  # ~8 mm discs
     # vertebral bodies: cortex rim + cancellous core, discs between them
     d = _ellipse2d_sdf(x, y, p.cx, p.y_vb, 19.0 * s, 16.0 * s)
-    rim = np.clip(F32(1.0) + d / F32(1.5), 0, 1)
+    rim = np.clip(F32(1.0) + d / F32(3.0), 0, 1)
     val = _bone_value(hu, rim) * (F32(1.0) - disc) + F32(95.0) * disc
     cv.paint(box, cv.occ(d), val)
     if masks is not None:

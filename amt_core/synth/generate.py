@@ -9,6 +9,7 @@ time or name), parallel over processes with a progress bar, resumable (a per-cas
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -87,8 +88,21 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 # --- the cohort folder -----------------------------------------------------------------------------------------
+_SOURCES = ("design.py", "anatomy.py", "tumour.py", "scanner.py", "canvas.py", "generate.py")
+
+
+@functools.lru_cache(maxsize=1)
+def generator_fingerprint() -> str:
+    """Hash of the generator's source: a case made by other code is never taken as valid on resume."""
+    h = hashlib.sha256(GENERATOR_VERSION.encode())
+    here = Path(__file__).resolve().parent
+    for name in _SOURCES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _case_key(row: dict, preset: str, seed: int) -> str:
-    payload = json.dumps({"v": GENERATOR_VERSION, "preset": preset, "seed": int(seed),
+    payload = json.dumps({"v": generator_fingerprint(), "preset": preset, "seed": int(seed),
                           "row": {k: row[k] for k in sorted(row) if k != "tumour_volume_ml"}},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -154,7 +168,8 @@ def build_cohort(out_dir: str | os.PathLike, *, preset: str = "demo", n_cases: i
     if problems:  # pragma: no cover - the design guarantees it
         raise RuntimeError("; ".join(problems))
     config = {"preset": preset, "n_cases": n_cases, "seed": int(seed), "n_institutions": n_institutions,
-              "design_only": bool(design_only), "generator_version": GENERATOR_VERSION}
+              "design_only": bool(design_only), "generator_version": GENERATOR_VERSION,
+              "generator_fingerprint": generator_fingerprint()}
     cases_csv = out / "cases.csv"
     if design_only:
         _finish(out, design, config)

@@ -50,7 +50,8 @@ def scan_grid(preset: str, fov_mm: float, thickness_mm: float, z_lo: float, z_hi
     n = cfg["matrix"]
     dx = fov_mm / n
     extent = float(np.clip(z_hi - z_lo, *Z_EXTENT_MM))
-    zc = 0.5 * (z_lo + z_hi)
+    # the scan starts at the top (lung apices); any extra length to the minimum extent goes caudally
+    zc = z_hi - 0.5 * extent
     if cfg["n_slices"]:
         nz = cfg["n_slices"]
         dz = extent / nz

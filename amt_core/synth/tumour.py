@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from amt_core.synth.anatomy import Patient, cavity_sdf
+from amt_core.synth.anatomy import Patient, cavity_ab, cavity_sdf
 from amt_core.synth.canvas import (
     F32,
     Canvas,
@@ -74,18 +74,20 @@ def plan_lesions(rng: np.random.Generator, p: Patient, histology: str, diameter_
     radii = R * np.array([rng.uniform(0.75, 1.0), rng.uniform(0.5, 0.8), rng.uniform(0.75, 1.0)])
     radii *= R / radii.max()
     # keep lesions inside the chest: very large masses fill the anterior mediastinum and bulge laterally
-    radii[1] = min(radii[1], 0.8 * p.cav_b)
+    radii[1] = min(radii[1], 0.5 * p.cav_b)
     x = p.cx + float(np.clip(rng.normal(-4.0, 10.0) * s, -0.3 * p.cav_a, 0.3 * p.cav_a))
-    y = p.y_front - 0.88 * radii[1] - rng.uniform(0.0, 3.0)
-    z = p.z_arch - 15.0 * s + rng.normal(0.0, 14.0) * s
-    z = float(np.clip(z, p.z_dome_r + 0.6 * radii[2] + 10.0, p.z_apex - 0.8 * radii[2]))
+    z = p.z_arch - 22.0 * s + rng.normal(0.0, 12.0) * s
+    z = float(np.clip(z, p.z_dome_r + 0.6 * radii[2] + 10.0, p.z_apex - 20.0 * s - radii[2]))
+    # anterior margin against the back of the sternum (the rib cage narrows towards the apex)
+    _, b_z = cavity_ab(p, np.float32(z))
+    y = p.cy + float(b_z) - 0.88 * radii[1] - rng.uniform(0.0, 3.0)
     rot = rotation(yaw=rng.normal(0, 0.3), roll=rng.normal(0, 0.15))
     center = np.array([x, y, z])
     lobes = []
     n_lobes = int(rng.integers(look["lobes"][0], look["lobes"][1] + 1))
     for _ in range(n_lobes):
         u = rng.normal(0, 1, 3)
-        u[1] *= 0.4  # lobules spread sideways and up/down more than front-back
+        u[1] = 0.3 * abs(u[1])  # lobules spread sideways and up/down, not backwards
         u /= np.linalg.norm(u)
         lobes.append((center + rot @ (u * radii * rng.uniform(0.45, 0.7)), radii * rng.uniform(0.4, 0.65)))
     lesions = [Lesion(center, radii, rot, lobes, look, "primary")]
@@ -130,6 +132,7 @@ def draw_lesions(cv: Canvas, p: Patient, lesions: list[Lesion], contrast: str, e
     for les in lesions:
         look = les.look
         R = float(les.radii.max())
+        r_min = float(les.radii.min())  # displacement scales with the thinnest axis: no shredding
         margin = (look["amp"] + look["rough"]) * R * 2.5 + 2 * cv.edge
         lo, hi = les.box(margin)
         box = cv.box(lo, hi)
@@ -143,10 +146,12 @@ def draw_lesions(cv: Canvas, p: Patient, lesions: list[Lesion], contrast: str, e
         ext = np.asarray(hi) - np.asarray(lo)
         if look["amp"] > 0:
             cells = np.clip(ext / max(R * 0.9, 6.0), 2, 6).astype(int) + 1
-            d += F32(look["amp"] * R) * smooth_noise(rng, shp, cells, order=1)
+            d += F32(look["amp"] * r_min) * np.clip(smooth_noise(rng, shp, cells), -2.0, 2.0)
         if look["rough"] > 0:
             cells = np.clip(ext / 9.0, 3, 16).astype(int)
-            d += F32(look["rough"] * R) * smooth_noise(rng, shp, cells, order=1)
+            d += F32(look["rough"] * r_min) * np.clip(smooth_noise(rng, shp, cells), -2.0, 2.0)
+        # a solid core survives any displacement: one connected lesion, never shredded
+        np.minimum(d, ellipsoid_sdf(x, y, z, les.center, les.radii * 0.6, les.rot), out=d)
         d = np.maximum(d, cavity_sdf(p, x, y, z) + F32(1.0))
         occ = cv.occ(d)
         # appearance
