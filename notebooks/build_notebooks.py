@@ -60,8 +60,9 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                  "table1"),
         ("md", "## Example scans\nAxial and coronal slices through the tumour, reference outline in green."),
         ("code", "#papermill_description=example_slices\n"
-                 "from amt_core.plots.examples import plot_cohort_examples\n\n"
-                 "plot_cohort_examples(cases, n=n_example_slices, seed=seed) if n_example_slices else None"),
+                 "from amt_core.plots.examples import plot_cohort_examples\n"
+                 "from amt_core.plots.style import as_image\n\n"
+                 "as_image(plot_cohort_examples(cases, n=n_example_slices, seed=seed)) if n_example_slices else None"),
     ],
     "02_train": [
         ("md", "# 02 · Training\n\nTrain the 3D U-Net with a preset on the training split; every few epochs "
@@ -75,9 +76,10 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                  "train_dir"),
         ("md", "## Learning curves and model selection"),
         ("code", "import pandas as pd\n\n"
+                 "from amt_core.plots.style import as_image\n"
                  "from amt_core.plots.training import plot_learning_curves\n\n"
                  "log = pd.read_csv(layout.train_dir / \"train_log.csv\")\n"
-                 "plot_learning_curves(log)"),
+                 "as_image(plot_learning_curves(log))"),
         ("code", "log.tail(10)"),
     ],
     "03_evaluate": [

@@ -186,3 +186,26 @@ def test_every_figure_has_a_caption():
     assert {"froc_confidence", "froc_iou", "metric_distributions", "volume_agreement", "forest_subgroups",
             "forest_institutions", "performance_vs_covariates", "examples"} <= set(FIGURES)
     assert {"table1", "segmentation", "detection", "subgroups"} <= set(TABLES)
+
+
+def test_figures_survive_a_model_that_finds_nothing(tmp_path, per_case):
+    """An untrained model: every Dice 0, no predicted volume, no candidate, flat FROC curves."""
+    from amt_core.plots import agreement, distributions, forest, froc
+    from amt_core.plots.style import save_figure
+
+    nothing = per_case.assign(dice=0.0, iou=0.0, precision=0.0, recall=0.0, pred_volume_ml=0.0)
+    test = nothing[nothing["split"] == "test"]
+    empty_curve = pd.DataFrame({"iou_threshold": [0.1, 0.3, 0.5], "threshold": np.nan, "fp_per_scan": 0.0,
+                                "sensitivity": 0.0})
+    bands = pd.DataFrame({"iou_threshold": 0.5, "fp_per_scan": list(FP_POINTS), "sensitivity": 0.0,
+                          "ci_lo": np.nan, "ci_hi": np.nan})
+    iou = pd.DataFrame({"iou_threshold": list(IOU_SWEEP), "sensitivity": 0.0, "fp_per_scan": 0.0})
+    one = pd.DataFrame({"subgroup": ["sex"], "level": ["M"], "n": [1], "mean": [0.0], "ci_lo": [np.nan],
+                        "ci_hi": [np.nan]})
+    figures = [froc.plot_froc_confidence(empty_curve, bands), froc.plot_froc_iou(iou),
+               distributions.plot_metric_distributions(nothing),
+               distributions.plot_performance_vs_covariates(test),
+               agreement.plot_volume_agreement(test, "ref_volume_ml", "pred_volume_ml")[0],
+               forest.plot_forest(one, overall=0.0)]
+    for k, fig in enumerate(figures):
+        assert all(p.stat().st_size > 0 for p in save_figure(fig, tmp_path, f"f{k}"))

@@ -65,8 +65,9 @@ def plot_volume_agreement(per_case: pd.DataFrame, ref_col: str = "volume_ref_ml"
                 bx.text(1.01, y, f"{name}\n{y:+.1f}%", transform=bx.get_yaxis_transform(), fontsize=5.5,
                         va="center", ha="left", color=ROLE["neutral"])
         bx.set_xscale("log")
-        bx.set_ylim(-210, 210)
-        bx.set_yticks([-200, -100, 0, 100, 200])
+        reach = max([210.0] + [abs(v) + 25 for v in (st["loa_lo"], st["loa_hi"]) if np.isfinite(v)])
+        bx.set_ylim(-reach, reach)
+        bx.set_yticks([t for t in (-300, -200, -100, 0, 100, 200, 300) if abs(t) < reach])
         bx.set_xlabel("Mean of predicted and reference volume (ml)")
         bx.set_ylabel("Difference, predicted − reference (% of mean)")
         panel_label(bx, "b")

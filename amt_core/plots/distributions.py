@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from amt_core.plots.style import PALETTE, ROLE, SPLIT_COLORS, new_figure, panel_label, plot_style
+from amt_core.plots.style import ROLE, SPLIT_COLORS, new_figure, panel_label, plot_style
 from amt_core.plots.tables import METRIC_LABELS
 from amt_core.registry import PUBLISHED, SEG_METRICS, SUBGROUPS
 
@@ -104,8 +104,8 @@ def plot_performance_vs_covariates(per_case: pd.DataFrame, metric: str = "dice")
                 continue
             bx.boxplot([vals], positions=[k], widths=0.45, showfliers=False,
                        medianprops={"color": "black", "lw": 0.8})
-            bx.scatter(k + _jitter(len(vals), 0.15, seed=k), vals, s=4, color=PALETTE[k % len(PALETTE)],
-                       alpha=0.7, lw=0, zorder=3)
+            bx.scatter(k + _jitter(len(vals), 0.15, seed=k), vals, s=4, color=ROLE["ours"], alpha=0.6, lw=0,
+                       zorder=3)
             bx.text(k, 1.03, f"n={len(vals)}", ha="center", fontsize=5.5, color=ROLE["neutral"])
         bx.set_xticks(range(len(labels)))
         bx.set_xticklabels(labels)

@@ -47,9 +47,10 @@ def plot_froc_confidence(froc: pd.DataFrame, bands: pd.DataFrame | None = None,
                     label=f"IoU ≥ {thr:g}")
             if bands is not None and not bands.empty:
                 b = _sel(bands, thr).sort_values("fp_per_scan")
-                if not b.empty:
-                    ax.fill_between(b["fp_per_scan"], b["ci_lo"], b["ci_hi"], color=color, alpha=0.18,
-                                    lw=0, step="post")
+                if not b.empty:  # the band joins the CIs read at the FP/scan points
+                    ax.fill_between(b["fp_per_scan"], b["ci_lo"], b["ci_hi"], color=color, alpha=0.13, lw=0)
+                    for edge in ("ci_lo", "ci_hi"):
+                        ax.plot(b["fp_per_scan"], b[edge], color=color, lw=0.5, alpha=0.7, ls=(0, (2, 1.5)))
                     ax.plot(b["fp_per_scan"], b["sensitivity"], "o", ms=2.4, color=color, mec="white",
                             mew=0.4)
         ax.set_xscale("log", base=2)
@@ -60,7 +61,12 @@ def plot_froc_confidence(froc: pd.DataFrame, bands: pd.DataFrame | None = None,
         ax.set_xlabel("False positives per scan")
         ax.set_ylabel("Lesion sensitivity")
         ax.grid(True, which="major", axis="both")
-        ax.legend(loc="lower right", title="Hit criterion")
+        from matplotlib.patches import Patch
+
+        handles, _ = ax.get_legend_handles_labels()
+        if bands is not None and not bands.empty:
+            handles.append(Patch(facecolor=ROLE["neutral"], alpha=0.2, label="95% CI (scan bootstrap)"))
+        ax.legend(handles=handles, loc="lower right", title="Hit criterion")
         if title:
             ax.set_title(title)
     return fig
@@ -102,7 +108,7 @@ def plot_froc_iou(froc_iou: pd.DataFrame, operating_iou: float = 0.5, published=
         ax.set_ylim(0, 1.02)
         ax.set_xlim(left=0)
         ax.grid(True)
-        ax.legend(loc="lower right", title=f"Operating point, IoU ≥ {operating_iou:g}")
+        ax.legend(loc="upper right", title=f"Operating point, IoU ≥ {operating_iou:g}")
         panel_label(ax, "a")
 
         bx.plot(c["iou_threshold"], c["sensitivity"], "-o", ms=2.5, color=ROLE["ours"], label="Sensitivity")

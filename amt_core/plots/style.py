@@ -126,3 +126,16 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
             fig.savefig(tmp, format=ext, dpi=PNG_DPI, metadata=meta, facecolor="white")
         written.append(target)
     return written
+
+
+def as_image(fig, dpi: int = 150):
+    """``fig`` as an ``IPython.display.Image`` (PNG), for notebooks: figures built without pyplot are
+    not shown by the inline backend on their own."""
+    import io
+
+    from IPython.display import Image
+
+    buf = io.BytesIO()
+    with plot_style():
+        fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    return Image(data=buf.getvalue(), format="png")

@@ -3,7 +3,6 @@ model selection, with the selected checkpoint marked."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from amt_core.plots.style import PALETTE, ROLE, new_figure, plot_style
@@ -22,20 +21,23 @@ def plot_learning_curves(log: pd.DataFrame):
     x = x or log.columns[0]
     with plot_style():
         fig, ax = new_figure("single", aspect=0.62)
+        marker = "o" if len(log) <= 30 else None
         if loss:
-            ax.plot(log[x], log[loss], color=PALETTE[0], lw=1.0, label="Training loss")
+            ax.plot(log[x], log[loss], color=PALETTE[0], lw=1.0, marker=marker, ms=2.2, label="Training loss")
         ax.set_xlabel(x.capitalize())
         ax.set_ylabel("Training loss", color=PALETTE[0])
+        handles = ax.get_legend_handles_labels()[0]
         if tune:
             tx = ax.twinx()
             tx.spines["right"].set_visible(True)
             t = log[[x, tune]].dropna()
-            tx.plot(t[x], t[tune], "-o", ms=2.5, color=PALETTE[1], lw=1.0, label="Tuning Dice")
+            tx.plot(t[x], t[tune], "-s", ms=2.5, color=PALETTE[1], lw=1.0, label="Tuning-set Dice")
             if len(t):
                 best = t.loc[t[tune].idxmax()]
                 tx.plot([best[x]], [best[tune]], "*", ms=9, color=ROLE["published"], mec="black", mew=0.4,
-                        label=f"Selected: {tune.replace('_', ' ')} {best[tune]:.3f} at {x} {best[x]:g}")
-                tx.legend(loc="lower right")
+                        ls="none", label=f"Selected (best.pt): Dice {best[tune]:.3f} at {x} {best[x]:g}")
             tx.set_ylabel("Tuning-set Dice", color=PALETTE[1])
-            tx.set_ylim(0, max(1.0, float(np.nanmax(t[tune])) if len(t) else 1.0))
+            tx.set_ylim(-0.02, 1.02)
+            handles += tx.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, columnspacing=1.0)
     return fig
