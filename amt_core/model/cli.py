@@ -1,0 +1,83 @@
+"""``amt train`` and ``amt predict``: parse arguments, call the API (heavy imports inside the handlers)."""
+
+from __future__ import annotations
+
+import argparse
+
+from amt_core.registry import MODEL_PRESETS
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cohort", required=True, help="the cohort's case table (cases.csv)")
+    p.add_argument("--out", required=True, help="run folder (best.pt, last.pt, train_log.csv, config.json)")
+    p.add_argument("--preset", choices=MODEL_PRESETS, default="cpu", help="model preset (default: cpu)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run from OUT/last.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-epochs", type=int, help="epochs (of steps-per-epoch steps)")
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget: the schedule is fitted to it")
+    p.add_argument("--max-steps", type=int, help="train at most this many steps (the LR schedule ends there)")
+    p.add_argument("--stop-after", type=int, help="stop after this many steps with last.pt only (resume later)")
+    p.add_argument("--eval-every", type=int, help="epochs between tuning-set evaluations")
+    p.add_argument("--num-workers", type=int, help="DataLoader workers")
+    p.add_argument("--cache-dir", help="preprocessed-case cache (default: $AMT_CACHE or ~/.cache/amt/preprocessed)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other model setting, e.g. --set lr=0.005 --set patch_size=[64,64,64]")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def train_kwargs(args: argparse.Namespace) -> dict:
+    import json
+
+    overrides = {}
+    for name in ("max_epochs", "steps_per_epoch", "max_minutes", "max_steps", "stop_after", "eval_every",
+                 "num_workers"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE")
+        try:
+            overrides[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = value
+    return dict(cohort_csv=args.cohort, out_dir=args.out, preset=args.preset, resume=args.resume, seed=args.seed,
+                progress=not args.no_progress, cache_dir=args.cache_dir, device=args.device, **overrides)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train the 3D U-Net (tuning-set model selection)",
+                              description="Train on the train split, keep the checkpoint with the best tuning Dice.")
+    add_train_arguments(p)
+    p.set_defaults(func=_train)
+
+    q = subparsers.add_parser("predict", help="segment CT volumes with a trained model",
+                              description="Write {case}.nii.gz, {case}_prob.nii.gz and {case}_candidates.csv.")
+    q.add_argument("--model", required=True, help="RUN_DIR/best.pt (or the run folder)")
+    q.add_argument("--input", required=True, help="a NIfTI/NRRD file, a DICOM series folder or a case table")
+    q.add_argument("--out", required=True, help="predictions folder")
+    q.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's)")
+    q.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    q.add_argument("--split", help="with a case table: only this split (e.g. test)")
+    q.add_argument("--device", help="cpu, cuda or cuda:N")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=_predict)
+
+
+def _train(args) -> int:
+    from amt_core.model.train import train
+
+    out = train(**train_kwargs(args))
+    print(out)
+    return 0
+
+
+def _predict(args) -> int:
+    from amt_core.model.inference import predict
+
+    out = predict(args.model, args.input, args.out, overlap=args.overlap, tta=args.tta, progress=not args.no_progress,
+                  split=args.split, device=args.device)
+    print(out)
+    return 0

@@ -1,0 +1,246 @@
+"""Whole-scan inference: sliding windows (MONAI, Gaussian blending) inside the body or mediastinal box,
+optional mirroring TTA, and outputs in the input's own geometry.
+
+``predict`` writes a predictions folder (docs/architecture.md): ``{case}.nii.gz`` (uint8 mask),
+``{case}_prob.nii.gz`` (uint8 with scl_slope 1/255) and ``{case}_candidates.csv`` (one row per connected
+component of the mask, from the evaluation engine's candidate extraction).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from amt_core.model.presets import ModelConfig
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def roi_slices(shape, cfg: ModelConfig) -> tuple[slice, slice, slice]:
+    """The box (in the preprocessed, body-cropped grid) where windows run: the whole body box, or the
+    mediastinal box (x/y fractions of the body box learnt from the training labels; all of z)."""
+    if cfg.roi != "mediastinum" or not cfg.roi_box:
+        return tuple(slice(0, int(n)) for n in shape)
+    x0, x1, y0, y1 = cfg.roi_box
+    out = []
+    for n, (a, b) in zip(shape[:2], ((x0, x1), (y0, y1)), strict=True):
+        lo, hi = int(np.floor(a * n)), int(np.ceil(b * n))
+        out.append(slice(max(0, min(lo, n - 1)), max(min(hi, n), min(lo, n - 1) + 1)))
+    return out[0], out[1], slice(0, int(shape[2]))
+
+
+def infer_array(net, image, cfg: ModelConfig, device, *, overlap: float | None = None, tta: bool = False,
+                roi: tuple[slice, ...] | None = None, progress: bool = False) -> np.ndarray:
+    """Tumour probability (X, Y, Z) for a normalised image (X, Y, Z) in the network's grid; zero outside
+    ``roi`` (default: :func:`roi_slices`)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from amt_core.model.network import autocast, to_memory_format
+
+    image = torch.as_tensor(np.asarray(image, dtype=np.float32))
+    roi = roi_slices(image.shape, cfg) if roi is None else roi
+    x = image[roi][None, None].to(device)
+    overlap = cfg.overlap if overlap is None else overlap
+
+    def predictor(window):
+        with autocast(cfg, device):
+            out = net(to_memory_format(window, cfg))
+        if isinstance(out, list | tuple):
+            out = out[0]
+        return torch.softmax(out.float(), dim=1)[:, 1:2]
+
+    flips = [()]
+    if tta:
+        axes = [a + 2 for a in cfg.mirror_axes]
+        flips = [c for k in range(len(axes) + 1) for c in itertools.combinations(axes, k)]
+    net.eval()
+    acc = None
+    with torch.inference_mode():
+        for dims in flips:
+            xin = torch.flip(x, dims) if dims else x
+            p = sliding_window_inference(xin, roi_size=list(cfg.patch_size), sw_batch_size=cfg.sw_batch_size,
+                                         predictor=predictor, overlap=overlap, mode="gaussian",
+                                         padding_mode="constant", cval=float(x.min()), progress=progress)
+            p = torch.flip(p, dims) if dims else p
+            acc = p if acc is None else acc + p
+    prob = (acc / len(flips))[0, 0].float().cpu().numpy()
+    out = np.zeros(tuple(image.shape), dtype=np.float32)
+    out[roi] = prob
+    return out
+
+
+def load_model(model_path: str | os.PathLike, device=None):
+    """(network in eval mode on ``device``, its config, the checkpoint dict) from a checkpoint file."""
+    from amt_core.model.checkpoint import load_checkpoint
+    from amt_core.model.network import build_network, pick_device, to_memory_format
+
+    device = pick_device(device)
+    state = load_checkpoint(model_path)
+    cfg = state["config"]
+    net = build_network(cfg)
+    net.load_state_dict(state["model"])
+    net = to_memory_format(net.to(device), cfg).eval()
+    return net, cfg, state
+
+
+def predict_volume(net, cfg: ModelConfig, volume, device, *, overlap=None, tta=False) -> np.ndarray:
+    """Tumour probability on the reader's RAS grid of ``volume``."""
+    import torch
+
+    from amt_core.model.preprocessing import invert, normalise, preprocess
+
+    pre = preprocess(volume, cfg)
+    image = normalise(pre.image[0].as_tensor().float(), cfg)
+    prob = infer_array(net, image, cfg, device, overlap=overlap, tta=tta)
+    del image
+    with torch.inference_mode():
+        back = invert(pre, prob)
+    return np.clip(back, 0.0, 1.0)
+
+
+# --- inputs and outputs --------------------------------------------------------------------------------------
+
+
+def resolve_inputs(input_path: str | os.PathLike, split: str | None = None) -> list[tuple[str, str]]:
+    """(case_id, image path) pairs from an image file, a DICOM series folder or a case table (CSV)."""
+    p = Path(input_path)
+    if not p.exists():
+        raise FileNotFoundError(f"input {p} does not exist (pass a NIfTI/NRRD file, a DICOM folder or a case table)")
+    if p.is_file() and p.suffix.lower() == ".csv":
+        from amt_core.data.cases import read_cases
+
+        df = read_cases(p, check_files=False)
+        if split is not None:
+            df = df[df["split"] == split]
+            if df.empty:
+                raise ValueError(f"{p}: no case of split {split!r}")
+        return [(str(c), str(i)) for c, i in zip(df["case_id"], df["image"], strict=True)]
+    name = p.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            stem = name[: -len(suffix)]
+            stem = stem[:-5] if stem.endswith("_0000") else stem  # nnU-Net channel suffix
+            return [(stem, str(p))]
+    if p.is_dir():
+        return [(name, str(p))]
+    raise ValueError(f"{p}: unknown input type (expected .nii/.nii.gz/.nrrd/.mha, a DICOM folder or a .csv table)")
+
+
+def file_geometry(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarray] | None:
+    """(shape, RAS affine) of an image file as stored (before reorientation), from its header; None for
+    DICOM folders (their outputs keep the reader's RAS grid)."""
+    name = str(path).lower()
+    if name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        shape = tuple(int(s) for s in img.shape)
+        while len(shape) > 3 and shape[-1] == 1:
+            shape = shape[:-1]
+        return shape[:3], np.asarray(img.affine, dtype=np.float64)
+    if name.endswith(IMAGE_SUFFIXES):
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        if reader.GetDimension() != 3:
+            return None
+        lps = np.eye(4)
+        lps[:3, :3] = np.array(reader.GetDirection()).reshape(3, 3) @ np.diag(reader.GetSpacing())
+        lps[:3, 3] = reader.GetOrigin()
+        return tuple(int(s) for s in reader.GetSize()), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return None
+
+
+def to_file_grid(array: np.ndarray, ras_affine: np.ndarray, geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Undo the reader's reorientation: the RAS array back to the file's voxel order and affine."""
+    if geometry is None:
+        return array, ras_affine
+    import nibabel.orientations as nio
+
+    shape, affine = geometry
+    ornt = nio.io_orientation(affine)  # file axes -> RAS, as the reader applied it
+    back = nio.ornt_transform(nio.axcodes2ornt(("R", "A", "S")), ornt)
+    out = nio.apply_orientation(array, back)
+    if out.shape != tuple(shape) or not np.allclose(ras_affine @ nio.inv_ornt_aff(back, array.shape), affine,
+                                                    atol=1e-3):
+        return array, ras_affine  # not the same grid after all: keep the reader's (world-equivalent) grid
+    return np.ascontiguousarray(out), affine
+
+
+def write_outputs(out_dir: Path, case_id: str, prob: np.ndarray, affine: np.ndarray, cfg: ModelConfig,
+                  spacing) -> dict:
+    """Mask, compact probability map and candidate table of one case (atomic writes)."""
+    import nibabel as nib
+
+    from amt_core.atomic import atomic_path, write_csv
+    from amt_core.data.volume import write_volume
+
+    mask = (prob >= cfg.threshold).astype(np.uint8)
+    write_volume(mask, affine, out_dir / f"{case_id}.nii.gz")
+    q = np.round(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
+    img = nib.Nifti1Image(q, affine)
+    img.header.set_slope_inter(1.0 / 255.0, 0.0)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_path(out_dir / f"{case_id}_prob.nii.gz") as tmp:
+        nib.save(img, str(tmp))
+    table = candidate_table(mask, q.astype(np.float32) / 255.0, spacing)
+    write_csv(out_dir / f"{case_id}_candidates.csv", table)
+    return {"case_id": case_id, "voxels": int(mask.sum()), "n_candidates": len(table),
+            "max_prob": float(q.max()) / 255.0}
+
+
+def candidate_table(mask: np.ndarray, prob: np.ndarray, spacing):
+    """One row per connected component of the mask: confidence (max probability), volume, box."""
+    import pandas as pd
+
+    from amt_core.evaluation.lesions import find_components
+    from amt_core.evaluation.segmentation import bounding_box
+
+    box = bounding_box(mask)
+    cols = ["candidate_id", "confidence", "voxels", "volume_ml", "x0", "x1", "y0", "y1", "z0", "z1"]
+    if box is None:
+        return pd.DataFrame(columns=cols)
+    comps = find_components(mask[box] > 0, prob=prob[box])
+    ml = float(np.prod(spacing)) / 1000.0
+    rows = []
+    for i in range(len(comps)):
+        b = comps.boxes[i]
+        rows.append({"candidate_id": i + 1, "confidence": float(comps.confidence[i]), "voxels": int(comps.voxels[i]),
+                     "volume_ml": float(comps.voxels[i]) * ml,
+                     **{f"{n}{e}": int(getattr(b[a], "start" if e == "0" else "stop") + box[a].start)
+                        for a, n in enumerate("xyz") for e in "01"}})
+    return pd.DataFrame(rows, columns=cols).sort_values("confidence", ascending=False, kind="stable")
+
+
+def predict(model_path: str | os.PathLike, input: str | os.PathLike, out_dir: str | os.PathLike, *,
+            overlap: float | None = None, tta: bool = False, progress: bool = True, split: str | None = None,
+            device: str | None = None) -> Path:
+    """Predict every case of ``input`` into the predictions folder ``out_dir``; returns ``out_dir``."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from amt_core.atomic import write_csv
+    from amt_core.data.volume import read_volume
+
+    out = Path(out_dir)
+    cases = resolve_inputs(input, split)
+    net, cfg, _state = load_model(model_path, device)
+    device = next(net.parameters()).device
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for case_id, image in tqdm(cases, desc="predict", unit="scan", disable=not progress):
+        volume = read_volume(image)
+        prob = predict_volume(net, cfg, volume, device, overlap=overlap, tta=tta)
+        prob, affine = to_file_grid(prob, volume.affine, file_geometry(image))
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        rows.append(write_outputs(out, case_id, prob, affine, cfg, spacing))
+    write_csv(out / "predictions.csv", pd.DataFrame(rows))
+    return out

@@ -1,0 +1,153 @@
+"""Training patches: foreground-oversampled crops from cached cases, then MONAI augmentation.
+
+Sample ``g`` (the g-th patch of the run) depends only on ``(seed, g)``: its case, its centre and every
+augmentation draw come from ``numpy.random.default_rng([seed, g])``. So the batches are the same whatever
+the number of DataLoader workers, and a resumed run sees exactly the patches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from amt_core.model.presets import ModelConfig
+
+#: HU used to pad crops that reach outside the scan (air)
+PAD_HU = -1024.0
+
+
+def augmentation(cfg: ModelConfig):
+    """MONAI transforms aimed at institution shift (geometry, scanner noise/blur, contrast, thick slices)."""
+    from monai.transforms import (
+        CenterSpatialCropd,
+        Compose,
+        Rand3DElasticd,
+        RandAdjustContrastd,
+        RandAffined,
+        RandFlipd,
+        RandGaussianNoised,
+        RandGaussianSmoothd,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        RandSimulateLowResolutiond,
+    )
+
+    rot = math.radians(cfg.rotate_deg)
+    s0, s1 = cfg.scale_range
+    keys = ["image", "label"]
+    ts = []
+    if cfg.p_affine > 0:
+        ts.append(RandAffined(keys, prob=cfg.p_affine, rotate_range=(rot, rot, rot),
+                              scale_range=((s0 - 1, s1 - 1),) * 3, mode=("bilinear", "nearest"),
+                              padding_mode="border"))
+    if cfg.p_elastic > 0:
+        ts.append(Rand3DElasticd(keys, sigma_range=(9, 13), magnitude_range=(0, 200), prob=cfg.p_elastic,
+                                 mode=("bilinear", "nearest"), padding_mode="border"))
+    ts.append(CenterSpatialCropd(keys, roi_size=list(cfg.patch_size)))
+    ts += [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in cfg.mirror_axes]
+    ts += [
+        RandGaussianNoised("image", prob=cfg.p_noise, std=0.1),
+        RandGaussianSmoothd("image", prob=cfg.p_blur, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+        RandScaleIntensityd("image", factors=0.25, prob=cfg.p_intensity),
+        RandShiftIntensityd("image", offsets=0.1, prob=cfg.p_intensity),
+        RandAdjustContrastd("image", prob=cfg.p_gamma, gamma=(0.7, 1.5), retain_stats=True),
+        RandSimulateLowResolutiond("image", prob=cfg.p_lowres, zoom_range=(0.5, 1.0)),
+    ]
+    return Compose(ts)
+
+
+def crop_size(cfg: ModelConfig) -> tuple[int, int, int]:
+    """The crop taken before augmentation: larger than the patch when rotations/scaling may pull in its
+    surroundings, so the patch's corners hold real anatomy rather than padding."""
+    if cfg.p_affine <= 0 and cfg.p_elastic <= 0:
+        return tuple(cfg.patch_size)
+    grow = 1.0 + 0.5 * math.sin(math.radians(cfg.rotate_deg))
+    return tuple(int(math.ceil(p * grow / 8.0) * 8) for p in cfg.patch_size)
+
+
+def crop(array: np.ndarray, centre, size, fill) -> np.ndarray:
+    """``size`` box around ``centre`` from ``array`` (a memory map is fine), padded with ``fill`` outside."""
+    out = np.full(size, fill, dtype=array.dtype)
+    src, dst = [], []
+    for c, s, n in zip(centre, size, array.shape, strict=True):
+        lo = int(c) - s // 2
+        a, b = max(lo, 0), min(lo + s, n)
+        src.append(slice(a, b))
+        dst.append(slice(a - lo, b - lo))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+class PatchDataset:
+    """Map-style dataset: item ``g`` -> {"image": (1, *patch) float32, "label": (1, *patch) uint8}."""
+
+    def __init__(self, cases, cfg: ModelConfig, seed: int):
+        from amt_core.model.preprocessing import normalise
+
+        self.cases = list(cases)
+        if not self.cases:
+            raise ValueError("no training cases")
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.size = crop_size(cfg)
+        self.normalise = normalise
+        self.transform = augmentation(cfg)
+        self._fg: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return 1 << 40
+
+    def fg(self, k: int) -> np.ndarray:
+        if k not in self._fg:
+            self._fg[k] = self.cases[k].fg_indices()
+        return self._fg[k]
+
+    def __getitem__(self, g: int) -> dict:
+        import torch
+        from monai.data import get_track_meta, set_track_meta
+
+        rng = np.random.default_rng([self.seed, int(g)])
+        k = int(rng.integers(len(self.cases)))
+        case = self.cases[k]
+        shape = case.shape
+        fg = self.fg(k)
+        if rng.random() < self.cfg.fg_ratio and fg.size:
+            centre = np.unravel_index(int(fg[rng.integers(fg.size)]), shape)
+        else:
+            centre = [int(rng.integers(n)) for n in shape]
+        img = crop(case.image(), centre, self.size, PAD_HU).astype(np.float32)
+        lab = crop(case.label(), centre, self.size, 0)
+        data = {"image": torch.from_numpy(self.normalise(img, self.cfg))[None],
+                "label": torch.from_numpy(lab.astype(np.float32))[None]}
+        self.transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
+        before = get_track_meta()
+        set_track_meta(False)
+        try:
+            out = self.transform(data)
+        finally:
+            set_track_meta(before)
+        return {"image": torch.as_tensor(out["image"], dtype=torch.float32).contiguous(),
+                "label": torch.as_tensor(out["label"]).round().to(torch.uint8).contiguous()}
+
+
+class StepSampler:
+    """Indices of the patches of steps ``start..stop`` for one rank: rank r of w takes, at step s, the
+    samples ``(s * w + r) * batch + b``, so every rank sees different patches and a run is resumable."""
+
+    def __init__(self, start: int, stop: int, batch: int, rank: int = 0, world: int = 1):
+        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.batch
+
+    def __iter__(self):
+        for s in range(self.start, self.stop):
+            base = (s * self.world + self.rank) * self.batch
+            yield from range(base, base + self.batch)
+
+
+def worker_init(_worker_id: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)

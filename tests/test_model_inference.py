@@ -1,0 +1,139 @@
+"""Inference: outputs in the input's own geometry, compact probability maps, candidate tables, clear errors,
+and the ``amt train`` / ``amt predict`` commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from amt_core.model.checkpoint import save_checkpoint
+from amt_core.model.inference import infer_array, predict, resolve_inputs, roi_slices
+from amt_core.model.network import build_network
+from amt_core.model.presets import get_config
+from amt_core.model.toy import toy_cohort
+
+STATS = {"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """An untrained tiny checkpoint (geometry and file handling do not need a trained model)."""
+    torch.manual_seed(0)
+    cfg = get_config("cpu", patch_size=(32, 32, 32), channels=(8, 16, 32), strides=(2, 2), target_spacing=(4.0, 4.0, 4.0),
+                     intensity_stats=STATS, roi="body")
+    path = tmp_path_factory.mktemp("model") / "best.pt"
+    save_checkpoint(path, model=build_network(cfg), cfg=cfg)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return toy_cohort(tmp_path_factory.mktemp("toy"), n_train=1, n_tune=1, n_test=2)
+
+
+def test_predict_writes_mask_prob_and_candidates_on_the_input_grid(model, cohort, tmp_path):
+    image = cohort.parent / "imagesTs" / "TOY002_0000.nii.gz"
+    out = predict(model, image, tmp_path / "pred", progress=False)
+    src = nib.load(image)
+    mask, prob = nib.load(out / "TOY002.nii.gz"), nib.load(out / "TOY002_prob.nii.gz")
+    for img in (mask, prob):
+        assert img.shape == src.shape and np.allclose(img.affine, src.affine)
+    assert mask.get_data_dtype() == np.uint8 and prob.get_data_dtype() == np.uint8
+    p = prob.get_fdata()
+    assert 0.0 <= p.min() and p.max() <= 1.0  # uint8 stored with scl_slope 1/255
+    assert np.array_equal(np.asarray(mask.dataobj) > 0, p >= 0.5 - 1e-6)
+    table = pd.read_csv(out / "TOY002_candidates.csv")
+    assert list(table.columns) == ["candidate_id", "confidence", "voxels", "volume_ml", "x0", "x1", "y0", "y1", "z0", "z1"]
+    assert table["voxels"].sum() == int(np.asarray(mask.dataobj).sum())
+
+
+def test_predict_a_case_table_feeds_the_evaluation_engine(model, cohort, tmp_path):
+    from amt_core.data.cases import read_cases
+    from amt_core.evaluation.api import evaluate_predictions
+
+    out = predict(model, cohort, tmp_path / "pred", split="test", progress=False)
+    assert sorted(pd.read_csv(out / "predictions.csv")["case_id"]) == ["TOY002", "TOY003"]
+    result = evaluate_predictions(read_cases(cohort), out, split="test", progress=False)
+    assert len(result.per_case) == 2 and result.per_case["dice"].between(0, 1).all()
+
+
+def test_lps_volume_round_trips_to_its_own_geometry(model, realdata, tmp_path):
+    src_path = realdata / "cip_thorax_lowres" / "ct.nii.gz"  # LPS voxel order on disk
+    out = predict(model, src_path, tmp_path, progress=False)
+    src, got = nib.load(src_path), nib.load(out / "ct.nii.gz")
+    assert nib.aff2axcodes(src.affine) == ("L", "P", "S")
+    assert got.shape == src.shape and np.allclose(got.affine, src.affine, atol=1e-4)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("relpath", [
+    "cip_thorax_lowres/ct.nrrd", "cip_thorax_lowres/dicom", "cip_thorax_lowres/ct2_testinput.nii.gz",
+    "itkelastix_thorax/dicom_subset", "ts_abdomen_3mm/ct.nii.gz", "ts_abdomen_dicom/dicom",
+])  # fmt: skip
+def test_every_real_volume_gets_a_mask_in_its_geometry(model, realdata, tmp_path, relpath):
+    from amt_core.data.volume import read_label, read_volume
+
+    path = realdata / relpath
+    out = predict(model, path, tmp_path, progress=False)
+    case_id = pd.read_csv(out / "predictions.csv")["case_id"][0]
+    # the evaluation engine's check: the mask lies on the image's grid
+    mask = read_label(out / f"{case_id}.nii.gz", read_volume(path))
+    assert mask.array.dtype == np.uint8
+
+
+def test_not_ct_and_too_small_inputs_give_clear_errors(model, tmp_path):
+    mr = np.random.default_rng(0).uniform(0, 800, (40, 40, 30)).astype(np.float32)
+    nib.save(nib.Nifti1Image(mr, np.eye(4)), tmp_path / "mr.nii.gz")
+    with pytest.raises(ValueError, match="not a CT in Hounsfield units"):
+        predict(model, tmp_path / "mr.nii.gz", tmp_path / "out", progress=False)
+    tiny = np.full((40, 40, 3), -1000.0, dtype=np.float32)
+    tiny[10:30, 10:30] = 40.0
+    nib.save(nib.Nifti1Image(tiny, np.eye(4)), tmp_path / "thin.nii.gz")
+    with pytest.raises(ValueError, match="needs at least"):
+        predict(model, tmp_path / "thin.nii.gz", tmp_path / "out", progress=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        predict(model, tmp_path / "missing.nii.gz", tmp_path / "out", progress=False)
+
+
+def test_roi_and_tta_keep_the_shape():
+    cfg = get_config("cpu", patch_size=(16, 16, 16), channels=(4, 8), strides=(2,), roi="mediastinum",
+                     roi_box=(0.25, 0.75, 0.5, 1.0))
+    assert roi_slices((40, 20, 10), cfg) == (slice(10, 30), slice(10, 20), slice(0, 10))
+    net = build_network(cfg)
+    prob = infer_array(net, np.zeros((40, 20, 10), np.float32), cfg, "cpu", tta=True)
+    assert prob.shape == (40, 20, 10) and prob[:10].max() == 0 and prob[10:30, 10:].min() > 0
+
+
+def test_resolve_inputs_names_cases(tmp_path):
+    f = tmp_path / "AMT9_0000.nii.gz"
+    f.write_bytes(b"")
+    assert resolve_inputs(f) == [("AMT9", str(f))]
+    with pytest.raises(ValueError, match="unknown input type"):
+        (tmp_path / "x.txt").write_text("")
+        resolve_inputs(tmp_path / "x.txt")
+
+
+@pytest.mark.slow
+def test_cli_train_and_predict(cohort, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "amt_core.cli"]
+    train = subprocess.run(cmd + ["train", "--cohort", str(cohort), "--out", str(run), "--max-epochs", "1",
+                                  "--steps-per-epoch", "1", "--num-workers", "0", "--cache-dir", str(tmp_path / "c"),
+                                  "--set", "patch_size=[32,32,32]", "--set", "channels=[8,16]", "--set", "strides=[2]",
+                                  "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert (run / "best.pt").is_file()
+    pred = subprocess.run(cmd + ["predict", "--model", str(run / "best.pt"), "--input", str(cohort), "--split", "test",
+                                 "--out", str(tmp_path / "pred"), "--overlap", "0.5", "--tta", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert pred.returncode == 0, pred.stderr[-2000:]
+    assert (tmp_path / "pred" / "TOY003_prob.nii.gz").is_file()
+    bad = subprocess.run(cmd + ["predict", "--model", str(tmp_path / "nope.pt"), "--input", str(cohort),
+                                "--out", str(tmp_path / "p2")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
