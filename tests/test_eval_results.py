@@ -111,3 +111,20 @@ def test_config_round_trip_and_clear_errors():
     with pytest.raises(ValueError, match="unknown evaluation config keys"):
         EvalConfig.from_dict({"treshold": 0.5})
     assert EvalConfig().match_thresholds == tuple(sorted(set(EvalConfig().iou_sweep)))
+
+
+def test_degenerate_studies_no_candidates_and_no_lesions(tmp_path):
+    z = np.zeros((20, 20, 8), np.uint8)
+    lesion = z.copy()
+    lesion[5:10, 5:10, 2:5] = 1
+    none_found = collect([evaluate_case(lesion, z) for _ in range(3)], ["a", "b", "c"], ["I", "I", "J"])
+    r = summarise(none_found, EvalConfig(n_boot=50))
+    assert (r.froc_points["sensitivity"] == 0).all() and (r.froc_iou["sensitivity"] == 0).all()
+    assert r.candidates.empty and r.events.empty
+    r.save(tmp_path / "a")
+    back = EvaluationResult.load(tmp_path / "a")
+    pd.testing.assert_frame_equal(back.candidates, r.candidates)
+    no_lesions = collect([evaluate_case(z, lesion) for _ in range(3)], ["a", "b", "c"], ["I", "I", "J"])
+    r = summarise(no_lesions, EvalConfig(n_boot=50))
+    assert r.froc_iou["sensitivity"].isna().all() and (r.froc_iou["fp_per_scan"] == 1).all()
+    assert r.summary["headline"]["sensitivity"] is None and "undefined" in r.headline_text()

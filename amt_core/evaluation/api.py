@@ -126,27 +126,29 @@ def collect(evaluations: Sequence[CaseEvaluation], case_ids: Sequence[str],
     institutions = list(institutions) if institutions is not None else [None] * len(case_ids)
     if not len(evaluations) == len(case_ids) == len(institutions):
         raise ValueError("one case id (and institution) is needed per evaluation")
-    tables = {}
+    keyed = list(zip(evaluations, case_ids, institutions, strict=True))
+    rows = {"per_case": [{"case_id": c, "institution_id": i, **ev.record} for ev, c, i in keyed]}
     for name in ("lesions", "candidates", "events"):
-        rows = [{"case_id": c, "institution_id": inst, **r}
-                for ev, c, inst in zip(evaluations, case_ids, institutions, strict=True) for r in getattr(ev, name)]
-        tables[name] = pd.DataFrame(rows, columns=_COLUMNS[name])
-    tables["per_case"] = pd.DataFrame(
-        [{"case_id": c, "institution_id": inst, **ev.record} for ev, c, inst in zip(evaluations, case_ids, institutions, strict=True)],
-        columns=_COLUMNS["per_case"])
-    tables["events"] = tables["events"].drop(columns="institution_id")
-    return tables
+        rows[name] = [{"case_id": c, "institution_id": i, **r} for ev, c, i in keyed for r in getattr(ev, name)]
+    # fixed columns and dtypes, so that tables without rows look like the others
+    return {name: pd.DataFrame(rows[name], columns=list(cols)).astype({k: v for k, v in cols.items() if v})
+            for name, cols in _SCHEMA.items()}
 
 
-_COLUMNS = {
-    "per_case": ["case_id", "institution_id", "dice", "iou", "precision", "recall", "hd95_mm", "msd_mm",
-                 "ref_volume_ml", "pred_volume_ml", "ref_voxels", "pred_voxels", "overlap_voxels",
-                 "n_lesions", "n_candidates", "tp", "fp", "fn"],
-    "lesions": ["case_id", "institution_id", "lesion_id", "voxels", "volume_ml", *_BOX_COLS, "best_iou",
-                "best_dice", "hit", "matched_candidate", "matched_iou", "matched_confidence"],
-    "candidates": ["case_id", "institution_id", "candidate_id", "voxels", "volume_ml", *_BOX_COLS, "confidence",
-                   "best_iou", "best_dice", "best_lesion", "status", "matched_lesion"],
-    "events": ["case_id", "institution_id", "iou_threshold", "confidence", "d_tp", "d_fp"],
+_INT, _FLOAT = "int64", "float64"
+_IDS = {"case_id": None, "institution_id": None}
+_SCHEMA: dict[str, dict[str, str | None]] = {
+    "per_case": {**_IDS, **dict.fromkeys(("dice", "iou", "precision", "recall", "hd95_mm", "msd_mm",
+                                          "ref_volume_ml", "pred_volume_ml"), _FLOAT),
+                 **dict.fromkeys(("ref_voxels", "pred_voxels", "overlap_voxels", "n_lesions", "n_candidates",
+                                  "tp", "fp", "fn"), _INT)},
+    "lesions": {**_IDS, "lesion_id": _INT, "voxels": _INT, "volume_ml": _FLOAT, **dict.fromkeys(_BOX_COLS, _INT),
+                "best_iou": _FLOAT, "best_dice": _FLOAT, "hit": "bool", "matched_candidate": _INT,
+                "matched_iou": _FLOAT, "matched_confidence": _FLOAT},
+    "candidates": {**_IDS, "candidate_id": _INT, "voxels": _INT, "volume_ml": _FLOAT,
+                   **dict.fromkeys(_BOX_COLS, _INT), "confidence": _FLOAT, "best_iou": _FLOAT, "best_dice": _FLOAT,
+                   "best_lesion": _INT, "status": None, "matched_lesion": _INT},
+    "events": {"case_id": None, "iou_threshold": _FLOAT, "confidence": _FLOAT, "d_tp": _INT, "d_fp": _INT},
 }
 
 
