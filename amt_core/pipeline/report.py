@@ -60,6 +60,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
            "", "All numbers are from the synthetic or imported cohort of this run, not from the study's "
            "private data; the published values are quoted for comparison only.", ""]
 
+    out += _headline(layout)
     out += ["## Tables", ""]
     for stem, title in TABLES.items():
         md = layout.tables_dir / f"{stem}.md"
@@ -79,9 +80,13 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     for text in CONVENTION_TEXT.values():
         out += [f"- {text}"]
     out += [""]
-    conv = summary.get("config") or summary.get("conventions") or {}
+    words = summary.get("conventions") or {}
+    if isinstance(words, dict) and words:
+        out += ["As recorded by the evaluation of the external test (`evaluation/test/summary.json`):", ""]
+        out += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in words.items()] + [""]
+    conv = summary.get("config") or {}
     if conv:
-        out += ["Evaluation settings (from `evaluation/test/summary.json`):", "", _md_table(conv)]
+        out += ["Evaluation settings (`EvalConfig`):", "", _md_table(conv)]
     if analysis:
         settings = {k: v for k, v in analysis.items() if not isinstance(v, dict)}
         out += ["Statistics settings (from `analysis/analysis.json`):", "", _md_table(settings)]
@@ -109,6 +114,27 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
             lines.append(f"| {m.get('notebook')} | {m.get('finished')} | {m.get('seconds')} | {ins} |")
         out += ["Pipeline steps (from `.steps/`):", "", "\n".join(lines), ""]
     return "\n".join(out) + "\n"
+
+
+def _headline(layout: RunLayout) -> list[str]:
+    """This run's external-test means and operating point beside the published numbers."""
+    import pandas as pd
+
+    path = layout.analysis_dir / "comparison.csv"
+    if not path.is_file():
+        return []
+    c = pd.read_csv(path).set_index("metric")
+    lines = ["## Headline (external test)", "",
+             "| | this run (95% CI) | published |", "|---|---|---:|"]
+    names = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall": "Recall",
+             "sensitivity_iou50": "Sensitivity at IoU ≥ 0.5", "fp_per_scan_iou50": "FP per scan at IoU ≥ 0.5"}
+    for metric, label in names.items():
+        if metric in c.index:
+            r = c.loc[metric]
+            ci = f" ({r['ci_lo']:.2f}–{r['ci_hi']:.2f})" if pd.notna(r["ci_lo"]) else ""
+            lines.append(f"| {label} | {r['ours']:.2f}{ci} | {r['published']:.2f} |")
+    return lines + ["", "Means are over scans of per-scan values; the published values are Takemura et al. "
+                        "(Sci Rep 2026), on their private cohort.", ""]
 
 
 def _short_paths(hashes: dict, root: Path) -> dict:

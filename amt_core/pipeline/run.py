@@ -161,7 +161,10 @@ def _execute(step: Step, layout: RunLayout, params: dict, kernel: str, progress:
     try:
         pm.execute_notebook(NOTEBOOK_DIR / f"{step.notebook}.ipynb", executed, parameters=params,
                             kernel_name=kernel, cwd=str(layout.root), progress_bar=progress,
-                            log_output=False, report_mode=False)
+                            log_output=False, report_mode=False,
+                            # the kernel's own log (transport warnings, shutdown notices) is noise here;
+                            # cell errors still reach the executed notebook and StepError
+                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except PapermillExecutionError as exc:
         _export_html(executed)
         raise StepError(step.notebook, _describe_failure(exc, step.notebook, executed), executed) from None
