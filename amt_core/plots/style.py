@@ -118,6 +118,9 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with plot_style():
+        fig.draw_without_rendering()  # lay the figure out once, then keep that layout for both files
+    fig.set_layout_engine("none")
     written = []
     for ext, meta in (("pdf", {"CreationDate": None, "ModDate": None, "Producer": "amt"}),
                       ("png", {"Software": "amt"})):
