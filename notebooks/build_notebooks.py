@@ -154,7 +154,8 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ("md", "# 05 · Explore the cases\n\nAn interactive browser (JupyterLab): choose split, institution "
                "and case; scroll the axial, coronal and sagittal slices; switch the CT window; toggle the "
                "reference (green) and prediction (orange) outlines; read the case's candidates with their "
-               "confidence and IoU; **Next worst ▸** walks through the cases from the lowest Dice."),
+               "confidence and IoU and centre the views on one (**Go to**); **Next worst ▸** walks through "
+               "the cases from the lowest Dice."),
         ("derived", LAYOUT),
         ("code", "from amt_core.explore import CaseBrowser\n\n"
                  "browser = CaseBrowser.from_run(layout.root, cohort_csv, split=explore_split, case=explore_case or None)\n"

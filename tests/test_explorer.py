@@ -28,12 +28,13 @@ def run_dir(tiny_cohort, tmp_path):
     per_case = pd.DataFrame({"case_id": list(masks), "institution_id": ["INST-B", "INST-C", "INST-D"],
                              "dice": [1.0, 0.42, 0.0], "iou": [1.0, 0.27, 0.0]})
     cands = pd.DataFrame({"case_id": ["case_005"], "candidate_id": [1], "confidence": [0.97], "best_iou": [0.27],
-                          "status": ["fp"], "volume_ml": [0.1]})
+                          "status": ["fp"], "volume_ml": [0.1], "x0": [5], "x1": [9], "y0": [3], "y1": [7],
+                          "z0": [3], "z1": [7]})
     for s in ("tune", "test"):
         ev = layout.evaluation(s)
         ev.mkdir(parents=True)
         per_case[per_case["case_id"].map(split) == s].to_csv(ev / "per_case.csv", index=False)
-        cands.to_csv(ev / "candidates.csv", index=False)
+        cands[cands["case_id"].map(split) == s].to_csv(ev / "candidates.csv", index=False)
     return layout
 
 
@@ -122,3 +123,15 @@ def test_split_and_institution_filters(run_dir):
     assert b.split.value == "test" and b.case.value == "case_005"
     with pytest.raises(KeyError, match="nope"):
         b.select_case("nope")
+
+
+def test_go_to_candidate_centres_the_views(run_dir):
+    from amt_core.explore.widgets import CaseBrowser
+
+    b = CaseBrowser.from_run(run_dir.root, run_dir.cohort_csv, split="test", case="case_005", window="lung")
+    assert len(b.go_to.options) == 2 and "conf 0.97" in b.go_to.options[1][0] and "IoU 0.27" in b.go_to.options[1][0]
+    b.sliders["axial"].value = 0
+    b.go_to.value = 0  # the first candidate: box x 5-8, y 3-6, z 3-6
+    assert b.slices == {"sagittal": 6, "coronal": 4, "axial": 4}
+    b.case.value = "case_006"  # a case without candidates resets the list
+    assert b.go_to.options == (("—", None),)

@@ -60,6 +60,7 @@ class CaseBrowser:
         self.show_prediction = True
         self.slices: dict[str, int] = {}
         self._volumes: tuple | None = None
+        self._cands = pd.DataFrame()
         self._worst_rank = -1
         self._updating = False
         self._build_widgets()
@@ -89,7 +90,7 @@ class CaseBrowser:
                     break
         return cls(cases, {s: layout.predictions(s) for s in splits},
                    pd.concat(per_case, ignore_index=True) if per_case else None,
-                   pd.concat(cands, ignore_index=True) if cands else None, **kwargs)
+                   pd.concat(cands, ignore_index=True).drop_duplicates() if cands else None, **kwargs)
 
     def _build_widgets(self) -> None:
         import ipywidgets as W
@@ -107,10 +108,14 @@ class CaseBrowser:
         self.images = {v: W.Image(format="png", layout=W.Layout(width="300px")) for v in VIEWS}
         self.info = W.HTML()
         self.candidate_table = W.HTML()
+        self.go_to = W.Dropdown(options=[("—", None)], description="Go to", layout=W.Layout(width="26em"),
+                                tooltip="centre the three views on a candidate")
         self.split.observe(lambda ch: self._on_split(), names="value")
         self.institution.observe(lambda ch: None if self._updating else self._on_institution(), names="value")
         self.case.observe(lambda ch: self._on_case(), names="value")
         self.worst.on_click(lambda _: self.jump_to_worst())
+        self.go_to.observe(lambda ch: self.go_to_candidate(ch["new"]) if ch["new"] is not None else None,
+                           names="value")
         self.window_buttons.observe(lambda ch: self.set_window(ch["new"]), names="value")
         self.ref_box.observe(lambda ch: self._on_overlay(), names="value")
         self.pred_box.observe(lambda ch: self._on_overlay(), names="value")
@@ -120,7 +125,7 @@ class CaseBrowser:
         self.widget = W.VBox([
             W.HBox([self.split, self.institution, self.case, self.worst]),
             W.HBox([self.window_buttons, self.ref_box, self.pred_box]),
-            W.HBox(columns), self.info, self.candidate_table])
+            W.HBox(columns), self.info, self.go_to, self.candidate_table])
 
     # --- the case list --------------------------------------------------------------------------------
     def _dice(self) -> pd.Series:
@@ -284,5 +289,24 @@ class CaseBrowser:
         keep = [c for c in cands.columns if any(k in c for k in ("confidence", "iou", "hit", "status", "volume",
                                                                    "candidate", "lesion", "tp", "fp"))]
         shown = cands[keep] if keep else cands
-        self.candidate_table.value = ("<b>Candidates</b><br>" + shown.to_html(index=False, float_format="%.3f")
+        self.candidate_table.value = ("<b>Candidates</b><br>" + shown.to_html(index=False, float_format=lambda v: f"{v:.3f}")
                                       if len(shown) else "<i>no candidates</i>")
+        self._cands = cands
+        options = [("—", None)]
+        if {"x0", "x1", "y0", "y1", "z0", "z1"} <= set(cands.columns):
+            for k, r in cands.iterrows():
+                label = f"candidate {r.get('candidate_id', k + 1)}"
+                for col, name in (("confidence", "conf"), ("best_iou", "IoU"), ("status", "")):
+                    if col in r.index and pd.notna(r[col]):
+                        label += f" · {name} {r[col]:.2f}" if name else f" · {r[col]}"
+                options.append((label, int(k)))
+        self.go_to.options = options
+        self.go_to.value = None
+
+    def go_to_candidate(self, row: int) -> None:
+        """Centre the axial, coronal and sagittal slices on candidate row ``row`` of :meth:`case_candidates`."""
+        r = self._cands.iloc[row]
+        centre = {"sagittal": (r["x0"] + r["x1"] - 1) // 2, "coronal": (r["y0"] + r["y1"] - 1) // 2,
+                  "axial": (r["z0"] + r["z1"] - 1) // 2}
+        for view, index in centre.items():
+            self.sliders[view].value = int(np.clip(index, 0, self.sliders[view].max))
