@@ -129,7 +129,7 @@ PRESETS: dict[str, ModelConfig] = {
     "cpu": ModelConfig(
         preset="cpu", network="unet", channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
         num_res_units=1, patch_size=(96, 96, 64), batch_size=2, optimiser="sgd", lr=0.01, momentum=0.99,
-        max_epochs=60, steps_per_epoch=100, eval_every=5, num_workers=1, roi="mediastinum",
+        max_epochs=40, steps_per_epoch=250, eval_every=2, num_workers=1, roi="mediastinum",
         overlap=0.25,
     ),
     # nnU-Net 3d_fullres-style DynUNet with deep supervision, for a GPU.

@@ -51,12 +51,17 @@ def train(cohort_csv, out_dir, *, preset: str = "cpu", resume: bool = False, see
     else:
         cfg = get_config(preset, **overrides)
     deterministic = torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     if dev.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # the NaN fill of fresh buffers (a debugging aid of deterministic mode) leaked into DynUNet's
+        # gradients on CPU here; results do not depend on it
+        torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         return _run(cohort_csv, out, cfg, state, seed, dev, info, progress, cache_dir, t0)
     finally:
         torch.use_deterministic_algorithms(deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
         ddp.cleanup(info)
 
 
