@@ -115,13 +115,14 @@ def jackknife_weights(n: int, clusters: Sequence | np.ndarray | None = None) -> 
 
 
 def reading_a(events: pd.DataFrame, n_lesions: np.ndarray, thresholds: Sequence[float], points: Sequence[float],
-              *, weights: np.ndarray | None = None, ci=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+              *, ci=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reading A for every IoU threshold: the curves and the table of sensitivities at the FP points.
 
-    ``events`` has columns scan (index), iou_threshold, confidence, d_tp, d_fp. ``weights``: bootstrap
-    resample counts (n_boot, n_scans) for the band; ``ci(replicates, point, jack_weights_fn)`` turns
-    replicates into (lo, hi) arrays (see ``api``). Returns (curves, points table) with the CPM as the
-    row ``point == "cpm"``.
+    ``events`` has columns scan (index), iou_threshold, confidence, d_tp, d_fp. ``ci(stat, point)``
+    gives the (lo, hi) arrays of a statistic, where ``stat(weights)`` computes it for rows of scan
+    weights (bootstrap resamples, jackknife rows; see ``results.summarise``); without it no intervals.
+    Returns (curves, points table) with the CPM as the row ``point == "cpm"``; each point also keeps
+    the confidence threshold of the last curve point at or below its FP/scan.
     """
     curves, tables = [], []
     names = [f"{p:g}" for p in points] + ["cpm"]
@@ -134,7 +135,7 @@ def reading_a(events: pd.DataFrame, n_lesions: np.ndarray, thresholds: Sequence[
         point = sensitivity_at_points(*args, n_lesions, ones, points)[0]
         point = np.r_[point, point.mean()]
         lo = hi = np.full(point.shape, np.nan)
-        if weights is not None and ci is not None:
+        if ci is not None:
             def stat(w, _args=args):
                 rep = sensitivity_at_points(*_args, n_lesions, w, points)
                 return np.hstack([rep, rep.mean(axis=1, keepdims=True)])

@@ -153,8 +153,6 @@ def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
     weights = resample_weights(n, config.n_boot, seed=config.seed, clusters=clusters) if config.n_boot else None
 
     def ci(stat, point):
-        if weights is None:
-            return np.full(np.shape(point), np.nan), np.full(np.shape(point), np.nan)
         jack = stat(froc.jackknife_weights(n, clusters)) if config.ci_method == "bca" else None
         return ci_from_replicates(stat(weights), point, level=config.ci_level, method=config.ci_method, jackknife=jack)
 
@@ -170,18 +168,18 @@ def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
     events = tables["events"]
     events = events[events["case_id"].isin(scan_of)].assign(scan=events["case_id"].map(scan_of))
     n_lesions = per_case["n_lesions"].to_numpy()
-    curves, points = froc.reading_a(events, n_lesions, config.froc_iou_thresholds, config.fp_points,
-                                    weights=weights, ci=ci)
-    k = len(config.iou_sweep)
-    tp = np.zeros((n, k))
-    fp = np.zeros((n, k))
+    ci_or_none = ci if weights is not None else None
+    curves, points = froc.reading_a(events, n_lesions, config.froc_iou_thresholds, config.fp_points, ci=ci_or_none)
+    # reading B: each scan's (tp, fp) at the operating threshold = its increments at or above it
+    column = {round(t, 9): k for k, t in enumerate(config.iou_sweep)}
     on = events[events["confidence"] >= config.operating_point]
-    col = np.searchsorted(np.asarray(config.iou_sweep), on["iou_threshold"].to_numpy())
-    ok = (col < k) & np.isclose(np.asarray(config.iou_sweep)[np.minimum(col, k - 1)], on["iou_threshold"].to_numpy())
-    np.add.at(tp, (on["scan"].to_numpy()[ok], col[ok]), on["d_tp"].to_numpy()[ok])
-    np.add.at(fp, (on["scan"].to_numpy()[ok], col[ok]), on["d_fp"].to_numpy()[ok])
+    col = on["iou_threshold"].round(9).map(column)
+    on, col = on[col.notna()], col[col.notna()].astype(int).to_numpy()
+    tp, fp = np.zeros((n, len(column))), np.zeros((n, len(column)))
+    np.add.at(tp, (on["scan"].to_numpy(), col), on["d_tp"].to_numpy())
+    np.add.at(fp, (on["scan"].to_numpy(), col), on["d_fp"].to_numpy())
     iou_table = froc.reading_b(tp, fp, n_lesions, config.iou_sweep, config.operating_point,
-                               ci=ci if weights is not None else None, level=config.ci_level)
+                               ci=ci_or_none, level=config.ci_level)
     summary = _summary(per_case, cis, points, iou_table, config)
     keep = set(per_case["case_id"])
     return EvaluationResult(
