@@ -73,3 +73,22 @@ def test_cli_names_what_is_missing(tiny_cohort, tmp_path):
     assert "prediction(s) missing" in run.stderr and "case_005.nii.gz" in run.stderr
     run = _amt("--cohort", tiny_cohort / "cases.csv", "--predictions", tmp_path / "nowhere", "--out", tmp_path / "o")
     assert run.returncode == 2 and "--predictions" in run.stderr
+
+
+def test_reader_accepts_uint8_probability_maps_and_checks_the_grid(tmp_path):
+    import pytest
+
+    from amt_core.data.volume import write_volume
+    from amt_core.evaluation.api import _read_case
+
+    label = np.zeros((12, 10, 8), np.uint8)
+    label[4:8, 3:7, 2:6] = 1
+    write_volume(label, AFFINE, tmp_path / "label.nii.gz")
+    write_volume(label, AFFINE, tmp_path / "c1.nii.gz")
+    write_volume(label * np.uint8(204), AFFINE, tmp_path / "c1_prob.nii.gz")  # 204/255 = 0.8
+    ref, mask, prob, spacing = _read_case(str(tmp_path / "label.nii.gz"), tmp_path, "c1")
+    assert prob.dtype == np.float32 and prob.max() == pytest.approx(0.8)
+    assert spacing == pytest.approx((0.8, 0.8, 2.5)) and np.array_equal(ref, mask)
+    write_volume(label, np.diag([0.8, 0.8, 3.0, 1.0]), tmp_path / "c2.nii.gz")
+    with pytest.raises(ValueError, match="not on the grid"):
+        _read_case(str(tmp_path / "label.nii.gz"), tmp_path, "c2")
