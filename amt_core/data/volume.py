@@ -104,7 +104,7 @@ def read_label(
             )
     elif raw.dtype.kind not in "iub":
         raise VolumeError(f"{source}: label has unsupported voxel type {raw.dtype}")
-    values = np.unique(raw)
+    values = _distinct_values(raw)
     if values.size and values[0] < 0:
         raise VolumeError(f"{source}: label has negative values {values[values < 0][:5].tolist()}")
     if allowed is not None:
@@ -117,7 +117,18 @@ def read_label(
             )
     top = int(values[-1]) if values.size else 0
     dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16 if top <= 65535 else np.uint32
-    return Volume(array=raw.astype(dtype), affine=affine, source=source)
+    return Volume(array=raw.astype(dtype, copy=False), affine=affine, source=source)
+
+
+def _distinct_values(raw: np.ndarray) -> np.ndarray:
+    """Sorted distinct voxel values, without copying a column-major (NIfTI) array into C order."""
+    flat = raw.ravel(order="K")
+    if flat.size and flat.dtype.kind in "iub":
+        lo, hi = flat.min(), flat.max()  # a pass each, no copy
+        if int(hi) - int(lo) <= 16:  # a mask: test each value in range instead of sorting 10^8 voxels
+            inner = [v for v in range(int(lo) + 1, int(hi)) if np.any(flat == v)]
+            return np.array(sorted({int(lo), *inner, int(hi)}), dtype=np.int64)
+    return np.unique(flat)
 
 
 def _first_fractional(raw: np.ndarray) -> float:
