@@ -209,3 +209,11 @@ def test_figures_survive_a_model_that_finds_nothing(tmp_path, per_case):
                forest.plot_forest(one, overall=0.0)]
     for k, fig in enumerate(figures):
         assert all(p.stat().st_size > 0 for p in save_figure(fig, tmp_path, f"f{k}"))
+
+
+def test_examples_are_three_different_scans_even_when_dice_ties():
+    from amt_core.plots.examples import pick_examples
+
+    tied = pd.DataFrame({"case_id": [f"c{i}" for i in range(7)], "dice": 0.0})
+    picks = pick_examples(tied)
+    assert len({p["case_id"] for p in picks.values()}) == 3

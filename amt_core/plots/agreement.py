@@ -58,12 +58,14 @@ def plot_volume_agreement(per_case: pd.DataFrame, ref_col: str = "volume_ref_ml"
 
         bx.scatter(st["mean"], st["diff"], s=5, color=ROLE["ours"], alpha=0.7, lw=0)
         bx.axhline(0, color=ROLE["grid"], lw=0.6)
+        spread = st["loa_hi"] - st["bias"] if np.isfinite(st["sd"]) else 0.0
         for y, name, ls in ((st["bias"], "bias", "-"), (st["loa_lo"], "−1.96 SD", "--"),
                             (st["loa_hi"], "+1.96 SD", "--")):
-            if np.isfinite(y):
-                bx.axhline(y, color=ROLE["prediction"], lw=0.9, ls=ls)
-                bx.text(1.01, y, f"{name}\n{y:+.1f}%", transform=bx.get_yaxis_transform(), fontsize=5.5,
-                        va="center", ha="left", color=ROLE["neutral"])
+            if not np.isfinite(y) or (name != "bias" and spread < 20):  # limits on the bias: label it once
+                continue
+            bx.axhline(y, color=ROLE["prediction"], lw=0.9, ls=ls)
+            bx.text(1.01, y, f"{name}\n{y:+.1f}%", transform=bx.get_yaxis_transform(), fontsize=5.5,
+                    va="center", ha="left", color=ROLE["neutral"])
         bx.set_xscale("log")
         reach = max([210.0] + [abs(v) + 25 for v in (st["loa_lo"], st["loa_hi"]) if np.isfinite(v)])
         bx.set_ylim(-reach, reach)

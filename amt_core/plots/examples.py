@@ -65,7 +65,10 @@ def pick_examples(per_case: pd.DataFrame, metric: str = "dice") -> dict[str, pd.
     d = per_case.dropna(subset=[metric]).sort_values([metric, "case_id"]).reset_index(drop=True)
     if d.empty:
         return {}
-    med = (d[metric] - d[metric].median()).abs().idxmin()
+    n = len(d)
+    # nearest the median value; among ties the middle position, so the three differ whenever n >= 3
+    order = sorted(range(n), key=lambda i: (abs(d[metric].iloc[i] - d[metric].median()), abs(i - n // 2)))
+    med = next((i for i in order if i not in (0, n - 1)), order[0])
     return {"best": d.iloc[-1], "median": d.iloc[med], "worst": d.iloc[0]}
 
 

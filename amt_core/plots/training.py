@@ -24,6 +24,9 @@ def plot_learning_curves(log: pd.DataFrame):
         marker = "o" if len(log) <= 30 else None
         if loss:
             ax.plot(log[x], log[loss], color=PALETTE[0], lw=1.0, marker=marker, ms=2.2, label="Training loss")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(x.capitalize())
         ax.set_ylabel("Training loss", color=PALETTE[0])
         handles = ax.get_legend_handles_labels()[0]
