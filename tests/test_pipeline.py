@@ -77,6 +77,19 @@ def test_check_parameters_reports_every_problem():
     assert check_parameters("04_figures", fixed) == {"run_dir": "r", "cohort_csv": "", "figures_dir": ""}
 
 
+def test_check_parameters_reads_the_parameter_cells_from_ipython_history():
+    params_cell = "run_dir: str = 'r'  # help\ncohort_csv: str = ''\nfigures_dir: str = ''"
+    injected = "# Parameters\nrun_dir = \"/abs/run\"\nbogus = 3\n"
+    ns = {"run_dir": "/abs/run", "cohort_csv": "", "figures_dir": "", "bogus": 3,
+          "In": ["", params_cell, injected, "check_parameters(...)"]}
+    with pytest.raises(ParameterError, match="unknown parameter 'bogus'"):
+        check_parameters("04_figures", ns)
+    # rerun interactively: later cells' variables (a list, a dict, a str) are not parameters
+    later = {"run_dir": "r", "cohort_csv": "", "figures_dir": "", "written": [1], "results": {}, "out_dir": "x",
+             "In": ["", params_cell, "layout = 1", "written = [1]", params_cell, "check_parameters(...)"]}
+    assert set(check_parameters("04_figures", later)) == {"run_dir", "cohort_csv", "figures_dir"}
+
+
 def test_each_notebook_gets_only_its_parameters(tmp_path):
     params = load_params(SMOKE)
     p = notebook_parameters("02_train", params, tmp_path)

@@ -116,15 +116,46 @@ def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, A
     if notebook not in NOTEBOOK_PARAMETERS:
         raise ParameterError(f"unknown notebook {notebook!r}; known: {list(NOTEBOOK_PARAMETERS)}")
     declared = NOTEBOOK_PARAMETERS[notebook]
-    user = {k: v for k, v in namespace.items()
-            if not k.startswith("_") and k not in _IPYTHON_NAMES
-            and not isinstance(v, ModuleType) and not callable(v)}
+    given = _names_of_parameter_cells(namespace)
+    if given is None:  # no IPython history: every plain variable counts
+        given = {k for k, v in namespace.items()
+                 if not k.startswith("_") and k not in _IPYTHON_NAMES
+                 and not isinstance(v, ModuleType) and not callable(v)}
+    user = {k: namespace[k] for k in given | set(declared) if k in namespace}
     problems = validate(user, declared)
     missing = [n for n in declared if n not in user]
     problems += [f"parameter {n!r} is missing from the parameters cell" for n in missing]
     if problems:
         raise ParameterError(f"{notebook}: invalid parameters:\n  - " + "\n  - ".join(problems))
     return {n: user[n] for n in declared}
+
+
+def _names_of_parameter_cells(namespace: Mapping[str, Any]) -> set[str] | None:
+    """Names assigned by the cells run just before the check cell: the ``parameters`` cell and, under
+    papermill, the injected-parameters cell after it (its source starts with ``# Parameters``).
+
+    Reading IPython's input history (``In``) rather than every global means that rerunning the
+    notebook interactively, with later cells' variables around, is not an error. None without ``In``.
+    """
+    import ast
+
+    history = namespace.get("In")
+    if not isinstance(history, list) or len(history) < 2:
+        return None
+    cells = [history[-2]]  # history[-1] is the check cell itself
+    if history[-2].lstrip().startswith("# Parameters") and len(history) >= 3:
+        cells.append(history[-3])
+    names: set[str] = set()
+    for source in cells:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, ast.AnnAssign) else []
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
