@@ -7,7 +7,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ def hash_files(paths: Iterable[str | Path]) -> dict[str, str]:
 
 def provenance(config: dict[str, Any] | None = None, inputs: Iterable[str | Path] = ()) -> dict[str, Any]:
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
         "config": config or {},
         "versions": package_versions(),
