@@ -63,3 +63,10 @@ def test_cli_lists_every_area_command():
     assert out.returncode == 0
     for command in ("cohort", "validate", "evaluate", "train", "predict", "run", "figures"):
         assert command in out.stdout, f"amt {command} is missing from `amt --help`"
+
+
+def test_code_passes_ruff():
+    ruff = Path(sys.executable).with_name("ruff")
+    out = subprocess.run([str(ruff), "check", "amt_core", "tests", "benchmarks"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]
