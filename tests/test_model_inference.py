@@ -49,8 +49,10 @@ def test_predict_writes_mask_prob_and_candidates_on_the_input_grid(model, cohort
     assert 0.0 <= p.min() and p.max() <= 1.0  # uint8 stored with scl_slope 1/255
     assert np.array_equal(np.asarray(mask.dataobj) > 0, p >= 0.5 - 1e-6)
     table = pd.read_csv(out / "TOY002_candidates.csv")
-    assert list(table.columns) == ["candidate_id", "confidence", "voxels", "volume_ml", "x0", "x1", "y0", "y1", "z0", "z1"]
-    assert table["voxels"].sum() == int(np.asarray(mask.dataobj).sum())
+    assert list(table.columns) == ["candidate_id", "confidence", "voxels", "volume_ml", "x0", "x1", "y0", "y1", "z0",
+                                   "z1", "kept"]
+    assert table.loc[table["kept"], "voxels"].sum() == int(np.asarray(mask.dataobj).sum())
+    assert table["confidence"].is_monotonic_decreasing
 
 
 def test_predict_a_case_table_feeds_the_evaluation_engine(model, cohort, tmp_path):
@@ -137,3 +139,22 @@ def test_cli_train_and_predict(cohort, tmp_path):
     bad = subprocess.run(cmd + ["predict", "--model", str(tmp_path / "nope.pt"), "--input", str(cohort),
                                 "--out", str(tmp_path / "p2")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_postprocessing_is_chosen_on_tuning_cases_and_drops_small_components():
+    from amt_core.model.postprocess import choose, filter_mask
+
+    cases = []
+    for k in range(3):
+        label = np.zeros((30, 30, 30), np.uint8)
+        label[5:15, 5:15, 5:15] = 1
+        prob = label * 0.95
+        prob[20 + k:23 + k, 20:23, 20:23] = 0.6  # a small unconfident false positive
+        cases.append((prob.astype(np.float32), label, (1.0, 1.0, 1.0)))
+    choice = choose(cases, 0.5)
+    assert choice["tune_dice_postprocessed"] == pytest.approx(1.0) and choice["tune_dice_raw"] < 1.0
+    assert choice["min_component_ml"] > 0 or choice["min_component_conf"] > 0.6
+    mask = filter_mask(cases[0][0], 0.5, (1.0, 1.0, 1.0), choice["min_component_ml"], choice["min_component_conf"])
+    assert np.array_equal(mask, cases[0][1])
+    # nothing to gain: no filter
+    assert choose([(c[1] * 0.9, c[1], (1.0, 1.0, 1.0)) for c in cases], 0.5)["min_component_ml"] == 0.0

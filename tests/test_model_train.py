@@ -50,6 +50,9 @@ def test_tiny_run_writes_checkpoints_log_and_config(cohort, tmp_path):
     assert log["tune_dice"].between(0, 1).all() and (log["seconds"] > 0).all()
     best = _weights(run / "best.pt")
     assert json.loads(best["extra"])["best_dice"] == pytest.approx(log["tune_dice"].max())
+    chosen = json.loads((run / "postprocessing.json").read_text())  # the component filter, from the tune split
+    assert json.loads(best["config"])["min_component_ml"] == chosen["min_component_ml"]
+    assert chosen["tune_dice_postprocessed"] >= chosen["tune_dice_raw"]
 
 
 def test_killed_run_resumes_to_identical_weights(cohort, tmp_path):
@@ -65,7 +68,8 @@ def test_killed_run_resumes_to_identical_weights(cohort, tmp_path):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
-        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+        for name in sa:
+            assert torch.equal(torch.as_tensor(sa[name]), torch.as_tensor(sb[name])), name
     log_a, log_b = pd.read_csv(full / "train_log.csv"), pd.read_csv(part / "train_log.csv")
     pd.testing.assert_series_equal(log_a["loss"], log_b["loss"])
     pd.testing.assert_series_equal(log_a["tune_dice"], log_b["tune_dice"])

@@ -95,3 +95,16 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
     state["extra"] = json.loads(state.get("extra") or "{}")
     state["versions"] = json.loads(state.get("versions") or "{}")
     return state
+
+
+def update_config(path: str | Path, cfg: ModelConfig, **extra: Any) -> Path:
+    """Rewrite a checkpoint's config (and merge ``extra`` into its extra record), atomically."""
+    import torch
+
+    path = Path(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["config"] = json.dumps(cfg.to_dict(), sort_keys=True)
+    state["extra"] = json.dumps({**json.loads(state.get("extra") or "{}"), **extra}, sort_keys=True, default=float)
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+    return path

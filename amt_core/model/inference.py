@@ -180,8 +180,9 @@ def write_outputs(out_dir: Path, case_id: str, prob: np.ndarray, affine: np.ndar
 
     from amt_core.atomic import atomic_path, write_csv
     from amt_core.data.volume import write_volume
+    from amt_core.model.postprocess import filter_mask
 
-    mask = (prob >= cfg.threshold).astype(np.uint8)
+    mask = filter_mask(prob, cfg.threshold, spacing, cfg.min_component_ml, cfg.min_component_conf)
     write_volume(mask, affine, out_dir / f"{case_id}.nii.gz")
     q = np.round(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
     img = nib.Nifti1Image(q, affine)
@@ -191,33 +192,36 @@ def write_outputs(out_dir: Path, case_id: str, prob: np.ndarray, affine: np.ndar
     img.set_sform(affine, code=1)
     with atomic_path(out_dir / f"{case_id}_prob.nii.gz") as tmp:
         nib.save(img, str(tmp))
-    table = candidate_table(mask, q.astype(np.float32) / 255.0, spacing)
+    table = candidate_table(q.astype(np.float32) / 255.0, cfg, spacing)
     write_csv(out_dir / f"{case_id}_candidates.csv", table)
     return {"case_id": case_id, "voxels": int(mask.sum()), "n_candidates": len(table),
+            "n_kept": int(table["kept"].sum()) if len(table) else 0,
             "max_prob": float(q.max()) / 255.0}
 
 
-def candidate_table(mask: np.ndarray, prob: np.ndarray, spacing):
-    """One row per connected component of the mask: confidence (max probability), volume, box."""
+def candidate_table(prob: np.ndarray, cfg: ModelConfig, spacing):
+    """One row per connected component of ``prob >= threshold`` (the evaluation engine's candidates):
+    confidence (max probability), volume, box, and whether the post-processed mask keeps it."""
     import pandas as pd
 
-    from amt_core.evaluation.lesions import find_components
-    from amt_core.evaluation.segmentation import bounding_box
+    from amt_core.model.postprocess import components, keep_flags
 
-    box = bounding_box(mask)
-    cols = ["candidate_id", "confidence", "voxels", "volume_ml", "x0", "x1", "y0", "y1", "z0", "z1"]
-    if box is None:
+    cols = ["candidate_id", "confidence", "voxels", "volume_ml", "x0", "x1", "y0", "y1", "z0", "z1", "kept"]
+    found = components(prob, cfg.threshold, spacing)
+    if found is None:
         return pd.DataFrame(columns=cols)
-    comps = find_components(mask[box] > 0, prob=prob[box])
-    ml = float(np.prod(spacing)) / 1000.0
+    comps, box, ml = found
+    kept = keep_flags(ml, comps.confidence, cfg.min_component_ml, cfg.min_component_conf)
     rows = []
     for i in range(len(comps)):
         b = comps.boxes[i]
         rows.append({"candidate_id": i + 1, "confidence": float(comps.confidence[i]), "voxels": int(comps.voxels[i]),
-                     "volume_ml": float(comps.voxels[i]) * ml,
+                     "volume_ml": float(ml[i]), "kept": bool(kept[i]),
                      **{f"{n}{e}": int(getattr(b[a], "start" if e == "0" else "stop") + box[a].start)
                         for a, n in enumerate("xyz") for e in "01"}})
-    return pd.DataFrame(rows, columns=cols).sort_values("confidence", ascending=False, kind="stable")
+    table = pd.DataFrame(rows, columns=cols).sort_values("confidence", ascending=False, kind="stable")
+    table["candidate_id"] = np.arange(1, len(table) + 1)
+    return table
 
 
 def predict(model_path: str | os.PathLike, input: str | os.PathLike, out_dir: str | os.PathLike, *,

@@ -79,6 +79,9 @@ class ModelConfig:
     overlap: float = 0.25
     sw_batch_size: int = 2
     threshold: float = 0.5
+    postprocess: bool = True  # choose the component filter below on the tuning split after training
+    min_component_ml: float = 0.0  # drop predicted components smaller than this (ml)
+    min_component_conf: float = 0.0  # drop predicted components whose maximum probability is lower
     min_extent_mm: float = 15.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -125,12 +128,13 @@ def _tupled(value: Any) -> Any:
 
 PRESETS: dict[str, ModelConfig] = {
     # A small MONAI UNet (2.4 M parameters, first level already strided) that trains on 2 CPU cores:
-    # ~0.35 s per step of 2 x 96x96x64 patches with bf16 autocast and channels_last_3d (measured here).
+    # ~0.15-0.2 s per step of 2 x 64^3 patches with bf16 autocast and channels_last_3d (measured here).
+    # AdamW, not nnU-Net's SGD: in a 30-minute budget it is what learns. After 300 steps on the demo
+    # cohort, tuning Dice 0.40 with AdamW 1e-3 vs 0.00 with SGD 0.01/Nesterov 0.99 (same patches).
     "cpu": ModelConfig(
         preset="cpu", network="unet", channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
-        num_res_units=1, patch_size=(96, 96, 64), batch_size=2, optimiser="sgd", lr=0.01, momentum=0.99,
-        max_epochs=40, steps_per_epoch=250, eval_every=2, num_workers=1, roi="mediastinum",
-        overlap=0.25,
+        num_res_units=1, patch_size=(64, 64, 64), batch_size=2, optimiser="adamw", lr=1e-3, weight_decay=1e-4,
+        max_epochs=40, steps_per_epoch=250, eval_every=2, num_workers=1, roi="mediastinum", overlap=0.25,
     ),
     # nnU-Net 3d_fullres-style DynUNet with deep supervision, for a GPU.
     "full": ModelConfig(

@@ -216,18 +216,18 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
         epoch += 1
         seconds = time.monotonic() - t_ep
         elapsed = time.monotonic() - t0
-        first_timed = math.isfinite(budget) and epoch == 1
+        timed = math.isfinite(budget)
         last = step >= plan["steps"] or elapsed + 2 * seconds + t_eval > budget
         dice = math.nan
-        if (epoch % cfg.eval_every == 0 or last or first_timed) and info.main:
+        if (epoch % cfg.eval_every == 0 or last or (timed and epoch == 1)) and info.main:
             t_ev = time.monotonic()
             dice = float(np.mean(evaluate_tune(unwrap(model), tune_cases, cfg, dev)))
             t_eval = time.monotonic() - t_ev
-        if first_timed:  # fit the schedule into the time budget, from the first epoch's timings
-            left = budget - (time.monotonic() - t0) - 2 * t_eval
+        if timed and not last:  # fit the schedule into what is left of the budget, from the last epoch's pace
+            left = budget - (time.monotonic() - t0) - 1.5 * t_eval
             per_epoch = seconds + t_eval / cfg.eval_every
-            epochs = max(1, min(cfg.max_epochs, 1 + int(left // per_epoch)))
-            plan["steps"] = ddp.broadcast(min(plan["steps"], epochs * spe), info)
+            more = max(1, int(left // per_epoch))
+            plan["steps"] = ddp.broadcast(min(cfg.max_epochs * spe, (epoch + more) * spe), info)
             bar.total = plan["steps"]
         row = {"epoch": epoch, "step": step, "loss": acc[0] / max(acc[1], 1), "tune_dice": dice,
                "seconds": seconds, "eval_seconds": t_eval if not math.isnan(dice) else 0.0,
@@ -247,6 +247,8 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
         if ddp.broadcast(last and step < plan["steps"], info):
             break  # out of time: stop early with the best checkpoint kept
     bar.close()
+    if info.main and cfg.postprocess and cfg.stop_after is None and (out / "best.pt").is_file():
+        _choose_postprocessing(out, cfg, tune_cases, dev, seed)
     if info.world > 1:  # every rank must hold the same weights: record (and check) it
         digests = ddp.gather(ddp.weights_digest(net), info)
         if info.main:
@@ -255,6 +257,26 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
             raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
     ddp.barrier(info)
     return out
+
+
+def _choose_postprocessing(out: Path, cfg: ModelConfig, tune_cases, dev, seed: int) -> None:
+    """Choose the component filter on the tuning split with the best checkpoint; record it in best.pt."""
+    from amt_core.atomic import write_json
+    from amt_core.model.checkpoint import update_config
+    from amt_core.model.network import build_network, to_memory_format
+    from amt_core.model.postprocess import tune_postprocessing
+
+    t = time.monotonic()
+    state = load_checkpoint(out / "best.pt")
+    net = build_network(cfg)
+    net.load_state_dict(state["model"])
+    net = to_memory_format(net.to(dev), cfg).eval()
+    choice = tune_postprocessing(net, tune_cases, cfg, dev)
+    best_cfg = state["config"].replace(min_component_ml=choice["min_component_ml"],
+                                       min_component_conf=choice["min_component_conf"])
+    update_config(out / "best.pt", best_cfg, postprocessing=choice)
+    write_json(out / "postprocessing.json", {**choice, "seconds": time.monotonic() - t})
+    log.info("post-processing chosen on the tuning split: %s", choice)
 
 
 def _tensorboard(out: Path, row: dict) -> None:
