@@ -121,25 +121,22 @@ def test_resolve_inputs_names_cases(tmp_path):
         resolve_inputs(tmp_path / "x.txt")
 
 
-@pytest.mark.slow
-def test_cli_train_and_predict(cohort, tmp_path):
+def test_cli_train_and_predict(cohort, tmp_path, capsys):
+    from amt_core.cli import main
+
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "amt_core.cli"]
-    train = subprocess.run(cmd + ["train", "--cohort", str(cohort), "--out", str(run), "--max-epochs", "1",
-                                  "--steps-per-epoch", "1", "--num-workers", "0", "--cache-dir", str(tmp_path / "c"),
-                                  "--set", "patch_size=[32,32,32]", "--set", "channels=[8,16]", "--set", "strides=[2]",
-                                  "--no-progress"], capture_output=True, text=True, timeout=300)
-    assert train.returncode == 0, train.stderr[-2000:]
-    assert (run / "best.pt").is_file()
-    pred = subprocess.run(cmd + ["predict", "--model", str(run / "best.pt"), "--input", str(cohort), "--split", "test",
-                                 "--out", str(tmp_path / "pred"), "--overlap", "0.5", "--tta", "--no-progress"],
-                          capture_output=True, text=True, timeout=300)
+    code = main(["train", "--cohort", str(cohort), "--out", str(run), "--max-epochs", "1", "--steps-per-epoch", "1",
+                 "--num-workers", "0", "--cache-dir", str(tmp_path / "c"), "--set", "patch_size=[32,32,32]",
+                 "--set", "channels=[8,16]", "--set", "strides=[2]", "--no-progress"])
+    assert code == 0 and (run / "best.pt").is_file()
+    # the installed command, in a fresh process
+    pred = subprocess.run([sys.executable, "-m", "amt_core.cli", "predict", "--model", str(run / "best.pt"),
+                           "--input", str(cohort), "--split", "test", "--out", str(tmp_path / "pred"),
+                           "--overlap", "0.5", "--tta", "--no-progress"], capture_output=True, text=True, timeout=300)
     assert pred.returncode == 0, pred.stderr[-2000:]
     assert (tmp_path / "pred" / "TOY003_prob.nii.gz").is_file()
-    bad = subprocess.run(cmd + ["predict", "--model", str(tmp_path / "nope.pt"), "--input", str(cohort),
-                                "--out", str(tmp_path / "p2")], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "does not exist" in bad.stderr
-
+    assert main(["predict", "--model", str(tmp_path / "nope.pt"), "--input", str(cohort), "--out", str(tmp_path / "p2")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 def test_postprocessing_is_chosen_on_tuning_cases_and_drops_small_components():
     from amt_core.model.postprocess import choose, filter_mask
