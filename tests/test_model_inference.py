@@ -65,6 +65,7 @@ def test_predict_a_case_table_feeds_the_evaluation_engine(model, cohort, tmp_pat
     assert len(result.per_case) == 2 and result.per_case["dice"].between(0, 1).all()
 
 
+@pytest.mark.realdata
 def test_lps_volume_round_trips_to_its_own_geometry(model, realdata, tmp_path):
     src_path = realdata / "cip_thorax_lowres" / "ct.nii.gz"  # LPS voxel order on disk
     out = predict(model, src_path, tmp_path, progress=False)

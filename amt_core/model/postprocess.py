@@ -1,7 +1,7 @@
 """Post-processing chosen on the tuning split (nnU-Net decides its post-processing on validation data too):
 drop connected components of the thresholded probability map that are smaller than ``min_component_ml``
-or whose confidence (maximum probability) is below ``min_component_conf``. Each setting is kept only if it
-raises the mean per-scan tuning Dice."""
+or whose confidence (maximum probability) is below ``min_component_conf``, never the scan's largest one.
+A filter is used only if it raises the mean per-scan tuning Dice."""
 
 from __future__ import annotations
 
@@ -28,7 +28,12 @@ def components(prob: np.ndarray, threshold: float, spacing):
 
 
 def keep_flags(volumes_ml: np.ndarray, confidence: np.ndarray, min_ml: float, min_conf: float) -> np.ndarray:
-    return (volumes_ml >= min_ml) & (confidence >= min_conf)
+    """Components that pass both limits; the largest one is always kept (every scan of the study holds a
+    tumour, and a filter must never empty a scan's prediction)."""
+    keep = (volumes_ml >= min_ml) & (confidence >= min_conf)
+    if volumes_ml.size:
+        keep[int(np.argmax(volumes_ml))] = True
+    return keep
 
 
 def filter_mask(prob: np.ndarray, threshold: float, spacing, min_ml: float = 0.0, min_conf: float = 0.0) -> np.ndarray:
