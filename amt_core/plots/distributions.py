@@ -64,9 +64,10 @@ def plot_metric_distributions(per_case: pd.DataFrame, metrics=SEG_METRICS, publi
 
 
 def _binned(frame: pd.DataFrame, subgroup: str) -> tuple[pd.Series, tuple[str, ...]]:
-    column, edges, labels = SUBGROUPS[subgroup]
-    binned = pd.cut(frame[column], bins=list(edges), labels=list(labels), right=False)
-    return binned, labels
+    """The registry's bins, closed on the same side as the sub-group tables and forest plots."""
+    from amt_core.evaluation.stats import subgroup_levels
+
+    return subgroup_levels(frame, subgroup), SUBGROUPS[subgroup][2]
 
 
 def plot_performance_vs_covariates(per_case: pd.DataFrame, metric: str = "dice"):

@@ -108,7 +108,7 @@ def plot_froc_iou(froc_iou: pd.DataFrame, operating_iou: float = 0.5, published=
         ax.set_ylim(0, 1.02)
         ax.set_xlim(left=0)
         ax.grid(True)
-        ax.legend(loc="upper right", title=f"Operating point, IoU ≥ {operating_iou:g}")
+        ax.legend(loc="best", title=f"Operating point, IoU ≥ {operating_iou:g}")  # the curve moves run to run
         panel_label(ax, "a")
 
         bx.plot(c["iou_threshold"], c["sensitivity"], "-o", ms=2.5, color=ROLE["ours"], label="Sensitivity")
