@@ -217,3 +217,32 @@ def test_examples_are_three_different_scans_even_when_dice_ties():
     tied = pd.DataFrame({"case_id": [f"c{i}" for i in range(7)], "dice": 0.0})
     picks = pick_examples(tied)
     assert len({p["case_id"] for p in picks.values()}) == 3
+
+
+def test_froc_points_lie_on_the_drawn_curve():
+    """The sensitivities the evaluation reports at 1/8..8 FP/scan sit on the plotted line, also where the
+    curve's first operating point is beyond 1/8 FP/scan (the interpolated stretch from the origin)."""
+    from amt_core.evaluation.froc import reading_a
+    from amt_core.plots.froc import plot_froc_confidence
+
+    rng = np.random.default_rng(3)
+    n_scans, rows = 12, []
+    for thr in (0.1, 0.5):
+        for s in range(n_scans):
+            for conf in rng.uniform(0.2, 1.0, 3):
+                hit = rng.random() < (0.6 if thr == 0.1 else 0.35)
+                rows.append({"scan": s, "iou_threshold": thr, "confidence": conf, "d_tp": int(hit),
+                             "d_fp": int(not hit)})
+    events = pd.DataFrame(rows)
+    first = events.groupby("iou_threshold")["confidence"].idxmax()
+    events.loc[first, ["d_tp", "d_fp"]] = [1, 2]  # each curve's first point is at 2/12 > 1/8 FP/scan
+    curves, table = reading_a(events, np.ones(n_scans), (0.1, 0.5), FP_POINTS)
+    fig = plot_froc_confidence(curves, table[table["point"] != "cpm"], iou_thresholds=(0.1, 0.5))
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    for thr in (0.1, 0.5):
+        x, y = lines[f"IoU ≥ {thr:g}"].get_data()
+        assert np.all(np.diff(y) >= -1e-12)  # a FROC curve never falls
+        for p in FP_POINTS:
+            want = table[(table["iou_threshold"] == thr) & (table["point"] == f"{p:g}")]["sensitivity"].item()
+            assert y[np.flatnonzero(x == p)[0]] == pytest.approx(want, abs=1e-12)
+    assert (table.query("point == '0.125'")["sensitivity"] > 0).all()

@@ -1,7 +1,8 @@
 """FROC figures for both readings of "FROC derived from lesion-wise IoU thresholds".
 
 A. :func:`plot_froc_confidence` — one curve per IoU hit threshold (0.1, 0.3, 0.5), each swept over the
-   candidates' confidence, with its 95% scan-bootstrap band read at fixed FP/scan points.
+   candidates' confidence and drawn linear between operating points (the interpolant that gives the
+   sensitivities at the fixed FP/scan points, as MONAI's FROC score), with its 95% scan-bootstrap band.
 B. :func:`plot_froc_iou` — each point is an IoU hit threshold at the model's fixed operating threshold;
    the operating point (IoU ≥ 0.5) is marked beside the published "0.87 at 0.61 FP/scan".
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from amt_core.evaluation.froc import interp_rows
 from amt_core.plots.style import PALETTE, ROLE, new_figure, plot_style
 from amt_core.registry import FP_POINTS, FROC_IOU_THRESHOLDS, PUBLISHED
 
@@ -22,12 +24,22 @@ def _sel(frame: pd.DataFrame, thr: float) -> pd.DataFrame:
     return frame[(frame["iou_threshold"] - thr).abs() < 1e-9]
 
 
-def _step_curve(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Upper envelope of (fp, sens) sorted by FP/scan: the achievable sensitivity at each FP rate."""
+def _curve_line(curve: pd.DataFrame, lo_x: float, hi_x: float, marks=()) -> tuple[np.ndarray, np.ndarray]:
+    """The curve as the evaluation reads it: linear between operating points (``froc.interp_rows``, the
+    same interpolant that gives the sensitivities at the FP/scan points), flat after its last point.
+
+    Sampled densely on the log axis, at every operating point inside it and at the ``marks`` (the FP/scan
+    points of the table), so the marked points lie on the drawn line. Empty arrays when the curve has no point.
+    """
     c = curve[["fp_per_scan", "sensitivity"]].dropna().sort_values(["fp_per_scan", "sensitivity"])
-    fp = c["fp_per_scan"].to_numpy(float)
-    sens = np.maximum.accumulate(c["sensitivity"].to_numpy(float)) if len(c) else np.array([])
-    return fp, sens
+    if c.empty:
+        return np.array([]), np.array([])
+    fp, sens = c["fp_per_scan"].to_numpy(float), c["sensitivity"].to_numpy(float)
+    if fp[0] > 0:  # every curve starts at the empty operating point
+        fp, sens = np.r_[0.0, fp], np.r_[0.0, sens]
+    inside = fp[(fp > lo_x) & (fp < hi_x)]
+    x = np.unique(np.r_[np.geomspace(lo_x, hi_x, 256), inside, np.nextafter(inside, 0), marks])
+    return x, interp_rows(fp[None, :], sens[None, :], x)[0]
 
 
 def plot_froc_confidence(froc: pd.DataFrame, bands: pd.DataFrame | None = None,
@@ -38,13 +50,10 @@ def plot_froc_confidence(froc: pd.DataFrame, bands: pd.DataFrame | None = None,
         lo_x, hi_x = min(fp_points) / 2, max(fp_points) * 1.25
         for k, thr in enumerate(iou_thresholds):
             color = PALETTE[k % len(PALETTE)]
-            fp, sens = _step_curve(_sel(froc, thr))
-            if len(fp) == 0:
+            x, y = _curve_line(_sel(froc, thr), lo_x, hi_x, list(fp_points))
+            if len(x) == 0:
                 continue
-            # extend flat to the right edge so a curve that stops early reads as its plateau
-            fp_plot = np.clip(np.append(fp, hi_x), lo_x, hi_x)
-            ax.step(fp_plot, np.append(sens, sens[-1]), where="post", color=color, lw=1.2,
-                    label=f"IoU ≥ {thr:g}")
+            ax.plot(x, y, color=color, lw=1.2, label=f"IoU ≥ {thr:g}")
             if bands is not None and not bands.empty:
                 b = _sel(bands, thr).sort_values("fp_per_scan")
                 if not b.empty:  # the band joins the CIs read at the FP/scan points
