@@ -8,12 +8,11 @@ import pytest
 from scipy import stats as sps
 
 from amt_core import registry
+from amt_core.evaluation.models import detection_gee, institution_mixed_model
 from amt_core.evaluation.stats import (
     UNKNOWN,
     compare_to_published,
-    detection_gee,
     detection_subgroup_table,
-    institution_mixed_model,
     institution_table,
     subgroup_levels,
     subgroup_table,

@@ -42,7 +42,7 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 1
             method: str = "percentile", seed: int = 0, min_institution_scans: int = 3,
             operating_iou: float = 0.5) -> dict[str, pd.DataFrame]:
     """Every statistic of the external test from an ``EvaluationResult``; saved in ``out_dir``."""
-    from amt_core.evaluation import stats
+    from amt_core.evaluation import models, stats
     from amt_core.evaluation.bootstrap import bootstrap_means
 
     out = Path(out_dir)
@@ -61,10 +61,10 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 1
     tables["subgroups"] = stats.subgroup_table(per_case, cases, metrics=metrics, **boot)
     tables["institutions"] = stats.institution_table(per_case, cases, min_scans=min_institution_scans,
                                                      metrics=metrics, **boot)
-    mixed = stats.institution_mixed_model(per_case, cases, "dice", level=level)
+    mixed = models.institution_mixed_model(per_case, cases, "dice", level=level)
     tables["institution_model"] = mixed.fixed_effects
     try:
-        tables["detection_model"] = stats.detection_gee(result.lesions, cases, level=level)
+        tables["detection_model"] = models.detection_gee(result.lesions, cases, level=level)
     except (ValueError, ArithmeticError) as exc:  # too few lesions or no variation in hits
         tables["detection_model"] = pd.DataFrame({"note": [f"not estimable: {exc}"]})
     means = pd.concat([tables["seg_ci"], _detection_means(result.froc_iou, operating_iou)], ignore_index=True)
