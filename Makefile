@@ -23,7 +23,7 @@ TORCH_PIP_ARGS ?=
 help:
 	@echo "make reproduce   run the whole study on the embedded synthetic cohort -> $(RUN)"
 	@echo "make test        run the test suite"
-	@echo "make figures     regenerate figures/ from the latest run's saved results"
+	@echo "make figures     regenerate figures/ from the latest run's saved results (or RUN=runs/NAME)"
 	@echo "make bench       run the benchmarks in benchmarks/ (after make reproduce)"
 
 $(VENV)/.installed: pyproject.toml
@@ -41,8 +41,9 @@ test: $(VENV)/.installed
 reproduce: $(VENV)/.installed
 	$(VENV)/bin/amt run --params $(PARAMS) --out $(RUN)
 
+# the latest evaluated run under runs/, or the one named with `make figures RUN=runs/NAME`
 figures: $(VENV)/.installed
-	$(VENV)/bin/amt figures --run $(RUN) --out figures
+	$(VENV)/bin/amt figures --run $(if $(filter command line,$(origin RUN)),$(RUN),latest) --out figures
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check amt_core tests benchmarks

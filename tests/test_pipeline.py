@@ -273,3 +273,30 @@ def test_a_damaged_output_reruns_its_step(run_copy):
     status = run_pipeline(SMOKE, run_copy, progress=False, steps=["04_figures"])
     assert status["04_figures"] == "ran" and status["03_evaluate"] == "skipped"
     assert "## Conventions" in (run_copy / "report.md").read_text()
+
+
+def test_latest_run_is_the_last_evaluated_one(tmp_path, monkeypatch, capsys):
+    import json
+
+    from amt_core.pipeline.layout import latest_run
+
+    with pytest.raises(FileNotFoundError, match="no finished run in"):
+        latest_run(tmp_path)
+    for name, finished in (("old", "2026-01-02T00:00:00+00:00"), ("new", "2026-03-01T00:00:00+00:00"),
+                           ("broken", None), ("unevaluated", None)):
+        steps = tmp_path / name / ".steps"
+        steps.mkdir(parents=True)
+        if name == "broken":
+            (steps / "03_evaluate.json").write_text("{not json")
+        elif finished:
+            (steps / "03_evaluate.json").write_text(json.dumps({"finished": finished}))
+        (steps / "01_cohort.json").write_text(json.dumps({"finished": "2027-01-01T00:00:00+00:00"}))
+    assert latest_run(tmp_path) == tmp_path / "new"
+
+    # `amt figures` without --run reads runs/ of the working directory and names the problem when empty
+    from amt_core.cli import main
+
+    monkeypatch.chdir(tmp_path / "unevaluated")
+    assert main(["figures", "--out", str(tmp_path / "figs")]) == 2
+    assert "no finished run in runs/" in capsys.readouterr().err
+    assert not (tmp_path / "figs").exists()

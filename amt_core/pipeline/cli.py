@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("figures", help="regenerate the manuscript figures and tables from a run's results",
                        description="Rebuild every figure (PDF + PNG) and table (CSV + Markdown) from the "
                                    "saved results of a run folder; no model is needed.")
-    f.add_argument("--run", required=True, help="run folder written by `amt run`")
+    f.add_argument("--run", default="latest",
+                   help="run folder written by `amt run` (default: the run under runs/ evaluated last)")
     f.add_argument("--out", default="figures", help="output folder (tables go to OUT/tables)")
     f.set_defaults(func=_figures)
 
@@ -37,8 +39,16 @@ def _run(args) -> int:
 
 
 def _figures(args) -> int:
+    from amt_core.cli import UserError
+    from amt_core.pipeline.layout import latest_run
     from amt_core.plots import make_all_figures
 
-    written = make_all_figures(args.run, args.out)
-    print(f"amt figures: wrote {len(written)} files to {args.out}")
+    run = args.run
+    if run == "latest" and not Path(run).is_dir():
+        try:
+            run = latest_run("runs")
+        except FileNotFoundError as exc:
+            raise UserError(str(exc)) from None
+    written = make_all_figures(run, args.out)
+    print(f"amt figures: wrote {len(written)} files from {run} to {args.out}")
     return 0

@@ -75,3 +75,22 @@ class RunLayout:
     @property
     def report_md(self) -> Path:
         return self.root / "report.md"
+
+
+def latest_run(runs_root: str | Path = "runs") -> Path:
+    """The run folder under ``runs_root`` whose evaluation step finished last (what ``make figures`` and
+    ``amt figures`` without ``--run`` read). Raises ``FileNotFoundError`` naming ``runs_root`` when no run
+    there has saved results."""
+    import json
+
+    root = Path(runs_root)
+    done = []
+    for manifest in root.glob("*/.steps/03_evaluate.json"):
+        try:
+            done.append((json.loads(manifest.read_text())["finished"], manifest.parent.parent))
+        except (OSError, ValueError, KeyError):
+            continue  # a damaged manifest is not a finished run
+    if not done:
+        raise FileNotFoundError(f"no finished run in {root}/ (a run folder with .steps/03_evaluate.json); "
+                                "run `make reproduce` or `amt run` first, or pass --run")
+    return max(done)[1]
