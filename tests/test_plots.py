@@ -246,3 +246,34 @@ def test_froc_points_lie_on_the_drawn_curve():
             want = table[(table["iou_threshold"] == thr) & (table["point"] == f"{p:g}")]["sensitivity"].item()
             assert y[np.flatnonzero(x == p)[0]] == pytest.approx(want, abs=1e-12)
     assert (table.query("point == '0.125'")["sensitivity"] > 0).all()
+
+
+def test_examples_show_where_the_worst_scan_is_wrong(tmp_path):
+    """A far false positive makes a scan the worst: the error row goes to its slice, the titles say why."""
+    from amt_core.data.volume import write_volume
+    from amt_core.plots.examples import error_slice, plot_examples
+
+    shape, affine = (40, 40, 30), np.diag([1.0, 1.0, 2.0, 1.0])
+    rng = np.random.default_rng(0)
+    ref = np.zeros(shape, np.uint8)
+    ref[14:26, 14:26, 12:20] = 1
+    far_fp = ref.copy()
+    far_fp[4:12, 28:36, 2:4] = 1  # a blob 16 slices below the tumour
+    assert error_slice(ref, ref, 2) is None
+    assert error_slice(ref > 0, far_fp > 0, 2) in (2, 3)
+    (tmp_path / "pred").mkdir()
+    rows, per_case = [], []
+    for cid, pred, dice in (("good", ref, 1.0), ("mid", ref, 0.9), ("bad", far_fp, 0.6)):
+        image = rng.normal(40, 10, shape).astype(np.float32)
+        write_volume(image, affine, tmp_path / f"{cid}_img.nii.gz")
+        write_volume(ref, affine, tmp_path / f"{cid}_ref.nii.gz")
+        write_volume(pred, affine, tmp_path / "pred" / f"{cid}.nii.gz")
+        rows.append({"case_id": cid, "image": str(tmp_path / f"{cid}_img.nii.gz"),
+                     "label": str(tmp_path / f"{cid}_ref.nii.gz")})
+        per_case.append({"case_id": cid, "dice": dice, "precision": dice, "recall": 1.0,
+                         "fp": int(cid == "bad")})
+    fig = plot_examples(pd.DataFrame(per_case), pd.DataFrame(rows), tmp_path / "pred")
+    axes = np.array(fig.axes).reshape(3, 3)
+    assert "Worst: Dice 0.60 (bad)" in axes[0, 2].get_title() and "1 FP candidate" in axes[0, 2].get_title()
+    labels = [[t.get_text() for t in ax.texts] for ax in axes[2]]
+    assert labels[0] == ["no error"] and labels[2][0] in ("slice 2", "slice 3")

@@ -30,8 +30,9 @@ FIGURES: dict[str, str] = {
     "performance_vs_covariates": "Per-scan Dice on the external test against (a) reference tumour volume, "
                                  "with the mean per size band, and (b) slice thickness.",
     "examples": "Best, median and worst external-test scans by Dice: axial and coronal slices through the "
-                "tumour's largest cross-section (mediastinal window), reference outline green, "
-                "prediction orange.",
+                "tumour's largest cross-section, and the axial slice with the most disagreeing voxels "
+                "(where the scan is wrong, e.g. a false positive far from the tumour); mediastinal window, "
+                "reference outline green, prediction orange.",
     "learning_curves": "Training: loss per epoch and tuning-set Dice at each evaluation; the selected "
                        "(best tuning Dice) checkpoint is marked.",
 }

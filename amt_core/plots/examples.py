@@ -60,6 +60,14 @@ def largest_slice(mask: np.ndarray, axis: int) -> int:
     return int(np.argmax(counts)) if counts.any() else mask.shape[axis] // 2
 
 
+def error_slice(ref: np.ndarray, pred: np.ndarray, axis: int) -> int | None:
+    """Index along ``axis`` of the slice with the most disagreeing voxels (reference XOR prediction): where
+    a scan's error is, be it a missed part, an over-segmentation or a false positive far from the tumour.
+    ``None`` when the masks agree everywhere."""
+    wrong = np.logical_xor(ref, pred)
+    return largest_slice(wrong, axis) if wrong.any() else None
+
+
 def pick_examples(per_case: pd.DataFrame, metric: str = "dice") -> dict[str, pd.Series]:
     """The best, median and worst scans by ``metric`` (scans with a value only)."""
     d = per_case.dropna(subset=[metric]).sort_values([metric, "case_id"]).reset_index(drop=True)
@@ -97,27 +105,39 @@ def _load(case: pd.Series, predictions_dir: Path):
 
 def plot_examples(per_case: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str | Path,
                   metric: str = "dice", window: str = "mediastinum", margin_mm: float = 25.0):
-    """A 2×3 grid: best / median / worst scan by ``metric``; axial (top) and coronal (bottom) slices
-    through the reference tumour's largest cross-section, cropped around it, with the reference
-    (green) and prediction (orange) outlines."""
+    """A 3×3 grid: best / median / worst scan by ``metric``. Rows: axial and coronal slices through the
+    reference tumour's largest cross-section, cropped around it, and the axial slice where the scan's
+    error is largest (:func:`error_slice`), cropped around the error, so a far false positive that makes a
+    scan the worst is shown, not hidden by the crop. Reference outlines green, prediction orange; titles
+    give the metric, precision/recall and the false-positive candidates where the table has them."""
     from matplotlib.lines import Line2D
 
     picks = pick_examples(per_case, metric)
     table = cases.set_index("case_id")
+    rows = (("axial", "Axial"), ("coronal", "Coronal"), ("error", "Largest error\n(axial)"))
     with plot_style():
-        fig, axes = new_figure("double", aspect=0.62, nrows=2, ncols=3)
+        fig, axes = new_figure("double", aspect=0.9, nrows=len(rows), ncols=3)
         for col, (name, row) in enumerate(picks.items()):
             case = table.loc[row["case_id"]].copy()
             case["case_id"] = row["case_id"]
             image, ref, pred = _load(case, Path(predictions_dir))
             focus = ref if ref.any() else pred
-            for r, view in enumerate(("axial", "coronal")):
+            margin = int(round(margin_mm / float(min(image.spacing))))
+            for r, (kind, label) in enumerate(rows):
                 ax = axes[r, col]
+                view = "axial" if kind == "error" else kind
                 idx = largest_slice(focus, view_axis(view))
-                img = apply_window(view_slice(image.array, view, idx), window)
                 rs, ps = view_slice(ref, view, idx), view_slice(pred, view, idx)
-                margin = int(round(margin_mm / float(min(image.spacing))))
                 box = _crop_box(rs, ps, margin)
+                if kind == "error":
+                    err = error_slice(ref, pred, view_axis(view))
+                    if err is not None:
+                        idx = err
+                        rs, ps = view_slice(ref, view, idx), view_slice(pred, view, idx)
+                        box = _crop_box(np.logical_xor(rs, ps), ps, margin)
+                    ax.text(0.02, 0.03, f"slice {idx}" if err is not None else "no error", color="white",
+                            fontsize=5.5, transform=ax.transAxes, va="bottom")
+                img = apply_window(view_slice(image.array, view, idx), window)
                 ax.imshow(img[box], cmap="gray", vmin=0, vmax=1, aspect=view_aspect(image.spacing, view),
                           interpolation="bilinear")
                 for mask, color in ((rs, ROLE["reference"]), (ps, ROLE["prediction"])):
@@ -128,17 +148,26 @@ def plot_examples(per_case: pd.DataFrame, cases: pd.DataFrame, predictions_dir: 
                 for spine in ax.spines.values():
                     spine.set_visible(False)
                 if r == 0:
-                    ax.set_title(f"{name.capitalize()}: {metric.capitalize()} {row[metric]:.2f}\n"
-                                 f"{row['case_id']}", fontsize=6.5)
+                    ax.set_title(_example_title(name, row, metric), fontsize=6.5)
                 if col == 0:
-                    ax.set_ylabel(view.capitalize())
+                    ax.set_ylabel(label)
         for c in range(len(picks), 3):
-            for r in range(2):
+            for r in range(len(rows)):
                 axes[r, c].set_visible(False)
         handles = [Line2D([], [], color=ROLE["reference"], lw=1.2, label="Reference"),
                    Line2D([], [], color=ROLE["prediction"], lw=1.2, label="Prediction")]
         fig.legend(handles=handles, loc="outside lower center", ncol=2)
     return fig
+
+
+def _example_title(name: str, row: pd.Series, metric: str) -> str:
+    head = f"{name.capitalize()}: {metric.capitalize()} {row[metric]:.2f} ({row['case_id']})"
+    parts = []
+    if pd.notna(row.get("precision")) and pd.notna(row.get("recall")):
+        parts.append(f"precision {row['precision']:.2f}, recall {row['recall']:.2f}")
+    if pd.notna(row.get("fp")):
+        parts.append(f"{int(row['fp'])} FP candidate{'s' if int(row['fp']) != 1 else ''}")
+    return head + ("\n" + "; ".join(parts) if parts else "")
 
 
 def plot_cohort_examples(cases: pd.DataFrame, n: int = 3, seed: int = 0, window: str = "mediastinum"):
