@@ -75,7 +75,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ("md", "# 02 · Training\n\nTrain the 3D U-Net with a preset on the training split; every few epochs "
                "the model is evaluated on the **tuning split** and the best checkpoint is kept as `best.pt` "
                "(the study's model selection).\n\nWrites `RUN/train/` (`best.pt`, `last.pt`, "
-               "`train_log.csv`, `config.json`, `provenance.json`)."),
+               "`train_log.csv`, `training.json`, `config.json`, `provenance.json`)."),
         ("derived", LAYOUT),
         ("code", "#papermill_description=train\n"
                  "from amt_core.model.train import train\n\n"
@@ -88,6 +88,10 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                  "log = pd.read_csv(layout.train_dir / \"train_log.csv\")\n"
                  "as_image(plot_learning_curves(log))"),
         ("code", "log.tail(10)"),
+        ("md", "How training ended: after its configured steps, or cut short by the `max_minutes` safety cap "
+               "(then the weights depend on the machine's speed)."),
+        ("code", "import json\n\n"
+                 "json.loads((layout.train_dir / \"training.json\").read_text())"),
     ],
     "03_evaluate": [
         ("md", "# 03 · Evaluation\n\nInference on the tuning and external test splits with the selected "

@@ -36,8 +36,10 @@ def _weights(path):
 
 def test_tiny_run_writes_checkpoints_log_and_config(cohort, tmp_path):
     run = train(cohort, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, **TINY)
-    for name in ("best.pt", "last.pt", "train_log.csv", "config.json", "provenance.json"):
+    for name in ("best.pt", "last.pt", "train_log.csv", "config.json", "provenance.json", "training.json"):
         assert (run / name).is_file(), name
+    summary = json.loads((run / "training.json").read_text())
+    assert summary["stopped_by"] == "steps" and summary["steps"] == summary["configured_steps"] == 4
     last = _weights(run / "last.pt")  # weights_only=True: tensors and plain containers only
     assert last["epoch"] == 2 and last["step"] == 4
     assert set(last) >= {"model", "optimizer", "scheduler", "scaler", "rng", "config", "versions"}
@@ -92,3 +94,13 @@ def test_training_needs_a_tune_split(tmp_path):
     csv = toy_cohort(tmp_path / "c", n_train=2, n_tune=0, n_test=1)
     with pytest.raises(ValueError, match="'tune' split"):
         train(csv, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, **TINY)
+
+
+def test_a_time_budget_that_cuts_training_is_recorded(cohort, tmp_path, caplog):
+    """A wall-clock budget makes the length machine-dependent: training.json and the log say so."""
+    run = train(cohort, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False,
+                **{**TINY, "max_epochs": 50, "max_minutes": 1e-4})
+    summary = json.loads((run / "training.json").read_text())
+    assert summary["stopped_by"] == "time budget"
+    assert summary["steps"] < summary["configured_steps"] == 100
+    assert "depend on this machine's speed" in caplog.text

@@ -247,6 +247,17 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
         if ddp.broadcast(last and step < plan["steps"], info):
             break  # out of time: stop early with the best checkpoint kept
     bar.close()
+    if info.main and cfg.stop_after is None:
+        # a wall-clock budget makes the run's length (and so its weights) depend on the machine's speed:
+        # say so where the run is read, instead of leaving a silent difference between two runs of one seed
+        stopped_by = "time budget" if step < total else "steps"
+        if stopped_by == "time budget":
+            log.warning("training stopped by the %s-minute budget after %d of %d configured steps: the weights "
+                        "depend on this machine's speed (set max_epochs/max_steps for a fixed length)",
+                        cfg.max_minutes, step, total)
+        write_json(out / "training.json", {"steps": step, "configured_steps": total, "epochs": epoch,
+                                           "stopped_by": stopped_by, "max_minutes": cfg.max_minutes,
+                                           "minutes": (time.monotonic() - t0) / 60.0, "best_tune_dice": best})
     if info.main and cfg.postprocess and cfg.stop_after is None and (out / "best.pt").is_file():
         _choose_postprocessing(out, cfg, tune_cases, dev, seed)
     if info.world > 1:  # every rank must hold the same weights: record (and check) it
