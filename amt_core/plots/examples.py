@@ -136,7 +136,8 @@ def plot_examples(per_case: pd.DataFrame, cases: pd.DataFrame, predictions_dir: 
                         rs, ps = view_slice(ref, view, idx), view_slice(pred, view, idx)
                         box = _crop_box(np.logical_xor(rs, ps), ps, margin)
                     ax.text(0.02, 0.03, f"slice {idx}" if err is not None else "no error", color="white",
-                            fontsize=5.5, transform=ax.transAxes, va="bottom")
+                            fontsize=5.5, transform=ax.transAxes, va="bottom",  # legible on bone too
+                            bbox={"facecolor": "black", "alpha": 0.65, "linewidth": 0, "pad": 1.2})
                 img = apply_window(view_slice(image.array, view, idx), window)
                 ax.imshow(img[box], cmap="gray", vmin=0, vmax=1, aspect=view_aspect(image.spacing, view),
                           interpolation="bilinear")
