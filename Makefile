@@ -41,9 +41,9 @@ test: $(VENV)/.installed
 reproduce: $(VENV)/.installed
 	$(VENV)/bin/amt run --params $(PARAMS) --out $(RUN)
 
-# the latest evaluated run under runs/, or the one named with `make figures RUN=runs/NAME`
+# the run under runs/*/ evaluated last, or the one named with `make figures RUN=PATH` (or RUN in the environment)
 figures: $(VENV)/.installed
-	$(VENV)/bin/amt figures --run $(if $(filter command line,$(origin RUN)),$(RUN),latest) --out figures
+	$(VENV)/bin/amt figures --run $(if $(filter command line environment,$(origin RUN)),$(RUN),latest) --out figures
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check amt_core tests benchmarks

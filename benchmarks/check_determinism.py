@@ -1,5 +1,6 @@
-"""Does one seed give one model? Two short trainings with the demo's ``cpu`` preset (a fixed step count,
-no time budget) on a real cohort, then a tensor-by-tensor comparison of their weights.
+"""Does one seed give one model? Two short trainings with the ``cpu`` preset as the demo runs it (a fixed
+step count under a ``max_minutes`` safety cap it does not reach, so the timed code path with its epoch-1
+tuning evaluation and per-epoch re-planning runs), then a tensor-by-tensor comparison of their weights.
 
     python benchmarks/check_determinism.py --cohort runs/demo/cohort/cases.csv [--steps 30 --epochs 2]
 
@@ -10,6 +11,7 @@ preprocessed-case cache (``$AMT_CACHE`` or ``--cache-dir``) and takes about a mi
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -23,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=30, help="steps per epoch")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--max-minutes", type=float, default=45.0, help="the safety cap (demo: 45)")
     args = ap.parse_args(argv)
 
     import torch
@@ -35,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
             t = time.monotonic()
             run = train(args.cohort, Path(tmp) / name, preset="cpu", seed=args.seed, progress=False,
                         cache_dir=args.cache_dir, max_epochs=args.epochs, steps_per_epoch=args.steps,
-                        eval_every=args.epochs, postprocess=False)
+                        max_minutes=args.max_minutes, postprocess=False)
+            summary = json.loads((run / "training.json").read_text())
+            if summary["stopped_by"] != "steps" or summary["rescheduled_by_time_budget"]:
+                print(f"run {name}: the time cap shaped training ({summary}); raise --max-minutes")
+                return 1
             weights.append(torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"])
             print(f"run {name}: {args.epochs * args.steps} steps in {time.monotonic() - t:.0f} s")
     a, b = weights

@@ -40,6 +40,7 @@ def test_tiny_run_writes_checkpoints_log_and_config(cohort, tmp_path):
         assert (run / name).is_file(), name
     summary = json.loads((run / "training.json").read_text())
     assert summary["stopped_by"] == "steps" and summary["steps"] == summary["configured_steps"] == 4
+    assert summary["rescheduled_by_time_budget"] is False
     last = _weights(run / "last.pt")  # weights_only=True: tensors and plain containers only
     assert last["epoch"] == 2 and last["step"] == 4
     assert set(last) >= {"model", "optimizer", "scheduler", "scaler", "rng", "config", "versions"}

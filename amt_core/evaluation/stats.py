@@ -272,7 +272,7 @@ def detection_subgroup_table(
     Columns: subgroup, level, n_lesions, n_hit, sensitivity, ci_lo, ci_hi (Wilson, or
     Clopper-Pearson with ``ci_method``), test, p_value (Fisher's exact test for two levels, chi-square
     otherwise, over the known levels). The tests treat lesions as independent; see
-    :func:`detection_gee` for a model that allows for clustering by institution.
+    :func:`amt_core.evaluation.models.detection_gee` for a model that allows for clustering by institution.
     """
     columns = [registry.SUBGROUPS[s][0] for s in subgroups if s in registry.SUBGROUPS]
     data = merge_cases(lesions, cases, columns)

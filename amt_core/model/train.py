@@ -159,6 +159,7 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
     dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
     loss_fn = DeepSupervisionLoss(dice_ce) if cfg.deep_supervision else dice_ce
     step, epoch, best, history, acc = 0, 0, -1.0, [], [0.0, 0]
+    rescheduled = False
     if state is not None:
         unwrap(net).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -228,6 +229,7 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
             per_epoch = seconds + t_eval / cfg.eval_every
             more = max(1, int(left // per_epoch))
             plan["steps"] = ddp.broadcast(min(cfg.max_epochs * spe, (epoch + more) * spe), info)
+            rescheduled = rescheduled or plan["steps"] < total  # the LR schedule was fitted to the clock
             bar.total = plan["steps"]
         row = {"epoch": epoch, "step": step, "loss": acc[0] / max(acc[1], 1), "tune_dice": dice,
                "seconds": seconds, "eval_seconds": t_eval if not math.isnan(dice) else 0.0,
@@ -250,14 +252,17 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
     if info.main and cfg.stop_after is None:
         # a wall-clock budget makes the run's length (and so its weights) depend on the machine's speed:
         # say so where the run is read, instead of leaving a silent difference between two runs of one seed
+        # (a resumed run reports what its own call saw: minutes and re-planning since the resume)
         stopped_by = "time budget" if step < total else "steps"
-        if stopped_by == "time budget":
-            log.warning("training stopped by the %s-minute budget after %d of %d configured steps: the weights "
-                        "depend on this machine's speed (set max_epochs/max_steps for a fixed length)",
-                        cfg.max_minutes, step, total)
+        if stopped_by == "time budget" or rescheduled:
+            log.warning("the %s-minute budget shaped training (%d of %d configured steps, LR schedule fitted "
+                        "to the clock: %s): the weights depend on this machine's speed (set max_epochs/max_steps "
+                        "and a larger max_minutes for a fixed length)", cfg.max_minutes, step, total, rescheduled)
         write_json(out / "training.json", {"steps": step, "configured_steps": total, "epochs": epoch,
-                                           "stopped_by": stopped_by, "max_minutes": cfg.max_minutes,
-                                           "minutes": (time.monotonic() - t0) / 60.0, "best_tune_dice": best})
+                                           "stopped_by": stopped_by, "rescheduled_by_time_budget": rescheduled,
+                                           "max_minutes": cfg.max_minutes,
+                                           "minutes_this_call": (time.monotonic() - t0) / 60.0,
+                                           "best_tune_dice": best})
     if info.main and cfg.postprocess and cfg.stop_after is None and (out / "best.pt").is_file():
         _choose_postprocessing(out, cfg, tune_cases, dev, seed)
     if info.world > 1:  # every rank must hold the same weights: record (and check) it

@@ -78,7 +78,7 @@ class RunLayout:
 
 
 def latest_run(runs_root: str | Path = "runs") -> Path:
-    """The run folder under ``runs_root`` whose evaluation step finished last (what ``make figures`` and
+    """The run folder directly under ``runs_root`` (``runs_root/NAME``) whose evaluation step finished last (what ``make figures`` and
     ``amt figures`` without ``--run`` read). Raises ``FileNotFoundError`` naming ``runs_root`` when no run
     there has saved results."""
     import json
