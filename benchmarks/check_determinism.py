@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from amt_core.model.checkpoint import load_checkpoint
     from amt_core.model.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             if summary["stopped_by"] != "steps" or summary["rescheduled_by_time_budget"]:
                 print(f"run {name}: the time cap shaped training ({summary}); raise --max-minutes")
                 return 1
-            weights.append(torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"])
+            weights.append(load_checkpoint(run / "last.pt")["model"])
             print(f"run {name}: {args.epochs * args.steps} steps in {time.monotonic() - t:.0f} s")
     a, b = weights
     differ = [k for k in a if not torch.equal(a[k], b[k])]

@@ -20,7 +20,6 @@ from amt_core import registry
 from amt_core.evaluation.stats import merge_cases, subgroup_levels
 
 
-# --- models --------------------------------------------------------------------------------------------
 @dataclass
 class MixedModelResult:
     """A random-intercept model of a per-scan metric by institution."""

@@ -78,18 +78,19 @@ class RunLayout:
 
 
 def latest_run(runs_root: str | Path = "runs") -> Path:
-    """The run folder directly under ``runs_root`` (``runs_root/NAME``) whose evaluation step finished last (what ``make figures`` and
-    ``amt figures`` without ``--run`` read). Raises ``FileNotFoundError`` naming ``runs_root`` when no run
-    there has saved results."""
+    """The run folder directly under ``runs_root`` (``runs_root/NAME``) whose evaluation step finished
+    last (what ``make figures`` and ``amt figures`` without ``--run`` read). Raises ``FileNotFoundError``
+    naming ``runs_root`` when no run there has saved results."""
     import json
 
     root = Path(runs_root)
     done = []
-    for manifest in root.glob("*/.steps/03_evaluate.json"):
+    for run in (p for p in root.glob("*") if p.is_dir()):
         try:
-            done.append((json.loads(manifest.read_text())["finished"], manifest.parent.parent))
+            manifest = RunLayout.of(run).steps_dir / "03_evaluate.json"
+            done.append((json.loads(manifest.read_text())["finished"], run))
         except (OSError, ValueError, KeyError):
-            continue  # a damaged manifest is not a finished run
+            continue  # no manifest, or a damaged one: not a finished run
     if not done:
         raise FileNotFoundError(f"no finished run in {root}/ (a run folder with .steps/03_evaluate.json); "
                                 "run `make reproduce` or `amt run` first, or pass --run")

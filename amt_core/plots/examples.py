@@ -126,15 +126,11 @@ def plot_examples(per_case: pd.DataFrame, cases: pd.DataFrame, predictions_dir: 
             for r, (kind, label) in enumerate(rows):
                 ax = axes[r, col]
                 view = "axial" if kind == "error" else kind
-                idx = largest_slice(focus, view_axis(view))
+                err = error_slice(ref, pred, view_axis(view)) if kind == "error" else None
+                idx = largest_slice(focus, view_axis(view)) if err is None else err
                 rs, ps = view_slice(ref, view, idx), view_slice(pred, view, idx)
-                box = _crop_box(rs, ps, margin)
+                box = _crop_box(rs if err is None else np.logical_xor(rs, ps), ps, margin)
                 if kind == "error":
-                    err = error_slice(ref, pred, view_axis(view))
-                    if err is not None:
-                        idx = err
-                        rs, ps = view_slice(ref, view, idx), view_slice(pred, view, idx)
-                        box = _crop_box(np.logical_xor(rs, ps), ps, margin)
                     ax.text(0.02, 0.03, f"slice {idx}" if err is not None else "no error", color="white",
                             fontsize=5.5, transform=ax.transAxes, va="bottom",  # legible on bone too
                             bbox={"facecolor": "black", "alpha": 0.65, "linewidth": 0, "pad": 1.2})
