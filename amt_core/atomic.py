@@ -1,6 +1,14 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename.
+"""Atomic writes and the output-folder policy.
 
-A failed write leaves neither a partial file nor a damaged older version behind.
+Files: write to a temporary file beside the target, then rename; a failed write leaves neither a partial
+file nor a damaged older version behind. Temporary names carry the writer's process id
+(``.{name}.{pid}.{random}.tmp{suffix}``), so a writer killed mid-write leaves a file that
+:func:`remove_stale_temps` recognises and removes later.
+
+Folders (one policy for every command that writes a folder, docs/architecture.md): an existing non-empty
+output folder is refused unless the user says ``overwrite`` (the new folder is built beside it and swapped
+in only when complete: :func:`replacing_dir`) or ``resume`` (continue it, only when everything that shaped
+the result is the same; each command checks that itself).
 """
 
 from __future__ import annotations
@@ -8,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +36,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(target.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -35,6 +45,89 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        raise
+
+
+#: a temporary file of :func:`atomic_path` or a staging folder of :func:`replacing_dir`: (name, pid)
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.(?:tmp|staging|old)(?:\..*)?$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Remove the temporary files and staging folders that a killed writer left in ``folder`` (those whose
+    writer process no longer runs); returns what was removed. Files of live writers are left alone."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    found = folder.rglob(".*") if recursive else folder.glob(".*")
+    for path in sorted(found):
+        m = _TEMP_NAME.match(path.name)
+        if not m or _alive(int(m["pid"])):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
+class OutputExistsError(ValueError):
+    """An output folder that already holds files, without ``--overwrite`` or ``--resume``."""
+
+
+def is_nonempty_dir(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and any(p.iterdir())
+
+
+def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False,
+                     what: str = "output folder", resumable: bool = True) -> Path:
+    """Refuse an existing non-empty ``path`` unless ``overwrite`` or ``resume`` is set (the one policy of
+    every command that writes a folder). A file where a folder is wanted is always an error."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputExistsError(f"{p}: is a file, not a folder; choose another {what}")
+    if overwrite and resume:
+        raise OutputExistsError(f"{p}: --overwrite and --resume exclude each other; choose one")
+    if is_nonempty_dir(p) and not (overwrite or resume):
+        how = "--overwrite to replace it" + (" or --resume to continue it" if resumable else "")
+        raise OutputExistsError(f"{p}: {what} exists and is not empty; pass {how}, or choose an empty folder")
+    return p
+
+
+@contextlib.contextmanager
+def replacing_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a staging folder beside ``target``; when the block succeeds it takes ``target``'s place (the
+    old folder, if any, is moved aside first and then deleted). On any exception the staging folder is
+    removed and ``target`` is left exactly as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".staging", dir=target.parent))
+    try:
+        yield staging
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.{os.getpid()}.{staging.name.split('.')[-2]}.old"
+            os.replace(target, old)
+        os.replace(staging, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
