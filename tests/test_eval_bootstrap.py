@@ -8,8 +8,10 @@ import pytest
 from scipy import stats
 
 from amt_core.evaluation.bootstrap import (
+    MIN_CLUSTERS,
     bootstrap_means,
     ci_from_replicates,
+    cluster_problem,
     jackknife_means,
     resample_indices,
     resample_weights,
@@ -176,15 +178,15 @@ def test_no_resamples_or_no_scans_give_nan_intervals():
 def test_bootstrap_means_dataframe_skips_ids_and_nans():
     df = pd.DataFrame(
         {
-            "case_id": [f"c{i}" for i in range(6)],
-            "institution_id": ["a", "a", "b", "b", "c", "c"],
-            "dice": [0.8, 0.9, np.nan, 0.7, 0.6, 0.5],
-            "iou": [np.nan] * 6,
+            "case_id": [f"c{i}" for i in range(12)],
+            "institution_id": [f"i{i % MIN_CLUSTERS}" for i in range(12)],
+            "dice": [0.8, 0.9, np.nan, 0.7, 0.6, 0.5] * 2,
+            "iou": [np.nan] * 12,
         }
     )
     res = bootstrap_means(df, n_boot=300, seed=0, clusters=df["institution_id"].to_numpy(), method="bca")
     assert list(res["metric"]) == ["dice", "iou"]
-    assert res.loc[0, "n"] == 5 and res.loc[0, "mean"] == pytest.approx(0.7)
+    assert res.loc[0, "n"] == 10 and res.loc[0, "mean"] == pytest.approx(0.7)
     assert res.loc[0, "ci_lo"] <= 0.7 <= res.loc[0, "ci_hi"]
     assert res.loc[1, "n"] == 0 and np.isnan(res.loc[1, "mean"]) and np.isnan(res.loc[1, "ci_lo"])
     assert res["cluster"].all() and (res["method"] == "bca").all()
@@ -239,3 +241,29 @@ def test_ten_thousand_resamples_of_164_scans_is_cheap():
     t0 = time.perf_counter()
     bootstrap_means(x, n_boot=10_000, seed=0, clusters=clusters, method="bca")
     assert time.perf_counter() - t0 < 5.0  # ~0.03 s here; generous for slow CI machines
+
+
+# --- too few institutions for a cluster bootstrap --------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_institutions", [1, 3, MIN_CLUSTERS - 1])
+def test_cluster_interval_below_the_minimum_is_not_estimable(n_institutions):
+    """One institution makes every resampling weight 1: the interval would collapse to (point, point)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.4, 0.95, 40)
+    clusters = np.arange(40) % n_institutions
+    res = bootstrap_means(x, n_boot=500, seed=0, clusters=clusters).iloc[0]
+    assert np.isnan(res["ci_lo"]) and np.isnan(res["ci_hi"])
+    assert res["mean"] == pytest.approx(x.mean())
+    assert f"{n_institutions} institution(s)" in res["note"] and "not estimable" in res["note"]
+    assert cluster_problem(clusters) == res["note"]
+
+
+def test_cluster_interval_at_the_minimum_is_computed_and_scan_bootstrap_never_refused():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.4, 0.95, 40)
+    res = bootstrap_means(x, n_boot=500, seed=0, clusters=np.arange(40) % MIN_CLUSTERS).iloc[0]
+    assert res["ci_lo"] < res["mean"] < res["ci_hi"] and res["note"] is None
+    scan = bootstrap_means(x[:3], n_boot=500, seed=0).iloc[0]  # 3 scans: a scan bootstrap still runs
+    assert scan["ci_lo"] < scan["ci_hi"] and scan["note"] is None
+    assert cluster_problem(None) is None

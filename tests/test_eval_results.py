@@ -13,7 +13,7 @@ from amt_core.evaluation.config import EvalConfig
 from amt_core.evaluation.results import FILES, EvaluationResult, summarise
 
 
-def _study(n=12, seed=0):
+def _study(n=12, seed=0, n_institutions=5):
     rng = np.random.default_rng(seed)
     evaluations = []
     for s in range(n):
@@ -30,7 +30,7 @@ def _study(n=12, seed=0):
             prob[c[0]:c[0] + 5, c[1]:c[1] + 5, c[2]:c[2] + 3] = rng.uniform(0.5, 1.0)
         evaluations.append(evaluate_case(label, prob >= 0.5, (0.8, 0.8, 2.0), prob=prob))
     ids = [f"case_{s:03d}" for s in range(n)]
-    return collect(evaluations, ids, [f"INST-{s % 5}" for s in range(n)])
+    return collect(evaluations, ids, [f"INST-{s % n_institutions}" for s in range(n)])
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +91,15 @@ def test_subset_recomputes_from_the_tables(result):
 
 
 def test_same_seed_same_numbers_and_cluster_option():
-    tables = _study(8, seed=3)
+    tables = _study(24, seed=3, n_institutions=12)
     a = summarise(tables, EvalConfig(n_boot=300, seed=5))
     b = summarise(tables, EvalConfig(n_boot=300, seed=5))
     pd.testing.assert_frame_equal(a.cis, b.cis)
     pd.testing.assert_frame_equal(a.froc_points, b.froc_points)
     c = summarise(tables, EvalConfig(n_boot=300, seed=5, cluster_bootstrap=True, ci_method="bca"))
     assert c.cis["cluster"].all() and c.summary["config"]["cluster_bootstrap"]
-    assert c.froc_iou["sensitivity_ci_lo"].notna().any()
+    assert c.froc_iou["sensitivity_ci_lo"].notna().any() and c.summary["bootstrap"]["estimable"]
+    assert not c.cis["ci_lo"].equals(a.cis["ci_lo"])  # institutions, not scans, were resampled
     d = summarise(tables, EvalConfig(n_boot=0))
     assert d.cis["ci_lo"].isna().all() and d.means["dice"] == pytest.approx(a.means["dice"])
 
@@ -128,3 +129,19 @@ def test_degenerate_studies_no_candidates_and_no_lesions(tmp_path):
     r = summarise(no_lesions, EvalConfig(n_boot=50))
     assert r.froc_iou["sensitivity"].isna().all() and (r.froc_iou["fp_per_scan"] == 1).all()
     assert r.summary["headline"]["sensitivity"] is None and "undefined" in r.headline_text()
+
+
+def test_cluster_bootstrap_over_too_few_institutions_is_reported_not_estimable(tmp_path):
+    """_study() has 5 institutions: the cluster intervals are NaN with the reason, in the result and on disk."""
+    res = summarise(_study(), EvalConfig(n_boot=300, seed=0, cluster_bootstrap=True))
+    assert res.cis["ci_lo"].isna().all() and res.cis["ci_hi"].isna().all()
+    assert res.cis["note"].str.contains("5 institution").all()
+    assert res.summary["bootstrap"] == {"unit": "institution", "n_boot": 300, "estimable": False,
+                                       "note": res.cis["note"].iloc[0]}
+    headline = res.headline
+    assert headline["sensitivity_ci_lo"] is None and headline["fp_per_scan_ci_lo"] is None
+    assert headline["sensitivity_wilson_lo"] is not None  # the binomial interval does not resample
+    saved = json.loads((res.save(tmp_path) / "summary.json").read_text())
+    assert saved["bootstrap"]["estimable"] is False and "fewer than the 10" in saved["bootstrap"]["note"]
+    scan = summarise(_study(), EvalConfig(n_boot=300, seed=0))
+    assert scan.summary["bootstrap"]["estimable"] is True and scan.cis["ci_lo"].notna().any()

@@ -277,3 +277,31 @@ def test_examples_show_where_the_worst_scan_is_wrong(tmp_path):
     assert "Worst: Dice 0.60 (bad)" in axes[0, 2].get_title() and "1 FP candidate" in axes[0, 2].get_title()
     labels = [[t.get_text() for t in ax.texts] for ax in axes[2]]
     assert labels[0] == ["no error"] and labels[2][0] in ("slice 2", "slice 3")
+
+
+def test_cluster_interval_not_estimable_is_said_in_the_table_and_the_report(per_case, tmp_path):
+    """A test split of 3 institutions: the cluster CI is NaN with its reason, and the manuscript table and
+    report.md say 'not estimable' (never a '(point, point)' interval). The smoke run checks analyse()."""
+    from amt_core.evaluation.bootstrap import bootstrap_means
+    from amt_core.pipeline.layout import RunLayout
+    from amt_core.pipeline.report import build_report
+    from amt_core.plots.tables import segmentation_markdown_frame, segmentation_table
+
+    metrics = ["dice", "iou", "precision", "recall"]
+    few = per_case.assign(institution_id=[f"I{i % 3}" for i in range(len(per_case))])
+    cluster = bootstrap_means(few[metrics], n_boot=200, seed=0, clusters=few["institution_id"].to_numpy())
+    scan = bootstrap_means(few[metrics], n_boot=200, seed=0)
+    shown = segmentation_markdown_frame(segmentation_table(scan, cluster))
+    assert (shown["Institution-cluster 95% CI"] == "not estimable (3 institutions < 10)").all()
+    assert shown["This run, mean (95% CI)"].str.match(r"0\.\d{3} \(0\.\d{3}–0\.\d{3}\)").all()
+
+    layout = RunLayout.of(tmp_path / "run")
+    layout.analysis_dir.mkdir(parents=True)
+    (layout.analysis_dir / "comparison.csv").write_text(
+        "metric,ours,ci_lo,ci_hi,published\ndice,0.8,0.75,0.85,0.82\n")
+    import json
+
+    (layout.analysis_dir / "analysis.json").write_text(json.dumps({"institution_cluster_bootstrap": {
+        "n_institutions": 3, "min_institutions": 10, "estimable": False, "note": cluster["note"].iloc[0]}}))
+    report = build_report(layout.root)
+    assert "**Institution-cluster bootstrap: not estimable: 3 institution(s), fewer than the 10" in report

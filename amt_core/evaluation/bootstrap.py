@@ -25,6 +25,14 @@ from scipy.special import ndtr, ndtri
 
 CI_METHODS: tuple[str, ...] = ("percentile", "bca")
 
+#: Fewest institutions for an institution-cluster bootstrap interval; below it the interval is reported
+#: as not estimable (NaN, with the reason) instead of being computed. Why 10: with G institutions a
+#: resample is one of C(2G-1, G) multisets of institutions (G=1: 1, so the interval collapses to the
+#: point; G=3: 10; G=5: 126), and the cluster bootstrap is known to under-cover badly with few clusters
+#: (Cameron, Gelbach & Miller 2008, Rev Econ Stat 90:414-427, simulate 5-30 clusters and find rejection
+#: rates far above nominal below about 10; the cluster-robust literature asks for tens of clusters).
+MIN_CLUSTERS = 10
+
 #: Largest number of random draws made at once (bounds the temporary index array to ~32 MiB).
 _CHUNK = 1 << 22
 
@@ -39,6 +47,20 @@ def _cluster_codes(clusters: Sequence | np.ndarray, n: int) -> tuple[np.ndarray,
     _, codes = np.unique(labels, return_inverse=True)
     codes = codes.reshape(-1)
     return codes, int(codes.max()) + 1 if n else 0
+
+
+def cluster_problem(clusters: Sequence | np.ndarray | None) -> str | None:
+    """Why an institution-cluster bootstrap of these labels is not estimable, or None when it is
+    (``clusters=None`` is a scan bootstrap: always None)."""
+    if clusters is None:
+        return None
+    labels = pd.Series(np.asarray(clusters, dtype=object).reshape(-1))
+    n_groups = int(labels.dropna().nunique())
+    if n_groups < MIN_CLUSTERS:
+        return (f"not estimable: {n_groups} institution(s), fewer than the {MIN_CLUSTERS} that an "
+                "institution-cluster bootstrap needs (with few clusters its interval is degenerate or "
+                "under-covers)")
+    return None
 
 
 def _multinomial_counts(rng: np.random.Generator, n_units: int, n_boot: int) -> np.ndarray:
@@ -302,10 +324,14 @@ def bootstrap_means(
     Returns
     -------
     DataFrame with one row per metric: metric, mean, ci_lo, ci_hi, method, level, n_boot, n (scans
-    with a value), cluster (True for the cluster bootstrap).
+    with a value), cluster (True for the cluster bootstrap), note (None, or why the interval is not
+    estimable: a cluster bootstrap over fewer than :data:`MIN_CLUSTERS` institutions has NaN bounds).
     """
     arr, names = _as_matrix(values)
     n = arr.shape[0]
+    problem = cluster_problem(clusters) if n else None
+    if problem is not None:
+        return _point_only(arr, names, method, level, n_boot, problem)
     if weights is None:
         weights = resample_weights(n, n_boot, seed=seed, clusters=clusters)
     elif weights.shape[1] != n:
@@ -328,5 +354,18 @@ def bootstrap_means(
             "n_boot": int(weights.shape[0]),
             "n": counts.astype(int),
             "cluster": clusters is not None,
+            "note": None,
         }
     )
+
+
+def _point_only(arr: np.ndarray, names: list[str], method: str, level: float, n_boot: int,
+                note: str) -> pd.DataFrame:
+    """bootstrap_means' table with the means and no interval (NaN bounds), saying why."""
+    mask = np.isfinite(arr)
+    counts = mask.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = np.where(counts > 0, np.where(mask, arr, 0.0).sum(axis=0) / counts, np.nan)
+    return pd.DataFrame({"metric": names, "mean": point, "ci_lo": np.nan, "ci_hi": np.nan,
+                         "method": method.lower(), "level": level, "n_boot": int(n_boot),
+                         "n": counts.astype(int), "cluster": True, "note": note})

@@ -141,7 +141,12 @@ def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
     """Every statistic of an evaluation from its row tables: means with bootstrap intervals, both FROC
     readings with their bands. Works for any subset of scans (the tables of those scans)."""
     config = config or EvalConfig()
-    from amt_core.evaluation.bootstrap import bootstrap_means, ci_from_replicates, resample_weights
+    from amt_core.evaluation.bootstrap import (
+        bootstrap_means,
+        ci_from_replicates,
+        cluster_problem,
+        resample_weights,
+    )
 
     per_case = tables["per_case"].reset_index(drop=True)
     n = len(per_case)
@@ -150,7 +155,10 @@ def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
     clusters = None
     if config.cluster_bootstrap:
         clusters = per_case["institution_id"].to_numpy()
-    weights = resample_weights(n, config.n_boot, seed=config.seed, clusters=clusters) if config.n_boot else None
+    note = cluster_problem(clusters) if config.n_boot else None
+    # too few institutions for a cluster interval: means only, every interval NaN, and the reason recorded
+    weights = (resample_weights(n, config.n_boot, seed=config.seed, clusters=clusters)
+               if config.n_boot and note is None else None)
 
     def ci(stat, point):
         jack = stat(froc.jackknife_weights(n, clusters)) if config.ci_method == "bca" else None
@@ -162,7 +170,8 @@ def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
                               method=config.ci_method, level=config.ci_level, weights=weights)
     else:
         cis = pd.DataFrame({"metric": list(MEAN_METRICS), "mean": means.mean().to_numpy(),
-                            "ci_lo": np.nan, "ci_hi": np.nan, "n": means.notna().sum().to_numpy()})
+                            "ci_lo": np.nan, "ci_hi": np.nan, "n": means.notna().sum().to_numpy(),
+                            "note": note or ("no intervals: n_boot is 0" if not config.n_boot else None)})
 
     scan_of = {c: k for k, c in enumerate(per_case["case_id"])}
     events = tables["events"]
@@ -180,7 +189,7 @@ def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
     np.add.at(fp, (on["scan"].to_numpy(), col), on["d_fp"].to_numpy())
     iou_table = froc.reading_b(tp, fp, n_lesions, config.iou_sweep, config.operating_point,
                                ci=ci_or_none, level=config.ci_level)
-    summary = _summary(per_case, cis, points, iou_table, config)
+    summary = _summary(per_case, cis, points, iou_table, config, note)
     keep = set(per_case["case_id"])
     return EvaluationResult(
         per_case=per_case,
@@ -192,7 +201,7 @@ def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
     )
 
 
-def _summary(per_case, cis, points, iou_table, config: EvalConfig) -> dict:
+def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str | None = None) -> dict:
     from amt_core.provenance import package_versions
 
     head = iou_table[np.isclose(iou_table["iou_threshold"], config.headline_iou)]
@@ -204,6 +213,9 @@ def _summary(per_case, cis, points, iou_table, config: EvalConfig) -> dict:
         "conventions": config.describe(),
         "n_scans": len(per_case),
         "n_institutions": int(per_case["institution_id"].nunique()),
+        "bootstrap": {"unit": "institution" if config.cluster_bootstrap else "scan", "n_boot": config.n_boot,
+                      "estimable": bool(config.n_boot) and ci_note is None,
+                      "note": ci_note or ("" if config.n_boot else "no intervals: n_boot is 0")},
         "n_lesions": int(per_case["n_lesions"].sum()),
         "n_candidates": int(per_case["n_candidates"].sum()),
         "means": {r["metric"]: {"mean": r["mean"], "ci_lo": r["ci_lo"], "ci_hi": r["ci_hi"]}

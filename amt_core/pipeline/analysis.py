@@ -43,7 +43,7 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 1
             operating_iou: float = 0.5) -> dict[str, pd.DataFrame]:
     """Every statistic of the external test from an ``EvaluationResult``; saved in ``out_dir``."""
     from amt_core.evaluation import models, stats
-    from amt_core.evaluation.bootstrap import bootstrap_means
+    from amt_core.evaluation.bootstrap import MIN_CLUSTERS, bootstrap_means, cluster_problem
 
     out = Path(out_dir)
     per_case = result.per_case
@@ -51,8 +51,9 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 1
     boot = {"n_boot": n_boot, "seed": seed, "method": method, "level": level}
     tables: dict[str, pd.DataFrame] = {}
     tables["seg_ci"] = bootstrap_means(per_case[metrics].astype(float), **boot)
-    tables["seg_ci_cluster"] = bootstrap_means(per_case[metrics].astype(float), clusters=per_case["institution_id"]
-                                               .astype(str).to_numpy(), **boot)
+    institutions = per_case["institution_id"].astype(str).to_numpy()
+    # below MIN_CLUSTERS institutions: means with NaN bounds and the reason in its 'note' column
+    tables["seg_ci_cluster"] = bootstrap_means(per_case[metrics].astype(float), clusters=institutions, **boot)
     tables["operating_points"] = result.froc_iou.copy()
     points = result.froc_points
     tables["cpm"] = (points[points["point"] == "cpm"][["iou_threshold", "sensitivity", "ci_lo", "ci_hi"]]
@@ -79,6 +80,10 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 1
         "bootstrap_unit": "scan (institution-cluster bootstrap reported beside it)",
         "min_institution_scans": min_institution_scans, "operating_iou": operating_iou,
         "institution_mixed_model": mixed_info,
+        "institution_cluster_bootstrap": {"n_institutions": int(per_case["institution_id"].nunique()),
+                                          "min_institutions": MIN_CLUSTERS,
+                                          "estimable": cluster_problem(institutions) is None,
+                                          "note": cluster_problem(institutions) or "computed"},
     })
     return tables
 

@@ -133,8 +133,22 @@ def _headline(layout: RunLayout) -> list[str]:
             r = c.loc[metric]
             ci = f" ({r['ci_lo']:.2f}–{r['ci_hi']:.2f})" if pd.notna(r["ci_lo"]) else ""
             lines.append(f"| {label} | {r['ours']:.2f}{ci} | {r['published']:.2f} |")
-    return lines + ["", "Means are over scans of per-scan values; the published values are Takemura et al. "
-                        "(Sci Rep 2026), on their private cohort.", ""]
+    lines += ["", "Means are over scans of per-scan values; the published values are Takemura et al. "
+                  "(Sci Rep 2026), on their private cohort.", ""]
+    return lines + _interval_notes(layout)
+
+
+def _interval_notes(layout: RunLayout) -> list[str]:
+    """Intervals that were not computed, and why (a collapsed interval must never pass for a real one)."""
+    notes = []
+    cluster = _json(layout.analysis_dir / "analysis.json").get("institution_cluster_bootstrap") or {}
+    if cluster and not cluster.get("estimable", True):
+        notes.append(f"**Institution-cluster bootstrap: {cluster.get('note')}.** Its intervals are left out "
+                     "of the tables; the scan-bootstrap intervals above stand alone.")
+    boot = _json(layout.evaluation("test") / "summary.json").get("bootstrap") or {}
+    if boot and not boot.get("estimable", True):
+        notes.append(f"**Evaluation intervals ({boot.get('unit')} bootstrap): {boot.get('note')}.**")
+    return [*notes, ""] if notes else []
 
 
 def _short_paths(hashes: dict, root: Path) -> dict:

@@ -87,6 +87,8 @@ def segmentation_table(ci: pd.DataFrame, cluster_ci: pd.DataFrame | None = None,
         if cluster_ci is not None and metric in set(cluster_ci["metric"]):
             c = cluster_ci.set_index("metric").loc[metric]
             row["cluster_ci_lo"], row["cluster_ci_hi"] = float(c["ci_lo"]), float(c["ci_hi"])
+            note = c.get("note", "")
+            row["cluster_note"] = note if isinstance(note, str) else ""
         row["published"] = float(published.get(metric, float("nan")))
         row["difference"] = row["mean"] - row["published"]
         rows.append(row)
@@ -99,11 +101,21 @@ def segmentation_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
     out["This run, mean (95% CI)"] = [f"{m:.3f} ({ci_text(lo, hi, 3)})"
                                       for m, lo, hi in zip(table["mean"], table["ci_lo"], table["ci_hi"], strict=False)]
     if "cluster_ci_lo" in table:
-        out["Institution-cluster 95% CI"] = [ci_text(lo, hi, 3)
-                                             for lo, hi in zip(table["cluster_ci_lo"], table["cluster_ci_hi"], strict=False)]
+        notes = table["cluster_note"] if "cluster_note" in table else [""] * len(table)
+        out["Institution-cluster 95% CI"] = [
+            _not_estimable(note) if note else ci_text(lo, hi, 3)
+            for lo, hi, note in zip(table["cluster_ci_lo"], table["cluster_ci_hi"], notes, strict=False)]
     out["Published"] = table["published"]
     out["Difference"] = table["difference"]
     return out
+
+
+def _not_estimable(note: str) -> str:
+    """A table cell for an interval that was not computed: 'not estimable (3 institutions < 10)'."""
+    import re
+
+    m = re.search(r"(\d+) institution\(s\), fewer than the (\d+)", note)
+    return f"not estimable ({m[1]} institutions < {m[2]})" if m else "not estimable"
 
 
 def detection_table(froc_iou: pd.DataFrame, cpm: pd.DataFrame | None = None,
