@@ -233,14 +233,16 @@ def test_cluster_bootstrap_is_wider_under_within_institution_correlation():
     assert 0.7 < (b["ci_hi"] - b["ci_lo"]) / (a["ci_hi"] - a["ci_lo"]) < 1.4
 
 
-def test_ten_thousand_resamples_of_164_scans_is_cheap():
-    import time
-
+def test_ten_thousand_cluster_bca_resamples_of_the_study_size():
+    """The study's shape (164 scans, 121 institutions, 10,000 resamples, BCa): finite intervals that hold
+    the mean, one per column (its speed is measured by benchmarks/bench_evaluation.py, not here)."""
     x = np.random.default_rng(0).random((164, 8))
     clusters = np.random.default_rng(1).integers(0, 121, 164)
-    t0 = time.perf_counter()
-    bootstrap_means(x, n_boot=10_000, seed=0, clusters=clusters, method="bca")
-    assert time.perf_counter() - t0 < 5.0  # ~0.03 s here; generous for slow CI machines
+    res = bootstrap_means(x, n_boot=10_000, seed=0, clusters=clusters, method="bca")
+    assert len(res) == 8 and (res["n_boot"] == 10_000).all() and res["cluster"].all()
+    assert ((res["ci_lo"] < res["mean"]) & (res["mean"] < res["ci_hi"])).all()
+    # about 1/sqrt(12 * 164) * 2 * 1.96 wide for uniform values resampled by 121 institutions
+    assert ((res["ci_hi"] - res["ci_lo"]).between(0.06, 0.12)).all()
 
 
 # --- too few institutions for a cluster bootstrap --------------------------------------------------------

@@ -180,7 +180,8 @@ def test_overlap_matrix_equals_brute_force():
     want = np.array([[np.count_nonzero((ca.labels == i) & (cb.labels == j)) for j in cb.ids] for i in ca.ids])
     assert got.shape == (len(ca), len(cb)) and np.array_equal(got, want)
     iou = lesions.pair_overlap(got, ca.voxels, cb.voxels)
-    assert np.all((iou >= 0) & (iou <= 1))
+    union = np.array([[np.count_nonzero((ca.labels == i) | (cb.labels == j)) for j in cb.ids] for i in ca.ids])
+    np.testing.assert_allclose(iou, want / union, rtol=1e-12)  # IoU = |A and B| / |A or B|, pair by pair
 
 
 def test_mask_only_prediction_gets_confidence_one():
