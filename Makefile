@@ -6,19 +6,37 @@ PY := $(VENV)/bin/python
 RUN ?= runs/demo
 PARAMS ?= params/demo.yaml
 
-# torch: on CPU-only Linux take the CPU wheel pinned below (never a multi-GB CUDA build);
-# with an NVIDIA driver (nvidia-smi present) or on macOS take pip's default build (CUDA / MPS).
+# torch: one release (TORCH_LOCK, the one the lock was compiled against). On CPU-only Linux the CPU build
+# (this machine's wheel folder holds it; elsewhere PyTorch's CPU index), never a multi-GB CUDA build; with an
+# NVIDIA driver (nvidia-smi present) PyPI's CUDA build of the same release; on macOS pip's default (MPS).
 # Override with `make TORCH_SPEC='torch==X' TORCH_PIP_ARGS='--index-url ...'`.
+TORCH_LOCK := 2.13.0
 HAS_NVIDIA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
 UNAME_S := $(shell uname -s)
-ifeq ($(UNAME_S)$(HAS_NVIDIA),Linux)
+ifeq ($(UNAME_S),Linux)
 TORCH_SPEC ?= torch==2.13.0
+ifneq ($(HAS_NVIDIA),1)
+TORCH_PIP_ARGS ?= $(if $(wildcard /opt/wheels/torch-$(TORCH_LOCK)+cpu-*.whl),,--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
+endif
 else
-TORCH_SPEC ?= torch>=2.4
+TORCH_SPEC ?= torch==$(TORCH_LOCK)
 endif
 TORCH_PIP_ARGS ?=
 
-.PHONY: help install test reproduce figures lint bench clean-venv
+# Everything but torch comes from the lock (exact versions, SHA-256 hashes): amt_core/lock/, written by
+# `make lock`. It is compiled for Linux x86_64 and Python 3.11; elsewhere (or with LOCK=none) pip resolves
+# pyproject.toml's ranges instead, and provenance.json records that the run did not match the lock.
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(UNAME_S)$(PYVER),Linux3.11)
+LOCK ?= amt_core/lock/linux-cpu-py311.txt
+else
+LOCK ?= none
+endif
+# where `make lock` finds the CPU torch wheel it compiles against (this machine's wheel folder, else the
+# PyTorch CPU index)
+LOCK_TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+
+.PHONY: help install test reproduce figures lint bench lock clean-venv
 
 help:
 	@echo "make reproduce   run the whole study on the embedded synthetic cohort -> $(RUN)"
@@ -26,11 +44,17 @@ help:
 	@echo "make figures     regenerate figures/ from the latest run's saved results (or RUN=runs/NAME)"
 	@echo "make bench       run the benchmarks in benchmarks/ (after make reproduce)"
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(filter-out none,$(LOCK))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+ifeq ($(LOCK),none)
 	$(PY) -m pip install -q -e ".[test]"
+else
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check
+endif
 	@touch $@
 
 install: $(VENV)/.installed
@@ -53,6 +77,16 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_cohort.py --cohort
 	$(PY) benchmarks/bench_evaluation.py
 	$(PY) benchmarks/bench_model.py --model $(RUN)/train/best.pt --cohort $(RUN)/cohort/cases.csv
+
+# re-solve the lock from pyproject.toml (newest versions within its ranges) and rewrite environment.yml
+lock: $(VENV)/.installed
+	$(PY) -m pip install -q "uv>=0.5"
+	printf 'torch==$(TORCH_LOCK)+cpu\n' > $(VENV)/torch-override.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 $(LOCK_TORCH_SOURCE) --override $(VENV)/torch-override.txt \
+		--no-emit-package torch --custom-compile-command "make lock" -q -o amt_core/lock/linux-cpu-py311.txt
+	$(PY) -c 'from pathlib import Path; from amt_core.lock import environment_yml, read_lock; \
+		Path("environment.yml").write_text(environment_yml(read_lock()))'
 
 clean-venv:
 	rm -rf $(VENV)

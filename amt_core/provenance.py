@@ -1,4 +1,5 @@
-"""What every run folder records: config, package versions, git commit and input hashes."""
+"""What every run folder records: config, package versions (and whether they are the locked ones), git
+commit and input hashes."""
 
 from __future__ import annotations
 
@@ -63,10 +64,18 @@ def provenance(config: dict[str, Any] | None = None, inputs: Iterable[str | Path
         "command": sys.argv,
         "config": config or {},
         "versions": package_versions(),
+        "environment_lock": _lock_status(),
         "git_commit": git_commit(),
         "platform": platform.platform(),
         "input_hashes": hash_files(inputs),
     }
+
+
+def _lock_status() -> dict[str, Any]:
+    """The lock's file name and SHA-256 and whether the installed set matched it (amt_core.lock)."""
+    from amt_core.lock import lock_status
+
+    return lock_status()
 
 
 def write_provenance(run_dir: str | Path, config: dict[str, Any] | None = None,

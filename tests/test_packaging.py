@@ -30,14 +30,69 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
     project = _pyproject()["project"]
     wanted = {_name(r) for r in project["dependencies"]}
     wanted |= {_name(r) for r in project["optional-dependencies"]["test"]}
-    assert env_names == wanted, f"only in environment.yml: {env_names - wanted}; only in pyproject: {wanted - env_names}"
+    assert wanted <= env_names, f"only in pyproject: {wanted - env_names}"
+
+
+def test_lock_pins_every_dependency_within_pyprojects_ranges():
+    from packaging.requirements import Requirement
+
+    from amt_core.lock import canonical, read_lock
+
+    pins = read_lock()
+    project = _pyproject()["project"]
+    for text in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+        req = Requirement(text)
+        name = canonical(req.name)
+        if name == "torch":
+            assert "torch" not in pins  # the Makefile installs torch (CPU or CUDA build) outside the lock
+            continue
+        assert name in pins, f"{name} is not in the lock: run `make lock`"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} outside {req}"
+    lock_text = (ROOT / "amt_core" / "lock" / "linux-cpu-py311.txt").read_text()
+    hashed = re.findall(r"^[A-Za-z0-9][^\s=]*==\S+ \\\n\s+--hash=sha256:[0-9a-f]{64}", lock_text, re.M)
+    assert len(hashed) == len(pins), "every pin carries a hash (pip install --require-hashes)"
+    assert not [n for n in pins if n.startswith(("nvidia-", "cuda-")) or n == "triton"], "a CUDA package in the lock"
+
+
+def test_environment_yml_is_the_lock():
+    from amt_core.lock import environment_yml, read_lock
+
+    assert (ROOT / "environment.yml").read_text() == environment_yml(read_lock()), "run `make lock`"
 
 
 def test_torch_pin_is_the_cpu_wheel_on_cpu_only_linux():
+    from amt_core.lock import TORCH_PIN
+
     makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^TORCH_LOCK := (\S+)$", makefile, re.M).group(1) == TORCH_PIN
     assert re.search(r"^TORCH_SPEC \?= torch==2\.13\.0$", makefile, re.M)
-    env = (ROOT / "environment.yml").read_text()
-    assert "torch==2.13.0" in env
+    assert f"torch=={TORCH_PIN}" in (ROOT / "environment.yml").read_text()
+    # make install takes everything but torch from the lock, hash-checked
+    assert re.search(r"pip install -q --require-hashes --no-deps -r \$\(LOCK\)", makefile)
+
+
+def test_lock_status_reports_mismatches():
+    from amt_core.lock import lock_status, read_lock
+
+    pins = read_lock()
+    status = lock_status(installed=dict(pins))
+    assert status["matches"] and status["mismatches"] == [] and len(status["sha256"]) == 64
+    off = dict(pins, numpy="0.1")
+    del off["monai"]
+    status = lock_status(installed=off)
+    assert not status["matches"]
+    assert status["mismatches"] == [f"monai: missing != {pins['monai']}", f"numpy: 0.1 != {pins['numpy']}"]
+
+
+def test_provenance_records_the_lock(tmp_path):
+    import json
+
+    from amt_core.lock import lock_digest
+    from amt_core.provenance import write_provenance
+
+    record = json.loads(write_provenance(tmp_path, {"seed": 0}).read_text())
+    assert record["environment_lock"]["sha256"] == lock_digest()
+    assert isinstance(record["environment_lock"]["matches"], bool)
 
 
 def test_import_is_silent_and_does_not_import_torch():
