@@ -60,7 +60,7 @@ endif
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	AMT_LOCK=$(LOCK) $(PY) -m pytest -q
 
 reproduce: $(VENV)/.installed
 	$(VENV)/bin/amt run --params $(PARAMS) --out $(RUN)

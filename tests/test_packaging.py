@@ -3,12 +3,14 @@ and the set-up never asks for a CUDA build of torch on CPU-only Linux."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +84,15 @@ def test_lock_status_reports_mismatches():
     status = lock_status(installed=off)
     assert not status["matches"]
     assert status["mismatches"] == [f"monai: missing != {pins['monai']}", f"numpy: 0.1 != {pins['numpy']}"]
+
+
+@pytest.mark.skipif(os.environ.get("AMT_LOCK", "none") == "none", reason="not installed from the lock (make test sets AMT_LOCK)")
+def test_make_test_runs_on_the_locked_set():
+    from amt_core.lock import lock_status
+
+    status = lock_status()
+    assert status["file"] == Path(os.environ["AMT_LOCK"]).name
+    assert status["matches"], status["mismatches"]
 
 
 def test_provenance_records_the_lock(tmp_path):
