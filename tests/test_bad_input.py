@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +17,15 @@ import pytest
 from amt_core.data import volume as volume_module
 from amt_core.data.cases import CaseTableError, read_cases
 from amt_core.data.cohort import CASES_CSV
-from amt_core.data.volume import VolumeError, read_label, read_volume, write_volume
+from amt_core.data.volume import (
+    NotCTError,
+    VolumeError,
+    check_ct,
+    read_label,
+    read_probability,
+    read_volume,
+    write_volume,
+)
 
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
 
@@ -309,3 +318,307 @@ def test_write_is_deterministic(tmp_path):
 def test_volume_module_has_no_partial_writer():
     """write_volume goes through amt_core.atomic (the only writer of volume files)."""
     assert volume_module.atomic_path.__module__ == "amt_core.atomic"
+
+
+# --- damage only the gzip check sees (issue 9) ----------------------------------------------------------
+
+
+def _damage_gzip(path: Path, how: str, bit: int = 0x10) -> Path:
+    """Damage a .nii.gz so that only gzip's own check (CRC-32 and length in the trailer) can tell:
+    ``stored``: recompressed without compression (stored blocks), ``bit`` flipped in a byte of voxel data;
+    ``late``: one bit flipped late in the deflate data; ``crc`` / ``isize``: one bit of the trailer."""
+    data = bytearray(path.read_bytes())
+    if how == "stored":
+        data = bytearray(gzip.compress(gzip.decompress(bytes(data)), compresslevel=0, mtime=0))
+        data[len(data) // 2] ^= bit
+    elif how == "crc":
+        data[-8] ^= 0x01
+    elif how == "isize":
+        data[-4] ^= 0x01
+    elif how == "late":  # the last byte of the deflate data whose change still decodes (to wrong voxels)
+        for offset in range(len(data) - 9, len(data) // 2, -1):
+            trial = bytearray(data)
+            trial[offset] ^= 0x01
+            try:
+                zlib.decompress(bytes(trial), wbits=31)
+            except zlib.error as exc:
+                if "incorrect data check" in str(exc):
+                    data = trial
+                    break
+        else:
+            raise AssertionError("no late byte found whose change only the CRC check sees")
+    path.write_bytes(bytes(data))
+    with pytest.raises(gzip.BadGzipFile, match="CRC check failed|Incorrect length"):
+        gzip.decompress(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("how", ["stored", "late", "crc", "isize"])
+def test_gzip_check_failure_is_an_error(tmp_path, how):
+    """nibabel alone reads these files (it stops before the gzip trailer); our reader refuses them."""
+    path = _damage_gzip(write_volume(_ct(), AFFINE, tmp_path / f"damaged_{how}.nii.gz"), how)
+    assert np.asanyarray(nib.load(path).dataobj).shape == (12, 10, 8)  # silently wrong without the check
+    with pytest.raises(VolumeError, match=rf"damaged_{how}\.nii\.gz: cannot read the volume \(corrupt or "
+                                          r"truncated\?\): (CRC check failed|Incorrect length)"):
+        read_volume(path)
+
+
+def test_gzip_check_failure_of_a_label(tmp_path, image):
+    label = np.zeros(image.shape, np.uint8)
+    label[2:5, 2:5, 2:5] = 1
+    path = _damage_gzip(write_volume(label, image.affine, tmp_path / "label_crc.nii.gz"), "crc")
+    with pytest.raises(VolumeError, match=r"label_crc\.nii\.gz: cannot read the volume .*CRC check failed"):
+        read_label(path, image)
+
+
+def test_gzip_nrrd_crc_failure_is_an_error(tmp_path):
+    """SimpleITK (NrrdIO) checks the CRC of a gzip-encoded NRRD itself; the error names the file."""
+    import SimpleITK as sitk
+
+    path = tmp_path / "damaged.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(_ct((8, 10, 12))), str(path), True)  # encoding: gzip
+    data = bytearray(path.read_bytes())
+    assert b"encoding: gzip" in data[:1000]
+    data[-8] ^= 0x01  # the CRC-32 of the gzip trailer (the data is last in the file)
+    path.write_bytes(bytes(data))
+    with pytest.raises(VolumeError, match=r"damaged\.nrrd: cannot read the volume"):
+        read_volume(path)
+
+
+def test_valid_gzip_still_reads_identically(tmp_path):
+    array = _ct()
+    back = read_volume(write_volume(array, AFFINE, tmp_path / "fine.nii.gz"))
+    np.testing.assert_array_equal(back.array, array)
+    stored = tmp_path / "stored.nii.gz"  # uncompressed deflate blocks and two gzip members are valid gzip
+    raw = gzip.decompress((tmp_path / "fine.nii.gz").read_bytes())
+    stored.write_bytes(gzip.compress(raw[:1000], compresslevel=0) + gzip.compress(raw[1000:]))
+    np.testing.assert_array_equal(read_volume(stored).array, array)
+
+
+# --- the CLI: one line naming the file, exit 2, nothing written -----------------------------------------
+
+
+def _run_cli(capsys, *args) -> tuple[int, str]:
+    """``amt ARGS`` in-process: (exit status, stderr); stdout must be empty on failure."""
+    from amt_core.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    if code:
+        assert out == ""
+    return code, err
+
+
+def _one_line(err: str, *expected) -> str:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for text in expected:
+        assert str(text) in lines[0], (text, lines[0])
+    return lines[0]
+
+
+def _predictions(cohort: Path, preds: Path, prob=None) -> list[str]:
+    """Perfect masks (copies of the reference labels) for the test cases of ``cohort``, and ``prob``."""
+    cases = read_cases(cohort / CASES_CSV)
+    preds.mkdir()
+    ids = []
+    for row in cases[cases["split"] == "test"].itertuples():
+        label = nib.load(row.label)
+        write_volume(np.asarray(label.dataobj), label.affine, preds / f"{row.case_id}.nii.gz")
+        if prob is not None:
+            write_volume(prob(np.asarray(label.dataobj)), label.affine, preds / f"{row.case_id}_prob.nii.gz")
+        ids.append(row.case_id)
+    return ids
+
+
+def _evaluate(capsys, cohort, preds, out):
+    return _run_cli(capsys, "evaluate", "--cohort", cohort / CASES_CSV, "--predictions", preds, "--out", out,
+                    "--n-boot", "0", "--no-progress")
+
+
+def test_cli_evaluate_refuses_a_damaged_prediction(tiny_cohort, tmp_path, capsys):
+    """One voxel of a mask changed inside a stored deflate block: still a binary mask, so without the CRC
+    check the scan would be scored on wrong voxels."""
+    preds, out = tmp_path / "preds", tmp_path / "eval"
+    ids = _predictions(tiny_cohort, preds)
+    intact = np.asanyarray(nib.load(preds / f"{ids[-1]}.nii.gz").dataobj)
+    damaged = _damage_gzip(preds / f"{ids[-1]}.nii.gz", "stored", bit=0x01)
+    wrong = np.asanyarray(nib.load(damaged).dataobj)
+    assert set(np.unique(wrong)) == {0, 1} and int(np.sum(wrong != intact)) == 1
+    code, err = _evaluate(capsys, tiny_cohort, preds, out)
+    assert code == 2
+    _one_line(err, "amt evaluate: error:", damaged, "CRC check failed")
+    assert not out.exists()
+
+
+def test_cli_evaluate_refuses_a_reference_label_that_is_not_gzip(tiny_cohort, tmp_path, capsys):
+    preds, out = tmp_path / "preds", tmp_path / "eval"
+    ids = _predictions(tiny_cohort, preds)
+    label = Path(read_cases(tiny_cohort / CASES_CSV).set_index("case_id").at[ids[0], "label"])
+    label.write_text("not a NIfTI file\n")
+    code, err = _evaluate(capsys, tiny_cohort, preds, out)
+    assert code == 2
+    _one_line(err, "amt evaluate: error:", label, "cannot read")
+    assert not out.exists()
+
+
+def test_cli_evaluate_names_prediction_and_reference_on_a_grid_mismatch(tiny_cohort, tmp_path, capsys):
+    preds, out = tmp_path / "preds", tmp_path / "eval"
+    ids = _predictions(tiny_cohort, preds)
+    wrong = write_volume(np.zeros((12, 10, 9), np.uint8), AFFINE, preds / f"{ids[0]}.nii.gz")
+    label = read_cases(tiny_cohort / CASES_CSV).set_index("case_id").at[ids[0], "label"]
+    code, err = _evaluate(capsys, tiny_cohort, preds, out)
+    assert code == 2
+    _one_line(err, f"prediction {wrong} is not on the grid of reference label {label}: shape (12, 10, 9) vs "
+                   "(12, 10, 8)")
+    assert not out.exists()
+
+
+# --- probability maps -------------------------------------------------------------------------------------
+
+
+def _prob_file(path: Path, array: np.ndarray, slope: float | None = None) -> Path:
+    img = nib.Nifti1Image(array, AFFINE)
+    if slope is not None:
+        img.header.set_slope_inter(slope, 0.0)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.fixture
+def reference(tmp_path):
+    label = np.zeros((12, 10, 8), np.uint8)
+    label[4:8, 3:7, 2:6] = 1
+    path = write_volume(label, AFFINE, tmp_path / "reference.nii.gz")
+    return read_label(path, read_volume(path))
+
+
+def _map(top: float, dtype=np.float32, low: float = 0.0) -> np.ndarray:
+    array = np.full((12, 10, 8), low, dtype)
+    array[4:8, 3:7, 2:6] = top
+    return array
+
+
+@pytest.mark.parametrize(
+    ("name", "array", "slope", "expected"),
+    [
+        ("above_one", _map(12.0), None, r"values 0\.\.12 \(voxel type float32\)"),
+        ("percent", _map(80.0, np.float64), None, r"values 0\.\.80 \(voxel type float64\)"),
+        ("negative", _map(0.9, low=-0.2), None, r"values -0\.2\.\.0\.9 \(voxel type float32\)"),
+        ("uint8_x2", _map(200, np.uint8), 2.0, r"values 0\.\.400 \(voxel type uint8 scaled by scl_slope 2"),
+        ("int16", _map(200, np.int16), None, r"voxel type int16 with values 0\.\.200"),
+        ("uint16", _map(60000, np.uint16), None, r"voxel type uint16 with values 0\.\.60000"),
+    ],
+)
+def test_probability_map_out_of_range(tmp_path, reference, name, array, slope, expected):
+    path = _prob_file(tmp_path / f"{name}_prob.nii.gz", array, slope)
+    with pytest.raises(VolumeError, match=rf"{name}_prob\.nii\.gz: probability map .*{expected}.*must be "
+                                          r"floating point in \[0, 1\], or uint8 0\.\.255") as info:
+        read_probability(path, reference)
+    assert "\n" not in str(info.value)
+
+
+def test_probability_map_with_nan(tmp_path, reference):
+    array = _map(0.7)
+    array[0, 0, 0] = np.nan
+    path = _prob_file(tmp_path / "nan_prob.nii.gz", array)
+    with pytest.raises(VolumeError, match=r"nan_prob\.nii\.gz: probability map has 1 NaN or infinite voxel"):
+        read_probability(path, reference)
+
+
+def test_probability_maps_that_are_fine(tmp_path, reference):
+    """amt's own maps (uint8 with scl_slope 1/255), float32 in [0, 1] (rounding above 1 clipped) and plain
+    uint8 0..255 (read as /255)."""
+    from amt_core.model.inference import write_outputs
+    from amt_core.model.presets import get_config
+
+    prob = _map(0.8)
+    write_outputs(tmp_path, "own", prob, AFFINE, get_config("cpu"), (0.8, 0.8, 2.5))
+    assert nib.load(tmp_path / "own_prob.nii.gz").get_data_dtype() == np.uint8
+    cases = {
+        "own_prob.nii.gz": 204 / 255,
+        _prob_file(tmp_path / "float_prob.nii.gz", prob).name: 0.8,
+        _prob_file(tmp_path / "rounding_prob.nii.gz", _map(1.0004)).name: 1.0,
+        _prob_file(tmp_path / "uint8_prob.nii.gz", _map(255, np.uint8)).name: 1.0,
+        _prob_file(tmp_path / "tiny_negative_prob.nii.gz", _map(0.5, low=-1e-4)).name: 0.5,
+    }
+    for name, top in cases.items():
+        got = read_probability(tmp_path / name, reference).array
+        assert got.dtype == np.float32 and got.min() >= 0.0, name
+        assert float(got.max()) == pytest.approx(top, abs=1e-6), name
+
+
+def test_cli_evaluate_refuses_a_probability_map_above_one(tiny_cohort, tmp_path, capsys):
+    """A float map up to 12 was silently divided by 255, and every candidate vanished."""
+    preds, out = tmp_path / "preds", tmp_path / "eval"
+    _predictions(tiny_cohort, preds, prob=lambda label: label.astype(np.float32) * np.float32(12.0))
+    code, err = _evaluate(capsys, tiny_cohort, preds, out)
+    assert code == 2
+    line = _one_line(err, "amt evaluate: error:",
+                     "_prob.nii.gz: probability map values 0..12 (voxel type float32)")
+    assert str(preds) in line
+    assert not out.exists()
+
+
+def test_cli_evaluate_reads_valid_probability_maps(tiny_cohort, tmp_path, capsys):
+    preds, out = tmp_path / "preds", tmp_path / "eval"
+    _predictions(tiny_cohort, preds, prob=lambda label: label.astype(np.float32) * np.float32(0.9))
+    code, err = _evaluate(capsys, tiny_cohort, preds, out)
+    assert code == 0, err
+    per_case = pd.read_csv(out / "per_case.csv")
+    assert per_case["dice"].tolist() == [1.0, 1.0] and per_case["tp"].tolist() == [1, 1]
+
+
+# --- CT plausibility --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        (np.linspace(0, 1, 960).reshape(12, 10, 8), r"intensities 0\.\.1"),
+        (np.linspace(0, 4000, 960).reshape(12, 10, 8), r"intensities 0\.\.4000"),
+        (np.full((12, 10, 8), -1000.0), r"a constant image \(every voxel -1000\)"),
+        (np.full((12, 10, 8), 0.0), r"a constant image \(every voxel 0\)"),
+    ],
+)
+def test_check_ct_refuses_non_ct(tmp_path, array, expected):
+    vol = read_volume(write_volume(array.astype(np.float32), AFFINE, tmp_path / "not_ct.nii.gz"))
+    with pytest.raises(NotCTError, match=r"not_ct\.nii\.gz: not a CT in Hounsfield units: " + expected
+                                         + r" \(expected air near -1000 HU and tissue above 0\)"):
+        check_ct(vol)
+
+
+def test_check_ct_accepts_ct_and_the_model_uses_the_same_check():
+    from amt_core.model import preprocessing
+
+    ct = np.full((12, 10, 8), -1000.0, np.float32)
+    ct[3:9, 3:7, :] = 40.0
+    check_ct(ct, "ct")
+    assert preprocessing.NotCTError is NotCTError and issubclass(NotCTError, VolumeError)
+    with pytest.raises(NotCTError, match=r"x: not a CT in Hounsfield units: intensities 0\.\.4000"):
+        preprocessing.check_ct(np.linspace(0, 4000, 8000).reshape(20, 20, 20), (1.0, 1.0, 1.0), "x", 15.0)
+
+
+def test_cli_predict_refuses_a_damaged_image(tmp_path, capsys):
+    """`amt predict` on a .nii.gz whose gzip CRC check fails: one line naming it, no prediction written."""
+    import torch
+
+    from amt_core.model.checkpoint import save_checkpoint
+    from amt_core.model.network import build_network
+    from amt_core.model.presets import get_config
+
+    torch.manual_seed(0)
+    cfg = get_config("cpu", patch_size=(16, 16, 16), channels=(4, 8), strides=(2,),
+                     target_spacing=(4.0, 4.0, 4.0),
+                     intensity_stats={"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0})
+    model = save_checkpoint(tmp_path / "best.pt", model=build_network(cfg), cfg=cfg) or tmp_path / "best.pt"
+    ct = np.full((48, 48, 32), -1000.0, np.float32)
+    ct[8:40, 8:40, :] = 40.0
+    image = _damage_gzip(write_volume(ct, np.diag([1.0, 1.0, 1.5, 1.0]), tmp_path / "scan.nii.gz"), "stored")
+    out = tmp_path / "pred"
+    code, err = _run_cli(capsys, "predict", "--model", model, "--input", image, "--out", out, "--no-progress",
+                         "--device", "cpu")
+    assert code == 2
+    _one_line(err, "amt predict: error:", image, "CRC check failed")
+    assert not out.exists() or not any(out.rglob("*"))

@@ -10,14 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
+from amt_core.atomic import OutputExistsError
 from amt_core.data.cases import CaseTableError, read_cases
 from amt_core.data.importer import import_cohort
 from amt_core.data.privacy import parse_age, pseudonymise, vendor_name
-from amt_core.data.volume import read_label, read_volume, write_volume
+from amt_core.data.volume import VolumeError, read_label, read_volume, write_volume
 from amt_core.registry import CASE_COLUMNS
 
 KEY = "test-secret"
@@ -216,7 +218,7 @@ def test_failed_conversion_leaves_nothing(source, tmp_path):
 def test_overwrite_replaces_cohort(source, tmp_path):
     out = tmp_path / "cohort"
     import_cohort(source, source / "metadata.csv", out, key=KEY)
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(OutputExistsError, match="not empty"):
         import_cohort(source, source / "metadata.csv", out, key=KEY)
     (out / "stale.txt").write_text("old")
     import_cohort(source, source / "metadata.csv", out, key="another-key", overwrite=True)
@@ -276,3 +278,190 @@ def test_pseudonyms_are_keyed_and_normalised():
     assert pseudonymise("A", key) != pseudonymise("B", key)
     with pytest.raises(ValueError):
         pseudonymise("  ", key)
+
+
+# --- no silent wrong answer (issue 9) -------------------------------------------------------------------
+
+AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
+
+
+def _run_cli(capsys, *args) -> tuple[int, str]:
+    """``amt ARGS`` in-process: (exit status, stderr)."""
+    from amt_core.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if code:
+        assert out == ""
+    return code, err
+
+
+def _one_line(err: str, *expected) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for text in expected:
+        assert str(text) in lines[0], (text, lines[0])
+    return lines[0]
+
+
+def _nifti_case(src: Path, name: str, hu: np.ndarray, split: str = "train") -> dict:
+    image = write_volume(hu.astype(np.float32), AFFINE, src / f"{name}.nii.gz")
+    _mask_for(image, src / f"{name}_mask.nii.gz")
+    return {"image": image.name, "label": f"{name}_mask.nii.gz", "split": split,
+            "institution": "Clinic B" if split == "test" else "Clinic A", "sex": "F"}
+
+
+def _import_args(src: Path, rows: list[dict], out: Path, *extra) -> list:
+    pd.DataFrame(rows).to_csv(src / "meta.csv", index=False)
+    return ["import", "--source", src, "--metadata", src / "meta.csv", "--out", out, *extra]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_cli_import_refuses_a_gzip_failing_its_crc_check(tmp_path, capsys):
+    """A .nii.gz whose voxel bytes changed (stored deflate blocks: only the CRC-32 can tell) was imported."""
+    src, out = tmp_path / "src", tmp_path / "cohort"
+    rows = [_nifti_case(src, name, _ct_lps((12, 10, 8), seed)) for seed, name in enumerate(["good", "bad"])]
+    bad = src / "bad.nii.gz"
+    data = bytearray(gzip.compress(gzip.decompress(bad.read_bytes()), compresslevel=0))
+    data[len(data) // 2] ^= 0x10  # one voxel byte; nibabel alone still reads an array
+    bad.write_bytes(bytes(data))
+    assert np.asanyarray(nib.load(bad).dataobj).shape == (12, 10, 8)
+
+    code, err = _run_cli(capsys, *_import_args(src, rows, out))
+    assert code == 2
+    _one_line(err, "amt import: error:", "case_0002:", bad, "CRC check failed")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+    # an existing cohort is left byte-identical by a failed --overwrite
+    assert _run_cli(capsys, *_import_args(src, rows[:1], out))[0] == 0
+    before = _tree(out)
+    code, err = _run_cli(capsys, *_import_args(src, rows, out, "--overwrite"))
+    assert code == 2 and _tree(out) == before
+
+
+def test_cli_import_refuses_images_that_are_not_ct(tmp_path, capsys):
+    """What `amt predict` refuses is refused at the door, every case reported at once."""
+    src, out = tmp_path / "src", tmp_path / "cohort"
+    shape = (12, 10, 8)
+    rows = [
+        _nifti_case(src, "unit", np.linspace(0, 1, 960).reshape(shape)),  # 0..1 floats
+        _nifti_case(src, "mr_like", np.linspace(0, 4000, 960).reshape(shape)),  # no air
+        _nifti_case(src, "constant", np.full(shape, -1000.0), split="tune"),
+        _nifti_case(src, "ct", _ct_lps(shape, 3), split="test"),
+    ]
+    code, err = _run_cli(capsys, *_import_args(src, rows, out))
+    assert code == 2
+    assert "3 problem(s)" in err
+    for case, name, found in [("case_0001", "unit", "intensities 0..1"),
+                              ("case_0002", "mr_like", "intensities 0..4000"),
+                              ("case_0003", "constant", "a constant image (every voxel -1000)")]:
+        assert f"case {case}: {src / name}.nii.gz: not a CT in Hounsfield units: {found} (expected air" in err
+    assert "case_0004" not in err
+    assert not out.exists()
+
+
+def _two_series(folder: Path, make_dicom_series) -> tuple[str, str]:
+    """Two DICOM series in ``folder``: A (Siemens, 6 slices of 2.5 mm, no description) and B (GE, 4 slices
+    of 5 mm, 'LOCALIZER'), whose files sort first. Returns their SeriesInstanceUIDs."""
+    import pydicom
+
+    make_dicom_series(folder, _ct_lps((12, 10, 6), 0))
+    other = make_dicom_series(folder.parent / "other_series", _ct_lps((12, 10, 4), 1),
+                              spacing=(0.8, 0.8, 5.0), manufacturer="GE MEDICAL SYSTEMS")  # fmt: skip
+    for path in sorted(other.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = "LOCALIZER"
+        ds.save_as(folder / f"b_{path.name}")
+        path.unlink()
+    other.rmdir()
+
+    def uid(name: str) -> str:
+        return str(pydicom.dcmread(folder / name, stop_before_pixels=True).SeriesInstanceUID)
+
+    return uid("slice000.dcm"), uid("b_slice000.dcm")
+
+
+def _series_mask(folder: Path, uid: str, out: Path) -> Path:
+    image = read_volume(folder, series_uid=uid)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[3:7, 3:6, 1:3] = 1
+    return write_volume(mask, image.affine, out)
+
+
+def test_two_dicom_series_are_refused_and_listed(tmp_path, make_dicom_series, capsys):
+    """Pixels came from the largest series, metadata (vendor, thickness) from another: now refused."""
+    src, out = tmp_path / "src", tmp_path / "cohort"
+    folder = src / "mixed"
+    uid_a, uid_b = _two_series(folder, make_dicom_series)
+    listing = [f"{uid_a} 'no description' (6 slice(s))", f"{uid_b} 'LOCALIZER' (4 slice(s))"]
+    with pytest.raises(VolumeError) as info:
+        read_volume(folder)
+    message = str(info.value)
+    assert message.startswith(f"{folder}: 2 DICOM series in one folder: ")
+    assert all(text in message for text in listing) and "series_uid" in message and "\n" not in message
+
+    _series_mask(folder, uid_a, src / "mask.nii.gz")
+    rows = [{"image": "mixed", "label": "mask.nii.gz", "split": "train", "institution": "Clinic A"}]
+    code, err = _run_cli(capsys, *_import_args(src, rows, out))
+    assert code == 2  # one line: no follow-on problem (e.g. 'empty sex') for the metadata DICOM would fill
+    _one_line(err, "amt import: error:", "row 2:", folder, "2 DICOM series", *listing)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_series_uid_picks_pixels_and_metadata_from_one_series(tmp_path, make_dicom_series, which):
+    src = tmp_path / "src"
+    folder = src / "mixed"
+    uids = dict(zip("ab", _two_series(folder, make_dicom_series), strict=True))
+    expected = {"a": ("Siemens", 2.5, 6), "b": ("GE", 5.0, 4)}[which]
+    _series_mask(folder, uids[which], src / "mask.nii.gz")
+    pd.DataFrame([{"image": "mixed", "label": "mask.nii.gz", "split": "train", "institution": "Clinic A",
+                   "series_uid": uids[which]}]).to_csv(src / "meta.csv", index=False)  # fmt: skip
+    df = import_cohort(src, src / "meta.csv", tmp_path / "cohort", key=KEY)
+    assert (df["vendor"][0], df["slice_thickness_mm"][0]) == expected[:2]
+    imported, original = read_volume(df["image"][0]), read_volume(folder, series_uid=uids[which])
+    assert imported.shape == (12, 10, expected[2])
+    np.testing.assert_array_equal(imported.array, original.array)
+    assert uids[which] not in _all_output_text(tmp_path / "cohort").decode("latin-1")
+
+
+def test_series_uid_errors(tmp_path, make_dicom_series):
+    src = tmp_path / "src"
+    folder = src / "mixed"
+    uid_a, uid_b = _two_series(folder, make_dicom_series)
+    with pytest.raises(VolumeError, match=rf"mixed: no DICOM series 1\.2\.3 in this folder \(present: {uid_a} "
+                                          r"'no description' \(6 slice"):
+        read_volume(folder, series_uid="1.2.3")
+    nifti = write_volume(_ct_lps((12, 10, 8), 0).astype(np.float32), AFFINE, src / "c.nii.gz")
+    with pytest.raises(VolumeError, match=r"c\.nii\.gz: a series_uid \(1\.2\.3\) is given but this is not"):
+        read_volume(nifti, series_uid="1.2.3")
+    _series_mask(folder, uid_a, src / "mask.nii.gz")
+    _mask_for(nifti, src / "c_mask.nii.gz")
+    pd.DataFrame({"image": ["mixed", "c.nii.gz"], "label": ["mask.nii.gz", "c_mask.nii.gz"],
+                  "split": ["train", "test"], "institution": ["Clinic A", "Clinic B"], "sex": ["F", "M"],
+                  "series_uid": ["1.2.3", uid_b]}).to_csv(src / "meta.csv", index=False)  # fmt: skip
+    with pytest.raises(CaseTableError) as info:
+        import_cohort(src, src / "meta.csv", tmp_path / "cohort", key=KEY)
+    assert info.value.problems[0].startswith(f"row 2: {folder}: no DICOM series 1.2.3 in this folder")
+    assert info.value.problems[1] == f"row 3: series_uid {uid_b} is given but {nifti} is not a DICOM folder"
+    assert len(info.value.problems) == 2
+
+
+@pytest.mark.parametrize("damage", ["crc", "truncated", "not_gzip"])
+def test_cli_validate_a_damaged_gzip_table(tiny_cohort, capsys, damage):
+    """pandas decompresses a cases.csv.gz itself; a damaged one printed a traceback (exit 1)."""
+    data = gzip.compress((tiny_cohort / "cases.csv").read_bytes(), mtime=0)
+    data = {"crc": data[:-8] + bytes([data[-8] ^ 1]) + data[-7:], "truncated": data[: len(data) // 2],
+            "not_gzip": (tiny_cohort / "cases.csv").read_bytes()}[damage]
+    path = tiny_cohort / "cases.csv.gz"
+    path.write_bytes(data)
+    code, err = _run_cli(capsys, "validate", path)
+    assert code == 2
+    _one_line(err, f"amt validate: error: {path}: cannot read the file (corrupt or truncated?)")
+    # and a valid one still validates
+    path.write_bytes(gzip.compress((tiny_cohort / "cases.csv").read_bytes()))
+    assert _run_cli(capsys, "validate", path)[0] == 0

@@ -25,6 +25,11 @@ CT = {
     "ts_abdomen_3mm/ct.nii.gz": ((122, 101, 30), (3.0, 3.0, 3.0), -1100, -91, 1207),
     # JPEG 2000 lossless DICOM (transfer syntax 1.2.840.10008.1.2.4.90), uint16 + intercept -1024
     "ts_abdomen_dicom/dicom": ((512, 512, 20), (0.9766, 0.9766, 2.0), -1024, -981, 1839),
+    # SOURCES.md section 6: TCIA chest CTs, int16 HU, RAS, downsampled 2x in-plane
+    "chest_backgrounds/lung_dx_a0001.nii.gz": ((256, 167, 64), (1.684, 1.684, 5.0), -1024, -825, 2976),
+    "chest_backgrounds/lung_dx_a0002.nii.gz": ((256, 193, 30), (1.293, 1.293, 8.0), -1024, -128, 1682),
+    "chest_backgrounds/acrin_flt_breast_001.nii.gz": ((216, 142, 35), (1.953, 1.953, 4.25), -1024, -211, 1277),
+    "chest_backgrounds/acrin_flt_breast_013.nii.gz": ((148, 89, 49), (2.734, 2.734, 4.0), -1024, -640, 2918),
 }
 
 # label -> (its image, values that must be present, voxel count of label > 0 or None)

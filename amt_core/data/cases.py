@@ -12,8 +12,11 @@ institution-disjoint).
 
 from __future__ import annotations
 
+import lzma
 import os
 import re
+import zipfile
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -34,11 +37,14 @@ TRAINING_SPLITS = ("train", "tune")
 
 
 class CaseTableError(ValueError):
-    """A case table with problems; the message lists every one of them."""
+    """A case table with problems; the message lists every one of them (one line when there is one)."""
 
     def __init__(self, source: str, problems: list[str]):
         self.source = source
         self.problems = list(problems)
+        if len(self.problems) == 1:
+            super().__init__(f"{source}: {self.problems[0]}")
+            return
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s) in the case table:\n{lines}")
 
@@ -55,7 +61,10 @@ def read_cases(csv: str | os.PathLike, check_files: bool = True) -> pd.DataFrame
     try:
         df = pd.read_csv(csv, dtype={c: str for c in TEXT_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CaseTableError(str(csv), [f"not a readable CSV file: {exc}"]) from exc
+        raise CaseTableError(str(csv), [f"not a readable CSV file: {_one_line(exc)}"]) from exc
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as exc:  # damaged .gz/.bz2/.xz/.zip
+        problem = f"cannot read the file (corrupt or truncated?): {_one_line(exc)}"
+        raise CaseTableError(str(csv), [problem]) from exc
     df = _normalise(df)
     base = csv.resolve().parent
     problems = validate_cases(df, base, check_files=check_files)
@@ -176,6 +185,10 @@ def _leakage(df: pd.DataFrame) -> list[str]:
     return problems
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Strip surrounding blanks from text cells; empty strings become missing."""
     for column in TEXT_COLUMNS:
@@ -199,3 +212,22 @@ def _resolve(base: Path, p: str) -> Path:
 def _exists(base: Path, p: str) -> bool:
     path = _resolve(base, p)
     return path.is_file() or path.is_dir()  # a DICOM series is a folder
+
+
+def volume_problems(df: pd.DataFrame, progress: bool = False) -> list[str]:
+    """Read every image and label of a (validated) case table in full: the problems found, one per case
+    (a damaged or truncated file, a gzip stream failing its CRC check, an image that is not CT in HU, a
+    label that is not a binary mask on its image's grid). Empty when every volume is usable."""
+    from tqdm.auto import tqdm
+
+    from amt_core.data.volume import VolumeError, check_ct, read_label, read_volume
+
+    problems = []
+    for row in tqdm(list(df.itertuples()), desc="read volumes", unit="case", disable=not progress):
+        try:
+            image = read_volume(row.image)
+            check_ct(image)
+            read_label(row.label, image)
+        except VolumeError as exc:
+            problems.append(f"case {row.case_id}: {exc}")
+    return problems

@@ -12,6 +12,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("cases", metavar="CASES.csv", help="the case table (e.g. COHORT/cases.csv)")
     p.add_argument("--no-files", action="store_true", help="do not check that image and label files exist")
+    p.add_argument("--volumes", action="store_true",
+                   help="also read every image and label in full (damaged files, not CT, labels off the grid)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (with --volumes)")
     p.set_defaults(func=_validate)
 
     p = subparsers.add_parser(
@@ -21,7 +24,7 @@ def register(subparsers) -> None:
         "(keyed hash; set AMT_PSEUDONYM_KEY to keep them stable across imports).",
     )
     p.add_argument("--source", required=True, help="folder holding the scans and masks")
-    p.add_argument("--metadata", required=True, help="CSV: image, label, split, institution[, ...] per scan")
+    p.add_argument("--metadata", required=True, help="CSV: image, label, split, institution[, series_uid, ...] per scan")
     p.add_argument("--out", required=True, help="cohort folder to create")
     p.add_argument("--binarise-labels", action="store_true", help="turn every non-zero mask value into 1")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out folder")
@@ -29,32 +32,29 @@ def register(subparsers) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import sys
+    from amt_core.data.cases import CaseTableError, read_cases, volume_problems
 
-    from amt_core.data.cases import CaseTableError, read_cases
-
-    try:
-        df = read_cases(args.cases, check_files=not args.no_files)
-    except CaseTableError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    if args.volumes and args.no_files:
+        raise ValueError("--volumes reads the files: it cannot go with --no-files")
+    # a CaseTableError (a ValueError) is printed by amt_core.cli as "amt validate: error: ...", exit 2
+    df = read_cases(args.cases, check_files=not args.no_files)
+    if args.volumes:
+        problems = volume_problems(df, progress=not args.no_progress)
+        if problems:
+            raise CaseTableError(str(args.cases), problems)
     counts = df["split"].value_counts()
     splits = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("train", "tune", "test"))
-    print(
-        f"OK: {len(df)} cases ({splits}), {df['patient_id'].nunique()} patients, "
-        f"{df['institution_id'].nunique()} institutions; no leakage"
-        + ("" if args.no_files else "; all files present")
-    )
+    files = ("" if args.no_files else "; all files present"
+             + ("; every volume read and usable" if args.volumes else " (not read: --volumes reads them)"))
+    print(f"OK: {len(df)} cases ({splits}), {df['patient_id'].nunique()} patients, "
+          f"{df['institution_id'].nunique()} institutions; no leakage{files}")
     return 0
 
 
 def _import(args: argparse.Namespace) -> int:
     from amt_core.data.importer import import_cohort
 
-    try:
-        df = import_cohort(args.source, args.metadata, args.out, binarise_labels=args.binarise_labels,
-                           overwrite=args.overwrite)  # fmt: skip
-    except FileExistsError as exc:  # a user error: one line, exit 2 (amt_core.cli catches ValueError)
-        raise ValueError(str(exc)) from exc
+    df = import_cohort(args.source, args.metadata, args.out, binarise_labels=args.binarise_labels,
+                       overwrite=args.overwrite)  # fmt: skip
     print(f"OK: imported {len(df)} cases into {args.out} ({df['institution_id'].nunique()} institutions)")
     return 0

@@ -11,7 +11,14 @@ The metadata CSV has one row per scan:
 - optional ``case_id`` and ``patient_id`` (generated when absent: ``case_0001``...; for DICOM the patient
   is a pseudonym of PatientID, so two scans of one patient are recognised), and any of ``sex, age,
   histology, contrast, slice_thickness_mm, vendor`` (DICOM fills sex, age, vendor and slice thickness
-  when the CSV leaves them empty). ``tumour_volume_ml`` is measured from the mask.
+  when the CSV leaves them empty). ``tumour_volume_ml`` is measured from the mask;
+- optional ``series_uid``: the SeriesInstanceUID to import when the image folder holds several DICOM
+  series (a folder with several series and no ``series_uid`` is refused, and the error lists each series'
+  UID, description and number of slices). The pixels and the DICOM metadata then come from that one
+  series. It is not copied into the cohort.
+
+Every image must look like CT in Hounsfield units (:func:`amt_core.data.volume.check_ct`: air near
+-1000 HU and tissue above 0), as ``amt predict`` requires; the problems of every case are reported at once.
 
 No identifying DICOM tag reaches the output (see :mod:`amt_core.data.privacy`); source paths are not
 written either. The cohort is built in a hidden folder beside ``out_dir`` and renamed into place only when
@@ -22,24 +29,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import lzma
 import os
-import shutil
-import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from amt_core.atomic import check_output_dir, remove_stale_temps, replacing_dir
 from amt_core.data import privacy
 from amt_core.data.cases import CaseTableError, read_cases, validate_cases
 from amt_core.data.cohort import CASES_CSV, image_relpath, label_relpath, write_cases, write_dataset_json
+from amt_core.data.volume import VolumeError
 from amt_core.registry import CASE_COLUMNS
 
 log = logging.getLogger(__name__)
 
 REQUIRED_METADATA = ("image", "label", "split")
 OPTIONAL_METADATA = ("case_id", "patient_id", "institution", "institution_id", "sex", "age", "histology",
-                     "contrast", "slice_thickness_mm", "vendor")  # fmt: skip
+                     "contrast", "slice_thickness_mm", "vendor", "series_uid")  # fmt: skip
 
 
 def import_cohort(
@@ -57,27 +67,19 @@ def import_cohort(
     source_dir, metadata_csv, out_dir = Path(source_dir), Path(metadata_csv), Path(out_dir)
     if not source_dir.is_dir():
         raise FileNotFoundError(f"{source_dir}: source folder not found")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir}: exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    check_output_dir(out_dir, overwrite=overwrite, what="cohort folder", resumable=False)
     secret = privacy.pseudonym_key(key)
 
     meta = _read_metadata(metadata_csv)
     table, sources = _plan(meta, source_dir, secret, metadata_csv)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.importing-", dir=out_dir.parent))
-    try:
+    remove_stale_temps(out_dir.parent)  # staging folders of imports that were killed
+    with replacing_dir(out_dir) as staging:  # built beside, swapped in only when every case converted
         _convert(table, sources, staging, binarise_labels, metadata_csv)
         write_cases(staging, table)
         write_dataset_json(staging, table, name=out_dir.name)
         _write_provenance(staging, n_cases=len(table), binarise_labels=binarise_labels)
         read_cases(staging / CASES_CSV)  # the result must pass every check
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("imported %d cases into %s", len(table), out_dir)
     return read_cases(out_dir / CASES_CSV)
 
@@ -89,7 +91,11 @@ def _read_metadata(metadata_csv: Path) -> pd.DataFrame:
     try:
         meta = pd.read_csv(metadata_csv, dtype=text_columns)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CaseTableError(str(metadata_csv), [f"not a readable CSV file: {exc}"]) from exc
+        problem = f"not a readable CSV file: {' '.join(str(exc).split())}"
+        raise CaseTableError(str(metadata_csv), [problem]) from exc
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as exc:  # a damaged .gz, ...
+        problem = f"cannot read the file (corrupt or truncated?): {' '.join(str(exc).split())}"
+        raise CaseTableError(str(metadata_csv), [problem]) from exc
     meta.columns = [str(c).strip() for c in meta.columns]
     missing = [c for c in REQUIRED_METADATA if c not in meta.columns]
     if missing:
@@ -112,7 +118,7 @@ def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Pat
     problems: list[str] = []
     given_ids = {str(v).strip() for v in meta.get("case_id", pd.Series(dtype=str)).dropna()}
     counter = 0
-    rows, sources = [], []
+    rows, sources, unknown = [], [], []
     for i, row in meta.iterrows():
         where = f"row {int(i) + 2}"
         image, label = (_cell(row, "image"), _cell(row, "label"))
@@ -124,11 +130,18 @@ def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Pat
             elif not path.exists():
                 problems.append(f"{where}: {column} not found: {path}")
             paths.append(path)
-        dicom = (
-            privacy.dicom_metadata(paths[0], secret)
-            if paths[0] is not None and paths[0].is_dir()
-            else privacy.DicomMetadata(None, None, None, None, None, None, None)
-        )
+        series_uid = _cell(row, "series_uid")
+        dicom = privacy.DicomMetadata(None, None, None, None, None, None, None)
+        unread = False  # the series could not be chosen: its metadata is unknown, not absent
+        if paths[0] is not None and paths[0].is_dir():
+            try:  # the series read_volume will import: the only one, or the one series_uid names
+                dicom = privacy.dicom_metadata(paths[0], secret, series_uid=series_uid)
+            except VolumeError as exc:
+                problems.append(f"{where}: {exc}")
+                unread = True
+                unknown.append(i)
+        elif series_uid is not None and paths[0] is not None and paths[0].exists():
+            problems.append(f"{where}: series_uid {series_uid} is given but {paths[0]} is not a DICOM folder")
         case_id = _cell(row, "case_id")
         if case_id is None:
             counter += 1
@@ -144,10 +157,11 @@ def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Pat
             institution = dicom.institution_pseudonym
         else:
             institution = None
-            problems.append(
-                f"{where}: no institution (add an 'institution' or 'institution_id' column; "
-                "the scan carries no InstitutionName)"
-            )
+            if not unread:
+                problems.append(
+                    f"{where}: no institution (add an 'institution' or 'institution_id' column; "
+                    "the scan carries no InstitutionName)"
+                )
         split = _cell(row, "split")
         rows.append({
             "case_id": case_id,
@@ -164,11 +178,13 @@ def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Pat
             "image": image_relpath(case_id, split) if split in ("train", "tune", "test") else None,
             "label": label_relpath(case_id, split) if split in ("train", "tune", "test") else None,
         })  # fmt: skip
-        sources.append(tuple(paths))
-    table = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
-    # image/label problems of the table itself are consequences of the rows above (empty split)
+        sources.append((*paths, series_uid))
+    table = pd.DataFrame(rows, columns=list(CASE_COLUMNS), index=meta.index)
+    # image/label problems of the table itself are consequences of the rows above (empty split); rows whose
+    # DICOM series could not be chosen are left out (what the series would fill in is unknown, not missing)
+    checked = table.drop(index=unknown)
     problems += [
-        p for p in validate_cases(table, None, check_files=False)
+        p for p in (validate_cases(checked, None, check_files=False) if len(checked) else [])
         if not p.startswith(("empty image", "empty label", "the same image", "the same label"))
     ]  # fmt: skip
     if problems:
@@ -186,17 +202,28 @@ def _number(value, fallback):
 
 
 def _convert(table: pd.DataFrame, sources, root: Path, binarise_labels: bool, metadata_csv: Path) -> None:
-    from amt_core.data.volume import VolumeError, read_label, read_volume, write_volume
+    from amt_core.data.volume import check_ct, read_label, read_volume, write_volume
 
     problems: list[str] = []
     n = len(table)
     for k, (i, row) in enumerate(table.iterrows(), start=1):
-        image_src, label_src = sources[k - 1]
+        image_src, label_src, series_uid = sources[k - 1]
         try:
-            image = read_volume(image_src)
-            label = read_label(label_src, image, allowed=None if binarise_labels else (0, 1))
+            image = read_volume(image_src, series_uid=series_uid)
         except VolumeError as exc:
             problems.append(f"case {row['case_id']}: {exc}")
+            continue
+        case_problems = []
+        try:
+            check_ct(image)  # the check `amt predict` makes, here at the door
+        except VolumeError as exc:
+            case_problems.append(exc)
+        try:
+            label = read_label(label_src, image, allowed=None if binarise_labels else (0, 1))
+        except VolumeError as exc:
+            case_problems.append(exc)
+        if case_problems:
+            problems += [f"case {row['case_id']}: {exc}" for exc in case_problems]
             continue
         mask = (label.array > 0).astype(np.uint8)
         voxel_ml = float(np.prod(image.spacing)) / 1000.0

@@ -3,7 +3,9 @@
 The rule: identifying tags (``IDENTIFYING_TAGS``) are read in one place only, :func:`dicom_metadata`,
 which returns a :class:`DicomMetadata` holding non-identifying fields plus keyed-hash pseudonyms of the
 patient and the institution. The raw values never leave that function, so they cannot reach a case
-table, a file name, a log line or any output.
+table, a file name, a log line or any output. One exception, on purpose: when a folder holds several
+DICOM series, the error that asks which one to import lists their SeriesInstanceUIDs (the user names one
+in the metadata CSV's ``series_uid`` column); the error is raised to the user, never written to an output.
 
 Pseudonyms are HMAC-SHA256 of the normalised value under a secret key: the same institution name gives the
 same ``INST-xxxxxxxx`` within an import (and across imports made with the same key), and the key is never
@@ -78,14 +80,21 @@ class DicomMetadata:
     contrast_agent: bool | None
 
 
-def dicom_metadata(folder: str | os.PathLike, key: bytes) -> DicomMetadata:
+def dicom_metadata(folder: str | os.PathLike, key: bytes, series_uid: str | None = None) -> DicomMetadata:
     """Read one header of the DICOM series in ``folder`` (pydicom, no pixel data) and keep only what is
-    safe; patient ID and institution name come back only as keyed-hash pseudonyms."""
+    safe; patient ID and institution name come back only as keyed-hash pseudonyms.
+
+    The series is the one :func:`amt_core.data.volume.read_volume` reads with the same ``series_uid``
+    (:func:`~amt_core.data.volume.select_series`): a folder with several series and no ``series_uid`` is a
+    ``VolumeError`` listing them, never metadata of one series beside the pixels of another."""
     import pydicom
 
+    from amt_core.data.volume import dicom_series, select_series
+
     folder = Path(folder)
+    found = dicom_series(folder)
     header = None
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in select_series(folder, series_uid, found).files if found else ():
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, OSError, ValueError):

@@ -6,12 +6,15 @@ RAS world millimetres. Images are float32 Hounsfield units (DICOM slope/intercep
 applied); labels are unsigned integers (uint8 whenever the values fit).
 
 Formats: NIfTI (nibabel), NRRD/MetaImage (SimpleITK) and DICOM series folders (SimpleITK/GDCM, JPEG 2000
-included). No parser of our own. Every problem is a :class:`VolumeError` that names the file.
+included). No parser of our own. Every problem is a :class:`VolumeError` that names the file: a gzip stream
+is read to its end, so a damaged ``.nii.gz`` fails its CRC check instead of giving wrong voxels, and a folder
+holding several DICOM series is refused unless the series to read is named.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import zlib
 from dataclasses import dataclass
@@ -29,12 +32,22 @@ BINARY_LABELS: tuple[int, ...] = (0, 1)
 #: voxel size) the same voxel may lie in the world under the two affines
 GRID_TOLERANCE = 1e-2
 
+#: a CT image has air near -1000 HU and soft tissue near 0: below this minimum, or with a negative maximum,
+#: the image is not CT (or not in HU)
+CT_MIN_BELOW = -500.0
+#: how far outside [0, 1] a floating-point probability may stray (rounding) before the map is refused
+PROB_TOLERANCE = 1e-3
+
 # LPS (DICOM/ITK world) <-> RAS (NIfTI/nibabel world): flip x and y.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 class VolumeError(ValueError):
     """A volume or label that cannot be used; the message names the file and what is wrong."""
+
+
+class NotCTError(VolumeError):
+    """The image is not a CT in Hounsfield units (or, for the model, too small for the network)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,9 +82,13 @@ class Volume:
 # --- reading ---------------------------------------------------------------------------------------------
 
 
-def read_volume(path: str | os.PathLike) -> Volume:
-    """Read a CT image (NIfTI, NRRD or a DICOM series folder) as float32 HU in RAS+ orientation."""
-    array, affine, source = _read_any(path)
+def read_volume(path: str | os.PathLike, *, series_uid: str | None = None) -> Volume:
+    """Read a CT image (NIfTI, NRRD or a DICOM series folder) as float32 HU in RAS+ orientation.
+
+    A DICOM folder must hold one series, or ``series_uid`` names the SeriesInstanceUID to read (else the
+    error lists the series present); ``series_uid`` is an error for anything but a DICOM folder.
+    """
+    array, affine, source = _read_any(path, series_uid=series_uid)
     array = array.astype(np.float32, copy=False)
     if not np.all(np.isfinite(array)):
         n_bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
@@ -79,10 +96,27 @@ def read_volume(path: str | os.PathLike) -> Volume:
     return Volume(array=array, affine=affine, source=source)
 
 
+def check_ct(volume: Volume | np.ndarray, source: str | None = None) -> None:
+    """Raise :class:`NotCTError` unless the intensities are plausible CT Hounsfield units: some air (a voxel
+    below ``CT_MIN_BELOW``) and a non-negative maximum (tissue). Refuses 0..1 floats, MR-like ranges with
+    no air (e.g. 0..4000) and constant images; the message names the file and the range found."""
+    array = volume.array if isinstance(volume, Volume) else np.asarray(volume)
+    source = source or (volume.source if isinstance(volume, Volume) else None) or "image"
+    lo, hi = float(array.min()), float(array.max())
+    if hi < 0 or lo > CT_MIN_BELOW:
+        found = f"a constant image (every voxel {lo:.4g})" if lo == hi else f"intensities {lo:.4g}..{hi:.4g}"
+        raise NotCTError(
+            f"{source}: not a CT in Hounsfield units: {found} (expected air near -1000 HU and tissue above 0)"
+        )
+
+
 def read_label(
     path: str | os.PathLike,
     image: Volume,
     allowed: tuple[int, ...] | None = BINARY_LABELS,
+    *,
+    role: str = "label",
+    grid_of: str = "image",
 ) -> Volume:
     """Read a label mask that belongs to ``image``.
 
@@ -91,33 +125,80 @@ def read_label(
     integer mask (any non-negative integers), or a tuple of the values a mask may hold. The mask must lie
     on the image's grid (same shape, spacing and affine within ``GRID_TOLERANCE`` of a voxel); otherwise
     the error names both files. Returned dtype: uint8 when the values fit, else uint16/uint32.
+    ``role`` and ``grid_of`` name the two files in messages (e.g. "prediction" on the grid of "reference
+    label").
     """
     raw, affine, source = _read_any(path)
-    _check_grid(source, raw.shape, affine, image)
+    _check_grid(source, raw.shape, affine, image, role=role, grid_of=grid_of)
     if raw.dtype.kind == "f":
         if not np.all(np.isfinite(raw)):
-            raise VolumeError(f"{source}: label has NaN or infinite voxels")
+            raise VolumeError(f"{source}: {role} has NaN or infinite voxels")
         if not np.array_equal(raw, np.round(raw)):
             raise VolumeError(
-                f"{source}: label has non-integer values (e.g. {_first_fractional(raw)}); a label must be "
+                f"{source}: {role} has non-integer values (e.g. {_first_fractional(raw)}); a {role} must be "
                 "a binary or integer mask, not a probability map"
             )
     elif raw.dtype.kind not in "iub":
-        raise VolumeError(f"{source}: label has unsupported voxel type {raw.dtype}")
+        raise VolumeError(f"{source}: {role} has unsupported voxel type {raw.dtype}")
     values = _distinct_values(raw)
     if values.size and values[0] < 0:
-        raise VolumeError(f"{source}: label has negative values {values[values < 0][:5].tolist()}")
+        raise VolumeError(f"{source}: {role} has negative values {values[values < 0][:5].tolist()}")
     if allowed is not None:
         bad = sorted(set(int(v) for v in values) - set(int(a) for a in allowed))
         if bad:
             raise VolumeError(
-                f"{source}: label has values {bad} outside the allowed {sorted(allowed)} "
+                f"{source}: {role} has values {bad} outside the allowed {sorted(allowed)} "
                 f"(values present: {[int(v) for v in values[:20]]}); a tumour mask must be binary "
                 "(0 background, 1 tumour)"
             )
     top = int(values[-1]) if values.size else 0
     dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16 if top <= 65535 else np.uint32
     return Volume(array=raw.astype(dtype, copy=False), affine=affine, source=source)
+
+
+def read_probability(
+    path: str | os.PathLike, image: Volume, *, role: str = "probability map", grid_of: str = "label"
+) -> Volume:
+    """Read a probability map on the grid of ``image`` as float32 in [0, 1].
+
+    Accepted: floating-point values in [0, 1] (within ``PROB_TOLERANCE``, then clipped), which includes
+    amt's own maps (uint8 stored with ``scl_slope`` 1/255, scaled by nibabel), and a uint8 file without
+    scaling (0..255, divided by 255). Anything else (NaN, negative values, floats above 1, other integer
+    types) is an error naming the file, the range found and the voxel type: no map is silently rescaled.
+    """
+    raw, affine, source = _read_any(path)
+    _check_grid(source, raw.shape, affine, image, role=role, grid_of=grid_of)
+    if raw.dtype == np.uint8:
+        prob = np.multiply(raw, np.float32(1 / 255), dtype=np.float32)
+        return Volume(array=prob, affine=affine, source=source)
+    expected = "a probability map must be floating point in [0, 1], or uint8 0..255 (read as /255)"
+    if raw.dtype.kind != "f":
+        lo, hi = (raw.min(), raw.max()) if raw.dtype.kind in "iub" else ("?", "?")
+        raise VolumeError(f"{source}: {role} of voxel type {raw.dtype} with values {lo}..{hi}; {expected}")
+    prob = raw.astype(np.float32, copy=False)
+    n_bad = int(prob.size - np.count_nonzero(np.isfinite(prob)))
+    if n_bad:
+        raise VolumeError(f"{source}: {role} has {n_bad} NaN or infinite voxel(s); {expected}")
+    lo, hi = float(prob.min()), float(prob.max())
+    if lo < -PROB_TOLERANCE or hi > 1 + PROB_TOLERANCE:
+        stored = _stored_dtype(path, raw.dtype)
+        raise VolumeError(f"{source}: {role} values {lo:.6g}..{hi:.6g} (voxel type {stored}); {expected}")
+    if lo < 0 or hi > 1:
+        prob = np.clip(prob, 0.0, 1.0)
+    return Volume(array=prob, affine=affine, source=source)
+
+
+def _stored_dtype(path: str | os.PathLike, read_dtype: np.dtype) -> str:
+    """The voxel type as stored in a NIfTI header ("uint8 scaled by scl_slope" when nibabel scaled it)."""
+    if not str(path).lower().endswith(NIFTI_SUFFIXES):
+        return str(read_dtype)
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    stored = img.get_data_dtype()
+    slope, inter = (float(getattr(img.dataobj, name, unit)) for name, unit in (("slope", 1), ("inter", 0)))
+    scaled = (slope, inter) != (1.0, 0.0)
+    return f"{stored} scaled by scl_slope {slope:g}, scl_inter {inter:g}" if scaled else str(stored)
 
 
 def _distinct_values(raw: np.ndarray) -> np.ndarray:
@@ -136,7 +217,8 @@ def _first_fractional(raw: np.ndarray) -> float:
     return float(frac.flat[0]) if frac.size else float("nan")
 
 
-def _check_grid(source: str, shape: tuple[int, ...], affine: np.ndarray, image: Volume) -> None:
+def _check_grid(source: str, shape: tuple[int, ...], affine: np.ndarray, image: Volume, *,
+                role: str = "label", grid_of: str = "image") -> None:
     tol = GRID_TOLERANCE * min(image.spacing)
     problems = []
     if tuple(shape) != image.shape:
@@ -156,7 +238,7 @@ def _check_grid(source: str, shape: tuple[int, ...], affine: np.ndarray, image: 
             )
     if problems:
         raise VolumeError(
-            f"label {source} is not on the grid of image {image.source}: " + "; ".join(problems)
+            f"{role} {source} is not on the grid of {grid_of} {image.source}: " + "; ".join(problems)
         )
 
 
@@ -164,16 +246,18 @@ def _fmt(values) -> str:
     return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 
-def _read_any(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str]:
+def _read_any(path: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Return (array in RAS+ voxel order, RAS affine, source string), checked to be 3D."""
     p = Path(path)
     source = str(p)
     if not p.exists():
         raise VolumeError(f"{source}: no such file or folder")
+    if series_uid is not None and not p.is_dir():
+        raise VolumeError(f"{source}: a series_uid ({series_uid}) is given but this is not a DICOM folder")
     name = p.name.lower()
     try:
         if p.is_dir():
-            array, affine = _read_dicom_series(p)
+            array, affine = _read_dicom_series(p, series_uid)
         elif name.endswith(NIFTI_SUFFIXES):
             array, affine = _read_nifti(p)
         elif name.endswith(ITK_SUFFIXES) or name.endswith(".dcm"):
@@ -214,10 +298,20 @@ def _squeeze_to_3d(array: np.ndarray, source: str) -> np.ndarray:
 def _read_nifti(p: Path) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
-    img = nib.load(str(p))
-    # dataobj applies scl_slope/scl_inter; keep the stored dtype when there is no scaling
-    array = np.asanyarray(img.dataobj)
-    return np.asarray(array), np.asarray(img.affine, dtype=np.float64)
+    img = nib.load(str(p))  # the header: which NIfTI class, and nibabel's own checks of it
+    if not p.name.lower().endswith(".gz"):
+        # dataobj applies scl_slope/scl_inter; keep the stored dtype when there is no scaling
+        return np.asarray(np.asanyarray(img.dataobj)), np.asarray(img.affine, dtype=np.float64)
+    # nibabel stops reading before the gzip trailer, where the CRC-32 and the length are checked: give it
+    # our own stream and read that to its end, so a damaged file fails instead of giving wrong voxels (still
+    # one decompression; GzipFile raises BadGzipFile/EOFError/zlib.error)
+    with gzip.open(p, "rb") as stream:
+        holder = nib.FileHolder(fileobj=stream)
+        img = type(img).from_file_map({name: holder for name, _ in type(img).files_types})
+        array = np.asarray(np.asanyarray(img.dataobj))
+        while stream.read(1 << 20):  # normally only the trailer is left
+            pass
+    return array, np.asarray(img.affine, dtype=np.float64)
 
 
 def _read_itk(p: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -228,19 +322,75 @@ def _read_itk(p: Path) -> tuple[np.ndarray, np.ndarray]:
     return _from_sitk(img, p)
 
 
-def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class DicomSeries:
+    """One DICOM series of a folder: its SeriesInstanceUID and its files (GDCM's slice order)."""
+
+    uid: str
+    files: tuple[str, ...]
+
+    def describe(self) -> str:
+        """``UID 'SeriesDescription' (N slices)``, for messages."""
+        return f"{self.uid} {_series_description(self.files[0])!r} ({len(self.files)} slice(s))"
+
+
+def dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
+    """The DICOM series in ``folder``, grouped by SeriesInstanceUID (GDCM), largest first."""
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
     with _quiet_itk():
-        series = reader.GetGDCMSeriesIDs(str(folder))
-        if not series:
-            raise VolumeError(f"{folder}: no DICOM series found in this folder")
-        # a folder with several series (e.g. a scout beside the axial series): take the largest one
-        files = max((reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series), key=len)
-        if len(files) < 2:
-            raise VolumeError(f"{folder}: the DICOM series has a single slice, not a 3D volume")
-        reader.SetFileNames(files)
+        found = [DicomSeries(uid, tuple(reader.GetGDCMSeriesFileNames(str(folder), uid)))
+                 for uid in reader.GetGDCMSeriesIDs(str(folder))]  # fmt: skip
+    return sorted(found, key=lambda s: (-len(s.files), s.uid))
+
+
+def select_series(folder: str | os.PathLike, series_uid: str | None = None,
+                  found: list[DicomSeries] | None = None) -> DicomSeries:
+    """The series of ``folder`` to read: the only one, or the one ``series_uid`` names. Several series and
+    no ``series_uid``, or an unknown ``series_uid``, is a :class:`VolumeError` listing the series present
+    (UID, SeriesDescription, number of slices), so pixels and metadata always come from one series."""
+    found = dicom_series(folder) if found is None else found
+    if not found:
+        raise VolumeError(f"{folder}: no DICOM series found in this folder")
+    if series_uid is not None:
+        chosen = [s for s in found if s.uid == str(series_uid).strip()]
+        if not chosen:
+            raise VolumeError(f"{folder}: no DICOM series {series_uid} in this folder (present: "
+                              f"{'; '.join(s.describe() for s in found)})")  # fmt: skip
+        return chosen[0]
+    if len(found) > 1:
+        listing = "; ".join(s.describe() for s in found)
+        raise VolumeError(
+            f"{folder}: {len(found)} DICOM series in one folder: {listing}; keep one series per folder or "
+            "name the one to read (series_uid column of the import metadata CSV)"
+        )
+    return found[0]
+
+
+def _series_description(path: str) -> str:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        with _quiet_itk():
+            reader.ReadImageInformation()
+        text = reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else ""
+    except RuntimeError:
+        text = ""
+    return text or "no description"
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    files = select_series(folder, series_uid).files
+    if len(files) < 2:
+        raise VolumeError(f"{folder}: the DICOM series has a single slice, not a 3D volume")
+    reader = sitk.ImageSeriesReader()
+    with _quiet_itk():
+        reader.SetFileNames(list(files))
         img = reader.Execute()  # GDCM applies RescaleSlope/RescaleIntercept (HU)
     return _from_sitk(img, folder)
 

@@ -14,15 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from amt_core.data.volume import CT_MIN_BELOW, NotCTError  # noqa: F401  (the HU check lives at the door)
+from amt_core.data.volume import check_ct as check_hu_range
 from amt_core.model.presets import ModelConfig
-
-#: a CT image has air near -1000 HU and soft tissue near 0: below this minimum, or with a negative maximum,
-#: the image is not CT (or not in HU)
-CT_MIN_BELOW = -500.0
-
-
-class NotCTError(ValueError):
-    """The input is not a CT volume in Hounsfield units, or is too small for the network."""
 
 
 @dataclass
@@ -39,13 +33,9 @@ class Preprocessed:
 
 
 def check_ct(array: np.ndarray, spacing, source: str, min_extent_mm: float) -> None:
-    """Raise :class:`NotCTError` for images with no plausible HU range or too small for the network."""
-    lo, hi = float(array.min()), float(array.max())
-    if hi < 0 or lo > CT_MIN_BELOW:
-        raise NotCTError(
-            f"{source}: intensities {lo:.0f}..{hi:.0f} are not a CT in Hounsfield units (expected air near "
-            f"-1000 and tissue above 0); the model only reads CT"
-        )
+    """Raise :class:`NotCTError` for images with no plausible HU range (the importer's check,
+    :func:`amt_core.data.volume.check_ct`) or too small for the network."""
+    check_hu_range(array, source)
     extent = [n * s for n, s in zip(array.shape, spacing, strict=True)]
     if min(extent) < min_extent_mm or min(array.shape) < 3:
         raise NotCTError(
