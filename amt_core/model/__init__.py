@@ -3,7 +3,8 @@
 ``train(cohort_csv, out_dir, preset="cpu", ...)`` and ``predict(model_path, input, out_dir, ...)`` are the
 API (imported lazily, so ``import amt_core.model`` stays light). Modules: ``presets`` (config),
 ``preprocessing`` (MONAI pipeline), ``cache`` (preprocessed cases), ``patches`` (sampling, augmentation),
-``network``, ``checkpoint``, ``train``, ``inference``, ``ddp`` (torchrun), ``cli``.
+``network``, ``checkpoint``, ``train``, ``run_control`` (time cap, resume checks, ``training.json``),
+``inference``, ``ddp`` (torchrun), ``cli``.
 """
 
 from __future__ import annotations

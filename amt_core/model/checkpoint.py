@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,16 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
         path = path / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"model checkpoint {path} does not exist (pass RUN_DIR/best.pt from `amt train`)")
+    hint = "pass RUN_DIR/best.pt of an `amt train` run"
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # pickle/zip errors: a damaged or foreign file
-        raise ValueError(f"{path}: not a readable amt checkpoint: {exc}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickles it will not load
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # a damaged or foreign file; torch's advice to load it unsafely is not passed on
+        raise ValueError(f"{path}: not an amt model checkpoint (damaged, or not written by `amt train`); "
+                         f"{hint}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
-        raise ValueError(f"{path}: not an amt model checkpoint (format {FORMAT})")
+        raise ValueError(f"{path}: not an amt model checkpoint (no amt checkpoint format {FORMAT}); {hint}")
     state["config"] = ModelConfig.from_dict(json.loads(state["config"]))
     state["extra"] = json.loads(state.get("extra") or "{}")
     state["versions"] = json.loads(state.get("versions") or "{}")

@@ -1,8 +1,10 @@
 """Model configuration: one frozen dataclass and the named presets (``cpu`` and ``full``).
 
-Everything a run does is decided by a :class:`ModelConfig`: the network, the patch, the preprocessing,
-the augmentation, the optimiser and the stopping rules. The config travels as a plain dict (JSON) inside
-every checkpoint and beside it as ``config.json``, so a checkpoint alone is enough to predict.
+Everything that shapes a run's result is decided by a :class:`ModelConfig` (and the seed): the network,
+the patch, the preprocessing, the augmentation, the optimiser and the training length. The config travels
+as a plain dict (JSON) inside every checkpoint and beside it as ``config.json``, so a checkpoint alone is
+enough to predict. How one ``train()`` call runs (a time cap, a planned stop, DataLoader workers) is not
+part of it: see :mod:`amt_core.model.run_control`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ NORMALISATIONS = ("ct_fg", "window")
 ROIS = ("body", "mediastinum")
 NETWORKS = ("unet", "dynunet")
 OPTIMISERS = ("sgd", "adamw")
+#: train() settings that control one call without shaping its result (amt_core.model.run_control): not model
+#: settings, never saved in a checkpoint (older checkpoints that still hold them load with them ignored)
+RUN_CONTROLS = ("stop_after", "max_minutes", "num_workers")
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,8 @@ class ModelConfig:
     max_epochs: int = 100
     steps_per_epoch: int = 100
     max_steps: int | None = None  # cap on the number of training steps (the schedule ends there)
-    stop_after: int | None = None  # stop (with last.pt only) after this many steps: a simulated kill
-    max_minutes: float | None = None  # wall-clock budget for the whole train() call
     eval_every: int = 5  # epochs between tuning-set evaluations (and always after the last epoch)
     eval_max_cases: int | None = None
-    num_workers: int = 1
     # --- speed ---------------------------------------------------------------------------------------
     channels_last: bool = True
     bf16: bool = True  # autocast: bf16 on CPUs with native bf16 and on CUDA GPUs that support it
@@ -103,13 +105,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)}  # others (e.g. an older stop_after) are ignored
         kwargs = {k: _tupled(v) if k not in ("intensity_stats", "extra") else v
                   for k, v in data.items() if k in names}
         return cls(**kwargs)
 
     def replace(self, **overrides: Any) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(self)}
+        control = sorted(set(overrides) & set(RUN_CONTROLS))
+        if control:
+            raise ValueError(f"{', '.join(control)}: not model settings but keyword arguments of train() "
+                             "(they control one call and are never saved with the model)")
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ValueError(f"unknown model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
@@ -134,17 +140,20 @@ PRESETS: dict[str, ModelConfig] = {
     "cpu": ModelConfig(
         preset="cpu", network="unet", channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
         num_res_units=1, patch_size=(64, 64, 64), batch_size=2, optimiser="adamw", lr=1e-3, weight_decay=1e-4,
-        max_epochs=40, steps_per_epoch=250, eval_every=2, num_workers=1, roi="mediastinum", overlap=0.25,
+        max_epochs=40, steps_per_epoch=250, eval_every=2, roi="mediastinum", overlap=0.25,
     ),
     # nnU-Net 3d_fullres-style DynUNet with deep supervision, for a GPU.
     "full": ModelConfig(
         preset="full", network="dynunet", channels=(32, 64, 128, 256, 320, 320),
         strides=(1, 2, 2, 2, 2, 2), kernels=(3, 3, 3, 3, 3, 3), deep_supervision=True,
         patch_size=(128, 128, 128), batch_size=2, optimiser="sgd", lr=0.01, momentum=0.99,
-        max_epochs=1000, steps_per_epoch=250, eval_every=10, num_workers=6, roi="body", overlap=0.5,
+        max_epochs=1000, steps_per_epoch=250, eval_every=10, roi="body", overlap=0.5,
         mirror_axes=(0, 1, 2), p_elastic=0.1, sw_batch_size=4,
     ),
 }
+
+#: DataLoader workers of a train() call that names none
+PRESET_NUM_WORKERS: dict[str, int] = {"cpu": 1, "full": 6}
 
 
 def get_config(preset: str = "cpu", **overrides: Any) -> ModelConfig:

@@ -3,6 +3,7 @@ selection (``best.pt``), resumable checkpoints (``last.pt``), a CSV log, optiona
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -14,51 +15,62 @@ import numpy as np
 from amt_core.model import ddp
 from amt_core.model.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
 from amt_core.model.presets import ModelConfig, get_config
+from amt_core.model.run_control import STATUS_FILE, RunControl, cohort_record, incomplete_note
 
 log = logging.getLogger(__name__)
-#: settings that may change when a run is resumed (they do not change what is computed up to the stop)
-RESUMABLE = ("stop_after", "max_minutes", "num_workers")
 LOG_COLUMNS = ("epoch", "step", "loss", "tune_dice", "seconds", "eval_seconds", "lr", "elapsed_min")
 
 
-def train(cohort_csv, out_dir, *, preset: str = "cpu", resume: bool = False, seed: int = 0, progress: bool = True,
-          cache_dir=None, device: str | None = None, **overrides) -> Path:
+def train(cohort_csv, out_dir, *, preset: str | None = None, resume: bool = False, overwrite: bool = False,
+          seed: int | None = None, progress: bool = True, cache_dir=None, device: str | None = None,
+          stop_after: int | None = None, max_minutes: float | None = None, num_workers: int | None = None,
+          **overrides) -> Path:
     """Train on the ``train`` split of a cohort, select on its ``tune`` split; returns the run folder.
 
-    ``overrides`` are :class:`ModelConfig` settings. ``resume=True`` continues from ``out_dir/last.pt``
-    (only ``stop_after``, ``max_minutes`` and ``num_workers`` may change) and reaches the same weights as an
-    uninterrupted run on CPU.
+    ``overrides`` are :class:`ModelConfig` settings (with ``preset``, default ``cpu``, and ``seed``, default 0,
+    they fix the result). ``stop_after``, ``max_minutes`` and ``num_workers`` control this call only
+    (:class:`~amt_core.model.run_control.RunControl`): the time cap stops training at an epoch end, never
+    reshapes it, and ``training.json`` then says the run is incomplete.
+
+    A non-empty ``out_dir`` is refused unless ``overwrite`` (the new run is trained in a staging folder beside
+    it that replaces it when training ends; a failed run leaves the old one as it was) or ``resume``
+    (continue from ``out_dir/last.pt``, on the same cohort with the same preset, seed and settings; this
+    reaches the same weights as an uninterrupted run on CPU).
     """
     import torch
 
+    from amt_core.atomic import check_output_dir, is_nonempty_dir, remove_stale_temps, replacing_dir
     from amt_core.model.network import pick_device
+    from amt_core.model.run_control import load_resume_state
 
     t0 = time.monotonic()
     out = Path(out_dir)
+    control = RunControl(stop_after=stop_after, max_minutes=max_minutes, num_workers=num_workers)
     dev = pick_device(device)
     info = ddp.init_from_env(dev.type)
     if dev.type == "cuda" and info.world > 1:
         dev = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(dev)
-    state = None
-    if resume and (out / "last.pt").is_file():
-        state = load_checkpoint(out / "last.pt")
-        bad = sorted(set(overrides) - set(RESUMABLE))
-        if bad:
-            raise ValueError(f"a resumed run keeps its config; only {', '.join(RESUMABLE)} may change (got {bad})")
-        cfg = state["config"].replace(**overrides)
-        seed = int(state["extra"]["seed"])
-    else:
-        cfg = get_config(preset, **overrides)
     deterministic = torch.are_deterministic_algorithms_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory
-    if dev.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        # the NaN fill of fresh buffers (a debugging aid of deterministic mode) leaked into DynUNet's
-        # gradients on CPU here; results do not depend on it
-        torch.utils.deterministic.fill_uninitialized_memory = False
     try:
-        return _run(cohort_csv, out, cfg, state, seed, dev, info, progress, cache_dir, t0)
+        if info.main:  # one rank looks (another node would take rank 0's live temp files for dead ones)
+            remove_stale_temps(out)  # left by a writer killed mid-write
+            check_output_dir(out, overwrite=overwrite, resume=resume, what="training run folder")
+        if resume:
+            state = load_resume_state(out, cohort_csv, preset=preset, seed=seed, overrides=overrides)
+            cfg, seed = state["config"], int(state["extra"]["seed"])
+        else:
+            state, cfg, seed = None, get_config(preset or "cpu", **overrides), 0 if seed is None else int(seed)
+        if dev.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            # the NaN fill of fresh buffers (a debugging aid of deterministic mode) leaked into DynUNet's
+            # gradients on CPU here; results do not depend on it
+            torch.utils.deterministic.fill_uninitialized_memory = False
+        staged = overwrite and info.main and is_nonempty_dir(out)  # the old run stays until the new one ends
+        with replacing_dir(out) if staged else contextlib.nullcontext(out) as work:
+            _run(cohort_csv, Path(work), cfg, state, seed, dev, info, progress, cache_dir, t0, control)
+        return out
     finally:
         torch.use_deterministic_algorithms(deterministic)
         torch.utils.deterministic.fill_uninitialized_memory = fill
@@ -124,7 +136,8 @@ def evaluate_tune(net, cases, cfg: ModelConfig, device) -> list[float]:
     return out
 
 
-def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progress, cache_dir, t0) -> Path:
+def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progress, cache_dir, t0,
+         control: RunControl) -> Path:
     import torch
     from monai.losses import DeepSupervisionLoss, DiceCELoss
     from torch.utils.data import DataLoader
@@ -135,12 +148,19 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
     from amt_core.model.patches import PatchDataset, StepSampler, worker_init
 
     cfg, train_cases, tune_cases = _prepare(cohort_csv, out, cfg, state is None, info, progress, cache_dir)
+    cohort = cohort_record(cohort_csv)
+    spe = cfg.steps_per_epoch
+    # the LR schedule is a function of the configured steps only: no clock, no run-control setting shapes it
+    total = max(1, cfg.max_epochs * spe if cfg.max_steps is None else min(cfg.max_epochs * spe, cfg.max_steps))
+    status = {"complete": False, "stopped_by": None, "configured_steps": total, "seed": seed,
+              "max_minutes": control.max_minutes, "stop_after": control.stop_after}
     if info.main:
         from amt_core.provenance import write_provenance
 
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {"seed": seed, **cfg.to_dict()})
+        write_json(out / "config.json", {"seed": seed, "cohort": cohort, **cfg.to_dict()})
         write_provenance(out, {"seed": seed, "cohort": str(cohort_csv), **cfg.to_dict()}, [cohort_csv])
+        write_json(out / STATUS_FILE, {**status, "steps": state["step"] if state else 0})  # until it ends
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -150,16 +170,12 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
                               weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    spe = cfg.steps_per_epoch
-    total = cfg.max_epochs * spe if cfg.max_steps is None else min(cfg.max_epochs * spe, cfg.max_steps)
-    plan = {"steps": max(1, total)}  # fitted to max_minutes after the first epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (1.0 - min(s, plan["steps"] - 1) / plan["steps"]) ** cfg.poly_exponent)
+        opt, lambda s: (1.0 - min(s, total - 1) / total) ** cfg.poly_exponent)
     scaler = torch.amp.GradScaler(dev.type, enabled=uses_grad_scaler(cfg, dev))
     dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
     loss_fn = DeepSupervisionLoss(dice_ce) if cfg.deep_supervision else dice_ce
     step, epoch, best, history, acc = 0, 0, -1.0, [], [0.0, 0]
-    rescheduled = False
     if state is not None:
         unwrap(net).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -167,28 +183,26 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         step, epoch = state["step"], state["epoch"]
-        ex = state["extra"]
-        best, history, acc, plan["steps"] = ex["best_dice"], ex["history"], ex["acc"], ex["planned_steps"]
+        best, history, acc = state["extra"]["best_dice"], state["extra"]["history"], state["extra"]["acc"]
     model = ddp.wrap(net, info, dev)
     if cfg.compile:
         model = torch.compile(model)
     dataset = PatchDataset(train_cases, cfg, seed)
-    budget = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
-    t_eval = 0.0
-    bar = tqdm(total=plan["steps"], initial=step, desc="train", unit="step",
-               disable=not (progress and info.main))
+    budget = control.max_minutes * 60.0 if control.max_minutes else math.inf
+    stop_at = total if control.stop_after is None else min(total, control.stop_after)
+    t_eval, stopped_by, stopgap = 0.0, None, math.nan
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (progress and info.main))
 
-    def checkpoint(name: str) -> None:
-        extra = {"seed": seed, "best_dice": best, "history": history, "acc": acc, "planned_steps": plan["steps"]}
+    def checkpoint(name: str, **more) -> None:
+        extra = {"seed": seed, "best_dice": best, "history": history, "acc": acc, "cohort": cohort, **more}
         save_checkpoint(out / name, model=net, cfg=cfg, optimizer=opt, scheduler=sched, scaler=scaler,
                         epoch=epoch, step=step, extra=extra)
 
-    while step < plan["steps"]:
+    while step < total:
         t_ep = time.monotonic()
-        end = min((epoch + 1) * spe, plan["steps"])
-        stop = end if cfg.stop_after is None else min(end, cfg.stop_after)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                            sampler=StepSampler(step, stop, cfg.batch_size, info.rank, info.world),
+        end = min((epoch + 1) * spe, total)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=control.workers(cfg),
+                            sampler=StepSampler(step, min(end, stop_at), cfg.batch_size, info.rank, info.world),
                             worker_init_fn=worker_init, pin_memory=dev.type == "cuda")
         model.train()
         for batch in loader:
@@ -210,27 +224,18 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
             acc = [acc[0] + float(loss.detach()), acc[1] + 1]
             bar.update(1)
             bar.set_postfix(loss=f"{acc[0] / acc[1]:.3f}", best=f"{max(best, 0):.3f}")
-        if step < end:  # stopped by stop_after: a simulated kill, checkpoint and leave
+        if step < end:  # stopped by stop_after (mid-epoch, as a kill would): checkpoint and leave
+            stopped_by = "stop_after"
             if info.main:
                 checkpoint("last.pt")
             break
         epoch += 1
         seconds = time.monotonic() - t_ep
-        elapsed = time.monotonic() - t0
-        timed = math.isfinite(budget)
-        last = step >= plan["steps"] or elapsed + 2 * seconds + t_eval > budget
         dice = math.nan
-        if (epoch % cfg.eval_every == 0 or last or (timed and epoch == 1)) and info.main:
+        if (epoch % cfg.eval_every == 0 or step >= total) and info.main:
             t_ev = time.monotonic()
             dice = float(np.mean(evaluate_tune(unwrap(model), tune_cases, cfg, dev)))
             t_eval = time.monotonic() - t_ev
-        if timed and not last:  # fit the schedule into what is left of the budget, from the last epoch's pace
-            left = budget - (time.monotonic() - t0) - 1.5 * t_eval
-            per_epoch = seconds + t_eval / cfg.eval_every
-            more = max(1, int(left // per_epoch))
-            plan["steps"] = ddp.broadcast(min(cfg.max_epochs * spe, (epoch + more) * spe), info)
-            rescheduled = rescheduled or plan["steps"] < total  # the LR schedule was fitted to the clock
-            bar.total = plan["steps"]
         row = {"epoch": epoch, "step": step, "loss": acc[0] / max(acc[1], 1), "tune_dice": dice,
                "seconds": seconds, "eval_seconds": t_eval if not math.isnan(dice) else 0.0,
                "lr": opt.param_groups[0]["lr"], "elapsed_min": (time.monotonic() - t0) / 60.0}
@@ -246,24 +251,25 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
             write_csv(out / "train_log.csv", pd.DataFrame(history, columns=list(LOG_COLUMNS)))
             _tensorboard(out, row)
             log.info("epoch %d step %d loss %.4f tune_dice %.4f (%.1f s)", epoch, step, row["loss"], dice, seconds)
-        if ddp.broadcast(last and step < plan["steps"], info):
-            break  # out of time: stop early with the best checkpoint kept
+        # the time cap reads the clock only to stop here, when the next epoch would not fit (last.pt resumes)
+        if step < total and ddp.broadcast(time.monotonic() - t0 + seconds + t_eval > budget, info):
+            stopped_by = "time cap"
+            if info.main and not (out / "best.pt").is_file():
+                # no scheduled evaluation yet: keep these weights as best.pt so that the run has a model, outside
+                # the selection (best_dice stays; a resumed run replaces it at its first evaluation)
+                stopgap = float(np.mean(evaluate_tune(unwrap(model), tune_cases, cfg, dev)))
+                checkpoint("best.pt", selected_by="time cap", stopgap_tune_dice=stopgap)
+            break
     bar.close()
-    if info.main and cfg.stop_after is None:
-        # a wall-clock budget makes the run's length (and so its weights) depend on the machine's speed:
-        # say so where the run is read, instead of leaving a silent difference between two runs of one seed
-        # (a resumed run reports what its own call saw: minutes and re-planning since the resume)
-        stopped_by = "time budget" if step < total else "steps"
-        if stopped_by == "time budget" or rescheduled:
-            log.warning("the %s-minute budget shaped training (%d of %d configured steps, LR schedule fitted "
-                        "to the clock: %s): the weights depend on this machine's speed (set max_epochs/max_steps "
-                        "and a larger max_minutes for a fixed length)", cfg.max_minutes, step, total, rescheduled)
-        write_json(out / "training.json", {"steps": step, "configured_steps": total, "epochs": epoch,
-                                           "stopped_by": stopped_by, "rescheduled_by_time_budget": rescheduled,
-                                           "max_minutes": cfg.max_minutes,
-                                           "minutes_this_call": (time.monotonic() - t0) / 60.0,
-                                           "best_tune_dice": best})
-    if info.main and cfg.postprocess and cfg.stop_after is None and (out / "best.pt").is_file():
+    if step >= total:
+        stopped_by = "steps"
+    status.update(complete=stopped_by == "steps", stopped_by=stopped_by, steps=step, epochs=epoch,
+                  best_tune_dice=best if best >= 0 else stopgap, minutes_this_call=(time.monotonic() - t0) / 60.0)
+    if info.main:
+        write_json(out / STATUS_FILE, status)
+        if stopped_by == "time cap":
+            log.warning("%s: incomplete training: %s", out, incomplete_note(status))
+    if info.main and cfg.postprocess and stopped_by != "stop_after" and (out / "best.pt").is_file():
         _choose_postprocessing(out, cfg, tune_cases, dev, seed)
     if info.world > 1:  # every rank must hold the same weights: record (and check) it
         digests = ddp.gather(ddp.weights_digest(net), info)

@@ -59,7 +59,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
            f"`{root}`. Preset: `{prov.get('config', {}).get('params_file', '?')}`; seed {params.get('seed', 0)}.",
            "", "All numbers are from the synthetic or imported cohort of this run, not from the study's "
            "private data; the published values are quoted for comparison only.", ""]
-
+    out += _training_banner(layout)
     out += _headline(layout)
     out += ["## Tables", ""]
     for stem, title in TABLES.items():
@@ -114,6 +114,15 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
             lines.append(f"| {m.get('notebook')} | {m.get('finished')} | {m.get('seconds')} | {ins} |")
         out += ["Pipeline steps (from `.steps/`):", "", "\n".join(lines), ""]
     return "\n".join(out) + "\n"
+
+
+def _training_banner(layout: RunLayout) -> list[str]:
+    """A warning on top when the model's training is incomplete (``train/training.json``)."""
+    from amt_core.model.run_control import incomplete_note, read_status
+
+    note = incomplete_note(read_status(layout.train_dir))
+    return [f"> **Incomplete training** (`train/training.json`): {note}. Every number below is from this "
+            "model.", ""] if note else []
 
 
 def _headline(layout: RunLayout) -> list[str]:
