@@ -65,7 +65,8 @@ test: $(VENV)/.installed
 reproduce: $(VENV)/.installed
 	$(VENV)/bin/amt run --params $(PARAMS) --out $(RUN)
 
-# the run under runs/*/ evaluated last, or the one named with `make figures RUN=PATH` (or RUN in the environment)
+# the run under runs/*/ evaluated last, or the one named with `make figures RUN=PATH` (or RUN in the environment);
+# figures/ is replaced whole each time (figures/figures.json names the run; figures/README.md is kept)
 figures: $(VENV)/.installed
 	$(VENV)/bin/amt figures --run $(if $(filter command line environment,$(origin RUN)),$(RUN),latest) --out figures
 

@@ -54,7 +54,8 @@ def whole_cohort(out: Path, workers: int, n_cases: int | None, fresh: bool) -> d
     if fresh and out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    csv = build_cohort(out, preset="demo", n_cases=n_cases, seed=0, workers=workers, progress=True)
+    csv = build_cohort(out, preset="demo", n_cases=n_cases, seed=0, workers=workers, progress=True,
+                       resume=not fresh)
     wall = time.perf_counter() - t0
     n = sum(1 for _ in open(csv)) - 1
     size = sum(p.stat().st_size for p in out.rglob("*.nii.gz"))

@@ -37,14 +37,16 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "splits), and describe it: Table 1 per split and a few example scans.\n\n"
                "Writes `RUN/cohort/` (nnU-Net v2 raw layout + `cases.csv`) and `RUN/tables/table1.*`."),
         ("derived", LAYOUT + "layout.root.mkdir(parents=True, exist_ok=True)"),
-        ("md", "## Build or import\nThe generator is deterministic from the seed and resumable: existing "
-               "valid cases are kept."),
+        ("md", "## Build or import\nThe generator is deterministic from the seed. A re-run of this step "
+               "replaces `RUN/cohort/` whole (built beside it, then swapped in), so no case of other settings "
+               "is left; cases already generated with the same settings are reused, not rendered again."),
         ("code", "#papermill_description=build_cohort\n"
                  "if cohort_csv:\n"
                  "    cases_csv = layout.cases_csv\n"
                  "else:\n"
                  "    from amt_core.synth.generate import build_cohort\n\n"
-                 "    cases_csv = build_cohort(layout.cohort_dir, preset=cohort_preset, n_cases=n_cases, seed=seed)\n"
+                 "    cases_csv = build_cohort(layout.cohort_dir, preset=cohort_preset, n_cases=n_cases, seed=seed,\n"
+                 "                             overwrite=True)\n"
                  "cases_csv"),
         ("md", "## Validate\n`read_cases` checks the case table and fails with one message listing every "
                "problem, including a patient in two splits or a test institution seen in training."),
@@ -79,7 +81,10 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ("derived", LAYOUT),
         ("code", "#papermill_description=train\n"
                  "from amt_core.model.train import train\n\n"
-                 "train_dir = train(layout.cases_csv, layout.train_dir, preset=model_preset, seed=seed, **train_overrides)\n"
+                 "# a rerun of this step replaces RUN/train whole (built beside it), unless it resumes it\n"
+                 "resume = bool(train_overrides.get(\"resume\", False))\n"
+                 "train_dir = train(layout.cases_csv, layout.train_dir, preset=model_preset, seed=seed,\n"
+                 "                  **{\"overwrite\": not resume, **train_overrides})\n"
                  "train_dir"),
         ("md", "## Learning curves and model selection"),
         ("code", "import pandas as pd\n\n"
@@ -88,10 +93,11 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                  "log = pd.read_csv(layout.train_dir / \"train_log.csv\")\n"
                  "as_image(plot_learning_curves(log))"),
         ("code", "log.tail(10)"),
-        ("md", "How training ended: after its configured steps, or cut short by the `max_minutes` safety cap "
-               "(then the weights depend on the machine's speed)."),
-        ("code", "import json\n\n"
-                 "json.loads((layout.train_dir / \"training.json\").read_text())"),
+        ("md", "How training ended: after its configured steps (`complete`), or stopped early by the "
+               "`max_minutes` time cap. A stopped run is incomplete: its model is not the seed's result, and a "
+               "warning below says so (`--resume` finishes it). The cap never changes the LR schedule."),
+        ("code", "from amt_core.model.run_control import check_status\n\n"
+                 "check_status(layout.train_dir)"),
     ],
     "03_evaluate": [
         ("md", "# 03 · Evaluation\n\nInference on the tuning and external test splits with the selected "
@@ -107,25 +113,29 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                     "config = EvalConfig(**{\"n_boot\": n_bootstrap, \"ci_level\": ci_level, \"ci_method\": ci_method, \"seed\": seed,\n"
                     "                       \"headline_iou\": operating_iou, **eval_overrides})\n"
                     "config"),
-        ("md", "## Inference"),
+        ("md", "## Inference\nEach output folder of this step is replaced whole when the step re-runs "
+               "(`overwrite=True`: written beside, then swapped in), so no file of an earlier model is left."),
         ("code", "#papermill_description=predict\n"
-                 "from amt_core.pipeline.analysis import predict_splits\n\n"
-                 "predict_splits(layout, cases, splits=(\"tune\", \"test\"))"),
+                 "from amt_core.model.inference import predict\n\n"
+                 "for split in (\"tune\", \"test\"):\n"
+                 "    predict(layout.model_path, layout.cases_csv, layout.predictions(split), split=split, overwrite=True)"),
         ("md", "## Per-scan metrics and lesion-wise detection"),
         ("code", "#papermill_description=evaluate\n"
                  "from amt_core.evaluation import evaluate_predictions\n\n"
                  "results = {}\n"
                  "for split in (\"tune\", \"test\"):\n"
                  "    results[split] = evaluate_predictions(cases, layout.predictions(split), split=split, config=config)\n"
-                 "    results[split].save(layout.evaluation(split))\n"
+                 "    results[split].save(layout.evaluation(split), overwrite=True)\n"
                  "results[\"test\"].per_case.describe()"),
         ("md", "## Statistics on the external test\nBootstrap CIs, FROC bands, operating points, subgroups, "
                "institutions and the institution mixed model, all saved in `RUN/analysis/`."),
         ("code", "#papermill_description=statistics\n"
+                 "from amt_core.atomic import replacing_dir\n"
                  "from amt_core.pipeline.analysis import analyse\n\n"
-                 "analysis = analyse(results[\"test\"], cases, layout.analysis_dir, n_boot=n_bootstrap, level=ci_level,\n"
-                 "                   method=ci_method, seed=seed, min_institution_scans=min_institution_scans,\n"
-                 "                   operating_iou=operating_iou)\n"
+                 "with replacing_dir(layout.analysis_dir) as analysis_dir:  # RUN/analysis/ replaced whole\n"
+                 "    analysis = analyse(results[\"test\"], cases, analysis_dir, n_boot=n_bootstrap, level=ci_level,\n"
+                 "                       method=ci_method, seed=seed, min_institution_scans=min_institution_scans,\n"
+                 "                       operating_iou=operating_iou)\n"
                  "analysis[\"comparison\"]"),
         ("md", "### Detection operating points (reading B) and CPM (reading A)"),
         ("code", "analysis[\"operating_points\"]"),
@@ -144,7 +154,8 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ("derived", LAYOUT + "out_dir = figures_dir or layout.figures_dir"),
         ("code", "#papermill_description=figures\n"
                  "from amt_core.plots import make_all_figures\n\n"
-                 "written = make_all_figures(layout.root, out_dir, tables_dir=layout.tables_dir, cohort_csv=cohort_csv)\n"
+                 "written = make_all_figures(layout.root, out_dir, tables_dir=layout.tables_dir, cohort_csv=cohort_csv,\n"
+                 "                           overwrite=out_dir == layout.figures_dir)  # the run's own: replaced whole\n"
                  "len(written)"),
         ("code", "#papermill_description=report\n"
                  "from amt_core.pipeline.report import write_report\n\n"

@@ -63,7 +63,7 @@ def test_stored_notebooks_are_what_the_build_script_writes(name):
 def test_long_cells_are_labelled(name):
     nb = _read(name)
     long = [c for c in nb.cells if c.cell_type == "code" and any(k in c.source for k in (
-        "build_cohort(", "train(", "predict_splits(", "evaluate_predictions(", "analyse(", "make_all_figures("))]
+        "build_cohort(", "train(", "predict(", "evaluate_predictions(", "analyse(", "make_all_figures("))]
     for cell in long:
         assert cell.source.startswith("#papermill_description="), cell.source[:60]
 

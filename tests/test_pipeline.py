@@ -42,10 +42,10 @@ def test_demo_preset_is_the_study_design():
     assert params["n_cases"] == 711 and params["cohort_preset"] == "demo" and params["model_preset"] == "cpu"
     # a fixed training length (one seed, one result on any CPU) that fits the 60-minute bar on 2 cores
     # (measured ~0.93 min per 250-step epoch incl. tuning evaluations), with the time cap only as a safety net
-    from amt_core.model.presets import get_config
+    from amt_core.model.presets import RUN_CONTROLS, get_config
 
     train = params["train_overrides"]
-    cfg = get_config("cpu", **train)
+    cfg = get_config("cpu", **{k: v for k, v in train.items() if k not in RUN_CONTROLS})
     assert "max_steps" not in train and cfg.max_epochs * cfg.steps_per_epoch <= 8000
     assert cfg.max_epochs * 0.93 < train["max_minutes"] <= 45
 
@@ -280,6 +280,93 @@ def test_a_damaged_output_reruns_its_step(run_copy):
     status = run_pipeline(SMOKE, run_copy, progress=False, steps=["04_figures"])
     assert status["04_figures"] == "ran" and status["03_evaluate"] == "skipped"
     assert "## Conventions" in (run_copy / "report.md").read_text()
+
+
+def test_a_changed_volume_of_an_imported_cohort_reruns_the_steps_that_read_it(smoke_run, tmp_path):
+    """The step key covers every image and label of the case table, not just cases.csv."""
+    import nibabel as nib
+    import numpy as np
+
+    from amt_core.pipeline.run import run_pipeline
+
+    imported = tmp_path / "imported"
+    shutil.copytree(smoke_run["dir"] / "cohort", imported)
+    params = tmp_path / "imported.yaml"
+    params.write_text(yaml.safe_dump(load_params(SMOKE) | {"cohort_csv": str(imported / "cases.csv"),
+                                                           "n_example_slices": 0}))
+    run = tmp_path / "run"
+    assert run_pipeline(params, run, progress=False) == {nb: "ran" for nb in NOTEBOOKS}
+    cases = pd.read_csv(imported / "cases.csv")
+    case = cases[cases["split"] == "test"].iloc[0]
+    before = pd.read_csv(run / "evaluation" / "test" / "per_case.csv").set_index("case_id")
+    # a corrected reference mask: same table, same file name, other voxels
+    img = nib.load(imported / case["label"])
+    label = np.asarray(img.dataobj).copy()
+    zs = np.nonzero(label.any(axis=(0, 1)))[0]
+    label[:, :, zs[: max(1, len(zs) // 2)]] = 0
+    nib.save(nib.Nifti1Image(label, img.affine, img.header), imported / case["label"])
+    assert run_pipeline(params, run, progress=False) == {nb: "ran" for nb in NOTEBOOKS}
+    after = pd.read_csv(run / "evaluation" / "test" / "per_case.csv").set_index("case_id")
+    assert after.loc[case["case_id"], "ref_voxels"] < before.loc[case["case_id"], "ref_voxels"]
+    t0 = time.perf_counter()
+    assert run_pipeline(params, run, progress=False) == {nb: "skipped" for nb in NOTEBOOKS}
+    assert time.perf_counter() - t0 < 30  # the volumes' hashes are cached by path, size and mtime
+    assert json.loads((run / ".steps" / "hashes.json").read_text())
+
+
+def test_a_step_that_reruns_replaces_its_outputs_whole(run_copy, tmp_path):
+    """Outputs of a run made with other parameters (here: planted files) do not survive a re-run step."""
+    from amt_core.pipeline.run import run_pipeline
+
+    ghosts = [run_copy / "predictions" / "test" / "GHOST.nii.gz", run_copy / "predictions" / "tune" / "x.csv",
+              run_copy / "evaluation" / "test" / "subgroups_old.csv", run_copy / "analysis" / "old.csv"]
+    for ghost in ghosts:
+        ghost.write_text("written by a run with other parameters")
+    status = run_pipeline(SMOKE, run_copy, progress=False, steps=["03_evaluate"], force=True)
+    assert status["03_evaluate"] == "ran"
+    assert [g for g in ghosts if g.exists()] == []
+    assert (run_copy / "predictions" / "test" / "predictions.json").is_file()
+    # fewer cases: the cohort folder is replaced whole, no case of the 14-case cohort is left
+    fewer = tmp_path / "fewer.yaml"
+    fewer.write_text(yaml.safe_dump(load_params(SMOKE) | {"n_cases": 12}))
+    assert run_pipeline(fewer, run_copy, progress=False, steps=["01_cohort"])["01_cohort"] == "ran"
+    cohort = run_copy / "cohort"
+    cases = pd.read_csv(cohort / "cases.csv")
+    on_disk = {p.relative_to(cohort).as_posix() for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+               for p in (cohort / d).glob("*")}
+    assert len(cases) == 12 and on_disk == {*cases["image"], *cases["label"]}
+
+
+def test_figures_replace_a_folder_of_figures_and_refuse_any_other(smoke_run, tmp_path, capsys):
+    from amt_core.cli import main
+    from amt_core.plots import FIGURES
+
+    run = smoke_run["dir"]
+    figs = tmp_path / "figs"  # a figures folder of another run, with its README (as the repository's figures/)
+    (figs / "tables").mkdir(parents=True)
+    (figs / "README.md").write_text("about these figures")
+    (figs / "figures.json").write_text(json.dumps({"run": "/elsewhere/other-run",
+                                                   "files": ["old_figure.png", "tables/old.csv"]}))
+    (figs / "old_figure.png").write_bytes(b"a figure of another run")
+    (figs / "tables" / "old.csv").write_text("a table of another run")
+    assert main(["figures", "--run", str(run), "--out", str(figs)]) == 0
+    said = capsys.readouterr().out
+    assert not (figs / "old_figure.png").exists() and not (figs / "tables" / "old.csv").exists()
+    assert "replacing the figures of /elsewhere/other-run" in said
+    assert (figs / "README.md").read_text() == "about these figures"
+    assert {p.stem for p in figs.glob("*.png")} == set(FIGURES)
+    assert json.loads((figs / "figures.json").read_text())["run"] == str(run.resolve())
+    # any other folder is refused, byte-identical, unless --overwrite (then replaced whole)
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "draft.docx").write_text("the manuscript")
+    before = _hashes(paper)
+    assert main(["figures", "--run", str(run), "--out", str(paper)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(paper) in err and "not a folder of figures" in err, err
+    assert _hashes(paper) == before
+    assert main(["figures", "--run", str(run), "--out", str(paper), "--overwrite"]) == 0
+    assert not (paper / "draft.docx").exists() and (paper / "figures.json").is_file()
 
 
 def test_latest_run_is_the_last_evaluated_one(tmp_path, monkeypatch, capsys):

@@ -92,22 +92,28 @@ def test_resume_regenerates_only_missing_or_damaged_cases(tmp_path):
     gone.unlink()
     damaged = root / cases.label[5]
     damaged.write_bytes(damaged.read_bytes()[:100])  # truncated
-    build_cohort(root, preset="tiny", n_cases=N, seed=0, workers=2, progress=False)
+    stray = root / "imagesTs" / "OTHER_0000.nii.gz"  # a case that is not in the design
+    stray.write_bytes(b"x")
+    build_cohort(root, preset="tiny", n_cases=N, seed=0, workers=2, progress=False, resume=True)
     after = {p: p.stat().st_mtime_ns for p in root.rglob("*.nii.gz")}
     regenerated = {p for p in after if after[p] != before.get(p)}
     expected = {root / cases.image[3], root / cases.label[3], root / cases.image[5], root / cases.label[5]}
     assert regenerated == expected
-    assert _digests(root) == digests  # and they came back identical
+    assert _digests(root) == digests  # and they came back identical, the stray case gone
 
 
 def test_changed_settings_are_not_taken_for_valid_cases(tmp_path):
+    from amt_core.atomic import OutputExistsError
+
     root = tmp_path / "c"
     build_cohort(root, preset="tiny", n_cases=4, seed=0, workers=1, progress=False)
     first = _digests(root)
-    build_cohort(root, preset="tiny", n_cases=4, seed=5, workers=1, progress=False)
-    second = _digests(root)
-    changed = [k for k in first if "images" in k and first[k] != second[k]]
-    assert changed
+    with pytest.raises(OutputExistsError, match="made with other settings .*seed 0, not 5"):
+        build_cohort(root, preset="tiny", n_cases=4, seed=5, workers=1, progress=False, resume=True)
+    assert _digests(root) == first
+    build_cohort(root, preset="tiny", n_cases=4, seed=5, workers=1, progress=False, overwrite=True)
+    build_cohort(tmp_path / "fresh", preset="tiny", n_cases=4, seed=5, workers=1, progress=False)
+    assert _digests(root) == _digests(tmp_path / "fresh") != first  # replaced whole: no case of seed 0 left
 
 
 def test_second_lesions_are_separate_components():

@@ -153,12 +153,16 @@ _SCHEMA: dict[str, dict[str, str | None]] = {
 
 
 def evaluate_predictions(cases: pd.DataFrame, predictions_dir: str | os.PathLike, *, split: str | None = "test",
-                         config: EvalConfig | None = None, progress: bool = True) -> EvaluationResult:
+                         config: EvalConfig | None = None, progress: bool = True,
+                         check_manifest: bool = True) -> EvaluationResult:
     """Evaluate a predictions folder against the reference labels of a case table.
 
     ``cases``: the case table (``amt_core.data.cases.read_cases``: ``case_id``, ``institution_id``,
     ``split``, ``label`` as a path). ``predictions_dir`` holds ``{case_id}.nii.gz`` (binary mask on the
     label's grid) and optionally ``{case_id}_prob.nii.gz`` (probability in [0, 1], float or uint8/255).
+    With ``check_manifest`` (default) a folder written by ``amt predict`` must show, in its
+    ``predictions.json``, that every evaluated case came unchanged from its one model
+    (:func:`amt_core.data.predictions.check_evaluable`); a folder written elsewhere has no manifest.
     Scans are read and evaluated one at a time (the next one is read while the current one is
     evaluated), so memory stays at about two scans.
     """
@@ -175,6 +179,10 @@ def evaluate_predictions(cases: pd.DataFrame, predictions_dir: str | os.PathLike
     missing = [c for c in chosen["case_id"] if not (pred_dir / f"{c}.nii.gz").is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} prediction(s) missing in {pred_dir}, e.g. {missing[0]}.nii.gz")
+    if check_manifest:  # every scored case from the one model of the folder's predictions.json
+        from amt_core.data.predictions import check_evaluable
+
+        check_evaluable(pred_dir, list(chosen["case_id"]))
     rows = list(chosen[["case_id", "institution_id", "label"]].itertuples(index=False))
     evaluations = []
     bar = _progress(len(rows), progress)
@@ -199,25 +207,18 @@ def _progress(total: int, enabled: bool):
 
 
 def _read_case(label_path: str, pred_dir: Path, case_id: str):
-    """(label, mask, prob or None, spacing) of one scan, every array on the reference label's grid."""
-    from amt_core.data.volume import GRID_TOLERANCE, read_label, read_volume
+    """(label, mask, prob or None, spacing) of one scan, every array on the reference label's grid.
+
+    The probability map must be float in [0, 1] or uint8 0..255
+    (:func:`amt_core.data.volume.read_probability`); any other range is an error, never a silent rescale."""
+    from amt_core.data.volume import read_label, read_probability
 
     ref = read_label(label_path, _grid(label_path))
-    mask = read_label(pred_dir / f"{case_id}.nii.gz", ref)
+    mask = read_label(pred_dir / f"{case_id}.nii.gz", ref, role="prediction", grid_of="reference label")
     prob = None
     prob_path = pred_dir / f"{case_id}_prob.nii.gz"
     if prob_path.is_file():
-        vol = read_volume(prob_path)
-        tol = GRID_TOLERANCE * min(ref.spacing)
-        if vol.shape != ref.shape or not np.allclose(vol.affine, ref.affine, atol=tol, rtol=0):
-            raise ValueError(f"probability map {prob_path} is not on the grid of label {label_path}: shape "
-                             f"{vol.shape} vs {ref.shape}, affine differs by {np.abs(vol.affine - ref.affine).max():.3g} mm")
-        prob = vol.array
-        top = float(prob.max())
-        if top > 1.0:  # a uint8 map stored without its 1/255 scale
-            if top > 255.0:
-                raise ValueError(f"{prob_path}: probabilities up to {top:g}; expected [0, 1] (or uint8 0-255)")
-            prob *= np.float32(1 / 255)
+        prob = read_probability(prob_path, ref, grid_of="reference label").array
     return ref.array, mask.array, prob, ref.spacing
 
 
@@ -231,10 +232,15 @@ def _grid(path: str):
 
     if not str(path).lower().endswith((".nii", ".nii.gz")) or not Path(path).is_file():
         return read_volume(path)
-    img = nib.load(str(path))
+    try:
+        img = nib.load(str(path))  # the voxels (and the gzip CRC) are checked when read_label reads them
+    except Exception:  # a damaged header: the full reader names the file and the problem
+        return read_volume(path)
     shape = tuple(img.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
+    if len(shape) != 3:  # not a 3D volume: the full reader says so, naming the file
+        return read_volume(path)
     affine = np.asarray(img.affine, dtype=np.float64)
     ornt = nio.io_orientation(affine)
     new_shape = [0, 0, 0]

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
                     "froc_confidence.csv, froc_iou.csv, ... and summary.json into --out.")
     p.add_argument("--cohort", required=True, metavar="CASES.csv", help="the cohort's case table")
     p.add_argument("--predictions", required=True, metavar="DIR", help="folder of {case_id}.nii.gz predictions")
-    p.add_argument("--out", required=True, metavar="DIR", help="results folder (created)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (new or empty, else --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out whole")
     p.add_argument("--split", default="test", help="split to evaluate (default: test; 'all' for every case)")
     p.add_argument("--config", metavar="JSON", help="EvalConfig as JSON (e.g. a summary.json's 'config'); "
                                                     "the flags below override it")
@@ -44,10 +45,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from amt_core.atomic import check_output_dir
     from amt_core.data.cases import read_cases
     from amt_core.evaluation.api import evaluate_predictions
     from amt_core.evaluation.config import EvalConfig
 
+    out, preds = Path(args.out).resolve(), Path(args.predictions).resolve()
+    if out == preds or preds.is_relative_to(out):
+        raise ValueError(f"--out {args.out} would replace the predictions folder {args.predictions}; choose another")
+    check_output_dir(args.out, overwrite=args.overwrite, what="results folder", resumable=False)
     settings = {}
     if args.config:
         data = json.loads(Path(args.config).read_text())
@@ -57,7 +63,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     cases = read_cases(args.cohort, check_files=False)
     result = evaluate_predictions(cases, args.predictions, split=None if args.split == "all" else args.split,
                                   config=config, progress=not args.no_progress)
-    out = result.save(args.out)
+    out = result.save(args.out, overwrite=args.overwrite)
     means = result.means
     print(f"{result.n_scans} scans: Dice {means['dice']:.3f}, IoU {means['iou']:.3f}, precision "
           f"{means['precision']:.3f}, recall {means['recall']:.3f}; {result.headline_text()}")

@@ -98,15 +98,19 @@ class EvaluationResult:
         return summarise(tables, self.config)
 
     # --- files ---------------------------------------------------------------------------------------
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write every table as CSV and ``summary.json`` (written last, atomically) into ``out_dir``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    def save(self, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write every table as CSV and ``summary.json`` into ``out_dir``, as one folder: it is written
+        beside and swapped in whole. A non-empty ``out_dir`` is refused unless ``overwrite``."""
+        from amt_core.atomic import check_output_dir, replacing_dir
+
+        out = check_output_dir(out_dir, overwrite=overwrite, what="results folder", resumable=False)
         frames = {FILES[k]: getattr(self, k) for k in FILES} | {f"{k}.csv": v for k, v in self.tables.items()}
-        for name, frame in frames.items():
-            write_csv(out / name, frame)
-        schema = {name: [[str(c), str(t)] for c, t in frame.dtypes.items()] for name, frame in frames.items()}
-        write_json(out / "summary.json", {**self.summary, "files": schema, "extra_tables": sorted(self.tables)})
+        with replacing_dir(out) as staging:
+            for name, frame in frames.items():
+                write_csv(staging / name, frame)
+            schema = {name: [[str(c), str(t)] for c, t in frame.dtypes.items()] for name, frame in frames.items()}
+            write_json(staging / "summary.json", {**self.summary, "files": schema,
+                                                  "extra_tables": sorted(self.tables)})
         return out
 
     @classmethod

@@ -226,25 +226,59 @@ def candidate_table(prob: np.ndarray, cfg: ModelConfig, spacing):
 
 def predict(model_path: str | os.PathLike, input: str | os.PathLike, out_dir: str | os.PathLike, *,
             overlap: float | None = None, tta: bool = False, progress: bool = True, split: str | None = None,
-            device: str | None = None) -> Path:
-    """Predict every case of ``input`` into the predictions folder ``out_dir``; returns ``out_dir``."""
+            device: str | None = None, overwrite: bool = False, resume: bool = False) -> Path:
+    """Predict every case of ``input`` into the predictions folder ``out_dir``; returns ``out_dir``.
+
+    The folder also gets ``predictions.csv`` and ``predictions.json`` (:mod:`amt_core.data.predictions`:
+    the checkpoint's SHA-256, the settings, per case the input and its files' SHA-256). A non-empty
+    ``out_dir`` is refused unless ``overwrite`` (predict into a folder beside it, swapped in when complete)
+    or ``resume`` (finish an interrupted prediction of the same model, settings and inputs).
+    """
+    from amt_core.atomic import check_output_dir, is_nonempty_dir, replacing_dir
+    from amt_core.data import predictions as manifest
+
+    out = check_output_dir(out_dir, overwrite=overwrite, resume=resume, what="predictions folder")
+    cases = resolve_inputs(input, split)
+    net, cfg, _state = load_model(model_path, device)
+    model_file = Path(model_path) / "best.pt" if Path(model_path).is_dir() else Path(model_path)
+    settings = {"model": str(model_file.resolve()), "model_sha256": manifest.file_digest(model_file),
+                "input": str(Path(input).resolve()), "split": split, "overlap": overlap, "tta": tta}
+    done = manifest.resumable_cases(out, settings) if resume and is_nonempty_dir(out) else {}
+    run = dict(cases=cases, net=net, cfg=cfg, settings=settings, overlap=overlap, tta=tta, progress=progress)
+    if resume and is_nonempty_dir(out):  # finish it in place: the kept cases are already there
+        _predict_into(out, done=done, **run)
+        manifest.remove_strays(out, [c for c, _ in cases])
+    else:  # a new folder is built beside and appears only when every case is predicted
+        with replacing_dir(out) as staging:
+            _predict_into(staging, done={}, **run)
+    return out
+
+
+def _predict_into(out: Path, *, cases, net, cfg, settings: dict, done: dict, overlap, tta, progress) -> None:
+    """Predict the cases into ``out`` (those in ``done`` with the same input are kept), recording each
+    finished case in the manifest so that an interrupted prediction can be resumed."""
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from amt_core.atomic import write_csv
+    from amt_core.atomic import write_csv, write_json
+    from amt_core.data import predictions as manifest
     from amt_core.data.volume import read_volume
 
-    out = Path(out_dir)
-    cases = resolve_inputs(input, split)
-    net, cfg, _state = load_model(model_path, device)
     device = next(net.parameters()).device
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    record = {**settings, "complete": False, "cases": {}}
     for case_id, image in tqdm(cases, desc="predict", unit="scan", disable=not progress):
-        volume = read_volume(image)
-        prob = predict_volume(net, cfg, volume, device, overlap=overlap, tta=tta)
-        prob, affine = to_file_grid(prob, volume.affine, file_geometry(image))
-        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-        rows.append(write_outputs(out, case_id, prob, affine, cfg, spacing))
-    write_csv(out / "predictions.csv", pd.DataFrame(rows))
-    return out
+        digest = manifest.file_digest(image)
+        kept = done.get(case_id)
+        if kept is None or kept.get("image_sha256") != digest:
+            volume = read_volume(image)
+            prob = predict_volume(net, cfg, volume, device, overlap=overlap, tta=tta)
+            prob, affine = to_file_grid(prob, volume.affine, file_geometry(image))
+            spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+            row = write_outputs(out, case_id, prob, affine, cfg, spacing)
+            kept = {"image": str(image), "image_sha256": digest, "row": row,
+                    "files": {n: manifest.file_digest(out / n) for n in manifest.case_files(case_id)}}
+        record["cases"][case_id] = kept
+        write_json(out / manifest.MANIFEST, record)
+    columns = ["case_id", "voxels", "n_candidates", "n_kept", "max_prob"]  # write_outputs' row
+    write_csv(out / manifest.TABLE, pd.DataFrame([r["row"] for r in record["cases"].values()], columns=columns))
+    write_json(out / manifest.MANIFEST, {**record, "complete": True})

@@ -1,5 +1,5 @@
-"""The study's steps that sit between the APIs: inference on the evaluated splits, and the statistics
-of the external test saved as tables in ``RUN/analysis/`` (the figures and the report read them).
+"""The statistics of the external test, saved as tables in ``RUN/analysis/`` (the figures and the report
+read them).
 
 :func:`analyse` writes
 
@@ -14,28 +14,12 @@ of the external test saved as tables in ``RUN/analysis/`` (the figures and the r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from amt_core import registry
 from amt_core.atomic import write_csv, write_json
-from amt_core.pipeline.layout import RunLayout
-
-
-def predict_splits(layout: RunLayout, cases: pd.DataFrame, splits: Sequence[str] = ("tune", "test")) -> dict:
-    """Run the selected checkpoint on every scan of ``splits``; ``RUN/predictions/{split}/``.
-
-    Returns ``{split: predictions folder}``.
-    """
-    from amt_core.model.inference import predict
-
-    out = {}
-    for split in splits:
-        if (cases["split"] == split).any():
-            out[split] = Path(predict(layout.model_path, layout.cases_csv, layout.predictions(split), split=split))
-    return out
 
 
 def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 10_000, level: float = 0.95,

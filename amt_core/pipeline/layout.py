@@ -11,7 +11,8 @@ RUN/
   analysis/               statistics of the external test (CIs, FROC bands, subgroups, institutions, models)
   tables/  figures/       manuscript tables (CSV + Markdown) and figures (PDF + PNG)
   notebooks/              executed notebooks and their HTML export
-  .steps/                 one manifest per successful step (what the runner compares to skip it)
+  .steps/                 one manifest per successful step (what the runner compares to skip it) and
+                          hashes.json (SHA-256 of the files seen, by path, size and mtime)
 ```
 """
 
@@ -75,6 +76,26 @@ class RunLayout:
     @property
     def report_md(self) -> Path:
         return self.root / "report.md"
+
+    def is_run_folder(self) -> bool:
+        """Whether ``root`` was written by ``amt run`` (it has ``.steps/`` or ``params.yaml``)."""
+        return self.steps_dir.is_dir() or (self.root / "params.yaml").is_file()
+
+    def cohort_files(self) -> list[Path]:
+        """``cases.csv`` and every image and label it lists (what a step that reads the cohort depends on);
+        just ``cases.csv`` while the table is missing or unreadable."""
+        import csv
+
+        files = [self.cases_csv]
+        try:
+            with open(self.cases_csv, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return files
+        base = self.cases_csv.parent
+        for row in rows:
+            files.extend(base / row[c] for c in ("image", "label") if row.get(c))
+        return files
 
 
 def latest_run(runs_root: str | Path = "runs") -> Path:

@@ -3,7 +3,14 @@
 Each step executes one notebook with the parameters it declares (from the preset file) into
 ``RUN/notebooks/`` and exports it to HTML. A step is **skipped** when its manifest in ``RUN/.steps/``
 shows it succeeded with the same notebook, the same parameters, the same upstream steps and the same
-input files, and its outputs are still there unchanged. A failing cell stops the run with
+input files, and its outputs are still there unchanged. The input files of a step that reads the cohort are
+``cases.csv`` *and every image and label it lists* (an imported cohort's scans may change under the same
+table); every file is compared by content (SHA-256), the hashes remembered in ``RUN/.steps/hashes.json`` by
+path, size and modification time so that an unchanged rerun reads no volume again. A step that re-runs
+replaces its output folders whole (the notebooks write them with ``overwrite=True``).
+
+``RUN`` must be empty, new or a run folder (``.steps/`` or ``params.yaml``): any other non-empty folder is
+refused unless ``overwrite`` (then it is cleared and the run starts afresh). A failing cell stops the run with
 :class:`StepError`, naming the notebook, the cell and the error; the executed notebook is kept for
 inspection and the outputs of earlier steps are left as they were.
 """
@@ -12,6 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from amt_core.atomic import write_json, write_text
+from amt_core.atomic import OutputExistsError, is_nonempty_dir, remove_stale_temps, write_json, write_text
+from amt_core.pipeline.hashes import FileHashes
 from amt_core.pipeline.layout import RunLayout
 from amt_core.pipeline.params import NOTEBOOKS, load_params, notebook_parameters
 
@@ -48,40 +59,41 @@ def _eval_outputs(L: RunLayout) -> list[Path]:
     return [L.evaluation("tune"), L.evaluation("test"), L.analysis_dir]
 
 
+def _cohort_outputs(L: RunLayout) -> list[Path]:
+    """An imported cohort is an input of 01 (it only reads it); a generated one is its output, whole."""
+    return [L.cases_csv if L.cohort_csv else L.cohort_dir, L.tables_dir / "table1.csv"]
+
+
 STEPS: tuple[Step, ...] = (
-    Step("01_cohort", lambda L: [L.cases_csv] if L.cohort_csv else [],
-         lambda L: [L.cases_csv, L.tables_dir / "table1.csv"]),
-    Step("02_train", lambda L: [L.cases_csv], lambda L: [L.model_path]),
-    Step("03_evaluate", lambda L: [L.cases_csv, L.model_path], _eval_outputs),
-    Step("04_figures", lambda L: [L.cases_csv, *_eval_outputs(L)],
+    Step("01_cohort", lambda L: L.cohort_files() if L.cohort_csv else [], _cohort_outputs),
+    Step("02_train", lambda L: L.cohort_files(), lambda L: [L.model_path]),
+    Step("03_evaluate", lambda L: [*L.cohort_files(), L.model_path],
+         lambda L: [L.predictions("tune"), L.predictions("test"), *_eval_outputs(L)]),
+    Step("04_figures", lambda L: [*L.cohort_files(), *_eval_outputs(L), L.predictions("test")],
          lambda L: [L.figures_dir, L.tables_dir, L.report_md]),
-    Step("05_explore", lambda L: [L.cases_csv, L.evaluation("test")], lambda L: []),
+    Step("05_explore", lambda L: [*L.cohort_files(), L.evaluation("test"), L.predictions("test")], lambda L: []),
 )
 assert tuple(s.notebook for s in STEPS) == NOTEBOOKS
 
 
 # --- hashing ----------------------------------------------------------------------------------------
 def _files(paths: Iterable[Path]) -> list[Path]:
+    """The files of ``paths`` (a folder: every file in it, hidden ones and hidden folders left out)."""
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file()
+                              and not any(part.startswith(".") for part in f.relative_to(p).parts)))
         else:
             out.append(p)
     return out
 
 
-def _hash_file(path: Path) -> str:
-    from amt_core.provenance import file_hash
-
-    return file_hash(path)
-
-
-def _hashes(paths: Iterable[Path], root: Path) -> dict[str, str | None]:
+def _hashes(paths: Iterable[Path], root: Path, hasher: FileHashes) -> dict[str, str | None]:
     out = {}
     for f in _files(paths):
         key = str(f.relative_to(root)) if f.is_relative_to(root) else str(f)
-        out[key] = _hash_file(f) if f.is_file() else None
+        out[key] = hasher(f) if f.is_file() else None
     return out
 
 
@@ -114,15 +126,15 @@ def ensure_kernel(name: str = "python3") -> str:
 
 
 # --- one step ---------------------------------------------------------------------------------------
-def _step_key(step: Step, layout: RunLayout, params: dict, upstream: str) -> tuple[str, dict]:
+def _step_key(step: Step, layout: RunLayout, params: dict, upstream: str, hasher: FileHashes) -> tuple[str, dict]:
     nb_params = {k: v for k, v in params.items() if k != "run_dir"}
-    inputs = _hashes(step.inputs(layout), layout.root)
-    parts = {"notebook": _hash_file(NOTEBOOK_DIR / f"{step.notebook}.ipynb"), "params": nb_params,
+    inputs = _hashes(step.inputs(layout), layout.root, hasher)
+    parts = {"notebook": hasher(NOTEBOOK_DIR / f"{step.notebook}.ipynb"), "params": nb_params,
              "inputs": inputs, "upstream": upstream}
     return _digest(parts), parts
 
 
-def _up_to_date(manifest_path: Path, key: str, layout: RunLayout) -> bool:
+def _up_to_date(manifest_path: Path, key: str, layout: RunLayout, hasher: FileHashes) -> bool:
     if not manifest_path.is_file():
         return False
     manifest = json.loads(manifest_path.read_text())
@@ -130,7 +142,7 @@ def _up_to_date(manifest_path: Path, key: str, layout: RunLayout) -> bool:
         return False
     for rel, digest in manifest.get("outputs", {}).items():
         path = layout.root / rel
-        if not path.is_file() or _hash_file(path) != digest:
+        if not path.is_file() or hasher(path) != digest:
             return False
     return True
 
@@ -173,20 +185,23 @@ def _execute(step: Step, layout: RunLayout, params: dict, kernel: str, progress:
 
 
 def run_pipeline(params_path: str | Path, out_dir: str | Path, *, progress: bool = True,
-                 force: bool = False, steps: Iterable[str] | None = None) -> dict[str, str]:
+                 force: bool = False, steps: Iterable[str] | None = None, overwrite: bool = False) -> dict[str, str]:
     """Run the study notebooks with the preset ``params_path`` into the run folder ``out_dir``.
 
     Returns ``{notebook: "ran" | "skipped"}``. ``force`` reruns every step; ``steps`` limits the run to
-    the named notebooks (the others must be up to date or are skipped as they are).
-    Raises :class:`StepError` when a notebook fails.
+    the named notebooks (the others must be up to date or are skipped as they are). ``out_dir`` must be
+    empty, new or a run folder; ``overwrite`` clears it first (any folder) and runs every step afresh.
+    Raises :class:`StepError` when a notebook fails, :class:`OutputExistsError` for a foreign folder.
     """
     params = load_params(params_path)
     layout = RunLayout.of(out_dir, params.get("cohort_csv", ""))
-    layout.root.mkdir(parents=True, exist_ok=True)
     wanted = set(steps) if steps is not None else set(NOTEBOOKS)
     unknown = wanted - set(NOTEBOOKS)
     if unknown:
         raise ValueError(f"unknown steps {sorted(unknown)}; the steps are {list(NOTEBOOKS)}")
+    params_text = Path(params_path).read_text()
+    _prepare_run_folder(layout, overwrite, keep=[Path(params_path), *([layout.cases_csv] if layout.cohort_csv else [])])
+    hasher = FileHashes(layout.steps_dir / "hashes.json")
     say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
     status: dict[str, str] = {}
     kernel: str | None = None
@@ -194,35 +209,63 @@ def run_pipeline(params_path: str | Path, out_dir: str | Path, *, progress: bool
     say(f"amt run: {Path(params_path)} -> {layout.root}")
     for i, step in enumerate(STEPS, 1):
         nb_params = notebook_parameters(step.notebook, params, layout.root)
-        key, parts = _step_key(step, layout, nb_params, upstream)
+        key, parts = _step_key(step, layout, nb_params, upstream, hasher)
         manifest_path = layout.steps_dir / f"{step.notebook}.json"
         head = f"[{i}/{len(STEPS)}] {step.notebook}"
-        if step.notebook not in wanted or (not force and _up_to_date(manifest_path, key, layout)):
+        if step.notebook not in wanted or (not force and _up_to_date(manifest_path, key, layout, hasher)):
             status[step.notebook] = "skipped"
             say(f"{head}: skipped (inputs and parameters unchanged)")
             upstream = key
             continue
         if kernel is None:
             kernel = ensure_kernel()
-            write_text(layout.root / "params.yaml", Path(params_path).read_text())
+            write_text(layout.root / "params.yaml", params_text)
             _write_run_provenance(layout, params, params_path)
         manifest_path.unlink(missing_ok=True)
         say(f"{head}: running ...")
         t0 = time.perf_counter()
-        executed = _execute(step, layout, nb_params, kernel, progress)
+        try:
+            executed = _execute(step, layout, nb_params, kernel, progress)
+        finally:
+            hasher.save()  # the inputs hashed so far stay known, also after a failure
         seconds = time.perf_counter() - t0
-        outputs = _hashes([*step.outputs(layout), executed, executed.with_suffix(".html")], layout.root)
+        outputs = _hashes([*step.outputs(layout), executed, executed.with_suffix(".html")], layout.root, hasher)
         missing = [rel for rel, h in outputs.items() if h is None]
         if missing:
             raise StepError(step.notebook, f"{step.notebook} finished but did not write {missing}", executed)
         write_json(manifest_path, {"notebook": step.notebook, "key": key, **parts, "outputs": outputs,
                                    "seconds": round(seconds, 1),
                                    "finished": datetime.now(UTC).isoformat(timespec="seconds")})
+        hasher.save()
         status[step.notebook] = "ran"
         say(f"{head}: done in {seconds:.1f} s")
         upstream = key
+    hasher.save()
     say(f"amt run: finished; report at {layout.report_md}, figures in {layout.figures_dir}")
     return status
+
+
+def _prepare_run_folder(layout: RunLayout, overwrite: bool, keep: list[Path]) -> None:
+    """Refuse a non-empty folder that is not a run folder (unless ``overwrite``: then move it aside and
+    delete it, unless it holds one of the ``keep`` inputs); remove the staging folders and temporary files
+    that a killed step left inside."""
+    root = layout.root
+    if root.exists() and not root.is_dir():
+        raise OutputExistsError(f"{root}: is a file, not a folder; choose another run folder")
+    if is_nonempty_dir(root):
+        inside = [p for p in keep if p.resolve().is_relative_to(root)]
+        if overwrite and inside:
+            raise OutputExistsError(f"{root}: --overwrite would delete {inside[0]}, an input of this run; copy it "
+                                    "elsewhere first")
+        if overwrite:
+            aside = root.parent / f".{root.name}.{os.getpid()}.{secrets.token_hex(4)}.old"
+            os.replace(root, aside)  # one rename: a killed deletion leaves a name remove_stale_temps knows
+            shutil.rmtree(aside)
+        elif not layout.is_run_folder():
+            raise OutputExistsError(f"{root}: is not empty and not an amt run folder (no .steps/ or params.yaml); "
+                                    "pass --overwrite to replace it, or choose an empty folder")
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(root, recursive=True)
 
 
 def _write_run_provenance(layout: RunLayout, params: dict, params_path: str | Path) -> None:

@@ -16,7 +16,11 @@ def register(sub) -> None:
     p.add_argument("--n-institutions", type=int, default=None,
                    help="number of institutions (default: 136 for 711 cases, proportional otherwise)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="cohort folder to write")
+    p.add_argument("--out", required=True, help="cohort folder to write (new or empty, else see below)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out whole (built beside it, then swapped in)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted cohort of the same settings (valid cases are kept)")
     p.add_argument("--design-only", action="store_true", help="write only the case table of the design")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -31,7 +35,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-cases must be at least 3 (one case per split), got {args.n_cases}")
     csv = build_cohort(args.out, preset=args.preset, n_cases=args.n_cases, seed=args.seed,
                        n_institutions=args.n_institutions, design_only=args.design_only,
-                       workers=args.workers, progress=not args.no_progress)
+                       workers=args.workers, progress=not args.no_progress, overwrite=args.overwrite,
+                       resume=args.resume)
     print(f"cohort case table: {csv}")
     if args.summary:
         import pandas as pd

@@ -2,9 +2,14 @@
 rendered to a folder in the nnU-Net v2 raw layout plus the case table (docs/architecture.md).
 
 Deterministic (each case's random stream is ``SeedSequence([seed, 3, case_index])``; gzip headers carry no
-time or name), parallel over processes with a progress bar, resumable (a per-case record under
-``.synth/`` lets existing valid cases be kept), atomic (every file is written beside its target and renamed;
-``cases.csv`` is written last, so a cohort folder with a ``cases.csv`` is complete).
+time or name), parallel over processes with a progress bar, atomic (every file is written beside its target
+and renamed; ``cases.csv`` is written last, so a cohort folder with a ``cases.csv`` is complete).
+
+The output folder follows the one policy (docs/architecture.md): a non-empty folder is refused unless
+``overwrite`` (a new folder is built beside it and swapped in; cases of the old folder made with the same
+settings are reused, linked rather than rendered again) or ``resume`` (continue a cohort of identical
+settings, recorded in ``.synth/cohort.json``, in place; a per-case record under ``.synth/`` lets its valid
+cases be kept, and files that do not belong to the design are removed).
 """
 
 from __future__ import annotations
@@ -21,11 +26,24 @@ import numpy as np
 import pandas as pd
 
 from amt_core import registry
-from amt_core.atomic import atomic_path, write_csv, write_json
+from amt_core.atomic import (
+    OutputExistsError,
+    atomic_path,
+    check_output_dir,
+    is_nonempty_dir,
+    remove_stale_temps,
+    replacing_dir,
+    write_csv,
+    write_json,
+)
 
 #: bump when the generator's output changes; part of each case's cache key
 GENERATOR_VERSION = "1"
 MANIFEST_DIR = ".synth"
+#: the settings a cohort folder was made with (what ``resume`` compares)
+SETTINGS = "cohort.json"
+#: the folders that hold the cases' files
+CASE_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
 GZIP_LEVEL = 1
 
 
@@ -150,37 +168,76 @@ def _generate_one(out: str, row: dict, preset: str, seed: int, key: str) -> dict
 
 def build_cohort(out_dir: str | os.PathLike, *, preset: str = "demo", n_cases: int | None = None, seed: int = 0,
                  n_institutions: int | None = None, design_only: bool = False, workers: int | None = None,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, overwrite: bool = False, resume: bool = False) -> Path:
     """Write a synthetic cohort folder; returns the path of its ``cases.csv``.
 
-    ``n_cases`` defaults to the study's 711. Existing cases generated with the same settings are kept
-    (resumable); ``design_only`` writes just the case table (planned tumour volumes, no image files).
+    ``n_cases`` defaults to the study's 711; ``design_only`` writes just the case table (planned tumour
+    volumes, no image files). A non-empty ``out_dir`` is refused unless ``overwrite`` (replace it whole,
+    reusing its cases made with the same settings) or ``resume`` (continue a cohort of the same settings).
     """
     from amt_core.synth.design import check_design, study_design
 
     if preset not in registry.COHORT_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(registry.COHORT_PRESETS)}")
     n_cases = registry.STUDY_DESIGN["n_cases"] if n_cases is None else int(n_cases)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out_dir, overwrite=overwrite, resume=resume, what="cohort folder")
+    config = {"preset": preset, "n_cases": n_cases, "seed": int(seed), "n_institutions": n_institutions,
+              "design_only": bool(design_only), "generator_version": GENERATOR_VERSION,
+              "generator_fingerprint": generator_fingerprint()}
+    if resume and is_nonempty_dir(out):
+        _check_same_settings(out, config)
     design = study_design(n_cases=n_cases, n_institutions=n_institutions, seed=seed)
     problems = check_design(design)
     if problems:  # pragma: no cover - the design guarantees it
         raise RuntimeError("; ".join(problems))
-    config = {"preset": preset, "n_cases": n_cases, "seed": int(seed), "n_institutions": n_institutions,
-              "design_only": bool(design_only), "generator_version": GENERATOR_VERSION,
-              "generator_fingerprint": generator_fingerprint()}
-    cases_csv = out / "cases.csv"
-    if design_only:
-        _finish(out, design, config)
-        return cases_csv
+    build = dict(design=design, config=config, workers=workers, progress=progress)
+    if overwrite and is_nonempty_dir(out):
+        with replacing_dir(out) as staging:
+            _build(staging, reuse=out, **build)
+    else:  # new, empty, or resumed in place (an interrupted build can be resumed)
+        out.mkdir(parents=True, exist_ok=True)
+        _build(out, reuse=out, **build)
+        _remove_strays(out, design)
+    return out / "cases.csv"
 
+
+def _check_same_settings(out: Path, config: dict) -> None:
+    """``resume`` continues only a cohort made with the same settings (its .synth/cohort.json, or the
+    config in provenance.json of a cohort written before that record existed)."""
+    recorded = None
+    for path, field in ((out / MANIFEST_DIR / SETTINGS, None), (out / "provenance.json", "config")):
+        try:
+            data = json.loads(path.read_text())
+            recorded = data[field] if field else data
+            break
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if not isinstance(recorded, dict):
+        raise OutputExistsError(f"{out}: is not a cohort folder written by `amt cohort` (no {MANIFEST_DIR}/"
+                                f"{SETTINGS}); cannot --resume it: pass --overwrite to replace it")
+    names = ("preset", "n_cases", "seed", "n_institutions", "design_only")
+    differ = [f"{n} {recorded.get(n)!r}, not {config[n]!r}" for n in names if recorded.get(n) != config[n]]
+    if differ:
+        raise OutputExistsError(f"{out}: cohort folder was made with other settings ({'; '.join(differ)}); "
+                                "cannot --resume it: pass --overwrite to replace it")
+
+
+def _build(out: Path, *, design: pd.DataFrame, config: dict, workers: int | None, progress: bool,
+           reuse: Path) -> None:
+    """Render the design into ``out``; valid cases of ``reuse`` (``out`` itself when resuming) are kept."""
+    write_json(out / MANIFEST_DIR / SETTINGS, config)
+    if config["design_only"]:
+        _finish(out, design, config)
+        return
+    preset, seed = config["preset"], config["seed"]
     rows = design.to_dict("records")
     keys = {r["case_id"]: _case_key(r, preset, seed) for r in rows}
     records: dict[str, dict] = {}
     todo = []
     for r in rows:
-        rec = _valid_record(out, r, keys[r["case_id"]])
+        rec = _valid_record(reuse, r, keys[r["case_id"]])
+        if rec is not None and reuse != out:
+            rec = _link_case(reuse, out, r, rec)
         if rec is None:
             todo.append(r)
         else:
@@ -205,7 +262,35 @@ def build_cohort(out_dir: str | os.PathLike, *, preset: str = "demo", n_cases: i
     design = design.copy()
     design["tumour_volume_ml"] = [records[c]["tumour_volume_ml"] for c in design.case_id]
     _finish(out, design, config)
-    return cases_csv
+
+
+def _link_case(old: Path, new: Path, row: dict, rec: dict) -> dict | None:
+    """Hard-link (or copy, keeping the modification time) a valid case of ``old`` into ``new``."""
+    import shutil
+
+    try:
+        for kind in ("image", "label"):
+            (new / row[kind]).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(old / row[kind], new / row[kind])
+            except OSError:
+                shutil.copy2(old / row[kind], new / row[kind])
+    except OSError:
+        return None
+    write_json(_record_path(new, row["case_id"]), rec)
+    return _valid_record(new, row, rec["key"])
+
+
+def _remove_strays(out: Path, design: pd.DataFrame) -> None:
+    """Remove files of the case folders and records that do not belong to the design (cases of an
+    earlier, interrupted build; files put there by hand) and temporary files of killed writers."""
+    keep = {*design["image"], *design["label"], f"{MANIFEST_DIR}/{SETTINGS}",
+            *(f"{MANIFEST_DIR}/{c}.json" for c in design["case_id"])}
+    for folder in (*CASE_FOLDERS, MANIFEST_DIR):
+        for f in sorted((out / folder).rglob("*")) if (out / folder).is_dir() else []:
+            if f.is_file() and not f.name.startswith(".") and f.relative_to(out).as_posix() not in keep:
+                f.unlink()
+    remove_stale_temps(out, recursive=True)
 
 
 def _finish(out: Path, design: pd.DataFrame, config: dict) -> None:
