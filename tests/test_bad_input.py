@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amt_core.data import volume as volume_module
 from amt_core.data.cases import CaseTableError, read_cases
 from amt_core.data.cohort import CASES_CSV
 from amt_core.data.volume import (
@@ -315,9 +314,19 @@ def test_write_is_deterministic(tmp_path):
     assert gzip.decompress(a)[:4] == (348).to_bytes(4, "little")  # a NIfTI-1 header inside
 
 
-def test_volume_module_has_no_partial_writer():
-    """write_volume goes through amt_core.atomic (the only writer of volume files)."""
-    assert volume_module.atomic_path.__module__ == "amt_core.atomic"
+def test_a_write_that_fails_half_way_leaves_the_old_file(tmp_path, monkeypatch):
+    """write_volume writes beside and renames: a writer dying mid-file leaves the old volume intact."""
+    path = write_volume(_ct(), AFFINE, tmp_path / "scan.nii.gz")
+    old = path.read_bytes()
+
+    def dies_half_way(img, filename):
+        Path(filename).write_bytes(old[: len(old) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nib, "save", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        write_volume(_ct(seed=1), AFFINE, path)
+    assert path.read_bytes() == old and os.listdir(tmp_path) == ["scan.nii.gz"]
 
 
 # --- damage only the gzip check sees (issue 9) ----------------------------------------------------------

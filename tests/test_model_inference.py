@@ -46,7 +46,8 @@ def test_predict_writes_mask_prob_and_candidates_on_the_input_grid(model, cohort
         assert img.shape == src.shape and np.allclose(img.affine, src.affine)
     assert mask.get_data_dtype() == np.uint8 and prob.get_data_dtype() == np.uint8
     p = prob.get_fdata()
-    assert 0.0 <= p.min() and p.max() <= 1.0  # uint8 stored with scl_slope 1/255
+    # uint8 stored with scl_slope 1/255: every probability is a whole number of 1/255 steps
+    assert prob.dataobj.slope == pytest.approx(1 / 255) and np.allclose(p * 255, np.round(p * 255), atol=1e-3)
     assert np.array_equal(np.asarray(mask.dataobj) > 0, p >= 0.5 - 1e-6)
     table = pd.read_csv(out / "TOY002_candidates.csv")
     assert list(table.columns) == ["candidate_id", "confidence", "voxels", "volume_ml", "x0", "x1", "y0", "y1", "z0",
@@ -62,7 +63,12 @@ def test_predict_a_case_table_feeds_the_evaluation_engine(model, cohort, tmp_pat
     out = predict(model, cohort, tmp_path / "pred", split="test", progress=False)
     assert sorted(pd.read_csv(out / "predictions.csv")["case_id"]) == ["TOY002", "TOY003"]
     result = evaluate_predictions(read_cases(cohort), out, split="test", progress=False)
-    assert len(result.per_case) == 2 and result.per_case["dice"].between(0, 1).all()
+    assert len(result.per_case) == 2
+    # the engine's Dice of a case is the overlap of the very mask files predict wrote
+    row = result.per_case.set_index("case_id").loc["TOY002"]
+    ref = np.asarray(nib.load(cohort.parent / "labelsTs" / "TOY002.nii.gz").dataobj) > 0
+    got = np.asarray(nib.load(out / "TOY002.nii.gz").dataobj) > 0
+    assert row["dice"] == pytest.approx(2 * (ref & got).sum() / max(ref.sum() + got.sum(), 1))
 
 
 @pytest.mark.realdata
