@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "steps whose inputs and parameters are unchanged are skipped (a run "
                                    "folder is its own resume). A non-empty folder that is not a run folder "
                                    "is refused unless --overwrite.")
-    p.add_argument("--params", default="params/demo.yaml", help="preset file (params/smoke|demo|study.yaml)")
+    p.add_argument("--params", default="demo", help="a preset name (smoke, demo, study) or a parameter file "
+                                                   "(YAML; default: demo)")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/demo")
     p.add_argument("--force", action="store_true", help="rerun every step even if it is up to date")
     p.add_argument("--overwrite", action="store_true",

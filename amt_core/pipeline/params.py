@@ -159,15 +159,18 @@ def _names_of_parameter_cells(namespace: Mapping[str, Any]) -> set[str] | None:
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
-    """Read a preset file (a flat YAML mapping of parameter names) and validate it.
+    """Read a preset file (a flat YAML mapping of parameter names, or a preset name: ``smoke``, ``demo``,
+    ``study``) and validate it.
 
-    ``run_dir`` may not be set in the file (the runner sets it from ``--out``).
+    ``run_dir`` may not be set in the file (the runner sets it from ``--out``). A relative ``cohort_csv`` is
+    relative to the file's folder (so a params file beside an imported cohort works from any folder); it
+    comes back absolute.
     """
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"parameter file not found: {path} (see params/ for the presets)")
+    from amt_core.resources import preset_path
+
+    path = preset_path(path)
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: expected a mapping of parameter names to values")
@@ -175,6 +178,8 @@ def load_params(path: str | Path) -> dict[str, Any]:
     problems = validate(data, allowed)
     if problems:
         raise ParameterError(f"{path}: invalid parameters:\n  - " + "\n  - ".join(problems))
+    if data.get("cohort_csv") and not Path(data["cohort_csv"]).expanduser().is_absolute():
+        data["cohort_csv"] = str((path.resolve().parent / Path(data["cohort_csv"]).expanduser()).resolve())
     return data
 
 

@@ -34,9 +34,10 @@ from amt_core.atomic import OutputExistsError, is_nonempty_dir, remove_stale_tem
 from amt_core.pipeline.hashes import FileHashes
 from amt_core.pipeline.layout import RunLayout
 from amt_core.pipeline.params import NOTEBOOKS, load_params, notebook_parameters
+from amt_core.resources import notebook_dir, preset_path
 
-#: The stored notebooks (this repository's notebooks/ folder).
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+#: The stored notebooks (the checkout's notebooks/ folder, or the installed package's copy).
+NOTEBOOK_DIR = notebook_dir()
 
 
 class StepError(RuntimeError):
@@ -193,6 +194,7 @@ def run_pipeline(params_path: str | Path, out_dir: str | Path, *, progress: bool
     empty, new or a run folder; ``overwrite`` clears it first (any folder) and runs every step afresh.
     Raises :class:`StepError` when a notebook fails, :class:`OutputExistsError` for a foreign folder.
     """
+    params_path = preset_path(params_path)
     params = load_params(params_path)
     layout = RunLayout.of(out_dir, params.get("cohort_csv", ""))
     wanted = set(steps) if steps is not None else set(NOTEBOOKS)
