@@ -1,5 +1,9 @@
 """Training: patches from the preprocessed cache, Dice + CE, SGD/Nesterov + poly LR, tuning-set model
-selection (``best.pt``), resumable checkpoints (``last.pt``), a CSV log, optional DDP."""
+selection (``best.pt``), resumable checkpoints (``last.pt``), a CSV log, optional DDP.
+
+:func:`train` checks the output folder and the resume, plans (``plans.json``: spacing, intensity statistics,
+ROI box, patch, network, before the first step), then drives :class:`amt_core.model.trainer.Trainer` epoch
+by epoch and writes ``training.json`` (did it complete?)."""
 
 from __future__ import annotations
 
@@ -13,12 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from amt_core.model import ddp
-from amt_core.model.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
+from amt_core.model.checkpoint import load_checkpoint
 from amt_core.model.presets import ModelConfig, get_config
 from amt_core.model.run_control import STATUS_FILE, RunControl, cohort_record, incomplete_note
+from amt_core.model.trainer import LOG_COLUMNS, Trainer
 
 log = logging.getLogger(__name__)
-LOG_COLUMNS = ("epoch", "step", "loss", "tune_dice", "seconds", "eval_seconds", "lr", "elapsed_min")
+#: the training plan, written before the first step (spacing, intensity statistics, ROI box, patch, network)
+PLANS_FILE = "plans.json"
+__all__ = ["LOG_COLUMNS", "PLANS_FILE", "evaluate_tune", "train", "training_plan"]
 
 
 def train(cohort_csv, out_dir, *, preset: str | None = None, resume: bool = False, overwrite: bool = False,
@@ -138,13 +145,12 @@ def evaluate_tune(net, cases, cfg: ModelConfig, device) -> list[float]:
 
 def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progress, cache_dir, t0,
          control: RunControl) -> Path:
+    """Plan (``plans.json``), then train epoch by epoch with a :class:`~amt_core.model.trainer.Trainer`."""
     import torch
-    from monai.losses import DeepSupervisionLoss, DiceCELoss
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from amt_core.atomic import write_csv, write_json
-    from amt_core.model.network import autocast, build_network, to_memory_format, uses_grad_scaler
+    from amt_core.atomic import write_json
     from amt_core.model.patches import PatchDataset, StepSampler, worker_init
 
     cfg, train_cases, tune_cases = _prepare(cohort_csv, out, cfg, state is None, info, progress, cache_dir)
@@ -155,116 +161,58 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
     status = {"complete": False, "stopped_by": None, "configured_steps": total, "seed": seed,
               "max_minutes": control.max_minutes, "stop_after": control.stop_after}
     if info.main:
-        from amt_core.provenance import write_provenance
-
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {"seed": seed, "cohort": cohort, **cfg.to_dict()})
-        write_provenance(out, {"seed": seed, "cohort": str(cohort_csv), **cfg.to_dict()}, [cohort_csv])
+        _write_run_records(out, cfg, seed, cohort, cohort_csv, train_cases, total)
         write_json(out / STATUS_FILE, {**status, "steps": state["step"] if state else 0})  # until it ends
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    net = to_memory_format(build_network(cfg).to(dev), cfg)
-    if cfg.optimiser == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                              weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (1.0 - min(s, total - 1) / total) ** cfg.poly_exponent)
-    scaler = torch.amp.GradScaler(dev.type, enabled=uses_grad_scaler(cfg, dev))
-    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
-    loss_fn = DeepSupervisionLoss(dice_ce) if cfg.deep_supervision else dice_ce
-    step, epoch, best, history, acc = 0, 0, -1.0, [], [0.0, 0]
+    trainer = Trainer(cfg, dev, info, total, out, extra={"seed": seed, "cohort": cohort})
     if state is not None:
-        unwrap(net).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        step, epoch = state["step"], state["epoch"]
-        best, history, acc = state["extra"]["best_dice"], state["extra"]["history"], state["extra"]["acc"]
-    model = ddp.wrap(net, info, dev)
-    if cfg.compile:
-        model = torch.compile(model)
+        trainer.restore(state)
+    trainer.wrap()
     dataset = PatchDataset(train_cases, cfg, seed)
     budget = control.max_minutes * 60.0 if control.max_minutes else math.inf
     stop_at = total if control.stop_after is None else min(total, control.stop_after)
     t_eval, stopped_by, stopgap = 0.0, None, math.nan
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (progress and info.main))
-
-    def checkpoint(name: str, **more) -> None:
-        extra = {"seed": seed, "best_dice": best, "history": history, "acc": acc, "cohort": cohort, **more}
-        save_checkpoint(out / name, model=net, cfg=cfg, optimizer=opt, scheduler=sched, scaler=scaler,
-                        epoch=epoch, step=step, extra=extra)
-
-    while step < total:
+    bar = tqdm(total=total, initial=trainer.step, desc="train", unit="step", disable=not (progress and info.main))
+    while trainer.step < total:
         t_ep = time.monotonic()
-        end = min((epoch + 1) * spe, total)
+        end = min((trainer.epoch + 1) * spe, total)
         loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=control.workers(cfg),
-                            sampler=StepSampler(step, min(end, stop_at), cfg.batch_size, info.rank, info.world),
+                            sampler=StepSampler(trainer.step, min(end, stop_at), cfg.batch_size, info.rank,
+                                                info.world),
                             worker_init_fn=worker_init, pin_memory=dev.type == "cuda")
-        model.train()
-        for batch in loader:
-            x = to_memory_format(batch["image"].to(dev, non_blocking=True), cfg)
-            y = batch["label"].to(dev, non_blocking=True)
-            with autocast(cfg, dev):
-                logits = model(x)
-            if cfg.deep_supervision and logits.dim() == 6:
-                logits = list(torch.unbind(logits, dim=1))
-            loss = loss_fn([t.float() for t in logits] if isinstance(logits, list) else logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            acc = [acc[0] + float(loss.detach()), acc[1] + 1]
-            bar.update(1)
-            bar.set_postfix(loss=f"{acc[0] / acc[1]:.3f}", best=f"{max(best, 0):.3f}")
-        if step < end:  # stopped by stop_after (mid-epoch, as a kill would): checkpoint and leave
+        trainer.run_epoch(loader, bar)
+        if trainer.step < end:  # stopped by stop_after (mid-epoch, as a kill would): checkpoint and leave
             stopped_by = "stop_after"
             if info.main:
-                checkpoint("last.pt")
+                trainer.checkpoint("last.pt")
             break
-        epoch += 1
+        trainer.epoch += 1
         seconds = time.monotonic() - t_ep
         dice = math.nan
-        if (epoch % cfg.eval_every == 0 or step >= total) and info.main:
+        if trainer.evaluation_due() and info.main:
             t_ev = time.monotonic()
-            dice = float(np.mean(evaluate_tune(unwrap(model), tune_cases, cfg, dev)))
+            dice = trainer.mean_tune_dice(tune_cases)
             t_eval = time.monotonic() - t_ev
-        row = {"epoch": epoch, "step": step, "loss": acc[0] / max(acc[1], 1), "tune_dice": dice,
-               "seconds": seconds, "eval_seconds": t_eval if not math.isnan(dice) else 0.0,
-               "lr": opt.param_groups[0]["lr"], "elapsed_min": (time.monotonic() - t0) / 60.0}
-        history.append(row)
-        acc = [0.0, 0]
+        row = trainer.on_epoch_end(seconds, dice, t_eval, (time.monotonic() - t0) / 60.0)
         if info.main:
-            if not math.isnan(dice) and dice > best:
-                best = dice
-                checkpoint("best.pt")
-            checkpoint("last.pt")
-            import pandas as pd
-
-            write_csv(out / "train_log.csv", pd.DataFrame(history, columns=list(LOG_COLUMNS)))
-            _tensorboard(out, row)
-            log.info("epoch %d step %d loss %.4f tune_dice %.4f (%.1f s)", epoch, step, row["loss"], dice, seconds)
+            _log_epoch(out, trainer.history, row)
         # the time cap reads the clock only to stop here, when the next epoch would not fit (last.pt resumes)
-        if step < total and ddp.broadcast(time.monotonic() - t0 + seconds + t_eval > budget, info):
+        if trainer.over_time(t0, seconds, t_eval, budget):
             stopped_by = "time cap"
             if info.main and not (out / "best.pt").is_file():
                 # no scheduled evaluation yet: keep these weights as best.pt so that the run has a model, outside
                 # the selection (best_dice stays; a resumed run replaces it at its first evaluation)
-                stopgap = float(np.mean(evaluate_tune(unwrap(model), tune_cases, cfg, dev)))
-                checkpoint("best.pt", selected_by="time cap", stopgap_tune_dice=stopgap)
+                stopgap = trainer.mean_tune_dice(tune_cases)
+                trainer.checkpoint("best.pt", selected_by="time cap", stopgap_tune_dice=stopgap)
             break
     bar.close()
-    if step >= total:
+    if trainer.step >= total:
         stopped_by = "steps"
-    status.update(complete=stopped_by == "steps", stopped_by=stopped_by, steps=step, epochs=epoch,
-                  best_tune_dice=best if best >= 0 else stopgap, minutes_this_call=(time.monotonic() - t0) / 60.0)
+    status.update(complete=stopped_by == "steps", stopped_by=stopped_by, steps=trainer.step, epochs=trainer.epoch,
+                  best_tune_dice=trainer.best if trainer.best >= 0 else stopgap,
+                  minutes_this_call=(time.monotonic() - t0) / 60.0)
     if info.main:
         write_json(out / STATUS_FILE, status)
         if stopped_by == "time cap":
@@ -272,13 +220,55 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
     if info.main and cfg.postprocess and stopped_by != "stop_after" and (out / "best.pt").is_file():
         _choose_postprocessing(out, cfg, tune_cases, dev, seed)
     if info.world > 1:  # every rank must hold the same weights: record (and check) it
-        digests = ddp.gather(ddp.weights_digest(net), info)
+        digests = ddp.gather(ddp.weights_digest(trainer.net), info)
         if info.main:
-            write_json(out / "ddp_check.json", {"world": info.world, "step": step, "digests": digests})
+            write_json(out / "ddp_check.json", {"world": info.world, "step": trainer.step, "digests": digests})
         if len(set(digests)) != 1:
             raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
     ddp.barrier(info)
     return out
+
+
+def _write_run_records(out: Path, cfg: ModelConfig, seed: int, cohort: dict, cohort_csv, train_cases,
+                       total: int) -> None:
+    """``config.json``, ``provenance.json`` and the training plan ``plans.json``, before the first step."""
+    from amt_core.atomic import write_json
+    from amt_core.provenance import write_provenance
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {"seed": seed, "cohort": cohort, **cfg.to_dict()})
+    write_provenance(out, {"seed": seed, "cohort": str(cohort_csv), **cfg.to_dict()}, [cohort_csv])
+    write_json(out / PLANS_FILE, training_plan(cfg, train_cases, total))
+
+
+def training_plan(cfg: ModelConfig, train_cases, total: int) -> dict:
+    """What training was planned on, from the training cases (as nnU-Net writes its plans before training):
+    the target spacing, the intensity statistics, the mediastinal ROI box, the patch and batch, the network
+    and the schedule, with the shapes of the preprocessed training cases that they were derived from."""
+    shapes = np.array([c.shape for c in train_cases]) if train_cases else np.zeros((0, 3))
+    keys = ("preset", "network", "channels", "strides", "kernels", "deep_supervision", "num_res_units",
+            "normalisation", "hu_window", "optimiser", "lr", "poly_exponent", "steps_per_epoch", "max_epochs",
+            "max_steps", "fg_ratio")
+    return {
+        "target_spacing_mm": list(cfg.target_spacing or ()), "intensity_stats": cfg.intensity_stats,
+        "roi": cfg.roi, "roi_box": list(cfg.roi_box) if cfg.roi_box else None,
+        "patch_size": list(cfg.patch_size), "batch_size": cfg.batch_size, "total_steps": total,
+        **{k: getattr(cfg, k) for k in keys},
+        "dataset": {"n_train_cases": len(train_cases),
+                    "median_shape": [int(v) for v in np.median(shapes, axis=0)] if len(shapes) else None,
+                    "min_shape": [int(v) for v in shapes.min(axis=0)] if len(shapes) else None},
+    }
+
+
+def _log_epoch(out: Path, history: list[dict], row: dict) -> None:
+    import pandas as pd
+
+    from amt_core.atomic import write_csv
+
+    write_csv(out / "train_log.csv", pd.DataFrame(history, columns=list(LOG_COLUMNS)))
+    _tensorboard(out, row)
+    log.info("epoch %d step %d loss %.4f tune_dice %.4f (%.1f s)", row["epoch"], row["step"], row["loss"],
+             row["tune_dice"], row["seconds"])
 
 
 def _choose_postprocessing(out: Path, cfg: ModelConfig, tune_cases, dev, seed: int) -> None:
