@@ -23,10 +23,15 @@ def register(subparsers) -> None:
         description="Identifying DICOM tags are never copied; institutions become INST-xxxxxxxx pseudonyms "
         "(keyed hash; set AMT_PSEUDONYM_KEY to keep them stable across imports).",
     )
-    p.add_argument("--source", required=True, help="folder holding the scans and masks")
-    p.add_argument("--metadata", required=True, help="CSV: image, label, split, institution[, series_uid, ...] per scan")
-    p.add_argument("--out", required=True, help="cohort folder to create")
-    p.add_argument("--binarise-labels", action="store_true", help="turn every non-zero mask value into 1")
+    p.add_argument("--source", help="folder holding the scans and masks (required to import)")
+    p.add_argument("--metadata", required=True,
+                   help="CSV: image, label, split, institution[, label_segment, series_uid, ...] per scan")
+    p.add_argument("--out", help="cohort folder to create (required to import)")
+    p.add_argument("--binarise-labels", action="store_true", help="turn every non-zero NIfTI/NRRD mask value into 1")
+    p.add_argument("--mapping", metavar="MAPPING.yaml",
+                   help="map the metadata's histology/contrast/vendor/sex values onto the study's vocabularies")
+    p.add_argument("--suggest-mapping", metavar="MAPPING.yaml",
+                   help="only write a starting mapping from the metadata's values (edit it, then --mapping)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out folder")
     p.set_defaults(func=_import)
 
@@ -54,7 +59,29 @@ def _validate(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from amt_core.data.importer import import_cohort
 
+    if args.suggest_mapping:
+        return _suggest_mapping(args)
+    missing = [flag for flag, value in (("--source", args.source), ("--out", args.out)) if not value]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} required to import (or --suggest-mapping FILE)")
     df = import_cohort(args.source, args.metadata, args.out, binarise_labels=args.binarise_labels,
-                       overwrite=args.overwrite)  # fmt: skip
+                       mapping=args.mapping, overwrite=args.overwrite)  # fmt: skip
     print(f"OK: imported {len(df)} cases into {args.out} ({df['institution_id'].nunique()} institutions)")
+    return 0
+
+
+def _suggest_mapping(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from amt_core.atomic import write_text
+    from amt_core.data.importer import read_metadata
+    from amt_core.data.vocabulary import suggest_mapping
+
+    target = Path(args.suggest_mapping)
+    if target.exists() and not args.overwrite:
+        raise ValueError(f"{target}: exists; pass --overwrite to replace it")
+    text = suggest_mapping(read_metadata(args.metadata))
+    write_text(target, text)
+    todo = text.count("# TODO")
+    print(f"OK: wrote {target} ({todo} value(s) left to map)" if todo else f"OK: wrote {target} (every value matched)")
     return 0

@@ -3,8 +3,11 @@
 The metadata CSV has one row per scan:
 
 - ``image`` (required): path, relative to the source folder, of a NIfTI/NRRD file or a DICOM series folder;
-- ``label`` (required): the tumour mask (NIfTI/NRRD) on the image's grid, binary 0/1
-  (``binarise_labels=True`` turns any non-zero integer into 1);
+- ``label`` (required): the tumour mask, any format of :mod:`amt_core.data.masks`: a NIfTI/NRRD label on the
+  image's grid, binary 0/1 (``binarise_labels=True`` turns any non-zero integer into 1); a DICOM-SEG or an
+  RTSTRUCT file (or a folder holding one) referencing the image series; a 3D Slicer ``.seg.nrrd``;
+- optional ``label_segment``: the segment (DICOM-SEG, ``.seg.nrrd``) or ROI (RTSTRUCT) that is the tumour,
+  by name (needed when the file holds several; the error lists the names present);
 - ``split`` (required): train, tune or test;
 - ``institution`` (a name: pseudonymised to ``INST-xxxxxxxx``) or ``institution_id`` (already a pseudonym:
   kept). For DICOM without either, the series' InstitutionName is pseudonymised;
@@ -49,7 +52,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED_METADATA = ("image", "label", "split")
 OPTIONAL_METADATA = ("case_id", "patient_id", "institution", "institution_id", "sex", "age", "histology",
-                     "contrast", "slice_thickness_mm", "vendor", "series_uid")  # fmt: skip
+                     "contrast", "slice_thickness_mm", "vendor", "series_uid", "label_segment")  # fmt: skip
 
 
 def import_cohort(
@@ -59,19 +62,27 @@ def import_cohort(
     *,
     key: str | bytes | None = None,
     binarise_labels: bool = False,
+    mapping: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> pd.DataFrame:
     """Convert the scans listed in ``metadata_csv`` into a cohort folder at ``out_dir``; return its
     validated case table. ``key`` is the pseudonymisation secret (default ``$AMT_PSEUDONYM_KEY``, else
-    random: then institution pseudonyms are consistent within this import only)."""
+    random: then institution pseudonyms are consistent within this import only). ``mapping`` is a YAML file
+    mapping the metadata's histology/contrast/vendor/sex values onto the study's vocabularies
+    (:mod:`amt_core.data.vocabulary`); every unmapped value is reported with its rows."""
     source_dir, metadata_csv, out_dir = Path(source_dir), Path(metadata_csv), Path(out_dir)
     if not source_dir.is_dir():
         raise FileNotFoundError(f"{source_dir}: source folder not found")
     check_output_dir(out_dir, overwrite=overwrite, what="cohort folder", resumable=False)
     secret = privacy.pseudonym_key(key)
 
-    meta = _read_metadata(metadata_csv)
-    table, sources = _plan(meta, source_dir, secret, metadata_csv)
+    meta = read_metadata(metadata_csv)
+    problems: list[str] = []
+    if mapping is not None:
+        from amt_core.data.vocabulary import apply_mapping, load_mapping
+
+        meta, problems = apply_mapping(meta, load_mapping(mapping))
+    table, sources = _plan(meta, source_dir, secret, metadata_csv, problems)
 
     remove_stale_temps(out_dir.parent)  # staging folders of imports that were killed
     with replacing_dir(out_dir) as staging:  # built beside, swapped in only when every case converted
@@ -84,7 +95,9 @@ def import_cohort(
     return read_cases(out_dir / CASES_CSV)
 
 
-def _read_metadata(metadata_csv: Path) -> pd.DataFrame:
+def read_metadata(metadata_csv: str | os.PathLike) -> pd.DataFrame:
+    """The metadata CSV as text columns (age and slice thickness as numbers), checked for required columns."""
+    metadata_csv = Path(metadata_csv)
     if not metadata_csv.is_file():
         raise FileNotFoundError(f"{metadata_csv}: metadata CSV not found")
     text_columns = {c: str for c in (*REQUIRED_METADATA, *OPTIONAL_METADATA) if c not in ("age", "slice_thickness_mm")}
@@ -112,10 +125,12 @@ def _cell(row: pd.Series, column: str):
     return value.strip() or None if isinstance(value, str) else value
 
 
-def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Path):
+def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Path, problems: list[str]):
     """The case table (before conversion) and each case's (image, label) source paths; every problem of
-    the metadata is raised at once, before any volume is converted."""
-    problems: list[str] = []
+    the metadata (with ``problems`` found before, e.g. unmapped values) is raised at once, before any volume
+    is converted."""
+    problems = list(problems)
+    mapped_problems = {p.split(" ", 1)[0] for p in problems}  # columns already reported as unmapped
     given_ids = {str(v).strip() for v in meta.get("case_id", pd.Series(dtype=str)).dropna()}
     counter = 0
     rows, sources, unknown = [], [], []
@@ -178,14 +193,15 @@ def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Pat
             "image": image_relpath(case_id, split) if split in ("train", "tune", "test") else None,
             "label": label_relpath(case_id, split) if split in ("train", "tune", "test") else None,
         })  # fmt: skip
-        sources.append((*paths, series_uid))
+        sources.append((*paths, series_uid, _cell(row, "label_segment")))
     table = pd.DataFrame(rows, columns=list(CASE_COLUMNS), index=meta.index)
     # image/label problems of the table itself are consequences of the rows above (empty split); rows whose
     # DICOM series could not be chosen are left out (what the series would fill in is unknown, not missing)
     checked = table.drop(index=unknown)
     problems += [
         p for p in (validate_cases(checked, None, check_files=False) if len(checked) else [])
-        if not p.startswith(("empty image", "empty label", "the same image", "the same label"))
+        if not p.startswith(("empty image", "empty label", "the same image", "the same label",
+                             *(f"unknown {c} " for c in mapped_problems)))
     ]  # fmt: skip
     if problems:
         raise CaseTableError(str(metadata_csv), problems)
@@ -202,12 +218,13 @@ def _number(value, fallback):
 
 
 def _convert(table: pd.DataFrame, sources, root: Path, binarise_labels: bool, metadata_csv: Path) -> None:
-    from amt_core.data.volume import check_ct, read_label, read_volume, write_volume
+    from amt_core.data.masks import read_mask
+    from amt_core.data.volume import check_ct, read_volume, write_volume
 
     problems: list[str] = []
     n = len(table)
     for k, (i, row) in enumerate(table.iterrows(), start=1):
-        image_src, label_src, series_uid = sources[k - 1]
+        image_src, label_src, series_uid, segment = sources[k - 1]
         try:
             image = read_volume(image_src, series_uid=series_uid)
         except VolumeError as exc:
@@ -219,7 +236,7 @@ def _convert(table: pd.DataFrame, sources, root: Path, binarise_labels: bool, me
         except VolumeError as exc:
             case_problems.append(exc)
         try:
-            label = read_label(label_src, image, allowed=None if binarise_labels else (0, 1))
+            label = read_mask(label_src, image, segment=segment, series_uid=series_uid, binarise=binarise_labels)
         except VolumeError as exc:
             case_problems.append(exc)
         if case_problems:

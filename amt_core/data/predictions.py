@@ -20,9 +20,10 @@ TABLE = "predictions.csv"
 SETTINGS = ("model_sha256", "input", "split", "overlap", "tta")
 
 
-def case_files(case_id: str) -> tuple[str, str, str]:
-    """The files ``predict`` writes for one case (mask, probability map, candidate table)."""
-    return f"{case_id}.nii.gz", f"{case_id}_prob.nii.gz", f"{case_id}_candidates.csv"
+def case_files(case_id: str) -> tuple[str, str, str, str]:
+    """The files ``predict`` may write for one case (mask, probability map, candidate table, and for a DICOM
+    series input the mask as a DICOM-SEG over that series)."""
+    return f"{case_id}.nii.gz", f"{case_id}_prob.nii.gz", f"{case_id}_candidates.csv", f"{case_id}_seg.dcm"
 
 
 def file_digest(path: str | os.PathLike) -> str:

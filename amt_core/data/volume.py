@@ -334,15 +334,31 @@ class DicomSeries:
         return f"{self.uid} {_series_description(self.files[0])!r} ({len(self.files)} slice(s))"
 
 
+#: DICOM modalities that are objects about images, not images: a segmentation or structure set stored beside
+#: its CT is not a second series of the scan
+NON_IMAGE_MODALITIES = ("SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG")
+
+
 def dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
-    """The DICOM series in ``folder``, grouped by SeriesInstanceUID (GDCM), largest first."""
+    """The image series in ``folder``, grouped by SeriesInstanceUID (GDCM), largest first (series of
+    :data:`NON_IMAGE_MODALITIES`, e.g. a DICOM-SEG beside its CT, are left out)."""
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
     with _quiet_itk():
         found = [DicomSeries(uid, tuple(reader.GetGDCMSeriesFileNames(str(folder), uid)))
                  for uid in reader.GetGDCMSeriesIDs(str(folder))]  # fmt: skip
+    found = [s for s in found if _modality(s.files[0]) not in NON_IMAGE_MODALITIES]
     return sorted(found, key=lambda s: (-len(s.files), s.uid))
+
+
+def _modality(path: str) -> str:
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", ""))
+    except Exception:  # unreadable here: left to the image reader, which names the file
+        return ""
 
 
 def select_series(folder: str | os.PathLike, series_uid: str | None = None,
