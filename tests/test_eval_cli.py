@@ -86,9 +86,10 @@ def test_reader_accepts_uint8_probability_maps_and_checks_the_grid(tmp_path):
     write_volume(label, AFFINE, tmp_path / "label.nii.gz")
     write_volume(label, AFFINE, tmp_path / "c1.nii.gz")
     write_volume(label * np.uint8(204), AFFINE, tmp_path / "c1_prob.nii.gz")  # 204/255 = 0.8
-    ref, mask, prob, spacing = _read_case(str(tmp_path / "label.nii.gz"), tmp_path, "c1")
+    ref, mask, prob, spacing = _read_case(str(tmp_path / "label.nii.gz"), tmp_path / "c1.nii.gz",
+                                          tmp_path / "c1_prob.nii.gz")
     assert prob.dtype == np.float32 and prob.max() == pytest.approx(0.8)
     assert spacing == pytest.approx((0.8, 0.8, 2.5)) and np.array_equal(ref, mask)
     write_volume(label, np.diag([0.8, 0.8, 3.0, 1.0]), tmp_path / "c2.nii.gz")
     with pytest.raises(ValueError, match="not on the grid"):
-        _read_case(str(tmp_path / "label.nii.gz"), tmp_path, "c2")
+        _read_case(str(tmp_path / "label.nii.gz"), tmp_path / "c2.nii.gz")
