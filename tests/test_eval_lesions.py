@@ -84,11 +84,14 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("candidates", ["dynamic", "threshold"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_hand_made_case(name):
+def test_hand_made_case(name, candidates):
+    """Flat boxes of one probability each (all >= 0.5, so both extraction rules find the same boxes)."""
     lesion_boxes, candidate_boxes, overrides, expected = CASES[name]
     label, prob = _scan(lesion_boxes, candidate_boxes)
-    out = evaluate_case(label, prob >= 0.5, (1.0, 1.0, 1.0), EvalConfig(**overrides), prob=prob)
+    config = EvalConfig(**overrides, candidates=candidates)
+    out = evaluate_case(label, prob >= 0.5, (1.0, 1.0, 1.0), config, prob=prob)
     r = out.record
     assert (r["n_lesions"], r["n_candidates"], r["tp"], r["fp"], r["fn"]) == expected
     assert sum(row["hit"] for row in out.lesions) == expected[2]
@@ -194,7 +197,12 @@ def test_mask_only_prediction_gets_confidence_one():
 def test_probability_map_as_the_prediction():
     label, prob = _scan([(5, 15, 5, 15, 2, 6)], [((5, 15, 5, 15, 2, 6), 0.9), ((30, 34, 30, 34, 8, 10), 0.3)])
     out = evaluate_case(label, prob, (1, 1, 1))
-    assert out.record["dice"] == 1.0 and out.record["n_candidates"] == 1
+    # the mask is prob >= 0.5; the dynamic candidates reach below it (the 0.3 box), the old rule does not
+    assert out.record["dice"] == 1.0 and out.record["n_candidates"] == 2
+    assert [c["confidence"] for c in out.candidates] == pytest.approx([0.9, 0.3])
+    assert [c["status"] for c in out.candidates] == ["tp", "below_threshold"]
+    old = evaluate_case(label, prob, (1, 1, 1), EvalConfig(candidates="threshold"))
+    assert old.record["dice"] == 1.0 and old.record["n_candidates"] == 1
     with pytest.raises(ValueError, match=r"probabilities must lie in \[0, 1\]"):
         evaluate_case(label, prob >= 0.5, (1, 1, 1), prob=prob * 255)
 

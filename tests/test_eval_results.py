@@ -59,11 +59,33 @@ def test_files_and_summary_state_the_conventions(result, tmp_path):
     assert summary["version"]["amt"]
     assert "both masks empty" in summary["conventions"]["empty_scans"]
     assert summary["config"]["empty_both"] == "one" and summary["config"]["assignment"] == "hungarian"
+    assert summary["config"]["candidates"] == "dynamic" and "peak / 2.5" in summary["conventions"]["candidates"]
     per_case = pd.read_csv(out / "per_case.csv")
     assert {"case_id", "institution_id", "dice", "iou", "precision", "recall", "hd95_mm", "tp", "fp", "fn"} <= set(per_case)
     froc_iou = pd.read_csv(out / "froc_iou.csv")
     assert {"iou_threshold", "sensitivity", "fp_per_scan", "threshold"} <= set(froc_iou)
     assert len(froc_iou) == 19
+
+
+def test_fingerprint_names_every_decision_and_follows_the_config(tmp_path):
+    """The Metrics Reloaded-style fingerprint in summary.json: each decision present and changed with the
+    config (so it is built from the config, not written once)."""
+    keys = {"localisation_criterion", "assignment_strategy", "thresholds", "aggregation", "empty_scan_policy",
+            "space", "connectivity", "candidate_extraction"}
+    base = summarise(_study(n=6), EvalConfig(n_boot=0))
+    other = summarise(_study(n=6), EvalConfig(n_boot=0, candidates="threshold", connectivity=6, hit_criterion=">",
+                                              assignment="greedy", headline_iou=0.3, empty_both="nan"))
+    a = json.loads((base.save(tmp_path / "a") / "summary.json").read_text())["fingerprint"]
+    b = json.loads((other.save(tmp_path / "b") / "summary.json").read_text())["fingerprint"]
+    assert keys <= set(a) and keys <= set(b)
+    assert a["localisation_criterion"].startswith("mask IoU >=") and b["localisation_criterion"].startswith(
+        "mask IoU > threshold")
+    assert "dynamic" in a["candidate_extraction"] and "probability >= 0.5" in b["candidate_extraction"]
+    assert (a["connectivity"], b["connectivity"]) == ("26-connected (3D)", "6-connected (3D)")
+    assert "Hungarian" in a["assignment_strategy"] and "greedy" in b["assignment_strategy"]
+    assert (a["thresholds"]["headline_overlap"], b["thresholds"]["headline_overlap"]) == (0.5, 0.3)
+    assert (a["empty_scan_policy"]["both_empty"], b["empty_scan_policy"]["both_empty"]) == ("one", "nan")
+    assert "native grid" in a["space"]
 
 
 def test_reading_b_agrees_with_the_per_lesion_and_per_scan_tables(result):

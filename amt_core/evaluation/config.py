@@ -13,14 +13,27 @@ Defaults, and why:
   the ratio that is 0/0 (precision with no prediction, recall with no reference) is 0 too; ``"nan"``
   leaves it out. HD95 and the mean surface distance are NaN whenever a mask is empty (no surface).
   Every scan of the study has a tumour, so these rules only touch missed scans and test data.
-- Candidates: 26-connected components of ``probability >= threshold`` (0.5), confidence = the maximum
-  probability inside the component (picai_eval, LUNA16, MONAI), components of fewer than
-  ``min_candidate_voxels`` voxels dropped.
+- ``candidates="dynamic"``: candidates are extracted from the probability map as picai_eval does
+  (``report_guided_annotation.extract_lesion_candidates``, threshold "dynamic-v2"): take the peak of the
+  map, keep the connected component of ``probability >= peak / dynamic_factor`` that holds it, remove it
+  from the map, repeat until ``max_candidates`` are found or the peak drops below ``min_confidence``; a
+  component touching an earlier candidate is removed but not kept. So candidates reach far below the
+  mask's threshold and the confidence-swept FROC (reading A) is a curve down to low confidences, while
+  the mask (``probability >= threshold``, 0.5) still gives the segmentation metrics.
+  ``candidates="threshold"``: the earlier rule, 26-connected components of ``probability >= threshold``.
+  Either way confidence = the maximum probability inside the candidate (picai_eval, LUNA16, MONAI), and
+  candidates of fewer than ``min_candidate_voxels`` voxels are dropped.
+- Reading B (the operating point, the study's "sensitivity 0.87 at 0.61 FP/scan at IoU >= 0.5") uses the
+  *same* candidates, those with confidence ``>= operating_point`` (default: ``threshold``, 0.5): the
+  operating point is then a point of reading A's curve. With dynamic candidates a candidate's extent is
+  its component at ``peak / dynamic_factor`` (e.g. >= 0.4 for a peak of 1), slightly larger than its
+  part of the 0.5 mask; ``candidates="threshold"`` scores the mask's own components instead.
 - Matching by IoU, hit when ``IoU >= t`` (panoptica, picai_eval), one-to-one Hungarian assignment that
   maximises the number of hits and then the summed overlap, a second hit on a matched lesion ignored
   (LUNA16, MELA, picai_eval).
 - FROC reading A at IoU 0.1/0.3/0.5 with the LUNA16 FP/scan points; reading B over IoU 0.05 ... 0.95 at
-  the operating threshold (by default the candidate threshold: every candidate counts).
+  the operating threshold (by default the mask threshold, 0.5; with dynamic candidates the ones below it
+  are left out of reading B and kept in reading A).
 - 10,000 seeded bootstrap resamples of scans, 95 % percentile intervals.
 """
 
@@ -31,6 +44,7 @@ from dataclasses import asdict, dataclass, fields
 
 from amt_core import registry
 
+CANDIDATES: tuple[str, ...] = ("dynamic", "threshold")
 CONFIDENCES: tuple[str, ...] = ("max", "mean")
 MATCH_METRICS: tuple[str, ...] = ("iou", "dice")
 HIT_CRITERIA: tuple[str, ...] = (">=", ">")
@@ -48,8 +62,17 @@ class EvalConfig:
     #: probability at or above which a voxel belongs to a candidate (and to the mask, when only a
     #: probability map is given)
     threshold: float = 0.5
-    #: reading B's confidence cut; None = ``threshold`` (every candidate counts)
+    #: reading B's confidence cut; None = ``threshold``
     operating_threshold: float | None = None
+    #: candidate extraction: "dynamic" (picai_eval's peak / dynamic_factor rule) or "threshold"
+    #: (components of probability >= threshold)
+    candidates: str = "dynamic"
+    #: dynamic extraction: a candidate is the component of probability >= its peak / dynamic_factor
+    dynamic_factor: float = 2.5
+    #: dynamic extraction: at most this many candidates per scan
+    max_candidates: int = 10
+    #: dynamic extraction: stop when the highest remaining probability is below this
+    min_confidence: float = 0.01
     #: 6, 18 or 26 (3D neighbourhoods) for candidates and reference lesions
     connectivity: int = 26
     #: a candidate's confidence: "max" or "mean" probability inside the component
@@ -94,7 +117,7 @@ class EvalConfig:
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         problems = []
         choices = {
-            "confidence": CONFIDENCES, "match_metric": MATCH_METRICS, "hit_criterion": HIT_CRITERIA,
+            "candidates": CANDIDATES, "confidence": CONFIDENCES, "match_metric": MATCH_METRICS, "hit_criterion": HIT_CRITERIA,
             "assignment": ASSIGNMENTS, "extra_hits": EXTRA_HITS, "empty_both": tuple(EMPTY_BOTH),
             "empty_one": tuple(EMPTY_ONE), "ci_method": CI_METHODS,
         }  # fmt: skip
@@ -105,7 +128,14 @@ class EvalConfig:
             problems.append(f"connectivity={self.connectivity} (choose 6, 18 or 26)")
         if not 0.0 <= self.threshold <= 1.0:
             problems.append(f"threshold={self.threshold} (a probability in [0, 1])")
-        if self.operating_threshold is not None and self.operating_threshold < self.threshold:
+        if not self.dynamic_factor > 1.0:
+            problems.append(f"dynamic_factor={self.dynamic_factor} (above 1: a candidate holds its peak)")
+        if self.max_candidates < 1:
+            problems.append(f"max_candidates={self.max_candidates} (1 or more)")
+        if not 0.0 < self.min_confidence <= 1.0:
+            problems.append(f"min_confidence={self.min_confidence} (a probability in (0, 1])")
+        if (self.candidates == "threshold" and self.operating_threshold is not None
+                and self.operating_threshold < self.threshold):
             problems.append(
                 f"operating_threshold={self.operating_threshold} is below threshold={self.threshold}: "
                 "no candidate exists below the candidate threshold"
@@ -164,10 +194,9 @@ class EvalConfig:
                 "surface distance NaN when a mask is empty; NaN values are left out of means"
             ),
             "aggregation": "means over scans of per-scan values (mean IoU is not derived from mean Dice)",
-            "candidates": (
-                f"{self.connectivity}-connected components of probability >= {self.threshold}, "
-                f"at least {self.min_candidate_voxels} voxel(s), confidence = {self.confidence} probability "
-                "inside the component (1 when only a mask is given)"
+            "candidates": self._candidates_text() + (
+                f"; at least {self.min_candidate_voxels} voxel(s), confidence = {self.confidence} probability "
+                "inside the candidate; with only a mask, its components with confidence 1"
             ),
             "lesions": f"{self.connectivity}-connected components of the reference, at least {self.min_lesion_voxels} voxel(s)",
             "hit": f"{self.match_metric} {self.hit_criterion} threshold",
@@ -179,9 +208,54 @@ class EvalConfig:
                 "FP/scan = false positives / scans; sensitivity at FP points interpolated linearly along "
                 "the curve (numpy.interp, as MONAI's compute_froc_score); CPM = their mean"
             ),
-            "froc_iou": f"reading B: per IoU threshold, candidates with confidence >= {op}",
+            "froc_iou": (
+                f"reading B: per IoU threshold, the same candidates with confidence >= {op} (a point of "
+                "reading A's curve); the headline per-scan tp/fp/fn and lesion hits use it too"
+            ),
             "bootstrap": (
                 f"{self.n_boot} resamples of {'institutions' if self.cluster_bootstrap else 'scans'}, "
                 f"seed {self.seed}, {self.ci_method} {self.ci_level:.0%} intervals"
             ),
+        }
+
+    def _candidates_text(self) -> str:
+        if self.candidates == "threshold":
+            return f"{self.connectivity}-connected components of probability >= {self.threshold}"
+        return (f"dynamic extraction (picai_eval's extract_lesion_candidates, 'dynamic-v2'): repeatedly the "
+                f"{self.connectivity}-connected component of probability >= peak / {self.dynamic_factor:g} "
+                f"holding the highest remaining probability, removed from the map; at most "
+                f"{self.max_candidates} per scan, stopping below a peak of {self.min_confidence:g}; a component "
+                f"touching an earlier candidate is dropped; the mask (probability >= {self.threshold:g}) is "
+                "used for the segmentation metrics only")
+
+    def fingerprint(self) -> dict:
+        """The evaluation's fingerprint in the Metrics Reloaded manner: each decision that changes a number,
+        by name (written into summary.json and the report)."""
+        crit = "IoU" if self.match_metric == "iou" else "Dice"
+        return {
+            "localisation_criterion": f"mask {crit} {self.hit_criterion} threshold, between a candidate and a "
+                                      "reference lesion (connected component)",
+            "assignment_strategy": {
+                "hungarian": "one-to-one Hungarian: most hits, then most summed overlap",
+                "greedy": "greedy by descending confidence, each to its best free lesion",
+                "best": "each candidate to its best-overlap lesion"}[self.assignment],
+            "extra_hits": "ignored" if self.extra_hits == "ignore" else "false positive",
+            "thresholds": {
+                "mask_probability": self.threshold, "operating_confidence": self.operating_point,
+                "headline_overlap": self.headline_iou, "reading_a_overlaps": list(self.froc_iou_thresholds),
+                "reading_b_overlaps": list(self.iou_sweep), "fp_per_scan_points": list(self.fp_points)},
+            "aggregation": "per-scan values averaged over scans; lesion sensitivity pooled over lesions, "
+                           "false positives per scan pooled over scans; CPM = mean sensitivity at the "
+                           "FP/scan points",
+            "empty_scan_policy": {"both_empty": self.empty_both, "one_empty": self.empty_one,
+                                  "surface_distances": "NaN when a mask is empty"},
+            "space": "native grid of the reference label (predictions must lie on it; nothing is resampled); "
+                     "voxel spacing in mm from its affine for volumes and surface distances",
+            "connectivity": f"{self.connectivity}-connected (3D)",
+            "candidate_extraction": self._candidates_text(),
+            "candidate_confidence": f"{self.confidence} probability inside the candidate",
+            "min_voxels": {"candidate": self.min_candidate_voxels, "lesion": self.min_lesion_voxels},
+            "uncertainty": (f"{self.n_boot} bootstrap resamples of "
+                            f"{'institutions' if self.cluster_bootstrap else 'scans'}, seed {self.seed}, "
+                            f"{self.ci_method} {self.ci_level:.0%} intervals"),
         }

@@ -10,6 +10,11 @@
   each candidate takes its best still-free hit lesion) or ``best`` (each candidate is assigned its
   best-overlap lesion; a lesion is detected once). A hitting candidate left without a lesion of its own
   is an *extra hit*: ignored or a false positive (``EvalConfig.extra_hits``).
+- :func:`dynamic_components` extracts candidates from a probability map as picai_eval does
+  (``report_guided_annotation.extract_lesion_candidates``, "dynamic-v2"): peak, component at
+  peak / factor holding it, removed, repeated; :func:`extract_candidates` picks that or the components of
+  the thresholded map, as ``EvalConfig.candidates`` says (the evaluation and ``amt predict``'s
+  ``{case}_candidates.csv`` both call it).
 - :func:`sweep` gives the exact counts behind a confidence-swept FROC curve: candidates are re-matched at
   every distinct confidence level (so a low-confidence candidate can never take a lesion away at a
   threshold where it does not exist, a complaint about picai_eval), as increments per level.
@@ -82,12 +87,111 @@ def find_components(mask: np.ndarray, *, box: Box | None = None, threshold: floa
         for k, (i, b) in enumerate(zip(ids, local, strict=True)):
             values = p[b][labels[b] == i]
             top = float(values.max())
-            if top > 1.0 or float(values.min()) < 0.0:
-                raise ValueError(f"prob holds values up to {top:g}: probabilities must lie in [0, 1] "
-                                 "(scale a uint8 map by 1/255)")
+            _check_prob(top, float(values.min()))
             conf[k] = top if confidence == "max" else float(values.mean())
     boxes = [tuple(slice(s.start + o, s.stop + o) for s, o in zip(b, offset, strict=True)) for b in local]
     return Components(labels, offset, int(n), ids, counts[ids], boxes, conf)
+
+
+def _check_prob(top: float, low: float) -> None:
+    if top > 1.0 or low < 0.0:
+        raise ValueError(f"prob holds values in [{low:g}, {top:g}]: probabilities must lie in [0, 1] "
+                         "(scale a uint8 map by 1/255)")
+
+
+def dynamic_components(prob: np.ndarray, *, box: Box | None = None, factor: float = 2.5, max_candidates: int = 10,
+                       min_confidence: float = 0.01, connectivity: int = 26, min_voxels: int = 1,
+                       confidence: str = "max") -> Components:
+    """Candidates of a probability map by picai_eval's dynamic extraction (its "dynamic-v2").
+
+    Repeat: take the highest remaining probability ``peak`` (stop when it is below ``min_confidence`` or
+    ``max_candidates`` are found); among the ``connectivity``-connected components of the remaining map
+    ``>= peak / factor`` with at least ``min_voxels`` voxels take the one with the highest maximum (ties:
+    the one reached first in C order); remove it from the map; keep it unless it touches an earlier
+    candidate (is its ``connectivity`` neighbour; picai_eval: 26). When no component is large enough, every remaining voxel ``> peak / factor`` is
+    removed. The candidates never overlap; ``confidence`` is their ``max`` or ``mean`` probability.
+    ``picai_eval``'s ``min_voxels_detection=m`` (it drops components of ``<= m`` voxels) is ``min_voxels=m + 1``.
+    """
+    import cc3d
+    from scipy import ndimage
+
+    box = box or tuple(slice(0, n) for n in prob.shape)
+    offset = tuple(int(s.start) for s in box)
+    work = np.array(prob[box], dtype=np.result_type(prob.dtype, np.float32), order="C")
+    if work.size:
+        _check_prob(float(work.max()), float(work.min()))
+    out = np.zeros(work.shape, np.int32)
+    near = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+    conf: list[float] = []
+    flat = work.reshape(-1)  # a view: zeroing voxels of ``flat`` zeroes them in ``work``
+    while len(conf) < max_candidates and work.size:
+        at = int(np.argmax(flat))  # the first peak voxel in C order
+        peak = flat[at]
+        if peak < min_confidence:
+            break
+        t = peak / factor
+        labels, n = cc3d.connected_components(work >= t, connectivity=connectivity, return_N=True)
+        lab = labels.reshape(-1)
+        counts = np.bincount(lab, minlength=n + 1)
+        if counts[lab[at]] >= min_voxels and np.all(lab[flat == peak] == lab[at]):
+            chosen, top = lab[at], float(peak)  # the usual case: the peak's own component
+        else:  # it is too small, or another component reaches the same peak
+            best = np.unique(lab[flat == peak])
+            best = best[counts[best] >= min_voxels]
+            if best.size == 0:  # every component holding the peak is too small: the highest other one
+                ids = np.flatnonzero(counts[1:] >= min_voxels) + 1
+                if ids.size == 0:
+                    work[work > t] = 0
+                    continue
+                fg = lab > 0
+                tops = np.full(n + 1, -np.inf)
+                np.maximum.at(tops, lab[fg], flat[fg])
+                best = ids[tops[ids] == tops[ids].max()]
+            else:
+                tops = np.full(n + 1, float(peak))
+            # picai_eval labels the tied components and takes the one reached first in C order
+            chosen, top = lab[np.flatnonzero(np.isin(lab, best))[0]], float(tops[best[0]])
+        comp = labels == chosen
+        where = np.nonzero(comp)
+        near_box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in where)
+        touches = len(conf) and (ndimage.binary_dilation(comp[near_box], near) & (out[near_box] > 0)).any()
+        if not touches:
+            conf.append(top if confidence == "max" else float(work[where].mean()))
+            out[where] = len(conf)
+        work[where] = 0
+    n = len(conf)
+    if n == 0:
+        return Components(out, offset, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0))
+    stats = cc3d.statistics(out)
+    ids = np.arange(1, n + 1)
+    boxes = [tuple(slice(s.start + o, s.stop + o) for s, o in zip(stats["bounding_boxes"][i], offset, strict=True))
+             for i in ids]
+    return Components(out, offset, n, ids, np.asarray(stats["voxel_counts"], np.int64)[ids], boxes, np.asarray(conf))
+
+
+def extract_candidates(prob: np.ndarray, config) -> Components:
+    """The candidates of a probability map under an :class:`~amt_core.evaluation.config.EvalConfig`
+    (``candidates``: "dynamic", in extraction order, i.e. by descending peak; or "threshold")."""
+    from amt_core.evaluation.segmentation import bounding_box
+
+    if config.candidates == "threshold":
+        box = bounding_box(prob, config.threshold)
+        if box is None:
+            return _empty()
+        return find_components(prob, box=box, threshold=config.threshold, connectivity=config.connectivity,
+                               min_voxels=config.min_candidate_voxels, prob=prob, confidence=config.confidence)
+    # no voxel below min_confidence / factor can join a candidate
+    box = bounding_box(prob, config.min_confidence / config.dynamic_factor)
+    if box is None:
+        return _empty()
+    return dynamic_components(prob, box=box, factor=config.dynamic_factor, max_candidates=config.max_candidates,
+                              min_confidence=config.min_confidence, connectivity=config.connectivity,
+                              min_voxels=config.min_candidate_voxels, confidence=config.confidence)
+
+
+def _empty() -> Components:
+    return Components(np.zeros((0, 0, 0), np.uint8), (0, 0, 0), 0, np.zeros(0, np.int64), np.zeros(0, np.int64), [],
+                      np.zeros(0))
 
 
 def overlap_matrix(a: Components, b: Components) -> np.ndarray:
