@@ -9,6 +9,7 @@ from scipy import stats as sps
 
 from amt_core import registry
 from amt_core.evaluation.models import detection_gee, institution_mixed_model
+from amt_core.evaluation.multiplicity import adjust_family, format_p
 from amt_core.evaluation.stats import (
     UNKNOWN,
     compare_to_published,
@@ -214,7 +215,7 @@ def _clustered(n_inst, per_inst, group_sd, resid_sd, seed):
 
 def test_mixed_model_recovers_a_known_icc():
     per_case = _clustered(n_inst=60, per_inst=20, group_sd=0.08, resid_sd=0.08, seed=0)  # ICC 0.5
-    res = institution_mixed_model(per_case, metric="dice")
+    res = institution_mixed_model(per_case, metric="dice", n_boot_icc=0)  # the interval: its own test
     assert res.converged and not res.on_boundary
     assert res.icc == pytest.approx(0.5, abs=0.12)
     assert res.group_var == pytest.approx(0.0064, rel=0.4)
@@ -228,7 +229,8 @@ def test_mixed_model_recovers_a_known_icc():
 
 def test_mixed_model_on_mostly_single_scan_institutions_warns_and_does_not_crash():
     cases, per_case = _cohort(seed=4)  # 164 scans over up to 121 institutions, no true effect
-    res = institution_mixed_model(per_case, cases, metric="dice", covariates=("sex", "tumour_size_band"))
+    res = institution_mixed_model(per_case, cases, metric="dice", covariates=("sex", "tumour_size_band"),
+                                  n_boot_icc=0)
     assert res.caveat is not None and "weakly identified" in res.caveat
     assert res.share_groups_le2 > 0.5
     # no institution effect was simulated: the ICC is the variance share of the institutions, and small
@@ -277,3 +279,56 @@ def test_gee_with_subgroup_covariates_handles_separation():
     assert any(">=200 ml" in d for d in gee.attrs["dropped_levels"])
     with pytest.raises(ValueError, match="model"):
         detection_gee(lesions, cases, model="glmm")
+
+
+# --- multiplicity and p-value display --------------------------------------------------------------------
+def test_holm_adjusts_one_p_value_per_subgroup_within_the_table():
+    # three tests (one per sub-group, repeated on each level's row) and one sub-group without a test.
+    # Holm by hand: sorted 0.01, 0.03, 0.04 -> 3*0.01 = 0.03, 2*0.03 = 0.06, max(1*0.04, 0.06) = 0.06
+    table = pd.DataFrame({"subgroup": ["a", "a", "b", "b", "c", "d"], "level": list("xyxyxx"),
+                          "p_value": [0.01, 0.01, 0.04, 0.04, 0.03, np.nan]})
+    out = adjust_family(table)
+    assert out["p_value"].tolist()[:5] == [0.01, 0.01, 0.04, 0.04, 0.03]  # the raw value is kept beside
+    assert out["p_adjusted"].tolist()[:5] == pytest.approx([0.03, 0.03, 0.06, 0.06, 0.06])
+    assert np.isnan(out["p_adjusted"].iloc[5]) and (out["n_tests"] == 3).all() and (out["p_adjust"] == "holm").all()
+
+
+def test_subgroup_table_with_holm_never_lowers_a_p_value():
+    cases, per_case = _cohort(seed=2)
+    out = adjust_family(subgroup_table(per_case, cases, n_boot=50))
+    assert (out["p_adjusted"] >= out["p_value"] - 1e-15).all() and (out["p_adjusted"] <= 1).all()
+    assert (out["n_tests"] == len(registry.SUBGROUPS)).all()
+
+
+@pytest.mark.parametrize("p, text", [(0.0, "< 0.001"), (0.00049, "< 0.001"), (0.001, "0.001"),
+                                     (0.0123, "0.012"), (1.0, "1.000"), (np.nan, "–"), (None, "–")])
+def test_format_p(p, text):
+    assert format_p(p) == text
+
+
+# --- the ICC's interval ---------------------------------------------------------------------------------
+def test_icc_interval_covers_a_known_icc_and_the_table_shows_the_variance_components():
+    per_case = _clustered(n_inst=40, per_inst=8, group_sd=0.08, resid_sd=0.08, seed=1)  # ICC 0.5
+    res = institution_mixed_model(per_case, metric="dice", n_boot_icc=60, seed=0)
+    assert res.icc_boot_fits >= 50 and "parametric bootstrap" in res.icc_ci_method
+    assert 0.0 < res.icc_ci_lo < res.icc < res.icc_ci_hi < 1.0
+    assert res.icc_ci_lo < 0.5 < res.icc_ci_hi
+    table = res.table().set_index("term")
+    assert list(table.index) == ["Intercept", "institution variance (random intercept)", "residual variance", "ICC"]
+    assert table.loc["ICC", "estimate"] == pytest.approx(res.icc)
+    assert table.loc["ICC", "ci_lo"] == res.icc_ci_lo and table.loc["residual variance", "estimate"] == res.residual_var
+    assert table.loc["institution variance (random intercept)", "p_value"] == res.lrt_p_value
+    assert f"About {100 * res.icc:.0f}% (95% CI {res.icc_ci_lo:.2f}–{res.icc_ci_hi:.2f})" in res.sentence()
+    # same seed, same interval
+    again = institution_mixed_model(per_case, metric="dice", n_boot_icc=60, seed=0)
+    assert (again.icc_ci_lo, again.icc_ci_hi) == (res.icc_ci_lo, res.icc_ci_hi)
+
+
+def test_icc_of_single_scan_institutions_is_not_identifiable():
+    per_case = _clustered(n_inst=30, per_inst=1, group_sd=0.05, resid_sd=0.05, seed=3)
+    res = institution_mixed_model(per_case, metric="dice", n_boot_icc=40)
+    assert np.isnan(res.icc_ci_lo) and np.isnan(res.icc_ci_hi) and res.icc_boot_fits == 0
+    assert res.n_groups_replicated == 0 and res.icc_ci_method == ""
+    assert "None of the 30 institutions contributes more than one scan" in res.sentence()
+    assert "not identifiable" in res.sentence()
+    assert "no CI" in res.table().set_index("term").loc["ICC", "note"]

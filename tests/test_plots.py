@@ -184,7 +184,7 @@ def test_every_figure_has_a_caption():
     from amt_core.plots import FIGURES, TABLES
 
     assert {"froc_confidence", "froc_iou", "metric_distributions", "volume_agreement", "forest_subgroups",
-            "forest_institutions", "performance_vs_covariates", "examples"} <= set(FIGURES)
+            "forest_institutions", "performance_vs_covariates", "examples", "calibration"} <= set(FIGURES)
     assert {"table1", "segmentation", "detection", "subgroups"} <= set(TABLES)
 
 
@@ -305,3 +305,18 @@ def test_cluster_interval_not_estimable_is_said_in_the_table_and_the_report(per_
         "n_institutions": 3, "min_institutions": 10, "estimable": False, "note": cluster["note"].iloc[0]}}))
     report = build_report(layout.root)
     assert "**Institution-cluster bootstrap: not estimable: 3 institution(s), fewer than the 10" in report
+
+
+def test_subgroup_markdown_prints_small_p_values_and_the_holm_value_beside_the_raw_one():
+    from amt_core.evaluation.multiplicity import adjust_family
+    from amt_core.plots.manuscript import _compact
+    from amt_core.plots.tables import p_display
+
+    rows = [{"subgroup": sg, "level": lev, "metric": "dice", "n": 5, "mean": 0.8, "ci_lo": 0.7, "ci_hi": 0.9,
+             "test": "mann-whitney", "p_value": p} for sg, p in (("sex", 0.00002), ("vendor", 0.2)) for lev in "ab"]
+    table = adjust_family(pd.DataFrame(rows))
+    shown = _compact(table, ["subgroup", "level"]).set_index("subgroup")
+    assert shown.loc["sex", "p (Dice)"].tolist() == ["< 0.001", "< 0.001"]
+    assert shown.loc["sex", "p (Holm, 2 tests)"].iloc[0] == "< 0.001"  # 2 * 0.00002
+    assert shown.loc["vendor", "p (Dice)"].iloc[0] == "0.200" and shown.loc["vendor", "p (Holm, 2 tests)"].iloc[0] == "0.200"
+    assert "0.000" not in p_display(table).to_string()

@@ -38,6 +38,27 @@ class MixedModelResult:
     lrt_p_value: float
     warnings: list[str] = field(default_factory=list)
     caveat: str | None = None
+    icc_ci_lo: float = float("nan")
+    icc_ci_hi: float = float("nan")
+    icc_ci_method: str = ""
+    icc_boot_fits: int = 0
+    n_groups_replicated: int = 0
+
+    def table(self) -> pd.DataFrame:
+        """Fixed effects, then the variance components and the ICC with its interval (one table)."""
+        from amt_core.evaluation.icc import variance_rows
+
+        rand = variance_rows(self.group_var, self.residual_var, self.icc, self.icc_ci_lo, self.icc_ci_hi,
+                             self.lrt_p_value, self.icc_boot_fits)
+        fixed = self.fixed_effects.assign(note="fixed effect (Wald CI)")
+        return pd.concat([fixed, rand], ignore_index=True) if len(fixed) else rand
+
+    def sentence(self) -> str:
+        """What the ICC means for generalisation, in words."""
+        from amt_core.evaluation.icc import generalisation_sentence
+
+        return generalisation_sentence(self.icc, self.icc_ci_lo, self.icc_ci_hi, self.group_var, self.n_groups,
+                                       self.share_groups_le2, self.metric.capitalize(), self.n_groups_replicated)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (fixed effects as a list of records)."""
@@ -118,6 +139,8 @@ def institution_mixed_model(
     *,
     covariates: Sequence[str] = (),
     level: float = 0.95,
+    n_boot_icc: int = 200,
+    seed: int = 0,
 ) -> MixedModelResult:
     """``metric ~ covariates + (1 | institution)`` by REML (``statsmodels`` ``mixedlm``).
 
@@ -125,7 +148,8 @@ def institution_mixed_model(
     (group / (group + residual)), a likelihood-ratio p-value for the random intercept (ML fits, the
     boundary mixture 0.5 chi2(0) + 0.5 chi2(1)), and whether the optimiser converged. Convergence and
     boundary warnings are caught and recorded, never raised. When most institutions contribute 1-2
-    scans, ``caveat`` says that the institution variance is weakly identified.
+    scans, ``caveat`` says that the institution variance is weakly identified. The ICC's interval is a
+    parametric bootstrap of ``n_boot_icc`` simulated data sets (:mod:`amt_core.evaluation.icc`; 0: none).
     """
     import statsmodels.formula.api as smf
 
@@ -142,7 +166,7 @@ def institution_mixed_model(
         caveat = (
             f"{int((sizes <= 2).sum())} of {n_groups} institutions have 1-2 scans: the between-institution "
             "variance and the ICC are weakly identified (little within-institution replication); read them "
-            "as exploratory and prefer the institution-cluster bootstrap for CIs."
+            "as exploratory."
         )
     caught: list[str] = []
     result = None
@@ -175,11 +199,17 @@ def institution_mixed_model(
             caveat=caveat,
         )
     fe_names = result.model.exog_names
-    fixed = _coef_table(result.fe_params, result.bse_fe, result.pvalues[fe_names], level)
+    with np.errstate(invalid="ignore"):  # a degenerate fit's covariance: NaN standard errors, said as such
+        fixed = _coef_table(result.fe_params, result.bse_fe, result.pvalues[fe_names], level)
     group_var = float(result.cov_re.iloc[0, 0])
     resid_var = float(result.scale)
     total = group_var + resid_var
     icc = group_var / total if total > 0 else np.nan
+    from amt_core.evaluation.icc import ICC_CI_METHOD, parametric_bootstrap_icc
+
+    lo, hi, fits = (np.nan, np.nan, 0) if n_boot_icc <= 0 else parametric_bootstrap_icc(
+        result.model.exog, result.model.exog @ result.fe_params.to_numpy(), data["institution_id"].to_numpy(),
+        group_var, resid_var, n_boot=n_boot_icc, seed=seed, level=level)
     return MixedModelResult(
         formula=formula,
         metric=metric,
@@ -195,6 +225,11 @@ def institution_mixed_model(
         lrt_p_value=lrt_p,
         warnings=caught,
         caveat=caveat,
+        icc_ci_lo=lo,
+        icc_ci_hi=hi,
+        icc_ci_method=ICC_CI_METHOD if fits else "",
+        icc_boot_fits=fits,
+        n_groups_replicated=int((sizes >= 2).sum()),
     )
 
 

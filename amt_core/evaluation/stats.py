@@ -24,6 +24,7 @@ from scipy import stats as sps
 
 from amt_core import registry
 from amt_core.evaluation.bootstrap import bootstrap_means
+from amt_core.evaluation.multiplicity import P_ADJUST_METHOD, adjust_family, format_p  # noqa: F401 (re-exported)
 
 #: Level given to scans whose sub-group value is missing or outside the bins.
 UNKNOWN = "unknown"

@@ -6,8 +6,9 @@ read them).
 - ``seg_ci.csv`` / ``seg_ci_cluster.csv``: per-scan means with scan- and institution-cluster bootstrap CIs;
 - ``operating_points.csv``: reading B (one row per IoU threshold at the operating threshold) with Wilson
   and bootstrap intervals; ``cpm.csv``: reading A's CPM per IoU threshold;
-- ``subgroups.csv``, ``institutions.csv`` (small institutions pooled), ``institution_model.csv`` (fixed
-  effects of the random-intercept model), ``detection_model.csv`` (GEE of lesion hits);
+- ``subgroups.csv`` and ``detection_subgroups.csv`` (raw and Holm-adjusted p-values, one family per table),
+  ``institutions.csv`` (small institutions pooled), ``institution_model.csv`` (fixed effects, variance
+  components and the ICC with its parametric-bootstrap CI), ``detection_model.csv`` (GEE of lesion hits);
 - ``comparison.csv``: this run beside the published numbers; ``analysis.json``: the settings, the
   mixed model's variance components and ICC (with its caveat), and the headline.
 """
@@ -24,9 +25,9 @@ from amt_core.atomic import write_csv, write_json
 
 def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 10_000, level: float = 0.95,
             method: str = "percentile", seed: int = 0, min_institution_scans: int = 3,
-            operating_iou: float = 0.5) -> dict[str, pd.DataFrame]:
+            operating_iou: float = 0.5, n_boot_icc: int = 200) -> dict[str, pd.DataFrame]:
     """Every statistic of the external test from an ``EvaluationResult``; saved in ``out_dir``."""
-    from amt_core.evaluation import models, stats
+    from amt_core.evaluation import models, multiplicity, stats
     from amt_core.evaluation.bootstrap import MIN_CLUSTERS, bootstrap_means, cluster_problem
 
     out = Path(out_dir)
@@ -43,11 +44,14 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 1
     tables["cpm"] = (points[points["point"] == "cpm"][["iou_threshold", "sensitivity", "ci_lo", "ci_hi"]]
                      .rename(columns={"sensitivity": "cpm"}).reset_index(drop=True))
     tables["froc_bands"] = points[points["point"] != "cpm"].reset_index(drop=True)
-    tables["subgroups"] = stats.subgroup_table(per_case, cases, metrics=metrics, **boot)
+    # one family of tests per table: Holm-adjusted across the subgroups, beside the raw p-value
+    tables["subgroups"] = multiplicity.adjust_family(stats.subgroup_table(per_case, cases, metrics=metrics, **boot))
+    tables["detection_subgroups"] = multiplicity.adjust_family(stats.detection_subgroup_table(result.lesions, cases,
+                                                                                       level=level))
     tables["institutions"] = stats.institution_table(per_case, cases, min_scans=min_institution_scans,
                                                      metrics=metrics, **boot)
-    mixed = models.institution_mixed_model(per_case, cases, "dice", level=level)
-    tables["institution_model"] = mixed.fixed_effects
+    mixed = models.institution_mixed_model(per_case, cases, "dice", level=level, n_boot_icc=n_boot_icc, seed=seed)
+    tables["institution_model"] = mixed.table()  # fixed effects, variance components, ICC with its CI
     try:
         tables["detection_model"] = models.detection_gee(result.lesions, cases, level=level)
     except (ValueError, ArithmeticError) as exc:  # too few lesions or no variation in hits
@@ -58,11 +62,13 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 1
         write_csv(out / f"{name}.csv", frame)
     mixed_info = {k: v for k, v in mixed.to_dict().items() if k != "fixed_effects"}
     mixed_info["warnings"] = "; ".join(mixed_info.get("warnings") or []) or "none"
+    mixed_info["generalisation"] = mixed.sentence()
     write_json(out / "analysis.json", {
         "split": "test", "n_scans": int(len(per_case)), "n_institutions": int(per_case["institution_id"].nunique()),
         "bootstrap_resamples": n_boot, "ci_level": level, "ci_method": method, "seed": seed,
         "bootstrap_unit": "scan (institution-cluster bootstrap reported beside it)",
         "min_institution_scans": min_institution_scans, "operating_iou": operating_iou,
+        "p_adjust": f"{multiplicity.P_ADJUST_METHOD}, within each table (family) of subgroup tests",
         "institution_mixed_model": mixed_info,
         "institution_cluster_bootstrap": {"n_institutions": int(per_case["institution_id"].nunique()),
                                           "min_institutions": MIN_CLUSTERS,

@@ -61,6 +61,9 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
            "private data; the published values are quoted for comparison only.", ""]
     out += _training_banner(layout)
     out += _headline(layout)
+    out += _checklist_section(layout)
+    out += _reviewer_section(layout, analysis)
+    out += _limits_section(layout)
     out += ["## Tables", ""]
     for stem, title in TABLES.items():
         md = layout.tables_dir / f"{stem}.md"
@@ -84,6 +87,8 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     if isinstance(words, dict) and words:
         out += ["As recorded by the evaluation of the external test (`evaluation/test/summary.json`):", ""]
         out += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in words.items()] + [""]
+    if summary.get("fingerprint"):  # Metrics Reloaded-style record of every evaluation decision
+        out += ["Evaluation fingerprint:", "", _md_table(summary["fingerprint"], "decision", "choice")]
     conv = summary.get("config") or {}
     if conv:
         out += ["Evaluation settings (`EvalConfig`):", "", _md_table(conv)]
@@ -160,6 +165,67 @@ def _interval_notes(layout: RunLayout) -> list[str]:
     return [*notes, ""] if notes else []
 
 
+def _checklist_section(layout: RunLayout) -> list[str]:
+    """A pointer to the reporting checklist (written by :func:`write_report` before the report)."""
+    import pandas as pd
+
+    from amt_core.pipeline.checklist import AUTHORS, summary
+
+    path = layout.tables_dir / "checklist.csv"
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path, keep_default_na=False)
+    todo = "; ".join(table.loc[table["status"] == AUTHORS, "topic"])
+    return ["## Reporting checklist", "",
+            f"CLAIM 2024 and TRIPOD+AI: {summary(table)}; each linked to the file that answers it in "
+            "[`tables/checklist.md`](tables/checklist.md) ([CSV](tables/checklist.csv)). Left to the authors: "
+            + (todo or "none") + ".", ""]
+
+
+#: how the report names the subgroup tests (amt_core.evaluation.stats)
+TEST_NAMES = {"kruskal-wallis": "Kruskal–Wallis", "mann-whitney": "Mann–Whitney U", "fisher": "Fisher's exact",
+              "chi-square": "chi-square"}
+
+
+def _reviewer_section(layout: RunLayout, analysis: dict) -> list[str]:
+    """Multiplicity of the subgroup tests and the institution variance in words."""
+    import pandas as pd
+
+    from amt_core.evaluation.multiplicity import format_p
+
+    out = []
+    for name, what in (("subgroups", "per-scan Dice"), ("detection_subgroups", "lesion-wise sensitivity")):
+        path = layout.analysis_dir / f"{name}.csv"
+        if not path.is_file():
+            continue
+        t = pd.read_csv(path).drop_duplicates("subgroup")
+        if t.empty or "p_adjusted" not in t:
+            continue
+        tests = ", ".join(TEST_NAMES.get(x, x) for x in sorted(set(t["test"].dropna().astype(str)) - {"none"}))
+        out.append(f"- **{what[0].upper() + what[1:]}** across subgroup levels ({tests or 'no test'}; `analysis/{name}.csv`): "
+                   f"{int(t['n_tests'].iloc[0])} tests in one family, Holm-adjusted; "
+                   + "; ".join(f"{r.subgroup} p = {format_p(r.p_value)} (Holm {format_p(r.p_adjusted)})"
+                               for r in t.itertuples()) + ".")
+    mixed = analysis.get("institution_mixed_model") or {}
+    if mixed.get("generalisation"):
+        out.append(f"- **Institution effects** (random-intercept model of Dice, [`tables/institution_model.md`]"
+                   f"(tables/institution_model.md); ICC interval: {mixed.get('icc_ci_method') or 'not computed'}): "
+                   f"{mixed['generalisation']}")
+    if not out:
+        return []
+    return ["## Subgroup tests and institution effects", "",
+            "Subgroup p-values are descriptive: each table's tests form one family and are adjusted by Holm's "
+            "method (family-wise error), shown beside the raw value; p-values below 0.001 are printed as "
+            "`< 0.001`.", "", *out, ""]
+
+
+def _limits_section(layout: RunLayout) -> list[str]:
+    from amt_core.pipeline.limits import limits_markdown, run_limits
+
+    lines = limits_markdown(run_limits(layout.root, layout.cohort_csv))
+    return ["## Limits the data impose", "", "Derived from this run's data:", "", *lines] if lines else []
+
+
 def _short_paths(hashes: dict, root: Path) -> dict:
     out = {}
     for k, v in hashes.items():
@@ -187,7 +253,10 @@ def markdown_to_html(markdown: str, title: str = "Study report") -> str:
 
 def write_report(run_dir: str | Path, cohort_csv: str = "") -> Path:
     """Write ``RUN/report.md`` and ``RUN/report.html``; returns the Markdown path."""
+    from amt_core.pipeline.checklist import write_checklist
+
     layout = RunLayout.of(run_dir, cohort_csv)
+    write_checklist(layout.root)  # first: the report points to it
     text = build_report(layout.root, cohort_csv)
     write_text(layout.root / "report.html", markdown_to_html(text, f"Study report: {layout.root.name}"))
     return write_text(layout.report_md, text)

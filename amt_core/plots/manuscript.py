@@ -46,7 +46,7 @@ def load_per_case(layout: RunLayout, cases: pd.DataFrame, splits=("tune", "test"
 
 
 def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") -> list[Path]:
-    from amt_core.plots import agreement, distributions, examples, forest, froc, training
+    from amt_core.plots import agreement, distributions, examples, failures, flow, forest, froc, training
     from amt_core.plots import tables as T
 
     layout = RunLayout.of(run_dir, cohort_csv or _recorded_cohort_csv(Path(run_dir)))
@@ -69,6 +69,11 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     froc_iou = _read(ev / "froc_iou.csv")
     if froc_iou is not None:
         fig("froc_iou", froc.plot_froc_iou(froc_iou))
+    cal_bins, cal = _read(ana / "calibration_bins.csv"), _read(ana / "calibration.csv")
+    if cal_bins is not None and cal is not None:
+        from amt_core.plots.calibration import plot_calibration
+
+        fig("calibration", plot_calibration(cal_bins, cal))
     fig("metric_distributions", distributions.plot_metric_distributions(per_case))
     ref_col, pred_col = first_column(test, REF_VOLUME), first_column(test, PRED_VOLUME)
     if ref_col and pred_col:
@@ -90,6 +95,14 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     log = _read(layout.train_dir / "train_log.csv")
     if log is not None:
         fig("learning_curves", training.plot_learning_curves(log))
+    fig("flow", flow.plot_flow(flow.flow_counts(cases, {s: int((per_case["split"] == s).sum())
+                                                        for s in per_case["split"].unique()})))
+    lesions, candidates = _read(ev / "lesions.csv"), _read(ev / "candidates.csv")
+    fails = None
+    if lesions is not None and candidates is not None:
+        fails = failures.failure_table(test, lesions, candidates, cases)
+        if len(fails) and _has_volumes(cases, test, layout):
+            fig("failures", failures.plot_failures(fails, cases, layout.predictions("test")))
 
     # --- tables ---
     written.extend(write_table(table_one(cases), tab, "table1", title=TABLES["table1"]))
@@ -110,7 +123,17 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
                                    display=_compact(institutions, ["institution_id", "n_institutions"])))
     model = _read(ana / "institution_model.csv")
     if model is not None:
-        written.extend(write_table(model, tab, "institution_model", title=TABLES["institution_model"]))
+        written.extend(write_table(model, tab, "institution_model", title=TABLES["institution_model"],
+                                   display=T.p_display(model)))
+    det_sub = _read(ana / "detection_subgroups.csv")
+    if det_sub is not None:
+        written.extend(write_table(det_sub, tab, "detection_subgroups", title=TABLES["detection_subgroups"],
+                                   display=T.p_display(det_sub)))
+    if fails is not None:
+        written.extend(write_table(fails, tab, "failures", title=TABLES["failures"],
+                                   display=failures.failure_markdown_frame(fails)))
+        counts = failures.failure_counts(test, lesions, candidates, cases)
+        written.extend(write_table(counts, tab, "failure_subgroups", title=TABLES["failure_subgroups"]))
     unknown = {p.stem for p in written if p.suffix == ".png"} - set(FIGURES)
     if unknown:
         warnings.warn(f"figures without a caption in amt_core.plots.FIGURES: {sorted(unknown)}", stacklevel=2)
@@ -142,6 +165,7 @@ def table_one(cases: pd.DataFrame) -> pd.DataFrame:
 
 def _compact(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Wide presentation of a long (key, metric) table: n and 'mean (CI)' per metric, p-value if any."""
+    from amt_core.evaluation.multiplicity import format_p
     from amt_core.plots.tables import METRIC_LABELS, ci_text
 
     rows = []
@@ -152,6 +176,8 @@ def _compact(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             label = METRIC_LABELS.get(r["metric"], r["metric"])
             row[label] = f"{r['mean']:.3f} ({ci_text(r['ci_lo'], r['ci_hi'], 3)})"
         if "p_value" in part.columns:
-            row["test"], row["p (Dice)"] = part["test"].iloc[0], part["p_value"].iloc[0]
+            row["test"], row["p (Dice)"] = part["test"].iloc[0], format_p(part["p_value"].iloc[0])
+        if "p_adjusted" in part.columns:
+            row[f"p (Holm, {int(part['n_tests'].iloc[0])} tests)"] = format_p(part["p_adjusted"].iloc[0])
         rows.append(row)
     return pd.DataFrame(rows)

@@ -175,3 +175,15 @@ def detection_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
             "Published": published,
         })
     return pd.DataFrame(rows)
+
+
+def p_display(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its p-value columns (``p_value``, ``p_adjusted``) as text: ``< 0.001``, never
+    ``0.000`` (:func:`amt_core.evaluation.multiplicity.format_p`)."""
+    from amt_core.evaluation.multiplicity import format_p
+
+    out = table.copy()
+    for col in ("p_value", "p_adjusted"):
+        if col in out.columns:
+            out[col] = [format_p(p) for p in out[col]]
+    return out
