@@ -53,14 +53,15 @@ ifeq ($(LOCK),none)
 else
 	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install -q --no-deps -e .
-	$(PY) -m pip check
+	$(PY) -c 'from amt_core.lock import lock_status; s = lock_status(); assert s["matches"], s["mismatches"]'
 endif
 	@touch $@
 
 install: $(VENV)/.installed
 
+# two workers, one test file each at a time (a file's module fixtures, e.g. the smoke run, are built once)
 test: $(VENV)/.installed
-	AMT_LOCK=$(LOCK) $(PY) -m pytest -q
+	AMT_LOCK=$(LOCK) $(PY) -m pytest -q -n 2 --dist loadfile
 
 reproduce: $(VENV)/.installed
 	$(VENV)/bin/amt run --params $(PARAMS) --out $(RUN)
@@ -83,9 +84,10 @@ bench: $(VENV)/.installed
 lock: $(VENV)/.installed
 	$(PY) -m pip install -q "uv>=0.5"
 	printf 'torch==$(TORCH_LOCK)+cpu\n' > $(VENV)/torch-override.txt
-	$(VENV)/bin/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra nnunet --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 $(LOCK_TORCH_SOURCE) --override $(VENV)/torch-override.txt \
-		--no-emit-package torch --custom-compile-command "make lock" -q -o amt_core/lock/linux-cpu-py311.txt
+		--no-emit-package torch --no-emit-package torchvision --custom-compile-command "make lock" -q \
+		-o amt_core/lock/linux-cpu-py311.txt
 	$(PY) -c 'from pathlib import Path; from amt_core.lock import environment_yml, read_lock; \
 		Path("environment.yml").write_text(environment_yml(read_lock()))'
 

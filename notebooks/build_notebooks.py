@@ -146,6 +146,15 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "random-intercept variance is weakly identified: read the ICC with that caveat."),
         ("code", "analysis[\"institutions\"].query(\"metric == 'dice'\")"),
         ("code", "analysis[\"institution_model\"]"),
+        ("md", "## Calibration\nReliability and ECE of lesion confidence and voxel probability on the external "
+               "test, with scan-bootstrap bands, before and after one temperature fitted on the tuning split "
+               "(`RUN/analysis/calibration.csv`, `calibration_bins.csv`)."),
+        ("code", "#papermill_description=calibration\n"
+                 "from amt_core.evaluation.calibration import calibration_study\n\n"
+                 "predictions = {split: layout.predictions(split) for split in (\"tune\", \"test\")}\n"
+                 "calibration = calibration_study(cases, predictions, results, layout.analysis_dir, n_boot=n_bootstrap,\n"
+                 "                                seed=seed, level=ci_level)\n"
+                 "calibration[\"summary\"]"),
     ],
     "04_figures": [
         ("md", "# 04 · Figures and tables\n\nRegenerates every figure (vector PDF + 300-dpi PNG) and table "
@@ -171,6 +180,15 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                  "    md = layout.tables_dir / f\"{name}.md\"\n"
                  "    if md.is_file():\n"
                  "        display(Markdown(md.read_text()))"),
+        ("md", "## Reporting checklist, failures and limits\nThe CLAIM 2024 / TRIPOD+AI checklist (each item "
+               "linked to the file of this run that answers it), the failure table (numbers match the failure "
+               "gallery) and what the data cannot tell, as `report.md` states it."),
+        ("code", "for name in (\"checklist\", \"failures\"):\n"
+                 "    md = layout.tables_dir / f\"{name}.md\"\n"
+                 "    if md.is_file():\n"
+                 "        display(Markdown(md.read_text()))\n"
+                 "report = layout.report_md.read_text()\n"
+                 "display(Markdown(report[report.find(\"## Limits the data impose\"):report.find(\"## Tables\")]))"),
     ],
     "05_explore": [
         ("md", "# 05 · Explore the cases\n\nAn interactive browser (JupyterLab): choose split, institution "

@@ -179,4 +179,5 @@ def test_run_refuses_a_folder_that_is_not_a_run_folder(tmp_path, capsys):
     assert not (out / "chapter1.tex").exists() and (out / "cohort" / "cases.csv").is_file()
     before = snapshot(out)
     assert main(argv) == 0  # a run folder is its own resume: nothing changed, nothing re-ran
-    assert snapshot(out) == before
+    cache = ".steps/hashes.json"  # the hash cache may refresh entries of files written seconds before
+    assert {k: v for k, v in snapshot(out).items() if k != cache} == {k: v for k, v in before.items() if k != cache}

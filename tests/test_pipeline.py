@@ -70,8 +70,9 @@ def test_invalid_preset_file_is_an_error(tmp_path, content, message):
 
 
 def test_missing_preset_file_names_the_presets(tmp_path):
-    with pytest.raises(FileNotFoundError, match="params/"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml .*preset name: smoke, demo, study"):
         load_params(tmp_path / "nope.yaml")
+    assert load_params("smoke")["n_cases"] == 14  # a preset by name
 
 
 def test_check_parameters_reports_every_problem():
@@ -201,6 +202,21 @@ def test_report_has_tables_figures_conventions_and_provenance(smoke_run):
         assert needle in report, needle
     for png in [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:
         assert (run / png).is_file()
+    # issue 13: the checklist, the reviewer's statistics, the data's limits, the flow and failure figures
+    for needle in ("## Reporting checklist", "## Subgroup tests and institution effects", "Holm",
+                   "## Limits the data impose", "external-test scans hold a tumour", "synthetic",
+                   "figures/flow.png", "figures/failures.png", "tables/checklist.md", "ICC"):
+        assert needle in report, needle
+    from amt_core.pipeline.checklist import links, slug
+
+    headings = {slug(line.lstrip("#")) for line in report.splitlines() if line.startswith("## ")}
+    checklist = run / "tables" / "checklist.md"
+    for target in links(checklist.read_text()) + links(report):
+        path, _, anchor = target.partition("#")
+        assert (checklist.parent / path if path.startswith("../") else run / path).resolve().is_file(), target
+        assert not anchor or anchor in headings, target
+    rows = [line.split("|")[-3:-1] for line in (run / "tables" / "subgroups.md").read_text().splitlines()[4:]]
+    assert rows and all(cell.strip() != "0.000" for row in rows for cell in row)  # raw and Holm p-values
     html = (run / "report.html").read_text()
     assert "<table>" in html and "<img" in html
     prov = json.loads((run / "provenance.json").read_text())

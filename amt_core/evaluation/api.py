@@ -43,8 +43,9 @@ def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[f
 
     ``label``: reference mask (non-zero = tumour). ``prediction``: the binary mask, or a floating-point
     probability map (then the mask is ``prediction >= config.threshold`` and it is also ``prob``).
-    ``prob``: optional probability map in [0, 1]; candidates are its components at
-    ``config.threshold``; without it the mask's components are the candidates, with confidence 1.
+    ``prob``: optional probability map in [0, 1]; the candidates are extracted from it
+    (:func:`amt_core.evaluation.lesions.extract_candidates`: ``config.candidates``, by default picai_eval's
+    dynamic extraction); without it the mask's components are the candidates, with confidence 1.
     ``spacing``: mm per array axis.
     """
     config = config or EvalConfig()
@@ -56,15 +57,15 @@ def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[f
         prob, mask = prediction, prediction >= config.threshold
     # every array is read once for its bounding box, then only inside boxes
     box_ref, box_mask = bounding_box(label), bounding_box(mask)
-    box_cand = box_mask if prob is None else bounding_box(prob, config.threshold)
     seg = segmentation_metrics(label, mask, spacing, empty_both=config.empty_both, empty_one=config.empty_one,
                                hd_percentile=config.hd_percentile, boxes=(box_ref, box_mask))
     les = lesions.find_components(label, box=box_ref, connectivity=config.connectivity,
                                   min_voxels=config.min_lesion_voxels) if box_ref else _NONE
-    cands = lesions.find_components(
-        mask if prob is None else prob, box=box_cand, threshold=None if prob is None else config.threshold,
-        connectivity=config.connectivity, min_voxels=config.min_candidate_voxels, prob=prob,
-        confidence=config.confidence) if box_cand else _NONE
+    if prob is not None:
+        cands = lesions.extract_candidates(prob, config)
+    else:
+        cands = lesions.find_components(mask, box=box_mask, connectivity=config.connectivity,
+                                        min_voxels=config.min_candidate_voxels) if box_mask else _NONE
     inter = lesions.overlap_matrix(cands, les)
     iou = lesions.pair_overlap(inter, cands.voxels, les.voxels, "iou")
     dice = lesions.pair_overlap(inter, cands.voxels, les.voxels, "dice")
@@ -159,16 +160,16 @@ def evaluate_predictions(cases: pd.DataFrame, predictions_dir: str | os.PathLike
 
     ``cases``: the case table (``amt_core.data.cases.read_cases``: ``case_id``, ``institution_id``,
     ``split``, ``label`` as a path). ``predictions_dir`` holds ``{case_id}.nii.gz`` (binary mask on the
-    label's grid) and optionally ``{case_id}_prob.nii.gz`` (probability in [0, 1], float or uint8/255).
-    With ``check_manifest`` (default) a folder written by ``amt predict`` must show, in its
+    label's grid) and optionally ``{case_id}_prob.nii.gz`` (probability in [0, 1], float or uint8/255) or
+    nnU-Net's ``{case_id}.npz`` (``--save_probabilities``); a folder without a case table:
+    :func:`amt_core.evaluation.folders.evaluate_folders`. With ``check_manifest`` (default) a folder
+    written by ``amt predict`` must show, in its
     ``predictions.json``, that every evaluated case came unchanged from its one model
     (:func:`amt_core.data.predictions.check_evaluable`); a folder written elsewhere has no manifest.
     Scans are read and evaluated one at a time (the next one is read while the current one is
     evaluated), so memory stays at about two scans.
     """
     config = config or EvalConfig()
-    from concurrent.futures import ThreadPoolExecutor
-
     pred_dir = Path(predictions_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"predictions folder {pred_dir} does not exist (set --predictions)")
@@ -183,21 +184,53 @@ def evaluate_predictions(cases: pd.DataFrame, predictions_dir: str | os.PathLike
         from amt_core.data.predictions import check_evaluable
 
         check_evaluable(pred_dir, list(chosen["case_id"]))
-    rows = list(chosen[["case_id", "institution_id", "label"]].itertuples(index=False))
+    jobs = [ScanFiles(r.case_id, r.institution_id, r.label, pred_dir / f"{r.case_id}.nii.gz",
+                      prob_file(pred_dir, r.case_id))
+            for r in chosen[["case_id", "institution_id", "label"]].itertuples(index=False)]
+    return summarise(evaluate_files(jobs, config, progress=progress), config)
+
+
+@dataclass(frozen=True)
+class ScanFiles:
+    """The files of one scan to evaluate: its reference label, its mask (None = no prediction: scored as
+    an empty mask) and its probability (``{case}_prob.nii.gz``, nnU-Net's ``{case}.npz`` or None)."""
+
+    case_id: str
+    institution_id: str | None
+    label: str | os.PathLike
+    mask: Path | None
+    prob: Path | None = None
+
+
+def prob_file(pred_dir: Path, case_id: str) -> Path | None:
+    """The probability file of a case in a predictions folder: ``{case}_prob.nii.gz`` (amt) or
+    ``{case}.npz`` (nnU-Net ``--save_probabilities``); None when neither; both is an error."""
+    found = [f for f in (pred_dir / f"{case_id}_prob.nii.gz", pred_dir / f"{case_id}.npz") if f.is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{pred_dir}: case {case_id} has two probability maps ({found[0].name} and "
+                         f"{found[1].name}); keep the one that belongs to the masks")
+    return found[0] if found else None
+
+
+def evaluate_files(jobs: Sequence[ScanFiles], config: EvalConfig, *,
+                   progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Evaluate scans one at a time (the next one is read while the current one is evaluated) into the
+    row tables of :func:`collect`."""
+    from concurrent.futures import ThreadPoolExecutor
+
     evaluations = []
-    bar = _progress(len(rows), progress)
+    bar = _progress(len(jobs), progress)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        nxt = pool.submit(_read_case, rows[0].label, pred_dir, rows[0].case_id)
-        for k in range(len(rows)):
+        nxt = pool.submit(_read_case, jobs[0].label, jobs[0].mask, jobs[0].prob)
+        for k in range(len(jobs)):
             label, mask, prob, spacing = nxt.result()
-            if k + 1 < len(rows):
-                nxt = pool.submit(_read_case, rows[k + 1].label, pred_dir, rows[k + 1].case_id)
+            if k + 1 < len(jobs):
+                nxt = pool.submit(_read_case, jobs[k + 1].label, jobs[k + 1].mask, jobs[k + 1].prob)
             evaluations.append(evaluate_case(label, mask, spacing, config, prob=prob))
             del label, mask, prob
             bar.update(1)
     bar.close()
-    tables = collect(evaluations, [r.case_id for r in rows], [r.institution_id for r in rows])
-    return summarise(tables, config)
+    return collect(evaluations, [j.case_id for j in jobs], [j.institution_id for j in jobs])
 
 
 def _progress(total: int, enabled: bool):
@@ -206,18 +239,24 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="evaluate", unit="scan", disable=not enabled)
 
 
-def _read_case(label_path: str, pred_dir: Path, case_id: str):
+def _read_case(label_path: str | os.PathLike, mask_path: Path | None, prob_path: Path | None = None):
     """(label, mask, prob or None, spacing) of one scan, every array on the reference label's grid.
 
-    The probability map must be float in [0, 1] or uint8 0..255
-    (:func:`amt_core.data.volume.read_probability`); any other range is an error, never a silent rescale."""
+    ``mask_path`` None: no prediction, scored as an empty mask. ``prob_path``: ``{case}_prob.nii.gz``, float
+    in [0, 1] or uint8 0..255 (:func:`amt_core.data.volume.read_probability`; any other range is an error,
+    never a silent rescale), or nnU-Net's ``{case}.npz`` (:func:`amt_core.data.nnunet.read_npz_probability`)."""
     from amt_core.data.volume import read_label, read_probability
 
     ref = read_label(label_path, _grid(label_path))
-    mask = read_label(pred_dir / f"{case_id}.nii.gz", ref, role="prediction", grid_of="reference label")
+    if mask_path is None:
+        return ref.array, np.zeros(ref.shape, np.uint8), None, ref.spacing
+    mask = read_label(mask_path, ref, role="prediction", grid_of="reference label")
     prob = None
-    prob_path = pred_dir / f"{case_id}_prob.nii.gz"
-    if prob_path.is_file():
+    if prob_path is not None and str(prob_path).endswith(".npz"):
+        from amt_core.data.nnunet import read_npz_probability
+
+        prob = read_npz_probability(prob_path, mask_path, mask.array)
+    elif prob_path is not None:
         prob = read_probability(prob_path, ref, grid_of="reference label").array
     return ref.array, mask.array, prob, ref.spacing
 

@@ -215,6 +215,7 @@ def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str 
         "version": package_versions(("numpy", "scipy", "pandas", "connected-components-3d", "statsmodels")),
         "config": config.to_dict(),
         "conventions": config.describe(),
+        "fingerprint": config.fingerprint(),
         "n_scans": len(per_case),
         "n_institutions": int(per_case["institution_id"].nunique()),
         "bootstrap": {"unit": "institution" if config.cluster_bootstrap else "scan", "n_boot": config.n_boot,

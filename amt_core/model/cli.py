@@ -63,7 +63,8 @@ def register(subparsers) -> None:
                               description="Write {case}.nii.gz, {case}_prob.nii.gz and {case}_candidates.csv, "
                                           "with predictions.csv and predictions.json (the model's hash).")
     q.add_argument("--model", required=True, help="RUN_DIR/best.pt (or the run folder)")
-    q.add_argument("--input", required=True, help="a NIfTI/NRRD file, a DICOM series folder or a case table")
+    q.add_argument("--input", required=True, help="a NIfTI/NRRD file, a DICOM series folder or a case table "
+                   "(a DICOM series also gets {case}_seg.dcm, the mask as a DICOM-SEG over it)")
     q.add_argument("--out", required=True, help="predictions folder (new or empty, else see below)")
     q.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out whole (predicted beside it, swapped in when complete)")

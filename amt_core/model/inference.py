@@ -2,8 +2,8 @@
 optional mirroring TTA, and outputs in the input's own geometry.
 
 ``predict`` writes a predictions folder (docs/architecture.md): ``{case}.nii.gz`` (uint8 mask),
-``{case}_prob.nii.gz`` (uint8 with scl_slope 1/255) and ``{case}_candidates.csv`` (one row per connected
-component of the mask, from the evaluation engine's candidate extraction).
+``{case}_prob.nii.gz`` (uint8 with scl_slope 1/255) and ``{case}_candidates.csv`` (one row per candidate of
+the evaluation engine's candidate extraction, ``amt_core.evaluation.lesions.extract_candidates``).
 """
 
 from __future__ import annotations
@@ -192,36 +192,43 @@ def write_outputs(out_dir: Path, case_id: str, prob: np.ndarray, affine: np.ndar
     img.set_sform(affine, code=1)
     with atomic_path(out_dir / f"{case_id}_prob.nii.gz") as tmp:
         nib.save(img, str(tmp))
-    table = candidate_table(q.astype(np.float32) / 255.0, cfg, spacing)
+    table = candidate_table(q.astype(np.float32) / 255.0, cfg, spacing, mask=mask)
     write_csv(out_dir / f"{case_id}_candidates.csv", table)
     return {"case_id": case_id, "voxels": int(mask.sum()), "n_candidates": len(table),
             "n_kept": int(table["kept"].sum()) if len(table) else 0,
             "max_prob": float(q.max()) / 255.0}
 
 
-def candidate_table(prob: np.ndarray, cfg: ModelConfig, spacing):
-    """One row per connected component of ``prob >= threshold`` (the evaluation engine's candidates):
-    confidence (max probability), volume, box, and whether the post-processed mask keeps it."""
+def candidate_table(prob: np.ndarray, cfg: ModelConfig, spacing, *, mask: np.ndarray | None = None,
+                    config=None):
+    """The evaluation engine's candidates of ``prob`` (:func:`amt_core.evaluation.lesions.extract_candidates`
+    under ``config``, default ``EvalConfig()``: picai_eval's dynamic extraction), one row each in order of
+    descending confidence: confidence (max probability), volume, box, and ``kept``: whether the
+    post-processed mask (``mask``; by default ``filter_mask`` of ``prob`` with ``cfg``'s settings) holds
+    any of its voxels."""
     import pandas as pd
 
-    from amt_core.model.postprocess import components, keep_flags
+    from amt_core.evaluation.config import EvalConfig
+    from amt_core.evaluation.lesions import extract_candidates
+    from amt_core.model.postprocess import filter_mask
 
     cols = ["candidate_id", "confidence", "voxels", "volume_ml", "x0", "x1", "y0", "y1", "z0", "z1", "kept"]
-    found = components(prob, cfg.threshold, spacing)
-    if found is None:
+    comps = extract_candidates(prob, config or EvalConfig())
+    if not len(comps):
         return pd.DataFrame(columns=cols)
-    comps, box, ml = found
-    kept = keep_flags(ml, comps.confidence, cfg.min_component_ml, cfg.min_component_conf)
+    if mask is None:
+        mask = filter_mask(prob, cfg.threshold, spacing, cfg.min_component_ml, cfg.min_component_conf)
+    ml = float(np.prod(spacing)) / 1000.0
     rows = []
-    for i in range(len(comps)):
-        b = comps.boxes[i]
-        rows.append({"candidate_id": i + 1, "confidence": float(comps.confidence[i]), "voxels": int(comps.voxels[i]),
-                     "volume_ml": float(ml[i]), "kept": bool(kept[i]),
-                     **{f"{n}{e}": int(getattr(b[a], "start" if e == "0" else "stop") + box[a].start)
+    for k, (i, b) in enumerate(zip(comps.ids, comps.boxes, strict=True)):
+        inside = comps.local(b) == i
+        rows.append({"candidate_id": 0, "confidence": float(comps.confidence[k]), "voxels": int(comps.voxels[k]),
+                     "volume_ml": comps.voxels[k] * ml, "kept": bool(np.asarray(mask)[b][inside].any()),
+                     **{f"{n}{e}": int(getattr(b[a], "start" if e == "0" else "stop"))
                         for a, n in enumerate("xyz") for e in "01"}})
     table = pd.DataFrame(rows, columns=cols).sort_values("confidence", ascending=False, kind="stable")
     table["candidate_id"] = np.arange(1, len(table) + 1)
-    return table
+    return table.reset_index(drop=True)
 
 
 def predict(model_path: str | os.PathLike, input: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -275,8 +282,15 @@ def _predict_into(out: Path, *, cases, net, cfg, settings: dict, done: dict, ove
             prob, affine = to_file_grid(prob, volume.affine, file_geometry(image))
             spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
             row = write_outputs(out, case_id, prob, affine, cfg, spacing)
+            if Path(image).is_dir():  # a DICOM series: the mask also as a DICOM-SEG over it
+                from amt_core.data.dicom_seg import write_dicom_seg
+                from amt_core.data.volume import read_label
+
+                mask = read_label(out / f"{case_id}.nii.gz", volume, role="prediction")
+                write_dicom_seg(mask, image, out / f"{case_id}_seg.dcm")
             kept = {"image": str(image), "image_sha256": digest, "row": row,
-                    "files": {n: manifest.file_digest(out / n) for n in manifest.case_files(case_id)}}
+                    "files": {n: manifest.file_digest(out / n) for n in manifest.case_files(case_id)
+                              if (out / n).is_file()}}
         record["cases"][case_id] = kept
         write_json(out / manifest.MANIFEST, record)
     columns = ["case_id", "voxels", "n_candidates", "n_kept", "max_prob"]  # write_outputs' row

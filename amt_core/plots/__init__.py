@@ -33,8 +33,21 @@ FIGURES: dict[str, str] = {
                 "tumour's largest cross-section, and the axial slice with the most disagreeing voxels "
                 "(where the scan is wrong, e.g. a false positive far from the tumour); mediastinal window, "
                 "reference outline green, prediction orange.",
+    "calibration": "Calibration on the external test: reliability diagrams of (a) candidate confidence against "
+                   "a hit at the headline IoU, (b) voxel probability against the reference over the whole "
+                   "scan (every voxel within 10 mm of the tumour or at probability ≥ 0.05, plus a seeded "
+                   "random sample of the rest weighted to stand for all) and (c) over the first stratum "
+                   "alone, with 95% scan-bootstrap bands; solid: the model, dashed: after one "
+                   "temperature fitted on the tuning split (NLL); marker area grows with the bin's share.",
     "learning_curves": "Training: loss per epoch and tuning-set Dice at each evaluation; the selected "
                        "(best tuning Dice) checkpoint is marked.",
+    "flow": "Participant flow (STARD / TRIPOD+AI style): scans in the case table, exclusions, the training, "
+            "tuning and external-test partitions with their patients and institutions (those found in no "
+            "other partition), and the scans evaluated.",
+    "failures": "Failure gallery of the external test: the worst scans by Dice, every missed lesion and the "
+                "largest false positives (numbered as in the failures table), axial slice through each, "
+                "cropped around it; mediastinal window, reference green, prediction orange; footer: "
+                "institution, vendor, contrast, slice thickness.",
 }
 
 #: table file stem -> title
@@ -44,9 +57,17 @@ TABLES: dict[str, str] = {
                     "published values",
     "detection": "Detection operating points on the external test (reading B at the operating threshold; "
                  "CPM of reading A)",
-    "subgroups": "Per-scan Dice by subgroup on the external test",
+    "subgroups": "Per-scan Dice by subgroup on the external test (Dice across levels: Mann–Whitney U for two "
+                 "levels, Kruskal–Wallis for more; p raw and Holm-adjusted across the subgroups)",
     "institutions": "Per-scan Dice by institution on the external test (small institutions pooled)",
-    "institution_model": "Linear mixed model of per-scan Dice with a random intercept per institution",
+    "institution_model": "Linear mixed model of per-scan Dice with a random intercept per institution: fixed "
+                         "effects, variance components and the ICC (parametric-bootstrap 95% CI)",
+    "detection_subgroups": "Lesion-wise sensitivity at the operating point by subgroup on the external test "
+                           "(Wilson 95% CIs; Fisher's exact or chi-square test, Holm-adjusted across subgroups)",
+    "failures": "Failures on the external test: worst scans by Dice, every missed lesion, largest false "
+                "positives (# = panel of the failure gallery)",
+    "failure_subgroups": "Failures per subgroup on the external test: missed lesions, false positives and "
+                         "worst scans",
 }
 
 
@@ -54,12 +75,14 @@ TABLES: dict[str, str] = {
 MANIFEST = "figures.json"
 #: files of a figures folder that are not ours and are kept when it is replaced (figures/README.md)
 _KEPT = ("README.md",)
+#: tables the report writes beside the manuscript tables (amt_core.pipeline.checklist)
+REPORT_TABLES = ("checklist",)
 
 
 def _owned(tables: bool) -> set[str]:
     """Names a figures folder (``tables=False``) or a tables folder holds: what make_all_figures writes."""
     if tables:
-        return {f"{stem}.{ext}" for stem in TABLES for ext in ("csv", "md")}
+        return {f"{stem}.{ext}" for stem in (*TABLES, *REPORT_TABLES) for ext in ("csv", "md")}
     return {f"{stem}.{ext}" for stem in FIGURES for ext in ("pdf", "png")} | {MANIFEST}
 
 
