@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,22 @@ def make_dicom_series():
 def dicom_identity() -> dict[str, str]:
     """The identifying tag values `make_dicom_series` writes by default."""
     return dict(DICOM_IDENTITY)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1):
+    """Torch's intra-op threads set to ``n`` inside the block, restored after (bit-reproducible tiny runs)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread():
+    with torch_threads(1):
+        yield

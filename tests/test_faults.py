@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import torch_threads
 
 from amt_core.cli import main
 from amt_core.model.toy import toy_cohort
@@ -43,20 +44,14 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Env:
-    import torch
-
     root = tmp_path_factory.mktemp("faults")
     cohort = toy_cohort(root / "cohort", n_train=2, n_tune=1, n_test=2)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         sets = [f"--set={k}={v}".replace(" ", "") for k, v in TINY.items()]
         assert main(["train", "--cohort", str(cohort), "--out", str(root / "run"), "--max-epochs", "1",
                      "--steps-per-epoch", "2", "--cache-dir", str(root / "cache"), "--no-progress", *sets]) == 0
         assert main(["predict", "--model", str(root / "run" / "best.pt"), "--input", str(cohort), "--split",
                      "test", "--out", str(root / "pred"), "--no-progress"]) == 0
-    finally:
-        torch.set_num_threads(threads)
     return Env(cohort, root / "run", root / "pred")
 
 

@@ -25,12 +25,7 @@ def cohort(tmp_path_factory):
     return toy_cohort(tmp_path_factory.mktemp("toy"), n_train=2, n_tune=1, n_test=2)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _weights(path):

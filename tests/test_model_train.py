@@ -12,6 +12,7 @@ import time
 import pandas as pd
 import pytest
 import torch
+from conftest import torch_threads
 
 from amt_core.atomic import OutputExistsError
 from amt_core.model.checkpoint import load_checkpoint
@@ -37,23 +38,14 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def reference(cohort, cache, tmp_path_factory):
     """An uninterrupted TIMED run on an unloaded machine (one thread, as every test here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return train(cohort, tmp_path_factory.mktemp("ref") / "run", cache_dir=cache, progress=False, **TIMED)
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture

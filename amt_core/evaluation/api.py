@@ -21,8 +21,7 @@ from amt_core.evaluation.config import EvalConfig
 from amt_core.evaluation.results import EvaluationResult, summarise
 from amt_core.evaluation.segmentation import bounding_box, segmentation_metrics
 
-_NONE = lesions.Components(np.zeros((0, 0, 0), np.uint8), (0, 0, 0), 0, np.zeros(0, np.int64),
-                           np.zeros(0, np.int64), [], np.zeros(0))
+_NONE = lesions._empty()
 
 _BOX_COLS = ("x0", "x1", "y0", "y1", "z0", "z1")
 

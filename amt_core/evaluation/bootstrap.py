@@ -329,20 +329,21 @@ def bootstrap_means(
     """
     arr, names = _as_matrix(values)
     n = arr.shape[0]
-    problem = cluster_problem(clusters) if n else None
-    if problem is not None:
-        return _point_only(arr, names, method, level, n_boot, problem)
-    if weights is None:
-        weights = resample_weights(n, n_boot, seed=seed, clusters=clusters)
-    elif weights.shape[1] != n:
-        raise ValueError(f"weights have {weights.shape[1]} columns but values have {n} rows")
-    reps = weighted_means(weights, arr)
     mask = np.isfinite(arr)
     counts = mask.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         point = np.where(counts > 0, np.where(mask, arr, 0.0).sum(axis=0) / counts, np.nan)
-    jack = jackknife_means(arr, clusters) if method.lower() == "bca" else None
-    lo, hi = ci_from_replicates(reps, point, level=level, method=method, jackknife=jack)
+    problem = cluster_problem(clusters) if n else None
+    if problem is not None:  # too few institutions: the means, no interval, and why
+        lo = hi = np.full(len(names), np.nan)
+    else:
+        if weights is None:
+            weights = resample_weights(n, n_boot, seed=seed, clusters=clusters)
+        elif weights.shape[1] != n:
+            raise ValueError(f"weights have {weights.shape[1]} columns but values have {n} rows")
+        n_boot = int(weights.shape[0])
+        jack = jackknife_means(arr, clusters) if method.lower() == "bca" else None
+        lo, hi = ci_from_replicates(weighted_means(weights, arr), point, level=level, method=method, jackknife=jack)
     return pd.DataFrame(
         {
             "metric": names,
@@ -351,21 +352,10 @@ def bootstrap_means(
             "ci_hi": hi,
             "method": method.lower(),
             "level": level,
-            "n_boot": int(weights.shape[0]),
+            "n_boot": int(n_boot),
             "n": counts.astype(int),
             "cluster": clusters is not None,
-            "note": None,
+            "note": problem,
         }
     )
 
-
-def _point_only(arr: np.ndarray, names: list[str], method: str, level: float, n_boot: int,
-                note: str) -> pd.DataFrame:
-    """bootstrap_means' table with the means and no interval (NaN bounds), saying why."""
-    mask = np.isfinite(arr)
-    counts = mask.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        point = np.where(counts > 0, np.where(mask, arr, 0.0).sum(axis=0) / counts, np.nan)
-    return pd.DataFrame({"metric": names, "mean": point, "ci_lo": np.nan, "ci_hi": np.nan,
-                         "method": method.lower(), "level": level, "n_boot": int(n_boot),
-                         "n": counts.astype(int), "cluster": True, "note": note})

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from amt_core.evaluation.lesions import is_hit
+
 #: lesion confidences; voxels of the whole scan (weighted sample); voxels near the tumour or at probability
 #: >= min_prob only (the first stratum: the whole-scan ECE is dominated by background voxels at ~0)
 KINDS: tuple[str, ...] = ("lesion", "voxel", "voxel_near")
@@ -115,7 +117,7 @@ def sample_voxels(label: np.ndarray, prob: np.ndarray, spacing, *, near_mm: floa
 def lesion_samples(candidates: pd.DataFrame, iou: float, criterion: str = ">=") -> tuple[np.ndarray, np.ndarray]:
     """(confidence, hit) of every candidate of an evaluation's candidates table."""
     best = candidates["best_iou"].to_numpy(dtype=np.float64)
-    hit = best >= iou if criterion == ">=" else best > iou
+    hit = is_hit(best, iou, criterion)
     return candidates["confidence"].to_numpy(dtype=np.float64), hit.astype(np.float64)
 
 

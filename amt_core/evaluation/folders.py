@@ -70,7 +70,8 @@ def read_metadata(path: str | os.PathLike, case_ids) -> pd.DataFrame:
     dup = meta["case_id"][meta["case_id"].duplicated()].unique().tolist()
     if dup:
         raise ValueError(f"{path}: {len(dup)} case id(s) appear twice, e.g. {dup[0]}")
-    missing = [c for c in case_ids if c not in set(meta["case_id"])]
+    known = set(meta["case_id"])
+    missing = [c for c in case_ids if c not in known]
     if missing:
         raise ValueError(f"{path}: {len(missing)} evaluated case(s) have no row: {_some(missing)}")
     meta = meta.set_index("case_id").loc[list(case_ids)].reset_index()

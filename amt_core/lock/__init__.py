@@ -12,7 +12,6 @@ records it, so a result says whether it ran on the locked set.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from importlib import metadata
 from pathlib import Path
@@ -43,7 +42,9 @@ def read_lock(path: str | Path = LOCK_FILE) -> dict[str, str]:
 
 
 def lock_digest(path: str | Path = LOCK_FILE) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    from amt_core.provenance import file_hash
+
+    return file_hash(path)
 
 
 def installed_versions() -> dict[str, str]:

@@ -219,11 +219,12 @@ def candidate_table(prob: np.ndarray, cfg: ModelConfig, spacing, *, mask: np.nda
     if mask is None:
         mask = filter_mask(prob, cfg.threshold, spacing, cfg.min_component_ml, cfg.min_component_conf)
     ml = float(np.prod(spacing)) / 1000.0
+    mask = np.asarray(mask)
     rows = []
     for k, (i, b) in enumerate(zip(comps.ids, comps.boxes, strict=True)):
         inside = comps.local(b) == i
         rows.append({"candidate_id": 0, "confidence": float(comps.confidence[k]), "voxels": int(comps.voxels[k]),
-                     "volume_ml": comps.voxels[k] * ml, "kept": bool(np.asarray(mask)[b][inside].any()),
+                     "volume_ml": comps.voxels[k] * ml, "kept": bool(mask[b][inside].any()),
                      **{f"{n}{e}": int(getattr(b[a], "start" if e == "0" else "stop"))
                         for a, n in enumerate("xyz") for e in "01"}})
     table = pd.DataFrame(rows, columns=cols).sort_values("confidence", ascending=False, kind="stable")
@@ -250,10 +251,9 @@ def predict(model_path: str | os.PathLike, input: str | os.PathLike, out_dir: st
     model_file = Path(model_path) / "best.pt" if Path(model_path).is_dir() else Path(model_path)
     settings = {"model": str(model_file.resolve()), "model_sha256": manifest.file_digest(model_file),
                 "input": str(Path(input).resolve()), "split": split, "overlap": overlap, "tta": tta}
-    done = manifest.resumable_cases(out, settings) if resume and is_nonempty_dir(out) else {}
     run = dict(cases=cases, net=net, cfg=cfg, settings=settings, overlap=overlap, tta=tta, progress=progress)
     if resume and is_nonempty_dir(out):  # finish it in place: the kept cases are already there
-        _predict_into(out, done=done, **run)
+        _predict_into(out, done=manifest.resumable_cases(out, settings), **run)
         manifest.remove_strays(out, [c for c, _ in cases])
     else:  # a new folder is built beside and appears only when every case is predicted
         with replacing_dir(out) as staging:

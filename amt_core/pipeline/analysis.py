@@ -63,17 +63,16 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 1
     mixed_info = {k: v for k, v in mixed.to_dict().items() if k != "fixed_effects"}
     mixed_info["warnings"] = "; ".join(mixed_info.get("warnings") or []) or "none"
     mixed_info["generalisation"] = mixed.sentence()
+    n_institutions, cluster_note = int(per_case["institution_id"].nunique()), cluster_problem(institutions)
     write_json(out / "analysis.json", {
-        "split": "test", "n_scans": int(len(per_case)), "n_institutions": int(per_case["institution_id"].nunique()),
+        "split": "test", "n_scans": int(len(per_case)), "n_institutions": n_institutions,
         "bootstrap_resamples": n_boot, "ci_level": level, "ci_method": method, "seed": seed,
         "bootstrap_unit": "scan (institution-cluster bootstrap reported beside it)",
         "min_institution_scans": min_institution_scans, "operating_iou": operating_iou,
         "p_adjust": f"{multiplicity.P_ADJUST_METHOD}, within each table (family) of subgroup tests",
         "institution_mixed_model": mixed_info,
-        "institution_cluster_bootstrap": {"n_institutions": int(per_case["institution_id"].nunique()),
-                                          "min_institutions": MIN_CLUSTERS,
-                                          "estimable": cluster_problem(institutions) is None,
-                                          "note": cluster_problem(institutions) or "computed"},
+        "institution_cluster_bootstrap": {"n_institutions": n_institutions, "min_institutions": MIN_CLUSTERS,
+                                          "estimable": cluster_note is None, "note": cluster_note or "computed"},
     })
     return tables
 

@@ -159,7 +159,7 @@ def plot_failures(table: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str
             image, ref, pred = loaded[cid]
             idx = int(row["slice"]) if row["slice"] >= 0 else image.shape[2] // 2
             rs, ps = view_slice(ref, "axial", idx), view_slice(pred, "axial", idx)
-            box = _crop_box(_box_mask(row, ref.shape, idx), ps, int(round(margin_mm / float(min(image.spacing[:2])))))
+            box = _crop_box(_box_mask(row, ref.shape), ps, int(round(margin_mm / float(min(image.spacing[:2])))))
             img = apply_window(view_slice(image.array, "axial", idx), window)
             ax.imshow(img[box], cmap="gray", vmin=0, vmax=1, aspect=view_aspect(image.spacing, "axial"),
                       interpolation="bilinear")
@@ -178,11 +178,11 @@ def plot_failures(table: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str
     return fig
 
 
-def _box_mask(row: pd.Series, shape: tuple[int, ...], index: int) -> np.ndarray:
-    """The failure's box on axial slice ``index`` as a 2D display mask (all False without a box)."""
+def _box_mask(row: pd.Series, shape: tuple[int, ...]) -> np.ndarray:
+    """The failure's in-plane box as a 2D axial display mask (all False without a box)."""
     from amt_core.plots.examples import view_slice
 
-    mask = np.zeros(shape, dtype=bool)
+    mask = np.zeros((*shape[:2], 1), dtype=bool)
     if int(row["x0"]) >= 0:
-        mask[int(row["x0"]):int(row["x1"]), int(row["y0"]):int(row["y1"]), index] = True
-    return view_slice(mask, "axial", index)
+        mask[int(row["x0"]):int(row["x1"]), int(row["y0"]):int(row["y1"])] = True
+    return view_slice(mask, "axial", 0)
