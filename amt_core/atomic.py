@@ -14,6 +14,7 @@ the result is the same; each command checks that itself).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -137,8 +138,18 @@ def write_text(target: str | os.PathLike, text: str) -> Path:
     return Path(target)
 
 
+def write_bytes(target: str | os.PathLike, data: bytes, mode: int = 0o644) -> Path:
+    """``data`` as the file ``target`` (permissions ``mode``), atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+        os.chmod(tmp, mode)
+    return Path(target)
+
+
 def write_json(target: str | os.PathLike, obj: Any) -> Path:
-    return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """``obj`` as sorted, indented JSON (:func:`json_ready` first: NaN is written as null, never as the
+    invalid token NaN), atomically."""
+    return write_text(target, json.dumps(json_ready(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def write_csv(target: str | os.PathLike, frame) -> Path:
@@ -148,15 +159,33 @@ def write_csv(target: str | os.PathLike, frame) -> Path:
     return Path(target)
 
 
-def _json_default(obj: Any):
+def json_ready(obj: Any) -> Any:
+    """``obj`` with what JSON cannot hold replaced: NaN and infinities -> None, numpy scalars and arrays ->
+    Python numbers and lists, tuples -> lists, paths -> strings, mapping keys -> strings. Anything else
+    that is not JSON is left for ``json.dumps`` to refuse."""
     import numpy as np
 
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
     if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, np.floating):
-        return None if np.isnan(obj) else float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return obj
+
+
+def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (the one file hash of the package: provenance, caches, locks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -26,14 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for area in AREAS:
-        try:
-            module = importlib.import_module(area)
-        except ModuleNotFoundError as exc:  # an area not built yet
-            if exc.name != area:
-                raise
-            continue
-        module.register(sub)
+    for area in AREAS:  # an area that fails to import is an error of the installation: it surfaces
+        importlib.import_module(area).register(sub)
     return parser
 
 

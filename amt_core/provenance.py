@@ -3,7 +3,6 @@ commit and input hashes."""
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from amt_core import __version__
-from amt_core.atomic import write_json
+from amt_core.atomic import file_hash, write_json
 
 PACKAGES = (
     "torch", "monai", "numpy", "scipy", "pandas", "nibabel", "SimpleITK", "pydicom",
@@ -43,15 +42,6 @@ def git_commit(path: str | Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty else "")
-
-
-def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hash_files(paths: Iterable[str | Path]) -> dict[str, str]:

@@ -55,7 +55,7 @@ def test_confidence_swept_froc_equals_monai(seed, t):
     scans = _random_study(seed)
     n_lesions = np.array([o.shape[1] for o, _ in scans])
     args = _events(scans, t)
-    curve = froc.froc_curve(*args, n_lesions)
+    curve = froc.froc_curve(*args[1:], n_lesions)
     fp_probs, tp_probs = _monai_inputs(scans, t)
     m_fps, m_sens = compute_froc_curve_data(fp_probs, tp_probs, int(n_lesions.sum()), len(scans))
     np.testing.assert_allclose(curve["fp_per_scan"].to_numpy()[::-1], m_fps)
@@ -68,7 +68,7 @@ def test_confidence_swept_froc_equals_monai(seed, t):
 def test_curve_points_keep_their_thresholds():
     scans = _random_study(11)
     n_lesions = np.array([o.shape[1] for o, _ in scans])
-    curve = froc.froc_curve(*_events(scans, 0.3), n_lesions)
+    curve = froc.froc_curve(*_events(scans, 0.3)[1:], n_lesions)
     assert curve["threshold"].iloc[0] == np.inf and (curve[["tp", "fp"]].iloc[0] == 0).all()
     assert curve["threshold"].is_monotonic_decreasing
     assert curve["fp_per_scan"].is_monotonic_increasing and curve["sensitivity"].is_monotonic_increasing

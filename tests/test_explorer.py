@@ -12,7 +12,7 @@ def run_dir(tiny_cohort, tmp_path):
     """A run folder over the six-case tiny cohort: predictions and evaluation tables for tune and test.
     (The tiny images are about -500 HU noise, so the tests look through the lung window.)"""
     from amt_core.data.volume import write_volume
-    from amt_core.pipeline.layout import RunLayout
+    from amt_core.layout import RunLayout
 
     layout = RunLayout.of(tmp_path / "run", str(tiny_cohort / "cases.csv"))
     affine = np.diag([0.8, 0.8, 2.5, 1.0])

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import torch_threads
+from toy import toy_cohort
 
 from amt_core.cli import main
-from amt_core.model.toy import toy_cohort
 
 #: a network small enough to train a few steps in seconds (settings of `amt train --set`)
 TINY = {"patch_size": [32, 32, 32], "channels": [8, 16, 32], "strides": [2, 2], "batch_size": 1,

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 import torch
-
-from amt_core.model.toy import toy_cohort
+from toy import toy_cohort
 
 
 @pytest.mark.slow

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toy import toy_cohort
 
 from amt_core.model.checkpoint import save_checkpoint
 from amt_core.model.inference import infer_array, predict, resolve_inputs, roi_slices
 from amt_core.model.network import build_network
 from amt_core.model.presets import get_config
-from amt_core.model.toy import toy_cohort
 
 STATS = {"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0}
 

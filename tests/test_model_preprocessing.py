@@ -8,6 +8,7 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
+from toy import toy_cohort
 
 from amt_core.data.volume import Volume, read_label, read_volume
 from amt_core.model.cache import CaseCache, cache_key
@@ -21,7 +22,6 @@ from amt_core.model.preprocessing import (
     preprocess,
 )
 from amt_core.model.presets import ModelConfig, get_config
-from amt_core.model.toy import toy_cohort
 
 
 def _phantom(shape=(30, 24, 20)):

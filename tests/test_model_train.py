@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import torch
 from conftest import torch_threads
+from toy import toy_cohort
 
 from amt_core.atomic import OutputExistsError
 from amt_core.model.checkpoint import load_checkpoint
 from amt_core.model.run_control import IncompleteTrainingWarning, check_status
-from amt_core.model.toy import toy_cohort
 from amt_core.model.train import LOG_COLUMNS, train
 
 #: a network and patch small enough for a few steps per second on one core

@@ -87,7 +87,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
-    from amt_core.model.toy import toy_cohort
+    from toy import toy_cohort
 
     return toy_cohort(tmp_path_factory.mktemp("toy"), n_train=1, n_tune=1, n_test=2)
 
@@ -98,7 +98,7 @@ def _predict(model: Path, input: Path, out: Path, *flags: str) -> list[str]:
 
 
 def test_predict_refuses_another_models_folder_and_overwrite_replaces_it_whole(models, toy, tmp_path, capsys):
-    from amt_core.provenance import file_hash
+    from amt_core.atomic import file_hash
 
     out = tmp_path / "pred"
     assert main(_predict(models["a"], toy, out)) == 0

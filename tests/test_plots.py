@@ -64,7 +64,7 @@ def test_every_figure_saves_as_pdf_and_300dpi_png(tmp_path, per_case, froc_table
     forest_table = pd.DataFrame({"subgroup": ["sex", "sex", "vendor"], "level": ["M", "F", "GE"],
                                  "n": [10, 20, 0], "mean": [0.8, 0.7, np.nan], "ci_lo": [0.7, 0.6, np.nan],
                                  "ci_hi": [0.9, 0.8, np.nan]})
-    log = pd.DataFrame({"epoch": [1, 2, 3, 4], "train_loss": [1.0, 0.8, 0.6, 0.5],
+    log = pd.DataFrame({"epoch": [1, 2, 3, 4], "loss": [1.0, 0.8, 0.6, 0.5],
                         "tune_dice": [np.nan, 0.4, np.nan, 0.6]})
     figures = {
         "froc_confidence": froc.plot_froc_confidence(curves, bands),
@@ -159,7 +159,7 @@ def test_detection_table_reads_the_operating_points():
 
 @pytest.mark.parametrize("view, expected_shape", [("axial", (5, 6)), ("coronal", (4, 6)), ("sagittal", (4, 5))])
 def test_view_slice_is_radiological(view, expected_shape):
-    from amt_core.plots.examples import view_slice
+    from amt_core.plots.viewing import view_slice
 
     vol = np.zeros((6, 5, 4))  # x (R+), y (A+), z (S+)
     vol[5, 4, 3] = 1  # the most right, anterior, superior voxel
@@ -251,7 +251,8 @@ def test_froc_points_lie_on_the_drawn_curve():
 def test_examples_show_where_the_worst_scan_is_wrong(tmp_path):
     """A far false positive makes a scan the worst: the error row goes to its slice, the titles say why."""
     from amt_core.data.volume import write_volume
-    from amt_core.plots.examples import error_slice, plot_examples
+    from amt_core.plots.examples import plot_examples
+    from amt_core.plots.viewing import error_slice
 
     shape, affine = (40, 40, 30), np.diag([1.0, 1.0, 2.0, 1.0])
     rng = np.random.default_rng(0)
@@ -283,7 +284,7 @@ def test_cluster_interval_not_estimable_is_said_in_the_table_and_the_report(per_
     """A test split of 3 institutions: the cluster CI is NaN with its reason, and the manuscript table and
     report.md say 'not estimable' (never a '(point, point)' interval). The smoke run checks analyse()."""
     from amt_core.evaluation.bootstrap import bootstrap_means
-    from amt_core.pipeline.layout import RunLayout
+    from amt_core.layout import RunLayout
     from amt_core.pipeline.report import build_report
     from amt_core.plots.tables import segmentation_markdown_frame, segmentation_table
 
@@ -320,3 +321,10 @@ def test_subgroup_markdown_prints_small_p_values_and_the_holm_value_beside_the_r
     assert shown.loc["sex", "p (Holm, 2 tests)"].iloc[0] == "< 0.001"  # 2 * 0.00002
     assert shown.loc["vendor", "p (Dice)"].iloc[0] == "0.200" and shown.loc["vendor", "p (Holm, 2 tests)"].iloc[0] == "0.200"
     assert "0.000" not in p_display(table).to_string()
+
+
+def test_learning_curves_name_a_log_without_its_columns():
+    from amt_core.plots.training import plot_learning_curves
+
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['loss'\]"):
+        plot_learning_curves(pd.DataFrame({"epoch": [1], "train_loss": [1.0], "tune_dice": [0.5]}))

@@ -167,3 +167,15 @@ def test_dicom_hu_rescale_and_lps_to_ras(tmp_path, make_dicom_series, slope, int
     # the first stored voxel (LPS position -10, 20, 50) is at RAS (10, -20, 50)
     ijk = np.array([5, 4, 0, 1.0])
     np.testing.assert_allclose(vol.affine @ ijk, [10.0, -20.0, 50.0, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("rel", ["cip_thorax_lowres/ct.nrrd", "cip_thorax_lowres/ct2_testinput.nii.gz",
+                                 "cip_thorax_lowres/dicom"])
+def test_header_geometry_equals_the_read_volumes(realdata, rel):
+    """read_geometry (NIfTI/NRRD header only; a DICOM folder read whole) gives the reader's RAS+ grid."""
+    from amt_core.data.volume import read_geometry, to_stored_grid
+
+    grid, volume = read_geometry(realdata / rel), read_volume(realdata / rel)
+    assert grid.shape == volume.shape and np.allclose(grid.affine, volume.affine)
+    back, affine = to_stored_grid(volume.array, volume.affine, grid)
+    assert back.shape == grid.stored_shape and np.allclose(affine, grid.stored_affine)

@@ -16,9 +16,9 @@ import time
 import pandas as pd
 import pytest
 import torch
+from toy import toy_cohort
 
 from amt_core.model.run_control import IncompleteTrainingWarning, check_status
-from amt_core.model.toy import toy_cohort
 
 SPE = 30  # steps per epoch: the kill lands in epoch 2, with most of it still to run
 FLAGS = ["--max-epochs", "2", "--steps-per-epoch", str(SPE), "--eval-every", "1", "--num-workers", "0",

@@ -18,15 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from amt_core.atomic import write_csv, write_json
-from amt_core.registry import CASE_COLUMNS, SPLITS
+from amt_core.registry import CASE_COLUMNS, SPLITS, TRAINING_SPLITS
 
 CASES_CSV = "cases.csv"
 DATASET_JSON = "dataset.json"
 FILE_ENDING = ".nii.gz"
 CHANNEL_NAMES = {"0": "CT"}
 LABELS = {"background": 0, "tumour": 1}
-#: splits stored in nnU-Net's training folders (imagesTr/labelsTr); the rest go to imagesTs/labelsTs
-TRAINING_SPLITS = ("train", "tune")
 
 
 def _folder_suffix(split: str) -> str:

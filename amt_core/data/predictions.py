@@ -28,7 +28,7 @@ def case_files(case_id: str) -> tuple[str, str, str, str]:
 
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a file, or of a folder's files (a DICOM series: names and contents, in name order)."""
-    from amt_core.provenance import file_hash
+    from amt_core.atomic import file_hash
 
     p = Path(path)
     if not p.is_dir():

@@ -19,6 +19,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -37,6 +38,9 @@ GRID_TOLERANCE = 1e-2
 CT_MIN_BELOW = -500.0
 #: how far outside [0, 1] a floating-point probability may stray (rounding) before the map is refused
 PROB_TOLERANCE = 1e-3
+
+#: gzip level of :func:`nifti_gz_bytes` (the synthetic cohort: fast to write, about as small as level 6)
+GZIP_LEVEL = 1
 
 # LPS (DICOM/ITK world) <-> RAS (NIfTI/nibabel world): flip x and y.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -66,17 +70,48 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the array axes (x, y, z)."""
-        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        return _spacing(self.affine)
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape)
+        return cast("tuple[int, int, int]", tuple(int(s) for s in self.array.shape))
 
     @property
     def axcodes(self) -> tuple[str, str, str]:
         import nibabel as nib
 
         return tuple(nib.aff2axcodes(self.affine))
+
+
+@dataclass(frozen=True, eq=False)
+class Geometry:
+    """The grid of a volume without its voxels, as :func:`read_geometry` reads it from a file's header.
+
+    ``shape`` and ``affine`` are those of the :class:`Volume` the readers return (RAS+ voxel order);
+    ``stored_shape`` and ``stored_affine`` are the file's own voxel order, which :func:`to_stored_grid`
+    returns an array to (so an output can be written in its input's geometry). A label is checked against
+    a Geometry as against a Volume (:func:`read_label`).
+    """
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    stored_shape: tuple[int, int, int]
+    stored_affine: np.ndarray
+    source: str = ""
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the RAS+ axes (x, y, z)."""
+        return _spacing(self.affine)
+
+    @classmethod
+    def of(cls, volume: Volume) -> Geometry:
+        """The grid of a volume already read (its file order taken to be the RAS+ order)."""
+        return cls(volume.shape, volume.affine, volume.shape, volume.affine, volume.source)
+
+
+def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    return cast("tuple[float, float, float]", tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))))
 
 
 # --- reading ---------------------------------------------------------------------------------------------
@@ -96,6 +131,69 @@ def read_volume(path: str | os.PathLike, *, series_uid: str | None = None) -> Vo
     return Volume(array=array, affine=affine, source=source)
 
 
+def read_geometry(path: str | os.PathLike, *, volume: Volume | None = None) -> Geometry:
+    """The grid of a volume file (RAS+ shape and affine, and the file's own order) from its header only:
+    NIfTI (nibabel) and NRRD/MetaImage (SimpleITK). A format without a separate header (a DICOM series) is
+    read whole, unless ``volume`` is that file already read; so is a file whose header is damaged or not
+    3D, so that the error is :func:`read_volume`'s, naming the file. The voxels are not checked here."""
+    p = Path(path)
+    name = p.name.lower()
+    stored = None
+    if p.is_file() and name.endswith(NIFTI_SUFFIXES + ITK_SUFFIXES):
+        with contextlib.suppress(Exception):  # a damaged header: the full reader names the file and the problem
+            stored = _header_grid(p)
+    if stored is None or len(stored[0]) != 3 or min(stored[0]) < 2:
+        return Geometry.of(volume if volume is not None else read_volume(path))
+    shape, affine = stored
+    import nibabel.orientations as nio
+
+    ornt = nio.io_orientation(affine)
+    ras_shape = [0, 0, 0]
+    for axis, (out_axis, _) in enumerate(ornt):
+        ras_shape[int(out_axis)] = shape[axis]
+    return Geometry(cast("tuple[int, int, int]", tuple(ras_shape)), affine @ nio.inv_ornt_aff(ornt, shape),
+                    cast("tuple[int, int, int]", shape), affine, str(p))
+
+
+def _header_grid(p: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """(shape, world affine) of a NIfTI or ITK file as stored (trailing singleton axes dropped); RAS world."""
+    if p.name.lower().endswith(NIFTI_SUFFIXES):
+        img = _load_nifti(p)  # the header only
+        shape, affine = tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
+    else:
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(p))
+        with _quiet_itk():
+            reader.ReadImageInformation()
+        shape = tuple(int(s) for s in reader.GetSize())
+        if len(shape) != 3:
+            return shape, np.eye(4)
+        lps = np.eye(4)
+        lps[:3, :3] = np.array(reader.GetDirection()).reshape(3, 3) @ np.diag(reader.GetSpacing())
+        lps[:3, 3] = reader.GetOrigin()
+        affine = _LPS_TO_RAS @ lps
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape, affine
+
+
+def to_stored_grid(array: np.ndarray, affine: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Undo the readers' reorientation: an array on ``geometry``'s RAS+ grid (``affine``) back in the file's
+    voxel order, with the file's affine. A grid that does not match ``geometry`` is returned unchanged (the
+    world positions are the same either way)."""
+    import nibabel.orientations as nio
+
+    ornt = nio.io_orientation(geometry.stored_affine)  # file axes -> RAS, as the reader applied it
+    back = nio.ornt_transform(nio.axcodes2ornt(("R", "A", "S")), ornt)
+    out = nio.apply_orientation(array, back)
+    if out.shape != tuple(geometry.stored_shape) or not np.allclose(
+            affine @ nio.inv_ornt_aff(back, array.shape), geometry.stored_affine, atol=1e-3):
+        return array, affine
+    return np.ascontiguousarray(out), geometry.stored_affine
+
+
 def check_ct(volume: Volume | np.ndarray, source: str | None = None) -> None:
     """Raise :class:`NotCTError` unless the intensities are plausible CT Hounsfield units: some air (a voxel
     below ``CT_MIN_BELOW``) and a non-negative maximum (tissue). Refuses 0..1 floats, MR-like ranges with
@@ -112,7 +210,7 @@ def check_ct(volume: Volume | np.ndarray, source: str | None = None) -> None:
 
 def read_label(
     path: str | os.PathLike,
-    image: Volume,
+    image: Volume | Geometry,
     allowed: tuple[int, ...] | None = BINARY_LABELS,
     *,
     role: str = "label",
@@ -157,7 +255,7 @@ def read_label(
 
 
 def read_probability(
-    path: str | os.PathLike, image: Volume, *, role: str = "probability map", grid_of: str = "label"
+    path: str | os.PathLike, image: Volume | Geometry, *, role: str = "probability map", grid_of: str = "label"
 ) -> Volume:
     """Read a probability map on the grid of ``image`` as float32 in [0, 1].
 
@@ -192,9 +290,7 @@ def _stored_dtype(path: str | os.PathLike, read_dtype: np.dtype) -> str:
     """The voxel type as stored in a NIfTI header ("uint8 scaled by scl_slope" when nibabel scaled it)."""
     if not str(path).lower().endswith(NIFTI_SUFFIXES):
         return str(read_dtype)
-    import nibabel as nib
-
-    img = nib.load(str(path))
+    img = _load_nifti(path)
     stored = img.get_data_dtype()
     slope, inter = (float(getattr(img.dataobj, name, unit)) for name, unit in (("slope", 1), ("inter", 0)))
     scaled = (slope, inter) != (1.0, 0.0)
@@ -217,7 +313,7 @@ def _first_fractional(raw: np.ndarray) -> float:
     return float(frac.flat[0]) if frac.size else float("nan")
 
 
-def _check_grid(source: str, shape: tuple[int, ...], affine: np.ndarray, image: Volume, *,
+def _check_grid(source: str, shape: tuple[int, ...], affine: np.ndarray, image: Volume | Geometry, *,
                 role: str = "label", grid_of: str = "image") -> None:
     tol = GRID_TOLERANCE * min(image.spacing)
     problems = []
@@ -298,7 +394,7 @@ def _squeeze_to_3d(array: np.ndarray, source: str) -> np.ndarray:
 def _read_nifti(p: Path) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
-    img = nib.load(str(p))  # the header: which NIfTI class, and nibabel's own checks of it
+    img = _load_nifti(p)  # the header: which NIfTI class, and nibabel's own checks of it
     if not p.name.lower().endswith(".gz"):
         # dataobj applies scl_slope/scl_inter; keep the stored dtype when there is no scaling
         return np.asarray(np.asanyarray(img.dataobj)), np.asarray(img.affine, dtype=np.float64)
@@ -312,6 +408,17 @@ def _read_nifti(p: Path) -> tuple[np.ndarray, np.ndarray]:
         while stream.read(1 << 20):  # normally only the trailer is left
             pass
     return array, np.asarray(img.affine, dtype=np.float64)
+
+
+def _load_nifti(path: str | os.PathLike):
+    """``nibabel.load`` of a NIfTI file (its header; the voxels are read on demand), checked to be an image."""
+    import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
+
+    img = nib.load(str(path))
+    if not isinstance(img, SpatialImage):
+        raise VolumeError(f"{path}: not an image volume ({type(img).__name__})")
+    return img
 
 
 def _read_itk(p: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -460,11 +567,15 @@ def write_volume(
     volume_or_array: Volume | np.ndarray,
     affine: np.ndarray | None,
     path: str | os.PathLike,
+    *,
+    slope: float | None = None,
 ) -> Path:
     """Write a volume as NIfTI (.nii or .nii.gz), atomically; the voxel dtype is kept as given.
 
-    ``affine`` may be None when a :class:`Volume` is passed. A failed write leaves no partial file and
-    any older file at ``path`` untouched. Output is deterministic (same array, same bytes).
+    ``affine`` may be None when a :class:`Volume` is passed. ``slope``: the header's ``scl_slope`` (a
+    reader multiplies the stored voxels by it; amt's probability maps are uint8 with slope 1/255). A failed
+    write leaves no partial file and any older file at ``path`` untouched. Output is deterministic (same
+    array, same bytes).
     """
     import nibabel as nib
 
@@ -480,11 +591,34 @@ def write_volume(
         raise VolumeError(f"{path}: an affine is needed to write a bare array")
     if array.ndim != 3:
         raise VolumeError(f"{path}: expected a 3D array to write, got shape {array.shape}")
-    affine = np.asarray(affine, dtype=np.float64)
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    img = nifti_image(array, affine, slope=slope)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
+
+
+def nifti_image(array: np.ndarray, affine: np.ndarray, *, slope: float | None = None):
+    """The one NIfTI header amt writes: the array as given, the affine as both qform and sform (code 1,
+    scanner), millimetres, and ``scl_slope`` when given (a ``nibabel.Nifti1Image``)."""
+    import nibabel as nib
+
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(array, affine)
+    if slope is not None:
+        img.header.set_slope_inter(slope, 0.0)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return img
+
+
+def nifti_gz_bytes(array: np.ndarray, affine: np.ndarray, level: int = GZIP_LEVEL) -> bytes:
+    """A .nii.gz file's bytes (:func:`nifti_image`), deterministic: the gzip header has mtime 0 and no file
+    name; ``level`` is the gzip compression level."""
+    import io
+
+    raw = nifti_image(array, affine).to_bytes()
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=level, mtime=0) as gz:
+        gz.write(raw)
+    return buf.getvalue()

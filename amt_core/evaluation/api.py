@@ -121,12 +121,12 @@ def _box_cols(box) -> dict[str, int]:
 
 
 def collect(evaluations: Sequence[CaseEvaluation], case_ids: Sequence[str],
-            institutions: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+            institutions: Sequence[str | None] | None = None) -> dict[str, pd.DataFrame]:
     """Stack per-scan evaluations into the four row tables (per_case, lesions, candidates, events)."""
-    institutions = list(institutions) if institutions is not None else [None] * len(case_ids)
-    if not len(evaluations) == len(case_ids) == len(institutions):
+    institution_ids = list(institutions) if institutions is not None else [None] * len(case_ids)
+    if not len(evaluations) == len(case_ids) == len(institution_ids):
         raise ValueError("one case id (and institution) is needed per evaluation")
-    keyed = list(zip(evaluations, case_ids, institutions, strict=True))
+    keyed = list(zip(evaluations, case_ids, institution_ids, strict=True))
     rows = {"per_case": [{"case_id": c, "institution_id": i, **ev.record} for ev, c, i in keyed]}
     for name in ("lesions", "candidates", "events"):
         rows[name] = [{"case_id": c, "institution_id": i, **r} for ev, c, i in keyed for r in getattr(ev, name)]
@@ -244,9 +244,9 @@ def _read_case(label_path: str | os.PathLike, mask_path: Path | None, prob_path:
     ``mask_path`` None: no prediction, scored as an empty mask. ``prob_path``: ``{case}_prob.nii.gz``, float
     in [0, 1] or uint8 0..255 (:func:`amt_core.data.volume.read_probability`; any other range is an error,
     never a silent rescale), or nnU-Net's ``{case}.npz`` (:func:`amt_core.data.nnunet.read_npz_probability`)."""
-    from amt_core.data.volume import read_label, read_probability
+    from amt_core.data.volume import read_geometry, read_label, read_probability
 
-    ref = read_label(label_path, _grid(label_path))
+    ref = read_label(label_path, read_geometry(label_path))  # the label's own header is its grid
     if mask_path is None:
         return ref.array, np.zeros(ref.shape, np.uint8), None, ref.spacing
     mask = read_label(mask_path, ref, role="prediction", grid_of="reference label")
@@ -258,31 +258,3 @@ def _read_case(label_path: str | os.PathLike, mask_path: Path | None, prob_path:
     elif prob_path is not None:
         prob = read_probability(prob_path, ref, grid_of="reference label").array
     return ref.array, mask.array, prob, ref.spacing
-
-
-def _grid(path: str):
-    """A data-free Volume with the RAS+ shape and affine of a NIfTI file (read from its header only), to
-    read a label without its image; other formats are read whole."""
-    import nibabel as nib
-    import nibabel.orientations as nio
-
-    from amt_core.data.volume import Volume, read_volume
-
-    if not str(path).lower().endswith((".nii", ".nii.gz")) or not Path(path).is_file():
-        return read_volume(path)
-    try:
-        img = nib.load(str(path))  # the voxels (and the gzip CRC) are checked when read_label reads them
-    except Exception:  # a damaged header: the full reader names the file and the problem
-        return read_volume(path)
-    shape = tuple(img.shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) != 3:  # not a 3D volume: the full reader says so, naming the file
-        return read_volume(path)
-    affine = np.asarray(img.affine, dtype=np.float64)
-    ornt = nio.io_orientation(affine)
-    new_shape = [0, 0, 0]
-    for axis, (out_axis, _) in enumerate(ornt):
-        new_shape[int(out_axis)] = shape[axis]
-    new_affine = affine @ nio.inv_ornt_aff(ornt, shape[:3])
-    return Volume(array=np.broadcast_to(np.zeros((), np.uint8), tuple(new_shape)), affine=new_affine, source=str(path))

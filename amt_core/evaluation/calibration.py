@@ -201,8 +201,7 @@ def calibration_study(cases: pd.DataFrame, predictions: Mapping[str, str | os.Pa
 
 def _voxel_samples(cases: pd.DataFrame, pred_dir: Path, case_ids: list[str], *, near_mm: float, n_rest: int,
                    seed: int) -> tuple:
-    from amt_core.data.volume import read_label, read_probability
-    from amt_core.evaluation.api import _grid
+    from amt_core.data.volume import read_geometry, read_label, read_probability
 
     rng = np.random.default_rng(seed)
     labels = cases.set_index("case_id")["label"]
@@ -212,7 +211,7 @@ def _voxel_samples(cases: pd.DataFrame, pred_dir: Path, case_ids: list[str], *, 
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing: voxel calibration needs the probability maps that "
                                     "`amt predict` writes")
-        ref = read_label(labels[case_id], _grid(labels[case_id]))
+        ref = read_label(labels[case_id], read_geometry(labels[case_id]))
         prob = read_probability(path, ref, grid_of="reference label").array
         p, y, w = sample_voxels(ref.array, prob, ref.spacing, near_mm=near_mm, n_rest=n_rest, rng=rng)
         parts.append((p, y, w, np.full(p.size, k)))

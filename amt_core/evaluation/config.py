@@ -1,8 +1,8 @@
 """Every convention of the evaluation, in one frozen, recorded object.
 
-The field's tools disagree on almost every detail (see ``shared/STUDY.md``): how an empty scan scores,
-what counts as a hit, how candidates are assigned to lesions, whether a second candidate on a lesion is
-a false positive. :class:`EvalConfig` names each choice, validates it, and is written into every results
+The field's tools (MONAI, nnU-Net, picai_eval, panoptica, LUNA16, Metrics Reloaded) disagree on almost
+every detail: how an empty scan scores, what counts as a hit, how candidates are assigned to lesions,
+whether a second candidate on a lesion is a false positive. :class:`EvalConfig` names each choice, validates it, and is written into every results
 folder (``summary.json``), so a number never travels without the rules that made it.
 
 Defaults, and why:
@@ -20,7 +20,7 @@ Defaults, and why:
   component touching an earlier candidate is removed but not kept. So candidates reach far below the
   mask's threshold and the confidence-swept FROC (reading A) is a curve down to low confidences, while
   the mask (``probability >= threshold``, 0.5) still gives the segmentation metrics.
-  ``candidates="threshold"``: the earlier rule, 26-connected components of ``probability >= threshold``.
+  ``candidates="threshold"``: 26-connected components of ``probability >= threshold`` instead.
   Either way confidence = the maximum probability inside the candidate (picai_eval, LUNA16, MONAI), and
   candidates of fewer than ``min_candidate_voxels`` voxels are dropped.
 - Reading B (the operating point, the study's "sensitivity 0.87 at 0.61 FP/scan at IoU >= 0.5") uses the
@@ -52,7 +52,7 @@ ASSIGNMENTS: tuple[str, ...] = ("hungarian", "greedy", "best")
 EXTRA_HITS: tuple[str, ...] = ("ignore", "fp")
 EMPTY_BOTH: dict[str, float] = {"one": 1.0, "zero": 0.0, "nan": math.nan}
 EMPTY_ONE: dict[str, float] = {"zero": 0.0, "nan": math.nan}
-CI_METHODS: tuple[str, ...] = ("percentile", "bca")
+CI_METHODS: tuple[str, ...] = registry.CI_METHODS
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,9 @@ class EvalConfig:
             ),
             "bootstrap": (
                 f"{self.n_boot} resamples of {'institutions' if self.cluster_bootstrap else 'scans'}, "
-                f"seed {self.seed}, {self.ci_method} {self.ci_level:.0%} intervals"
+                f"seed {self.seed}, {self.ci_method} {self.ci_level:.0%} intervals; FROC bands: the same "
+                "resamples, each curve rebuilt and read at the FP/scan points; reading B's sensitivities also "
+                "carry Wilson intervals"
             ),
         }
 

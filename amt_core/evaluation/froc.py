@@ -31,11 +31,10 @@ def _order(confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, ends
 
 
-def froc_curve(scan: np.ndarray, confidence: np.ndarray, d_tp: np.ndarray, d_fp: np.ndarray,
-               n_lesions: np.ndarray) -> pd.DataFrame:
+def froc_curve(confidence: np.ndarray, d_tp: np.ndarray, d_fp: np.ndarray, n_lesions: np.ndarray) -> pd.DataFrame:
     """Confidence-swept FROC curve of one overlap threshold.
 
-    ``scan`` (event -> scan index), ``confidence``, ``d_tp``, ``d_fp`` are the events; ``n_lesions`` the
+    ``confidence``, ``d_tp``, ``d_fp`` are the events (any scan order); ``n_lesions`` the
     lesions of each scan (its length is the number of scans). Returns one row per operating point,
     starting at the empty operating point (threshold = inf): ``threshold`` (candidates with confidence
     >= threshold), ``tp``, ``fp``, ``sensitivity``, ``fp_per_scan``.
@@ -53,7 +52,7 @@ def froc_curve(scan: np.ndarray, confidence: np.ndarray, d_tp: np.ndarray, d_fp:
     })  # fmt: skip
 
 
-def interp_rows(fps: np.ndarray, sens: np.ndarray, points: Sequence[float]) -> np.ndarray:
+def interp_rows(fps: np.ndarray, sens: np.ndarray, points: Sequence[float] | np.ndarray) -> np.ndarray:
     """``numpy.interp(points, fps[b], sens[b])`` for every row ``b`` of non-decreasing ``fps`` at once.
 
     ``fps``/``sens``: (n_rows, n_points_on_curve), each row starting at its curve's first point.
@@ -129,7 +128,7 @@ def reading_a(events: pd.DataFrame, n_lesions: np.ndarray, thresholds: Sequence[
     for t in thresholds:
         ev = events[np.isclose(events["iou_threshold"].to_numpy(), t)]
         args = (ev["scan"].to_numpy(), ev["confidence"].to_numpy(), ev["d_tp"].to_numpy(), ev["d_fp"].to_numpy())
-        curve = froc_curve(*args, n_lesions)
+        curve = froc_curve(*args[1:], n_lesions)
         curves.append(curve.assign(iou_threshold=t))
         ones = np.ones((1, len(n_lesions)), dtype=np.int32)
         point = sensitivity_at_points(*args, n_lesions, ones, points)[0]

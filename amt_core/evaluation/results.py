@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from amt_core import registry
-from amt_core.atomic import write_csv, write_json
+from amt_core.atomic import json_ready, write_csv, write_json
 from amt_core.evaluation import froc
 from amt_core.evaluation.config import EvalConfig
 
@@ -47,6 +47,27 @@ FILES: dict[str, str] = {
 
 @dataclass
 class EvaluationResult:
+    """One evaluation: its row tables, the statistics computed from them, and ``summary`` (the config,
+    the conventions in words, counts, means, CPMs and the headline).
+
+    Build it with :func:`summarise` (or ``evaluate_predictions``); :meth:`save` / :meth:`load` round-trip
+    it through a folder of CSV files and ``summary.json`` (the module docstring lists the files).
+    :meth:`subset` recomputes every statistic for some scans. Derived values (``config``, ``means``,
+    ``cpm``, ``headline``) are read from the tables and the summary, never stored twice.
+
+    Attributes:
+        per_case: one row per scan (segmentation metrics, volumes, tp/fp/fn at the headline IoU).
+        lesions: one row per reference lesion (its best overlap and whether it is hit).
+        candidates: one row per candidate (confidence, best overlap, status).
+        events: per scan and overlap threshold, the (d_tp, d_fp) gained at each candidate confidence.
+        froc_confidence: reading A, the confidence-swept FROC curves.
+        froc_points: reading A at the FP/scan points and the CPM, with bootstrap intervals.
+        froc_iou: reading B, one row per IoU threshold at the operating threshold.
+        cis: the mean of each per-scan metric with its bootstrap interval.
+        summary: the JSON summary (``summary.json``).
+        tables: further named tables (per institution, sub-groups), saved as ``{name}.csv``.
+    """
+
     per_case: pd.DataFrame
     lesions: pd.DataFrame
     candidates: pd.DataFrame
@@ -211,7 +232,7 @@ def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str 
     head = iou_table[np.isclose(iou_table["iou_threshold"], config.headline_iou)]
     headline = head.iloc[0].to_dict() if len(head) else {}
     cpm = points[points["point"] == "cpm"]
-    return _json_clean({
+    return json_ready({
         "version": package_versions(("numpy", "scipy", "pandas", "connected-components-3d", "statsmodels")),
         "config": config.to_dict(),
         "conventions": config.describe(),
@@ -232,20 +253,5 @@ def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str 
                                                    "sensitivity_ci_lo", "sensitivity_ci_hi",
                                                    "fp_per_scan_ci_lo", "fp_per_scan_ci_hi")},
     })
-
-
-def _json_clean(obj):
-    """NaN -> None, numpy scalars -> Python, tuples -> lists (summary.json stays valid JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 

@@ -12,37 +12,28 @@ from __future__ import annotations
 import html
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from amt_core.plots.examples import (
+from amt_core.plots.style import ROLE
+from amt_core.plots.viewing import (
     VIEWS,
     WINDOWS,
     apply_window,
     largest_slice,
+    outline,
     view_aspect,
     view_axis,
     view_slice,
 )
-from amt_core.plots.style import ROLE
 
 ALL = "(all)"
 
 
 def _rgb(hex_color: str) -> np.ndarray:
     return np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float32) / 255
-
-
-def outline(mask2d: np.ndarray) -> np.ndarray:
-    """The boundary pixels of a 2D mask (the mask minus its 4-connected erosion)."""
-    m = mask2d.astype(bool)
-    inner = m.copy()
-    inner[1:, :] &= m[:-1, :]
-    inner[:-1, :] &= m[1:, :]
-    inner[:, 1:] &= m[:, :-1]
-    inner[:, :-1] &= m[:, 1:]
-    return m & ~inner
 
 
 class CaseBrowser:
@@ -59,7 +50,7 @@ class CaseBrowser:
         self.show_reference = True
         self.show_prediction = True
         self.slices: dict[str, int] = {}
-        self._volumes: tuple | None = None
+        self._volumes: tuple[Any, np.ndarray, np.ndarray] | None = None  # image Volume, reference, prediction
         self._cands = pd.DataFrame()
         self._worst_rank = -1
         self._updating = False
@@ -74,7 +65,7 @@ class CaseBrowser:
     def from_run(cls, run_dir: str | Path, cohort_csv: str = "", **kwargs) -> CaseBrowser:
         """A browser over the cohort, predictions and evaluation results of a run folder."""
         from amt_core.data.cases import read_cases
-        from amt_core.pipeline.layout import RunLayout
+        from amt_core.layout import RunLayout
 
         layout = RunLayout.of(run_dir, cohort_csv)
         cases = read_cases(layout.cases_csv, check_files=False)
@@ -100,12 +91,15 @@ class CaseBrowser:
         self.institution = W.Dropdown(options=[ALL], description="Institution")
         self.case = W.Dropdown(options=[], description="Case", layout=W.Layout(width="22em"))
         self.worst = W.Button(description="Next worst ▸", tooltip="jump to the next-worst case by Dice")
-        self.window_buttons = W.ToggleButtons(options=list(WINDOWS), value=self.window, description="Window")
+        self.window_buttons = W.ToggleButtons(options=list(WINDOWS), value=self.window, description="Window",
+                                             style={"button_width": "7em"}, layout=W.Layout(width="auto"))
         self.ref_box = W.Checkbox(value=True, description="Reference (green)", indent=False)
         self.pred_box = W.Checkbox(value=True, description="Prediction (orange)", indent=False)
         self.sliders = {v: W.IntSlider(min=0, max=0, description=v.capitalize(), continuous_update=True)
                         for v in VIEWS}
-        self.images = {v: W.Image(format="png", layout=W.Layout(width="300px")) for v in VIEWS}
+        # one box per view, the slice fitted inside it, so the three sliders line up
+        self.images = {v: W.Image(format="png", layout=W.Layout(width="300px", height="300px", object_fit="contain"))
+                       for v in VIEWS}
         self.info = W.HTML()
         self.candidate_table = W.HTML()
         self.go_to = W.Dropdown(options=[("—", None)], description="Go to", layout=W.Layout(width="26em"),
@@ -187,12 +181,18 @@ class CaseBrowser:
         return order[self._worst_rank]
 
     # --- one case ---------------------------------------------------------------------------------
+    def _loaded(self) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(image Volume, reference mask, predicted mask) of the case on show."""
+        if self._volumes is None:
+            raise RuntimeError("no case loaded: select a case first")
+        return self._volumes
+
     def _on_case(self) -> None:
         if self.case.value is None:
             return
         self._load(self.case.value)
-        image, ref, _ = self._volumes
-        focus = ref if ref.any() else self._volumes[2]
+        image, ref, pred = self._loaded()
+        focus = ref if ref.any() else pred
         for view in VIEWS:
             axis = view_axis(view)
             slider = self.sliders[view]
@@ -239,7 +239,7 @@ class CaseBrowser:
     def render(self, view: str) -> np.ndarray:
         """The RGB (float, 0–1) display of the current slice of ``view``: windowed CT with outlines,
         resampled to square pixels."""
-        image, ref, pred = self._volumes
+        image, ref, pred = self._loaded()
         idx = min(self.slices.get(view, 0), image.array.shape[view_axis(view)] - 1)
         grey = apply_window(view_slice(image.array, view, idx), self.window).astype(np.float32)
         rgb = np.repeat(grey[..., None], 3, axis=2)
@@ -292,7 +292,7 @@ class CaseBrowser:
         self.candidate_table.value = ("<b>Candidates</b><br>" + shown.to_html(index=False, float_format=lambda v: f"{v:.3f}")
                                       if len(shown) else "<i>no candidates</i>")
         self._cands = cands
-        options = [("—", None)]
+        options: list[tuple[str, int | None]] = [("—", None)]
         if {"x0", "x1", "y0", "y1", "z0", "z1"} <= set(cands.columns):
             for k, r in cands.iterrows():
                 label = f"candidate {r.get('candidate_id', k + 1)}"

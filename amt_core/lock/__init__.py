@@ -42,7 +42,7 @@ def read_lock(path: str | Path = LOCK_FILE) -> dict[str, str]:
 
 
 def lock_digest(path: str | Path = LOCK_FILE) -> str:
-    from amt_core.provenance import file_hash
+    from amt_core.atomic import file_hash
 
     return file_hash(path)
 

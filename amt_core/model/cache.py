@@ -16,12 +16,12 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
-from amt_core.atomic import atomic_path, write_json
+from amt_core.atomic import atomic_path, file_hash, write_json
 from amt_core.model.presets import ModelConfig
-from amt_core.provenance import file_hash
 
 CACHE_VERSION = 1
 _INDEX_LOCK = threading.Lock()
@@ -115,14 +115,15 @@ class CaseCache:
 
     def build_all(self, rows, progress: bool = False, workers: int = 1) -> list[CachedCase]:
         """Cache every (case_id, image, label) row (``workers`` threads); cached rows are only looked up."""
-        from tqdm.auto import tqdm
+        from amt_core.progress import Progress
 
         rows = list(rows)
         found = [self.lookup(*row) for row in rows]
         self.hashes.save()
         todo = [(i, row) for i, (row, hit) in enumerate(zip(rows, found, strict=True)) if hit is None]
         args = [(self.root, self.cfg.to_dict(), self.spacing, *row, self.key(row[1], row[2])) for _, row in todo]
-        bar = tqdm(total=len(todo), desc="preprocess", disable=not progress or not todo, leave=False)
+        # scans done: to `amt run`'s progress file when it follows one, else a tqdm bar
+        bar = Progress("preprocess", len(todo), unit="scan", bar=True, enabled=progress and bool(todo))
         if workers > 1 and len(todo) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -137,7 +138,7 @@ class CaseCache:
                 found[i] = _build(*a)
                 bar.update()
         bar.close()
-        return found
+        return cast("list[CachedCase]", found)  # every case found or built
 
 
 def _build(root: Path, cfg_dict: dict, spacing, case_id: str, image, label, key: str) -> CachedCase:
@@ -149,8 +150,9 @@ def _build(root: Path, cfg_dict: dict, spacing, case_id: str, image, label, key:
     vol = read_volume(image)
     lab = read_label(label, vol)
     pre = preprocess(vol, ModelConfig.from_dict(cfg_dict), label=lab, spacing=spacing)
-    img = np.asarray(pre.image[0].numpy()).round().clip(-32768, 32767).astype(np.int16)
-    seg = np.asarray(pre.label[0].numpy(), dtype=np.uint8)
+    image_t, label_t = cast(Any, pre.image), cast(Any, pre.label)  # MetaTensors (1, X, Y, Z)
+    img = np.asarray(image_t[0].numpy()).round().clip(-32768, 32767).astype(np.int16)
+    seg = np.asarray(label_t[0].numpy(), dtype=np.uint8)
     fg = np.flatnonzero(seg.ravel() > 0).astype(np.int64)
     base = root / f"{case_id}-{key}"
     for suffix, arr in ((".npy", img), ("_label.npy", seg), ("_fg.npy", fg)):
@@ -172,26 +174,6 @@ def _build(root: Path, cfg_dict: dict, spacing, case_id: str, image, label, key:
     }
     write_json(base.with_name(base.name + ".json"), meta)
     return CachedCase(case_id, base.with_name(base.name + ".npy"), base.with_name(base.name + "_label.npy"), meta)
-
-
-def spacing_of(path: str | Path) -> tuple[float, float, float]:
-    """Voxel spacing (RAS axis order) from the header only."""
-    name = str(path).lower()
-    if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-        import nibabel.orientations as nio
-
-        img = nib.load(str(path))
-        aff = img.affine
-        zooms = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
-        ornt = nio.io_orientation(aff)
-        out = [0.0, 0.0, 0.0]
-        for src_axis, (dst_axis, _flip) in enumerate(ornt):
-            out[int(dst_axis)] = float(zooms[src_axis])
-        return tuple(out)
-    from amt_core.data.volume import read_volume
-
-    return read_volume(path).spacing
 
 
 def default_cache_dir() -> Path:

@@ -1,4 +1,5 @@
-"""``amt train`` and ``amt predict``: parse arguments, call the API (heavy imports inside the handlers)."""
+"""``amt train`` and ``amt predict``: parse arguments, call the API (heavy imports inside the handlers); and
+the options of ``torchrun -m amt_core.model.ddp`` (:func:`ddp_main`), the same as ``amt train``'s."""
 
 from __future__ import annotations
 
@@ -92,4 +93,15 @@ def _predict(args) -> int:
     out = predict(args.model, args.input, args.out, overlap=args.overlap, tta=args.tta, progress=not args.no_progress,
                   split=args.split, device=args.device, overwrite=args.overwrite, resume=args.resume)
     print(out)
+    return 0
+
+
+def ddp_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``torchrun ... -m amt_core.model.ddp``: the same options as ``amt train``."""
+    from amt_core.model.train import train
+
+    parser = argparse.ArgumentParser(prog="python -m amt_core.model.ddp",
+                                     description="Data-parallel training with PyTorch DDP, launched by torchrun.")
+    add_train_arguments(parser)
+    train(**train_kwargs(parser.parse_args(argv)))
     return 0

@@ -2,8 +2,10 @@
 
     torchrun --standalone --nproc_per_node 4 -m amt_core.model.ddp --cohort cases.csv --out runs/x --preset full
 
-Every rank runs :func:`amt_core.model.train.train`; rank 0 preprocesses, evaluates the tuning split and
-writes checkpoints, the others wait at barriers. Each rank draws its own patches (see ``StepSampler``).
+Every rank runs :func:`amt_core.model.train.train` (:func:`amt_core.model.cli.ddp_main` parses the options);
+rank 0 preprocesses, evaluates the tuning split and writes checkpoints, the others wait at barriers. Each rank
+draws its own patches (see ``StepSampler``). This module is the process-group layer below ``train`` and
+``trainer``: it imports nothing of amt_core.
 """
 
 from __future__ import annotations
@@ -96,19 +98,7 @@ def cleanup(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``torchrun ... -m amt_core.model.ddp``: the same options as ``amt train``."""
-    import argparse
+if __name__ == "__main__":  # pragma: no cover  (torchrun -m amt_core.model.ddp: the parser lives in cli.py)
+    from amt_core.model.cli import ddp_main
 
-    from amt_core.model.cli import add_train_arguments, train_kwargs
-    from amt_core.model.train import train
-
-    parser = argparse.ArgumentParser(prog="python -m amt_core.model.ddp", description=__doc__.split("\n")[0])
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    train(**train_kwargs(args))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(ddp_main())

@@ -26,14 +26,6 @@ def build_network(cfg: ModelConfig):
                    deep_supr_num=max(1, min(n - 2, 3)), res_block=False)
 
 
-def divisor(cfg: ModelConfig) -> int:
-    """Spatial sizes must be multiples of this (product of the strides)."""
-    out = 1
-    for s in cfg.strides:
-        out *= int(s)
-    return out
-
-
 def cpu_has_bf16() -> bool:
     """Native bf16 on this CPU (AVX-512 BF16 or AMX); without it bf16 autocast is slower, not faster."""
     try:

@@ -1,7 +1,8 @@
 """Post-processing chosen on the tuning split (nnU-Net decides its post-processing on validation data too):
 drop connected components of the thresholded probability map that are smaller than ``min_component_ml``
 or whose confidence (maximum probability) is below ``min_component_conf``, never the scan's largest one.
-A filter is used only if it raises the mean per-scan tuning Dice."""
+A filter is used only if it raises the mean per-scan tuning Dice (:func:`choose`; training infers the
+tuning scans and calls it)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def choose(cases, threshold: float) -> dict:
     from amt_core.evaluation.segmentation import overlap_scores
 
     # per case and component: voxels, overlap with the reference, volume, confidence
-    per_case = []
+    per_case: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for prob, label, spacing in cases:
         ref = np.asarray(label) > 0
         n_ref = int(ref.sum())
@@ -77,15 +78,3 @@ def choose(cases, threshold: float) -> dict:
         best = (0.0, 0.0)
     return {"min_component_ml": best[0], "min_component_conf": best[1], "tune_dice_raw": base,
             "tune_dice_postprocessed": scores[best]}
-
-
-def tune_postprocessing(net, cases, cfg, device) -> dict:
-    """Infer the tuning cases (preprocessed grid) and choose the component filter on them."""
-    from amt_core.model.inference import infer_array
-    from amt_core.model.preprocessing import normalise
-
-    data = []
-    for case in cases:
-        image = normalise(np.asarray(case.image(), dtype=np.float32), cfg)
-        data.append((infer_array(net, image, cfg, device), case.label(mmap=False), case.meta["spacing"]))
-    return choose(data, cfg.threshold)

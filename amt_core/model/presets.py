@@ -29,6 +29,17 @@ RUN_CONTROLS = ("stop_after", "max_minutes", "num_workers")
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """Every setting that shapes a trained model: network, preprocessing, normalisation, sampling and
+    augmentation, optimisation, inference and post-processing (frozen; :func:`get_config` gives a preset
+    with overrides, :meth:`replace` a changed copy).
+
+    Saved with the model (``config.json``, the checkpoints) and compared by ``train(resume=True)``; the
+    settings of one call only (``RUN_CONTROLS``: ``stop_after``, ``max_minutes``, ``num_workers``) are not
+    part of it. ``train`` fills in what it derives from the training cases (``target_spacing``,
+    ``intensity_stats``, ``roi_box``) and the post-processing chosen on the tuning split
+    (``min_component_ml``, ``min_component_conf``). The comments beside the fields say what each does.
+    """
+
     preset: str = "cpu"
     # --- network -----------------------------------------------------------------------------------
     network: str = "unet"
@@ -135,7 +146,7 @@ def _tupled(value: Any) -> Any:
 PRESETS: dict[str, ModelConfig] = {
     # A small MONAI UNet (2.4 M parameters, first level already strided) that trains on 2 CPU cores:
     # ~0.15-0.2 s per step of 2 x 64^3 patches with bf16 autocast and channels_last_3d (measured here).
-    # AdamW, not nnU-Net's SGD: in a 30-minute budget it is what learns. After 300 steps on the demo
+    # AdamW, not nnU-Net's SGD: in a short CPU schedule it is what learns. After 300 steps on the demo
     # cohort, tuning Dice 0.40 with AdamW 1e-3 vs 0.00 with SGD 0.01/Nesterov 0.99 (same patches).
     "cpu": ModelConfig(
         preset="cpu", network="unet", channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),

@@ -39,7 +39,7 @@ class RunControl:
 # --- resume -----------------------------------------------------------------------------------------
 def cohort_record(cohort_csv: str | Path) -> dict[str, str]:
     """Where the cohort's case table is and what it holds (SHA-256): a resumed run must find the same."""
-    from amt_core.provenance import file_hash
+    from amt_core.atomic import file_hash
 
     path = Path(cohort_csv).resolve()
     return {"cases_csv": str(path), "sha256": file_hash(path)}

@@ -22,23 +22,43 @@ import pandas as pd
 from amt_core import registry
 from amt_core.atomic import write_csv, write_json
 
+#: the old keywords of :func:`analyse` -> the ``EvalConfig`` field that now supplies them
+_FROM_CONFIG = {"n_boot": "n_boot", "level": "ci_level", "method": "ci_method", "seed": "seed",
+                "operating_iou": "headline_iou"}
 
-def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 10_000, level: float = 0.95,
-            method: str = "percentile", seed: int = 0, min_institution_scans: int = 3,
-            operating_iou: float = 0.5, n_boot_icc: int = 200) -> dict[str, pd.DataFrame]:
-    """Every statistic of the external test from an ``EvaluationResult``; saved in ``out_dir``."""
+
+def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, min_institution_scans: int = 3,
+            n_boot_icc: int = 200, **settings) -> dict[str, pd.DataFrame]:
+    """Every statistic of the external test from an ``EvaluationResult``; saved in ``out_dir``.
+
+    The bootstrap (resamples, seed, interval method and level) and the headline IoU are the evaluation's
+    own (``result.config``): the per-scan means and their intervals are ``result.cis``, the operating
+    point is ``result.froc_iou``, so the tables, the report and ``evaluation/`` show one interval for one
+    number. ``settings`` takes the former keywords (``n_boot``, ``level``, ``method``, ``seed``,
+    ``operating_iou``) only where they equal the config's value; anything else is an error.
+    """
     from amt_core.evaluation import models, multiplicity, stats
     from amt_core.evaluation.bootstrap import MIN_CLUSTERS, bootstrap_means, cluster_problem
 
+    config = result.config
+    _check_settings(settings, config)
     out = Path(out_dir)
     per_case = result.per_case
     metrics = list(registry.SEG_METRICS)
+    n_boot, level, method, seed = config.n_boot, config.ci_level, config.ci_method, config.seed
     boot = {"n_boot": n_boot, "seed": seed, "method": method, "level": level}
     tables: dict[str, pd.DataFrame] = {}
-    tables["seg_ci"] = bootstrap_means(per_case[metrics].astype(float), **boot)
     institutions = per_case["institution_id"].astype(str).to_numpy()
-    # below MIN_CLUSTERS institutions: means with NaN bounds and the reason in its 'note' column
-    tables["seg_ci_cluster"] = bootstrap_means(per_case[metrics].astype(float), clusters=institutions, **boot)
+    # the evaluation's intervals for its bootstrap unit; the other unit with the same resampling settings
+    # (below MIN_CLUSTERS institutions the cluster one has NaN bounds and the reason in its 'note' column)
+    own = result.cis[result.cis["metric"].isin(metrics)].reset_index(drop=True)
+    values = per_case[metrics].astype(float)
+    if config.cluster_bootstrap:
+        tables["seg_ci"] = bootstrap_means(values, **boot)
+        tables["seg_ci_cluster"] = own
+    else:
+        tables["seg_ci"] = own
+        tables["seg_ci_cluster"] = bootstrap_means(values, clusters=institutions, **boot)
     tables["operating_points"] = result.froc_iou.copy()
     points = result.froc_points
     tables["cpm"] = (points[points["point"] == "cpm"][["iou_threshold", "sensitivity", "ci_lo", "ci_hi"]]
@@ -56,6 +76,7 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 1
         tables["detection_model"] = models.detection_gee(result.lesions, cases, level=level)
     except (ValueError, ArithmeticError) as exc:  # too few lesions or no variation in hits
         tables["detection_model"] = pd.DataFrame({"note": [f"not estimable: {exc}"]})
+    operating_iou = config.headline_iou
     means = pd.concat([tables["seg_ci"], _detection_means(result.froc_iou, operating_iou)], ignore_index=True)
     tables["comparison"] = stats.compare_to_published(means)
     for name, frame in tables.items():
@@ -75,6 +96,19 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, n_boot: int = 1
                                           "estimable": cluster_note is None, "note": cluster_note or "computed"},
     })
     return tables
+
+
+def _check_settings(settings: dict, config) -> None:
+    """The former keywords of :func:`analyse`: each must name a config field and agree with it."""
+    unknown = sorted(set(settings) - set(_FROM_CONFIG))
+    if unknown:
+        raise TypeError(f"analyse() got unexpected keyword(s) {unknown}")
+    for key, value in settings.items():
+        field = _FROM_CONFIG[key]
+        if value != getattr(config, field):
+            raise ValueError(f"analyse: {key}={value!r} differs from the evaluation's {field}="
+                             f"{getattr(config, field)!r}; the statistics use the evaluation's settings "
+                             f"(set them in EvalConfig / eval_overrides, and do not pass {key})")
 
 
 def _detection_means(froc_iou: pd.DataFrame, operating_iou: float) -> pd.DataFrame:

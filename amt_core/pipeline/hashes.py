@@ -29,7 +29,7 @@ class FileHashes:
 
     def __call__(self, path: Path) -> str | None:
         """The file's SHA-256, or None when it is missing."""
-        from amt_core.provenance import file_hash
+        from amt_core.atomic import file_hash
 
         try:
             st = path.stat()

@@ -28,8 +28,8 @@ def bland_altman_stats(reference: np.ndarray, predicted: np.ndarray, relative: b
             "relative": relative, "mean": mean, "diff": diff}
 
 
-def plot_volume_agreement(per_case: pd.DataFrame, ref_col: str = "volume_ref_ml",
-                          pred_col: str = "volume_pred_ml"):
+def plot_volume_agreement(per_case: pd.DataFrame, ref_col: str = "ref_volume_ml",
+                          pred_col: str = "pred_volume_ml"):
     """(a) predicted vs reference volume (log–log, identity line); (b) Bland–Altman, relative difference."""
     ref = per_case[ref_col].to_numpy(float)
     pred = per_case[pred_col].to_numpy(float)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -48,7 +50,7 @@ def plot_calibration(bins: pd.DataFrame, summary: pd.DataFrame):
             ax.set_title(TITLES[kind], fontsize=7)
             ax.set_aspect("equal")
             panel_label(ax, "abc"[k])
-        legend = {}
+        legend: dict[str, Any] = {}
         for ax in axes:
             for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
                 legend.setdefault(label, handle)

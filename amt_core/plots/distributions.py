@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 
 from amt_core.plots.style import ROLE, SPLIT_COLORS, new_figure, panel_label, plot_style
-from amt_core.plots.tables import METRIC_LABELS
-from amt_core.registry import PUBLISHED, SEG_METRICS, SUBGROUPS
+from amt_core.registry import METRIC_LABELS, PUBLISHED, SEG_METRICS, SUBGROUPS
 
 
 def _jitter(n: int, width: float, seed: int = 0) -> np.ndarray:
@@ -63,11 +62,15 @@ def plot_metric_distributions(per_case: pd.DataFrame, metrics=SEG_METRICS, publi
     return fig
 
 
-def _binned(frame: pd.DataFrame, subgroup: str) -> tuple[pd.Series, tuple[str, ...]]:
-    """The registry's bins, closed on the same side as the sub-group tables and forest plots."""
+def _binned(frame: pd.DataFrame, subgroup: str) -> tuple[pd.Series, tuple[str, ...], tuple[float, ...]]:
+    """The registry's bins (levels, labels, edges), closed on the same side as the sub-group tables and
+    forest plots."""
     from amt_core.evaluation.stats import subgroup_levels
 
-    return subgroup_levels(frame, subgroup), SUBGROUPS[subgroup][2]
+    _column, edges, labels = SUBGROUPS[subgroup]
+    if edges is None or labels is None:
+        raise ValueError(f"sub-group {subgroup!r} is categorical: it has no bins")
+    return subgroup_levels(frame, subgroup), labels, edges
 
 
 def plot_performance_vs_covariates(per_case: pd.DataFrame, metric: str = "dice"):
@@ -80,8 +83,7 @@ def plot_performance_vs_covariates(per_case: pd.DataFrame, metric: str = "dice")
         d = per_case.dropna(subset=[metric])
         vol = d[vol_col].clip(lower=0.1)
         ax.scatter(vol, d[metric], s=4, color=ROLE["ours"], alpha=0.6, lw=0)
-        binned, labels = _binned(d, "tumour_size_band")
-        edges = SUBGROUPS["tumour_size_band"][1]
+        binned, labels, edges = _binned(d, "tumour_size_band")
         for k, lab in enumerate(labels):
             vals = d.loc[binned == lab, metric]
             if len(vals) == 0:
@@ -98,7 +100,7 @@ def plot_performance_vs_covariates(per_case: pd.DataFrame, metric: str = "dice")
         ax.set_ylim(-0.02, 1.08)
         panel_label(ax, "a")
 
-        binned, labels = _binned(d, "slice_thickness_band")
+        binned, labels, _ = _binned(d, "slice_thickness_band")
         groups = [d.loc[binned == lab, metric].to_numpy(float) for lab in labels]
         for k, vals in enumerate(groups):
             if len(vals) == 0:

@@ -6,6 +6,7 @@ each evaluated partition were scored. Drawn from the case table (and the evaluat
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -27,7 +28,7 @@ def flow_counts(cases: pd.DataFrame, evaluated: Mapping[str, int] | None = None,
                 "institutions": int(part["institution_id"].nunique())}
 
     excluded = {str(k): int(v) for k, v in (exclusions or {}).items()}
-    out = {"total": block(cases), "excluded": excluded,
+    out: dict[str, Any] = {"total": block(cases), "excluded": excluded,
            "eligible": int(len(cases)) + sum(excluded.values()), "splits": {}}
     for split in registry.SPLITS:
         part = cases[cases["split"] == split]

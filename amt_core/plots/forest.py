@@ -2,8 +2,8 @@
 
 Input: a tidy table with one row per level — ``subgroup`` (the subgroup's name, e.g. ``vendor``; absent for
 institutions), ``level``, ``n``, ``mean``, ``ci_lo``, ``ci_hi``. Institutions with few scans are pooled
-before plotting (a 1-scan institution's interval says nothing), see
-:func:`amt_core.pipeline.analysis.institution_forest_table`.
+before plotting (a 1-scan institution's interval says nothing): ``analysis/institutions.csv``, from
+:func:`amt_core.evaluation.stats.institution_table` (``min_scans``).
 """
 
 from __future__ import annotations

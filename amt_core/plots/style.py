@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from amt_core.atomic import atomic_path
 
@@ -46,7 +47,7 @@ MM = 1 / 25.4
 WIDTHS = {"single": 89 * MM, "onehalf": 120 * MM, "double": 183 * MM}
 PNG_DPI = 300
 
-RC: dict[str, object] = {
+RC: dict[str, Any] = {
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
     "font.size": 7.0,
@@ -86,7 +87,8 @@ def plot_style() -> Iterator[None]:
     import matplotlib as mpl
     from cycler import cycler
 
-    with mpl.rc_context({**RC, "axes.prop_cycle": cycler(color=PALETTE)}):
+    rc: Any = {**RC, "axes.prop_cycle": cycler(color=PALETTE)}  # matplotlib types its keys as a Literal
+    with mpl.rc_context(rc):
         yield
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from amt_core.atomic import write_csv, write_text
-from amt_core.registry import PUBLISHED, SEG_METRICS
-
-METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall": "Recall"}
+from amt_core.registry import METRIC_LABELS, PUBLISHED, SEG_METRICS
 
 
 def _fmt(value, digits: int) -> str:
@@ -82,7 +81,7 @@ def segmentation_table(ci: pd.DataFrame, cluster_ci: pd.DataFrame | None = None,
         if metric not in ci.index:
             continue
         r = ci.loc[metric]
-        row = {"metric": METRIC_LABELS.get(metric, metric), "n_scans": int(r.get("n", 0)),
+        row: dict[str, Any] = {"metric": METRIC_LABELS.get(metric, metric), "n_scans": int(r.get("n", 0)),
                "mean": float(r["mean"]), "ci_lo": float(r["ci_lo"]), "ci_hi": float(r["ci_hi"])}
         if cluster_ci is not None and metric in set(cluster_ci["metric"]):
             c = cluster_ci.set_index("metric").loc[metric]

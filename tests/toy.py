@@ -1,6 +1,7 @@
-"""A toy cohort for the model's tests and benchmarks: small CT-like volumes (air, an elliptic body of soft
-tissue, a brighter spherical "tumour" in front of the body centre) in the cohort folder layout with a
-valid case table. Seconds to write; not the study's synthetic cohort (``amt_core.synth``)."""
+"""A toy cohort for the model's tests: small CT-like volumes (air, an elliptic body of soft tissue, a
+brighter spherical "tumour" in front of the body centre) in the cohort folder layout with a valid case
+table. Seconds to write; not the study's synthetic cohort (``amt_core.synth``). Test scaffolding: it lives
+beside the tests (``from toy import toy_cohort``), not in the package."""
 
 from __future__ import annotations
 

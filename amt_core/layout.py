@@ -8,7 +8,13 @@ RUN/
   train/                  the model run: best.pt, last.pt, train_log.csv, config.json
   predictions/{tune,test}/ masks, probability maps and candidate tables
   evaluation/{tune,test}/ EvaluationResult.save(): per_case.csv, lesions.csv, froc_*.csv, summary.json
-  analysis/               statistics of the external test (CIs, FROC bands, subgroups, institutions, models)
+  evaluation/test_real_anatomy/  the real-anatomy test subset alone (cohorts with real_anatomy > 0): as
+                          evaluation/test, plus tumour_free.csv (false positives on the same patients' CT
+                          without the inserted tumour, predicted into predictions/real_backgrounds/)
+  analysis/               statistics of the external test (CIs, FROC bands, subgroups, institutions, models,
+                          the between-seed spread: seed_metrics.csv, seed_variance.csv/.json)
+  seeds/seed_<k>/         with `seeds: [...]`, each seed other than `seed`: train/ (as RUN/train), and
+                          predictions/test/, evaluation/test/ of its selected checkpoint
   tables/  figures/       manuscript tables (CSV + Markdown) and figures (PDF + PNG)
   notebooks/              executed notebooks and their HTML export
   .steps/                 one manifest per successful step (what the runner compares to skip it) and
@@ -24,6 +30,17 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class RunLayout:
+    """The paths of one run folder (the tree in the module docstring), computed, never stored.
+
+    It sits at the bottom of the package (it imports nothing of amt_core), so the pipeline, the plots, the
+    explorer and the notebooks all take their paths from it.
+
+    Attributes:
+        root: the run folder (absolute; :meth:`of` resolves it).
+        cohort_csv: an external cohort's ``cases.csv`` the run reads instead of its own ``cohort/``
+            ('' for the run's own cohort); the cohort paths follow it.
+    """
+
     root: Path
     cohort_csv: str = ""
 
@@ -52,6 +69,56 @@ class RunLayout:
 
     def evaluation(self, split: str) -> Path:
         return self.root / "evaluation" / split
+
+    @property
+    def seeds_dir(self) -> Path:
+        """``RUN/seeds``: the models of the other seeds (``seeds: [...]``; the run's own model is RUN/train)."""
+        return self.root / "seeds"
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.seeds_dir / f"seed_{int(seed)}"
+
+    def seed_train_dir(self, seed: int) -> Path:
+        return self.seed_dir(seed) / "train"
+
+    def seed_model_path(self, seed: int) -> Path:
+        return self.seed_train_dir(seed) / "best.pt"
+
+    def seed_predictions(self, seed: int, split: str = "test") -> Path:
+        return self.seed_dir(seed) / "predictions" / split
+
+    def seed_evaluation(self, seed: int, split: str = "test") -> Path:
+        return self.seed_dir(seed) / "evaluation" / split
+
+    def seed_numbers(self) -> list[int]:
+        """The seeds with a folder in ``RUN/seeds/`` (sorted)."""
+        if not self.seeds_dir.is_dir():
+            return []
+        names = (p.name.removeprefix("seed_") for p in self.seeds_dir.glob("seed_*") if p.is_dir())
+        return sorted(int(n) for n in names if n.isdigit())
+
+    def seed_model_paths(self) -> list[Path]:
+        """``best.pt`` of every seed folder that has one (what the 02_train step wrote besides RUN/train)."""
+        return [p for p in map(self.seed_model_path, self.seed_numbers()) if p.is_file()]
+
+    def seed_result_dirs(self) -> list[Path]:
+        """The test predictions and evaluation folders of every seed folder that has them (03_evaluate's)."""
+        dirs = (d for k in self.seed_numbers() for d in (self.seed_predictions(k), self.seed_evaluation(k)))
+        return [d for d in dirs if d.is_dir()]
+
+    @property
+    def real_anatomy_dir(self) -> Path:
+        """``RUN/evaluation/test_real_anatomy``: the real-anatomy test subset evaluated on its own."""
+        return self.evaluation("test_real_anatomy")
+
+    @property
+    def real_backgrounds_dir(self) -> Path:
+        """``RUN/predictions/real_backgrounds``: the model on the real chest CTs without inserted tumours."""
+        return self.predictions("real_backgrounds")
+
+    def real_anatomy_dirs(self) -> list[Path]:
+        """The real-anatomy folders of 03_evaluate that exist (none for a cohort without that subset)."""
+        return [d for d in (self.real_backgrounds_dir, self.real_anatomy_dir) if d.is_dir()]
 
     @property
     def analysis_dir(self) -> Path:

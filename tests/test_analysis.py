@@ -1,0 +1,87 @@
+"""The external test's statistics (``amt_core.pipeline.analysis``): one interval per number, the
+evaluation's, whatever the evaluation overrides (the smoke run in test_pipeline.py checks the rest)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from amt_core.evaluation.api import collect, evaluate_case
+from amt_core.evaluation.config import EvalConfig
+from amt_core.evaluation.results import summarise
+from amt_core.pipeline.analysis import analyse
+
+
+def _study(n=10):
+    """``n`` small scans over 5 institutions, some missed, some with false positives, and their case table."""
+    rng = np.random.default_rng(3)
+    evaluations = []
+    for s in range(n):
+        label = np.zeros((24, 24, 8), np.uint8)
+        label[6:16, 6:16, 2:6] = 1
+        prob = np.zeros(label.shape, np.float32)
+        if s % 4 != 3:
+            o = rng.integers(-2, 3, 2)
+            prob[6 + o[0]:16 + o[0], 6 + o[1]:16 + o[1], 2:6] = rng.uniform(0.55, 1.0)
+        if s % 3 == 0:
+            prob[18:22, 18:22, 1:3] = rng.uniform(0.5, 1.0)
+        evaluations.append(evaluate_case(label, prob >= 0.5, (1.0, 1.0, 2.0), prob=prob))
+    ids = [f"case_{s:03d}" for s in range(n)]
+    institutions = [f"INST-{s % 5}" for s in range(n)]
+    cases = pd.DataFrame({
+        "case_id": ids, "patient_id": [f"p{s}" for s in range(n)], "institution_id": institutions,
+        "split": "test", "sex": ["M", "F"] * (n // 2), "age": rng.integers(30, 80, n),
+        "histology": ["thymoma_AB", "lymphoma"] * (n // 2), "tumour_volume_ml": rng.uniform(5, 100, n),
+        "contrast": ["venous", "none"] * (n // 2), "slice_thickness_mm": [1.0, 5.0] * (n // 2),
+        "vendor": ["GE", "Siemens"] * (n // 2)})
+    return collect(evaluations, ids, institutions), cases
+
+
+@pytest.fixture(scope="module")
+def study():
+    return _study()
+
+
+@pytest.mark.parametrize("overrides", [{"n_boot": 300, "seed": 7}, {"n_boot": 150, "seed": 2, "ci_level": 0.9}])
+def test_tables_and_report_show_the_evaluations_intervals(study, tmp_path, overrides):
+    """With eval_overrides changing the resamples, the seed or the level, every interval the analysis and
+    the report show is the evaluation's own (there is one computation, not two that can disagree)."""
+    from amt_core.layout import RunLayout
+    from amt_core.pipeline.report import build_report
+
+    rows, cases = study
+    result = summarise(rows, EvalConfig(**overrides))
+    layout = RunLayout.of(tmp_path / "run")
+    tables = analyse(result, cases, layout.analysis_dir, n_boot_icc=5)
+
+    evaluation = result.cis.set_index("metric")
+    seg = pd.read_csv(layout.analysis_dir / "seg_ci.csv").set_index("metric")
+    for metric in ("dice", "iou", "precision", "recall"):
+        for col in ("mean", "ci_lo", "ci_hi"):
+            assert seg.at[metric, col] == pytest.approx(evaluation.at[metric, col], rel=1e-12)
+        assert np.isfinite(seg.at[metric, "ci_lo"]) and seg.at[metric, "ci_lo"] < seg.at[metric, "ci_hi"]
+    head = result.headline
+    comparison = tables["comparison"].set_index("metric")
+    assert comparison.at["sensitivity_iou50", "ci_lo"] == pytest.approx(head["sensitivity_ci_lo"])
+    assert comparison.at["fp_per_scan_iou50", "ci_hi"] == pytest.approx(head["fp_per_scan_ci_hi"])
+    assert comparison.at["dice", "ci_lo"] == pytest.approx(evaluation.at["dice", "ci_lo"])
+    settings = json.loads((layout.analysis_dir / "analysis.json").read_text())
+    assert (settings["bootstrap_resamples"], settings["seed"]) == (overrides["n_boot"], overrides["seed"])
+    assert settings["ci_level"] == overrides.get("ci_level", 0.95)
+
+    report = build_report(layout.root)
+    d = evaluation.loc["dice"]
+    assert f"| Dice | {d['mean']:.2f} ({d['ci_lo']:.2f}–{d['ci_hi']:.2f}) |" in report
+
+
+def test_a_setting_that_disagrees_with_the_evaluation_is_an_error(study, tmp_path):
+    rows, cases = study
+    result = summarise(rows, EvalConfig(n_boot=50, seed=4))
+    with pytest.raises(ValueError, match=r"n_boot=200 differs from the evaluation's n_boot=50"):
+        analyse(result, cases, tmp_path, n_boot=200, n_boot_icc=5)
+    with pytest.raises(TypeError, match="n_bootstrap"):
+        analyse(result, cases, tmp_path, n_bootstrap=50)
+    assert not any(tmp_path.iterdir())  # refused before anything is written
