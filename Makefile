@@ -36,11 +36,13 @@ endif
 # PyTorch CPU index)
 LOCK_TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: help install test reproduce figures lint bench lock clean-venv
+.PHONY: help install test test-browser quick reproduce figures lab lint bench lock clean-venv
 
 help:
+	@echo "make quick       a first look in minutes: every notebook, figure and the report on a small cohort -> runs/quick"
 	@echo "make reproduce   run the whole study on the embedded synthetic cohort -> $(RUN)"
-	@echo "make test        run the test suite"
+	@echo "make test        run the test suite (make test-browser: the JupyterLab explorer in headless Chromium)"
+	@echo "make lab         JupyterLab at a run folder (RUN=runs/NAME, default the latest run)"
 	@echo "make figures     regenerate figures/ from the latest run's saved results (or RUN=runs/NAME)"
 	@echo "make bench       run the benchmarks in benchmarks/ (after make reproduce)"
 
@@ -61,7 +63,15 @@ install: $(VENV)/.installed
 
 # two workers, one test file each at a time (a file's module fixtures, e.g. the smoke run, are built once)
 test: $(VENV)/.installed
-	AMT_LOCK=$(LOCK) $(PY) -m pytest -q -n 2 --dist loadfile
+	AMT_LOCK=$(LOCK) $(PY) -m pytest -q -n 2 --dist loadfile -m "not browser"
+
+# the explorer in JupyterLab, driven in headless Chromium (Debian's chromium + chromium-driver; .ci/run installs them)
+test-browser: $(VENV)/.installed
+	AMT_LOCK=$(LOCK) AMT_BROWSER_SHOTS=$(CURDIR)/tests/artifacts/browser $(PY) -m pytest -q -m browser
+
+# a preview of the whole study in minutes (params/quick.yaml; its report says it is not the study's design)
+quick: $(VENV)/.installed
+	$(VENV)/bin/amt run --params quick --out runs/quick
 
 reproduce: $(VENV)/.installed
 	$(VENV)/bin/amt run --params $(PARAMS) --out $(RUN)
@@ -71,8 +81,13 @@ reproduce: $(VENV)/.installed
 figures: $(VENV)/.installed
 	$(VENV)/bin/amt figures --run $(if $(filter command line environment,$(origin RUN)),$(RUN),latest) --out figures
 
+lab: $(VENV)/.installed
+	$(VENV)/bin/amt lab $(if $(filter command line environment,$(origin RUN)),$(RUN),)
+
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check amt_core tests benchmarks
+	$(VENV)/bin/ruff check amt_core tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check amt_core tests benchmarks
+	$(VENV)/bin/mypy amt_core
 
 # benchmarks are scripts, not timed tests; the model benchmark needs a finished `make reproduce`
 bench: $(VENV)/.installed

@@ -24,6 +24,8 @@ CASE_COLUMNS: tuple[str, ...] = (
     "label",
 )
 SPLITS: tuple[str, ...] = ("train", "tune", "test")
+#: the splits the model learns from (nnU-Net's imagesTr/labelsTr); the rest is the external test
+TRAINING_SPLITS: tuple[str, ...] = ("train", "tune")
 SEXES: tuple[str, ...] = ("M", "F")
 
 #: WHO thymic epithelial tumours and other anterior mediastinal tumours (cohort histology labels).
@@ -71,6 +73,17 @@ IOU_SWEEP: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
 #: LUNA16 CPM points (false positives per scan).
 FP_POINTS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 SEG_METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall")
+#: bootstrap confidence intervals: percentile or bias-corrected and accelerated (BCa)
+CI_METHODS: tuple[str, ...] = ("percentile", "bca")
+#: how tables, figures and the report name a metric (keys: SEG_METRICS and those of PUBLISHED)
+METRIC_LABELS: dict[str, str] = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "precision": "Precision",
+    "recall": "Recall",
+    "sensitivity_iou50": "Sensitivity at IoU ≥ 0.5",
+    "fp_per_scan_iou50": "FP per scan at IoU ≥ 0.5",
+}
 
 # --- sub-groups: name -> (case-table column, bin edges or None for categorical, bin labels) -----------
 SUBGROUPS: dict[str, tuple[str, tuple[float, ...] | None, tuple[str, ...] | None]] = {
@@ -81,9 +94,13 @@ SUBGROUPS: dict[str, tuple[str, tuple[float, ...] | None, tuple[str, ...] | None
     "contrast": ("contrast", None, None),
     "slice_thickness_band": ("slice_thickness_mm", (0, 1.5, 3.0, 100), ("<=1.5 mm", "1.5-3 mm", ">3 mm")),
     "vendor": ("vendor", None, None),
+    # the real-anatomy test subset (tumours inserted into real chest CT); only cohorts with that column
+    "anatomy": ("anatomy", None, None),
 }
+#: the levels of the ``anatomy`` column of a cohort with a real-anatomy test subset
+ANATOMIES: tuple[str, ...] = ("synthetic", "real")
 
 # --- presets --------------------------------------------------------------------------------------
 COHORT_PRESETS: tuple[str, ...] = ("tiny", "demo", "full")
 MODEL_PRESETS: tuple[str, ...] = ("cpu", "full")
-PIPELINE_PRESETS: tuple[str, ...] = ("smoke", "demo", "study")
+PIPELINE_PRESETS: tuple[str, ...] = ("smoke", "demo", "study", "quick")

@@ -1,7 +1,8 @@
 """Where the study notebooks and the parameter presets are: in a source checkout the top-level
 ``notebooks/`` and ``params/`` folders; in an installed wheel the same files as package data
 (``amt_core/notebooks/``, ``amt_core/presets/``, mapped in pyproject.toml). One lookup for both, so
-``amt run`` works from any folder once the package is installed."""
+``amt run`` works from any folder once the package is installed. The notebooks are jupytext percent scripts
+(``0*_*.py``, read by :mod:`amt_core.pipeline.sources`)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def notebook_dir() -> Path:
 
 
 def preset_path(name_or_path: str | Path) -> Path:
-    """A parameter file: an existing path as given, else a named preset (``smoke``, ``demo``, ``study``)."""
+    """A parameter file: an existing path as given, else a named preset (``smoke``, ``quick``, ``demo``, ``study``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path

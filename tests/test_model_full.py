@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from toy import toy_cohort
 
-from amt_core.model.toy import toy_cohort
 from amt_core.model.train import PLANS_FILE, train
 
 #: the full preset's network shape (DynUNet, deep supervision, SGD) scaled down to a few seconds a step
@@ -97,7 +97,9 @@ def test_the_study_preset_runs_its_notebooks_end_to_end(tmp_path):
 
     study = yaml.safe_load(preset_path("study").read_text())
     assert study["model_preset"] == "full" and study["cohort_preset"] == "full"
+    assert study["seeds"] == [0, 1, 2]  # the study reports the spread between three trainings
     tiny = {**study, "cohort_preset": "tiny", "n_cases": 14, "n_example_slices": 0, "n_bootstrap": 100,
+            "seeds": [0, 1],  # two trainings are enough to check the seed path
             "train_overrides": {**{k: list(v) if isinstance(v, tuple) else v for k, v in TINY_FULL.items()},
                                 "max_epochs": 2, "num_workers": 0}}
     params = tmp_path / "study_tiny.yaml"
@@ -109,3 +111,5 @@ def test_the_study_preset_runs_its_notebooks_end_to_end(tmp_path):
     summary = json.loads((tmp_path / "run" / "evaluation" / "test" / "summary.json").read_text())
     assert summary["config"]["ci_method"] == "bca" and summary["n_scans"] >= 1
     assert (tmp_path / "run" / "report.md").is_file()
+    spread = pd.read_csv(tmp_path / "run" / "analysis" / "seed_metrics.csv")
+    assert sorted(spread["seed"]) == [0, 1]

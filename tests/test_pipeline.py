@@ -7,6 +7,7 @@ This is the integration test of the whole project (cohort -> training -> evaluat
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ SMOKE = ROOT / "params" / "smoke.yaml"
 
 
 # --- parameters (no notebook executed) ----------------------------------------------------------------
-@pytest.mark.parametrize("preset", ["smoke", "demo", "study"])
+@pytest.mark.parametrize("preset", ["smoke", "quick", "demo", "study"])
 def test_presets_are_valid(preset):
     params = load_params(ROOT / "params" / f"{preset}.yaml")
     assert params["model_preset"] in ("cpu", "full")
@@ -120,8 +121,23 @@ def smoke_run(tmp_path_factory):
 
     run = tmp_path_factory.mktemp("smoke") / "run"
     t0 = time.perf_counter()
-    status = run_pipeline(SMOKE, run, progress=False)
-    return {"dir": run, "status": status, "seconds": time.perf_counter() - t0}
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):  # what `amt run` prints when stdout is not a terminal
+        status = run_pipeline(SMOKE, run, progress=True)
+    return {"dir": run, "status": status, "seconds": time.perf_counter() - t0, "output": output.getvalue()}
+
+
+def test_run_output_shows_the_cells_and_each_epoch_with_an_eta(smoke_run):
+    """Issue 12 §3: the labelled cells as lines (papermill's cell bar steps aside) and training's epochs from
+    the kernel's progress file, one line per update, none redrawn in place."""
+    text = smoke_run["output"]
+    lines = text.splitlines()
+    assert "[1/5] 01_cohort: build_cohort" in lines and "[2/5] 02_train: train" in lines
+    epochs = {ln.split(",")[0].strip() for ln in lines if ln.startswith("  train: epoch ") and "ETA" in ln}
+    assert {"train: epoch 1/2", "train: epoch 2/2"} <= epochs
+    assert any(ln.startswith("  train: epoch 2/2, 4/4 steps (100%)") and "tune Dice" in ln for ln in lines)
+    assert "\r" not in text and "Executing" not in text
+    assert (smoke_run["dir"] / ".steps" / "02_train.progress.jsonl").stat().st_size > 0
 
 
 def test_every_step_ran_and_left_an_executed_notebook(smoke_run):
@@ -139,10 +155,49 @@ def test_every_step_ran_and_left_an_executed_notebook(smoke_run):
         assert json.loads((run / ".steps" / f"{nb}.json").read_text())["outputs"]
 
 
+def test_html_export_opens_with_contents_and_provenance(smoke_run):
+    import re
+    from html.parser import HTMLParser
+
+    run = smoke_run["dir"]
+    html = (run / "notebooks" / "03_evaluate.html").read_text()
+
+    class Anchors(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.ids, self.toc, self.in_toc = set(), [], False
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            self.ids.add(a.get("id"))
+            self.in_toc |= tag == "nav" and "amt-toc" in (a.get("class") or "")
+            if self.in_toc and tag == "a":
+                self.toc.append(a["href"])
+
+        def handle_endtag(self, tag):
+            self.in_toc &= tag != "nav"
+
+    parser = Anchors()
+    parser.feed(html)
+    # the contents come first and list the notebook's headings; every link resolves to an anchor of the page
+    assert html.index('class="amt-toc"') < html.index('class="amt-provenance"') < html.index('<div class="jp-Cell')
+    assert len(parser.toc) >= 5 and all(h.startswith("#") and h[1:] in parser.ids for h in parser.toc), parser.toc
+    assert any("Statistics-on-the-external-test" in h for h in parser.toc)
+    # provenance: the run's commit and seed, this notebook's parameters, package versions
+    prov = json.loads((run / "provenance.json").read_text())
+    front = html[html.index('class="amt-provenance"'):html.index('<div class="jp-Cell')]
+    assert str(prov["git_commit"] or "unknown") in front
+    seed = load_params(SMOKE).get("seed", 0)
+    assert re.search(rf"<th>seed</th><td><code>{seed}</code>", front)
+    assert "n_bootstrap = 200" in front and f"monai {prov['versions']['monai']}" in front
+    assert "data:image/png;base64" in (run / "notebooks" / "04_figures.html").read_text()  # figures inline
+
+
 def test_cohort_and_model_outputs(smoke_run):
     run = smoke_run["dir"]
     cases = pd.read_csv(run / "cohort" / "cases.csv")
-    assert len(cases) == load_params(SMOKE)["n_cases"]
+    params = load_params(SMOKE)
+    assert len(cases) == params["n_cases"] + params.get("real_anatomy", 0)  # + the real-anatomy test scans
     assert set(cases["split"]) == {"train", "tune", "test"}
     assert (run / "train" / "best.pt").stat().st_size > 0
     assert (run / "tables" / "table1.md").read_text().count("|") > 20
@@ -196,7 +251,7 @@ def test_every_figure_and_table_is_there(smoke_run):
 def test_report_has_tables_figures_conventions_and_provenance(smoke_run):
     run = smoke_run["dir"]
     report = (run / "report.md").read_text()
-    for needle in ("## Tables", "## Figures", "## Conventions", "## Provenance", "Empty-scan policy",
+    for needle in ("## Tables", "## Figures", "## Conventions", "## Provenance", "**empty scans**",
                    "bootstrap", "hit_criterion", "assignment", "git commit", "Package versions",
                    "Input hashes", "n_bootstrap", "figures/froc_iou.png", "0.82"):
         assert needle in report, needle
@@ -227,20 +282,41 @@ def test_report_has_tables_figures_conventions_and_provenance(smoke_run):
 @contextlib.contextmanager
 def _hashed_files():
     """The files whose bytes are hashed inside the block (every content hash goes through file_hash)."""
-    import amt_core.provenance as provenance
+    import amt_core.atomic as atomic
 
     seen: list[Path] = []
-    real = provenance.file_hash
+    real = atomic.file_hash
 
     def counting(path, *args, **kwargs):
         seen.append(Path(path).resolve())
         return real(path, *args, **kwargs)
 
-    provenance.file_hash = counting
+    atomic.file_hash = counting
     try:
         yield seen
     finally:
-        provenance.file_hash = real
+        atomic.file_hash = real
+
+
+def test_real_anatomy_subset_is_reported_on_its_own(smoke_run):
+    """issue 15: the smoke cohort's real-anatomy scan, evaluated alone, in its table and report section."""
+    from amt_core.data.cases import read_cases
+    from amt_core.evaluation import EvaluationResult, evaluate_predictions
+
+    run = smoke_run["dir"]
+    n = load_params(SMOKE)["real_anatomy"]
+    cases = pd.read_csv(run / "cohort" / "cases.csv")
+    real = cases[cases["anatomy"] == "real"]
+    assert len(real) == n and set(real["split"]) == {"test"}
+    saved = EvaluationResult.load(run / "evaluation" / "test_real_anatomy")
+    again = evaluate_predictions(read_cases(run / "cohort" / "cases.csv").query("anatomy == 'real'"),
+                                 run / "predictions" / "test", config=saved.config, progress=False)
+    pd.testing.assert_frame_equal(saved.per_case, again.per_case)
+    assert len(saved.tables["tumour_free"]) == n
+    table = pd.read_csv(run / "tables" / "real_anatomy.csv")
+    assert len(table) == n + 1 and list(table["case_id"][:n]) == list(real["case_id"])
+    report = (run / "report.md").read_text()
+    assert "## Real anatomy" in report and f"real chest CT of {n} distinct real patient" in report
 
 
 def test_rerun_skips_every_step(smoke_run):
@@ -284,7 +360,7 @@ def run_copy(smoke_run, tmp_path):
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    from amt_core.provenance import file_hash
+    from amt_core.atomic import file_hash
 
     return {str(p.relative_to(folder)): file_hash(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -382,7 +458,8 @@ def test_a_step_that_reruns_replaces_its_outputs_whole(run_copy, tmp_path):
     cases = pd.read_csv(cohort / "cases.csv")
     on_disk = {p.relative_to(cohort).as_posix() for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
                for p in (cohort / d).glob("*")}
-    assert len(cases) == 12 and on_disk == {*cases["image"], *cases["label"]}
+    n_real = load_params(SMOKE).get("real_anatomy", 0)  # the real-anatomy test scans come on top of n_cases
+    assert len(cases) == 12 + n_real and on_disk == {*cases["image"], *cases["label"]}
 
 
 def test_figures_replace_a_folder_of_figures_and_refuse_any_other(smoke_run, tmp_path, capsys):
@@ -420,7 +497,7 @@ def test_figures_replace_a_folder_of_figures_and_refuse_any_other(smoke_run, tmp
 def test_latest_run_is_the_last_evaluated_one(tmp_path, monkeypatch, capsys):
     import json
 
-    from amt_core.pipeline.layout import latest_run
+    from amt_core.layout import latest_run
 
     with pytest.raises(FileNotFoundError, match="no finished run in"):
         latest_run(tmp_path)

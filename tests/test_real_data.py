@@ -110,6 +110,7 @@ def test_the_walkthrough_on_real_ct(hospital, tmp_path, capsys, monkeypatch):
     study = yaml.safe_load(preset_path("study").read_text())
     params = {**{k: v for k, v in study.items() if k not in ("cohort_preset", "n_cases")},
               "cohort_csv": "hospital/cases.csv", "n_bootstrap": 100, "n_example_slices": 1,
+              "seeds": [],  # one model: the study preset's seed replicates are tested in test_model_full.py
               "train_overrides": {"patch_size": [32, 32, 32], "channels": [8, 16, 32], "strides": [1, 2, 2],
                                   "kernels": [3, 3, 3], "batch_size": 1, "max_epochs": 2, "steps_per_epoch": 2,
                                   "target_spacing": [4.0, 4.0, 4.0], "num_workers": 0, "bf16": False}}

@@ -142,7 +142,7 @@ def test_tumour_hu_overlaps_other_soft_tissue(cases):
 
 
 def test_preview_panel_renders(cases, tmp_path):
-    from amt_core.synth.preview import render_panel
+    from synth_preview import render_panel
 
     row, image, label, affine, _ = cases[0]
     out = render_panel([(row["case_id"], image, label, np.diag(affine)[:3])], tmp_path / "p.png")

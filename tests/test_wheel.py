@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
+
+from amt_core.pipeline.params import NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,14 +29,31 @@ def test_every_package_is_listed_for_the_wheel():
     assert found | {"amt_core.notebooks", "amt_core.presets"} == listed
 
 
+#: what is never copied into the wheel's build: at the top, environments, outputs and an earlier build
+#: (setuptools would ship the stale files of build/lib); anywhere, caches and a session's paired notebooks
+_TOP_LEVEL = {".venv", ".git", "build", "dist", "runs", "data", "cache", "figures", ".whl", ".gl"}
+
+
+def _not_sources(folder: str, names: list[str]) -> set[str]:
+    top = _TOP_LEVEL if Path(folder) == ROOT else set()
+    return {n for n in names if n in top or n in ("__pycache__", ".ipynb_checkpoints")
+            or n.endswith((".egg-info", "_cache", ".ipynb"))}
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """A fresh venv holding only the wheel; the dependencies come from this interpreter's site-packages
-    (a .pth line: no download, and amt_core itself is never importable from the checkout)."""
+    """A fresh venv holding only the wheel, built from a clean copy of the checkout; the dependencies come
+    from this interpreter's site-packages (a .pth line: no download, and amt_core itself is never importable
+    from the checkout)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"
+    shutil.copytree(ROOT, source, ignore=_not_sources)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp / "dist"), str(ROOT)], check=True, capture_output=True, text=True, cwd=tmp)
+                    str(tmp / "dist"), str(source)], check=True, capture_output=True, text=True, cwd=tmp)
     wheel = next((tmp / "dist").glob("amt-*.whl"))
+    with zipfile.ZipFile(wheel) as whl:
+        shipped = sorted(n for n in whl.namelist() if n.startswith("amt_core/notebooks/"))
+    assert shipped == [f"amt_core/notebooks/{nb}.py" for nb in NOTEBOOKS], shipped  # the sources only
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     py = venv / "bin" / "python"
@@ -62,8 +83,9 @@ def test_the_wheel_runs_the_smoke_study_from_any_folder(installed, tmp_path):
     run = tmp_path / "run"
     assert (run / "report.md").is_file() and (run / "train" / "best.pt").is_file()
     prov = json.loads((run / "provenance.json").read_text())
-    notebooks = [k for k in prov["input_hashes"] if k.endswith(".ipynb")]
+    notebooks = [k for k in prov["input_hashes"] if Path(k).parent.name == "notebooks"]
     assert len(notebooks) == 5 and all(Path(k).is_relative_to(installed) for k in notebooks)
+    assert sorted(Path(k).name for k in notebooks) == [f"{nb}.py" for nb in NOTEBOOKS]
 
     # a user's own params file beside an imported cohort, run from an unrelated folder
     study = tmp_path / "study"

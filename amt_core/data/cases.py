@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from amt_core.registry import CASE_COLUMNS, CONTRASTS, HISTOLOGIES, SEXES, SPLITS
+from amt_core.registry import CASE_COLUMNS, CONTRASTS, HISTOLOGIES, SEXES, SPLITS, TRAINING_SPLITS
 
 #: columns read as text (ids such as "007" must not become the number 7)
 TEXT_COLUMNS: tuple[str, ...] = (
@@ -33,7 +33,6 @@ NUMERIC_COLUMNS: tuple[str, ...] = ("age", "tumour_volume_ml", "slice_thickness_
 REQUIRED_VALUES: tuple[str, ...] = ("case_id", "patient_id", "institution_id", "split", "sex", "image", "label")
 #: ids become file names (nnU-Net ``{case_id}_0000.nii.gz``): keep them to safe characters
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-TRAINING_SPLITS = ("train", "tune")
 
 
 class CaseTableError(ValueError):
@@ -148,7 +147,7 @@ def validate_cases(df: pd.DataFrame, base_dir: str | os.PathLike | None, check_f
             if dup.any():
                 problems.append(f"the same {column} file is used by several cases in {rows(dup)}")
 
-    problems += _leakage(df)
+    problems += leakage_problems(df)
 
     if check_files and base_dir is not None:
         base = Path(base_dir)
@@ -164,25 +163,45 @@ def validate_cases(df: pd.DataFrame, base_dir: str | os.PathLike | None, check_f
     return problems
 
 
-def _leakage(df: pd.DataFrame) -> list[str]:
-    problems = []
+def leakage_evidence(df: pd.DataFrame) -> dict[str, int]:
+    """The leakage guard's evidence, as 01_cohort shows it: the number of test-split institutions, how many
+    of them also appear in train/tune, and the number of patients in more than one split (the two last are 0
+    for a table that :func:`read_cases` accepts; the same computation as its leakage check)."""
+    patients, test, shared = _leaks(df)
+    return {"test institutions": len(test), "of them also in train/tune": len(shared),
+            "patients in more than one split": len(patients)}
+
+
+def leakage_problems(df: pd.DataFrame) -> list[str]:
+    """The leakage problems of a case table: each patient in several splits, and the test-split
+    institutions that also appear in train/tune (the external test must be institution-disjoint)."""
+    patients, _, shared = _leaks(df)
+    problems = [f"leakage: patient {patient} is in several splits ({', '.join(where)})"
+                for patient, where in patients.items()]
+    if shared:
+        problems.append(
+            f"leakage: test-split institution(s) {shared} also appear in train/tune (the external test "
+            "must be institution-disjoint)"
+        )
+    return problems
+
+
+def _leaks(df: pd.DataFrame) -> tuple[dict[str, list[str]], set[str], list[str]]:
+    """(patient -> its splits, for patients in several; the test-split institutions; those of them also in
+    train/tune, sorted). Columns that are missing give nothing."""
+    patients: dict[str, list[str]] = {}
+    test: set[str] = set()
+    shared: list[str] = []
     if "split" not in df.columns:
-        return problems
+        return patients, test, shared
     if "patient_id" in df.columns:
         splits = df.dropna(subset=["patient_id", "split"]).groupby("patient_id")["split"].agg(lambda s: sorted(set(s)))
-        leaked = splits[splits.map(len) > 1]
-        for patient, where in leaked.items():
-            problems.append(f"leakage: patient {patient} is in several splits ({', '.join(where)})")
+        patients = {str(p): where for p, where in splits[splits.map(len) > 1].items()}
     if "institution_id" in df.columns:
         test = set(df.loc[df["split"] == "test", "institution_id"].dropna())
         training = set(df.loc[df["split"].isin(TRAINING_SPLITS), "institution_id"].dropna())
         shared = sorted(test & training)
-        if shared:
-            problems.append(
-                f"leakage: test-split institution(s) {shared} also appear in train/tune (the external test "
-                "must be institution-disjoint)"
-            )
-    return problems
+    return patients, test, shared
 
 
 def _one_line(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-CI_METHODS: tuple[str, ...] = ("percentile", "bca")
+from amt_core.registry import CI_METHODS
 
 #: Fewest institutions for an institution-cluster bootstrap interval; below it the interval is reported
 #: as not estimable (NaN, with the reason) instead of being computed. Why 10: with G institutions a
@@ -64,15 +64,22 @@ def cluster_problem(clusters: Sequence | np.ndarray | None) -> str | None:
 
 
 def _multinomial_counts(rng: np.random.Generator, n_units: int, n_boot: int) -> np.ndarray:
-    """(n_boot, n_units) int32 counts of ``n_units`` draws with replacement per row."""
+    """(n_boot, n_units) int32 counts of ``n_units`` draws with replacement per row.
+
+    Resamples done are reported once per chunk (:mod:`amt_core.progress`: only to ``amt run``'s progress
+    file, never a bar), so the report costs nothing next to the draws."""
+    from amt_core.progress import Progress
+
     out = np.empty((n_boot, n_units), dtype=np.int32)
     rows_per_chunk = max(1, _CHUNK // max(n_units, 1))
-    for start in range(0, n_boot, rows_per_chunk):
-        stop = min(n_boot, start + rows_per_chunk)
-        rows = stop - start
-        idx = rng.integers(0, n_units, size=(rows, n_units))
-        idx += (np.arange(rows) * n_units)[:, None]
-        out[start:stop] = np.bincount(idx.ravel(), minlength=rows * n_units).reshape(rows, n_units)
+    with Progress("bootstrap", n_boot, unit="resample") as progress:
+        for start in range(0, n_boot, rows_per_chunk):
+            stop = min(n_boot, start + rows_per_chunk)
+            rows = stop - start
+            idx = rng.integers(0, n_units, size=(rows, n_units))
+            idx += (np.arange(rows) * n_units)[:, None]
+            out[start:stop] = np.bincount(idx.ravel(), minlength=rows * n_units).reshape(rows, n_units)
+            progress.update(rows)
     return out
 
 

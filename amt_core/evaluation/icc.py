@@ -34,17 +34,21 @@ def parametric_bootstrap_icc(exog: np.ndarray, fitted_fixed: np.ndarray, groups:
     """
     from statsmodels.regression.mixed_linear_model import MixedLM
 
+    from amt_core.progress import Progress
+
     labels, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     if (np.bincount(index) >= 2).sum() < MIN_REPLICATED or not (np.isfinite(group_var) and np.isfinite(residual_var)) or residual_var <= 0:
         return np.nan, np.nan, 0
     rng = np.random.default_rng(seed)
     sd_u, sd_e = np.sqrt(max(group_var, 0.0)), np.sqrt(residual_var)
     iccs = []
-    for _ in range(n_boot):
-        y = fitted_fixed + rng.normal(0.0, sd_u, labels.size)[index] + rng.normal(0.0, sd_e, index.size)
-        value = _refit_icc(MixedLM(y, exog, groups=index))
-        if value is not None:
-            iccs.append(value)
+    with Progress("icc", n_boot, unit="refit", desc="ICC bootstrap") as progress:  # `amt run` shows it
+        for _ in range(n_boot):
+            y = fitted_fixed + rng.normal(0.0, sd_u, labels.size)[index] + rng.normal(0.0, sd_e, index.size)
+            value = _refit_icc(MixedLM(y, exog, groups=index))
+            if value is not None:
+                iccs.append(value)
+            progress.update()
     if len(iccs) < 20:
         return np.nan, np.nan, len(iccs)
     lo, hi = np.percentile(iccs, [50 * (1 - level), 50 * (1 + level)])

@@ -34,11 +34,12 @@ _CATEGORY_ORDER: dict[str, tuple[str, ...]] = {
     "histology": registry.HISTOLOGIES,
     "contrast": registry.CONTRASTS,
     "vendor": registry.VENDORS,
+    "anatomy": registry.ANATOMIES,
 }
 
 
 # --- intervals for proportions -------------------------------------------------------------------------
-def wilson_ci(successes, n, level: float = 0.95, method: str = "wilson"):
+def proportion_ci(successes, n, level: float = 0.95, method: str = "wilson"):
     """Confidence interval of a binomial proportion (e.g. a sensitivity at an operating point).
 
     ``method``: ``"wilson"`` (default) or ``"clopper-pearson"`` (exact; ``"beta"`` is an alias), via
@@ -83,6 +84,8 @@ def subgroup_levels(cases: pd.DataFrame, name: str) -> pd.Series:
         )
     raw = cases[column]
     if edges is not None:
+        if labels is None:
+            raise ValueError(f"sub-group {name!r} has bin edges but no bin labels in registry.SUBGROUPS")
         right = bool(labels) and str(labels[0]).startswith("<=")
         binned = pd.cut(
             pd.to_numeric(raw, errors="coerce"), bins=list(edges), labels=list(labels), right=right
@@ -99,6 +102,12 @@ def subgroup_levels(cases: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(
         pd.Categorical(values, categories=order + [UNKNOWN], ordered=True), index=cases.index, name=name
     )
+
+
+def present_subgroups(data: pd.DataFrame, subgroups: Sequence[str]) -> list[str]:
+    """The sub-groups of ``subgroups`` whose column ``data`` has (``anatomy`` exists only in a cohort with a
+    real-anatomy test subset); a name unknown to the registry is kept (:func:`subgroup_levels` refuses it)."""
+    return [s for s in subgroups if s not in registry.SUBGROUPS or registry.SUBGROUPS[s][0] in data.columns]
 
 
 def merge_cases(table: pd.DataFrame, cases: pd.DataFrame | None, needed: Sequence[str]) -> pd.DataFrame:
@@ -170,12 +179,13 @@ def subgroup_table(
     ci_level, n_boot, cluster, test, p_value. ``test``/``p_value`` compare ``test_metric`` (Dice)
     across the known levels of the sub-group (Kruskal-Wallis; Mann-Whitney U for two levels; the
     "unknown" level is left out of the test) and are repeated on every row of that sub-group. ``n`` is
-    the number of scans with a value; the levels' ``n`` add up to the scans with a value.
+    the number of scans with a value; the levels' ``n`` add up to the scans with a value. A sub-group whose
+    column neither table has is left out (:func:`present_subgroups`).
     """
     columns = [registry.SUBGROUPS[s][0] for s in subgroups if s in registry.SUBGROUPS]
     data = merge_cases(per_case, cases, columns)
     rows = []
-    for name in subgroups:
+    for name in present_subgroups(data, subgroups):
         levels = subgroup_levels(data, name)
         pieces, test_groups = [], []
         for lev in levels.cat.categories:
@@ -274,19 +284,20 @@ def detection_subgroup_table(
     Clopper-Pearson with ``ci_method``), test, p_value (Fisher's exact test for two levels, chi-square
     otherwise, over the known levels). The tests treat lesions as independent; see
     :func:`amt_core.evaluation.models.detection_gee` for a model that allows for clustering by institution.
+    A sub-group whose column neither table has is left out (:func:`present_subgroups`).
     """
     columns = [registry.SUBGROUPS[s][0] for s in subgroups if s in registry.SUBGROUPS]
     data = merge_cases(lesions, cases, columns)
     hit = data[hit_column].astype(bool).to_numpy()
     rows = []
-    for name in subgroups:
+    for name in present_subgroups(data, subgroups):
         levels = subgroup_levels(data, name)
         cats = [c for c in levels.cat.categories if (levels == c).any()]
         n_les = np.array([int((levels == c).sum()) for c in cats])
         n_hit = np.array([int(hit[(levels == c).to_numpy()].sum()) for c in cats])
         if not cats:
             continue
-        lo, hi = wilson_ci(n_hit, n_les, level=level, method=ci_method)
+        lo, hi = proportion_ci(n_hit, n_les, level=level, method=ci_method)
         known = np.array([c != UNKNOWN for c in cats])
         test, p = _association_test(n_hit[known], n_les[known])
         rows.append(

@@ -73,6 +73,20 @@ def infer_array(net, image, cfg: ModelConfig, device, *, overlap: float | None =
     return out
 
 
+def evaluate_tune(net, cases, cfg: ModelConfig, device) -> list[float]:
+    """Per-scan Dice on the tuning cases: sliding windows over each whole (preprocessed) scan."""
+    from amt_core.evaluation.segmentation import overlap_scores
+    from amt_core.model.preprocessing import normalise
+
+    out = []
+    for case in cases:
+        image = normalise(np.asarray(case.image(), dtype=np.float32), cfg)
+        pred = infer_array(net, image, cfg, device) >= cfg.threshold
+        ref = np.asarray(case.label()) > 0
+        out.append(overlap_scores(int(ref.sum()), int(pred.sum()), int((ref & pred).sum()))["dice"])
+    return out
+
+
 def load_model(model_path: str | os.PathLike, device=None):
     """(network in eval mode on ``device``, its config, the checkpoint dict) from a checkpoint file."""
     from amt_core.model.checkpoint import load_checkpoint
@@ -130,68 +144,17 @@ def resolve_inputs(input_path: str | os.PathLike, split: str | None = None) -> l
     raise ValueError(f"{p}: unknown input type (expected .nii/.nii.gz/.nrrd/.mha, a DICOM folder or a .csv table)")
 
 
-def file_geometry(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarray] | None:
-    """(shape, RAS affine) of an image file as stored (before reorientation), from its header; None for
-    DICOM folders (their outputs keep the reader's RAS grid)."""
-    name = str(path).lower()
-    if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        img = nib.load(str(path))
-        shape = tuple(int(s) for s in img.shape)
-        while len(shape) > 3 and shape[-1] == 1:
-            shape = shape[:-1]
-        return shape[:3], np.asarray(img.affine, dtype=np.float64)
-    if name.endswith(IMAGE_SUFFIXES):
-        import SimpleITK as sitk
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        if reader.GetDimension() != 3:
-            return None
-        lps = np.eye(4)
-        lps[:3, :3] = np.array(reader.GetDirection()).reshape(3, 3) @ np.diag(reader.GetSpacing())
-        lps[:3, 3] = reader.GetOrigin()
-        return tuple(int(s) for s in reader.GetSize()), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    return None
-
-
-def to_file_grid(array: np.ndarray, ras_affine: np.ndarray, geometry) -> tuple[np.ndarray, np.ndarray]:
-    """Undo the reader's reorientation: the RAS array back to the file's voxel order and affine."""
-    if geometry is None:
-        return array, ras_affine
-    import nibabel.orientations as nio
-
-    shape, affine = geometry
-    ornt = nio.io_orientation(affine)  # file axes -> RAS, as the reader applied it
-    back = nio.ornt_transform(nio.axcodes2ornt(("R", "A", "S")), ornt)
-    out = nio.apply_orientation(array, back)
-    if out.shape != tuple(shape) or not np.allclose(ras_affine @ nio.inv_ornt_aff(back, array.shape), affine,
-                                                    atol=1e-3):
-        return array, ras_affine  # not the same grid after all: keep the reader's (world-equivalent) grid
-    return np.ascontiguousarray(out), affine
-
-
 def write_outputs(out_dir: Path, case_id: str, prob: np.ndarray, affine: np.ndarray, cfg: ModelConfig,
                   spacing) -> dict:
     """Mask, compact probability map and candidate table of one case (atomic writes)."""
-    import nibabel as nib
-
-    from amt_core.atomic import atomic_path, write_csv
+    from amt_core.atomic import write_csv
     from amt_core.data.volume import write_volume
     from amt_core.model.postprocess import filter_mask
 
     mask = filter_mask(prob, cfg.threshold, spacing, cfg.min_component_ml, cfg.min_component_conf)
     write_volume(mask, affine, out_dir / f"{case_id}.nii.gz")
     q = np.round(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
-    img = nib.Nifti1Image(q, affine)
-    img.header.set_slope_inter(1.0 / 255.0, 0.0)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    with atomic_path(out_dir / f"{case_id}_prob.nii.gz") as tmp:
-        nib.save(img, str(tmp))
+    write_volume(q, affine, out_dir / f"{case_id}_prob.nii.gz", slope=1.0 / 255.0)
     table = candidate_table(q.astype(np.float32) / 255.0, cfg, spacing, mask=mask)
     write_csv(out_dir / f"{case_id}_candidates.csv", table)
     return {"case_id": case_id, "voxels": int(mask.sum()), "n_candidates": len(table),
@@ -232,10 +195,11 @@ def candidate_table(prob: np.ndarray, cfg: ModelConfig, spacing, *, mask: np.nda
     return table.reset_index(drop=True)
 
 
-def predict(model_path: str | os.PathLike, input: str | os.PathLike, out_dir: str | os.PathLike, *,
+def predict(model_path: str | os.PathLike, source: str | os.PathLike, out_dir: str | os.PathLike, *,
             overlap: float | None = None, tta: bool = False, progress: bool = True, split: str | None = None,
             device: str | None = None, overwrite: bool = False, resume: bool = False) -> Path:
-    """Predict every case of ``input`` into the predictions folder ``out_dir``; returns ``out_dir``.
+    """Predict every case of ``source`` (an image file, a DICOM series folder or a case table) into the
+    predictions folder ``out_dir``; returns ``out_dir``.
 
     The folder also gets ``predictions.csv`` and ``predictions.json`` (:mod:`amt_core.data.predictions`:
     the checkpoint's SHA-256, the settings, per case the input and its files' SHA-256). A non-empty
@@ -246,11 +210,11 @@ def predict(model_path: str | os.PathLike, input: str | os.PathLike, out_dir: st
     from amt_core.data import predictions as manifest
 
     out = check_output_dir(out_dir, overwrite=overwrite, resume=resume, what="predictions folder")
-    cases = resolve_inputs(input, split)
+    cases = resolve_inputs(source, split)
     net, cfg, _state = load_model(model_path, device)
     model_file = Path(model_path) / "best.pt" if Path(model_path).is_dir() else Path(model_path)
     settings = {"model": str(model_file.resolve()), "model_sha256": manifest.file_digest(model_file),
-                "input": str(Path(input).resolve()), "split": split, "overlap": overlap, "tta": tta}
+                "input": str(Path(source).resolve()), "split": split, "overlap": overlap, "tta": tta}
     run = dict(cases=cases, net=net, cfg=cfg, settings=settings, overlap=overlap, tta=tta, progress=progress)
     if resume and is_nonempty_dir(out):  # finish it in place: the kept cases are already there
         _predict_into(out, done=manifest.resumable_cases(out, settings), **run)
@@ -265,21 +229,23 @@ def _predict_into(out: Path, *, cases, net, cfg, settings: dict, done: dict, ove
     """Predict the cases into ``out`` (those in ``done`` with the same input are kept), recording each
     finished case in the manifest so that an interrupted prediction can be resumed."""
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from amt_core.atomic import write_csv, write_json
     from amt_core.data import predictions as manifest
-    from amt_core.data.volume import read_volume
+    from amt_core.data.volume import read_geometry, read_volume, to_stored_grid
+    from amt_core.progress import Progress
 
     device = next(net.parameters()).device
     record = {**settings, "complete": False, "cases": {}}
-    for case_id, image in tqdm(cases, desc="predict", unit="scan", disable=not progress):
+    desc = f"predict {settings['split']}" if settings.get("split") else "predict"
+    bar = Progress("predict", len(cases), unit="scan", desc=desc, bar=True, enabled=progress)
+    for case_id, image in bar.iterate(cases):  # scans done: amt run's progress file, else a tqdm bar
         digest = manifest.file_digest(image)
         kept = done.get(case_id)
         if kept is None or kept.get("image_sha256") != digest:
             volume = read_volume(image)
             prob = predict_volume(net, cfg, volume, device, overlap=overlap, tta=tta)
-            prob, affine = to_file_grid(prob, volume.affine, file_geometry(image))
+            prob, affine = to_stored_grid(prob, volume.affine, read_geometry(image, volume=volume))
             spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
             row = write_outputs(out, case_id, prob, affine, cfg, spacing)
             if Path(image).is_dir():  # a DICOM series: the mask also as a DICOM-SEG over it
@@ -293,6 +259,7 @@ def _predict_into(out: Path, *, cases, net, cfg, settings: dict, done: dict, ove
                               if (out / n).is_file()}}
         record["cases"][case_id] = kept
         write_json(out / manifest.MANIFEST, record)
+    bar.close()
     columns = ["case_id", "voxels", "n_candidates", "n_kept", "max_prob"]  # write_outputs' row
     write_csv(out / manifest.TABLE, pd.DataFrame([r["row"] for r in record["cases"].values()], columns=columns))
     write_json(out / manifest.MANIFEST, {**record, "complete": True})

@@ -1,4 +1,5 @@
-"""Training: patches from the preprocessed cache, Dice + CE, SGD/Nesterov + poly LR, tuning-set model
+"""Training: patches from the preprocessed cache, Dice + CE, the preset's optimiser (AdamW for ``cpu``,
+SGD/Nesterov for ``full``) + poly LR, tuning-set model
 selection (``best.pt``), resumable checkpoints (``last.pt``), a CSV log, optional DDP.
 
 :func:`train` checks the output folder and the resume, plans (``plans.json``: spacing, intensity statistics,
@@ -25,7 +26,7 @@ from amt_core.model.trainer import LOG_COLUMNS, Trainer
 log = logging.getLogger(__name__)
 #: the training plan, written before the first step (spacing, intensity statistics, ROI box, patch, network)
 PLANS_FILE = "plans.json"
-__all__ = ["LOG_COLUMNS", "PLANS_FILE", "evaluate_tune", "train", "training_plan"]
+__all__ = ["LOG_COLUMNS", "PLANS_FILE", "train", "training_plan"]
 
 
 def train(cohort_csv, out_dir, *, preset: str | None = None, resume: bool = False, overwrite: bool = False,
@@ -84,10 +85,11 @@ def train(cohort_csv, out_dir, *, preset: str | None = None, resume: bool = Fals
         ddp.cleanup(info)
 
 
-def _prepare(cohort_csv, out: Path, cfg: ModelConfig, fresh: bool, info, progress, cache_dir):
+def _prepare(cohort_csv, cfg: ModelConfig, fresh: bool, info, progress, cache_dir):
     """Cache the train/tune cases; on a fresh run fill in spacing, intensity statistics and ROI box."""
     from amt_core.data.cases import read_cases
-    from amt_core.model.cache import CaseCache, default_cache_dir, spacing_of
+    from amt_core.data.volume import read_geometry
+    from amt_core.model.cache import CaseCache, default_cache_dir
     from amt_core.model.preprocessing import intensity_stats, median_spacing
 
     cases = read_cases(cohort_csv)
@@ -97,7 +99,7 @@ def _prepare(cohort_csv, out: Path, cfg: ModelConfig, fresh: bool, info, progres
             raise ValueError(f"{cohort_csv}: no case in the {split!r} split; training needs train and tune cases")
     if cfg.eval_max_cases:
         rows["tune"] = rows["tune"][: cfg.eval_max_cases]
-    spacing = cfg.target_spacing or median_spacing(spacing_of(r[1]) for r in rows["train"])
+    spacing = cfg.target_spacing or median_spacing(read_geometry(r[1]).spacing for r in rows["train"])
     cache = CaseCache(cache_dir or default_cache_dir(), cfg, spacing)
     if info.main:
         import os
@@ -128,32 +130,17 @@ def _roi_box(cases, margin: float = 0.08) -> tuple[float, float, float, float] |
     return (float(a[0]), float(b[0]), float(a[1]), float(b[1]))
 
 
-def evaluate_tune(net, cases, cfg: ModelConfig, device) -> list[float]:
-    """Per-scan Dice on the tuning cases: sliding windows over each whole (preprocessed) scan."""
-    from amt_core.evaluation.segmentation import overlap_scores
-    from amt_core.model.inference import infer_array
-    from amt_core.model.preprocessing import normalise
-
-    out = []
-    for case in cases:
-        image = normalise(np.asarray(case.image(), dtype=np.float32), cfg)
-        pred = infer_array(net, image, cfg, device) >= cfg.threshold
-        ref = np.asarray(case.label()) > 0
-        out.append(overlap_scores(int(ref.sum()), int(pred.sum()), int((ref & pred).sum()))["dice"])
-    return out
-
-
 def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progress, cache_dir, t0,
          control: RunControl) -> Path:
     """Plan (``plans.json``), then train epoch by epoch with a :class:`~amt_core.model.trainer.Trainer`."""
     import torch
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
     from amt_core.atomic import write_json
     from amt_core.model.patches import PatchDataset, StepSampler, worker_init
+    from amt_core.progress import Progress
 
-    cfg, train_cases, tune_cases = _prepare(cohort_csv, out, cfg, state is None, info, progress, cache_dir)
+    cfg, train_cases, tune_cases = _prepare(cohort_csv, cfg, state is None, info, progress, cache_dir)
     cohort = cohort_record(cohort_csv)
     spe = cfg.steps_per_epoch
     # the LR schedule is a function of the configured steps only: no clock, no run-control setting shapes it
@@ -174,7 +161,8 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
     budget = control.max_minutes * 60.0 if control.max_minutes else math.inf
     stop_at = total if control.stop_after is None else min(total, control.stop_after)
     t_eval, stopped_by, stopgap = 0.0, None, math.nan
-    bar = tqdm(total=total, initial=trainer.step, desc="train", unit="step", disable=not (progress and info.main))
+    # steps, epoch, loss, tuning Dice, elapsed and ETA: to amt run's progress file when it follows one, else a bar
+    bar = Progress("train", total, unit="step", initial=trainer.step, bar=True, enabled=progress and info.main)
     while trainer.step < total:
         t_ep = time.monotonic()
         end = min((trainer.epoch + 1) * spe, total)
@@ -218,7 +206,7 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
         if stopped_by == "time cap":
             log.warning("%s: incomplete training: %s", out, incomplete_note(status))
     if info.main and cfg.postprocess and stopped_by != "stop_after" and (out / "best.pt").is_file():
-        _choose_postprocessing(out, cfg, tune_cases, dev, seed)
+        _choose_postprocessing(out, cfg, tune_cases, dev)
     if info.world > 1:  # every rank must hold the same weights: record (and check) it
         digests = ddp.gather(ddp.weights_digest(trainer.net), info)
         if info.main:
@@ -271,19 +259,24 @@ def _log_epoch(out: Path, history: list[dict], row: dict) -> None:
              row["tune_dice"], row["seconds"])
 
 
-def _choose_postprocessing(out: Path, cfg: ModelConfig, tune_cases, dev, seed: int) -> None:
+def _choose_postprocessing(out: Path, cfg: ModelConfig, tune_cases, dev) -> None:
     """Choose the component filter on the tuning split with the best checkpoint; record it in best.pt."""
     from amt_core.atomic import write_json
     from amt_core.model.checkpoint import update_config
+    from amt_core.model.inference import infer_array
     from amt_core.model.network import build_network, to_memory_format
-    from amt_core.model.postprocess import tune_postprocessing
+    from amt_core.model.postprocess import choose
+    from amt_core.model.preprocessing import normalise
 
     t = time.monotonic()
     state = load_checkpoint(out / "best.pt")
     net = build_network(cfg)
     net.load_state_dict(state["model"])
     net = to_memory_format(net.to(dev), cfg).eval()
-    choice = tune_postprocessing(net, tune_cases, cfg, dev)
+    # the tuning scans inferred whole on their preprocessed grid, then the filter that serves them best
+    scans = [(infer_array(net, normalise(np.asarray(c.image(), dtype=np.float32), cfg), cfg, dev),
+              c.label(mmap=False), c.meta["spacing"]) for c in tune_cases]
+    choice = choose(scans, cfg.threshold)
     best_cfg = state["config"].replace(min_component_ml=choice["min_component_ml"],
                                        min_component_conf=choice["min_component_conf"])
     update_config(out / "best.pt", best_cfg, postprocessing=choice)

@@ -48,6 +48,8 @@ class Trainer:
         self.history: list[dict] = []
         self.acc = [0.0, 0]  # loss sum and steps of the current epoch
         self.model = self.net
+        self.bar = None  # the progress of :meth:`run_epoch` (amt_core.progress.Progress), marked at epoch ends
+        self.last_dice = math.nan  # the latest tuning Dice, shown with the progress
 
     # --- state ---------------------------------------------------------------------------------------
     def restore(self, state: dict[str, Any]) -> None:
@@ -60,6 +62,8 @@ class Trainer:
         self.step, self.epoch = state["step"], state["epoch"]
         ex = state["extra"]
         self.best, self.history, self.acc = ex["best_dice"], ex["history"], ex["acc"]
+        self.last_dice = next((r["tune_dice"] for r in reversed(self.history) if not math.isnan(r["tune_dice"])),
+                              math.nan)
 
     def wrap(self) -> None:
         """DDP and/or torch.compile around the network (after :meth:`restore`)."""
@@ -103,11 +107,15 @@ class Trainer:
         return value
 
     def run_epoch(self, loader, bar) -> None:
+        """One pass over ``loader``; ``bar`` (an :class:`amt_core.progress.Progress`) gets each step with the
+        epoch, the epoch's mean loss and the latest tuning Dice (display only: nothing here reads it back)."""
         self.model.train()
+        self.bar = bar
+        epochs = math.ceil(self.total / self.cfg.steps_per_epoch)
         for batch in loader:
             self.train_step(batch)
-            bar.update(1)
-            bar.set_postfix(loss=f"{self.acc[0] / self.acc[1]:.3f}", best=f"{max(self.best, 0):.3f}")
+            bar.update(1, epoch=self.epoch + 1, epochs=epochs, loss=self.acc[0] / self.acc[1],
+                       tune_dice=self.last_dice)
 
     # --- epoch end -----------------------------------------------------------------------------------
     def evaluation_due(self) -> bool:
@@ -123,6 +131,10 @@ class Trainer:
         if self.info.main:
             self.select(dice)
             self.checkpoint("last.pt")
+        if not math.isnan(dice):
+            self.last_dice = dice
+        if self.bar is not None:  # every epoch end is a line of amt run's output, with its ETA
+            self.bar.mark(epoch=self.epoch, loss=row["loss"], tune_dice=self.last_dice)
         return row
 
     def select(self, dice: float) -> bool:
@@ -139,6 +151,6 @@ class Trainer:
                                                         self.info)
 
     def mean_tune_dice(self, tune_cases) -> float:
-        from amt_core.model.train import evaluate_tune
+        from amt_core.model.inference import evaluate_tune
 
         return float(np.mean(evaluate_tune(unwrap(self.model), tune_cases, self.cfg, self.dev)))

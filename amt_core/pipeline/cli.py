@@ -1,5 +1,6 @@
-"""``amt run`` and ``amt figures``: thin wrappers of :func:`amt_core.pipeline.run.run_pipeline` and
-:func:`amt_core.plots.make_all_figures` (heavy imports happen inside the handlers)."""
+"""``amt run``, ``amt figures`` and ``amt lab``: thin wrappers of :func:`amt_core.pipeline.run.run_pipeline`,
+:func:`amt_core.plots.make_all_figures` and :mod:`amt_core.pipeline.lab` (heavy imports happen inside the
+handlers)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "steps whose inputs and parameters are unchanged are skipped (a run "
                                    "folder is its own resume). A non-empty folder that is not a run folder "
                                    "is refused unless --overwrite.")
-    p.add_argument("--params", default="demo", help="a preset name (smoke, demo, study) or a parameter file "
+    p.add_argument("--params", default="demo", help="a preset name (smoke, quick, demo, study) or a parameter file "
                                                    "(YAML; default: demo)")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/demo")
     p.add_argument("--force", action="store_true", help="rerun every step even if it is up to date")
@@ -34,6 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--overwrite", action="store_true", help="replace --out even if it is not a folder of figures")
     f.set_defaults(func=_figures)
 
+    lab = sub.add_parser("lab", help="start JupyterLab on a run folder with the project's kernel",
+                         description="Start JupyterLab (python -m jupyterlab) rooted at a run folder, with "
+                                     "this installation's kernel as the default. The study notebooks are "
+                                     "jupytext scripts: `amt lab notebooks` in a checkout opens them, and a "
+                                     "notebook saved there keeps its edit in notebooks/NAME.py.")
+    lab.add_argument("folder", nargs="?", metavar="RUN",
+                     help="folder to open (default: the run under runs/ evaluated last, else the current "
+                          "folder)")
+    lab.add_argument("--port", type=int, help="server port (default: JupyterLab's, 8888 or the next free)")
+    lab.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    lab.add_argument("--allow-root", action="store_true",
+                     help="let JupyterLab run as root (it refuses otherwise; e.g. in a container)")
+    lab.add_argument("--print-command", action="store_true", help="print the command instead of running it")
+    lab.set_defaults(func=_lab)
+
 
 def _run(args) -> int:
     from amt_core.cli import UserError
@@ -49,7 +65,7 @@ def _run(args) -> int:
 
 def _figures(args) -> int:
     from amt_core.cli import UserError
-    from amt_core.pipeline.layout import latest_run
+    from amt_core.layout import latest_run
     from amt_core.plots import figures_run, make_all_figures
 
     run = args.run
@@ -63,3 +79,23 @@ def _figures(args) -> int:
     replaced = f" (replacing the figures of {before})" if before and before != str(Path(run).resolve()) else ""
     print(f"amt figures: wrote {len(written)} files from {run} to {args.out}{replaced}")
     return 0
+
+
+def _lab(args) -> int:
+    import os
+    import shlex
+
+    from amt_core.pipeline.lab import lab_command, lab_folder, pair_notebooks
+    from amt_core.pipeline.run import ensure_kernel
+
+    folder = lab_folder(args.folder)
+    cmd = lab_command(folder, ensure_kernel(), port=args.port, browser=not args.no_browser,
+                      allow_root=args.allow_root)
+    if args.print_command:
+        print(shlex.join(cmd))
+        return 0
+    for written in pair_notebooks(folder):
+        print(f"amt lab: wrote {written.name} (paired with {written.stem}.py, which keeps every edit)")
+    print(f"amt lab: JupyterLab on {folder} (Ctrl-C to stop)", flush=True)
+    os.execv(cmd[0], cmd)  # JupyterLab takes over this process (and its Ctrl-C)
+    return 0  # pragma: no cover

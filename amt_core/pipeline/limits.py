@@ -102,7 +102,7 @@ def run_limits(run_dir: str | Path, cohort_csv: str = "") -> list[dict]:
     """:func:`data_limits` of a run folder (empty when the external test was not evaluated)."""
     import json
 
-    from amt_core.pipeline.layout import RunLayout
+    from amt_core.layout import RunLayout
     from amt_core.plots.manuscript import load_cases
 
     layout = RunLayout.of(run_dir, cohort_csv)

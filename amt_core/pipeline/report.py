@@ -11,25 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from amt_core.atomic import write_text
-from amt_core.pipeline.layout import RunLayout
-
-CONVENTION_TEXT = {
-    "matching": "Lesions are the connected components of the reference mask; candidates are the connected "
-                "components of the thresholded probability map. A candidate hits a lesion when their "
-                "overlap passes the IoU threshold under the hit criterion; candidates are assigned to "
-                "lesions with the stated assignment rule, and a second hit on an already-matched lesion "
-                "is counted as stated.",
-    "empty": "Empty-scan policy: the value of Dice, IoU, precision and recall when both masks are empty "
-             "(`empty_both`) and the undefined ratio when exactly one is empty (`empty_one`); surface "
-             "distances are undefined (NaN) when a mask is empty.",
-    "aggregation": "Segmentation metrics are the mean over scans of per-scan values (mean IoU is not "
-                   "derived from mean Dice), as the study reports them.",
-    "bootstrap": "Confidence intervals resample scans with replacement (case-level bootstrap); the "
-                 "institution-cluster bootstrap (resampling institutions with all their scans) is reported "
-                 "beside it as a sensitivity analysis. FROC bands resample scans, rebuild the curve and "
-                 "read sensitivity at fixed FP/scan. Sensitivities at an operating point carry Wilson "
-                 "intervals.",
-}
+from amt_core.layout import RunLayout
 
 
 def _json(path: Path) -> dict:
@@ -59,10 +41,13 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
            f"`{root}`. Preset: `{prov.get('config', {}).get('params_file', '?')}`; seed {params.get('seed', 0)}.",
            "", "All numbers are from the synthetic or imported cohort of this run, not from the study's "
            "private data; the published values are quoted for comparison only.", ""]
+    out[1:1] = _preview_banner(layout, params)  # first thing under the title
     out += _training_banner(layout)
     out += _headline(layout)
     out += _checklist_section(layout)
     out += _reviewer_section(layout, analysis)
+    out += _seeds_section(layout)
+    out += _real_anatomy_section(layout)
     out += _limits_section(layout)
     out += ["## Tables", ""]
     for stem, title in TABLES.items():
@@ -80,10 +65,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
                     f"*Figure {k}. {caption}* (vector: [`figures/{stem}.pdf`](figures/{stem}.pdf))", ""]
 
     out += ["## Conventions", ""]
-    for text in CONVENTION_TEXT.values():
-        out += [f"- {text}"]
-    out += [""]
-    words = summary.get("conventions") or {}
+    words = summary.get("conventions") or {}  # EvalConfig.describe(): the one statement of the conventions
     if isinstance(words, dict) and words:
         out += ["As recorded by the evaluation of the external test (`evaluation/test/summary.json`):", ""]
         out += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in words.items()] + [""]
@@ -121,6 +103,26 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
+def _preview_banner(layout: RunLayout, params: dict) -> list[str]:
+    """A warning on top of a preview run (``preview: true`` in its parameters, e.g. the ``quick`` preset)."""
+    import pandas as pd
+
+    from amt_core.model.run_control import read_status
+    from amt_core.registry import STUDY_DESIGN
+
+    if not params.get("preview"):
+        return []
+    d = STUDY_DESIGN
+    split = pd.read_csv(layout.cases_csv)["split"] if layout.cases_csv.is_file() else pd.Series(dtype=str)
+    n = {s: int((split == s).sum()) for s in ("train", "tune", "test")}
+    steps = read_status(layout.train_dir).get("configured_steps", "?")
+    return ["", f"> **Preview, not the study's design.** This run is a reduced first look (`preview: true`): "
+            f"{len(split)} scans ({n['train']} train / {n['tune']} tune / {n['test']} test) and a short training "
+            f"({steps} steps), against the study's {d['n_cases']} scans ({d['n_train']} / {d['n_tune']} / "
+            f"{d['n_test']}). Its numbers and figures show what the pipeline produces, not what the study's "
+            "design gives; `make reproduce` (`params/demo.yaml`) runs the faithful demo."]
+
+
 def _training_banner(layout: RunLayout) -> list[str]:
     """A warning on top when the model's training is incomplete (``train/training.json``)."""
     from amt_core.model.run_control import incomplete_note, read_status
@@ -140,9 +142,9 @@ def _headline(layout: RunLayout) -> list[str]:
     c = pd.read_csv(path).set_index("metric")
     lines = ["## Headline (external test)", "",
              "| | this run (95% CI) | published |", "|---|---|---:|"]
-    names = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall": "Recall",
-             "sensitivity_iou50": "Sensitivity at IoU ≥ 0.5", "fp_per_scan_iou50": "FP per scan at IoU ≥ 0.5"}
-    for metric, label in names.items():
+    from amt_core.registry import METRIC_LABELS
+
+    for metric, label in METRIC_LABELS.items():
         if metric in c.index:
             r = c.loc[metric]
             ci = f" ({r['ci_lo']:.2f}–{r['ci_hi']:.2f})" if pd.notna(r["ci_lo"]) else ""
@@ -217,6 +219,22 @@ def _reviewer_section(layout: RunLayout, analysis: dict) -> list[str]:
             "Subgroup p-values are descriptive: each table's tests form one family and are adjusted by Holm's "
             "method (family-wise error), shown beside the raw value; p-values below 0.001 are printed as "
             "`< 0.001`.", "", *out, ""]
+
+
+def _seeds_section(layout: RunLayout) -> list[str]:
+    """The section "Training randomness: N seeds": the between-seed spread beside the bootstrap CI
+    (:func:`amt_core.pipeline.seeds.report_lines`)."""
+    from amt_core.pipeline.seeds import report_lines
+
+    return report_lines(layout)
+
+
+def _real_anatomy_section(layout: RunLayout) -> list[str]:
+    """The section "Real anatomy" of a run whose external test has that subset
+    (:func:`amt_core.pipeline.real_anatomy.report_lines`; none otherwise)."""
+    from amt_core.pipeline.real_anatomy import report_lines
+
+    return report_lines(layout)
 
 
 def _limits_section(layout: RunLayout) -> list[str]:

@@ -17,6 +17,7 @@ inspection and the outputs of earlier steps are left as they were.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from amt_core.atomic import OutputExistsError, is_nonempty_dir, remove_stale_temps, write_json, write_text
+from amt_core.layout import RunLayout
 from amt_core.pipeline.hashes import FileHashes
-from amt_core.pipeline.layout import RunLayout
 from amt_core.pipeline.params import NOTEBOOKS, load_params, notebook_parameters
+from amt_core.pipeline.sources import SOURCE_SUFFIX, check_sources, source_path, step_notebook
 from amt_core.resources import notebook_dir, preset_path
 
-#: The stored notebooks (the checkout's notebooks/ folder, or the installed package's copy).
+#: The notebook sources, jupytext percent scripts (the checkout's notebooks/, or the installed package's copy).
 NOTEBOOK_DIR = notebook_dir()
 
 
@@ -67,10 +69,12 @@ def _cohort_outputs(L: RunLayout) -> list[Path]:
 
 STEPS: tuple[Step, ...] = (
     Step("01_cohort", lambda L: L.cohort_files() if L.cohort_csv else [], _cohort_outputs),
-    Step("02_train", lambda L: L.cohort_files(), lambda L: [L.model_path]),
-    Step("03_evaluate", lambda L: [*L.cohort_files(), L.model_path],
-         lambda L: [L.predictions("tune"), L.predictions("test"), *_eval_outputs(L)]),
-    Step("04_figures", lambda L: [*L.cohort_files(), *_eval_outputs(L), L.predictions("test")],
+    Step("02_train", lambda L: L.cohort_files(), lambda L: [L.model_path, *L.seed_model_paths()]),
+    Step("03_evaluate", lambda L: [*L.cohort_files(), L.model_path, *L.seed_model_paths()],
+         lambda L: [L.predictions("tune"), L.predictions("test"), *_eval_outputs(L), *L.seed_result_dirs(),
+                    *L.real_anatomy_dirs()]),
+    Step("04_figures", lambda L: [*L.cohort_files(), *_eval_outputs(L), L.predictions("test"),
+                                  *L.real_anatomy_dirs()],
          lambda L: [L.figures_dir, L.tables_dir, L.report_md]),
     Step("05_explore", lambda L: [*L.cohort_files(), L.evaluation("test"), L.predictions("test")], lambda L: []),
 )
@@ -130,7 +134,7 @@ def ensure_kernel(name: str = "python3") -> str:
 def _step_key(step: Step, layout: RunLayout, params: dict, upstream: str, hasher: FileHashes) -> tuple[str, dict]:
     nb_params = {k: v for k, v in params.items() if k != "run_dir"}
     inputs = _hashes(step.inputs(layout), layout.root, hasher)
-    parts = {"notebook": hasher(NOTEBOOK_DIR / f"{step.notebook}.ipynb"), "params": nb_params,
+    parts = {"notebook": hasher(source_path(NOTEBOOK_DIR, step.notebook)), "params": nb_params,
              "inputs": inputs, "upstream": upstream}
     return _digest(parts), parts
 
@@ -158,26 +162,34 @@ def _describe_failure(exc, notebook: str, executed: Path) -> str:
 
 
 def _export_html(notebook: Path) -> Path:
-    import nbformat
-    from nbconvert import HTMLExporter
+    """RUN/notebooks/NAME.html: a table of contents and RUN/provenance.json's record, then the notebook."""
+    from amt_core.pipeline.export import export_html
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(notebook, as_version=4))
-    return write_text(notebook.with_suffix(".html"), body)
+    return export_html(notebook, provenance=notebook.parent.parent / "provenance.json")
 
 
-def _execute(step: Step, layout: RunLayout, params: dict, kernel: str, progress: bool) -> Path:
+def _execute(step: Step, layout: RunLayout, params: dict, kernel: str, progress: bool, head: str = "") -> Path:
+    """Execute one notebook. With ``progress`` the terminal shows each labelled cell as a line and the inner
+    progress of the long loops (``amt_core.progress``: the kernel writes ``.steps/{notebook}.progress.jsonl``,
+    a thread here follows it); papermill's own cell bar stays off, so that no two bars fight."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    from amt_core.progress import Console, describing_engine, following
+
     layout.notebooks_dir.mkdir(parents=True, exist_ok=True)
     executed = layout.notebooks_dir / f"{step.notebook}.ipynb"
+    follow = following(layout.steps_dir / f"{step.notebook}.progress.jsonl", Console()) if progress else None
     try:
-        pm.execute_notebook(NOTEBOOK_DIR / f"{step.notebook}.ipynb", executed, parameters=params,
-                            kernel_name=kernel, cwd=str(layout.root), progress_bar=progress,
-                            log_output=False, report_mode=False,
-                            # the kernel's own log (transport warnings, shutdown notices) is noise here;
-                            # cell errors still reach the executed notebook and StepError
-                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+        with follow or contextlib.nullcontext() as follower:
+            shown = {"engine_name": describing_engine(), "on_cell": lambda label: follower.say(f"{head}: {label}")} \
+                if follower else {}
+            pm.execute_notebook(step_notebook(NOTEBOOK_DIR, step.notebook), executed, parameters=params,
+                                kernel_name=kernel, cwd=str(layout.root), progress_bar=False,
+                                log_output=False, report_mode=False, **shown,
+                                # the kernel's own log (transport warnings, shutdown notices) is noise here;
+                                # cell errors still reach the executed notebook and StepError
+                                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except PapermillExecutionError as exc:
         _export_html(executed)
         raise StepError(step.notebook, _describe_failure(exc, step.notebook, executed), executed) from None
@@ -201,6 +213,7 @@ def run_pipeline(params_path: str | Path, out_dir: str | Path, *, progress: bool
     unknown = wanted - set(NOTEBOOKS)
     if unknown:
         raise ValueError(f"unknown steps {sorted(unknown)}; the steps are {list(NOTEBOOKS)}")
+    check_sources(NOTEBOOK_DIR, [nb for nb in NOTEBOOKS if nb in wanted])  # before any step runs
     params_text = Path(params_path).read_text()
     _prepare_run_folder(layout, overwrite, keep=[Path(params_path), *([layout.cases_csv] if layout.cohort_csv else [])])
     hasher = FileHashes(layout.steps_dir / "hashes.json")
@@ -227,7 +240,7 @@ def run_pipeline(params_path: str | Path, out_dir: str | Path, *, progress: bool
         say(f"{head}: running ...")
         t0 = time.perf_counter()
         try:
-            executed = _execute(step, layout, nb_params, kernel, progress)
+            executed = _execute(step, layout, nb_params, kernel, progress, head)
         finally:
             hasher.save()  # the inputs hashed so far stay known, also after a failure
         seconds = time.perf_counter() - t0
@@ -273,6 +286,6 @@ def _prepare_run_folder(layout: RunLayout, overwrite: bool, keep: list[Path]) ->
 def _write_run_provenance(layout: RunLayout, params: dict, params_path: str | Path) -> None:
     from amt_core.provenance import write_provenance
 
-    inputs = [Path(params_path), *sorted(NOTEBOOK_DIR.glob("0*_*.ipynb"))]
+    inputs = [Path(params_path), *sorted(NOTEBOOK_DIR.glob(f"0*_*{SOURCE_SUFFIX}"))]
     write_provenance(layout.root, config={"params_file": str(params_path), "params": params,
                                           "run_dir": str(layout.root)}, inputs=inputs)

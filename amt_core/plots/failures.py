@@ -82,10 +82,11 @@ def failure_counts(per_case: pd.DataFrame, lesions: pd.DataFrame, candidates: pd
                    subgroups=tuple(registry.SUBGROUPS)) -> pd.DataFrame:
     """Failures per sub-group level: scans, lesions, missed lesions (and the share missed), false-positive
     candidates (and per scan), and how many of the ``n_worst`` scans fall in the level."""
-    from amt_core.evaluation.stats import merge_cases, subgroup_levels
+    from amt_core.evaluation.stats import merge_cases, present_subgroups, subgroup_levels
 
     columns = [registry.SUBGROUPS[s][0] for s in subgroups]
     scans = merge_cases(per_case[["case_id", metric]], cases, columns)
+    subgroups = present_subgroups(scans, subgroups)  # e.g. no 'anatomy' column without a real-anatomy subset
     worst = set(per_case.dropna(subset=[metric]).sort_values([metric, "case_id"]).head(n_worst)["case_id"])
     missed = lesions.groupby("case_id")["hit"].apply(lambda h: int((~h.astype(bool)).sum()))
     n_les = lesions.groupby("case_id").size()
@@ -133,8 +134,16 @@ def plot_failures(table: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str
     outline green, prediction orange, titled with its number in the table, kind, size and acquisition."""
     from matplotlib.lines import Line2D
 
-    from amt_core.plots.examples import _crop_box, _load, apply_window, view_aspect, view_slice
     from amt_core.plots.style import ROLE, new_figure, plot_style
+    from amt_core.plots.viewing import (
+        apply_window,
+        bare_axes,
+        crop_box,
+        draw_outlines,
+        load_case,
+        view_aspect,
+        view_slice,
+    )
 
     shown = table.head(max_panels)
     nrows = max(1, math.ceil(len(shown) / ncols))
@@ -143,10 +152,7 @@ def plot_failures(table: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str
     with plot_style():
         fig, axes = new_figure("double", aspect=0.27 * nrows + 0.06, nrows=nrows, ncols=ncols)
         for k, ax in enumerate(np.ravel(axes)):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            bare_axes(ax)
             if k >= len(shown):
                 ax.set_visible(False)
                 continue
@@ -155,17 +161,15 @@ def plot_failures(table: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str
             if cid not in loaded:
                 case = info.loc[cid].copy()
                 case["case_id"] = cid
-                loaded[cid] = _load(case, Path(predictions_dir))
+                loaded[cid] = load_case(case, Path(predictions_dir))
             image, ref, pred = loaded[cid]
             idx = int(row["slice"]) if row["slice"] >= 0 else image.shape[2] // 2
             rs, ps = view_slice(ref, "axial", idx), view_slice(pred, "axial", idx)
-            box = _crop_box(_box_mask(row, ref.shape), ps, int(round(margin_mm / float(min(image.spacing[:2])))))
+            box = crop_box(_box_mask(row, ref.shape), ps, int(round(margin_mm / float(min(image.spacing[:2])))))
             img = apply_window(view_slice(image.array, "axial", idx), window)
             ax.imshow(img[box], cmap="gray", vmin=0, vmax=1, aspect=view_aspect(image.spacing, "axial"),
                       interpolation="bilinear")
-            for mask, color in ((rs, ROLE["reference"]), (ps, ROLE["prediction"])):
-                if mask[box].any():
-                    ax.contour(mask[box].astype(float), levels=[0.5], colors=[color], linewidths=0.8)
+            draw_outlines(ax, ((rs[box], ROLE["reference"]), (ps[box], ROLE["prediction"])), 0.8)
             ax.set_title(f"#{k + 1} {KINDS[row['kind']]}: {cid}\n{row['size_ml']:.1f} ml, slice {idx}, "
                          f"Dice {row['dice']:.2f}", fontsize=5.5)
             ax.text(0.02, 0.03, f"{row['institution_id']} · {row['vendor']} · {row['contrast']} · "
@@ -180,7 +184,7 @@ def plot_failures(table: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str
 
 def _box_mask(row: pd.Series, shape: tuple[int, ...]) -> np.ndarray:
     """The failure's in-plane box as a 2D axial display mask (all False without a box)."""
-    from amt_core.plots.examples import view_slice
+    from amt_core.plots.viewing import view_slice
 
     mask = np.zeros((*shape[:2], 1), dtype=bool)
     if int(row["x0"]) >= 0:

@@ -39,12 +39,17 @@ def _curve_line(curve: pd.DataFrame, lo_x: float, hi_x: float, marks=()) -> tupl
         fp, sens = np.r_[0.0, fp], np.r_[0.0, sens]
     inside = fp[(fp > lo_x) & (fp < hi_x)]
     x = np.unique(np.r_[np.geomspace(lo_x, hi_x, 256), inside, np.nextafter(inside, 0), marks])
-    return x, interp_rows(fp[None, :], sens[None, :], x)[0]
+    return x, interp_rows(fp[None, :], sens[None, :], x.tolist())[0]
 
 
 def plot_froc_confidence(froc: pd.DataFrame, bands: pd.DataFrame | None = None,
-                         iou_thresholds=FROC_IOU_THRESHOLDS, fp_points=FP_POINTS, title: str | None = None):
-    """Reading A: sensitivity vs false positives per scan for each IoU threshold, with 95% bands."""
+                         iou_thresholds=FROC_IOU_THRESHOLDS, fp_points=FP_POINTS, title: str | None = None,
+                         subset: pd.DataFrame | None = None, subset_iou: float = 0.5, subset_label: str = ""):
+    """Reading A: sensitivity vs false positives per scan for each IoU threshold, with 95% bands.
+
+    ``subset``: reading A of a subset of the scans (the real-anatomy test subset's ``froc_confidence.csv``),
+    drawn alone at ``subset_iou`` as a black dashed curve labelled ``subset_label``, without a band (a
+    handful of scans)."""
     with plot_style():
         fig, ax = new_figure("single", aspect=0.78)
         lo_x, hi_x = min(fp_points) / 2, max(fp_points) * 1.25
@@ -62,6 +67,11 @@ def plot_froc_confidence(froc: pd.DataFrame, bands: pd.DataFrame | None = None,
                         ax.plot(b["fp_per_scan"], b[edge], color=color, lw=0.5, alpha=0.7, ls=(0, (2, 1.5)))
                     ax.plot(b["fp_per_scan"], b["sensitivity"], "o", ms=2.4, color=color, mec="white",
                             mew=0.4)
+        if subset is not None and not subset.empty:
+            x, y = _curve_line(_sel(subset, subset_iou), lo_x, hi_x, list(fp_points))
+            if len(x):
+                ax.plot(x, y, color="black", lw=1.1, ls=(0, (4, 2)), zorder=4,
+                        label=subset_label or f"subset, IoU ≥ {subset_iou:g}")
         ax.set_xscale("log", base=2)
         ax.set_xlim(lo_x, hi_x)
         ax.set_xticks(list(fp_points))

@@ -1,5 +1,5 @@
 """Build every manuscript figure and table of a run from its saved results (see
-:mod:`amt_core.pipeline.layout` for the folder and :mod:`amt_core.pipeline.analysis` for the tables)."""
+:mod:`amt_core.layout` for the folder and :mod:`amt_core.pipeline.analysis` for the tables)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from amt_core.pipeline.layout import RunLayout
-from amt_core.plots import FIGURES, TABLES
+from amt_core.evaluation.stats import present_subgroups
+from amt_core.layout import RunLayout
+from amt_core.pipeline.real_anatomy import load_real_anatomy, real_anatomy_table
+from amt_core.plots.captions import FIGURES, TABLES
 from amt_core.plots.style import save_figure
 from amt_core.plots.tables import write_table
-
-REF_VOLUME = ("volume_ref_ml", "ref_volume_ml", "reference_volume_ml", "vol_ref_ml")
-PRED_VOLUME = ("volume_pred_ml", "pred_volume_ml", "predicted_volume_ml", "vol_pred_ml")
-
-
-def first_column(frame: pd.DataFrame, names) -> str | None:
-    return next((n for n in names if n in frame.columns), None)
+from amt_core.registry import SUBGROUPS
 
 
 def _read(path: Path) -> pd.DataFrame | None:
@@ -47,6 +43,7 @@ def load_per_case(layout: RunLayout, cases: pd.DataFrame, splits=("tune", "test"
 
 def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") -> list[Path]:
     from amt_core.plots import agreement, distributions, examples, failures, flow, forest, froc, training
+    from amt_core.plots import seeds as seed_plots
     from amt_core.plots import tables as T
 
     layout = RunLayout.of(run_dir, cohort_csv or _recorded_cohort_csv(Path(run_dir)))
@@ -64,8 +61,13 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
 
     # --- figures ---
     froc_conf, bands = _read(ev / "froc_confidence.csv"), _read(ana / "froc_bands.csv")
+    real = load_real_anatomy(layout)  # the real-anatomy test subset, None for a cohort without it
     if froc_conf is not None:
-        fig("froc_confidence", froc.plot_froc_confidence(froc_conf, bands))
+        extra = {} if real is None else {
+            "subset": real.froc_confidence, "subset_iou": real.config.headline_iou,
+            "subset_label": f"Real anatomy ({real.n_scans} scan{'s' * (real.n_scans != 1)}), "
+                            f"IoU ≥ {real.config.headline_iou:g}"}
+        fig("froc_confidence", froc.plot_froc_confidence(froc_conf, bands, **extra))
     froc_iou = _read(ev / "froc_iou.csv")
     if froc_iou is not None:
         fig("froc_iou", froc.plot_froc_iou(froc_iou))
@@ -75,10 +77,8 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
 
         fig("calibration", plot_calibration(cal_bins, cal))
     fig("metric_distributions", distributions.plot_metric_distributions(per_case))
-    ref_col, pred_col = first_column(test, REF_VOLUME), first_column(test, PRED_VOLUME)
-    if ref_col and pred_col:
-        figure, _ = agreement.plot_volume_agreement(test, ref_col, pred_col)
-        fig("volume_agreement", figure)
+    figure, _ = agreement.plot_volume_agreement(test)  # per_case.csv's ref_volume_ml, pred_volume_ml
+    fig("volume_agreement", figure)
     subgroups = _read(ana / "subgroups.csv")
     seg_ci = _read(ana / "seg_ci.csv")
     overall = float(seg_ci.set_index("metric").loc["dice", "mean"]) if seg_ci is not None else test["dice"].mean()
@@ -103,6 +103,10 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
         fails = failures.failure_table(test, lesions, candidates, cases)
         if len(fails) and _has_volumes(cases, test, layout):
             fig("failures", failures.plot_failures(fails, cases, layout.predictions("test")))
+
+    seeds = seed_plots.read_seed_variance(ana)
+    if seeds is not None:
+        fig("seed_variance", seed_plots.plot_seed_variance(*seeds))
 
     # --- tables ---
     written.extend(write_table(table_one(cases), tab, "table1", title=TABLES["table1"]))
@@ -132,8 +136,15 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     if fails is not None:
         written.extend(write_table(fails, tab, "failures", title=TABLES["failures"],
                                    display=failures.failure_markdown_frame(fails)))
-        counts = failures.failure_counts(test, lesions, candidates, cases)
+        present = tuple(present_subgroups(cases, tuple(SUBGROUPS)))  # 'anatomy' only with a real subset
+        counts = failures.failure_counts(test, lesions, candidates, cases, subgroups=present)
         written.extend(write_table(counts, tab, "failure_subgroups", title=TABLES["failure_subgroups"]))
+    if seeds is not None:
+        table, display = seed_plots.seed_variance_table(*seeds)
+        written.extend(write_table(table, tab, "seed_variance", title=TABLES["seed_variance"], display=display))
+    if real is not None:
+        table, display = real_anatomy_table(real, cases)
+        written.extend(write_table(table, tab, "real_anatomy", title=TABLES["real_anatomy"], display=display))
     unknown = {p.stem for p in written if p.suffix == ".png"} - set(FIGURES)
     if unknown:
         warnings.warn(f"figures without a caption in amt_core.plots.FIGURES: {sorted(unknown)}", stacklevel=2)
@@ -166,7 +177,8 @@ def table_one(cases: pd.DataFrame) -> pd.DataFrame:
 def _compact(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Wide presentation of a long (key, metric) table: n and 'mean (CI)' per metric, p-value if any."""
     from amt_core.evaluation.multiplicity import format_p
-    from amt_core.plots.tables import METRIC_LABELS, ci_text
+    from amt_core.plots.tables import ci_text
+    from amt_core.registry import METRIC_LABELS
 
     rows = []
     for key, part in table.groupby(keys, sort=False):

@@ -3,7 +3,8 @@
 World frame: RAS millimetres (x towards the patient's right, y anterior, z superior); z = 0 is the top
 of the right hemidiaphragm. Every structure is placed from a handful of landmarks (body centre, inner
 rib-cage ellipse, diaphragm domes, carina and aortic-arch heights) that scale with the patient's size
-and vary with sex and age. Drawing order encodes anatomy: later structures replace earlier ones.
+and vary with sex and age. Drawing order encodes anatomy: later structures replace earlier ones;
+:func:`draw_anatomy` calls one painter per structure (``_draw_table`` ... ``_draw_clavicles``) in that order.
 """
 
 from __future__ import annotations
@@ -220,14 +221,60 @@ def apply_mass_effect(points: np.ndarray, push: np.ndarray | None) -> np.ndarray
 # --- drawing -------------------------------------------------------------------------------------------------
 def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Generator,
                  push=None, masks: dict | None = None) -> dict:
-    """Draw the whole thorax. Returns landmarks needed later; if ``masks`` is a dict, fills it with
-    boolean masks of pure tissue (lung, fat, muscle, heart, vertebral bone) for realism checks."""
-    s = p.s
+    """Draw the whole thorax, one painter per structure in anatomical order (later ones replace earlier
+    ones). Returns landmarks needed later; if ``masks`` is a dict, fills it with boolean masks of pure
+    tissue (lung, fat, muscle, heart, vertebral bone) for realism checks."""
     info: dict = {}
-    full = cv.full()
-    X, Y, Z = cv.coords(full)
-    zc = Z  # (1,1,nz)
+    trunk = _trunk(cv, p)
+    _draw_table(cv, p, trunk)
+    _draw_body(cv, p, hu, rng, trunk, masks)
+    _draw_muscle(cv, p, hu, rng, trunk, masks)
+    _draw_scapulae(cv, p, hu)
+    lung_occ = _draw_lungs(cv, p, hu, rng, masks)
+    info["lung_occ"] = lung_occ
+    _draw_abdomen(cv, p, hu, rng)
+    # --- mediastinum ----------------------------------------------------------------------------------
+    _draw_mediastinal_fat(cv, p, hu)
+    hc = apply_mass_effect(p.heart_c[None], push)[0]
+    _draw_heart(cv, p, hu, hc, masks)
+    info["aorta"], info["pa"] = _draw_great_vessels(cv, p, hu, rng, push)
+    _draw_airways(cv, p, hu, rng, push)
+    _draw_thymus(cv, p, hu, rng, push)
+    _draw_nodes(cv, p, hu, rng, push)
+    _draw_lung_vessels(cv, p, hu, rng, lung_occ)
+    # --- bones ------------------------------------------------------------------------------------------
+    _draw_spine(cv, p, hu, masks)
+    _draw_ribs(cv, p, hu)
+    _draw_sternum(cv, p, hu)
+    _draw_clavicles(cv, p, hu)
+    info["y_front"] = p.y_front
+    return info
 
+
+def _mover(push):
+    """Structure points displaced by the tumour's mass effect (``push``, see :func:`apply_mass_effect`)."""
+
+    def pts(*ps):
+        return apply_mass_effect(np.array(ps, float), push)
+
+    return pts
+
+
+@dataclass(frozen=True)
+class _Trunk:
+    """Cross-section of the trunk (semi-axes vary with z: the shoulders widen above the aortic arch)."""
+
+    mus_a: np.ndarray
+    mus_b: np.float32
+    mus_cy: np.float32
+    body_a: np.ndarray
+    body_b: np.float32
+    y_back: float
+
+
+def _trunk(cv: Canvas, p: Patient) -> _Trunk:
+    s = p.s
+    zc = cv.coords(cv.full())[2]  # (1,1,nz)
     # shoulders: muscle and body widen above the aortic arch
     shoulder = F32(1.0) / (F32(1.0) + np.exp(-(zc - F32(p.z_arch + 10.0)) / F32(18.0)))
     m_lat = F32(p.m_lat) + F32(30.0 * s) * shoulder
@@ -237,20 +284,28 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
     body_a = mus_a + F32(p.fat * 1.1)
     body_b = mus_b + F32(p.fat * 0.8)
     y_back = float(mus_cy) - float(mus_b) - p.fat * 0.8
+    return _Trunk(mus_a, mus_b, mus_cy, body_a, body_b, y_back)
 
-    # table under the patient
-    tb = cv.box((p.cx - 230, y_back - 22, -1e4), (p.cx + 230, y_back - 6, 1e4))
+
+def _draw_table(cv: Canvas, p: Patient, t: _Trunk) -> None:
+    """The table under the patient."""
+    tb = cv.box((p.cx - 230, t.y_back - 22, -1e4), (p.cx + 230, t.y_back - 6, 1e4))
     if tb is not None:
         tx, ty, tz = cv.coords(tb)
-        dt = np.maximum(np.abs(ty - F32(y_back - 14)) - F32(5.0), np.abs(tx - F32(p.cx)) - F32(220.0))
+        dt = np.maximum(np.abs(ty - F32(t.y_back - 14)) - F32(5.0), np.abs(tx - F32(p.cx)) - F32(220.0))
         cv.paint(tb, cv.occ(dt), -350.0)
 
-    # body (subcutaneous fat), with breasts
-    d_body = _ellipse2d_sdf(X, Y, p.cx, float(mus_cy), body_a, body_b)
-    d_body = np.maximum(d_body, F32(y_back + 4.0) - Y)  # flattened against the table
+
+def _draw_body(cv: Canvas, p: Patient, hu, rng, t: _Trunk, masks) -> None:
+    """The body (subcutaneous fat) with the breasts, then their glandular tissue."""
+    s = p.s
+    full = cv.full()
+    X, Y, _ = cv.coords(full)
+    d_body = _ellipse2d_sdf(X, Y, p.cx, float(t.mus_cy), t.body_a, t.body_b)
+    d_body = np.maximum(d_body, F32(t.y_back + 4.0) - Y)  # flattened against the table
     if p.breast > 0:
         for side in (-1, 1):
-            c = (p.cx + side * 60 * s, float(mus_cy) + float(body_b.min()) - 22 * s, p.z_dome_r + 45 * s)
+            c = (p.cx + side * 60 * s, float(t.mus_cy) + float(t.body_b.min()) - 22 * s, p.z_dome_r + 45 * s)
             r = np.array([72, 26, 55]) * s * p.breast
             lo, hi = c - r - 10, c + r + 10
             bb = cv.box(lo, hi)
@@ -266,7 +321,7 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
     del d_body
     if p.breast > 0:  # glandular tissue
         for side in (-1, 1):
-            c = (p.cx + side * 60 * s, float(mus_cy) + float(body_b.min()) - 12 * s, p.z_dome_r + 45 * s)
+            c = (p.cx + side * 60 * s, float(t.mus_cy) + float(t.body_b.min()) - 12 * s, p.z_dome_r + 45 * s)
             r = np.array([35, 14, 30]) * s * p.breast
             bb = cv.box(c - r - 5, c + r + 5)
             if bb is None:
@@ -276,43 +331,57 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
                 0.5 + smooth_noise(rng, tuple(sl.stop - sl.start for sl in bb), (6, 4, 6)), 0, 1)
             cv.paint(bb, o, hu["gland"])
 
-    # muscle layer (pectoral, intercostal, paraspinal, shoulder girdle) with fat marbling
-    d_mus = _ellipse2d_sdf(X, Y, p.cx, float(mus_cy), mus_a, mus_b)
+
+def _draw_muscle(cv: Canvas, p: Patient, hu, rng, t: _Trunk, masks) -> None:
+    """The muscle layer (pectoral, intercostal, paraspinal, shoulder girdle) with fat marbling, and the
+    intermuscular fat plane between pectoral and chest wall."""
+    s = p.s
+    full = cv.full()
+    X, Y, _ = cv.coords(full)
+    d_mus = _ellipse2d_sdf(X, Y, p.cx, float(t.mus_cy), t.mus_a, t.mus_b)
     marbling = smooth_noise(rng, cv.shape, (24, 24, 12))
     mus_val = F32(hu["muscle"]) + F32(8.0) * marbling
     cv.paint(full, cv.occ(d_mus), mus_val)
     if masks is not None:
         masks["fat"] &= d_mus > 3.0
         masks["muscle"] = d_mus < -3.0
-    # intermuscular fat planes: a thin shell between pectoral and chest wall
     shell = np.abs(d_mus + F32(p.m_ant * 0.55)) - F32(1.5 * s)
     cv.paint(full, cv.occ(shell) * F32(0.7), hu["fat"])
-    del d_mus, shell, marbling, mus_val
 
-    # scapulae: thin bony plates in the posterior shoulder girdle
+
+def _draw_scapulae(cv: Canvas, p: Patient, hu) -> None:
+    """Thin bony plates in the posterior shoulder girdle."""
+    s = p.s
     for side in (-1, 1):
         c = np.array([p.cx + side * 92 * s, p.cy - p.cav_b - p.wall - 8 * s, p.z_arch - 10 * s])
         r = np.array([48 * s, 3 * s, 70 * s])
         rot = rotation(yaw=side * np.deg2rad(30))
         paint_ellipsoid(cv, c, r, hu["cortex"] * 0.55, rot=rot)
 
-    # rib cage interior: extrapleural/mediastinal fat first, then lungs
+
+def _draw_lungs(cv: Canvas, p: Patient, hu, rng, masks) -> np.ndarray:
+    """The rib cage interior: extrapleural/mediastinal fat first, then the lungs; returns their occupancy."""
+    full = cv.full()
+    X, Y, Z = cv.coords(full)
     d_cav = cavity_sdf(p, X, Y, Z)
     if masks is not None:
-        masks["muscle"] &= d_cav > 25.0 * s
+        masks["muscle"] &= d_cav > 25.0 * p.s
     cv.paint(full, cv.occ(d_cav), F32(hu["fat"]) + F32(10.0))
-    d_lung = lung_sdf(p, X, Y, Z)
-    lung_occ = cv.occ(d_lung)
-    del d_lung
+    del d_cav
+    lung_occ = cv.occ(lung_sdf(p, X, Y, Z))
     dep = np.clip((F32(p.cy) - Y) / F32(p.cav_b), 0, 1)  # dependent (posterior) lung is denser
     lung_val = F32(hu["lung"]) + F32(35.0) * dep + F32(12.0) * smooth_noise(rng, cv.shape, (16, 16, 12))
     cv.paint(full, lung_occ, lung_val)
-    del lung_val, dep
-    info["lung_occ"] = lung_occ
     if masks is not None:
         masks["lung"] = lung_occ >= 0.999
+    return lung_occ
 
-    # abdomen below the diaphragm: liver, stomach, spleen
+
+def _draw_abdomen(cv: Canvas, p: Patient, hu, rng) -> None:
+    """Below the diaphragm: liver, stomach (fluid and air) and spleen."""
+    s = p.s
+    full = cv.full()
+    X, Y, Z = cv.coords(full)
     zdia = diaphragm_z(p, X, Y)
     d_abd = np.maximum(_ellipse2d_sdf(X, Y, p.cx, p.cy, p.cav_a, p.cav_b), Z - zdia + F32(3.0))
     cv.paint(full, cv.occ(d_abd), F32(hu["liver"]) + F32(5.0) * smooth_noise(rng, cv.shape, (12, 12, 8)))
@@ -324,34 +393,33 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
     paint_ellipsoid(cv, air_c, st_r * np.array([0.8, 0.5, 0.6]), -980.0)
     paint_ellipsoid(cv, [p.cx - 0.62 * p.cav_a, p.cy - 0.45 * p.cav_b, p.z_dome_l - 55 * s],
                     np.array([28, 45, 50]) * s, hu["spleen"], rot=rotation(yaw=np.deg2rad(-30)))
-    del d_cav
 
-    # --- mediastinum ----------------------------------------------------------------------------------
+
+def _draw_mediastinal_fat(cv: Canvas, p: Patient, hu) -> None:
+    """The mediastinal fat between the lungs, narrowing towards the sternum (anterior junction line)."""
+    s = p.s
     y_front, y_vbf = p.y_front, p.y_vbf
-    ym = 0.5 * (y_front + y_vbf)
     mb = cv.box((p.cx - 60 * s, y_vbf - 10, p.z_bottom - 50), (p.cx + 60 * s, y_front + 5, p.z_top + 50))
-    if mb is not None:
-        mx, my, mz = cv.coords(mb)
-        hw = F32(13.0 * s) + F32(6.0 * s) * np.clip((F32(p.z_arch) - mz) / F32(60.0 * s), 0, 1)
-        # narrow towards the sternum (the lungs nearly meet at the anterior junction line)
-        hw = hw * (F32(0.45) + F32(0.55) * np.clip((F32(y_front) - my) / F32(0.45 * (y_front - y_vbf)), 0, 1))
-        dm = np.maximum(np.abs(mx - F32(p.cx - 4 * s)) - hw,
-                        np.maximum(my - F32(y_front + 2.0), F32(y_vbf - 4.0) - my))
-        dm = np.maximum(dm, diaphragm_z(p, mx, my) - mz)
-        cv.paint(mb, cv.occ(dm), F32(hu["fat"]) + F32(12.0))
+    if mb is None:
+        return
+    mx, my, mz = cv.coords(mb)
+    hw = F32(13.0 * s) + F32(6.0 * s) * np.clip((F32(p.z_arch) - mz) / F32(60.0 * s), 0, 1)
+    hw = hw * (F32(0.45) + F32(0.55) * np.clip((F32(y_front) - my) / F32(0.45 * (y_front - y_vbf)), 0, 1))
+    dm = np.maximum(np.abs(mx - F32(p.cx - 4 * s)) - hw,
+                    np.maximum(my - F32(y_front + 2.0), F32(y_vbf - 4.0) - my))
+    dm = np.maximum(dm, diaphragm_z(p, mx, my) - mz)
+    cv.paint(mb, cv.occ(dm), F32(hu["fat"]) + F32(12.0))
 
-    def pts(*ps):
-        return apply_mass_effect(np.array(ps, float), push)
 
-    hc = apply_mass_effect(p.heart_c[None], push)[0]
-    # pericardial / epicardial fat, then the heart
+def _draw_heart(cv: Canvas, p: Patient, hu, hc: np.ndarray, masks) -> None:
+    """Pericardial / epicardial fat, the myocardium, and the two blood pools split by the septum."""
+    s = p.s
     fat_pad = 3.0 * s + 0.05 * max(p.age - 30, 0) + 0.06 * p.fat
     paint_ellipsoid(cv, hc, p.heart_r, hu["fat"] + 5, rot=p.heart_rot, grow=fat_pad)
     hbox, hocc = paint_ellipsoid(cv, hc, p.heart_r, hu["myocardium"], rot=p.heart_rot, grow=1.5)
     if masks is not None:
         masks["heart"] = np.zeros(cv.shape, bool)
         masks["heart"][hbox] = hocc >= 0.999
-    # chambers: right (anterior-right) and left (posterior-left) blood pools split by the septum
     inner = p.heart_r - np.array([11, 9, 9]) * s
     ax = p.heart_rot
     right_c = hc + ax @ np.array([0.05 * p.heart_r[0], 0.28 * p.heart_r[1], 0.0])
@@ -359,7 +427,14 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
     paint_ellipsoid(cv, right_c, inner * np.array([0.9, 0.55, 0.9]), hu["heart_right"], rot=ax)
     paint_ellipsoid(cv, left_c, inner * np.array([0.9, 0.55, 0.9]), hu["heart_left"], rot=ax)
 
-    # great vessels (fat halo first)
+
+def _draw_great_vessels(cv: Canvas, p: Patient, hu, rng, push):
+    """Aorta, pulmonary arteries, caval and brachiocephalic veins and the arch branches (fat halo first),
+    with the pericardial recess fluid between; returns the aorta's and the pulmonary trunk's centre lines."""
+    s = p.s
+    pts = _mover(push)
+    y_front, y_vbf = p.y_front, p.y_vbf
+    ym = 0.5 * (y_front + y_vbf)
     asc_r = 15.0 * s * (1.0 + 0.006 * (p.age - 50))
     aorta = bezier(pts(
         [p.cx + 4 * s, y_front - 52 * s, p.heart_c[2] + 35 * s],
@@ -403,10 +478,14 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
         paint_ellipsoid(cv, c, np.array([11, 3.5, 12]) * s * rng.uniform(0.7, 1.3), hu["fluid"])
     for pts_, r, kind in vessels:
         paint_tube(cv, pts_, np.broadcast_to(r, (len(pts_),)), hu[kind])
-    info["aorta"] = aorta
-    info["pa"] = pa_trunk
+    return aorta, pa_trunk
 
-    # trachea, main bronchi (wall then lumen), oesophagus
+
+def _draw_airways(cv: Canvas, p: Patient, hu, rng, push) -> None:
+    """Oesophagus (sometimes with air), then trachea and main bronchi (wall, then lumen)."""
+    s = p.s
+    pts = _mover(push)
+    y_vbf = p.y_vbf
     tr_r = (9.5 if p.sex == "M" else 8.0) * s
     trachea = pts([p.cx, y_vbf + 22 * s, p.z_top + 40], [p.cx + 1 * s, y_vbf + 20 * s, p.z_carina])
     rmb = pts([p.cx + 1 * s, y_vbf + 20 * s, p.z_carina], [p.cx + 42 * s, y_vbf + 14 * s, p.z_carina - 25 * s],
@@ -429,11 +508,24 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
             rr = np.linspace(r, r * 0.55, len(path))
         paint_tube(cv, path, rr, hu["airway"])
 
-    # thymus remnant (bilobed, prevascular) and mediastinal lymph nodes: tumour mimics
+
+def _draw_thymus(cv: Canvas, p: Patient, hu, rng, push) -> None:
+    """The thymus remnant (bilobed, prevascular): a tumour mimic, soft tissue in the young."""
+    s = p.s
+    pts = _mover(push)
+    y_front = p.y_front
     for side in (-1, 1):
         c = pts([p.cx - 3 * s + side * 9 * s, y_front - 16 * s, p.z_arch + 2 * s + side * 4 * s])[0]
         r = np.array([13, 6.5, 26]) * s * rng.uniform(0.8, 1.2, 3) * (1.3 - 0.008 * min(p.age, 80))
         paint_ellipsoid(cv, c, r, hu["thymus"], rot=rotation(yaw=side * 0.4, roll=0.25))
+
+
+def _draw_nodes(cv: Canvas, p: Patient, hu, rng, push) -> None:
+    """Mediastinal and hilar lymph nodes at a random subset of stations (some calcified): tumour mimics."""
+    s = p.s
+    pts = _mover(push)
+    y_front, y_vbf = p.y_front, p.y_vbf
+    ym = 0.5 * (y_front + y_vbf)
     sites = [
         (p.cx + 17 * s, y_vbf + 28 * s, p.z_carina + 18 * s),  # right paratracheal
         (p.cx - 22 * s, y_vbf + 38 * s, p.z_arch - 22 * s),  # aortopulmonary window
@@ -450,28 +542,31 @@ def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Ge
         val = hu["node"] if rng.random() > 0.08 else hu["cortex"] * 0.6  # an old calcified node
         paint_ellipsoid(cv, c, r, val)
 
-    # lung vessels and small airways: branching tubes from each hilum, kept inside the lungs
+
+def _draw_lung_vessels(cv: Canvas, p: Patient, hu, rng, lung_occ: np.ndarray) -> None:
+    """Lung vessels and small airways: branching tubes from each hilum, kept inside the lungs."""
+    s = p.s
+    ym = 0.5 * (p.y_front + p.y_vbf)
     lung_mask = lung_occ
 
-    def inside_lung(box, x, y, z):
+    def inside_lung(box, *_coordinates):  # the canvas passes the box's coordinates too; the mask needs none
         return lung_mask[box]
 
     for side in (-1, 1):
         hilum = np.array([p.cx + side * 50 * s, ym - 14 * s, p.z_carina - 28 * s])
         _branches(cv, rng, hilum, side, s, hu["lung_vessel"], inside_lung)
 
-    # --- bones ------------------------------------------------------------------------------------------
-    _draw_spine(cv, p, hu, masks)
-    _draw_ribs(cv, p, hu)
-    _draw_sternum(cv, p, hu)
+
+def _draw_clavicles(cv: Canvas, p: Patient, hu) -> None:
+    """The clavicles, from the sternal notch out and back to the shoulders."""
+    s = p.s
+    y_front = p.y_front
     notch = p.z_arch + 42 * s
     for side in (-1, 1):
         clav = bezier(np.array([[p.cx + side * 18 * s, y_front + 14 * s, notch],
                                 [p.cx + side * 70 * s, y_front + 12 * s, notch + 14 * s],
                                 [p.cx + side * 135 * s, y_front - 35 * s, notch + 26 * s]]), 6)
         paint_tube(cv, clav, 7.5 * s * np.ones(len(clav)), hu["cortex"] * 0.75)
-    info["y_front"] = y_front
-    return info
 
 
 def _branches(cv: Canvas, rng, start, side, s, value, mask_fn):

@@ -191,7 +191,7 @@ def _upsample_axis(a: np.ndarray, axis: int, n: int) -> np.ndarray:
     return lo + w * (hi - lo)
 
 
-def smooth_noise(rng: np.random.Generator, shape, cells, order: int = 1) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape, cells) -> np.ndarray:
     """Smooth random field of ``shape`` (zero mean, about unit sd): ``cells`` random values per axis,
     linearly interpolated (separable, so the cost is a few passes over the output)."""
     cells = tuple(max(2, int(c)) for c in np.broadcast_to(cells, (3,)))

@@ -25,6 +25,14 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--summary", action="store_true", help="print Table 1 of the cohort when done")
+    p.add_argument("--real-anatomy", type=int, default=0, metavar="N",
+                   help="add N (at most 4) external-test scans with tumours inserted into the bundled real "
+                        "chest CTs, in institutions of their own (case-table column anatomy = real)")
+    p.add_argument("--backgrounds", metavar="DIR", default=None,
+                   help="insert the tumours into the tumour-free chest CTs of DIR (NIfTI/NRRD/DICOM; one "
+                        "case per scan, one scan per patient; optional DIR/backgrounds.csv) instead of "
+                        "drawing the anatomy; 'bundled' = the four real chest CTs shipped with amt. "
+                        "Rejected insertions are listed in OUT/rejections.csv")
     p.set_defaults(func=_run)
 
 
@@ -33,10 +41,12 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.n_cases is not None and args.n_cases < 3:
         raise ValueError(f"--n-cases must be at least 3 (one case per split), got {args.n_cases}")
+    if args.backgrounds is not None:
+        return _run_hybrid(args)
     csv = build_cohort(args.out, preset=args.preset, n_cases=args.n_cases, seed=args.seed,
                        n_institutions=args.n_institutions, design_only=args.design_only,
                        workers=args.workers, progress=not args.no_progress, overwrite=args.overwrite,
-                       resume=args.resume)
+                       resume=args.resume, real_anatomy=args.real_anatomy)
     print(f"cohort case table: {csv}")
     if args.summary:
         import pandas as pd
@@ -44,4 +54,17 @@ def _run(args: argparse.Namespace) -> int:
         from amt_core.synth.summary import table_one
 
         print(table_one(pd.read_csv(csv)).to_string())
+    return 0
+
+
+def _run_hybrid(args: argparse.Namespace) -> int:
+    from amt_core.synth.hybrid import build_hybrid_cohort, bundled_backgrounds
+
+    if args.resume or args.design_only:
+        raise ValueError("--backgrounds cannot be combined with --resume or --design-only (a hybrid "
+                         "cohort is rebuilt whole: use --overwrite)")
+    folder = bundled_backgrounds() if args.backgrounds == "bundled" else args.backgrounds
+    csv = build_hybrid_cohort(folder, args.out, n_cases=args.n_cases, seed=args.seed,
+                              overwrite=args.overwrite)
+    print(f"cohort case table: {csv}")
     return 0

@@ -269,11 +269,9 @@ def study_design(*, n_cases: int = registry.STUDY_DESIGN["n_cases"], n_instituti
 
 def check_design(df: pd.DataFrame) -> list[str]:
     """Problems with a design (used by tests and by ``build_cohort``): leakage and split sanity."""
-    problems = []
-    test_inst = set(df.loc[df.split == "test", "institution_id"])
-    dev_inst = set(df.loc[df.split != "test", "institution_id"])
-    if test_inst & dev_inst:
-        problems.append(f"test institutions also in train/tune: {sorted(test_inst & dev_inst)}")
+    from amt_core.data.cases import leakage_problems
+
+    problems = leakage_problems(df)  # the case table's own leakage check
     if df.patient_id.duplicated().any():
         problems.append("duplicate patient ids")
     if df.case_id.duplicated().any():

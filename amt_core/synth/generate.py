@@ -15,7 +15,6 @@ cases be kept, and files that do not belong to the design are removed).
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import json
 import os
@@ -28,14 +27,15 @@ import pandas as pd
 from amt_core import registry
 from amt_core.atomic import (
     OutputExistsError,
-    atomic_path,
     check_output_dir,
     is_nonempty_dir,
     remove_stale_temps,
     replacing_dir,
+    write_bytes,
     write_csv,
     write_json,
 )
+from amt_core.data.volume import nifti_gz_bytes
 
 #: bump when the generator's output changes; part of each case's cache key
 GENERATOR_VERSION = "1"
@@ -44,7 +44,6 @@ MANIFEST_DIR = ".synth"
 SETTINGS = "cohort.json"
 #: the folders that hold the cases' files
 CASE_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
-GZIP_LEVEL = 1
 
 
 # --- one case ------------------------------------------------------------------------------------------------
@@ -82,31 +81,9 @@ def render_case(row: dict, preset: str = "demo", seed: int = 0, details: dict | 
     return image, label, cv.affine
 
 
-def nifti_gz_bytes(array: np.ndarray, affine: np.ndarray, level: int = GZIP_LEVEL) -> bytes:
-    """A .nii.gz file's bytes, deterministic: the gzip header has mtime 0 and no file name."""
-    import io
-
-    import nibabel as nib
-
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    raw = img.to_bytes()
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=level, mtime=0) as gz:
-        gz.write(raw)
-    return buf.getvalue()
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-        os.chmod(tmp, 0o644)
-
-
 # --- the cohort folder -----------------------------------------------------------------------------------------
-_SOURCES = ("design.py", "anatomy.py", "tumour.py", "scanner.py", "canvas.py", "generate.py")
+_SOURCES = ("design.py", "anatomy.py", "tumour.py", "scanner.py", "canvas.py", "generate.py",
+            "backgrounds.py", "hybrid.py")
 
 
 @functools.lru_cache(maxsize=1)
@@ -153,13 +130,20 @@ def _valid_record(out: Path, row: dict, key: str) -> dict | None:
 def _generate_one(out: str, row: dict, preset: str, seed: int, key: str) -> dict:
     """Worker: render, write image and label atomically, then the case record."""
     out_p = Path(out)
-    image, label, affine = render_case(row, preset, seed)
+    extra: dict = {}
+    if row.get("anatomy") == "real":  # a tumour inserted into a bundled real chest CT
+        from amt_core.synth.hybrid import render_real_anatomy_case
+
+        image, label, affine, extra = render_real_anatomy_case(row, seed)
+    else:
+        image, label, affine = render_case(row, preset, seed)
     voxel_ml = float(np.prod(np.sqrt((affine[:3, :3] ** 2).sum(0)))) / 1000.0
     vol_ml = round(float(label.sum(dtype=np.int64)) * voxel_ml, 2)
-    rec = {"key": key, "case_id": row["case_id"], "tumour_volume_ml": vol_ml, "shape": list(image.shape)}
+    rec = {"key": key, "case_id": row["case_id"], "tumour_volume_ml": vol_ml, "shape": list(image.shape),
+           **extra}
     for kind, arr in (("image", image), ("label", label)):
         f = out_p / row[kind]
-        _write_bytes(f, nifti_gz_bytes(arr, affine))
+        write_bytes(f, nifti_gz_bytes(arr, affine))
         st = f.stat()
         rec[kind] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     write_json(_record_path(out_p, row["case_id"]), rec)
@@ -168,12 +152,15 @@ def _generate_one(out: str, row: dict, preset: str, seed: int, key: str) -> dict
 
 def build_cohort(out_dir: str | os.PathLike, *, preset: str = "demo", n_cases: int | None = None, seed: int = 0,
                  n_institutions: int | None = None, design_only: bool = False, workers: int | None = None,
-                 progress: bool = True, overwrite: bool = False, resume: bool = False) -> Path:
+                 progress: bool = True, overwrite: bool = False, resume: bool = False,
+                 real_anatomy: int = 0) -> Path:
     """Write a synthetic cohort folder; returns the path of its ``cases.csv``.
 
     ``n_cases`` defaults to the study's 711; ``design_only`` writes just the case table (planned tumour
     volumes, no image files). A non-empty ``out_dir`` is refused unless ``overwrite`` (replace it whole,
     reusing its cases made with the same settings) or ``resume`` (continue a cohort of the same settings).
+    ``real_anatomy`` adds that many external-test scans with tumours inserted into the bundled real chest
+    CTs (``amt_core.synth.hybrid``), in institutions of their own, marked ``anatomy`` = ``real`` in the table.
     """
     from amt_core.synth.design import check_design, study_design
 
@@ -184,9 +171,16 @@ def build_cohort(out_dir: str | os.PathLike, *, preset: str = "demo", n_cases: i
     config = {"preset": preset, "n_cases": n_cases, "seed": int(seed), "n_institutions": n_institutions,
               "design_only": bool(design_only), "generator_version": GENERATOR_VERSION,
               "generator_fingerprint": generator_fingerprint()}
+    if real_anatomy:
+        config["real_anatomy"] = int(real_anatomy)
     if resume and is_nonempty_dir(out):
         _check_same_settings(out, config)
     design = study_design(n_cases=n_cases, n_institutions=n_institutions, seed=seed)
+    if real_anatomy:
+        from amt_core.synth.hybrid import real_anatomy_rows
+
+        real = real_anatomy_rows(int(real_anatomy), seed=seed, first_index=len(design))
+        design = pd.concat([design.assign(anatomy="synthetic"), real], ignore_index=True)
     problems = check_design(design)
     if problems:  # pragma: no cover - the design guarantees it
         raise RuntimeError("; ".join(problems))
@@ -215,8 +209,9 @@ def _check_same_settings(out: Path, config: dict) -> None:
     if not isinstance(recorded, dict):
         raise OutputExistsError(f"{out}: is not a cohort folder written by `amt cohort` (no {MANIFEST_DIR}/"
                                 f"{SETTINGS}); cannot --resume it: pass --overwrite to replace it")
-    names = ("preset", "n_cases", "seed", "n_institutions", "design_only")
-    differ = [f"{n} {recorded.get(n)!r}, not {config[n]!r}" for n in names if recorded.get(n) != config[n]]
+    names = ("preset", "n_cases", "seed", "n_institutions", "design_only", "real_anatomy")
+    differ = [f"{n} {recorded.get(n)!r}, not {config.get(n)!r}" for n in names
+              if recorded.get(n) != config.get(n)]
     if differ:
         raise OutputExistsError(f"{out}: cohort folder was made with other settings ({'; '.join(differ)}); "
                                 "cannot --resume it: pass --overwrite to replace it")
@@ -301,20 +296,16 @@ def _finish(out: Path, design: pd.DataFrame, config: dict) -> None:
     write_dataset_json(out, design, name="amt synthetic cohort")
     write_csv(out / "design.csv", design)
     write_provenance(out, config)
-    write_cases(out, design[list(registry.CASE_COLUMNS)])
+    extra = [c for c in ("anatomy",) if c in design.columns]  # real-anatomy test subset
+    if extra and not config["design_only"]:
+        from amt_core.synth.hybrid import write_insertion_tables
 
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
+        write_insertion_tables(out, design)
+    write_cases(out, design[list(registry.CASE_COLUMNS) + extra])
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
+    """Cases done of total: to ``amt run``'s progress file when it follows one, else a tqdm bar."""
+    from amt_core.progress import Progress
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="case")
+    return Progress("cohort", total, unit="case", desc=desc, initial=initial, bar=True, enabled=enabled)

@@ -65,14 +65,34 @@ class Lesion:
         return np.min(los, 0) - margin, np.max(his, 0) + margin
 
 
+def lesion_radii(rng: np.random.Generator, diameter_mm: float) -> np.ndarray:
+    """Semi-axes (x, y, z) of a lesion's main body whose largest diameter is ``diameter_mm``; the
+    antero-posterior axis is the shortest (masses are flattened behind the sternum)."""
+    R = diameter_mm / 2.0
+    radii = R * np.array([rng.uniform(0.75, 1.0), rng.uniform(0.5, 0.8), rng.uniform(0.75, 1.0)])
+    return radii * (R / radii.max())
+
+
+def primary_lesion(rng: np.random.Generator, look: dict, center: np.ndarray, radii: np.ndarray) -> Lesion:
+    """The primary mass at ``center``: a small random tilt and the histology's lobules around its body."""
+    rot = rotation(yaw=rng.normal(0, 0.3), roll=rng.normal(0, 0.15))
+    center = np.asarray(center, float)
+    lobes = []
+    n_lobes = int(rng.integers(look["lobes"][0], look["lobes"][1] + 1))
+    for _ in range(n_lobes):
+        u = rng.normal(0, 1, 3)
+        u[1] = 0.3 * abs(u[1])  # lobules spread sideways and up/down, not backwards
+        u /= np.linalg.norm(u)
+        lobes.append((center + rot @ (u * radii * rng.uniform(0.45, 0.7)), radii * rng.uniform(0.4, 0.65)))
+    return Lesion(center, radii, rot, lobes, look, "primary")
+
+
 def plan_lesions(rng: np.random.Generator, p: Patient, histology: str, diameter_mm: float,
                  n_lesions: int) -> list[Lesion]:
     """Where and how big each lesion is (the first is the primary prevascular mass)."""
     look = dict(LOOKS[histology])
     s = p.s
-    R = diameter_mm / 2.0
-    radii = R * np.array([rng.uniform(0.75, 1.0), rng.uniform(0.5, 0.8), rng.uniform(0.75, 1.0)])
-    radii *= R / radii.max()
+    radii = lesion_radii(rng, diameter_mm)
     # keep lesions inside the chest: very large masses fill the anterior mediastinum and bulge laterally
     radii[1] = min(radii[1], 0.5 * p.cav_b)
     x = p.cx + float(np.clip(rng.normal(-4.0, 10.0) * s, -0.3 * p.cav_a, 0.3 * p.cav_a))
@@ -81,16 +101,8 @@ def plan_lesions(rng: np.random.Generator, p: Patient, histology: str, diameter_
     # anterior margin against the back of the sternum (the rib cage narrows towards the apex)
     _, b_z = cavity_ab(p, np.float32(z))
     y = p.cy + float(b_z) - 0.88 * radii[1] - rng.uniform(0.0, 3.0)
-    rot = rotation(yaw=rng.normal(0, 0.3), roll=rng.normal(0, 0.15))
-    center = np.array([x, y, z])
-    lobes = []
-    n_lobes = int(rng.integers(look["lobes"][0], look["lobes"][1] + 1))
-    for _ in range(n_lobes):
-        u = rng.normal(0, 1, 3)
-        u[1] = 0.3 * abs(u[1])  # lobules spread sideways and up/down, not backwards
-        u /= np.linalg.norm(u)
-        lobes.append((center + rot @ (u * radii * rng.uniform(0.45, 0.7)), radii * rng.uniform(0.4, 0.65)))
-    lesions = [Lesion(center, radii, rot, lobes, look, "primary")]
+    lesions = [primary_lesion(rng, look, np.array([x, y, z]), radii)]
+    center, radii = lesions[0].center, lesions[0].radii
     if n_lesions > 1:
         r2 = float(rng.uniform(8.0, 16.0))
         if rng.random() < 0.5:  # pleural implant ("drop metastasis") on the posterior-lateral pleura
@@ -130,56 +142,78 @@ def draw_lesions(cv: Canvas, p: Patient, lesions: list[Lesion], contrast: str, e
     label = np.zeros(cv.shape, dtype=np.uint8)
     k = CONTRAST_FACTOR[contrast] * enhancement
     for les in lesions:
-        look = les.look
-        R = float(les.radii.max())
-        r_min = float(les.radii.min())  # displacement scales with the thinnest axis: no shredding
-        margin = (look["amp"] + look["rough"]) * R * 2.5 + 2 * cv.edge
-        lo, hi = les.box(margin)
-        box = cv.box(lo, hi)
-        if box is None:
+        field_ = lesion_field(cv, les, k, rng, clip=lambda x, y, z: cavity_sdf(p, x, y, z) + F32(1.0))
+        if field_ is None:
             continue
-        shp = shape_of(box)
-        x, y, z = cv.coords(box)
-        d = ellipsoid_sdf(x, y, z, les.center, les.radii, les.rot)
-        for c, r in les.lobes:
-            np.minimum(d, ellipsoid_sdf(x, y, z, c, r, les.rot), out=d)
-        ext = np.asarray(hi) - np.asarray(lo)
-        if look["amp"] > 0:
-            cells = np.clip(ext / max(R * 0.9, 6.0), 2, 6).astype(int) + 1
-            d += F32(look["amp"] * r_min) * np.clip(smooth_noise(rng, shp, cells), -2.0, 2.0)
-        if look["rough"] > 0:
-            cells = np.clip(ext / 9.0, 3, 16).astype(int)
-            d += F32(look["rough"] * r_min) * np.clip(smooth_noise(rng, shp, cells), -2.0, 2.0)
-        # a solid core survives any displacement: one connected lesion, never shredded
-        np.minimum(d, ellipsoid_sdf(x, y, z, les.center, les.radii * 0.6, les.rot), out=d)
-        d = np.maximum(d, cavity_sdf(p, x, y, z) + F32(1.0))
+        box, d, val = field_
         occ = cv.occ(d)
-        # appearance
-        base = look["base"] + rng.normal(0.0, 5.0) + look["enh"] * k * rng.uniform(0.7, 1.3)
-        cells = np.clip(ext / 12.0, 2, 12).astype(int)
-        val = F32(base) + F32(look["tex"]) * smooth_noise(rng, shp, cells, order=1)
-        inner = np.clip(-d / F32(0.3 * R + 1e-3), 0, 1)
-        if look.get("cyst"):
-            wall = np.clip(F32(1.0) + d / F32(2.5), 0, 1)
-            val = val * (F32(1.0) - wall) + F32(35.0 + 20 * k) * wall
-        if rng.random() < look["necrosis"]:
-            nec = smooth_noise(rng, shp, np.clip(ext / 15.0, 2, 8).astype(int), order=1)
-            mix = np.clip((nec - F32(0.3)) / F32(0.5), 0, 1) * inner
-            val = val * (F32(1.0) - mix) + F32(rng.uniform(5, 25)) * mix
-        if look.get("fat") and rng.random() < look["fat"]:
-            fat = smooth_noise(rng, shp, np.clip(ext / 12.0, 2, 8).astype(int), order=1)
-            mix = np.clip((fat - F32(0.6)) / F32(0.4), 0, 1) * inner
-            val = val * (F32(1.0) - mix) + F32(-90.0) * mix
         cv.paint(box, occ, val)
         label[box] |= (occ >= 0.5).astype(np.uint8)
-        if rng.random() < look["calc"]:
-            for _ in range(int(rng.integers(1, 6))):
-                u = rng.uniform(-0.6, 0.6, 3)
-                c = les.center + les.rot @ (u * les.radii)
-                inside = label[box].astype(F32)
-                paint_ellipsoid(cv, c, rng.uniform(1.5, 4.0, 3), float(rng.uniform(300, 900)),
-                                mask_fn=lambda b, *_, m=inside, bx=box: _restrict(m, bx, b))
+        for c, r, v in plan_calcifications(rng, les):
+            inside = label[box].astype(F32)
+            paint_ellipsoid(cv, c, r, v, mask_fn=lambda b, *_, m=inside, bx=box: _restrict(m, bx, b))
     return drop_fragments(label, cv.spacing)
+
+
+def lesion_field(cv: Canvas, les: Lesion, k: float, rng: np.random.Generator, clip=None):
+    """Shape and appearance of one lesion on ``cv``: (box, signed distance in mm, HU), or None off the grid.
+
+    ``k`` is the contrast factor (``CONTRAST_FACTOR[contrast] * enhancement``); ``clip(x, y, z)``, if given,
+    is a signed distance the lesion must stay inside of. The histology's look sets the lobulation, the
+    invasive margin, the texture, and cystic, necrotic and fatty change.
+    """
+    look = les.look
+    R = float(les.radii.max())
+    r_min = float(les.radii.min())  # displacement scales with the thinnest axis: no shredding
+    margin = (look["amp"] + look["rough"]) * R * 2.5 + 2 * cv.edge
+    lo, hi = les.box(margin)
+    box = cv.box(lo, hi)
+    if box is None:
+        return None
+    shp = shape_of(box)
+    x, y, z = cv.coords(box)
+    d = ellipsoid_sdf(x, y, z, les.center, les.radii, les.rot)
+    for c, r in les.lobes:
+        np.minimum(d, ellipsoid_sdf(x, y, z, c, r, les.rot), out=d)
+    ext = np.asarray(hi) - np.asarray(lo)
+    if look["amp"] > 0:
+        cells = np.clip(ext / max(R * 0.9, 6.0), 2, 6).astype(int) + 1
+        d += F32(look["amp"] * r_min) * np.clip(smooth_noise(rng, shp, cells), -2.0, 2.0)
+    if look["rough"] > 0:
+        cells = np.clip(ext / 9.0, 3, 16).astype(int)
+        d += F32(look["rough"] * r_min) * np.clip(smooth_noise(rng, shp, cells), -2.0, 2.0)
+    # a solid core survives any displacement: one connected lesion, never shredded
+    np.minimum(d, ellipsoid_sdf(x, y, z, les.center, les.radii * 0.6, les.rot), out=d)
+    if clip is not None:
+        d = np.maximum(d, clip(x, y, z))
+    # appearance
+    base = look["base"] + rng.normal(0.0, 5.0) + look["enh"] * k * rng.uniform(0.7, 1.3)
+    cells = np.clip(ext / 12.0, 2, 12).astype(int)
+    val = F32(base) + F32(look["tex"]) * smooth_noise(rng, shp, cells)
+    inner = np.clip(-d / F32(0.3 * R + 1e-3), 0, 1)
+    if look.get("cyst"):
+        wall = np.clip(F32(1.0) + d / F32(2.5), 0, 1)
+        val = val * (F32(1.0) - wall) + F32(35.0 + 20 * k) * wall
+    if rng.random() < look["necrosis"]:
+        nec = smooth_noise(rng, shp, np.clip(ext / 15.0, 2, 8).astype(int))
+        mix = np.clip((nec - F32(0.3)) / F32(0.5), 0, 1) * inner
+        val = val * (F32(1.0) - mix) + F32(rng.uniform(5, 25)) * mix
+    if look.get("fat") and rng.random() < look["fat"]:
+        fat = smooth_noise(rng, shp, np.clip(ext / 12.0, 2, 8).astype(int))
+        mix = np.clip((fat - F32(0.6)) / F32(0.4), 0, 1) * inner
+        val = val * (F32(1.0) - mix) + F32(-90.0) * mix
+    return box, d, val
+
+
+def plan_calcifications(rng: np.random.Generator, les: Lesion) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Calcifications of a lesion by its histology's rate: (centre, radii, HU) each; painted inside it."""
+    out = []
+    if rng.random() < les.look["calc"]:
+        for _ in range(int(rng.integers(1, 6))):
+            u = rng.uniform(-0.6, 0.6, 3)
+            c = les.center + les.rot @ (u * les.radii)
+            out.append((c, rng.uniform(1.5, 4.0, 3), float(rng.uniform(300, 900))))
+    return out
 
 
 #: label components smaller than this (ml) are margin fragments, not lesions (the largest is always kept)

@@ -1,0 +1,301 @@
+"""Hybrid cohorts: histology-driven tumours inserted into real, tumour-free chest CT.
+
+``build_hybrid_cohort(backgrounds, out_dir, ...)`` writes the same cohort folder as
+:func:`amt_core.synth.generate.build_cohort` (nnU-Net v2 raw layout, ``cases.csv``, ``dataset.json``,
+provenance) from a folder of chest CTs: one case per background, since each background is one real
+patient (one scan per patient: a patient is never in two splits). Histology, size, age and the split come
+from the study design (:func:`amt_core.synth.design.study_design`); the patient, sex (when known), vendor,
+slice thickness and contrast from the background's row in an optional ``backgrounds.csv`` beside the scans
+(columns ``file, patient_id, sex, vendor, slice_thickness_mm, contrast``; without it the patient id is the
+file name and the slice thickness the slice spacing). Each patient is an institution of its own, so the
+test split stays institution-disjoint. Every insertion that fails a check is retried (up to ``tries``) and
+listed with its reason in ``rejections.csv``; ``insertions.csv`` holds the record of each inserted tumour.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from amt_core import registry
+from amt_core.atomic import check_output_dir, replacing_dir, write_bytes, write_csv, write_json
+
+#: what a background file may be called (a DICOM series is a folder)
+SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
+MANIFEST = "backgrounds.csv"
+TRIES = 6
+
+
+def bundled_backgrounds() -> Path:
+    """The folder of the four bundled real chest CTs (see its SOURCES.md)."""
+    from amt_core.synth.backgrounds import BUNDLE_DIR
+
+    return BUNDLE_DIR
+
+
+def list_backgrounds(folder: str | os.PathLike) -> pd.DataFrame:
+    """One row per background scan in ``folder``: ``path`` and the metadata of ``backgrounds.csv`` if any."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder of background chest CTs")
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        # a DICOM series is a folder; hidden and Python folders (a wheel's __pycache__ of make_bundle.py) are not
+        if p.name.endswith(SUFFIXES) or (p.is_dir() and not p.name.startswith((".", "_")))
+    )
+    if not files:
+        raise ValueError(f"{folder}: holds no chest CT (NIfTI, NRRD or a DICOM series folder)")
+    rows = pd.DataFrame({"file": [p.name for p in files], "path": [str(p) for p in files]})
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        meta = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        unknown = sorted(set(meta.get("file", [])) - set(rows.file))
+        if "file" not in meta.columns or unknown:
+            raise ValueError(
+                f"{manifest}: every row must name a scan of the folder in column 'file' "
+                f"(not found: {unknown[:5]})"
+            )
+        rows = rows.merge(meta, on="file", how="left")
+    for column in ("patient_id", "sex", "vendor", "slice_thickness_mm", "contrast"):
+        if column not in rows.columns:
+            rows[column] = ""
+    rows = rows.fillna("")
+    rows["patient_id"] = [pid or _stem(f) for pid, f in zip(rows.patient_id, rows.file, strict=True)]
+    dup = rows.patient_id[rows.patient_id.duplicated()]
+    if len(dup):
+        raise ValueError(
+            f"{folder}: patient {sorted(set(dup))[:5]} has several scans; use one per patient "
+            "(a patient may not be in two splits)"
+        )
+    return rows
+
+
+def _stem(name: str) -> str:
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def render_hybrid_case(row: dict, background: str, seed: int = 0, tries: int = TRIES):
+    """Insert the row's tumour into ``background``. Returns (image int16, label uint8, affine, record,
+    rejections); ``rejections`` lists the reason of each failed try. Raises ``InsertionRejected`` after
+    ``tries`` failures (the message lists them)."""
+    from amt_core.data.volume import check_ct, read_volume
+    from amt_core.synth.backgrounds import (
+        InsertionRejected,
+        find_prevascular_space,
+        insert_tumour,
+        record_dict,
+    )
+
+    vol = read_volume(background)
+    check_ct(vol)
+    anatomy = find_prevascular_space(vol.array, vol.spacing, vol.source)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 5, int(row["case_index"])]))
+    # a background of unknown contrast phase is taken as plain CT (the tumour does not enhance)
+    contrast = row["contrast"] if row["contrast"] in registry.CONTRASTS else "none"
+    rejections = []
+    for attempt in range(tries):
+        try:
+            image, label, rec = insert_tumour(
+                vol.array,
+                vol.spacing,
+                row["histology"],
+                float(row["tumour_diameter_mm"]),
+                rng,
+                contrast=contrast,
+                enhancement=float(row["enhancement"]),
+                anatomy=anatomy,
+                affine=vol.affine,
+                source=vol.source,
+            )
+        except InsertionRejected as exc:
+            rejections.append(
+                {
+                    "case_id": row["case_id"],
+                    "background": Path(background).name,
+                    "try": attempt + 1,
+                    "reason": exc.reason,
+                }
+            )
+            continue
+        image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
+        return image, label, vol.affine, record_dict(rec), rejections
+    reasons = "; ".join(f"try {r['try']}: {r['reason']}" for r in rejections)
+    raise InsertionRejected(f"no tumour could be inserted in {tries} tries ({reasons})", vol.source)
+
+
+def hybrid_design(
+    backgrounds: pd.DataFrame,
+    *,
+    n_cases: int | None = None,
+    seed: int = 0,
+    split: str | None = None,
+    first_index: int = 0,
+    prefix: str = "AMTR",
+) -> pd.DataFrame:
+    """The case table of a hybrid cohort: design rows (histology, size, age, split) on the backgrounds.
+
+    ``split`` puts every case in that split (the real-anatomy test subset); otherwise the published
+    proportions. Each background is one patient and one institution of its own.
+    """
+    from amt_core.data.cohort import image_relpath, label_relpath
+    from amt_core.synth.design import study_design
+
+    n = len(backgrounds) if n_cases is None else int(n_cases)
+    if not 1 <= n <= len(backgrounds):
+        raise ValueError(
+            f"n_cases {n}: a hybrid cohort has one case per background patient, and there are "
+            f"{len(backgrounds)} backgrounds"
+        )
+    # the design's rows from ``first_index`` on: other draws than the synthetic cases before them
+    design = study_design(n_cases=max(first_index + n, 3), seed=seed)
+    design = design.iloc[first_index : first_index + n].reset_index(drop=True)
+    bg = backgrounds.iloc[:n].reset_index(drop=True)
+    if split is None and n < 3:
+        raise ValueError(f"a hybrid cohort of its own needs at least 3 cases (one per split), got {n}")
+    rows = []
+    for i in range(n):
+        d = design.iloc[i].to_dict()
+        b = bg.iloc[i]
+        case_id = f"{prefix}{first_index + i + 1:03d}"
+        s = split or d["split"]
+        d.update(
+            case_id=case_id,
+            patient_id=b.patient_id,
+            institution_id=f"{prefix}-{b.patient_id}",
+            split=s,
+            image=image_relpath(case_id, s),
+            label=label_relpath(case_id, s),
+            case_index=first_index + i,
+            background=b.file,
+            anatomy="real",
+        )
+        # the patient's sex when the background states it, else the design's draw (said in insertions.csv)
+        d["sex_from"] = "background" if b.sex in registry.SEXES else "design (not stated for the background)"
+        if b.sex in registry.SEXES:
+            d["sex"] = b.sex
+        d["vendor"] = b.vendor  # empty when the background does not state it (never a made-up vendor)
+        d["contrast"] = b.contrast if b.contrast in registry.CONTRASTS else ""
+        d["slice_thickness_mm"] = float(b.slice_thickness_mm) if b.slice_thickness_mm else np.nan
+        rows.append(d)
+    return pd.DataFrame(rows)
+
+
+def build_hybrid_cohort(
+    backgrounds: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    n_cases: int | None = None,
+    seed: int = 0,
+    tries: int = TRIES,
+    overwrite: bool = False,
+) -> Path:
+    """Write a hybrid cohort folder (tumours inserted into the chest CTs of ``backgrounds``); returns the
+    path of its ``cases.csv``. A non-empty ``out_dir`` is refused unless ``overwrite`` (replaced whole)."""
+    out = check_output_dir(out_dir, overwrite=overwrite, what="cohort folder", resumable=False)
+    bgs = list_backgrounds(backgrounds)
+    design = hybrid_design(bgs, n_cases=n_cases, seed=seed)
+    config = {
+        "kind": "hybrid",
+        "backgrounds": str(Path(backgrounds).resolve()),
+        "n_cases": len(design),
+        "seed": int(seed),
+        "tries": int(tries),
+    }
+    # built beside the target and swapped in when complete: a failure (an unreadable background, a tumour
+    # that never fits) leaves no half-written folder, and an old folder intact
+    with replacing_dir(out) as staging:
+        _build(staging, design, bgs, config)
+    return out / "cases.csv"
+
+
+def write_hybrid_cases(out: Path, design: pd.DataFrame, bgs: pd.DataFrame, seed: int, tries: int = TRIES):
+    """Render and write the hybrid rows of ``design`` into ``out``; returns (design with measured volumes,
+    insertion records, rejections)."""
+    from amt_core.data.volume import nifti_gz_bytes
+
+    paths = dict(zip(bgs.file, bgs.path, strict=True))
+    records, rejections = [], []
+    volumes, thickness = [], []
+    for row in design.to_dict("records"):
+        image, label, affine, rec, rej = render_hybrid_case(row, paths[row["background"]], seed, tries)
+        rejections += rej
+        voxel_ml = float(np.prod(np.sqrt((affine[:3, :3] ** 2).sum(0)))) / 1000.0
+        volumes.append(round(float(label.sum(dtype=np.int64)) * voxel_ml, 2))
+        # a background without a stated slice thickness: its slice spacing
+        dz = float(np.sqrt((affine[:3, 2] ** 2).sum()))
+        thickness.append(row["slice_thickness_mm"] if np.isfinite(row["slice_thickness_mm"]) else round(dz, 3))
+        records.append(
+            {"case_id": row["case_id"], "background": row["background"], "sex_from": row["sex_from"], **rec}
+        )
+        for kind, arr in (("image", image), ("label", label)):
+            write_bytes(out / row[kind], nifti_gz_bytes(arr, affine))
+    design = design.copy()
+    design["tumour_volume_ml"] = volumes
+    design["slice_thickness_mm"] = thickness
+    return design, records, rejections
+
+
+def _build(out: Path, design: pd.DataFrame, bgs: pd.DataFrame, config: dict) -> None:
+    from amt_core.data.cohort import write_cases, write_dataset_json
+    from amt_core.provenance import write_provenance
+
+    design, records, rejections = write_hybrid_cases(out, design, bgs, config["seed"], config["tries"])
+    write_json(out / ".synth" / "cohort.json", config)
+    write_csv(out / "insertions.csv", _flat(records))
+    write_csv(
+        out / "rejections.csv", pd.DataFrame(rejections, columns=["case_id", "background", "try", "reason"])
+    )
+    write_dataset_json(out, design, name="amt hybrid cohort")
+    write_provenance(out, config, inputs=[Path(p) for p in bgs.path if Path(p).is_file()])
+    write_cases(out, design[list(registry.CASE_COLUMNS) + ["anatomy", "background"]])
+
+
+def _flat(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        r = dict(r)
+        for key in ("position_mm", "position_voxel"):
+            for axis, v in zip("xyz", r.pop(key), strict=True):
+                r[f"{key.rsplit('_', 1)[0]}_{axis}_{key.rsplit('_', 1)[1]}"] = v
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+# --- the real-anatomy test subset of a synthetic cohort ---------------------------------------------------
+def real_anatomy_rows(n: int, *, seed: int, first_index: int) -> pd.DataFrame:
+    """``n`` external-test rows with tumours inserted into the bundled real chest CTs (one per patient, so
+    at most 4), each patient an institution of its own (``REAL-...``) that appears only in the test split."""
+    bgs = list_backgrounds(bundled_backgrounds())
+    if not 0 < n <= len(bgs):
+        raise ValueError(f"real_anatomy {n}: the bundled backgrounds are {len(bgs)} patients (one scan each)")
+    return hybrid_design(bgs, n_cases=n, seed=seed, split="test", first_index=first_index, prefix="REAL")
+
+
+def render_real_anatomy_case(row: dict, seed: int = 0):
+    """A real-anatomy row of ``build_cohort``: (image, label, affine, extra fields for the case record)."""
+    path = bundled_backgrounds() / row["background"]
+    image, label, affine, rec, rejections = render_hybrid_case(row, str(path), seed)
+    return image, label, affine, {"insertion": {"sex_from": row["sex_from"], **rec}, "rejections": rejections}
+
+
+def write_insertion_tables(out: Path, design: pd.DataFrame) -> None:
+    """``insertions.csv`` and ``rejections.csv`` of a cohort's real-anatomy cases, from their case records."""
+    import json
+
+    records, rejections = [], []
+    for row in design[design.get("anatomy", pd.Series(dtype=str)) == "real"].to_dict("records"):
+        rec = json.loads((out / ".synth" / f"{row['case_id']}.json").read_text())
+        records.append({"case_id": row["case_id"], "background": row["background"], **rec["insertion"]})
+        rejections += rec["rejections"]
+    write_csv(out / "insertions.csv", _flat(records))
+    write_csv(
+        out / "rejections.csv", pd.DataFrame(rejections, columns=["case_id", "background", "try", "reason"])
+    )

@@ -1,0 +1,191 @@
+"""Tumours inserted into real chest CT (amt_core.synth.backgrounds / hybrid): placement, label, checks,
+determinism, the hybrid cohort folder, and that no HU window finds the tumour. Uses the bundled backgrounds
+(downsampled real CT shipped with the package), so it needs no ../shared data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from amt_core.data.volume import read_volume
+from amt_core.synth.backgrounds import (
+    MAX_CLIPPED,
+    VOLUME_TOLERANCE,
+    InsertionRejected,
+    find_prevascular_space,
+    insert_tumour,
+)
+from amt_core.synth.hybrid import bundled_backgrounds
+
+#: the smallest bundled background (thoracic inlet to upper abdomen, 8 mm slices)
+SMALL = "lung_dx_a0002.nii.gz"
+HISTOLOGIES = ("thymoma_AB", "thymic_carcinoma", "lymphoma")
+
+
+@pytest.fixture(scope="module")
+def background():
+    vol = read_volume(bundled_backgrounds() / SMALL)
+    return vol, find_prevascular_space(vol.array, vol.spacing, vol.source)
+
+
+def _insert(vol, anatomy, histology, seed, diameter=45.0, tries=6):
+    rng = np.random.default_rng(seed)
+    for _ in range(tries):
+        try:
+            return insert_tumour(
+                vol.array,
+                vol.spacing,
+                histology,
+                diameter,
+                rng,
+                anatomy=anatomy,
+                affine=vol.affine,
+                source=vol.source,
+            )
+        except InsertionRejected:
+            continue
+    pytest.fail(f"{histology}: no insertion in {tries} tries")
+
+
+@pytest.fixture(scope="module")
+def inserted(background):
+    vol, anatomy = background
+    return [(h, *_insert(vol, anatomy, h, seed)) for seed, h in enumerate(HISTOLOGIES)]
+
+
+def test_bundle_is_there_with_its_licences_and_sources():
+    folder = bundled_backgrounds()
+    names = {p.name for p in folder.iterdir()}
+    assert {
+        "LICENSE-Lung-PET-CT-Dx.txt",
+        "LICENSE-ACRIN-FLT-Breast.txt",
+        "SOURCES.md",
+        "backgrounds.csv",
+    } <= names
+    assert len([n for n in names if n.endswith(".nii.gz")]) == 4
+
+
+def test_prevascular_position_is_behind_the_sternum_between_the_lungs(background, inserted):
+    vol, anatomy = background
+    hu, sp = vol.array, np.asarray(vol.spacing)
+    assert anatomy.z_levels[0] <= anatomy.z_levels[1]
+    for histology, _, _, rec in inserted:
+        i, j, k = (int(round(v)) for v in rec.position_voxel)
+        # bone in front of it within 6 cm (the sternum), in the midline
+        ahead = hu[i - 2 : i + 3, j : j + int(60 / sp[1]), k]
+        assert (ahead > 150).any(), f"{histology}: no sternum in front of the tumour at {rec.position_voxel}"
+        # aerated lung on both sides within 9 cm, in the same slice and about the same depth
+        rows = slice(max(j - int(25 / sp[1]), 0), j + int(10 / sp[1]))
+        right = hu[i : i + int(90 / sp[0]), rows, k]
+        left = hu[max(i - int(90 / sp[0]), 0) : i + 1, rows, k]
+        assert (right < -700).any() and (left < -700).any(), f"{histology}: not between the lungs"
+        # the background there was fat or soft tissue, not lung or bone
+        assert -200 < hu[i, j, k] < 150, f"{histology}: centroid on {hu[i, j, k]:.0f} HU"
+
+
+def test_label_is_inside_the_body_and_never_in_aerated_lung(background, inserted):
+    vol, anatomy = background
+    for histology, image, label, _ in inserted:
+        t = label > 0
+        assert t.any() and anatomy.body[t].all(), histology
+        assert not (vol.array[t] < -500).any(), f"{histology}: label on aerated lung"
+        # outside the tumour's box the image is untouched
+        assert np.count_nonzero(image != vol.array) < 0.05 * image.size
+
+
+def test_volume_within_tolerance_of_the_plan(background, inserted):
+    vol, _ = background
+    voxel_ml = float(np.prod(vol.spacing)) / 1000.0
+    for histology, _, label, rec in inserted:
+        assert rec.volume_ml == pytest.approx(label.sum() * voxel_ml, abs=0.01)
+        lo = rec.planned_volume_ml * (1 - MAX_CLIPPED - VOLUME_TOLERANCE)
+        assert lo <= rec.volume_ml <= rec.planned_volume_ml * (1 + VOLUME_TOLERANCE), histology
+        assert 0.0 <= rec.clipped_fraction <= MAX_CLIPPED
+        assert abs(rec.contrast_hu) >= 15.0
+
+
+def test_impossible_requests_are_rejected_with_their_reason(background):
+    vol, anatomy = background
+    with pytest.raises(InsertionRejected, match="does not fit the prevascular space"):
+        insert_tumour(
+            vol.array,
+            vol.spacing,
+            "lymphoma",
+            160.0,
+            np.random.default_rng(0),
+            anatomy=anatomy,
+            max_shrinks=0,
+        )
+    # a "CT" of soft tissue in air: a body with no lungs
+    block = np.full((40, 40, 12), -1000.0, np.float32)
+    block[5:35, 5:35, :] = 40.0
+    with pytest.raises(InsertionRejected, match="no aerated lung"):
+        insert_tumour(block, (3.0, 3.0, 5.0), "thymoma_AB", 40.0, np.random.default_rng(0))
+
+
+def test_insertion_is_deterministic(background, inserted):
+    vol, anatomy = background
+    histology, image, label, rec = inserted[0]
+    again = _insert(vol, anatomy, histology, 0)
+    assert np.array_equal(again[0], image) and np.array_equal(again[1], label)
+    assert again[2] == rec
+
+
+def _best_window_dice(image, label, lo=-300, hi=600, step=5):
+    """Best Dice of any HU window [a, b] (the yardstick of test_synth_realism, on inserted tumours)."""
+    edges = np.arange(lo, hi + step, step, dtype=float)
+    t = label > 0
+    ct = np.concatenate([[0], np.cumsum(np.histogram(image[t], edges)[0])])
+    ca = np.concatenate([[0], np.cumsum(np.histogram(image, edges)[0])])
+    tp, pp = ct[None, :] - ct[:, None], ca[None, :] - ca[:, None]
+    return float((2.0 * np.clip(tp, 0, None) / np.maximum(pp + t.sum(), 1)).max())
+
+
+def test_no_hu_window_segments_an_inserted_tumour(inserted):
+    for histology, image, label, _ in inserted:
+        best = _best_window_dice(image, label)
+        assert best < 0.25, f"{histology}: a HU window reaches Dice {best:.2f} on the inserted tumour"
+
+
+def test_hybrid_cohort_validates_and_is_patient_disjoint(tmp_path):
+    import pandas as pd
+
+    from amt_core.cli import main
+    from amt_core.data.cases import read_cases
+
+    out = tmp_path / "hybrid"
+    assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--seed", "1"]) == 0
+    df = read_cases(out / "cases.csv")
+    assert len(df) == 4 and set(df.anatomy) == {"real"}
+    splits = df.groupby("patient_id").split.nunique()
+    assert (splits == 1).all()
+    test_inst = set(df.institution_id[df.split == "test"])
+    assert not test_inst & set(df.institution_id[df.split != "test"])
+    records = pd.read_csv(out / "insertions.csv")
+    assert list(records.case_id) == list(df.case_id)
+    assert (out / "rejections.csv").is_file()
+    # the folder policy: refused without --overwrite (exit 2), and --resume is not offered
+    assert main(["cohort", "--backgrounds", "bundled", "--out", str(out)]) == 2
+    assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--resume"]) == 2
+
+
+def test_real_anatomy_subset_of_a_synthetic_cohort(tmp_path):
+    import pandas as pd
+
+    from amt_core.data.cases import read_cases
+    from amt_core.synth.generate import build_cohort
+
+    csv = build_cohort(
+        tmp_path / "c", preset="tiny", n_cases=3, seed=0, real_anatomy=1, workers=1, progress=False
+    )
+    df = read_cases(csv)
+    real = df[df.anatomy == "real"]
+    assert len(real) == 1 and set(df.anatomy) == {"real", "synthetic"}
+    assert (real.split == "test").all()
+    # its institution is its own, seen in no other scan; its patient is a bundled background's
+    assert not set(real.institution_id) & set(df.institution_id[df.anatomy == "synthetic"])
+    bundled = pd.read_csv(bundled_backgrounds() / "backgrounds.csv")
+    assert set(real.patient_id) <= set(bundled.patient_id)
+    records = pd.read_csv(csv.parent / "insertions.csv")
+    assert list(records.case_id) == list(real.case_id)
+    assert records.volume_ml.iloc[0] == pytest.approx(real.tumour_volume_ml.iloc[0], abs=0.01)
