@@ -37,7 +37,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(target.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -95,8 +97,14 @@ def is_nonempty_dir(path: str | os.PathLike) -> bool:
     return p.is_dir() and any(p.iterdir())
 
 
-def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False,
-                     what: str = "output folder", resumable: bool = True) -> Path:
+def check_output_dir(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    what: str = "output folder",
+    resumable: bool = True,
+) -> Path:
     """Refuse an existing non-empty ``path`` unless ``overwrite`` or ``resume`` is set (the one policy of
     every command that writes a folder). A file where a folder is wanted is always an error."""
     p = Path(path)
@@ -117,7 +125,9 @@ def replacing_dir(target: str | os.PathLike) -> Iterator[Path]:
     removed and ``target`` is left exactly as it was."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".staging", dir=target.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".staging", dir=target.parent)
+    )
     try:
         yield staging
         old = None

@@ -9,11 +9,11 @@ import sys
 
 #: area modules, each with ``register(subparsers)`` adding its sub-commands
 AREAS = (
-    "amt_core.synth.cli",       # amt cohort
-    "amt_core.data.cli",        # amt validate, amt import
+    "amt_core.synth.cli",  # amt cohort
+    "amt_core.data.cli",  # amt validate, amt import
     "amt_core.evaluation.cli",  # amt evaluate
-    "amt_core.model.cli",       # amt train, amt predict
-    "amt_core.pipeline.cli",    # amt run, amt figures
+    "amt_core.model.cli",  # amt train, amt predict
+    "amt_core.pipeline.cli",  # amt run, amt figures
 )
 
 

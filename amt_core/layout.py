@@ -180,6 +180,8 @@ def latest_run(runs_root: str | Path = "runs") -> Path:
         except (OSError, ValueError, KeyError):
             continue  # no manifest, or a damaged one: not a finished run
     if not done:
-        raise FileNotFoundError(f"no finished run in {root}/ (a run folder with .steps/03_evaluate.json); "
-                                "run `make reproduce` or `amt run` first, or pass --run")
+        raise FileNotFoundError(
+            f"no finished run in {root}/ (a run folder with .steps/03_evaluate.json); "
+            "run `make reproduce` or `amt run` first, or pass --run"
+        )
     return max(done)[1]

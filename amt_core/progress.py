@@ -59,9 +59,20 @@ class Progress:
     clock : seconds, for elapsed and ETA only (default ``time.monotonic``).
     """
 
-    def __init__(self, task: str, total: int, *, unit: str = "", desc: str | None = None, initial: int = 0,
-                 bar: bool = False, enabled: bool = True, path: str | os.PathLike | None = None,
-                 clock: Callable[[], float] = time.monotonic, every: float = WRITE_EVERY):
+    def __init__(
+        self,
+        task: str,
+        total: int,
+        *,
+        unit: str = "",
+        desc: str | None = None,
+        initial: int = 0,
+        bar: bool = False,
+        enabled: bool = True,
+        path: str | os.PathLike | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        every: float = WRITE_EVERY,
+    ):
         self.task, self.total, self.unit, self.desc = task, int(total), unit, desc or task
         self.done = self.initial = int(initial)
         self.fields: dict[str, Any] = {}
@@ -122,9 +133,18 @@ class Progress:
         elapsed = self.clock() - self.t0
         rate_done = self.done - self.initial
         eta = elapsed / rate_done * max(self.total - self.done, 0) if rate_done > 0 else None
-        return {"task": self.task, "desc": self.desc, "unit": self.unit, "id": self.id, "event": event,
-                "done": self.done, "total": self.total, "elapsed": round(elapsed, 1),
-                "eta": None if eta is None else round(eta, 1), "fields": _plain(self.fields)}
+        return {
+            "task": self.task,
+            "desc": self.desc,
+            "unit": self.unit,
+            "id": self.id,
+            "event": event,
+            "done": self.done,
+            "total": self.total,
+            "elapsed": round(elapsed, 1),
+            "eta": None if eta is None else round(eta, 1),
+            "fields": _plain(self.fields),
+        }
 
     def _emit(self, event: str, force: bool = False) -> None:
         if self.path is None:
@@ -185,7 +205,9 @@ def format_record(rec: dict[str, Any]) -> str:
     total, done, unit = rec.get("total") or 0, rec.get("done", 0), rec.get("unit") or ""
     unit = f" {unit}s" if unit and total != 1 else f" {unit}" if unit else ""
     parts.append(f"{done}/{total}{unit}" + (f" ({100 * done // total}%)" if total else ""))
-    parts += [f"{_LABELS.get(k, k.replace('_', ' '))} {_value(v)}" for k, v in fields.items() if v is not None]
+    parts += [
+        f"{_LABELS.get(k, k.replace('_', ' '))} {_value(v)}" for k, v in fields.items() if v is not None
+    ]
     parts.append(f"elapsed {duration(rec.get('elapsed') or 0.0)}")
     if rec.get("event") == "end":
         parts.append("done")
@@ -239,8 +261,15 @@ class Follower:
     terminal: marks as lines, everything else redrawn in place (at most every :data:`TTY_EVERY` seconds).
     """
 
-    def __init__(self, path: str | os.PathLike, console: Console, *, interval: float | None = None,
-                 indent: str = "  ", clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        console: Console,
+        *,
+        interval: float | None = None,
+        indent: str = "  ",
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.path, self.console, self.indent, self.clock = Path(path), console, indent, clock
         self.interval = (TTY_EVERY if console.tty else LOG_EVERY) if interval is None else interval
         self._offset, self._partial = 0, ""
@@ -295,8 +324,9 @@ class Follower:
 
 
 @contextlib.contextmanager
-def following(path: str | os.PathLike, console: Console, *, every: float = 0.5,
-              interval: float | None = None) -> Iterator[Follower]:
+def following(
+    path: str | os.PathLike, console: Console, *, every: float = 0.5, interval: float | None = None
+) -> Iterator[Follower]:
     """Inside the block: :data:`ENV_FILE` names ``path`` (emptied first), and a thread shows its records
     on ``console``. At the end the last records are read, the in-place line cleared and the variable restored."""
     path = Path(path)

@@ -16,8 +16,20 @@ from amt_core import __version__
 from amt_core.atomic import file_hash, write_json
 
 PACKAGES = (
-    "torch", "monai", "numpy", "scipy", "pandas", "nibabel", "SimpleITK", "pydicom",
-    "connected-components-3d", "statsmodels", "matplotlib", "seaborn", "papermill", "ipywidgets",
+    "torch",
+    "monai",
+    "numpy",
+    "scipy",
+    "pandas",
+    "nibabel",
+    "SimpleITK",
+    "pydicom",
+    "connected-components-3d",
+    "statsmodels",
+    "matplotlib",
+    "seaborn",
+    "papermill",
+    "ipywidgets",
 )
 
 
@@ -35,10 +47,16 @@ def git_commit(path: str | Path | None = None) -> str | None:
     """The commit of the checkout holding ``path`` (this package by default), '+dirty' if modified."""
     cwd = Path(path) if path else Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty else "")
@@ -68,7 +86,11 @@ def _lock_status() -> dict[str, Any]:
     return lock_status()
 
 
-def write_provenance(run_dir: str | Path, config: dict[str, Any] | None = None,
-                     inputs: Iterable[str | Path] = (), name: str = "provenance.json") -> Path:
+def write_provenance(
+    run_dir: str | Path,
+    config: dict[str, Any] | None = None,
+    inputs: Iterable[str | Path] = (),
+    name: str = "provenance.json",
+) -> Path:
     """Write ``run_dir/name`` holding the config, versions, git commit and SHA-256 of each input."""
     return write_json(Path(run_dir) / name, provenance(config, inputs))

@@ -90,7 +90,11 @@ SUBGROUPS: dict[str, tuple[str, tuple[float, ...] | None, tuple[str, ...] | None
     "sex": ("sex", None, None),
     "age_band": ("age", (0, 40, 60, 200), ("<40", "40-59", ">=60")),
     "histology": ("histology", None, None),
-    "tumour_size_band": ("tumour_volume_ml", (0, 10, 50, 200, 1e9), ("<10 ml", "10-50 ml", "50-200 ml", ">=200 ml")),
+    "tumour_size_band": (
+        "tumour_volume_ml",
+        (0, 10, 50, 200, 1e9),
+        ("<10 ml", "10-50 ml", "50-200 ml", ">=200 ml"),
+    ),
     "contrast": ("contrast", None, None),
     "slice_thickness_band": ("slice_thickness_mm", (0, 1.5, 3.0, 100), ("<=1.5 mm", "1.5-3 mm", ">3 mm")),
     "vendor": ("vendor", None, None),

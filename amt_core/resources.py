@@ -21,8 +21,10 @@ def resource_dir(kind: str) -> Path:
     for folder in (_PACKAGE / inside, _PACKAGE.parent / checkout):
         if folder.is_dir():
             return folder
-    raise FileNotFoundError(f"the amt {kind} are neither in {_PACKAGE / inside} nor in {_PACKAGE.parent / checkout}: "
-                            "a damaged installation (reinstall amt)")
+    raise FileNotFoundError(
+        f"the amt {kind} are neither in {_PACKAGE / inside} nor in {_PACKAGE.parent / checkout}: "
+        "a damaged installation (reinstall amt)"
+    )
 
 
 def notebook_dir() -> Path:
@@ -34,7 +36,11 @@ def preset_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    if str(name_or_path) in PIPELINE_PRESETS:  # a bare name only: a missing path is never swapped for a preset
+    if (
+        str(name_or_path) in PIPELINE_PRESETS
+    ):  # a bare name only: a missing path is never swapped for a preset
         return resource_dir("presets") / f"{name_or_path}.yaml"
-    raise FileNotFoundError(f"parameter file not found: {name_or_path} (give a YAML file, or a preset name: "
-                            f"{', '.join(PIPELINE_PRESETS)})")
+    raise FileNotFoundError(
+        f"parameter file not found: {name_or_path} (give a YAML file, or a preset name: "
+        f"{', '.join(PIPELINE_PRESETS)})"
+    )

@@ -54,14 +54,21 @@ def whole_cohort(out: Path, workers: int, n_cases: int | None, fresh: bool) -> d
     if fresh and out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    csv = build_cohort(out, preset="demo", n_cases=n_cases, seed=0, workers=workers, progress=True,
-                       resume=not fresh)
+    csv = build_cohort(
+        out, preset="demo", n_cases=n_cases, seed=0, workers=workers, progress=True, resume=not fresh
+    )
     wall = time.perf_counter() - t0
     n = sum(1 for _ in open(csv)) - 1
     size = sum(p.stat().st_size for p in out.rglob("*.nii.gz"))
-    return {"cohort": str(out), "cases": n, "workers": workers, "wall_seconds": round(wall, 1),
-            "seconds_per_case_wall": round(wall / n, 3), "under_10_minutes": wall < 600,
-            "gigabytes": round(size / 1e9, 2)}
+    return {
+        "cohort": str(out),
+        "cases": n,
+        "workers": workers,
+        "wall_seconds": round(wall, 1),
+        "seconds_per_case_wall": round(wall / n, 3),
+        "under_10_minutes": wall < 600,
+        "gigabytes": round(size / 1e9, 2),
+    }
 
 
 def main(argv=None) -> int:
@@ -75,8 +82,14 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="resume into --out instead of starting afresh")
     args = ap.parse_args(argv)
 
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-                          "load_avg": os.getloadavg()}}
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "load_avg": os.getloadavg(),
+        }
+    }
     result["demo"] = per_case("demo", args.demo_cases)
     if args.full_cases > 0:
         result["full"] = per_case("full", args.full_cases)

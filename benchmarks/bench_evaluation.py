@@ -69,8 +69,14 @@ def make_scan(seed: int, shape=(512, 512, 300)):
     prob = np.full(tuple(shape), 0, np.float32)
     if rng.random() > 0.05:  # the model finds the tumour in 95 % of scans
         shift = (rng.normal(0, 0.1, 3) * radii.mean(axis=0)).astype(int)
-        box, field = _blob(shape, centre + shift, radii * rng.uniform(0.85, 1.1, (n_lobes, 3)), lobes, rng,
-                           peak=rng.uniform(0.8, 1.0))
+        box, field = _blob(
+            shape,
+            centre + shift,
+            radii * rng.uniform(0.85, 1.1, (n_lobes, 3)),
+            lobes,
+            rng,
+            peak=rng.uniform(0.8, 1.0),
+        )
         prob[box] = np.maximum(prob[box], field)
     for _ in range(rng.poisson(0.8)):  # false-positive blobs of 0.5-10 ml in the chest
         rr = (3 * rng.uniform(500, 10_000) / (4 * np.pi)) ** (1 / 3) / spacing
@@ -79,7 +85,7 @@ def make_scan(seed: int, shape=(512, 512, 300)):
         prob[box] = np.maximum(prob[box], field)
     for _ in range(rng.integers(0, 4)):  # specks
         c = (shape * rng.uniform(0.2, 0.8, 3)).astype(int)
-        prob[c[0]:c[0] + 2, c[1]:c[1] + 2, c[2]:c[2] + 2] = rng.uniform(0.5, 0.7)
+        prob[c[0] : c[0] + 2, c[1] : c[1] + 2, c[2] : c[2] + 2] = rng.uniform(0.5, 0.7)
     return label, (prob >= 0.5).astype(np.uint8), prob, tuple(spacing)
 
 
@@ -108,17 +114,22 @@ def reference_case(label, mask, prob, spacing, thresholds, froc_thresholds):
     t = time.perf_counter()
     y = torch.from_numpy(label)[None, None].float()
     yp = torch.from_numpy(mask)[None, None].float()
-    rec = {"dice": float(DiceMetric(include_background=True)(yp, y)),
-           "iou": float(MeanIoU(include_background=True)(yp, y))}
+    rec = {
+        "dice": float(DiceMetric(include_background=True)(yp, y)),
+        "iou": float(MeanIoU(include_background=True)(yp, y)),
+    }
     tp_vox = float((yp * y).sum())
     rec["precision"] = tp_vox / float(yp.sum())
     rec["recall"] = tp_vox / float(y.sum())
     ml = float(np.prod(spacing)) / 1000
     rec["ref_volume_ml"], rec["pred_volume_ml"] = np.count_nonzero(label) * ml, np.count_nonzero(mask) * ml
     t = _lap("MONAI Dice/IoU, precision/recall, volumes", t)
-    rec["hd95_mm"] = float(compute_hausdorff_distance(yp, y, include_background=True, percentile=95, spacing=spacing))
-    rec["msd_mm"] = float(compute_average_surface_distance(yp, y, include_background=True, symmetric=True,
-                                                           spacing=spacing))
+    rec["hd95_mm"] = float(
+        compute_hausdorff_distance(yp, y, include_background=True, percentile=95, spacing=spacing)
+    )
+    rec["msd_mm"] = float(
+        compute_average_surface_distance(yp, y, include_background=True, symmetric=True, spacing=spacing)
+    )
     del y, yp
     t = _lap("MONAI HD95 + mean surface distance", t)
     structure = np.ones((3, 3, 3))
@@ -182,16 +193,24 @@ def main(argv=None) -> int:
     p.add_argument("--n-scans", type=int, default=registry.STUDY_DESIGN["n_test"])
     p.add_argument("--shape", type=int, nargs=3, default=(512, 512, 300))
     p.add_argument("--n-boot", type=int, default=10_000)
-    p.add_argument("--ref-boot", type=int, help="reference bootstrap resamples actually run (default: --n-boot)")
-    p.add_argument("--target-scans", type=int, default=registry.STUDY_DESIGN["n_test"],
-                   help="scan count the totals are extrapolated to (linearly)")
+    p.add_argument(
+        "--ref-boot", type=int, help="reference bootstrap resamples actually run (default: --n-boot)"
+    )
+    p.add_argument(
+        "--target-scans",
+        type=int,
+        default=registry.STUDY_DESIGN["n_test"],
+        help="scan count the totals are extrapolated to (linearly)",
+    )
     p.add_argument("--skip-reference", action="store_true")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # a MONAI-internal deprecation notice
     n, shape, config = args.n_scans, tuple(args.shape), EvalConfig(n_boot=args.n_boot)
     scale = args.target_scans / n
-    print(f"{n} scans of {shape}, {args.n_boot} bootstrap resamples; totals extrapolated x{scale:.2f} "
-          f"to {args.target_scans} scans")
+    print(
+        f"{n} scans of {shape}, {args.n_boot} bootstrap resamples; totals extrapolated x{scale:.2f} "
+        f"to {args.target_scans} scans"
+    )
 
     # warm both pipelines up (imports, first-call costs) on a small scan
     small = make_scan(0, (96, 96, 64))
@@ -211,15 +230,21 @@ def main(argv=None) -> int:
         cpu_engine += time.process_time() - c1
         del label, mask, prob
     t0, c0 = time.perf_counter(), time.process_time()
-    result = summarise(collect(evaluations, [f"s{s:03d}" for s in range(n)], [f"I{s % 121}" for s in range(n)]), config)
+    result = summarise(
+        collect(evaluations, [f"s{s:03d}" for s in range(n)], [f"I{s % 121}" for s in range(n)]), config
+    )
     t_stats, cpu_stats = time.perf_counter() - t0, time.process_time() - c0
     rss_engine = _peak_rss_gib()
     engine_total = (t_engine + t_stats) * scale  # both sides extrapolated linearly
-    print(f"engine   : per-scan {t_engine / n * 1000:7.1f} ms/scan, statistics {t_stats:6.2f} s "
-          f"(10k-resample CIs of {len(result.cis)} means, FROC bands, reading B); CPU time "
-          f"{cpu_engine / n * 1000:.1f} ms/scan + {cpu_stats:.2f} s")
-    print(f"engine   : total {t_engine + t_stats:7.2f} s for {n} scans -> {engine_total:7.2f} s for "
-          f"{args.target_scans} (peak RSS {rss_engine:.2f} GiB incl. the generator)")
+    print(
+        f"engine   : per-scan {t_engine / n * 1000:7.1f} ms/scan, statistics {t_stats:6.2f} s "
+        f"(10k-resample CIs of {len(result.cis)} means, FROC bands, reading B); CPU time "
+        f"{cpu_engine / n * 1000:.1f} ms/scan + {cpu_stats:.2f} s"
+    )
+    print(
+        f"engine   : total {t_engine + t_stats:7.2f} s for {n} scans -> {engine_total:7.2f} s for "
+        f"{args.target_scans} (peak RSS {rss_engine:.2f} GiB incl. the generator)"
+    )
     print(f"(generation, not timed: {t_gen / n:.2f} s/scan)")
     _nifti_line(shape)
     if args.skip_reference:
@@ -242,26 +267,38 @@ def main(argv=None) -> int:
     froc = {t: [f[t] for f in frocs] for t in froc_t}
     ref_boot = args.ref_boot or args.n_boot
     t0, c0 = time.perf_counter(), time.process_time()
-    reference_bootstrap(per_case, np.array(tps), np.array(fps), np.array(nls), froc, ref_boot, 0, config.fp_points)
+    reference_bootstrap(
+        per_case, np.array(tps), np.array(fps), np.array(nls), froc, ref_boot, 0, config.fp_points
+    )
     t_ref_stats = (time.perf_counter() - t0) * args.n_boot / ref_boot
     cpu_ref_stats = (time.process_time() - c0) * args.n_boot / ref_boot
     ref_total = t_ref * scale + t_ref_stats * scale
-    print(f"reference: per-scan {t_ref / n * 1000:7.1f} ms/scan, statistics {t_ref_stats:6.2f} s "
-          f"({ref_boot} resamples run{', scaled to ' + str(args.n_boot) if ref_boot != args.n_boot else ''}); "
-          f"CPU time {cpu_ref / n * 1000:.1f} ms/scan + {cpu_ref_stats:.2f} s")
-    print(f"reference: total {t_ref + t_ref_stats:7.2f} s for {n} scans -> {ref_total:7.2f} s for "
-          f"{args.target_scans} (bootstrap extrapolated linearly too: conservative, it grows faster)")
+    print(
+        f"reference: per-scan {t_ref / n * 1000:7.1f} ms/scan, statistics {t_ref_stats:6.2f} s "
+        f"({ref_boot} resamples run{', scaled to ' + str(args.n_boot) if ref_boot != args.n_boot else ''}); "
+        f"CPU time {cpu_ref / n * 1000:.1f} ms/scan + {cpu_ref_stats:.2f} s"
+    )
+    print(
+        f"reference: total {t_ref + t_ref_stats:7.2f} s for {n} scans -> {ref_total:7.2f} s for "
+        f"{args.target_scans} (bootstrap extrapolated linearly too: conservative, it grows faster)"
+    )
     ours = result.per_case[names].to_numpy()
     diff = np.nanmax(np.abs(ours - per_case), axis=0)
     print("reference stages (s/scan): " + ", ".join(f"{k} {v / n:.2f}" for k, v in STAGES.items()))
-    print("agreement: max |engine - reference| per metric: "
-          + ", ".join(f"{k} {d:.2g}" for k, d in zip(names, diff, strict=True)))
+    print(
+        "agreement: max |engine - reference| per metric: "
+        + ", ".join(f"{k} {d:.2g}" for k, d in zip(names, diff, strict=True))
+    )
     b = result.froc_iou
-    same = (b["tp"].to_numpy() == np.sum(tps, axis=0)).all() and (b["fp"].to_numpy() == np.sum(fps, axis=0)).all()
+    same = (b["tp"].to_numpy() == np.sum(tps, axis=0)).all() and (
+        b["fp"].to_numpy() == np.sum(fps, axis=0)
+    ).all()
     print(f"agreement: reading B counts at 19 IoU thresholds identical: {same}")
     cpu_ratio = (cpu_ref + cpu_ref_stats) / (cpu_engine + cpu_stats)
-    print(f"SPEED-UP : {ref_total / engine_total:.1f}x wall, {cpu_ratio:.1f}x CPU time (full evaluation, "
-          f"{args.target_scans} scans); peak RSS overall {_peak_rss_gib():.2f} GiB")
+    print(
+        f"SPEED-UP : {ref_total / engine_total:.1f}x wall, {cpu_ratio:.1f}x CPU time (full evaluation, "
+        f"{args.target_scans} scans); peak RSS overall {_peak_rss_gib():.2f} GiB"
+    )
     return 0
 
 
@@ -280,8 +317,10 @@ def _nifti_line(shape):
         t0 = time.perf_counter()
         _read_case(str(Path(tmp) / "label.nii.gz"), Path(tmp), "s")
         dt = time.perf_counter() - t0
-    print(f"NIfTI    : reading one scan's label + mask + float32 probability map (.nii.gz) {dt:.2f} s "
-          "(not in the totals above; `amt evaluate` reads the next scan while evaluating the current one)")
+    print(
+        f"NIfTI    : reading one scan's label + mask + float32 probability map (.nii.gz) {dt:.2f} s "
+        "(not in the totals above; `amt evaluate` reads the next scan while evaluating the current one)"
+    )
 
 
 if __name__ == "__main__":

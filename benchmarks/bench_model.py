@@ -85,23 +85,33 @@ def bench_training(cohort_csv: str, cfg, steps: int, cache_dir: str) -> dict:
     cached = cache.build_all([(r.case_id, r.image, r.label) for r in train.itertuples()], workers=2)
     torch.manual_seed(0)
     ours_loader = torch.utils.data.DataLoader(
-        PatchDataset(cached, cfg, 0), batch_size=cfg.batch_size, num_workers=1, worker_init_fn=worker_init,
-        sampler=StepSampler(0, steps + 3, cfg.batch_size))
+        PatchDataset(cached, cfg, 0),
+        batch_size=cfg.batch_size,
+        num_workers=1,
+        worker_init_fn=worker_init,
+        sampler=StepSampler(0, steps + 3, cfg.batch_size),
+    )
     ours = run(to_memory_format(build_network(cfg), cfg), ours_loader, True)
 
     lo, hi = cfg.hu_window
-    monai_tf = Compose([
-        LoadImaged(["image", "label"]), EnsureChannelFirstd(["image", "label"]),
-        Orientationd(["image", "label"], axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        Spacingd(["image", "label"], pixdim=cfg.target_spacing, mode=("bilinear", "nearest")),
-        ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=True),
-        SpatialPadd(["image", "label"], spatial_size=cfg.patch_size),
-        RandCropByPosNegLabeld(["image", "label"], "label", spatial_size=cfg.patch_size, pos=1, neg=2,
-                               num_samples=1),
-        RandFlipd(["image", "label"], prob=0.5, spatial_axis=0),
-    ])
+    monai_tf = Compose(
+        [
+            LoadImaged(["image", "label"]),
+            EnsureChannelFirstd(["image", "label"]),
+            Orientationd(["image", "label"], axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            Spacingd(["image", "label"], pixdim=cfg.target_spacing, mode=("bilinear", "nearest")),
+            ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=True),
+            SpatialPadd(["image", "label"], spatial_size=cfg.patch_size),
+            RandCropByPosNegLabeld(
+                ["image", "label"], "label", spatial_size=cfg.patch_size, pos=1, neg=2, num_samples=1
+            ),
+            RandFlipd(["image", "label"], prob=0.5, spatial_axis=0),
+        ]
+    )
     files = [{"image": r.image, "label": r.label} for r in train.itertuples()] * 10
-    monai_loader = DataLoader(Dataset(files, monai_tf), batch_size=cfg.batch_size, num_workers=1, shuffle=True)
+    monai_loader = DataLoader(
+        Dataset(files, monai_tf), batch_size=cfg.batch_size, num_workers=1, shuffle=True
+    )
     torch.manual_seed(0)
     plain = run(build_network(cfg), monai_loader, False)
     return {"ours_steps_s": ours, "monai_steps_s": plain}
@@ -122,9 +132,15 @@ def plain_monai(net, cfg, volume, device, mode: str = "constant") -> np.ndarray:
 
     from amt_core.model.preprocessing import normalise
 
-    tf = Compose([Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-                  Spacingd("image", pixdim=cfg.target_spacing, mode="bilinear")])
-    data = tf({"image": MetaTensor(torch.from_numpy(volume.array)[None], affine=torch.as_tensor(volume.affine))})
+    tf = Compose(
+        [
+            Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            Spacingd("image", pixdim=cfg.target_spacing, mode="bilinear"),
+        ]
+    )
+    data = tf(
+        {"image": MetaTensor(torch.from_numpy(volume.array)[None], affine=torch.as_tensor(volume.affine))}
+    )
     img = data["image"]
     x = normalise(img.as_tensor().float(), cfg)[None]
     with torch.inference_mode():
@@ -164,13 +180,24 @@ def bench_inference(model: str, cohort_csv: str, n_scans: int) -> dict:
         ref = read_label(r.label, vol).array
         fp32 = predict_volume(net, fp32_cfg, vol, "cpu")
         gauss = plain_monai(plain_net, cfg, vol, "cpu", mode="gaussian")
-        rows.append({"case": r.case_id, "shape": vol.shape, "t_ours": t_ours, "t_plain": t_plain,
-                     "dice_ours": _dice(ref, prob >= cfg.threshold), "dice_plain": _dice(ref, plain >= 0.5),
-                     "dice_ours_fp32": _dice(ref, fp32 >= cfg.threshold),
-                     "dice_plain_gauss": _dice(ref, gauss >= 0.5),
-                     "agree_bf16": float(((prob >= 0.5) == (fp32 >= 0.5)).mean())})
-        print(f"  {r.case_id} {vol.shape}: ours {t_ours:.2f} s  plain {t_plain:.2f} s  "
-              f"dice {rows[-1]['dice_ours']:.4f} / {rows[-1]['dice_plain']:.4f}", flush=True)
+        rows.append(
+            {
+                "case": r.case_id,
+                "shape": vol.shape,
+                "t_ours": t_ours,
+                "t_plain": t_plain,
+                "dice_ours": _dice(ref, prob >= cfg.threshold),
+                "dice_plain": _dice(ref, plain >= 0.5),
+                "dice_ours_fp32": _dice(ref, fp32 >= cfg.threshold),
+                "dice_plain_gauss": _dice(ref, gauss >= 0.5),
+                "agree_bf16": float(((prob >= 0.5) == (fp32 >= 0.5)).mean()),
+            }
+        )
+        print(
+            f"  {r.case_id} {vol.shape}: ours {t_ours:.2f} s  plain {t_plain:.2f} s  "
+            f"dice {rows[-1]['dice_ours']:.4f} / {rows[-1]['dice_plain']:.4f}",
+            flush=True,
+        )
     del torch
     return {"rows": rows, "cfg": cfg}
 
@@ -204,14 +231,26 @@ def gpu_full(cohort_csv: str, out: Path, steps: int) -> dict:
     name = torch.cuda.get_device_name(0)
     spe = max(10, steps // 3)
     torch.cuda.reset_peak_memory_stats()
-    run = train(cohort_csv, out / "run", preset="full", device="cuda", max_epochs=3, steps_per_epoch=spe,
-                eval_every=3, eval_max_cases=2, target_spacing=(1.2, 1.2, 1.5), cache_dir=out / "cache",
-                progress=False)
+    run = train(
+        cohort_csv,
+        out / "run",
+        preset="full",
+        device="cuda",
+        max_epochs=3,
+        steps_per_epoch=spe,
+        eval_every=3,
+        eval_max_cases=2,
+        target_spacing=(1.2, 1.2, 1.5),
+        cache_dir=out / "cache",
+        progress=False,
+    )
     peak_train = torch.cuda.max_memory_allocated() / 2**30
     import pandas as pd
 
     log = pd.read_csv(run / "train_log.csv")
-    timed = log.iloc[1:] if len(log) > 1 else log  # the first epoch holds the warm-up (cuDNN autotune, workers)
+    timed = (
+        log.iloc[1:] if len(log) > 1 else log
+    )  # the first epoch holds the warm-up (cuDNN autotune, workers)
     steps_s = float(timed["step"].diff().fillna(timed["step"].iloc[0]).sum() / timed["seconds"].sum())
     net, cfg, _ = load_model(run / "best.pt", "cuda")
     scan = big_scan(cohort_csv, out / "big_0000.nii.gz")
@@ -224,15 +263,27 @@ def gpu_full(cohort_csv: str, out: Path, steps: int) -> dict:
         predict_volume(net, cfg, read_volume(scan), "cuda")
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return {"card": name, "steps_s": steps_s, "samples_s": steps_s * cfg.batch_size, "peak_train_gib": peak_train,
-            "peak_infer_gib": torch.cuda.max_memory_allocated() / 2**30, "s_per_scan": min(times),
-            "shape": vol.shape, "patch": list(cfg.patch_size), "steps": int(log["step"].iloc[-1])}
+    return {
+        "card": name,
+        "steps_s": steps_s,
+        "samples_s": steps_s * cfg.batch_size,
+        "peak_train_gib": peak_train,
+        "peak_infer_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "s_per_scan": min(times),
+        "shape": vol.shape,
+        "patch": list(cfg.patch_size),
+        "steps": int(log["step"].iloc[-1]),
+    }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", help="a trained checkpoint (RUN/best.pt)")
-    p.add_argument("--cohort", required=True, help="the cohort's cases.csv (train split for training, test for inference)")
+    p.add_argument(
+        "--cohort",
+        required=True,
+        help="the cohort's cases.csv (train split for training, test for inference)",
+    )
     p.add_argument("--gpu", metavar="WORK_DIR", help="run the full-preset GPU benchmark in WORK_DIR instead")
     p.add_argument("--n-scans", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
@@ -244,9 +295,11 @@ def main(argv=None) -> int:
 
     if args.gpu:
         r = gpu_full(args.cohort, Path(args.gpu), args.steps)
-        line = (f"| {r['card']} | full | {r['steps']} | {list(r['patch'])} | {r['steps_s']:.2f} | {r['samples_s']:.2f} | "
-                f"{r['peak_train_gib']:.1f} | {r['s_per_scan']:.1f} ({'x'.join(map(str, r['shape']))}) | "
-                f"{r['peak_infer_gib']:.1f} |")
+        line = (
+            f"| {r['card']} | full | {r['steps']} | {list(r['patch'])} | {r['steps_s']:.2f} | {r['samples_s']:.2f} | "
+            f"{r['peak_train_gib']:.1f} | {r['s_per_scan']:.1f} ({'x'.join(map(str, r['shape']))}) | "
+            f"{r['peak_infer_gib']:.1f} |"
+        )
         print(line)
         if args.write:
             _append_gpu(line)
@@ -290,7 +343,7 @@ def main(argv=None) -> int:
         section = f"{START}\n## Model (`benchmarks/bench_model.py`)\n\n{text}\n{END}\n"
         old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n\n"
         if START in old and END in old:
-            new = old[: old.index(START)] + section.rstrip("\n") + old[old.index(END) + len(END):]
+            new = old[: old.index(START)] + section.rstrip("\n") + old[old.index(END) + len(END) :]
         else:
             new = old.rstrip("\n") + "\n\n" + section
         RESULTS.write_text(new)
@@ -298,8 +351,10 @@ def main(argv=None) -> int:
 
 
 GPU_START, GPU_END = "<!-- model-gpu:start -->", "<!-- model-gpu:end -->"
-GPU_HEADER = ("| card | preset | steps | patch | steps/s | samples/s | peak GPU memory training (GiB) | "
-              "s/scan (scan voxels) | peak GPU memory inference (GiB) |\n|---|---|---|---|---|---|---|---|---|")
+GPU_HEADER = (
+    "| card | preset | steps | patch | steps/s | samples/s | peak GPU memory training (GiB) | "
+    "s/scan (scan voxels) | peak GPU memory inference (GiB) |\n|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def _append_gpu(line: str) -> None:
@@ -310,8 +365,10 @@ def _append_gpu(line: str) -> None:
         table, tail = rest.split(GPU_END, 1)
         new = f"{head}{GPU_START}{table.rstrip()}\n{line}\n{GPU_END}{tail}"
     else:
-        new = (old.rstrip("\n") + f"\n\n### Model on GPU (`benchmarks/gpu.sh`)\n\n{GPU_START}\n{GPU_HEADER}\n"
-               f"{line}\n{GPU_END}\n")
+        new = (
+            old.rstrip("\n") + f"\n\n### Model on GPU (`benchmarks/gpu.sh`)\n\n{GPU_START}\n{GPU_HEADER}\n"
+            f"{line}\n{GPU_END}\n"
+        )
     RESULTS.write_text(new)
 
 

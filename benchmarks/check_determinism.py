@@ -37,9 +37,18 @@ def main(argv: list[str] | None = None) -> int:
         weights = []
         for name in ("a", "b"):
             t = time.monotonic()
-            run = train(args.cohort, Path(tmp) / name, preset="cpu", seed=args.seed, progress=False,
-                        cache_dir=args.cache_dir, max_epochs=args.epochs, steps_per_epoch=args.steps,
-                        max_minutes=args.max_minutes, postprocess=False)
+            run = train(
+                args.cohort,
+                Path(tmp) / name,
+                preset="cpu",
+                seed=args.seed,
+                progress=False,
+                cache_dir=args.cache_dir,
+                max_epochs=args.epochs,
+                steps_per_epoch=args.steps,
+                max_minutes=args.max_minutes,
+                postprocess=False,
+            )
             summary = json.loads((run / "training.json").read_text())
             if not summary["complete"]:
                 print(f"run {name}: training is incomplete ({summary}); raise --max-minutes")
@@ -48,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {name}: {args.epochs * args.steps} steps in {time.monotonic() - t:.0f} s")
     a, b = weights
     differ = [k for k in a if not torch.equal(a[k], b[k])]
-    print(f"{len(a) - len(differ)} of {len(a)} weight tensors identical"
-          + (f"; differ: {', '.join(differ[:5])}" if differ else ""))
+    print(
+        f"{len(a) - len(differ)} of {len(a)} weight tensors identical"
+        + (f"; differ: {', '.join(differ[:5])}" if differ else "")
+    )
     return 1 if differ else 0
 
 

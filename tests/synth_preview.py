@@ -12,8 +12,12 @@ import numpy as np
 from amt_core.plots.viewing import VIEWS, apply_window, draw_outlines, view_aspect, view_axis, view_slice
 
 
-def render_panel(items: Sequence[tuple[str, np.ndarray, np.ndarray | None, Sequence[float]]], out_png,
-                 window: str | tuple[float, float] = (-300.0, 1400.0), dpi: int = 80):
+def render_panel(
+    items: Sequence[tuple[str, np.ndarray, np.ndarray | None, Sequence[float]]],
+    out_png,
+    window: str | tuple[float, float] = (-300.0, 1400.0),
+    dpi: int = 80,
+):
     """One row per item (title, RAS+ image, label or None, spacing): axial, coronal, sagittal through the
     label's centroid (the volume's centre without a label); ``window`` a preset name or (level, width)."""
     import matplotlib
@@ -23,13 +27,19 @@ def render_panel(items: Sequence[tuple[str, np.ndarray, np.ndarray | None, Seque
 
     fig, axes = plt.subplots(len(items), 3, figsize=(12, 4 * len(items)), squeeze=False)
     for r, (title, array, label, spacing) in enumerate(items):
-        centre = (np.argwhere(label > 0).mean(0) if label is not None and label.any()
-                  else np.array(array.shape) / 2)
+        centre = (
+            np.argwhere(label > 0).mean(0) if label is not None and label.any() else np.array(array.shape) / 2
+        )
         for c, view in enumerate(VIEWS):
             index = int(round(centre[view_axis(view)]))
             ax = axes[r, c]
-            ax.imshow(apply_window(view_slice(array, view, index), window), cmap="gray", vmin=0, vmax=1,
-                      aspect=view_aspect(spacing, view))
+            ax.imshow(
+                apply_window(view_slice(array, view, index), window),
+                cmap="gray",
+                vmin=0,
+                vmax=1,
+                aspect=view_aspect(spacing, view),
+            )
             if label is not None:
                 draw_outlines(ax, ((view_slice(label, view, index), "r"),), 0.8)
             ax.set_title(f"{title} - {view}", fontsize=9)

@@ -25,18 +25,27 @@ def _study(n=10):
         prob = np.zeros(label.shape, np.float32)
         if s % 4 != 3:
             o = rng.integers(-2, 3, 2)
-            prob[6 + o[0]:16 + o[0], 6 + o[1]:16 + o[1], 2:6] = rng.uniform(0.55, 1.0)
+            prob[6 + o[0] : 16 + o[0], 6 + o[1] : 16 + o[1], 2:6] = rng.uniform(0.55, 1.0)
         if s % 3 == 0:
             prob[18:22, 18:22, 1:3] = rng.uniform(0.5, 1.0)
         evaluations.append(evaluate_case(label, prob >= 0.5, (1.0, 1.0, 2.0), prob=prob))
     ids = [f"case_{s:03d}" for s in range(n)]
     institutions = [f"INST-{s % 5}" for s in range(n)]
-    cases = pd.DataFrame({
-        "case_id": ids, "patient_id": [f"p{s}" for s in range(n)], "institution_id": institutions,
-        "split": "test", "sex": ["M", "F"] * (n // 2), "age": rng.integers(30, 80, n),
-        "histology": ["thymoma_AB", "lymphoma"] * (n // 2), "tumour_volume_ml": rng.uniform(5, 100, n),
-        "contrast": ["venous", "none"] * (n // 2), "slice_thickness_mm": [1.0, 5.0] * (n // 2),
-        "vendor": ["GE", "Siemens"] * (n // 2)})
+    cases = pd.DataFrame(
+        {
+            "case_id": ids,
+            "patient_id": [f"p{s}" for s in range(n)],
+            "institution_id": institutions,
+            "split": "test",
+            "sex": ["M", "F"] * (n // 2),
+            "age": rng.integers(30, 80, n),
+            "histology": ["thymoma_AB", "lymphoma"] * (n // 2),
+            "tumour_volume_ml": rng.uniform(5, 100, n),
+            "contrast": ["venous", "none"] * (n // 2),
+            "slice_thickness_mm": [1.0, 5.0] * (n // 2),
+            "vendor": ["GE", "Siemens"] * (n // 2),
+        }
+    )
     return collect(evaluations, ids, institutions), cases
 
 
@@ -45,7 +54,9 @@ def study():
     return _study()
 
 
-@pytest.mark.parametrize("overrides", [{"n_boot": 300, "seed": 7}, {"n_boot": 150, "seed": 2, "ci_level": 0.9}])
+@pytest.mark.parametrize(
+    "overrides", [{"n_boot": 300, "seed": 7}, {"n_boot": 150, "seed": 2, "ci_level": 0.9}]
+)
 def test_tables_and_report_show_the_evaluations_intervals(study, tmp_path, overrides):
     """With eval_overrides changing the resamples, the seed or the level, every interval the analysis and
     the report show is the evaluation's own (there is one computation, not two that can disagree)."""

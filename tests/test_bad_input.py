@@ -97,7 +97,9 @@ def test_empty_file(tmp_path):
 
 def test_2d_array(tmp_path):
     path = _nifti(tmp_path / "slice2d.nii.gz", _ct((12, 10)))
-    with pytest.raises(VolumeError, match=r"slice2d\.nii\.gz: expected a 3D volume, got a 2D array of shape \(12, 10\)"):
+    with pytest.raises(
+        VolumeError, match=r"slice2d\.nii\.gz: expected a 3D volume, got a 2D array of shape \(12, 10\)"
+    ):
         read_volume(path)
 
 
@@ -109,7 +111,10 @@ def test_single_slice(tmp_path):
 
 def test_4d_array(tmp_path):
     path = _nifti(tmp_path / "series4d.nii.gz", _ct((12, 10, 8, 3)))
-    with pytest.raises(VolumeError, match=r"series4d\.nii\.gz: expected a 3D volume, got a 4D array of shape \(12, 10, 8, 3\)"):
+    with pytest.raises(
+        VolumeError,
+        match=r"series4d\.nii\.gz: expected a 3D volume, got a 4D array of shape \(12, 10, 8, 3\)",
+    ):
         read_volume(path)
 
 
@@ -171,7 +176,9 @@ def test_label_non_integer(tmp_path, image):
     label = np.zeros(image.shape, np.float32)
     label[2:5, 2:5, 2:5] = 0.5
     path = write_volume(label, image.affine, tmp_path / "probability.nii.gz")
-    with pytest.raises(VolumeError, match=r"probability\.nii\.gz: label has non-integer values \(e\.g\. 0\.5\)"):
+    with pytest.raises(
+        VolumeError, match=r"probability\.nii\.gz: label has non-integer values \(e\.g\. 0\.5\)"
+    ):
         read_label(path, image, allowed=None)
 
 
@@ -194,8 +201,18 @@ def test_float_binary_label_is_fine(tmp_path, image):
     ("name", "shape", "affine", "expected"),
     [
         ("other_shape", (12, 10, 9), AFFINE, r"shape \(12, 10, 9\) vs \(12, 10, 8\)"),
-        ("other_spacing", (12, 10, 8), np.diag([0.8, 0.8, 3.0, 1.0]), r"spacing \(0.8, 0.8, 3\) vs \(0.8, 0.8, 2.5\) mm"),
-        ("shifted", (12, 10, 8), AFFINE + np.array([[0, 0, 0, 5.0]] + [[0] * 4] * 3), r"affine differs: voxels lie up to 5 mm apart"),
+        (
+            "other_spacing",
+            (12, 10, 8),
+            np.diag([0.8, 0.8, 3.0, 1.0]),
+            r"spacing \(0.8, 0.8, 3\) vs \(0.8, 0.8, 2.5\) mm",
+        ),
+        (
+            "shifted",
+            (12, 10, 8),
+            AFFINE + np.array([[0, 0, 0, 5.0]] + [[0] * 4] * 3),
+            r"affine differs: voxels lie up to 5 mm apart",
+        ),
         ("flipped", (12, 10, 8), np.diag([-0.8, 0.8, 2.5, 1.0]), "affine differs"),
         ("rotated", (12, 10, 8), _rotated(AFFINE, 2.0), r"affine differs: voxels lie up to 0.3\d* mm apart"),
     ],
@@ -236,13 +253,19 @@ def test_duplicate_case_ids(tiny_cohort):
 
 def test_duplicate_patient_ids(tiny_cohort):
     path = _edit_rows(tiny_cohort, [("patient_id", 1, "pat_001")])
-    with pytest.raises(CaseTableError, match=r"duplicate patient_id \['pat_001'\] in rows 2, 3 \(one scan per patient\)"):
+    with pytest.raises(
+        CaseTableError, match=r"duplicate patient_id \['pat_001'\] in rows 2, 3 \(one scan per patient\)"
+    ):
         read_cases(path)
 
 
 def test_patient_in_two_splits(tiny_cohort):
-    path = _edit_rows(tiny_cohort, [("patient_id", 4, "pat_001")])  # case_005 (test) belongs to pat_001 (train)
-    with pytest.raises(CaseTableError, match=r"leakage: patient pat_001 is in several splits \(test, train\)"):
+    path = _edit_rows(
+        tiny_cohort, [("patient_id", 4, "pat_001")]
+    )  # case_005 (test) belongs to pat_001 (train)
+    with pytest.raises(
+        CaseTableError, match=r"leakage: patient pat_001 is in several splits \(test, train\)"
+    ):
         read_cases(path)
 
 
@@ -367,8 +390,11 @@ def test_gzip_check_failure_is_an_error(tmp_path, how):
     """nibabel alone reads these files (it stops before the gzip trailer); our reader refuses them."""
     path = _damage_gzip(write_volume(_ct(), AFFINE, tmp_path / f"damaged_{how}.nii.gz"), how)
     assert np.asanyarray(nib.load(path).dataobj).shape == (12, 10, 8)  # silently wrong without the check
-    with pytest.raises(VolumeError, match=rf"damaged_{how}\.nii\.gz: cannot read the volume \(corrupt or "
-                                          r"truncated\?\): (CRC check failed|Incorrect length)"):
+    with pytest.raises(
+        VolumeError,
+        match=rf"damaged_{how}\.nii\.gz: cannot read the volume \(corrupt or "
+        r"truncated\?\): (CRC check failed|Incorrect length)",
+    ):
         read_volume(path)
 
 
@@ -442,8 +468,19 @@ def _predictions(cohort: Path, preds: Path, prob=None) -> list[str]:
 
 
 def _evaluate(capsys, cohort, preds, out):
-    return _run_cli(capsys, "evaluate", "--cohort", cohort / CASES_CSV, "--predictions", preds, "--out", out,
-                    "--n-boot", "0", "--no-progress")
+    return _run_cli(
+        capsys,
+        "evaluate",
+        "--cohort",
+        cohort / CASES_CSV,
+        "--predictions",
+        preds,
+        "--out",
+        out,
+        "--n-boot",
+        "0",
+        "--no-progress",
+    )
 
 
 def test_cli_evaluate_refuses_a_damaged_prediction(tiny_cohort, tmp_path, capsys):
@@ -479,8 +516,10 @@ def test_cli_evaluate_names_prediction_and_reference_on_a_grid_mismatch(tiny_coh
     label = read_cases(tiny_cohort / CASES_CSV).set_index("case_id").at[ids[0], "label"]
     code, err = _evaluate(capsys, tiny_cohort, preds, out)
     assert code == 2
-    _one_line(err, f"prediction {wrong} is not on the grid of reference label {label}: shape (12, 10, 9) vs "
-                   "(12, 10, 8)")
+    _one_line(
+        err,
+        f"prediction {wrong} is not on the grid of reference label {label}: shape (12, 10, 9) vs (12, 10, 8)",
+    )
     assert not out.exists()
 
 
@@ -522,8 +561,11 @@ def _map(top: float, dtype=np.float32, low: float = 0.0) -> np.ndarray:
 )
 def test_probability_map_out_of_range(tmp_path, reference, name, array, slope, expected):
     path = _prob_file(tmp_path / f"{name}_prob.nii.gz", array, slope)
-    with pytest.raises(VolumeError, match=rf"{name}_prob\.nii\.gz: probability map .*{expected}.*must be "
-                                          r"floating point in \[0, 1\], or uint8 0\.\.255") as info:
+    with pytest.raises(
+        VolumeError,
+        match=rf"{name}_prob\.nii\.gz: probability map .*{expected}.*must be "
+        r"floating point in \[0, 1\], or uint8 0\.\.255",
+    ) as info:
         read_probability(path, reference)
     assert "\n" not in str(info.value)
 
@@ -564,8 +606,9 @@ def test_cli_evaluate_refuses_a_probability_map_above_one(tiny_cohort, tmp_path,
     _predictions(tiny_cohort, preds, prob=lambda label: label.astype(np.float32) * np.float32(12.0))
     code, err = _evaluate(capsys, tiny_cohort, preds, out)
     assert code == 2
-    line = _one_line(err, "amt evaluate: error:",
-                     "_prob.nii.gz: probability map values 0..12 (voxel type float32)")
+    line = _one_line(
+        err, "amt evaluate: error:", "_prob.nii.gz: probability map values 0..12 (voxel type float32)"
+    )
     assert str(preds) in line
     assert not out.exists()
 
@@ -593,8 +636,12 @@ def test_cli_evaluate_reads_valid_probability_maps(tiny_cohort, tmp_path, capsys
 )
 def test_check_ct_refuses_non_ct(tmp_path, array, expected):
     vol = read_volume(write_volume(array.astype(np.float32), AFFINE, tmp_path / "not_ct.nii.gz"))
-    with pytest.raises(NotCTError, match=r"not_ct\.nii\.gz: not a CT in Hounsfield units: " + expected
-                                         + r" \(expected air near -1000 HU and tissue above 0\)"):
+    with pytest.raises(
+        NotCTError,
+        match=r"not_ct\.nii\.gz: not a CT in Hounsfield units: "
+        + expected
+        + r" \(expected air near -1000 HU and tissue above 0\)",
+    ):
         check_ct(vol)
 
 
@@ -618,16 +665,32 @@ def test_cli_predict_refuses_a_damaged_image(tmp_path, capsys):
     from amt_core.model.presets import get_config
 
     torch.manual_seed(0)
-    cfg = get_config("cpu", patch_size=(16, 16, 16), channels=(4, 8), strides=(2,),
-                     target_spacing=(4.0, 4.0, 4.0),
-                     intensity_stats={"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0})
+    cfg = get_config(
+        "cpu",
+        patch_size=(16, 16, 16),
+        channels=(4, 8),
+        strides=(2,),
+        target_spacing=(4.0, 4.0, 4.0),
+        intensity_stats={"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0},
+    )
     model = save_checkpoint(tmp_path / "best.pt", model=build_network(cfg), cfg=cfg) or tmp_path / "best.pt"
     ct = np.full((48, 48, 32), -1000.0, np.float32)
     ct[8:40, 8:40, :] = 40.0
     image = _damage_gzip(write_volume(ct, np.diag([1.0, 1.0, 1.5, 1.0]), tmp_path / "scan.nii.gz"), "stored")
     out = tmp_path / "pred"
-    code, err = _run_cli(capsys, "predict", "--model", model, "--input", image, "--out", out, "--no-progress",
-                         "--device", "cpu")
+    code, err = _run_cli(
+        capsys,
+        "predict",
+        "--model",
+        model,
+        "--input",
+        image,
+        "--out",
+        out,
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
     assert code == 2
     _one_line(err, "amt predict: error:", image, "CRC check failed")
     assert not out.exists() or not any(out.rglob("*"))

@@ -29,7 +29,10 @@ def test_temperature_of_an_over_confident_model_is_recovered():
     p = 1 / (1 + np.exp(-2.5 * z))  # the model's logits are 2.5 x too large: over-confident
     t = cal.fit_temperature(p, y)
     assert t == pytest.approx(2.5, rel=0.03)
-    before, after = cal.expected_calibration_error(p, y), cal.expected_calibration_error(cal.apply_temperature(p, t), y)
+    before, after = (
+        cal.expected_calibration_error(p, y),
+        cal.expected_calibration_error(cal.apply_temperature(p, t), y),
+    )
     assert before > 0.08 and after < 0.01
     assert cal.apply_temperature([0.5, 0.9], 1.0) == pytest.approx([0.5, 0.9])
 
@@ -41,7 +44,7 @@ def test_bootstrap_band_equals_resampling_scans_by_hand():
     n_scans = 15
     scan = rng.integers(0, n_scans, 600)
     p = rng.random(600)
-    y = (rng.random(600) < p ** 1.5).astype(float)
+    y = (rng.random(600) < p**1.5).astype(float)
     sums = cal.bin_sums(p, y, scan=scan, n_scans=n_scans, n_bins=5)
     table, ece = cal.reliability(sums, n_boot=200, seed=3)
     assert ece["ece"] == pytest.approx(cal.expected_calibration_error(p, y, n_bins=5))
@@ -52,7 +55,9 @@ def test_bootstrap_band_equals_resampling_scans_by_hand():
         reps.append(cal.expected_calibration_error(p[rows], y[rows], n_bins=5))
     lo, hi = np.percentile(reps, [2.5, 97.5])
     assert (ece["ece_ci_lo"], ece["ece_ci_hi"]) == pytest.approx((lo, hi))
-    assert (table["frequency_ci_lo"] <= table["frequency"]).all() and (table["frequency"] <= table["frequency_ci_hi"]).all()
+    assert (table["frequency_ci_lo"] <= table["frequency"]).all() and (
+        table["frequency"] <= table["frequency_ci_hi"]
+    ).all()
 
 
 def test_voxel_sample_keeps_the_tumour_and_weights_the_rest():
@@ -61,8 +66,9 @@ def test_voxel_sample_keeps_the_tumour_and_weights_the_rest():
     prob = np.zeros(label.shape, np.float32)
     prob[18:32, 18:32, 7:13] = 0.7
     prob[50:52, 50:52, 1:3] = 0.3  # far from the tumour but >= 0.05: always kept
-    p, y, w = cal.sample_voxels(label, prob, (1.0, 1.0, 2.0), near_mm=4.0, n_rest=1000,
-                                rng=np.random.default_rng(0))
+    p, y, w = cal.sample_voxels(
+        label, prob, (1.0, 1.0, 2.0), near_mm=4.0, n_rest=1000, rng=np.random.default_rng(0)
+    )
     assert y.sum() == 400  # every tumour voxel
     assert w.sum() == pytest.approx(label.size)  # the weights stand for every voxel of the scan
     assert np.count_nonzero(p == np.float32(0.3)) == 8 and (w[p > 0] == 1).all()
@@ -77,12 +83,30 @@ def test_calibration_figure(tmp_path):
     bins = []
     for kind in ("lesion", "voxel"):
         for scaled in (False, True):
-            sums = cal.bin_sums(p := rng.random(300), rng.random(300) < p ** (1 if scaled else 2),
-                                scan=rng.integers(0, 10, 300), n_scans=10)
+            sums = cal.bin_sums(
+                p := rng.random(300),
+                rng.random(300) < p ** (1 if scaled else 2),
+                scan=rng.integers(0, 10, 300),
+                n_scans=10,
+            )
             bins.append(cal.reliability(sums, n_boot=100)[0].assign(kind=kind, scaled=scaled))
-    summary = pd.DataFrame([{"kind": k, "temperature": 1.4, "ece_before": 0.12, "ece_ci_lo_before": 0.08,
-                             "ece_ci_hi_before": 0.16, "ece_after": 0.03, "ece_ci_lo_after": 0.01,
-                             "ece_ci_hi_after": 0.06, "n_samples": 300, "n_scans": 10} for k in ("lesion", "voxel")])
+    summary = pd.DataFrame(
+        [
+            {
+                "kind": k,
+                "temperature": 1.4,
+                "ece_before": 0.12,
+                "ece_ci_lo_before": 0.08,
+                "ece_ci_hi_before": 0.16,
+                "ece_after": 0.03,
+                "ece_ci_lo_after": 0.01,
+                "ece_ci_hi_after": 0.06,
+                "n_samples": 300,
+                "n_scans": 10,
+            }
+            for k in ("lesion", "voxel")
+        ]
+    )
     paths = save_figure(plot_calibration(pd.concat(bins), summary), tmp_path, "calibration")
     assert {p.suffix for p in paths} == {".pdf", ".png"} and all(p.stat().st_size > 5000 for p in paths)
 
@@ -105,15 +129,28 @@ def _folder_study(tmp_path, tune_hits: bool):
         for sub in ("labels", split):
             (tmp_path / sub).mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "labels" / f"c{k}.nii.gz")
-        nib.save(nib.Nifti1Image((prob >= 0.5).astype(np.uint8), np.eye(4)), tmp_path / split / f"c{k}.nii.gz")
+        nib.save(
+            nib.Nifti1Image((prob >= 0.5).astype(np.uint8), np.eye(4)), tmp_path / split / f"c{k}.nii.gz"
+        )
         nib.save(nib.Nifti1Image(prob, np.eye(4)), tmp_path / split / f"c{k}_prob.nii.gz")
-        rows.append({"case_id": f"c{k}", "institution_id": "I", "split": split,
-                     "label": str(tmp_path / "labels" / f"c{k}.nii.gz")})
+        rows.append(
+            {
+                "case_id": f"c{k}",
+                "institution_id": "I",
+                "split": split,
+                "label": str(tmp_path / "labels" / f"c{k}.nii.gz"),
+            }
+        )
     cases = pd.DataFrame(rows)
-    results = {s: evaluate_predictions(cases, tmp_path / s, split=s, config=EvalConfig(n_boot=0), progress=False,
-                                       check_manifest=False) for s in ("tune", "test")}
-    return cal.calibration_study(cases, {s: tmp_path / s for s in ("tune", "test")}, results, tmp_path / "out",
-                                 n_boot=50)
+    results = {
+        s: evaluate_predictions(
+            cases, tmp_path / s, split=s, config=EvalConfig(n_boot=0), progress=False, check_manifest=False
+        )
+        for s in ("tune", "test")
+    }
+    return cal.calibration_study(
+        cases, {s: tmp_path / s for s in ("tune", "test")}, results, tmp_path / "out", n_boot=50
+    )
 
 
 def test_calibration_study_on_disk_and_without_a_temperature(tmp_path):
@@ -122,7 +159,9 @@ def test_calibration_study_on_disk_and_without_a_temperature(tmp_path):
     # test candidates: per scan one hit at 0.8 and one miss at 0.6 -> bins 8 (freq 1) and 6 (freq 0)
     assert s.loc["lesion", "n_samples"] == 6 and s.loc["lesion", "n_positive"] == 3
     assert s.loc["lesion", "ece_before"] == pytest.approx((3 * 0.2 + 3 * 0.6) / 6)
-    assert (tmp_path / "a" / "out" / "calibration.csv").is_file() and (tmp_path / "a" / "out" / "calibration_bins.csv").is_file()
+    assert (tmp_path / "a" / "out" / "calibration.csv").is_file() and (
+        tmp_path / "a" / "out" / "calibration_bins.csv"
+    ).is_file()
     assert s.loc["voxel", "total_weight"] == pytest.approx(3 * 30 * 30 * 12)
     # a tuning split with no hit has no temperature: the "after" numbers are missing, never a made-up 0
     s = _folder_study(tmp_path / "b", tune_hits=False)["summary"].set_index("kind")

@@ -51,15 +51,21 @@ def test_every_checklist_link_resolves_in_the_run_folder(tmp_path):
     assert targets and all(t.startswith("../") for t in targets)
     for target in targets:
         assert (md.parent / target.split("#")[0]).resolve().is_file(), target
-    evidence = [f for cell in pd.read_csv(csv, keep_default_na=False)["evidence"] for f in cell.split("; ") if f]
+    evidence = [
+        f for cell in pd.read_csv(csv, keep_default_na=False)["evidence"] for f in cell.split("; ") if f
+    ]
     assert len(evidence) == len(targets)
     assert all((tmp_path / f.split("#")[0]).is_file() for f in evidence)
 
 
-@pytest.mark.parametrize("heading, anchor", [("Limits the data impose", "limits-the-data-impose"),
-                                             ("Conventions", "conventions"),
-                                             ("Subgroup tests and institution effects",
-                                              "subgroup-tests-and-institution-effects")])
+@pytest.mark.parametrize(
+    "heading, anchor",
+    [
+        ("Limits the data impose", "limits-the-data-impose"),
+        ("Conventions", "conventions"),
+        ("Subgroup tests and institution effects", "subgroup-tests-and-institution-effects"),
+    ],
+)
 def test_anchors_are_the_headings_slugs(heading, anchor):
     assert slug(heading) == anchor
 
@@ -70,15 +76,24 @@ def test_report_anchors_the_checklist_points_to_are_report_headings():
     source = Path(report.__file__).read_text()
     anchors = {f.split("#")[1] for *_, fs, _ in ITEMS for f in fs if "#" in f}
     headings = {slug(h) for h in ("Conventions", "Limits the data impose")}
-    assert anchors <= headings and all(f'"## {h}"' in source for h in ("Conventions", "Limits the data impose"))
+    assert anchors <= headings and all(
+        f'"## {h}"' in source for h in ("Conventions", "Limits the data impose")
+    )
 
 
 # --- the limits the data impose ---------------------------------------------------------------------
 def _tables(ref_voxels=(100, 0, 50), institutions=("A", "B", "B")):
-    per_case = pd.DataFrame({"case_id": ["t1", "t2", "t3"], "institution_id": list(institutions),
-                             "ref_voxels": list(ref_voxels)})
-    cases = pd.DataFrame({"case_id": ["d1", "t1", "t2", "t3"], "split": ["train", "test", "test", "test"],
-                          "institution_id": ["A", *institutions], "sex": ["M", "F", "F", "M"]})
+    per_case = pd.DataFrame(
+        {"case_id": ["t1", "t2", "t3"], "institution_id": list(institutions), "ref_voxels": list(ref_voxels)}
+    )
+    cases = pd.DataFrame(
+        {
+            "case_id": ["d1", "t1", "t2", "t3"],
+            "split": ["train", "test", "test", "test"],
+            "institution_id": ["A", *institutions],
+            "sex": ["M", "F", "F", "M"],
+        }
+    )
     return per_case, cases
 
 
@@ -90,8 +105,9 @@ def test_limits_are_derived_from_the_data():
     per_case, cases = _tables()
     limits = data_limits(per_case, cases, min_institution_scans=2, synthetic=True)
     assert _statement(limits, "scans without tumour").startswith("1 of 3 external-test scans hold no tumour")
-    assert _statement(limits, "small institutions").startswith("1 of 2 external-test institutions have fewer "
-                                                               "than 2 scans")
+    assert _statement(limits, "small institutions").startswith(
+        "1 of 2 external-test institutions have fewer than 2 scans"
+    )
     assert "1 external-test institution(s) also contributed training" in _statement(limits, "external test")
     assert "synthetic" in _statement(limits, "data source")
     assert "sex=F (n=2)" in _statement(limits, "small subgroups")
@@ -100,11 +116,16 @@ def test_limits_are_derived_from_the_data():
 def test_limits_for_a_cohort_where_every_scan_holds_a_tumour():
     per_case, cases = _tables(ref_voxels=(100, 20, 50), institutions=("C", "D", "E"))
     cands = pd.DataFrame({"case_id": ["t1", "t2"], "confidence": [1.0, 1.0]})
-    analysis = {"institution_cluster_bootstrap": {"estimable": False, "n_institutions": 3, "min_institutions": 10}}
+    analysis = {
+        "institution_cluster_bootstrap": {"estimable": False, "n_institutions": 3, "min_institutions": 10}
+    }
     limits = data_limits(per_case, cases, analysis=analysis, synthetic=False, candidates=cands)
     assert _statement(limits, "scans without tumour").startswith("All 3 external-test scans hold a tumour")
     assert "specificity" in _statement(limits, "scans without tumour")
     assert "not estimable: 3 institutions, fewer than 10" in _statement(limits, "cluster bootstrap")
-    assert _statement(limits, "external test") == "The external test shares no institution with training or tuning."
+    assert (
+        _statement(limits, "external test")
+        == "The external test shares no institution with training or tuning."
+    )
     assert "imported" in _statement(limits, "data source")
     assert "single point" in _statement(limits, "no confidence score")

@@ -17,7 +17,7 @@ def _asymmetric_mask(shape) -> np.ndarray:
     mask = np.zeros(shape, np.uint8)
     x, y, z = (s // 2 for s in shape)
     mask[1, 2, 1] = 1  # a lone voxel near a corner: any flip moves it
-    mask[x:x + 3, y:y + 2, z] = 1
+    mask[x : x + 3, y : y + 2, z] = 1
     mask[x, y, z + 1] = 1
     return mask
 
@@ -60,14 +60,18 @@ def test_written_seg_reads_back_voxel_for_voxel(series, tmp_path):
     assert world == expected and len(expected) == int(mask.sum())
 
 
-def test_seg_describes_the_segment_and_copies_only_patient_and_study(tmp_path, make_dicom_series, dicom_identity):
+def test_seg_describes_the_segment_and_copies_only_patient_and_study(
+    tmp_path, make_dicom_series, dicom_identity
+):
     from amt_core import __version__
 
     hu = np.full((14, 11, 7), -1000.0)
     hu[3:10, 2:8, 1:6] = 40.0
     folder = make_dicom_series(tmp_path / "ct", hu)
     image = read_volume(folder)
-    path = write_dicom_seg(Volume(_asymmetric_mask(image.shape), image.affine, "p"), folder, tmp_path / "s.dcm")
+    path = write_dicom_seg(
+        Volume(_asymmetric_mask(image.shape), image.affine, "p"), folder, tmp_path / "s.dcm"
+    )
     seg, src = pydicom.dcmread(path), pydicom.dcmread(dicom_series(folder)[0].files[0])
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == src.StudyInstanceUID
     assert seg.FrameOfReferenceUID == src.FrameOfReferenceUID

@@ -34,8 +34,10 @@ def test_dynamic_extraction_of_a_hand_made_map():
     # it and is dropped; the separate 0.2 box (peak 0.2 -> >= 0.08) is the second; 0.005 < min_confidence
     assert list(comps.voxels) == [256, 18]
     assert comps.confidence == pytest.approx([0.9, 0.2])
-    assert [tuple((s.start, s.stop) for s in b) for b in comps.boxes] == [((4, 12), (4, 12), (3, 7)),
-                                                                            ((30, 33), (30, 33), (8, 10))]
+    assert [tuple((s.start, s.stop) for s in b) for b in comps.boxes] == [
+        ((4, 12), (4, 12), (3, 7)),
+        ((30, 33), (30, 33), (8, 10)),
+    ]
     # a factor of 5 takes the 0.2 shell into the first candidate (>= 0.18)
     assert list(lesions.dynamic_components(_nested(), factor=5.0).voxels) == [864, 18]
     # min_confidence below 0.005 adds the faint box; max_candidates caps the count
@@ -72,10 +74,14 @@ def _random_map(rng):
     r = rng.uniform((3, 3, 1.5), (6, 6, 3))
     label[(((zz - c[:, None, None, None]) / r[:, None, None, None]) ** 2).sum(0) <= 1] = 1
     blobs = [(c + rng.normal(0, 1, 3), r * rng.uniform(0.6, 1.2), rng.uniform(0.1, 1.0))]
-    blobs += [(rng.uniform((0, 0, 0), SHAPE), rng.uniform((1.5, 1.5, 1), (4, 4, 2)), rng.uniform(0.02, 0.95))
-              for _ in range(rng.integers(0, 6))]
+    blobs += [
+        (rng.uniform((0, 0, 0), SHAPE), rng.uniform((1.5, 1.5, 1), (4, 4, 2)), rng.uniform(0.02, 0.95))
+        for _ in range(rng.integers(0, 6))
+    ]
     for centre, radii, peak in blobs:
-        d2 = (((zz - np.asarray(centre)[:, None, None, None]) / np.asarray(radii)[:, None, None, None]) ** 2).sum(0)
+        d2 = (
+            ((zz - np.asarray(centre)[:, None, None, None]) / np.asarray(radii)[:, None, None, None]) ** 2
+        ).sum(0)
         prob = np.maximum(prob, (peak * np.exp(-d2 / 2)).astype(np.float32))
     return label, prob
 
@@ -89,11 +95,14 @@ def test_candidates_equal_picai_eval_dynamic_extraction():
     for _ in range(30):
         _, prob = _random_map(rng)
         for m, k in ((10, 5), (0, 10)):
-            _, confs, indexed = rga.extract_lesion_candidates(prob, threshold="dynamic-v2", min_voxels_detection=m,
-                                                              num_lesions_to_extract=k)
+            _, confs, indexed = rga.extract_lesion_candidates(
+                prob, threshold="dynamic-v2", min_voxels_detection=m, num_lesions_to_extract=k
+            )
             comps = lesions.dynamic_components(prob, max_candidates=k, min_voxels=m + 1)
             ours = np.zeros(SHAPE, np.int32)
-            ours[tuple(slice(o, o + n) for o, n in zip(comps.offset, comps.labels.shape, strict=True))] = comps.labels
+            ours[tuple(slice(o, o + n) for o, n in zip(comps.offset, comps.labels.shape, strict=True))] = (
+                comps.labels
+            )
             assert np.array_equal(ours, indexed)
             np.testing.assert_allclose(comps.confidence, [c for _, c in confs], rtol=1e-6)
             n_total += len(comps)
@@ -117,8 +126,13 @@ def test_froc_curve_equals_picai_eval_on_the_same_probability_maps():
     for t in (0.1, 0.5):
         hits = cands[cands["best_iou"] >= t].groupby(["case_id", "best_lesion"]).size()
         assert hits.max() == 1  # the precondition: one candidate at most on each lesion
-        metrics = pe.evaluate(y_det=list(probs), y_true=list(labels), min_overlap=t, num_parallel_calls=1,
-                              y_det_postprocess_func=lambda p: extract_lesion_candidates(p, threshold="dynamic-v2")[0])
+        metrics = pe.evaluate(
+            y_det=list(probs),
+            y_true=list(labels),
+            min_overlap=t,
+            num_parallel_calls=1,
+            y_det_postprocess_func=lambda p: extract_lesion_candidates(p, threshold="dynamic-v2")[0],
+        )
         tpr, fpr = metrics.lesion_TPR, metrics.lesion_FPR  # these set metrics.thresholds
         theirs = pd.DataFrame({"threshold": metrics.thresholds, "sensitivity": tpr, "fp_per_scan": fpr})
         theirs = theirs[theirs["threshold"] > 0].iloc[:-1]  # their last point is extended to FP = inf
@@ -128,8 +142,12 @@ def test_froc_curve_equals_picai_eval_on_the_same_probability_maps():
         theirs = theirs.set_index(theirs["threshold"].astype(np.float32))
         common = theirs.index.intersection(ours.index)
         assert len(common) >= 0.9 * len(theirs) > 20
-        np.testing.assert_allclose(ours.loc[common, "sensitivity"], theirs.loc[common, "sensitivity"], atol=1e-9)
-        np.testing.assert_allclose(ours.loc[common, "fp_per_scan"], theirs.loc[common, "fp_per_scan"], atol=1e-9)
+        np.testing.assert_allclose(
+            ours.loc[common, "sensitivity"], theirs.loc[common, "sensitivity"], atol=1e-9
+        )
+        np.testing.assert_allclose(
+            ours.loc[common, "fp_per_scan"], theirs.loc[common, "fp_per_scan"], atol=1e-9
+        )
         # the curve reaches from a small FP/scan to over one per scan
         assert curve["fp_per_scan"].iloc[0] <= 0.05 and curve["fp_per_scan"].iloc[-1] > 1.0
 

@@ -31,15 +31,30 @@ def _predictions(cohort, out, with_prob: bool):
 
 
 def _amt(*args):
-    return subprocess.run([sys.executable, "-m", "amt_core.cli", "evaluate", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "amt_core.cli", "evaluate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_writes_the_results_folder(tiny_cohort, tmp_path):
     preds, out = tmp_path / "preds", tmp_path / "eval"
     _predictions(tiny_cohort, preds, with_prob=True)
-    run = _amt("--cohort", tiny_cohort / "cases.csv", "--predictions", preds, "--out", out, "--n-boot", 200,
-               "--seed", 3, "--no-progress")
+    run = _amt(
+        "--cohort",
+        tiny_cohort / "cases.csv",
+        "--predictions",
+        preds,
+        "--out",
+        out,
+        "--n-boot",
+        200,
+        "--seed",
+        3,
+        "--no-progress",
+    )
     assert run.returncode == 0, run.stderr
     assert "2 scans: Dice 0.800, IoU 0.667, precision 0.857, recall 0.750" in run.stdout
     per_case = pd.read_csv(out / "per_case.csv", dtype={"case_id": str})
@@ -58,8 +73,20 @@ def test_cli_writes_the_results_folder(tiny_cohort, tmp_path):
 def test_cli_mask_only_and_cluster_bootstrap(tiny_cohort, tmp_path):
     preds, out = tmp_path / "preds", tmp_path / "eval"
     _predictions(tiny_cohort, preds, with_prob=False)
-    run = _amt("--cohort", tiny_cohort / "cases.csv", "--predictions", preds, "--out", out, "--n-boot", 100,
-               "--cluster-bootstrap", "--extra-hits", "fp", "--no-progress")
+    run = _amt(
+        "--cohort",
+        tiny_cohort / "cases.csv",
+        "--predictions",
+        preds,
+        "--out",
+        out,
+        "--n-boot",
+        100,
+        "--cluster-bootstrap",
+        "--extra-hits",
+        "fp",
+        "--no-progress",
+    )
     assert run.returncode == 0, run.stderr
     assert (pd.read_csv(out / "candidates.csv")["confidence"] == 1.0).all()
     summary = json.loads((out / "summary.json").read_text())
@@ -68,10 +95,14 @@ def test_cli_mask_only_and_cluster_bootstrap(tiny_cohort, tmp_path):
 
 def test_cli_names_what_is_missing(tiny_cohort, tmp_path):
     (tmp_path / "preds").mkdir()
-    run = _amt("--cohort", tiny_cohort / "cases.csv", "--predictions", tmp_path / "preds", "--out", tmp_path / "o")
+    run = _amt(
+        "--cohort", tiny_cohort / "cases.csv", "--predictions", tmp_path / "preds", "--out", tmp_path / "o"
+    )
     assert run.returncode == 2
     assert "prediction(s) missing" in run.stderr and "case_005.nii.gz" in run.stderr
-    run = _amt("--cohort", tiny_cohort / "cases.csv", "--predictions", tmp_path / "nowhere", "--out", tmp_path / "o")
+    run = _amt(
+        "--cohort", tiny_cohort / "cases.csv", "--predictions", tmp_path / "nowhere", "--out", tmp_path / "o"
+    )
     assert run.returncode == 2 and "--predictions" in run.stderr
 
 
@@ -86,8 +117,9 @@ def test_reader_accepts_uint8_probability_maps_and_checks_the_grid(tmp_path):
     write_volume(label, AFFINE, tmp_path / "label.nii.gz")
     write_volume(label, AFFINE, tmp_path / "c1.nii.gz")
     write_volume(label * np.uint8(204), AFFINE, tmp_path / "c1_prob.nii.gz")  # 204/255 = 0.8
-    ref, mask, prob, spacing = _read_case(str(tmp_path / "label.nii.gz"), tmp_path / "c1.nii.gz",
-                                          tmp_path / "c1_prob.nii.gz")
+    ref, mask, prob, spacing = _read_case(
+        str(tmp_path / "label.nii.gz"), tmp_path / "c1.nii.gz", tmp_path / "c1_prob.nii.gz"
+    )
     assert prob.dtype == np.float32 and prob.max() == pytest.approx(0.8)
     assert spacing == pytest.approx((0.8, 0.8, 2.5)) and np.array_equal(ref, mask)
     write_volume(label, np.diag([0.8, 0.8, 3.0, 1.0]), tmp_path / "c2.nii.gz")

@@ -34,8 +34,12 @@ def _predictions(cohort, out, cases=("case_005", "case_006")):
 
 
 def _amt(*args):
-    return subprocess.run([sys.executable, "-m", "amt_core.cli", "evaluate", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "amt_core.cli", "evaluate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_labels_folder_gives_the_cohort_forms_numbers(tiny_cohort, tmp_path):
@@ -46,18 +50,34 @@ def test_cli_labels_folder_gives_the_cohort_forms_numbers(tiny_cohort, tmp_path)
     common = ("--predictions", preds, "--n-boot", 100, "--seed", 1, "--no-progress")
     run = _amt("--cohort", tiny_cohort / "cases.csv", "--out", a, *common)
     assert run.returncode == 0, run.stderr
-    run = _amt("--labels", tiny_cohort / "labelsTs", "--metadata", tiny_cohort / "cases.csv", "--out", b, *common)
+    run = _amt(
+        "--labels", tiny_cohort / "labelsTs", "--metadata", tiny_cohort / "cases.csv", "--out", b, *common
+    )
     assert run.returncode == 0, run.stderr
     assert "2 scans: Dice 0.800, IoU 0.667, precision 0.857, recall 0.750" in run.stdout
     assert "metadata:" not in run.stdout  # nothing was missing
-    for name in ("per_case.csv", "lesions.csv", "candidates.csv", "froc_iou.csv", "froc_confidence.csv", "cis.csv"):
+    for name in (
+        "per_case.csv",
+        "lesions.csv",
+        "candidates.csv",
+        "froc_iou.csv",
+        "froc_confidence.csv",
+        "cis.csv",
+    ):
         pd.testing.assert_frame_equal(pd.read_csv(a / name), pd.read_csv(b / name), obj=name)
     summary = json.loads((b / "summary.json").read_text())
     assert summary["metadata"]["institutions"] is True and summary["metadata"]["note"] == "complete"
     assert summary["missing_predictions"] == [] and summary["n_institutions"] == 2
     subgroups = pd.read_csv(b / "subgroups.csv")
-    assert set(subgroups["subgroup"]) == {"sex", "age_band", "histology", "tumour_size_band", "contrast",
-                                          "slice_thickness_band", "vendor"}
+    assert set(subgroups["subgroup"]) == {
+        "sex",
+        "age_band",
+        "histology",
+        "tumour_size_band",
+        "contrast",
+        "slice_thickness_band",
+        "vendor",
+    }
     assert "p_adjusted" in subgroups.columns
     assert set(pd.read_csv(b / "institutions.csv")["institution_id"]) == {"pooled (<3 scans)"}
 
@@ -65,18 +85,38 @@ def test_cli_labels_folder_gives_the_cohort_forms_numbers(tiny_cohort, tmp_path)
 def test_cli_without_metadata_says_there_is_no_institution(tiny_cohort, tmp_path):
     preds = _predictions(tiny_cohort, tmp_path / "preds")
     out = tmp_path / "eval"
-    run = _amt("--labels", tiny_cohort / "labelsTs", "--predictions", preds, "--out", out, "--n-boot", 50,
-               "--no-progress")
+    run = _amt(
+        "--labels",
+        tiny_cohort / "labelsTs",
+        "--predictions",
+        preds,
+        "--out",
+        out,
+        "--n-boot",
+        50,
+        "--no-progress",
+    )
     assert run.returncode == 0, run.stderr
-    assert "metadata: no institution_id: no per-institution table and no institution-cluster bootstrap" in run.stdout
+    assert (
+        "metadata: no institution_id: no per-institution table and no institution-cluster bootstrap"
+        in run.stdout
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_institutions"] == 0 and summary["bootstrap"]["unit"] == "scan"
     assert "no institution-cluster bootstrap" in summary["metadata"]["note"]
     assert summary["metadata"]["subgroups"] == [] and summary["extra_tables"] == []
     assert pd.read_csv(out / "per_case.csv")["institution_id"].isna().all()
     # asking for the cluster bootstrap without institutions: one line, nothing written
-    run = _amt("--labels", tiny_cohort / "labelsTs", "--predictions", preds, "--out", tmp_path / "o2",
-               "--cluster-bootstrap", "--no-progress")
+    run = _amt(
+        "--labels",
+        tiny_cohort / "labelsTs",
+        "--predictions",
+        preds,
+        "--out",
+        tmp_path / "o2",
+        "--cluster-bootstrap",
+        "--no-progress",
+    )
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "needs institutions" in run.stderr and not (tmp_path / "o2").exists()
 
@@ -107,7 +147,9 @@ def test_cli_needs_exactly_one_reference(tmp_path, capsys):
 def test_missing_and_extra_predictions(tiny_cohort, tmp_path):
     labels = tiny_cohort / "labelsTs"
     preds = _predictions(tiny_cohort, tmp_path / "preds", cases=("case_005",))
-    with pytest.raises(ValueError, match=r"1 case\(s\) of .* have no prediction: case_006; .*--allow-missing"):
+    with pytest.raises(
+        ValueError, match=r"1 case\(s\) of .* have no prediction: case_006; .*--allow-missing"
+    ):
         evaluate_folders(labels, preds, config=FAST, progress=False)
     result = evaluate_folders(labels, preds, allow_missing=True, config=FAST, progress=False)
     row = result.per_case.set_index("case_id").loc["case_006"]
@@ -127,8 +169,14 @@ def test_other_naming_with_patterns(tiny_cohort, tmp_path):
     for f in list(preds.iterdir()):
         f.rename(preds / f"seg_{f.name}")
     (preds / "notes.txt").write_text("ignored: does not match the pattern")
-    result = evaluate_folders(labels, preds, pattern="seg_{case}.nii.gz", label_pattern="{case}_gt.nii.gz",
-                              config=FAST, progress=False)
+    result = evaluate_folders(
+        labels,
+        preds,
+        pattern="seg_{case}.nii.gz",
+        label_pattern="{case}_gt.nii.gz",
+        config=FAST,
+        progress=False,
+    )
     assert result.per_case["case_id"].tolist() == ["case_005", "case_006"]
     assert result.per_case["dice"].tolist() == pytest.approx([0.8, 0.8])
     with pytest.raises(ValueError, match=r"2 prediction\(s\) have no label .*: seg_case_005, seg_case_006"):
@@ -144,11 +192,16 @@ def test_metadata_must_cover_every_case(tiny_cohort, tmp_path):
     meta = pd.read_csv(tiny_cohort / "cases.csv")
     meta[meta["case_id"] != "case_006"].to_csv(tmp_path / "meta.csv", index=False)
     with pytest.raises(ValueError, match=r"meta.csv: 1 evaluated case\(s\) have no row: case_006"):
-        evaluate_folders(tiny_cohort / "labelsTs", preds, metadata=tmp_path / "meta.csv", config=FAST, progress=False)
+        evaluate_folders(
+            tiny_cohort / "labelsTs", preds, metadata=tmp_path / "meta.csv", config=FAST, progress=False
+        )
     meta[["case_id", "sex"]].to_csv(tmp_path / "sex_only.csv", index=False)  # sub-groups without institutions
-    result = evaluate_folders(tiny_cohort / "labelsTs", preds, metadata=tmp_path / "sex_only.csv", config=FAST,
-                              progress=False)
-    assert result.summary["metadata"]["subgroups"] == ["sex"] and not result.summary["metadata"]["institutions"]
+    result = evaluate_folders(
+        tiny_cohort / "labelsTs", preds, metadata=tmp_path / "sex_only.csv", config=FAST, progress=False
+    )
+    assert (
+        result.summary["metadata"]["subgroups"] == ["sex"] and not result.summary["metadata"]["institutions"]
+    )
     assert set(result.tables) == {"subgroups"} and set(result.tables["subgroups"]["level"]) == {"F", "M"}
 
 

@@ -60,7 +60,9 @@ def test_confidence_swept_froc_equals_monai(seed, t):
     m_fps, m_sens = compute_froc_curve_data(fp_probs, tp_probs, int(n_lesions.sum()), len(scans))
     np.testing.assert_allclose(curve["fp_per_scan"].to_numpy()[::-1], m_fps)
     np.testing.assert_allclose(curve["sensitivity"].to_numpy()[::-1], m_sens)
-    ours = froc.sensitivity_at_points(*args, n_lesions, np.ones((1, len(scans)), np.int32), registry.FP_POINTS)
+    ours = froc.sensitivity_at_points(
+        *args, n_lesions, np.ones((1, len(scans)), np.int32), registry.FP_POINTS
+    )
     monai = compute_froc_score(m_fps, m_sens, eval_thresholds=registry.FP_POINTS)
     assert ours.mean() == pytest.approx(monai, abs=1e-12)
 
@@ -105,7 +107,9 @@ def test_bootstrap_band_equals_rebuilding_the_curve_from_resampled_scans():
         picked = [scans[s] for s in np.repeat(np.arange(len(scans)), w)]
         ev = _events(picked, 0.1)
         nl = np.array([o.shape[1] for o, _ in picked])
-        again = froc.sensitivity_at_points(*ev, nl, np.ones((1, len(picked)), np.int32), registry.FP_POINTS)[0]
+        again = froc.sensitivity_at_points(*ev, nl, np.ones((1, len(picked)), np.int32), registry.FP_POINTS)[
+            0
+        ]
         np.testing.assert_allclose(row, again)
 
 

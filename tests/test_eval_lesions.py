@@ -30,57 +30,109 @@ def _scan(lesion_boxes, candidate_boxes):
 # name: (lesion boxes, candidate boxes, config overrides, expected (n_lesions, n_candidates, tp, fp, fn))
 CASES = {
     # one lesion 20x10x6 = 1200 voxels, predicted as two halves of 540 voxels: IoU 0.45 each
-    "split lesion, IoU 0.5": ([(5, 25, 5, 15, 2, 8)], [((5, 14, 5, 15, 2, 8), 0.9), ((16, 25, 5, 15, 2, 8), 0.8)],
-                              {}, (1, 2, 0, 2, 1)),
-    "split lesion, IoU 0.3, extra ignored": ([(5, 25, 5, 15, 2, 8)],
-                                             [((5, 14, 5, 15, 2, 8), 0.9), ((16, 25, 5, 15, 2, 8), 0.8)],
-                                             {"headline_iou": 0.3}, (1, 2, 1, 0, 0)),
-    "split lesion, IoU 0.3, extra is FP": ([(5, 25, 5, 15, 2, 8)],
-                                           [((5, 14, 5, 15, 2, 8), 0.9), ((16, 25, 5, 15, 2, 8), 0.8)],
-                                           {"headline_iou": 0.3, "extra_hits": "fp"}, (1, 2, 1, 1, 0)),
+    "split lesion, IoU 0.5": (
+        [(5, 25, 5, 15, 2, 8)],
+        [((5, 14, 5, 15, 2, 8), 0.9), ((16, 25, 5, 15, 2, 8), 0.8)],
+        {},
+        (1, 2, 0, 2, 1),
+    ),
+    "split lesion, IoU 0.3, extra ignored": (
+        [(5, 25, 5, 15, 2, 8)],
+        [((5, 14, 5, 15, 2, 8), 0.9), ((16, 25, 5, 15, 2, 8), 0.8)],
+        {"headline_iou": 0.3},
+        (1, 2, 1, 0, 0),
+    ),
+    "split lesion, IoU 0.3, extra is FP": (
+        [(5, 25, 5, 15, 2, 8)],
+        [((5, 14, 5, 15, 2, 8), 0.9), ((16, 25, 5, 15, 2, 8), 0.8)],
+        {"headline_iou": 0.3, "extra_hits": "fp"},
+        (1, 2, 1, 1, 0),
+    ),
     # two lesions of 600 voxels, one merged prediction of 1320: IoU 0.4545 with each
-    "merged prediction, IoU 0.5": ([(5, 15, 5, 15, 2, 8), (17, 27, 5, 15, 2, 8)], [((5, 27, 5, 15, 2, 8), 0.9)],
-                                   {}, (2, 1, 0, 1, 2)),
-    "merged prediction, IoU 0.3, one-to-one": ([(5, 15, 5, 15, 2, 8), (17, 27, 5, 15, 2, 8)],
-                                               [((5, 27, 5, 15, 2, 8), 0.9)], {"headline_iou": 0.3}, (2, 1, 1, 0, 1)),
+    "merged prediction, IoU 0.5": (
+        [(5, 15, 5, 15, 2, 8), (17, 27, 5, 15, 2, 8)],
+        [((5, 27, 5, 15, 2, 8), 0.9)],
+        {},
+        (2, 1, 0, 1, 2),
+    ),
+    "merged prediction, IoU 0.3, one-to-one": (
+        [(5, 15, 5, 15, 2, 8), (17, 27, 5, 15, 2, 8)],
+        [((5, 27, 5, 15, 2, 8), 0.9)],
+        {"headline_iou": 0.3},
+        (2, 1, 1, 0, 1),
+    ),
     # two lesions touching only at a corner: one lesion with 26-connectivity, two with 6
-    "touching pair, 26-connected": ([(5, 10, 5, 10, 2, 6), (10, 15, 10, 15, 6, 10)],
-                                    [((5, 10, 5, 10, 2, 6), 0.9), ((10, 15, 10, 15, 6, 10), 0.9)],
-                                    {}, (1, 1, 1, 0, 0)),
-    "touching pair, 6-connected": ([(5, 10, 5, 10, 2, 6), (10, 15, 10, 15, 6, 10)],
-                                   [((5, 10, 5, 10, 2, 6), 0.9), ((10, 15, 10, 15, 6, 10), 0.9)],
-                                   {"connectivity": 6}, (2, 2, 2, 0, 0)),
+    "touching pair, 26-connected": (
+        [(5, 10, 5, 10, 2, 6), (10, 15, 10, 15, 6, 10)],
+        [((5, 10, 5, 10, 2, 6), 0.9), ((10, 15, 10, 15, 6, 10), 0.9)],
+        {},
+        (1, 1, 1, 0, 0),
+    ),
+    "touching pair, 6-connected": (
+        [(5, 10, 5, 10, 2, 6), (10, 15, 10, 15, 6, 10)],
+        [((5, 10, 5, 10, 2, 6), 0.9), ((10, 15, 10, 15, 6, 10), 0.9)],
+        {"connectivity": 6},
+        (2, 2, 2, 0, 0),
+    ),
     # 400-voxel lesion, prediction = exactly half of it: IoU = 0.5 exactly
-    "IoU at the threshold, >= hits": ([(5, 15, 5, 15, 2, 6)], [((5, 10, 5, 15, 2, 6), 0.9)], {}, (1, 1, 1, 0, 0)),
-    "IoU at the threshold, > misses": ([(5, 15, 5, 15, 2, 6)], [((5, 10, 5, 15, 2, 6), 0.9)],
-                                       {"hit_criterion": ">"}, (1, 1, 0, 1, 1)),
-    "Dice at the threshold": ([(5, 15, 5, 15, 2, 6)], [((5, 10, 5, 15, 2, 6), 0.9)],
-                              {"match_metric": "dice", "headline_iou": 2 / 3}, (1, 1, 1, 0, 0)),
+    "IoU at the threshold, >= hits": (
+        [(5, 15, 5, 15, 2, 6)],
+        [((5, 10, 5, 15, 2, 6), 0.9)],
+        {},
+        (1, 1, 1, 0, 0),
+    ),
+    "IoU at the threshold, > misses": (
+        [(5, 15, 5, 15, 2, 6)],
+        [((5, 10, 5, 15, 2, 6), 0.9)],
+        {"hit_criterion": ">"},
+        (1, 1, 0, 1, 1),
+    ),
+    "Dice at the threshold": (
+        [(5, 15, 5, 15, 2, 6)],
+        [((5, 10, 5, 15, 2, 6), 0.9)],
+        {"match_metric": "dice", "headline_iou": 2 / 3},
+        (1, 1, 1, 0, 0),
+    ),
     "empty scan": ([], [], {}, (0, 0, 0, 0, 0)),
     "false alarm on an empty reference": ([], [((5, 10, 5, 10, 2, 6), 0.7)], {}, (0, 1, 0, 1, 0)),
     "missed lesion": ([(5, 10, 5, 10, 2, 6)], [], {}, (1, 0, 0, 0, 1)),
     # 5400-voxel lesion holding three 1800-voxel candidates: IoU 1/3 each
-    "many candidates, IoU 0.3, extras ignored": ([(5, 35, 5, 35, 2, 8)],
-                                                 [((5, 15, 5, 35, 2, 8), 0.9), ((15, 25, 5, 35, 2, 8), 0.8),
-                                                  ((25, 35, 5, 35, 2, 8), 0.7)],
-                                                 {"headline_iou": 0.3}, (1, 1, 1, 0, 0)),
-    "many candidates, separated, IoU 0.3, extras ignored": ([(5, 35, 5, 35, 2, 8)],
-                                                            [((5, 14, 5, 35, 2, 8), 0.9),
-                                                             ((15, 24, 5, 35, 2, 8), 0.8),
-                                                             ((25, 34, 5, 35, 2, 8), 0.7)],
-                                                            {"headline_iou": 0.3}, (1, 3, 1, 0, 0)),
-    "many candidates, separated, IoU 0.3, extras FP": ([(5, 35, 5, 35, 2, 8)],
-                                                       [((5, 14, 5, 35, 2, 8), 0.9), ((15, 24, 5, 35, 2, 8), 0.8),
-                                                        ((25, 34, 5, 35, 2, 8), 0.7)],
-                                                       {"headline_iou": 0.3, "extra_hits": "fp"}, (1, 3, 1, 2, 0)),
-    "many candidates, separated, IoU 0.5": ([(5, 35, 5, 35, 2, 8)],
-                                            [((5, 14, 5, 35, 2, 8), 0.9), ((15, 24, 5, 35, 2, 8), 0.8),
-                                             ((25, 34, 5, 35, 2, 8), 0.7)], {}, (1, 3, 0, 3, 1)),
-    "candidate below the size limit": ([(5, 15, 5, 15, 2, 6)], [((5, 15, 5, 15, 2, 6), 0.9), ((30, 31, 30, 31, 9, 10), 0.9)],
-                                       {"min_candidate_voxels": 2}, (1, 1, 1, 0, 0)),
-    "candidate below the operating threshold": ([(5, 15, 5, 15, 2, 6)],
-                                                [((5, 15, 5, 15, 2, 6), 0.9), ((30, 34, 30, 34, 8, 10), 0.6)],
-                                                {"operating_threshold": 0.7}, (1, 2, 1, 0, 0)),
+    "many candidates, IoU 0.3, extras ignored": (
+        [(5, 35, 5, 35, 2, 8)],
+        [((5, 15, 5, 35, 2, 8), 0.9), ((15, 25, 5, 35, 2, 8), 0.8), ((25, 35, 5, 35, 2, 8), 0.7)],
+        {"headline_iou": 0.3},
+        (1, 1, 1, 0, 0),
+    ),
+    "many candidates, separated, IoU 0.3, extras ignored": (
+        [(5, 35, 5, 35, 2, 8)],
+        [((5, 14, 5, 35, 2, 8), 0.9), ((15, 24, 5, 35, 2, 8), 0.8), ((25, 34, 5, 35, 2, 8), 0.7)],
+        {"headline_iou": 0.3},
+        (1, 3, 1, 0, 0),
+    ),
+    "many candidates, separated, IoU 0.3, extras FP": (
+        [(5, 35, 5, 35, 2, 8)],
+        [((5, 14, 5, 35, 2, 8), 0.9), ((15, 24, 5, 35, 2, 8), 0.8), ((25, 34, 5, 35, 2, 8), 0.7)],
+        {"headline_iou": 0.3, "extra_hits": "fp"},
+        (1, 3, 1, 2, 0),
+    ),
+    "many candidates, separated, IoU 0.5": (
+        [(5, 35, 5, 35, 2, 8)],
+        [((5, 14, 5, 35, 2, 8), 0.9), ((15, 24, 5, 35, 2, 8), 0.8), ((25, 34, 5, 35, 2, 8), 0.7)],
+        {},
+        (1, 3, 0, 3, 1),
+    ),
+    "candidate below the size limit": (
+        [(5, 15, 5, 15, 2, 6)],
+        [((5, 15, 5, 15, 2, 6), 0.9), ((30, 31, 30, 31, 9, 10), 0.9)],
+        {"min_candidate_voxels": 2},
+        (1, 1, 1, 0, 0),
+    ),
+    "candidate below the operating threshold": (
+        [(5, 15, 5, 15, 2, 6)],
+        [((5, 15, 5, 15, 2, 6), 0.9), ((30, 34, 30, 34, 8, 10), 0.6)],
+        {"operating_threshold": 0.7},
+        (1, 2, 1, 0, 0),
+    ),
 }
 
 
@@ -145,15 +197,19 @@ def _brute_sweep(overlap, conf, t, criterion, method, extra):
     return out
 
 
-@pytest.mark.parametrize("method,extra,criterion", list(itertools.product(("hungarian", "greedy", "best"),
-                                                                           ("ignore", "fp"), (">=", ">"))))
+@pytest.mark.parametrize(
+    "method,extra,criterion",
+    list(itertools.product(("hungarian", "greedy", "best"), ("ignore", "fp"), (">=", ">"))),
+)
 def test_sweep_equals_rematching_at_every_threshold(method, extra, criterion):
     rng = np.random.default_rng(7)
     for _ in range(60):
         n_c, n_l = rng.integers(0, 7), rng.integers(0, 4)
         overlap = np.round(rng.random((n_c, n_l)) * (rng.random((n_c, n_l)) < 0.5), 1)
         conf = np.round(rng.uniform(0.5, 1.0, n_c), 1)  # ties on purpose
-        levels, d_tp, d_fp = lesions.sweep(overlap, conf, 0.3, criterion=criterion, method=method, extra_hits=extra)
+        levels, d_tp, d_fp = lesions.sweep(
+            overlap, conf, 0.3, criterion=criterion, method=method, extra_hits=extra
+        )
         brute = _brute_sweep(overlap, conf, 0.3, criterion, method, extra)
         for level, tp, fp in brute:
             assert (d_tp[levels >= level].sum(), d_fp[levels >= level].sum()) == (tp, fp)
@@ -183,7 +239,9 @@ def test_overlap_matrix_equals_brute_force():
     want = np.array([[np.count_nonzero((ca.labels == i) & (cb.labels == j)) for j in cb.ids] for i in ca.ids])
     assert got.shape == (len(ca), len(cb)) and np.array_equal(got, want)
     iou = lesions.pair_overlap(got, ca.voxels, cb.voxels)
-    union = np.array([[np.count_nonzero((ca.labels == i) | (cb.labels == j)) for j in cb.ids] for i in ca.ids])
+    union = np.array(
+        [[np.count_nonzero((ca.labels == i) | (cb.labels == j)) for j in cb.ids] for i in ca.ids]
+    )
     np.testing.assert_allclose(iou, want / union, rtol=1e-12)  # IoU = |A and B| / |A or B|, pair by pair
 
 
@@ -209,11 +267,17 @@ def test_probability_map_as_the_prediction():
 
 def test_fortran_ordered_arrays_give_the_same_result():
     """nibabel returns NIfTI data Fortran-ordered; the engine must not depend on (or copy for) the order."""
-    label, prob = _scan([(5, 15, 5, 15, 2, 6), (20, 30, 22, 33, 3, 9)],
-                        [((6, 15, 5, 14, 2, 6), 0.9), ((30, 34, 30, 34, 8, 10), 0.6)])
+    label, prob = _scan(
+        [(5, 15, 5, 15, 2, 6), (20, 30, 22, 33, 3, 9)],
+        [((6, 15, 5, 14, 2, 6), 0.9), ((30, 34, 30, 34, 8, 10), 0.6)],
+    )
     a = evaluate_case(label, prob >= 0.5, (0.7, 0.8, 2.0), prob=prob)
-    b = evaluate_case(np.asfortranarray(label), np.asfortranarray(prob >= 0.5), (0.7, 0.8, 2.0),
-                      prob=np.asfortranarray(prob))
+    b = evaluate_case(
+        np.asfortranarray(label),
+        np.asfortranarray(prob >= 0.5),
+        (0.7, 0.8, 2.0),
+        prob=np.asfortranarray(prob),
+    )
     assert a == b
 
 
@@ -228,17 +292,30 @@ def test_counts_equal_picai_eval_where_installed():
         prob = np.zeros(SHAPE, np.float32)
         for _ in range(rng.integers(0, 3)):
             x, y, z = rng.integers(0, 30), rng.integers(0, 30), rng.integers(0, 8)
-            label[x:x + rng.integers(3, 12), y:y + rng.integers(3, 12), z:z + rng.integers(2, 5)] = 1
+            label[x : x + rng.integers(3, 12), y : y + rng.integers(3, 12), z : z + rng.integers(2, 5)] = 1
         for _ in range(rng.integers(0, 5)):
             x, y, z = rng.integers(0, 30), rng.integers(0, 30), rng.integers(0, 8)
-            prob[x:x + rng.integers(2, 12), y:y + rng.integers(2, 12), z:z + rng.integers(2, 5)] = rng.uniform(0.5, 1)
+            prob[x : x + rng.integers(2, 12), y : y + rng.integers(2, 12), z : z + rng.integers(2, 5)] = (
+                rng.uniform(0.5, 1)
+            )
         lab, n = ndimage.label(prob >= 0.5, structure=np.ones((3, 3, 3)))  # one confidence per component
-        prob = np.where(lab > 0, np.asarray(ndimage.maximum(prob, lab, np.arange(n + 1)))[lab], 0).astype(np.float32)
+        prob = np.where(lab > 0, np.asarray(ndimage.maximum(prob, lab, np.arange(n + 1)))[lab], 0).astype(
+            np.float32
+        )
         for thr, extra in itertools.product((0.1, 0.3, 0.5), ("ignore", "fp")):
-            r = evaluate_case(label, prob >= 0.5, (1, 1, 1), EvalConfig(headline_iou=thr, extra_hits=extra),
-                              prob=prob).record
-            rows, *_ = pe.evaluate_case(prob, label, min_overlap=thr, overlap_func="IoU",
-                                        allow_unmatched_candidates_with_minimal_overlap=extra == "ignore")
-            theirs = (sum(1 for les, c, _ in rows if les and c > 0), sum(1 for les, _, _ in rows if not les),
-                      sum(1 for les, c, _ in rows if les and c == 0))
+            r = evaluate_case(
+                label, prob >= 0.5, (1, 1, 1), EvalConfig(headline_iou=thr, extra_hits=extra), prob=prob
+            ).record
+            rows, *_ = pe.evaluate_case(
+                prob,
+                label,
+                min_overlap=thr,
+                overlap_func="IoU",
+                allow_unmatched_candidates_with_minimal_overlap=extra == "ignore",
+            )
+            theirs = (
+                sum(1 for les, c, _ in rows if les and c > 0),
+                sum(1 for les, _, _ in rows if not les),
+                sum(1 for les, c, _ in rows if les and c == 0),
+            )
             assert (r["tp"], r["fp"], r["fn"]) == theirs

@@ -24,10 +24,10 @@ def _study(n=12, seed=0, n_institutions=5):
         prob = np.zeros(label.shape, np.float32)
         if s % 5 != 4:  # some scans miss the tumour
             o = rng.integers(-3, 4, 3)
-            prob[10 + o[0]:25 + o[0], 10 + o[1]:25 + o[1], 4 + o[2]:12 + o[2]] = rng.uniform(0.55, 1.0)
+            prob[10 + o[0] : 25 + o[0], 10 + o[1] : 25 + o[1], 4 + o[2] : 12 + o[2]] = rng.uniform(0.55, 1.0)
         for _ in range(rng.integers(0, 3)):
             c = rng.integers(0, 34, 3) // (1, 1, 3)
-            prob[c[0]:c[0] + 5, c[1]:c[1] + 5, c[2]:c[2] + 3] = rng.uniform(0.5, 1.0)
+            prob[c[0] : c[0] + 5, c[1] : c[1] + 5, c[2] : c[2] + 3] = rng.uniform(0.5, 1.0)
         evaluations.append(evaluate_case(label, prob >= 0.5, (0.8, 0.8, 2.0), prob=prob))
     ids = [f"case_{s:03d}" for s in range(n)]
     return collect(evaluations, ids, [f"INST-{s % n_institutions}" for s in range(n)])
@@ -59,9 +59,22 @@ def test_files_and_summary_state_the_conventions(result, tmp_path):
     assert summary["version"]["amt"]
     assert "both masks empty" in summary["conventions"]["empty_scans"]
     assert summary["config"]["empty_both"] == "one" and summary["config"]["assignment"] == "hungarian"
-    assert summary["config"]["candidates"] == "dynamic" and "peak / 2.5" in summary["conventions"]["candidates"]
+    assert (
+        summary["config"]["candidates"] == "dynamic" and "peak / 2.5" in summary["conventions"]["candidates"]
+    )
     per_case = pd.read_csv(out / "per_case.csv")
-    assert {"case_id", "institution_id", "dice", "iou", "precision", "recall", "hd95_mm", "tp", "fp", "fn"} <= set(per_case)
+    assert {
+        "case_id",
+        "institution_id",
+        "dice",
+        "iou",
+        "precision",
+        "recall",
+        "hd95_mm",
+        "tp",
+        "fp",
+        "fn",
+    } <= set(per_case)
     froc_iou = pd.read_csv(out / "froc_iou.csv")
     assert {"iou_threshold", "sensitivity", "fp_per_scan", "threshold"} <= set(froc_iou)
     assert len(froc_iou) == 19
@@ -70,16 +83,35 @@ def test_files_and_summary_state_the_conventions(result, tmp_path):
 def test_fingerprint_names_every_decision_and_follows_the_config(tmp_path):
     """The Metrics Reloaded-style fingerprint in summary.json: each decision present and changed with the
     config (so it is built from the config, not written once)."""
-    keys = {"localisation_criterion", "assignment_strategy", "thresholds", "aggregation", "empty_scan_policy",
-            "space", "connectivity", "candidate_extraction"}
+    keys = {
+        "localisation_criterion",
+        "assignment_strategy",
+        "thresholds",
+        "aggregation",
+        "empty_scan_policy",
+        "space",
+        "connectivity",
+        "candidate_extraction",
+    }
     base = summarise(_study(n=6), EvalConfig(n_boot=0))
-    other = summarise(_study(n=6), EvalConfig(n_boot=0, candidates="threshold", connectivity=6, hit_criterion=">",
-                                              assignment="greedy", headline_iou=0.3, empty_both="nan"))
+    other = summarise(
+        _study(n=6),
+        EvalConfig(
+            n_boot=0,
+            candidates="threshold",
+            connectivity=6,
+            hit_criterion=">",
+            assignment="greedy",
+            headline_iou=0.3,
+            empty_both="nan",
+        ),
+    )
     a = json.loads((base.save(tmp_path / "a") / "summary.json").read_text())["fingerprint"]
     b = json.loads((other.save(tmp_path / "b") / "summary.json").read_text())["fingerprint"]
     assert keys <= set(a) and keys <= set(b)
     assert a["localisation_criterion"].startswith("mask IoU >=") and b["localisation_criterion"].startswith(
-        "mask IoU > threshold")
+        "mask IoU > threshold"
+    )
     assert "dynamic" in a["candidate_extraction"] and "probability >= 0.5" in b["candidate_extraction"]
     assert (a["connectivity"], b["connectivity"]) == ("26-connected (3D)", "6-connected (3D)")
     assert "Hungarian" in a["assignment_strategy"] and "greedy" in b["assignment_strategy"]
@@ -102,7 +134,10 @@ def test_means_are_per_scan_means_with_intervals(result):
     assert (m["ci_lo"] <= m["mean"]).all() and (m["mean"] <= m["ci_hi"]).all()
     pts = result.froc_points
     ok = pts["ci_lo"].notna()
-    assert ((pts["ci_lo"][ok] <= pts["sensitivity"][ok] + 1e-12) & (pts["sensitivity"][ok] <= pts["ci_hi"][ok] + 1e-12)).all()
+    assert (
+        (pts["ci_lo"][ok] <= pts["sensitivity"][ok] + 1e-12)
+        & (pts["sensitivity"][ok] <= pts["ci_hi"][ok] + 1e-12)
+    ).all()
 
 
 def test_subset_recomputes_from_the_tables(result):
@@ -158,8 +193,12 @@ def test_cluster_bootstrap_over_too_few_institutions_is_reported_not_estimable(t
     res = summarise(_study(), EvalConfig(n_boot=300, seed=0, cluster_bootstrap=True))
     assert res.cis["ci_lo"].isna().all() and res.cis["ci_hi"].isna().all()
     assert res.cis["note"].str.contains("5 institution").all()
-    assert res.summary["bootstrap"] == {"unit": "institution", "n_boot": 300, "estimable": False,
-                                       "note": res.cis["note"].iloc[0]}
+    assert res.summary["bootstrap"] == {
+        "unit": "institution",
+        "n_boot": 300,
+        "estimable": False,
+        "note": res.cis["note"].iloc[0],
+    }
     headline = res.headline
     assert headline["sensitivity_ci_lo"] is None and headline["fp_per_scan_ci_lo"] is None
     assert headline["sensitivity_wilson_lo"] is not None  # the binomial interval does not resample

@@ -52,7 +52,9 @@ def test_hd95_and_mean_surface_distance_equal_monai(seed, shape, spacing):
     ours = segmentation_metrics(ref, pred, spacing)
     y, yp = torch.from_numpy(ref)[None, None].float(), torch.from_numpy(pred)[None, None].float()
     hd95 = float(compute_hausdorff_distance(yp, y, include_background=True, percentile=95, spacing=spacing))
-    asd = float(compute_average_surface_distance(yp, y, include_background=True, symmetric=True, spacing=spacing))
+    asd = float(
+        compute_average_surface_distance(yp, y, include_background=True, symmetric=True, spacing=spacing)
+    )
     # MONAI works in float32 (torch.quantile); ours in float64
     assert ours["hd95_mm"] == pytest.approx(hd95, rel=1e-5, abs=1e-5)
     assert ours["msd_mm"] == pytest.approx(asd, rel=1e-5, abs=1e-5)

@@ -106,7 +106,9 @@ def test_subgroup_levels_follow_registry_order_and_name_missing_columns():
 def test_subgroup_table_counts_add_up_and_tests_match_scipy():
     cases, per_case = _cohort()
     table = subgroup_table(per_case, cases, n_boot=300, seed=0)
-    assert set(table["subgroup"]) == set(registry.SUBGROUPS) - {"anatomy"}  # the cohort has no 'anatomy' column
+    assert set(table["subgroup"]) == set(registry.SUBGROUPS) - {
+        "anatomy"
+    }  # the cohort has no 'anatomy' column
     sums = table.groupby(["subgroup", "metric"])["n"].sum().unstack()
     assert (sums["dice"] == 164).all() and (sums["precision"] == 163).all()
     age = table[(table["subgroup"] == "age_band") & (table["metric"] == "dice")].set_index("level")
@@ -229,8 +231,9 @@ def test_mixed_model_recovers_a_known_icc():
 
 def test_mixed_model_on_mostly_single_scan_institutions_warns_and_does_not_crash():
     cases, per_case = _cohort(seed=4)  # 164 scans over up to 121 institutions, no true effect
-    res = institution_mixed_model(per_case, cases, metric="dice", covariates=("sex", "tumour_size_band"),
-                                  n_boot_icc=0)
+    res = institution_mixed_model(
+        per_case, cases, metric="dice", covariates=("sex", "tumour_size_band"), n_boot_icc=0
+    )
     assert res.caveat is not None and "weakly identified" in res.caveat
     assert res.share_groups_le2 > 0.5
     # no institution effect was simulated: the ICC is the variance share of the institutions, and small
@@ -285,12 +288,21 @@ def test_gee_with_subgroup_covariates_handles_separation():
 def test_holm_adjusts_one_p_value_per_subgroup_within_the_table():
     # three tests (one per sub-group, repeated on each level's row) and one sub-group without a test.
     # Holm by hand: sorted 0.01, 0.03, 0.04 -> 3*0.01 = 0.03, 2*0.03 = 0.06, max(1*0.04, 0.06) = 0.06
-    table = pd.DataFrame({"subgroup": ["a", "a", "b", "b", "c", "d"], "level": list("xyxyxx"),
-                          "p_value": [0.01, 0.01, 0.04, 0.04, 0.03, np.nan]})
+    table = pd.DataFrame(
+        {
+            "subgroup": ["a", "a", "b", "b", "c", "d"],
+            "level": list("xyxyxx"),
+            "p_value": [0.01, 0.01, 0.04, 0.04, 0.03, np.nan],
+        }
+    )
     out = adjust_family(table)
     assert out["p_value"].tolist()[:5] == [0.01, 0.01, 0.04, 0.04, 0.03]  # the raw value is kept beside
     assert out["p_adjusted"].tolist()[:5] == pytest.approx([0.03, 0.03, 0.06, 0.06, 0.06])
-    assert np.isnan(out["p_adjusted"].iloc[5]) and (out["n_tests"] == 3).all() and (out["p_adjust"] == "holm").all()
+    assert (
+        np.isnan(out["p_adjusted"].iloc[5])
+        and (out["n_tests"] == 3).all()
+        and (out["p_adjust"] == "holm").all()
+    )
 
 
 def test_subgroup_table_with_holm_never_lowers_a_p_value():
@@ -300,8 +312,18 @@ def test_subgroup_table_with_holm_never_lowers_a_p_value():
     assert (out["n_tests"] == len(registry.SUBGROUPS) - 1).all()  # no 'anatomy' column: not tested
 
 
-@pytest.mark.parametrize("p, text", [(0.0, "< 0.001"), (0.00049, "< 0.001"), (0.001, "0.001"),
-                                     (0.0123, "0.012"), (1.0, "1.000"), (np.nan, "–"), (None, "–")])
+@pytest.mark.parametrize(
+    "p, text",
+    [
+        (0.0, "< 0.001"),
+        (0.00049, "< 0.001"),
+        (0.001, "0.001"),
+        (0.0123, "0.012"),
+        (1.0, "1.000"),
+        (np.nan, "–"),
+        (None, "–"),
+    ],
+)
 def test_format_p(p, text):
     assert format_p(p) == text
 
@@ -314,9 +336,17 @@ def test_icc_interval_covers_a_known_icc_and_the_table_shows_the_variance_compon
     assert 0.0 < res.icc_ci_lo < res.icc < res.icc_ci_hi < 1.0
     assert res.icc_ci_lo < 0.5 < res.icc_ci_hi
     table = res.table().set_index("term")
-    assert list(table.index) == ["Intercept", "institution variance (random intercept)", "residual variance", "ICC"]
+    assert list(table.index) == [
+        "Intercept",
+        "institution variance (random intercept)",
+        "residual variance",
+        "ICC",
+    ]
     assert table.loc["ICC", "estimate"] == pytest.approx(res.icc)
-    assert table.loc["ICC", "ci_lo"] == res.icc_ci_lo and table.loc["residual variance", "estimate"] == res.residual_var
+    assert (
+        table.loc["ICC", "ci_lo"] == res.icc_ci_lo
+        and table.loc["residual variance", "estimate"] == res.residual_var
+    )
     assert table.loc["institution variance (random intercept)", "p_value"] == res.lrt_p_value
     assert f"About {100 * res.icc:.0f}% (95% CI {res.icc_ci_lo:.2f}–{res.icc_ci_hi:.2f})" in res.sentence()
     # same seed, same interval

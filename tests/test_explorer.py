@@ -16,20 +16,41 @@ def run_dir(tiny_cohort, tmp_path):
 
     layout = RunLayout.of(tmp_path / "run", str(tiny_cohort / "cases.csv"))
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
-    masks = {"case_004": (slice(4, 8), slice(3, 7), slice(2, 6)),   # perfect
-             "case_005": (slice(5, 9), slice(3, 7), slice(3, 7)),   # shifted: a partial overlap
-             "case_006": None}                                      # missed
+    masks = {
+        "case_004": (slice(4, 8), slice(3, 7), slice(2, 6)),  # perfect
+        "case_005": (slice(5, 9), slice(3, 7), slice(3, 7)),  # shifted: a partial overlap
+        "case_006": None,
+    }  # missed
     split = {"case_004": "tune", "case_005": "test", "case_006": "test"}
     for case, box in masks.items():
         pred = np.zeros((12, 10, 8), np.uint8)
         if box is not None:
             pred[box] = 1
         write_volume(pred, affine, layout.predictions(split[case]) / f"{case}.nii.gz")
-    per_case = pd.DataFrame({"case_id": list(masks), "institution_id": ["INST-B", "INST-C", "INST-D"],
-                             "dice": [1.0, 0.42, 0.0], "iou": [1.0, 0.27, 0.0]})
-    cands = pd.DataFrame({"case_id": ["case_005"], "candidate_id": [1], "confidence": [0.97], "best_iou": [0.27],
-                          "status": ["fp"], "volume_ml": [0.1], "x0": [5], "x1": [9], "y0": [3], "y1": [7],
-                          "z0": [3], "z1": [7]})
+    per_case = pd.DataFrame(
+        {
+            "case_id": list(masks),
+            "institution_id": ["INST-B", "INST-C", "INST-D"],
+            "dice": [1.0, 0.42, 0.0],
+            "iou": [1.0, 0.27, 0.0],
+        }
+    )
+    cands = pd.DataFrame(
+        {
+            "case_id": ["case_005"],
+            "candidate_id": [1],
+            "confidence": [0.97],
+            "best_iou": [0.27],
+            "status": ["fp"],
+            "volume_ml": [0.1],
+            "x0": [5],
+            "x1": [9],
+            "y0": [3],
+            "y1": [7],
+            "z0": [3],
+            "z1": [7],
+        }
+    )
     for s in ("tune", "test"):
         ev = layout.evaluation(s)
         ev.mkdir(parents=True)
@@ -78,7 +99,7 @@ def test_overlays_and_window_presets(run_dir):
     from amt_core.plots.style import ROLE
 
     b = CaseBrowser.from_run(run_dir.root, run_dir.cohort_csv, split="test", case="case_005", window="lung")
-    green = np.array([int(ROLE["reference"][i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    green = np.array([int(ROLE["reference"][i : i + 2], 16) / 255 for i in (1, 3, 5)])
     img = b.render("axial")
     assert np.isclose(img, green, atol=1e-3).all(axis=-1).any(), "reference outline drawn"
     b.ref_box.value = False
@@ -129,7 +150,11 @@ def test_go_to_candidate_centres_the_views(run_dir):
     from amt_core.explore.widgets import CaseBrowser
 
     b = CaseBrowser.from_run(run_dir.root, run_dir.cohort_csv, split="test", case="case_005", window="lung")
-    assert len(b.go_to.options) == 2 and "conf 0.97" in b.go_to.options[1][0] and "IoU 0.27" in b.go_to.options[1][0]
+    assert (
+        len(b.go_to.options) == 2
+        and "conf 0.97" in b.go_to.options[1][0]
+        and "IoU 0.27" in b.go_to.options[1][0]
+    )
     b.sliders["axial"].value = 0
     b.go_to.value = 0  # the first candidate: box x 5-8, y 3-6, z 3-6
     assert b.slices == {"sagittal": 6, "coronal": 4, "axial": 4}

@@ -29,8 +29,13 @@ from toy import toy_cohort
 from amt_core.cli import main
 
 #: a network small enough to train a few steps in seconds (settings of `amt train --set`)
-TINY = {"patch_size": [32, 32, 32], "channels": [8, 16, 32], "strides": [2, 2], "batch_size": 1,
-        "target_spacing": [3.0, 3.0, 3.0]}
+TINY = {
+    "patch_size": [32, 32, 32],
+    "channels": [8, 16, 32],
+    "strides": [2, 2],
+    "batch_size": 1,
+    "target_spacing": [3.0, 3.0, 3.0],
+}
 
 
 @dataclass
@@ -48,10 +53,43 @@ def env(tmp_path_factory) -> Env:
     cohort = toy_cohort(root / "cohort", n_train=2, n_tune=1, n_test=2)
     with torch_threads(1):
         sets = [f"--set={k}={v}".replace(" ", "") for k, v in TINY.items()]
-        assert main(["train", "--cohort", str(cohort), "--out", str(root / "run"), "--max-epochs", "1",
-                     "--steps-per-epoch", "2", "--cache-dir", str(root / "cache"), "--no-progress", *sets]) == 0
-        assert main(["predict", "--model", str(root / "run" / "best.pt"), "--input", str(cohort), "--split",
-                     "test", "--out", str(root / "pred"), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--cohort",
+                    str(cohort),
+                    "--out",
+                    str(root / "run"),
+                    "--max-epochs",
+                    "1",
+                    "--steps-per-epoch",
+                    "2",
+                    "--cache-dir",
+                    str(root / "cache"),
+                    "--no-progress",
+                    *sets,
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(root / "run" / "best.pt"),
+                    "--input",
+                    str(cohort),
+                    "--split",
+                    "test",
+                    "--out",
+                    str(root / "pred"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     return Env(cohort, root / "run", root / "pred")
 
 
@@ -95,8 +133,20 @@ def _rewrite_prob(pred: Path, case_id: str, values: Callable[[np.ndarray], np.nd
 
 
 def _metadata(tmp: Path, image: Path, label: Path, **extra) -> Path:
-    rows = [{"image": str(image), "label": str(label), "split": "train", "institution": "Hospital A", "sex": "F",
-             "age": 60, "histology": "thymoma_B1", "contrast": "venous", "vendor": "GE", **extra}]
+    rows = [
+        {
+            "image": str(image),
+            "label": str(label),
+            "split": "train",
+            "institution": "Hospital A",
+            "sex": "F",
+            "age": 60,
+            "histology": "thymoma_B1",
+            "contrast": "venous",
+            "vendor": "GE",
+            **extra,
+        }
+    ]
     pd.DataFrame(rows).to_csv(tmp / "meta.csv", index=False)
     return tmp / "meta.csv"
 
@@ -110,16 +160,33 @@ def _toy_image_and_label(env: Env) -> tuple[Path, Path]:
 # --- the rows: (tmp, env) -> (argv, [what the message must name], problem regex, [watched paths]) ----------
 def row_predict_corrupt_gzip(tmp, env):
     bad = _bad_crc(_toy_image_and_label(env)[0], tmp / "bad_crc_0000.nii.gz")
-    return (["predict", "--model", str(env.run / "best.pt"), "--input", str(bad), "--out", str(tmp / "out"),
-             "--no-progress"], [bad.name], r"CRC|corrupt", [tmp / "out"])
+    return (
+        [
+            "predict",
+            "--model",
+            str(env.run / "best.pt"),
+            "--input",
+            str(bad),
+            "--out",
+            str(tmp / "out"),
+            "--no-progress",
+        ],
+        [bad.name],
+        r"CRC|corrupt",
+        [tmp / "out"],
+    )
 
 
 def row_import_corrupt_gzip(tmp, env):
     image, label = _toy_image_and_label(env)
     bad = _bad_crc(image, tmp / "src" / "bad_crc.nii.gz")
     meta = _metadata(tmp, bad, label)
-    return (["import", "--source", str(tmp / "src"), "--metadata", str(meta), "--out", str(tmp / "out")],
-            [bad.name], r"CRC|corrupt", [tmp / "out", tmp / "src"])
+    return (
+        ["import", "--source", str(tmp / "src"), "--metadata", str(meta), "--out", str(tmp / "out")],
+        [bad.name],
+        r"CRC|corrupt",
+        [tmp / "out", tmp / "src"],
+    )
 
 
 def row_evaluate_corrupt_label(tmp, env):
@@ -127,39 +194,115 @@ def row_evaluate_corrupt_label(tmp, env):
     table = pd.read_csv(cases)
     label = cases.parent / table.loc[table["case_id"] == _test_case(env), "label"].iloc[0]
     _bad_crc(label, label)
-    return (["evaluate", "--cohort", str(cases), "--predictions", str(env.pred), "--out", str(tmp / "out"),
-             "--n-boot", "10", "--no-progress"], [label.name], r"CRC|corrupt", [tmp / "out", tmp / "cohort"])
+    return (
+        [
+            "evaluate",
+            "--cohort",
+            str(cases),
+            "--predictions",
+            str(env.pred),
+            "--out",
+            str(tmp / "out"),
+            "--n-boot",
+            "10",
+            "--no-progress",
+        ],
+        [label.name],
+        r"CRC|corrupt",
+        [tmp / "out", tmp / "cohort"],
+    )
 
 
 def row_evaluate_corrupt_prediction(tmp, env):
     pred = _copy_pred(env, tmp / "pred", foreign=True)
     mask = pred / f"{_test_case(env)}.nii.gz"
     _bad_crc(mask, mask)
-    return (["evaluate", "--cohort", str(env.cohort), "--predictions", str(pred), "--out", str(tmp / "out"),
-             "--n-boot", "10", "--no-progress"], [mask.name], r"CRC|corrupt", [tmp / "out", pred])
+    return (
+        [
+            "evaluate",
+            "--cohort",
+            str(env.cohort),
+            "--predictions",
+            str(pred),
+            "--out",
+            str(tmp / "out"),
+            "--n-boot",
+            "10",
+            "--no-progress",
+        ],
+        [mask.name],
+        r"CRC|corrupt",
+        [tmp / "out", pred],
+    )
 
 
 def row_prob_map_above_one(tmp, env):
     pred = _copy_pred(env, tmp / "pred", foreign=True)
-    path = _rewrite_prob(pred, _test_case(env), lambda p: p * 0 + np.linspace(0, 200, p.size).reshape(p.shape),
-                         np.float32)
-    return (["evaluate", "--cohort", str(env.cohort), "--predictions", str(pred), "--out", str(tmp / "out"),
-             "--n-boot", "10", "--no-progress"], [path.name, "200"], r"\[0, 1\]", [tmp / "out", pred])
+    path = _rewrite_prob(
+        pred, _test_case(env), lambda p: p * 0 + np.linspace(0, 200, p.size).reshape(p.shape), np.float32
+    )
+    return (
+        [
+            "evaluate",
+            "--cohort",
+            str(env.cohort),
+            "--predictions",
+            str(pred),
+            "--out",
+            str(tmp / "out"),
+            "--n-boot",
+            "10",
+            "--no-progress",
+        ],
+        [path.name, "200"],
+        r"\[0, 1\]",
+        [tmp / "out", pred],
+    )
 
 
 def row_prob_map_negative(tmp, env):
     pred = _copy_pred(env, tmp / "pred", foreign=True)
     path = _rewrite_prob(pred, _test_case(env), lambda p: p - 0.5, np.float32)
-    return (["evaluate", "--cohort", str(env.cohort), "--predictions", str(pred), "--out", str(tmp / "out"),
-             "--n-boot", "10", "--no-progress"], [path.name, "-0.5"], r"\[0, 1\]", [tmp / "out", pred])
+    return (
+        [
+            "evaluate",
+            "--cohort",
+            str(env.cohort),
+            "--predictions",
+            str(pred),
+            "--out",
+            str(tmp / "out"),
+            "--n-boot",
+            "10",
+            "--no-progress",
+        ],
+        [path.name, "-0.5"],
+        r"\[0, 1\]",
+        [tmp / "out", pred],
+    )
 
 
 def row_prob_map_int16_0_255(tmp, env):
     """Integers are 0..255 probabilities only when stored as uint8."""
     pred = _copy_pred(env, tmp / "pred", foreign=True)
     path = _rewrite_prob(pred, _test_case(env), lambda p: np.round(p * 255), np.int16)
-    return (["evaluate", "--cohort", str(env.cohort), "--predictions", str(pred), "--out", str(tmp / "out"),
-             "--n-boot", "10", "--no-progress"], [path.name], r"int16", [tmp / "out", pred])
+    return (
+        [
+            "evaluate",
+            "--cohort",
+            str(env.cohort),
+            "--predictions",
+            str(pred),
+            "--out",
+            str(tmp / "out"),
+            "--n-boot",
+            "10",
+            "--no-progress",
+        ],
+        [path.name],
+        r"int16",
+        [tmp / "out", pred],
+    )
 
 
 def row_import_two_dicom_series(tmp, env):
@@ -176,8 +319,12 @@ def row_import_two_dicom_series(tmp, env):
     label = tmp / "src" / "label.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((24, 24, 6), np.uint8), np.eye(4)), label)
     meta = _metadata(tmp, Path("scan"), Path("label.nii.gz"))
-    return (["import", "--source", str(tmp / "src"), "--metadata", str(meta), "--out", str(tmp / "out")],
-            ["scan"], r"series", [tmp / "out", tmp / "src"])
+    return (
+        ["import", "--source", str(tmp / "src"), "--metadata", str(meta), "--out", str(tmp / "out")],
+        ["scan"],
+        r"series",
+        [tmp / "out", tmp / "src"],
+    )
 
 
 def row_import_not_ct(tmp, env):
@@ -185,16 +332,37 @@ def row_import_not_ct(tmp, env):
     ref = nib.load(label)
     bad = tmp / "src" / "zero_one.nii.gz"
     bad.parent.mkdir(parents=True)
-    nib.save(nib.Nifti1Image(np.random.default_rng(0).uniform(0, 1, ref.shape).astype(np.float32), ref.affine), bad)
+    nib.save(
+        nib.Nifti1Image(np.random.default_rng(0).uniform(0, 1, ref.shape).astype(np.float32), ref.affine), bad
+    )
     meta = _metadata(tmp, bad, label)
-    return (["import", "--source", str(tmp / "src"), "--metadata", str(meta), "--out", str(tmp / "out")],
-            [bad.name], r"not (a )?CT", [tmp / "out", tmp / "src"])
+    return (
+        ["import", "--source", str(tmp / "src"), "--metadata", str(meta), "--out", str(tmp / "out")],
+        [bad.name],
+        r"not (a )?CT",
+        [tmp / "out", tmp / "src"],
+    )
 
 
 def row_predict_into_another_models_folder(tmp, env):
     pred = _copy_pred(env, tmp / "pred")
-    return (["predict", "--model", str(env.run / "best.pt"), "--input", str(env.cohort), "--split", "tune",
-             "--out", str(pred), "--no-progress"], [str(pred)], r"not empty.*--overwrite", [pred])
+    return (
+        [
+            "predict",
+            "--model",
+            str(env.run / "best.pt"),
+            "--input",
+            str(env.cohort),
+            "--split",
+            "tune",
+            "--out",
+            str(pred),
+            "--no-progress",
+        ],
+        [str(pred)],
+        r"not empty.*--overwrite",
+        [pred],
+    )
 
 
 def row_evaluate_predictions_of_two_models(tmp, env):
@@ -203,51 +371,113 @@ def row_evaluate_predictions_of_two_models(tmp, env):
     mask = pred / f"{_test_case(env)}.nii.gz"
     img = nib.load(mask)
     nib.save(nib.Nifti1Image(np.roll(np.asarray(img.dataobj), 3, axis=0), img.affine), mask)
-    return (["evaluate", "--cohort", str(env.cohort), "--predictions", str(pred), "--out", str(tmp / "out"),
-             "--n-boot", "10", "--no-progress"], [mask.name], r"not predictions of the model", [tmp / "out", pred])
+    return (
+        [
+            "evaluate",
+            "--cohort",
+            str(env.cohort),
+            "--predictions",
+            str(pred),
+            "--out",
+            str(tmp / "out"),
+            "--n-boot",
+            "10",
+            "--no-progress",
+        ],
+        [mask.name],
+        r"not predictions of the model",
+        [tmp / "out", pred],
+    )
 
 
 def row_evaluate_into_results(tmp, env):
     (tmp / "out").mkdir()
     (tmp / "out" / "summary.json").write_text("{}\n")
-    return (["evaluate", "--cohort", str(env.cohort), "--predictions", str(env.pred), "--out", str(tmp / "out"),
-             "--n-boot", "10", "--no-progress"], [str(tmp / "out")], r"not empty.*--overwrite", [tmp / "out"])
+    return (
+        [
+            "evaluate",
+            "--cohort",
+            str(env.cohort),
+            "--predictions",
+            str(env.pred),
+            "--out",
+            str(tmp / "out"),
+            "--n-boot",
+            "10",
+            "--no-progress",
+        ],
+        [str(tmp / "out")],
+        r"not empty.*--overwrite",
+        [tmp / "out"],
+    )
 
 
 def row_resume_without_last_checkpoint(tmp, env):
     (tmp / "empty").mkdir()
-    return (["train", "--cohort", str(env.cohort), "--out", str(tmp / "empty"), "--resume", "--no-progress"],
-            [str(tmp / "empty")], r"last\.pt", [tmp / "empty"])
+    return (
+        ["train", "--cohort", str(env.cohort), "--out", str(tmp / "empty"), "--resume", "--no-progress"],
+        [str(tmp / "empty")],
+        r"last\.pt",
+        [tmp / "empty"],
+    )
 
 
 def row_resume_with_another_cohort(tmp, env):
     run = tmp / "run"
     shutil.copytree(env.run, run)
     other = toy_cohort(tmp / "other", n_train=2, n_tune=1, n_test=1, seed=7)
-    return (["train", "--cohort", str(other), "--out", str(run), "--resume", "--no-progress"],
-            ["cohort"], r"cohort", [run, tmp / "other"])
+    return (
+        ["train", "--cohort", str(other), "--out", str(run), "--resume", "--no-progress"],
+        ["cohort"],
+        r"cohort",
+        [run, tmp / "other"],
+    )
 
 
 def row_train_over_a_finished_run(tmp, env):
     run = tmp / "run"
     shutil.copytree(env.run, run)
     sets = [f"--set={k}={v}".replace(" ", "") for k, v in TINY.items()]
-    return (["train", "--cohort", str(env.cohort), "--out", str(run), "--max-epochs", "1", "--steps-per-epoch",
-             "2", "--no-progress", *sets], [str(run)], r"not empty.*--overwrite", [run])
+    return (
+        [
+            "train",
+            "--cohort",
+            str(env.cohort),
+            "--out",
+            str(run),
+            "--max-epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--no-progress",
+            *sets,
+        ],
+        [str(run)],
+        r"not empty.*--overwrite",
+        [run],
+    )
 
 
 def row_cohort_over_another_cohort(tmp, env):
     cases = _copy_cohort(env, tmp / "cohort")
-    return (["cohort", "--preset", "tiny", "--n-cases", "6", "--out", str(cases.parent), "--no-progress"],
-            [str(cases.parent)], r"--overwrite", [cases.parent])
+    return (
+        ["cohort", "--preset", "tiny", "--n-cases", "6", "--out", str(cases.parent), "--no-progress"],
+        [str(cases.parent)],
+        r"--overwrite",
+        [cases.parent],
+    )
 
 
 def row_run_into_a_folder_that_is_not_a_run(tmp, env):
     folder = tmp / "thesis"
     folder.mkdir()
     (folder / "chapter1.tex").write_text("\\chapter{Introduction}\n")
-    return (["run", "--params", "params/smoke.yaml", "--out", str(folder), "--quiet"], [str(folder)],
-            r"--overwrite", [folder])
+    return (
+        ["run", "--params", "params/smoke.yaml", "--out", str(folder), "--quiet"],
+        [str(folder)],
+        r"--overwrite",
+        [folder],
+    )
 
 
 def row_validate_corrupt_gzip_table(tmp, env):
@@ -268,15 +498,32 @@ def row_validate_reads_a_corrupt_volume(tmp, env):
     table = pd.read_csv(cases)
     image = cases.parent / table["image"].iloc[0]
     _bad_crc(image, image)
-    return (["validate", str(cases), "--volumes", "--no-progress"], [image.name, str(table["case_id"].iloc[0])],
-            r"CRC", [tmp / "cohort"])
+    return (
+        ["validate", str(cases), "--volumes", "--no-progress"],
+        [image.name, str(table["case_id"].iloc[0])],
+        r"CRC",
+        [tmp / "cohort"],
+    )
 
 
 def row_model_is_a_text_file(tmp, env):
     notes = tmp / "notes.txt"
     notes.write_text("my model is in the other folder\n")
-    return (["predict", "--model", str(notes), "--input", str(env.cohort), "--out", str(tmp / "out"), "--no-progress"],
-            [notes.name], r"not an amt (model )?checkpoint", [tmp / "out"])
+    return (
+        [
+            "predict",
+            "--model",
+            str(notes),
+            "--input",
+            str(env.cohort),
+            "--out",
+            str(tmp / "out"),
+            "--no-progress",
+        ],
+        [notes.name],
+        r"not an amt (model )?checkpoint",
+        [tmp / "out"],
+    )
 
 
 def row_prediction_on_another_grid(tmp, env):
@@ -284,8 +531,23 @@ def row_prediction_on_another_grid(tmp, env):
     mask = pred / f"{_test_case(env)}.nii.gz"
     img = nib.load(mask)
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-2], img.affine), mask)
-    return (["evaluate", "--cohort", str(env.cohort), "--predictions", str(pred), "--out", str(tmp / "out"),
-             "--n-boot", "10", "--no-progress"], [mask.name], r"prediction .* reference label", [tmp / "out", pred])
+    return (
+        [
+            "evaluate",
+            "--cohort",
+            str(env.cohort),
+            "--predictions",
+            str(pred),
+            "--out",
+            str(tmp / "out"),
+            "--n-boot",
+            "10",
+            "--no-progress",
+        ],
+        [mask.name],
+        r"prediction .* reference label",
+        [tmp / "out", pred],
+    )
 
 
 ROWS = {name[4:]: fn for name, fn in dict(globals()).items() if name.startswith("row_")}

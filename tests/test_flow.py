@@ -8,16 +8,27 @@ import pytest
 from amt_core.plots.flow import flow_counts, plot_flow
 
 #            split  institution patient sex
-ROWS = [("train", "A", "p1", "M"), ("train", "A", "p2", "F"), ("train", "B", "p3", "M"),
-        ("train", "B", "p3", "M"),  # one patient, two scans
-        ("tune", "A", "p4", "F"), ("tune", "A", "p5", "F"),
-        ("test", "C", "p6", "M"), ("test", "D", "p7", "F"), ("test", "D", "p8", "F")]
+ROWS = [
+    ("train", "A", "p1", "M"),
+    ("train", "A", "p2", "F"),
+    ("train", "B", "p3", "M"),
+    ("train", "B", "p3", "M"),  # one patient, two scans
+    ("tune", "A", "p4", "F"),
+    ("tune", "A", "p5", "F"),
+    ("test", "C", "p6", "M"),
+    ("test", "D", "p7", "F"),
+    ("test", "D", "p8", "F"),
+]
 
 
 @pytest.fixture
 def cases() -> pd.DataFrame:
-    return pd.DataFrame([{"case_id": f"c{i}", "split": s, "institution_id": inst, "patient_id": p, "sex": sex}
-                         for i, (s, inst, p, sex) in enumerate(ROWS)])
+    return pd.DataFrame(
+        [
+            {"case_id": f"c{i}", "split": s, "institution_id": inst, "patient_id": p, "sex": sex}
+            for i, (s, inst, p, sex) in enumerate(ROWS)
+        ]
+    )
 
 
 def test_flow_counts_per_partition(cases):

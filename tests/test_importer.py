@@ -56,7 +56,9 @@ def source(tmp_path, make_dicom_series, dicom_identity):
     other = dict(dicom_identity, PatientID="MRN-11112222", PatientName="Roe^Richard")
     b = make_dicom_series(src / "dicom_b", _ct_lps((12, 10, 6), 1), identity=other, sex="M", age="045Y",
                           manufacturer="GE MEDICAL SYSTEMS")  # fmt: skip
-    nifti = write_volume(_ct_lps((12, 10, 8), 2).astype(np.float32), np.diag([0.7, 0.7, 3.0, 1]), src / "c.nii.gz")
+    nifti = write_volume(
+        _ct_lps((12, 10, 8), 2).astype(np.float32), np.diag([0.7, 0.7, 3.0, 1]), src / "c.nii.gz"
+    )
     nrrd_img = sitk.GetImageFromArray(_ct_lps((8, 10, 12), 3).astype(np.int16))  # (z, y, x) LPS
     nrrd_img.SetSpacing((0.9, 0.9, 1.5))
     sitk.WriteImage(nrrd_img, str(src / "d.nrrd"))
@@ -109,7 +111,9 @@ def test_import_dicom_nifti_nrrd(source, tmp_path, caplog):
     assert inst[0] == inst[1] == inst[3] == pseudonymise("St Example General Hospital", KEY.encode())
     assert inst[2] != inst[0]
     # patients: pseudonyms of the DICOM PatientID, generated otherwise
-    assert re.fullmatch(r"PAT-[0-9a-f]{8}", df["patient_id"][0]) and df["patient_id"][0] != df["patient_id"][1]
+    assert (
+        re.fullmatch(r"PAT-[0-9a-f]{8}", df["patient_id"][0]) and df["patient_id"][0] != df["patient_id"][1]
+    )
     assert df["patient_id"][2] == "pat_0003"
     # DICOM fills what the CSV leaves empty; the CSV wins where it speaks
     assert df["sex"].tolist() == ["F", "M", "F", "M"]
@@ -174,7 +178,11 @@ def test_cli_validate_prints_every_problem(tiny_cohort):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2
     assert "3 problem(s)" in done.stderr
-    for expected in ["leakage: test-split institution(s) ['INST-C']", "duplicate case_id", "unknown sex ['unknown']"]:
+    for expected in [
+        "leakage: test-split institution(s) ['INST-C']",
+        "duplicate case_id",
+        "unknown sex ['unknown']",
+    ]:
         assert expected in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -192,7 +200,9 @@ def test_metadata_problems_listed_before_any_conversion(source, tmp_path):
     assert "row 2: image not found" in message
     assert "row 2: no institution" in message  # the missing series cannot name its hospital
     assert "unknown split ['holdout']" in message
-    assert re.search(r"leakage: test-split institution\(s\) \['INST-[0-9a-f]{8}'\] also appear in train/tune", message)
+    assert re.search(
+        r"leakage: test-split institution\(s\) \['INST-[0-9a-f]{8}'\] also appear in train/tune", message
+    )
     _assert_no_identity(message, "the error message")
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -223,7 +233,9 @@ def test_overwrite_replaces_cohort(source, tmp_path):
     (out / "stale.txt").write_text("old")
     import_cohort(source, source / "metadata.csv", out, key="another-key", overwrite=True)
     assert not (out / "stale.txt").exists()
-    assert read_cases(out / "cases.csv")["institution_id"][0] != pseudonymise("St Example General Hospital", KEY.encode())
+    assert read_cases(out / "cases.csv")["institution_id"][0] != pseudonymise(
+        "St Example General Hospital", KEY.encode()
+    )
 
 
 def test_user_given_ids_are_kept(source, tmp_path):
@@ -273,8 +285,12 @@ def test_vendor_name(manufacturer, vendor):
 
 def test_pseudonyms_are_keyed_and_normalised():
     key = b"k1"
-    assert pseudonymise("St. Example  General-Hospital", key) == pseudonymise("st example general hospital", key)
-    assert pseudonymise("St Example General Hospital", key) != pseudonymise("St Example General Hospital", b"k2")
+    assert pseudonymise("St. Example  General-Hospital", key) == pseudonymise(
+        "st example general hospital", key
+    )
+    assert pseudonymise("St Example General Hospital", key) != pseudonymise(
+        "St Example General Hospital", b"k2"
+    )
     assert pseudonymise("A", key) != pseudonymise("B", key)
     with pytest.raises(ValueError):
         pseudonymise("  ", key)
@@ -308,8 +324,13 @@ def _one_line(err: str, *expected) -> str:
 def _nifti_case(src: Path, name: str, hu: np.ndarray, split: str = "train") -> dict:
     image = write_volume(hu.astype(np.float32), AFFINE, src / f"{name}.nii.gz")
     _mask_for(image, src / f"{name}_mask.nii.gz")
-    return {"image": image.name, "label": f"{name}_mask.nii.gz", "split": split,
-            "institution": "Clinic B" if split == "test" else "Clinic A", "sex": "F"}
+    return {
+        "image": image.name,
+        "label": f"{name}_mask.nii.gz",
+        "split": split,
+        "institution": "Clinic B" if split == "test" else "Clinic A",
+        "sex": "F",
+    }
 
 
 def _import_args(src: Path, rows: list[dict], out: Path, *extra) -> list:
@@ -356,9 +377,11 @@ def test_cli_import_refuses_images_that_are_not_ct(tmp_path, capsys):
     code, err = _run_cli(capsys, *_import_args(src, rows, out))
     assert code == 2
     assert "3 problem(s)" in err
-    for case, name, found in [("case_0001", "unit", "intensities 0..1"),
-                              ("case_0002", "mr_like", "intensities 0..4000"),
-                              ("case_0003", "constant", "a constant image (every voxel -1000)")]:
+    for case, name, found in [
+        ("case_0001", "unit", "intensities 0..1"),
+        ("case_0002", "mr_like", "intensities 0..4000"),
+        ("case_0003", "constant", "a constant image (every voxel -1000)"),
+    ]:
         assert f"case {case}: {src / name}.nii.gz: not a CT in Hounsfield units: {found} (expected air" in err
     assert "case_0004" not in err
     assert not out.exists()
@@ -433,8 +456,11 @@ def test_series_uid_errors(tmp_path, make_dicom_series):
     src = tmp_path / "src"
     folder = src / "mixed"
     uid_a, uid_b = _two_series(folder, make_dicom_series)
-    with pytest.raises(VolumeError, match=rf"mixed: no DICOM series 1\.2\.3 in this folder \(present: {uid_a} "
-                                          r"'no description' \(6 slice"):
+    with pytest.raises(
+        VolumeError,
+        match=rf"mixed: no DICOM series 1\.2\.3 in this folder \(present: {uid_a} "
+        r"'no description' \(6 slice",
+    ):
         read_volume(folder, series_uid="1.2.3")
     nifti = write_volume(_ct_lps((12, 10, 8), 0).astype(np.float32), AFFINE, src / "c.nii.gz")
     with pytest.raises(VolumeError, match=r"c\.nii\.gz: a series_uid \(1\.2\.3\) is given but this is not"):
@@ -455,8 +481,11 @@ def test_series_uid_errors(tmp_path, make_dicom_series):
 def test_cli_validate_a_damaged_gzip_table(tiny_cohort, capsys, damage):
     """pandas decompresses a cases.csv.gz itself; a damaged one printed a traceback (exit 1)."""
     data = gzip.compress((tiny_cohort / "cases.csv").read_bytes(), mtime=0)
-    data = {"crc": data[:-8] + bytes([data[-8] ^ 1]) + data[-7:], "truncated": data[: len(data) // 2],
-            "not_gzip": (tiny_cohort / "cases.csv").read_bytes()}[damage]
+    data = {
+        "crc": data[:-8] + bytes([data[-8] ^ 1]) + data[-7:],
+        "truncated": data[: len(data) // 2],
+        "not_gzip": (tiny_cohort / "cases.csv").read_bytes(),
+    }[damage]
     path = tiny_cohort / "cases.csv.gz"
     path.write_bytes(data)
     code, err = _run_cli(capsys, "validate", path)

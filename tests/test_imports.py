@@ -33,8 +33,12 @@ def _imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if (isinstance(child, ast.If) and isinstance(child.test, ast.Compare)
-                    and isinstance(child.test.left, ast.Name) and child.test.left.id == "__name__"):
+            if (
+                isinstance(child, ast.If)
+                and isinstance(child.test, ast.Compare)
+                and isinstance(child.test.left, ast.Name)
+                and child.test.left.id == "__name__"
+            ):
                 continue
             if isinstance(child, ast.Import):
                 found.update(a.name for a in child.names)
@@ -98,7 +102,9 @@ def test_the_reader_sees_imports_and_cycles():
 
 
 def test_model_modules_import_each_other_in_one_direction():
-    cycles = [c for c in _cycles(_graph()) if c not in KNOWN and any(m.startswith("amt_core.model") for m in c)]
+    cycles = [
+        c for c in _cycles(_graph()) if c not in KNOWN and any(m.startswith("amt_core.model") for m in c)
+    ]
     assert not cycles, f"import cycles in amt_core.model: {[sorted(c) for c in cycles]}"
 
 

@@ -32,7 +32,9 @@ def _voxel_world(image, ijk) -> np.ndarray:
     return (image.affine @ np.append(np.asarray(ijk, float), 1.0))[:3]
 
 
-def write_seg(path, sources, frames: dict[str, np.ndarray], frame_of_reference=None, fractional=False) -> Path:
+def write_seg(
+    path, sources, frames: dict[str, np.ndarray], frame_of_reference=None, fractional=False
+) -> Path:
     """A DICOM-SEG (highdicom) with one segment per name; frames[name] is (n_sources, rows, columns) bool in
     the order of ``sources``."""
     import highdicom as hd
@@ -71,8 +73,15 @@ def write_rtstruct(path, sources, rois: dict[str, list[np.ndarray]], frame_of_re
     ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.481.3", ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = "RTSTRUCT", first.StudyInstanceUID, generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        "1.2.840.10008.5.1.4.1.1.481.3",
+        ds.file_meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = (
+        "RTSTRUCT",
+        first.StudyInstanceUID,
+        generate_uid(),
+    )
     ds.StructureSetLabel = "test"
     frame = frame_of_reference or first.FrameOfReferenceUID
     series = pydicom.Dataset()
@@ -166,7 +175,9 @@ def test_fractional_dicom_seg_is_tumour_from_one_half(synthetic_series, tmp_path
     seg = write_seg(tmp_path / "frac.dcm", sources, {"tumour": frames}, fractional=True)
     image = read_volume(synthetic_series)
     got = {tuple(np.round(_voxel_world(image, v), 3)) for v in np.argwhere(read_mask(seg, image).array)}
-    assert got == {tuple(np.round(_pixel_world_ras(sources[k], r, c), 3)) for k, r, c in ((2, 3, 4), (3, 5, 5))}
+    assert got == {
+        tuple(np.round(_pixel_world_ras(sources[k], r, c), 3)) for k, r, c in ((2, 3, 4), (3, 5, 5))
+    }
 
 
 def test_dicom_seg_segment_choice_errors(synthetic_series, tmp_path):
@@ -192,8 +203,13 @@ def test_dicom_seg_of_another_series_is_refused(synthetic_series, tmp_path, make
     with pytest.raises(VolumeError) as info:
         read_mask(seg, image)
     message = str(info.value)
-    assert "another frame of reference" in message and str(seg) in message and str(synthetic_series) in message
-    assert sources[0].FrameOfReferenceUID in message and _series(synthetic_series)[0].FrameOfReferenceUID in message
+    assert (
+        "another frame of reference" in message and str(seg) in message and str(synthetic_series) in message
+    )
+    assert (
+        sources[0].FrameOfReferenceUID in message
+        and _series(synthetic_series)[0].FrameOfReferenceUID in message
+    )
 
 
 def test_dicom_seg_on_another_grid_is_refused(tmp_path, make_dicom_series):
@@ -209,22 +225,29 @@ def test_dicom_seg_on_another_grid_is_refused(tmp_path, make_dicom_series):
     frames = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns)), bool)
     frames[2, 3, 3] = True
     seg = write_seg(tmp_path / "mask.dcm", sources, {"tumour": frames})
-    pattern = r"mask .*mask.dcm is not on the grid of image .*ct.nii.gz: .*export the mask on the image's grid"
+    pattern = (
+        r"mask .*mask.dcm is not on the grid of image .*ct.nii.gz: .*export the mask on the image's grid"
+    )
     with pytest.raises(VolumeError, match=pattern):
         read_mask(seg, read_volume(tmp_path / "ct.nii.gz"))
     unshifted = _series(tmp_path / "ct")  # the same SEG over the right series is accepted (the test can fail)
     assert read_mask(write_seg(tmp_path / "ok.dcm", unshifted, {"tumour": frames}), ct).array.sum() == 1
 
 
-def test_dicom_seg_of_another_series_in_the_same_frame_is_refused(synthetic_series, tmp_path, make_dicom_series):
+def test_dicom_seg_of_another_series_in_the_same_frame_is_refused(
+    synthetic_series, tmp_path, make_dicom_series
+):
     hu = np.full((14, 11, 7), -1000.0)
     sources = _series(make_dicom_series(tmp_path / "other", hu))
     frames = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns)), bool)
     frames[2, 3, 3] = True
     frame = _series(synthetic_series)[0].FrameOfReferenceUID
     seg = write_seg(tmp_path / "mask.dcm", sources, {"tumour": frames}, frame_of_reference=frame)
-    with pytest.raises(VolumeError, match=r"mask .*mask.dcm references another series than image .*ct "
-                                          r"\(SeriesInstanceUID [0-9.]+ vs [0-9.]+\)"):
+    with pytest.raises(
+        VolumeError,
+        match=r"mask .*mask.dcm references another series than image .*ct "
+        r"\(SeriesInstanceUID [0-9.]+ vs [0-9.]+\)",
+    ):
         read_mask(seg, read_volume(synthetic_series))
 
 
@@ -257,7 +280,9 @@ def test_rtstruct_contour_through_pixel_centres_includes_them(synthetic_series, 
     sources = _series(synthetic_series)
     image = read_volume(synthetic_series)
     for winding in (1, -1):
-        square = _pixel_square(sources[3], (3.5, 3.5), (4.5, 5.5))[::winding]  # through centres rows 3..4, cols 4..6
+        square = _pixel_square(sources[3], (3.5, 3.5), (4.5, 5.5))[
+            ::winding
+        ]  # through centres rows 3..4, cols 4..6
         rt = write_rtstruct(tmp_path / f"rs{winding}.dcm", sources, {"GTV": [square]})
         got = {tuple(np.round(_voxel_world(image, v), 3)) for v in np.argwhere(read_mask(rt, image).array)}
         want = {tuple(np.round(_pixel_world_ras(sources[3], r, c), 3)) for r in (3, 4) for c in (4, 5, 6)}
@@ -266,8 +291,14 @@ def test_rtstruct_contour_through_pixel_centres_includes_them(synthetic_series, 
 
 def test_rtstruct_errors_name_the_rois_and_both_series(synthetic_series, tmp_path, make_dicom_series):
     sources = _series(synthetic_series)
-    rt = write_rtstruct(tmp_path / "rs.dcm", sources, {"Body": [_pixel_square(sources[0], (0, 1), (0, 1))],
-                                                       "GTV": [_pixel_square(sources[1], (2, 3), (2, 3))]})
+    rt = write_rtstruct(
+        tmp_path / "rs.dcm",
+        sources,
+        {
+            "Body": [_pixel_square(sources[0], (0, 1), (0, 1))],
+            "GTV": [_pixel_square(sources[1], (2, 3), (2, 3))],
+        },
+    )
     image = read_volume(synthetic_series)
     with pytest.raises(VolumeError, match=r"no ROI named 'Tumour'; available: 'Body', 'GTV'"):
         read_mask(rt, image, segment="Tumour")
@@ -313,15 +344,18 @@ def test_segment_name_for_a_plain_label_is_an_error(tmp_path):
 
     image = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4), "img.nii.gz")
     write_volume(np.zeros((4, 4, 4), np.uint8), np.eye(4), tmp_path / "l.nii.gz")
-    with pytest.raises(VolumeError, match=r"a segment name \('GTV'\) is given but a NIfTI/NRRD label has no segments"):
+    with pytest.raises(
+        VolumeError, match=r"a segment name \('GTV'\) is given but a NIfTI/NRRD label has no segments"
+    ):
         read_mask(tmp_path / "l.nii.gz", image, segment="GTV")
 
 
 # --- amt import with clinical masks ------------------------------------------------------------------------------
 
 
-def test_import_takes_seg_rtstruct_and_slicer_masks_and_reports_all_problems(tmp_path, make_dicom_series,
-                                                                            dicom_identity):
+def test_import_takes_seg_rtstruct_and_slicer_masks_and_reports_all_problems(
+    tmp_path, make_dicom_series, dicom_identity
+):
     """Three DICOM cases, one per mask format, land in the cohort as the expected binary NIfTI labels; a bad
     segment name in two rows is reported for both at once and nothing is written."""
     import gzip
@@ -354,8 +388,17 @@ def test_import_takes_seg_rtstruct_and_slicer_masks_and_reports_all_problems(tmp
             slicerio.write_segmentation(str(src / "m.seg.nrrd"), seg)
             mask = "m.seg.nrrd"
         expected[name] = read_mask(src / mask, image, segment="GTV").array
-        rows.append({"case_id": name, "patient_id": f"p_{name}", "image": name, "label": mask,
-                     "label_segment": "GTV", "split": "train", "institution": "H"})
+        rows.append(
+            {
+                "case_id": name,
+                "patient_id": f"p_{name}",
+                "image": name,
+                "label": mask,
+                "label_segment": "GTV",
+                "split": "train",
+                "institution": "H",
+            }
+        )
     assert [int(v.sum()) for v in expected.values()] == [3, 4, 2]
     import pandas as pd
 
@@ -366,7 +409,9 @@ def test_import_takes_seg_rtstruct_and_slicer_masks_and_reports_all_problems(tmp
         assert np.array_equal(label.array, expected[row["case_id"]])
         assert row["tumour_volume_ml"] > 0
     files = [f for f in (tmp_path / "cohort").rglob("*") if f.is_file()]
-    written = b"".join(gzip.decompress(f.read_bytes()) if f.name.endswith(".gz") else f.read_bytes() for f in files)
+    written = b"".join(
+        gzip.decompress(f.read_bytes()) if f.name.endswith(".gz") else f.read_bytes() for f in files
+    )
     for value in dicom_identity.values():  # the masks' DICOM files carry them too; none reaches the cohort
         assert value.encode() not in written, value
     rows[0]["label_segment"] = rows[1]["label_segment"] = "Tumour"

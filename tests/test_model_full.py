@@ -15,9 +15,18 @@ from toy import toy_cohort
 from amt_core.model.train import PLANS_FILE, train
 
 #: the full preset's network shape (DynUNet, deep supervision, SGD) scaled down to a few seconds a step
-TINY_FULL = dict(patch_size=(32, 32, 32), channels=(8, 16, 32), strides=(1, 2, 2), kernels=(3, 3, 3),
-                 batch_size=1, steps_per_epoch=2, max_epochs=1, eval_every=1, target_spacing=(3.0, 3.0, 3.0),
-                 bf16=False)
+TINY_FULL = dict(
+    patch_size=(32, 32, 32),
+    channels=(8, 16, 32),
+    strides=(1, 2, 2),
+    kernels=(3, 3, 3),
+    batch_size=1,
+    steps_per_epoch=2,
+    max_epochs=1,
+    eval_every=1,
+    target_spacing=(3.0, 3.0, 3.0),
+    bf16=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +47,23 @@ def test_full_preset_trains_resumes_predicts_and_is_evaluated(cohort, tmp_path):
     from amt_core.model.inference import predict
 
     cache = tmp_path / "cache"
-    whole = train(cohort, tmp_path / "whole", preset="full", cache_dir=cache, progress=False, num_workers=0,
-                  **TINY_FULL)
-    part = train(cohort, tmp_path / "part", preset="full", cache_dir=cache, progress=False, num_workers=0,
-                 stop_after=1, **TINY_FULL)
+    whole = train(
+        cohort, tmp_path / "whole", preset="full", cache_dir=cache, progress=False, num_workers=0, **TINY_FULL
+    )
+    part = train(
+        cohort,
+        tmp_path / "part",
+        preset="full",
+        cache_dir=cache,
+        progress=False,
+        num_workers=0,
+        stop_after=1,
+        **TINY_FULL,
+    )
     assert _weights(part / "last.pt")["step"] == 1
-    train(cohort, part, preset="full", resume=True, cache_dir=cache, progress=False, num_workers=0, **TINY_FULL)
+    train(
+        cohort, part, preset="full", resume=True, cache_dir=cache, progress=False, num_workers=0, **TINY_FULL
+    )
     a, b = _weights(whole / "last.pt"), _weights(part / "last.pt")
     assert a["step"] == b["step"] == 2
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -60,9 +80,21 @@ def test_full_preset_trains_resumes_predicts_and_is_evaluated(cohort, tmp_path):
 
 
 def test_training_plan_is_written_before_the_first_step(cohort, tmp_path):
-    run = train(cohort, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, num_workers=0,
-                stop_after=1, patch_size=(32, 32, 32), channels=(8, 16), strides=(2,), batch_size=1,
-                steps_per_epoch=2, max_epochs=1, target_spacing=(3.0, 3.0, 3.0))
+    run = train(
+        cohort,
+        tmp_path / "run",
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        num_workers=0,
+        stop_after=1,
+        patch_size=(32, 32, 32),
+        channels=(8, 16),
+        strides=(2,),
+        batch_size=1,
+        steps_per_epoch=2,
+        max_epochs=1,
+        target_spacing=(3.0, 3.0, 3.0),
+    )
     plans = json.loads((run / PLANS_FILE).read_text())
     cfg = json.loads(_weights(run / "last.pt")["config"])
     assert plans["target_spacing_mm"] == cfg["target_spacing"] == [3.0, 3.0, 3.0]
@@ -78,10 +110,25 @@ def test_the_cpu_preset_learns(tmp_path):
     0.90 and 0.81 for seeds 0-4 (about a minute each on 2 cores; /tmp/learn.py in the session notes); with the
     preset's lr 1e-3 and fg_ratio 1/3 it was 0.43-0.65. 0.7 leaves room for other machines' arithmetic."""
     cohort = toy_cohort(tmp_path / "toy", n_train=4, n_tune=2, n_test=0)
-    run = train(cohort, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, seed=0, num_workers=0,
-                patch_size=(32, 32, 32), channels=(8, 16, 32), strides=(2, 2), batch_size=2, steps_per_epoch=20,
-                max_epochs=4, eval_every=4, target_spacing=(3.0, 3.0, 3.0), postprocess=False, lr=3e-3,
-                fg_ratio=0.5)
+    run = train(
+        cohort,
+        tmp_path / "run",
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        seed=0,
+        num_workers=0,
+        patch_size=(32, 32, 32),
+        channels=(8, 16, 32),
+        strides=(2, 2),
+        batch_size=2,
+        steps_per_epoch=20,
+        max_epochs=4,
+        eval_every=4,
+        target_spacing=(3.0, 3.0, 3.0),
+        postprocess=False,
+        lr=3e-3,
+        fg_ratio=0.5,
+    )
     status = json.loads((run / "training.json").read_text())
     assert status["complete"] and status["best_tune_dice"] >= 0.7, status
     log = pd.read_csv(run / "train_log.csv")
@@ -98,10 +145,19 @@ def test_the_study_preset_runs_its_notebooks_end_to_end(tmp_path):
     study = yaml.safe_load(preset_path("study").read_text())
     assert study["model_preset"] == "full" and study["cohort_preset"] == "full"
     assert study["seeds"] == [0, 1, 2]  # the study reports the spread between three trainings
-    tiny = {**study, "cohort_preset": "tiny", "n_cases": 14, "n_example_slices": 0, "n_bootstrap": 100,
-            "seeds": [0, 1],  # two trainings are enough to check the seed path
-            "train_overrides": {**{k: list(v) if isinstance(v, tuple) else v for k, v in TINY_FULL.items()},
-                                "max_epochs": 2, "num_workers": 0}}
+    tiny = {
+        **study,
+        "cohort_preset": "tiny",
+        "n_cases": 14,
+        "n_example_slices": 0,
+        "n_bootstrap": 100,
+        "seeds": [0, 1],  # two trainings are enough to check the seed path
+        "train_overrides": {
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY_FULL.items()},
+            "max_epochs": 2,
+            "num_workers": 0,
+        },
+    }
     params = tmp_path / "study_tiny.yaml"
     params.write_text(yaml.safe_dump(tiny))
     status = run_pipeline(params, tmp_path / "run", progress=False)

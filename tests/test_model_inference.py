@@ -25,8 +25,15 @@ STATS = {"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0}
 def model(tmp_path_factory):
     """An untrained tiny checkpoint (geometry and file handling do not need a trained model)."""
     torch.manual_seed(0)
-    cfg = get_config("cpu", patch_size=(32, 32, 32), channels=(8, 16, 32), strides=(2, 2), target_spacing=(4.0, 4.0, 4.0),
-                     intensity_stats=STATS, roi="body")
+    cfg = get_config(
+        "cpu",
+        patch_size=(32, 32, 32),
+        channels=(8, 16, 32),
+        strides=(2, 2),
+        target_spacing=(4.0, 4.0, 4.0),
+        intensity_stats=STATS,
+        roi="body",
+    )
     path = tmp_path_factory.mktemp("model") / "best.pt"
     save_checkpoint(path, model=build_network(cfg), cfg=cfg)
     return path
@@ -50,8 +57,19 @@ def test_predict_writes_mask_prob_and_candidates_on_the_input_grid(model, cohort
     assert prob.dataobj.slope == pytest.approx(1 / 255) and np.allclose(p * 255, np.round(p * 255), atol=1e-3)
     assert np.array_equal(np.asarray(mask.dataobj) > 0, p >= 0.5 - 1e-6)
     table = pd.read_csv(out / "TOY002_candidates.csv")
-    assert list(table.columns) == ["candidate_id", "confidence", "voxels", "volume_ml", "x0", "x1", "y0", "y1", "z0",
-                                   "z1", "kept"]
+    assert list(table.columns) == [
+        "candidate_id",
+        "confidence",
+        "voxels",
+        "volume_ml",
+        "x0",
+        "x1",
+        "y0",
+        "y1",
+        "z0",
+        "z1",
+        "kept",
+    ]
     # the evaluation's candidates of the stored map; kept = holds voxels of the written mask
     from amt_core.evaluation import EvalConfig, lesions
 
@@ -116,8 +134,14 @@ def test_not_ct_and_too_small_inputs_give_clear_errors(model, tmp_path):
 
 
 def test_roi_and_tta_keep_the_shape():
-    cfg = get_config("cpu", patch_size=(16, 16, 16), channels=(4, 8), strides=(2,), roi="mediastinum",
-                     roi_box=(0.25, 0.75, 0.5, 1.0))
+    cfg = get_config(
+        "cpu",
+        patch_size=(16, 16, 16),
+        channels=(4, 8),
+        strides=(2,),
+        roi="mediastinum",
+        roi_box=(0.25, 0.75, 0.5, 1.0),
+    )
     assert roi_slices((40, 20, 10), cfg) == (slice(10, 30), slice(10, 20), slice(0, 10))
     net = build_network(cfg)
     prob = infer_array(net, np.zeros((40, 20, 10), np.float32), cfg, "cpu", tta=True)
@@ -137,18 +161,73 @@ def test_cli_train_and_predict(cohort, tmp_path, capsys):
     from amt_core.cli import main
 
     run = tmp_path / "run"
-    code = main(["train", "--cohort", str(cohort), "--out", str(run), "--max-epochs", "1", "--steps-per-epoch", "1",
-                 "--num-workers", "0", "--cache-dir", str(tmp_path / "c"), "--set", "patch_size=[32,32,32]",
-                 "--set", "channels=[8,16]", "--set", "strides=[2]", "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--cohort",
+            str(cohort),
+            "--out",
+            str(run),
+            "--max-epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--num-workers",
+            "0",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--set",
+            "patch_size=[32,32,32]",
+            "--set",
+            "channels=[8,16]",
+            "--set",
+            "strides=[2]",
+            "--no-progress",
+        ]
+    )
     assert code == 0 and (run / "best.pt").is_file()
     # the installed command, in a fresh process
-    pred = subprocess.run([sys.executable, "-m", "amt_core.cli", "predict", "--model", str(run / "best.pt"),
-                           "--input", str(cohort), "--split", "test", "--out", str(tmp_path / "pred"),
-                           "--overlap", "0.5", "--tta", "--no-progress"], capture_output=True, text=True, timeout=300)
+    pred = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "amt_core.cli",
+            "predict",
+            "--model",
+            str(run / "best.pt"),
+            "--input",
+            str(cohort),
+            "--split",
+            "test",
+            "--out",
+            str(tmp_path / "pred"),
+            "--overlap",
+            "0.5",
+            "--tta",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pred.returncode == 0, pred.stderr[-2000:]
     assert (tmp_path / "pred" / "TOY003_prob.nii.gz").is_file()
-    assert main(["predict", "--model", str(tmp_path / "nope.pt"), "--input", str(cohort), "--out", str(tmp_path / "p2")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "nope.pt"),
+                "--input",
+                str(cohort),
+                "--out",
+                str(tmp_path / "p2"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
+
 
 def test_postprocessing_is_chosen_on_tuning_cases_and_drops_small_components():
     from amt_core.model.postprocess import choose, filter_mask
@@ -158,12 +237,14 @@ def test_postprocessing_is_chosen_on_tuning_cases_and_drops_small_components():
         label = np.zeros((30, 30, 30), np.uint8)
         label[5:15, 5:15, 5:15] = 1
         prob = label * 0.95
-        prob[20 + k:23 + k, 20:23, 20:23] = 0.6  # a small unconfident false positive
+        prob[20 + k : 23 + k, 20:23, 20:23] = 0.6  # a small unconfident false positive
         cases.append((prob.astype(np.float32), label, (1.0, 1.0, 1.0)))
     choice = choose(cases, 0.5)
     assert choice["tune_dice_postprocessed"] == pytest.approx(1.0) and choice["tune_dice_raw"] < 1.0
     assert choice["min_component_ml"] > 0 or choice["min_component_conf"] > 0.6
-    mask = filter_mask(cases[0][0], 0.5, (1.0, 1.0, 1.0), choice["min_component_ml"], choice["min_component_conf"])
+    mask = filter_mask(
+        cases[0][0], 0.5, (1.0, 1.0, 1.0), choice["min_component_ml"], choice["min_component_conf"]
+    )
     assert np.array_equal(mask, cases[0][1])
     # nothing to gain: no filter
     assert choose([(c[1] * 0.9, c[1], (1.0, 1.0, 1.0)) for c in cases], 0.5)["min_component_ml"] == 0.0

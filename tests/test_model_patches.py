@@ -10,9 +10,22 @@ from amt_core.model.patches import PatchDataset
 from amt_core.model.presets import get_config
 
 #: spatial augmentation always on, intensity augmentation off: the image is then a picture of the label
-SPATIAL = dict(patch_size=(24, 24, 16), normalisation="window", hu_window=(-100.0, 100.0), fg_ratio=1.0,
-               p_affine=1.0, rotate_deg=30.0, scale_range=(0.8, 1.25), p_elastic=1.0, mirror_axes=(0, 1, 2),
-               p_noise=0.0, p_blur=0.0, p_intensity=0.0, p_gamma=0.0, p_lowres=0.0)
+SPATIAL = dict(
+    patch_size=(24, 24, 16),
+    normalisation="window",
+    hu_window=(-100.0, 100.0),
+    fg_ratio=1.0,
+    p_affine=1.0,
+    rotate_deg=30.0,
+    scale_range=(0.8, 1.25),
+    p_elastic=1.0,
+    mirror_axes=(0, 1, 2),
+    p_noise=0.0,
+    p_blur=0.0,
+    p_intensity=0.0,
+    p_gamma=0.0,
+    p_lowres=0.0,
+)
 
 
 class _Case:

@@ -96,7 +96,9 @@ def test_normalisation_window_and_foreground_stats():
 
 def test_median_spacing_and_config_round_trip():
     assert median_spacing([(1, 1, 5), (2, 2, 1), (3, 3, 2)]) == (2.0, 2.0, 2.0)
-    cfg = get_config("cpu", target_spacing=(2.5, 2.5, 3.0), intensity_stats={"lo": 1.0, "hi": 2.0, "mean": 0, "std": 1})
+    cfg = get_config(
+        "cpu", target_spacing=(2.5, 2.5, 3.0), intensity_stats={"lo": 1.0, "hi": 2.0, "mean": 0, "std": 1}
+    )
     again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
     with pytest.raises(ValueError, match="unknown model setting"):
@@ -117,7 +119,9 @@ def test_cache_key_follows_files_and_settings(tmp_path):
     assert cache.get("TOY000", image, label).image_path == first.image_path  # a hit, not a rebuild
 
     # another setting that shapes the arrays: another key, other arrays
-    other = CaseCache(tmp_path / "cache", cfg.replace(body_margin_mm=0.0), (3.0, 3.0, 3.0)).get("TOY000", image, label)
+    other = CaseCache(tmp_path / "cache", cfg.replace(body_margin_mm=0.0), (3.0, 3.0, 3.0)).get(
+        "TOY000", image, label
+    )
     assert other.meta["key"] != first.meta["key"]
     coarse = CaseCache(tmp_path / "cache", cfg, (6.0, 6.0, 6.0)).get("TOY000", image, label)
     assert coarse.meta["key"] != first.meta["key"] and coarse.shape != first.shape

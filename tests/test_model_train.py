@@ -21,8 +21,18 @@ from amt_core.model.run_control import IncompleteTrainingWarning, check_status
 from amt_core.model.train import LOG_COLUMNS, train
 
 #: a network and patch small enough for a few steps per second on one core
-TINY = dict(patch_size=(32, 32, 32), channels=(8, 16, 32), strides=(2, 2), batch_size=2, steps_per_epoch=2,
-            max_epochs=2, eval_every=1, num_workers=0, target_spacing=(3.0, 3.0, 3.0), p_affine=0.5)
+TINY = dict(
+    patch_size=(32, 32, 32),
+    channels=(8, 16, 32),
+    strides=(2, 2),
+    batch_size=2,
+    steps_per_epoch=2,
+    max_epochs=2,
+    eval_every=1,
+    num_workers=0,
+    target_spacing=(3.0, 3.0, 3.0),
+    p_affine=0.5,
+)
 #: four epochs, evaluated every second one: the runs that a slowed clock or a time cap must not reshape
 TIMED = {**TINY, "max_epochs": 4, "eval_every": 2, "postprocess": False}
 RUN_CONTROLS = {"stop_after", "max_minutes", "num_workers"}
@@ -114,7 +124,9 @@ def test_tiny_run_writes_checkpoints_log_and_config(cohort, cache, tmp_path):
     assert list(log["lr"]) == pytest.approx([_poly_lr(cfg["lr"], s, 4) for s in log["step"]], rel=1e-12)
     best = _weights(run / "best.pt")
     assert json.loads(best["extra"])["best_dice"] == pytest.approx(log["tune_dice"].max())
-    chosen = json.loads((run / "postprocessing.json").read_text())  # the component filter, from the tune split
+    chosen = json.loads(
+        (run / "postprocessing.json").read_text()
+    )  # the component filter, from the tune split
     assert json.loads(best["config"])["min_component_ml"] == chosen["min_component_ml"]
     # chosen with best.pt's weights: unfiltered, they score the Dice that selected best.pt
     assert chosen["tune_dice_raw"] == pytest.approx(json.loads(best["extra"])["best_dice"], abs=1e-9)
@@ -145,8 +157,9 @@ def test_older_checkpoint_with_run_controls_still_loads_and_resumes(cohort, cach
     """Checkpoints of earlier versions saved stop_after/max_minutes/num_workers in the config: ignored."""
     run = train(cohort, tmp_path / "run", cache_dir=cache, progress=False, **{**TINY, "stop_after": 3})
     state = _weights(run / "last.pt")
-    state["config"] = json.dumps({**json.loads(state["config"]), "stop_after": 3, "max_minutes": 1e-9,
-                                  "num_workers": 0})
+    state["config"] = json.dumps(
+        {**json.loads(state["config"]), "stop_after": 3, "max_minutes": 1e-9, "num_workers": 0}
+    )
     state["extra"] = json.dumps({k: v for k, v in json.loads(state["extra"]).items() if k != "cohort"})
     torch.save(state, run / "last.pt")
     assert not any(hasattr(load_checkpoint(run / "last.pt")["config"], k) for k in RUN_CONTROLS)
@@ -157,8 +170,12 @@ def test_older_checkpoint_with_run_controls_still_loads_and_resumes(cohort, cach
 
 def test_resume_accepts_the_same_settings_and_names_a_changed_one(cohort, cache, tmp_path):
     run = train(cohort, tmp_path / "run", cache_dir=cache, progress=False, **{**TINY, "stop_after": 1})
-    for changed, message in [({"lr": 0.5}, "lr was 0.001, now 0.5"), ({"max_epochs": 3}, "max_epochs was 2, now 3"),
-                             ({"preset": "full"}, "preset was 'cpu', now 'full'"), ({"seed": 1}, "seed was 0, now 1")]:
+    for changed, message in [
+        ({"lr": 0.5}, "lr was 0.001, now 0.5"),
+        ({"max_epochs": 3}, "max_epochs was 2, now 3"),
+        ({"preset": "full"}, "preset was 'cpu', now 'full'"),
+        ({"seed": 1}, "seed was 0, now 1"),
+    ]:
         with pytest.raises(ValueError, match="--resume continues the run as it was started") as info:
             train(cohort, run, cache_dir=cache, progress=False, resume=True, **{**TINY, **changed})
         assert message in str(info.value) and "last.pt" in str(info.value)
@@ -228,7 +245,9 @@ def test_a_loaded_machine_gives_the_same_model(cohort, cache, tmp_path, referenc
     assert json.loads((run / "training.json").read_text())["complete"] is True
     _assert_same_weights(reference / "last.pt", run / "last.pt")
     _assert_same_weights(reference / "best.pt", run / "best.pt")
-    assert list(pd.read_csv(run / "train_log.csv")["lr"]) == list(pd.read_csv(reference / "train_log.csv")["lr"])
+    assert list(pd.read_csv(run / "train_log.csv")["lr"]) == list(
+        pd.read_csv(reference / "train_log.csv")["lr"]
+    )
 
 
 def test_a_time_cap_stops_without_reshaping(cohort, cache, tmp_path, reference, slow_clock):
@@ -242,23 +261,32 @@ def test_a_time_cap_stops_without_reshaping(cohort, cache, tmp_path, reference, 
     assert json.loads(_weights(run / "best.pt")["extra"])["selected_by"] == "time cap"
     ref_log = pd.read_csv(reference / "train_log.csv")
     assert list(pd.read_csv(run / "train_log.csv")["lr"]) == list(ref_log["lr"][:1])
-    with pytest.warns(IncompleteTrainingWarning, match="stopped by the time cap .* after 2 of 8 configured steps"):
+    with pytest.warns(
+        IncompleteTrainingWarning, match="stopped by the time cap .* after 2 of 8 configured steps"
+    ):
         check_status(run)
     slow_clock.seconds = lambda g: 0.0
     train(cohort, run, cache_dir=cache, progress=False, resume=True)
     assert json.loads((run / "training.json").read_text())["complete"] is True
     _assert_same_weights(reference / "last.pt", run / "last.pt")
     _assert_same_weights(reference / "best.pt", run / "best.pt")
-    pd.testing.assert_frame_equal(pd.read_csv(run / "train_log.csv")[["step", "loss", "tune_dice", "lr"]],
-                                  ref_log[["step", "loss", "tune_dice", "lr"]])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run / "train_log.csv")[["step", "loss", "tune_dice", "lr"]],
+        ref_log[["step", "loss", "tune_dice", "lr"]],
+    )
 
 
 def test_an_incomplete_training_heads_the_report(tmp_path):
     from amt_core.pipeline.report import build_report
 
     (tmp_path / "train").mkdir()
-    status = {"complete": False, "stopped_by": "time cap", "steps": 500, "configured_steps": 7500,
-              "max_minutes": 45}
+    status = {
+        "complete": False,
+        "stopped_by": "time cap",
+        "steps": 500,
+        "configured_steps": 7500,
+        "max_minutes": 45,
+    }
     (tmp_path / "train" / "training.json").write_text(json.dumps(status))
     head = build_report(tmp_path).split("## ")[0]
     assert "Incomplete training" in head and "500 of 7500 configured steps" in head

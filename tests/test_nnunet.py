@@ -36,11 +36,19 @@ def doc_block(name: str) -> str:
 
 def run_doc(name: str, cwd: Path) -> str:
     """Run the ``env`` block and then block ``name`` in ``cwd`` with bash -e; returns the output."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1")
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        nnUNet_def_n_proc="1",
+        nnUNet_n_proc_DA="1",
+    )
     script = "set -euo pipefail\n" + doc_block("env") + doc_block(name)
-    run = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, f"docs/nnunet.md block {name!r} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    run = subprocess.run(
+        ["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0, (
+        f"docs/nnunet.md block {name!r} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    )
     return run.stdout + run.stderr
 
 
@@ -56,7 +64,10 @@ def workspace(tmp_path_factory) -> Path:
 def test_amt_cohort_passes_nnunet_verification(workspace):
     pre = workspace / "nnunet" / "preprocessed" / "Dataset501_AMT"
     fingerprint = json.loads((pre / "dataset_fingerprint.json").read_text())
-    assert len(fingerprint["spacings"]) == json.loads((workspace / "data/amt_tiny/dataset.json").read_text())["numTraining"]
+    assert (
+        len(fingerprint["spacings"])
+        == json.loads((workspace / "data/amt_tiny/dataset.json").read_text())["numTraining"]
+    )
     assert (pre / "nnUNetPlans.json").is_file()
 
 
@@ -84,9 +95,15 @@ def test_amt_import_passes_nnunet_verification(tmp_path, make_dicom_series):
         mask = np.zeros(vol.shape, np.uint8)
         mask[3:7, 3:6, 1:4] = 1
         write_volume(mask, vol.affine, src / f"{name}_mask.nii.gz")
-    pd.DataFrame({"image": ["dicom_a", "b.nii.gz", "c.nrrd"], "label": [f"{n}_mask.nii.gz" for n in "abc"],
-                  "split": ["train", "tune", "test"], "institution": ["Clinic A", "Clinic A", "Clinic B"],
-                  "sex": ["F", "M", "F"]}).to_csv(src / "metadata.csv", index=False)
+    pd.DataFrame(
+        {
+            "image": ["dicom_a", "b.nii.gz", "c.nrrd"],
+            "label": [f"{n}_mask.nii.gz" for n in "abc"],
+            "split": ["train", "tune", "test"],
+            "institution": ["Clinic A", "Clinic A", "Clinic B"],
+            "sex": ["F", "M", "F"],
+        }
+    ).to_csv(src / "metadata.csv", index=False)
     out = run_doc("import", tmp_path)
     assert "If you didn't see any error messages then your dataset is most likely OK!" in out
     assert (tmp_path / "nnunet/preprocessed/Dataset502_AMTreal/dataset_fingerprint.json").is_file()
@@ -108,11 +125,14 @@ def _nnunet_predictions(workspace: Path, out: Path) -> list[str]:
     cases = []
     for image in sorted((raw / "imagesTs").glob("*_0000.nii.gz")):
         case = image.name[: -len("_0000.nii.gz")]
-        _, seg, props = preprocessor.run_case([str(image)], str(raw / "labelsTs" / f"{case}.nii.gz"), plans,
-                                              config, dataset)
+        _, seg, props = preprocessor.run_case(
+            [str(image)], str(raw / "labelsTs" / f"{case}.nii.gz"), plans, config, dataset
+        )
         ref = torch.from_numpy((seg[0] > 0).astype(np.float32))
         logits = torch.stack([torch.zeros_like(ref), 6 * ref - 3])
-        export_prediction_from_logits(logits, props, config, plans, dataset, str(out / case), save_probabilities=True)
+        export_prediction_from_logits(
+            logits, props, config, plans, dataset, str(out / case), save_probabilities=True
+        )
         cases.append(case)
     return cases
 
@@ -120,7 +140,9 @@ def _nnunet_predictions(workspace: Path, out: Path) -> list[str]:
 def test_nnunet_predictions_are_read_by_amt_evaluate(workspace):
     preds = workspace / "predictions" / "nnunet_test"
     cases = _nnunet_predictions(workspace, preds)
-    assert cases and {p.name for p in preds.iterdir()} == {f"{c}{e}" for c in cases for e in (".nii.gz", ".npz", ".pkl")}
+    assert cases and {p.name for p in preds.iterdir()} == {
+        f"{c}{e}" for c in cases for e in (".nii.gz", ".npz", ".pkl")
+    }
     out = run_doc("evaluate", workspace)
     assert f"{len(cases)} scans:" in out
     res = workspace / "results" / "nnunet_test"
@@ -142,4 +164,6 @@ def test_nnunet_predictions_are_read_by_amt_evaluate(workspace):
     run_doc("figures", workspace)
     run = workspace / "runs" / "nnunet"
     assert (run / "report.md").is_file() and (run / "analysis" / "analysis.json").is_file()
-    assert {"froc_confidence.png", "froc_iou.png", "examples.png"} <= {p.name for p in (run / "figures").iterdir()}
+    assert {"froc_confidence.png", "froc_iou.png", "examples.png"} <= {
+        p.name for p in (run / "figures").iterdir()
+    }

@@ -70,8 +70,12 @@ def test_outputs_are_never_stored():
         assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    ignored = subprocess.run(["git", "check-ignore", "--no-index", *(f"notebooks/{n}.ipynb" for n in NAMES)],
-                             cwd=ROOT, capture_output=True, text=True).stdout.split()
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *(f"notebooks/{n}.ipynb" for n in NAMES)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert ignored == [f"notebooks/{n}.ipynb" for n in NAMES], "notebooks/*.ipynb must be in .gitignore"
 
 
@@ -105,9 +109,23 @@ def test_an_ipynb_edited_without_jupytext_is_not_ignored(tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_long_cells_are_labelled(name):
     nb = read_source(NB_DIR / f"{name}.py")
-    long = [c for c in nb.cells if c.cell_type == "code" and any(k in c.source for k in (
-        "build_cohort(", "train(", "predict(", "predict_and_evaluate(", "evaluate_predictions(", "analyse(",
-        "make_all_figures("))]
+    long = [
+        c
+        for c in nb.cells
+        if c.cell_type == "code"
+        and any(
+            k in c.source
+            for k in (
+                "build_cohort(",
+                "train(",
+                "predict(",
+                "predict_and_evaluate(",
+                "evaluate_predictions(",
+                "analyse(",
+                "make_all_figures(",
+            )
+        )
+    ]
     for cell in long:
         assert cell.source.startswith("#papermill_description="), cell.source[:60]
 
@@ -129,8 +147,9 @@ def test_papermill_help_notebook_on_the_written_notebook(tmp_path):
     exe = Path(sys.executable).with_name("papermill")
     name = "03_evaluate"  # the most parameters
     notebook = write_notebook(NB_DIR / f"{name}.py", tmp_path / f"{name}.ipynb")
-    out = subprocess.run([str(exe), "--help-notebook", str(notebook)], capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [str(exe), "--help-notebook", str(notebook)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     for param in NOTEBOOK_PARAMETERS[name]:
         p = PARAMETERS[param]
         assert f"{param}: {p.type.__name__} (default {p.default!r})" in out, f"{param} missing:\n{out}"
@@ -155,14 +174,23 @@ def _execute(folder: Path, out: Path, parameters: dict):
 
     from amt_core.pipeline.run import ensure_kernel
 
-    return pm.execute_notebook(step_notebook(folder, "05_explore"), str(out), parameters=parameters,
-                               kernel_name=ensure_kernel(), progress_bar=False, cwd=str(out.parent))
+    return pm.execute_notebook(
+        step_notebook(folder, "05_explore"),
+        str(out),
+        parameters=parameters,
+        kernel_name=ensure_kernel(),
+        progress_bar=False,
+        cwd=str(out.parent),
+    )
 
 
-@pytest.mark.parametrize("parameters, message", [
-    ({"run_dir": "x", "n_bootstrap": 5}, "unknown parameter 'n_bootstrap'"),
-    ({"run_dir": 3}, "run_dir must be str"),
-])
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        ({"run_dir": "x", "n_bootstrap": 5}, "unknown parameter 'n_bootstrap'"),
+        ({"run_dir": 3}, "run_dir must be str"),
+    ],
+)
 def test_unknown_or_invalid_parameter_fails_in_the_first_cell(tmp_path, parameters, message):
     from papermill.exceptions import PapermillExecutionError
 
@@ -219,19 +247,30 @@ def test_leakage_evidence_is_the_leakage_checks_computation():
 
     from amt_core.data.cases import leakage_evidence, leakage_problems
 
-    cases = pd.DataFrame({"patient_id": ["p1", "p2", "p3", "p4", "p5"],
-                          "split": ["train", "tune", "test", "test", "test"],
-                          "institution_id": ["A", "B", "C", "D", "D"]})
-    assert leakage_evidence(cases) == {"test institutions": 2, "of them also in train/tune": 0,
-                                       "patients in more than one split": 0}
+    cases = pd.DataFrame(
+        {
+            "patient_id": ["p1", "p2", "p3", "p4", "p5"],
+            "split": ["train", "tune", "test", "test", "test"],
+            "institution_id": ["A", "B", "C", "D", "D"],
+        }
+    )
+    assert leakage_evidence(cases) == {
+        "test institutions": 2,
+        "of them also in train/tune": 0,
+        "patients in more than one split": 0,
+    }
     assert leakage_problems(cases) == []
     leaked = cases.assign(patient_id=["p1", "p2", "p1", "p4", "p5"], institution_id=["A", "C", "C", "D", "D"])
-    assert leakage_evidence(leaked) == {"test institutions": 2, "of them also in train/tune": 1,
-                                        "patients in more than one split": 1}
+    assert leakage_evidence(leaked) == {
+        "test institutions": 2,
+        "of them also in train/tune": 1,
+        "patients in more than one split": 1,
+    }
     assert leakage_problems(leaked) == [
         "leakage: patient p1 is in several splits (test, train)",
         "leakage: test-split institution(s) ['C'] also appear in train/tune (the external test must be "
-        "institution-disjoint)"]
+        "institution-disjoint)",
+    ]
 
 
 # --- amt lab --------------------------------------------------------------------------------------------

@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def snapshot(folder: Path) -> dict[str, str]:
     """SHA-256 of every file under ``folder`` (hidden ones too)."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def refused(capsys, argv: list[str], folder: Path, problem: str) -> None:
@@ -39,8 +42,21 @@ def refused(capsys, argv: list[str], folder: Path, problem: str) -> None:
 
 # --- amt cohort ------------------------------------------------------------------------------------------
 def _cohort(out: Path, seed: int, *flags: str) -> list[str]:
-    return ["cohort", "--preset", "tiny", "--n-cases", "4", "--seed", str(seed), "--out", str(out),
-            "--workers", "1", "--no-progress", *flags]
+    return [
+        "cohort",
+        "--preset",
+        "tiny",
+        "--n-cases",
+        "4",
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-progress",
+        *flags,
+    ]
 
 
 def test_cohort_refuses_an_existing_cohort_and_overwrite_replaces_it_whole(tmp_path, capsys):
@@ -51,8 +67,11 @@ def test_cohort_refuses_an_existing_cohort_and_overwrite_replaces_it_whole(tmp_p
     (out / "imagesTr" / "STRAY_0000.nii.gz").write_bytes(b"a case of another cohort")
     assert main(_cohort(out, 1, "--overwrite")) == 0
     cases = pd.read_csv(out / "cases.csv")
-    on_disk = {p.relative_to(out).as_posix() for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
-               for p in (out / d).glob("*")}
+    on_disk = {
+        p.relative_to(out).as_posix()
+        for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+        for p in (out / d).glob("*")
+    }
     assert on_disk == {*cases["image"], *cases["label"]}  # no case of seed 0 and no stray case left
     n_training = json.loads((out / "dataset.json").read_text())["numTraining"]
     assert len(list((out / "imagesTr").glob("*"))) == n_training == (cases["split"] != "test").sum()
@@ -61,7 +80,9 @@ def test_cohort_refuses_an_existing_cohort_and_overwrite_replaces_it_whole(tmp_p
     (out / "labelsTs" / "STRAY.nii.gz").write_bytes(b"x")
     assert main(_cohort(out, 1, "--resume")) == 0
     after = snapshot(out)
-    assert after.pop("provenance.json") and after == {k: v for k, v in before.items() if k != "provenance.json"}
+    assert after.pop("provenance.json") and after == {
+        k: v for k, v in before.items() if k != "provenance.json"
+    }
 
 
 # --- amt predict and amt evaluate -------------------------------------------------------------------------
@@ -74,8 +95,15 @@ def models(tmp_path_factory):
     from amt_core.model.network import build_network
     from amt_core.model.presets import get_config
 
-    cfg = get_config("cpu", patch_size=(32, 32, 32), channels=(8, 16), strides=(2,), target_spacing=(4.0, 4.0, 4.0),
-                     intensity_stats={"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0}, roi="body")
+    cfg = get_config(
+        "cpu",
+        patch_size=(32, 32, 32),
+        channels=(8, 16),
+        strides=(2,),
+        target_spacing=(4.0, 4.0, 4.0),
+        intensity_stats={"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0},
+        roi="body",
+    )
     folder = tmp_path_factory.mktemp("models")
     out = {}
     for seed, name in ((0, "a"), (1, "b")):
@@ -93,8 +121,18 @@ def toy(tmp_path_factory) -> Path:
 
 
 def _predict(model: Path, input: Path, out: Path, *flags: str) -> list[str]:
-    return ["predict", "--model", str(model), "--input", str(input), "--out", str(out), "--no-progress",
-            *(["--split", "test"] if input.suffix == ".csv" else []), *flags]
+    return [
+        "predict",
+        "--model",
+        str(model),
+        "--input",
+        str(input),
+        "--out",
+        str(out),
+        "--no-progress",
+        *(["--split", "test"] if input.suffix == ".csv" else []),
+        *flags,
+    ]
 
 
 def test_predict_refuses_another_models_folder_and_overwrite_replaces_it_whole(models, toy, tmp_path, capsys):
@@ -103,11 +141,18 @@ def test_predict_refuses_another_models_folder_and_overwrite_replaces_it_whole(m
     out = tmp_path / "pred"
     assert main(_predict(models["a"], toy, out)) == 0
     one = toy.parent / "imagesTs" / "TOY002_0000.nii.gz"
-    refused(capsys, _predict(models["b"], one, out), out, "not empty; pass --overwrite to replace it or --resume")
+    refused(
+        capsys, _predict(models["b"], one, out), out, "not empty; pass --overwrite to replace it or --resume"
+    )
     refused(capsys, _predict(models["b"], one, out, "--resume"), out, "holds predictions of another model")
     assert main(_predict(models["b"], one, out, "--overwrite")) == 0
-    assert set(snapshot(out)) == {"TOY002.nii.gz", "TOY002_prob.nii.gz", "TOY002_candidates.csv",
-                                  "predictions.json", "predictions.csv"}  # model a's TOY003 is gone
+    assert set(snapshot(out)) == {
+        "TOY002.nii.gz",
+        "TOY002_prob.nii.gz",
+        "TOY002_candidates.csv",
+        "predictions.json",
+        "predictions.csv",
+    }  # model a's TOY003 is gone
     assert json.loads((out / "predictions.json").read_text())["model_sha256"] == file_hash(models["b"])
 
 
@@ -124,8 +169,19 @@ def test_predict_resume_finishes_only_what_is_missing(models, toy, tmp_path):
 
 
 def _evaluate(cohort: Path, preds: Path, out: Path, *flags: str) -> list[str]:
-    return ["evaluate", "--cohort", str(cohort), "--predictions", str(preds), "--out", str(out), "--n-boot", "0",
-            "--no-progress", *flags]
+    return [
+        "evaluate",
+        "--cohort",
+        str(cohort),
+        "--predictions",
+        str(preds),
+        "--out",
+        str(out),
+        "--n-boot",
+        "0",
+        "--no-progress",
+        *flags,
+    ]
 
 
 def test_evaluate_refuses_predictions_of_two_models(models, toy, tmp_path, capsys):
@@ -135,7 +191,12 @@ def test_evaluate_refuses_predictions_of_two_models(models, toy, tmp_path, capsy
     assert main(_evaluate(toy, pa, tmp_path / "eval_a")) == 0  # one model's folder: fine
     # a case overwritten by the other model
     shutil.copy2(pb / "TOY003.nii.gz", pa / "TOY003.nii.gz")
-    refused(capsys, _evaluate(toy, pa, tmp_path / "e1"), pa, "not predictions of the model in its predictions.json")
+    refused(
+        capsys,
+        _evaluate(toy, pa, tmp_path / "e1"),
+        pa,
+        "not predictions of the model in its predictions.json",
+    )
     assert not (tmp_path / "e1").exists()
     # a case the model never predicted (its manifest does not list it)
     single = tmp_path / "single"
@@ -157,17 +218,29 @@ def test_evaluate_out_is_refused_unless_overwrite_which_replaces_it_whole(tiny_c
     out.mkdir()
     (out / "per_case.csv").write_text("results of another evaluation\n")
     (out / "stale_table.csv").write_text("x\n")
-    refused(capsys, _evaluate(tiny_cohort / "cases.csv", preds, out), out, "not empty; pass --overwrite to replace it,")
+    refused(
+        capsys,
+        _evaluate(tiny_cohort / "cases.csv", preds, out),
+        out,
+        "not empty; pass --overwrite to replace it,",
+    )
     assert main(_evaluate(tiny_cohort / "cases.csv", preds, out, "--overwrite")) == 0
     assert not (out / "stale_table.csv").exists()
     assert pd.read_csv(out / "per_case.csv")["case_id"].tolist() == ["case_005", "case_006"]
-    refused(capsys, _evaluate(tiny_cohort / "cases.csv", preds, preds, "--overwrite"), preds,
-            "would replace the predictions folder")
+    refused(
+        capsys,
+        _evaluate(tiny_cohort / "cases.csv", preds, preds, "--overwrite"),
+        preds,
+        "would replace the predictions folder",
+    )
 
 
 # --- amt run ------------------------------------------------------------------------------------------------
 def test_run_refuses_a_folder_that_is_not_a_run_folder(tmp_path, capsys):
-    params = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text()) | {"n_cases": 6, "n_example_slices": 0}
+    params = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text()) | {
+        "n_cases": 6,
+        "n_example_slices": 0,
+    }
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text(yaml.safe_dump(params))
     out = tmp_path / "thesis"
@@ -180,4 +253,6 @@ def test_run_refuses_a_folder_that_is_not_a_run_folder(tmp_path, capsys):
     before = snapshot(out)
     assert main(argv) == 0  # a run folder is its own resume: nothing changed, nothing re-ran
     cache = ".steps/hashes.json"  # the hash cache may refresh entries of files written seconds before
-    assert {k: v for k, v in snapshot(out).items() if k != cache} == {k: v for k, v in before.items() if k != cache}
+    assert {k: v for k, v in snapshot(out).items() if k != cache} == {
+        k: v for k, v in before.items() if k != cache
+    }

@@ -53,7 +53,9 @@ def test_lock_pins_every_dependency_within_pyprojects_ranges():
     lock_text = (ROOT / "amt_core" / "lock" / "linux-cpu-py311.txt").read_text()
     hashed = re.findall(r"^[A-Za-z0-9][^\s=]*==\S+ \\\n\s+--hash=sha256:[0-9a-f]{64}", lock_text, re.M)
     assert len(hashed) == len(pins), "every pin carries a hash (pip install --require-hashes)"
-    assert not [n for n in pins if n.startswith(("nvidia-", "cuda-")) or n == "triton"], "a CUDA package in the lock"
+    assert not [n for n in pins if n.startswith(("nvidia-", "cuda-")) or n == "triton"], (
+        "a CUDA package in the lock"
+    )
 
 
 def test_environment_yml_is_the_lock():
@@ -86,7 +88,10 @@ def test_lock_status_reports_mismatches():
     assert status["mismatches"] == [f"monai: missing != {pins['monai']}", f"numpy: 0.1 != {pins['numpy']}"]
 
 
-@pytest.mark.skipif(os.environ.get("AMT_LOCK", "none") == "none", reason="not installed from the lock (make test sets AMT_LOCK)")
+@pytest.mark.skipif(
+    os.environ.get("AMT_LOCK", "none") == "none",
+    reason="not installed from the lock (make test sets AMT_LOCK)",
+)
 def test_make_test_runs_on_the_locked_set():
     from amt_core.lock import lock_status
 
@@ -107,8 +112,10 @@ def test_provenance_records_the_lock(tmp_path):
 
 
 def test_import_is_silent_and_does_not_import_torch():
-    code = "import sys, amt_core, amt_core.registry, amt_core.cli; amt_core.cli.build_parser(); " \
-           "print(sorted(m for m in ('torch', 'monai', 'matplotlib') if m in sys.modules))"
+    code = (
+        "import sys, amt_core, amt_core.registry, amt_core.cli; amt_core.cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'monai', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stderr == ""
     assert out.stdout.strip() == "[]"
@@ -121,7 +128,11 @@ def test_ci_calls_the_readme_test_command():
     assert "make test" in ci
     # the README opens with the three commands: the preview first, then the faithful demo, then the tests
     first_block = re.search(r"```(?:bash|sh)?\n(.*?)```", readme, re.S).group(1).strip().splitlines()
-    assert [line.split("#")[0].strip() for line in first_block] == ["make quick", "make reproduce", "make test"]
+    assert [line.split("#")[0].strip() for line in first_block] == [
+        "make quick",
+        "make reproduce",
+        "make test",
+    ]
 
 
 def test_cli_lists_every_area_command():
@@ -133,6 +144,7 @@ def test_cli_lists_every_area_command():
 
 def test_code_passes_ruff():
     ruff = Path(sys.executable).with_name("ruff")
-    out = subprocess.run([str(ruff), "check", "amt_core", "tests", "benchmarks"], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(ruff), "check", "amt_core", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout[-3000:]

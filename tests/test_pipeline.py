@@ -53,15 +53,18 @@ def test_demo_preset_is_the_study_design():
     assert cfg.max_epochs * 0.93 < train["max_minutes"] <= 45
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"n_bootstrap": 10, "bogus": 1}, "unknown parameter 'bogus'"),
-    ({"n_bootstrap": "many"}, "n_bootstrap must be int"),
-    ({"n_bootstrap": 0}, "n_bootstrap must be > 0"),
-    ({"n_bootstrap": True}, "n_bootstrap must be int"),
-    ({"cohort_preset": "huge"}, "cohort_preset must be one of"),
-    ({"ci_level": 1.5}, "ci_level must be in (0, 1)"),
-    ({"run_dir": "x"}, "unknown parameter 'run_dir'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"n_bootstrap": 10, "bogus": 1}, "unknown parameter 'bogus'"),
+        ({"n_bootstrap": "many"}, "n_bootstrap must be int"),
+        ({"n_bootstrap": 0}, "n_bootstrap must be > 0"),
+        ({"n_bootstrap": True}, "n_bootstrap must be int"),
+        ({"cohort_preset": "huge"}, "cohort_preset must be one of"),
+        ({"ci_level": 1.5}, "ci_level must be in (0, 1)"),
+        ({"run_dir": "x"}, "unknown parameter 'run_dir'"),
+    ],
+)
 def test_invalid_preset_file_is_an_error(tmp_path, content, message):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(content))
@@ -77,8 +80,16 @@ def test_missing_preset_file_names_the_presets(tmp_path):
 
 
 def test_check_parameters_reports_every_problem():
-    ns = {"run_dir": "r", "cohort_csv": "", "figures_dir": 3, "extra": 1, "np": __import__("numpy"),
-          "In": [], "_": None, "helper": print}
+    ns = {
+        "run_dir": "r",
+        "cohort_csv": "",
+        "figures_dir": 3,
+        "extra": 1,
+        "np": __import__("numpy"),
+        "In": [],
+        "_": None,
+        "helper": print,
+    }
     with pytest.raises(ParameterError) as info:
         check_parameters("04_figures", ns)
     text = str(info.value)
@@ -90,14 +101,26 @@ def test_check_parameters_reports_every_problem():
 
 def test_check_parameters_reads_the_parameter_cells_from_ipython_history():
     params_cell = "run_dir: str = 'r'  # help\ncohort_csv: str = ''\nfigures_dir: str = ''"
-    injected = "# Parameters\nrun_dir = \"/abs/run\"\nbogus = 3\n"
-    ns = {"run_dir": "/abs/run", "cohort_csv": "", "figures_dir": "", "bogus": 3,
-          "In": ["", params_cell, injected, "check_parameters(...)"]}
+    injected = '# Parameters\nrun_dir = "/abs/run"\nbogus = 3\n'
+    ns = {
+        "run_dir": "/abs/run",
+        "cohort_csv": "",
+        "figures_dir": "",
+        "bogus": 3,
+        "In": ["", params_cell, injected, "check_parameters(...)"],
+    }
     with pytest.raises(ParameterError, match="unknown parameter 'bogus'"):
         check_parameters("04_figures", ns)
     # rerun interactively: later cells' variables (a list, a dict, a str) are not parameters
-    later = {"run_dir": "r", "cohort_csv": "", "figures_dir": "", "written": [1], "results": {}, "out_dir": "x",
-             "In": ["", params_cell, "layout = 1", "written = [1]", params_cell, "check_parameters(...)"]}
+    later = {
+        "run_dir": "r",
+        "cohort_csv": "",
+        "figures_dir": "",
+        "written": [1],
+        "results": {},
+        "out_dir": "x",
+        "In": ["", params_cell, "layout = 1", "written = [1]", params_cell, "check_parameters(...)"],
+    }
     assert set(check_parameters("04_figures", later)) == {"run_dir", "cohort_csv", "figures_dir"}
 
 
@@ -109,8 +132,9 @@ def test_each_notebook_gets_only_its_parameters(tmp_path):
 
 
 def test_cli_lists_run_and_figures():
-    out = subprocess.run([sys.executable, "-m", "amt_core.cli", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "amt_core.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "run" in out and "figures" in out
 
 
@@ -146,12 +170,18 @@ def test_every_step_ran_and_left_an_executed_notebook(smoke_run):
     for nb in NOTEBOOKS:
         executed = nbformat.read(run / "notebooks" / f"{nb}.ipynb", as_version=4)
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
-        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        errors = [
+            o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+        ]
         assert not errors, f"{nb}: {errors[0]['ename']}" if errors else ""
         assert (run / "notebooks" / f"{nb}.html").stat().st_size > 10_000
         if nb in ("01_cohort", "02_train", "04_figures"):  # figures are shown, not just '<Figure ...>'
-            assert any("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code"
-                       for o in c.outputs), f"{nb} shows no image"
+            assert any(
+                "image/png" in o.get("data", {})
+                for c in executed.cells
+                if c.cell_type == "code"
+                for o in c.outputs
+            ), f"{nb} shows no image"
         assert json.loads((run / ".steps" / f"{nb}.json").read_text())["outputs"]
 
 
@@ -180,12 +210,18 @@ def test_html_export_opens_with_contents_and_provenance(smoke_run):
     parser = Anchors()
     parser.feed(html)
     # the contents come first and list the notebook's headings; every link resolves to an anchor of the page
-    assert html.index('class="amt-toc"') < html.index('class="amt-provenance"') < html.index('<div class="jp-Cell')
-    assert len(parser.toc) >= 5 and all(h.startswith("#") and h[1:] in parser.ids for h in parser.toc), parser.toc
+    assert (
+        html.index('class="amt-toc"')
+        < html.index('class="amt-provenance"')
+        < html.index('<div class="jp-Cell')
+    )
+    assert len(parser.toc) >= 5 and all(h.startswith("#") and h[1:] in parser.ids for h in parser.toc), (
+        parser.toc
+    )
     assert any("Statistics-on-the-external-test" in h for h in parser.toc)
     # provenance: the run's commit and seed, this notebook's parameters, package versions
     prov = json.loads((run / "provenance.json").read_text())
-    front = html[html.index('class="amt-provenance"'):html.index('<div class="jp-Cell')]
+    front = html[html.index('class="amt-provenance"') : html.index('<div class="jp-Cell')]
     assert str(prov["git_commit"] or "unknown") in front
     seed = load_params(SMOKE).get("seed", 0)
     assert re.search(rf"<th>seed</th><td><code>{seed}</code>", front)
@@ -251,16 +287,38 @@ def test_every_figure_and_table_is_there(smoke_run):
 def test_report_has_tables_figures_conventions_and_provenance(smoke_run):
     run = smoke_run["dir"]
     report = (run / "report.md").read_text()
-    for needle in ("## Tables", "## Figures", "## Conventions", "## Provenance", "**empty scans**",
-                   "bootstrap", "hit_criterion", "assignment", "git commit", "Package versions",
-                   "Input hashes", "n_bootstrap", "figures/froc_iou.png", "0.82"):
+    for needle in (
+        "## Tables",
+        "## Figures",
+        "## Conventions",
+        "## Provenance",
+        "**empty scans**",
+        "bootstrap",
+        "hit_criterion",
+        "assignment",
+        "git commit",
+        "Package versions",
+        "Input hashes",
+        "n_bootstrap",
+        "figures/froc_iou.png",
+        "0.82",
+    ):
         assert needle in report, needle
     for png in [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:
         assert (run / png).is_file()
     # issue 13: the checklist, the reviewer's statistics, the data's limits, the flow and failure figures
-    for needle in ("## Reporting checklist", "## Subgroup tests and institution effects", "Holm",
-                   "## Limits the data impose", "external-test scans hold a tumour", "synthetic",
-                   "figures/flow.png", "figures/failures.png", "tables/checklist.md", "ICC"):
+    for needle in (
+        "## Reporting checklist",
+        "## Subgroup tests and institution effects",
+        "Holm",
+        "## Limits the data impose",
+        "external-test scans hold a tumour",
+        "synthetic",
+        "figures/flow.png",
+        "figures/failures.png",
+        "tables/checklist.md",
+        "ICC",
+    ):
         assert needle in report, needle
     from amt_core.pipeline.checklist import links, slug
 
@@ -309,8 +367,12 @@ def test_real_anatomy_subset_is_reported_on_its_own(smoke_run):
     real = cases[cases["anatomy"] == "real"]
     assert len(real) == n and set(real["split"]) == {"test"}
     saved = EvaluationResult.load(run / "evaluation" / "test_real_anatomy")
-    again = evaluate_predictions(read_cases(run / "cohort" / "cases.csv").query("anatomy == 'real'"),
-                                 run / "predictions" / "test", config=saved.config, progress=False)
+    again = evaluate_predictions(
+        read_cases(run / "cohort" / "cases.csv").query("anatomy == 'real'"),
+        run / "predictions" / "test",
+        config=saved.config,
+        progress=False,
+    )
     pd.testing.assert_frame_equal(saved.per_case, again.per_case)
     assert len(saved.tables["tumour_free"]) == n
     table = pd.read_csv(run / "tables" / "real_anatomy.csv")
@@ -331,8 +393,13 @@ def test_rerun_skips_every_step(smoke_run):
 
 def test_figures_regenerate_from_saved_results(smoke_run, tmp_path):
     exe = Path(sys.executable).with_name("amt")
-    subprocess.run([str(exe), "figures", "--run", str(smoke_run["dir"]), "--out", str(tmp_path / "figs")],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [str(exe), "figures", "--run", str(smoke_run["dir"]), "--out", str(tmp_path / "figs")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     from amt_core.plots import FIGURES
 
     assert {p.stem for p in (tmp_path / "figs").glob("*.png")} == set(FIGURES)
@@ -393,8 +460,13 @@ def test_changed_parameter_reruns_its_step_and_the_ones_after(run_copy, tmp_path
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(params))
     status = run_pipeline(changed, run_copy, progress=False)
-    assert status == {"01_cohort": "skipped", "02_train": "skipped", "03_evaluate": "skipped",
-                      "04_figures": "ran", "05_explore": "ran"}
+    assert status == {
+        "01_cohort": "skipped",
+        "02_train": "skipped",
+        "03_evaluate": "skipped",
+        "04_figures": "ran",
+        "05_explore": "ran",
+    }
     assert (tmp_path / "elsewhere" / "froc_iou.png").is_file()
 
 
@@ -416,8 +488,11 @@ def test_a_changed_volume_of_an_imported_cohort_reruns_the_steps_that_read_it(sm
     imported = tmp_path / "imported"
     shutil.copytree(smoke_run["dir"] / "cohort", imported)
     params = tmp_path / "imported.yaml"
-    params.write_text(yaml.safe_dump(load_params(SMOKE) | {"cohort_csv": str(imported / "cases.csv"),
-                                                           "n_example_slices": 0}))
+    params.write_text(
+        yaml.safe_dump(
+            load_params(SMOKE) | {"cohort_csv": str(imported / "cases.csv"), "n_example_slices": 0}
+        )
+    )
     run = tmp_path / "run"
     assert run_pipeline(params, run, progress=False) == {nb: "ran" for nb in NOTEBOOKS}
     cases = pd.read_csv(imported / "cases.csv")
@@ -442,8 +517,12 @@ def test_a_step_that_reruns_replaces_its_outputs_whole(run_copy, tmp_path):
     """Outputs of a run made with other parameters (here: planted files) do not survive a re-run step."""
     from amt_core.pipeline.run import run_pipeline
 
-    ghosts = [run_copy / "predictions" / "test" / "GHOST.nii.gz", run_copy / "predictions" / "tune" / "x.csv",
-              run_copy / "evaluation" / "test" / "subgroups_old.csv", run_copy / "analysis" / "old.csv"]
+    ghosts = [
+        run_copy / "predictions" / "test" / "GHOST.nii.gz",
+        run_copy / "predictions" / "tune" / "x.csv",
+        run_copy / "evaluation" / "test" / "subgroups_old.csv",
+        run_copy / "analysis" / "old.csv",
+    ]
     for ghost in ghosts:
         ghost.write_text("written by a run with other parameters")
     status = run_pipeline(SMOKE, run_copy, progress=False, steps=["03_evaluate"], force=True)
@@ -456,8 +535,11 @@ def test_a_step_that_reruns_replaces_its_outputs_whole(run_copy, tmp_path):
     assert run_pipeline(fewer, run_copy, progress=False, steps=["01_cohort"])["01_cohort"] == "ran"
     cohort = run_copy / "cohort"
     cases = pd.read_csv(cohort / "cases.csv")
-    on_disk = {p.relative_to(cohort).as_posix() for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
-               for p in (cohort / d).glob("*")}
+    on_disk = {
+        p.relative_to(cohort).as_posix()
+        for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+        for p in (cohort / d).glob("*")
+    }
     n_real = load_params(SMOKE).get("real_anatomy", 0)  # the real-anatomy test scans come on top of n_cases
     assert len(cases) == 12 + n_real and on_disk == {*cases["image"], *cases["label"]}
 
@@ -467,11 +549,14 @@ def test_figures_replace_a_folder_of_figures_and_refuse_any_other(smoke_run, tmp
     from amt_core.plots import FIGURES
 
     run = smoke_run["dir"]
-    figs = tmp_path / "figs"  # a figures folder of another run, with its README (as the repository's figures/)
+    figs = (
+        tmp_path / "figs"
+    )  # a figures folder of another run, with its README (as the repository's figures/)
     (figs / "tables").mkdir(parents=True)
     (figs / "README.md").write_text("about these figures")
-    (figs / "figures.json").write_text(json.dumps({"run": "/elsewhere/other-run",
-                                                   "files": ["old_figure.png", "tables/old.csv"]}))
+    (figs / "figures.json").write_text(
+        json.dumps({"run": "/elsewhere/other-run", "files": ["old_figure.png", "tables/old.csv"]})
+    )
     (figs / "old_figure.png").write_bytes(b"a figure of another run")
     (figs / "tables" / "old.csv").write_text("a table of another run")
     assert main(["figures", "--run", str(run), "--out", str(figs)]) == 0
@@ -501,8 +586,12 @@ def test_latest_run_is_the_last_evaluated_one(tmp_path, monkeypatch, capsys):
 
     with pytest.raises(FileNotFoundError, match="no finished run in"):
         latest_run(tmp_path)
-    for name, finished in (("old", "2026-01-02T00:00:00+00:00"), ("new", "2026-03-01T00:00:00+00:00"),
-                           ("broken", None), ("unevaluated", None)):
+    for name, finished in (
+        ("old", "2026-01-02T00:00:00+00:00"),
+        ("new", "2026-03-01T00:00:00+00:00"),
+        ("broken", None),
+        ("unevaluated", None),
+    ):
         steps = tmp_path / name / ".steps"
         steps.mkdir(parents=True)
         if name == "broken":

@@ -31,15 +31,29 @@ def froc_tables():
     for thr in (0.1, 0.3, 0.5):
         conf = np.linspace(1, 0.05, 30)
         fp, sens = 8 * (1 - conf) ** 2.5, np.clip(0.97 - 0.3 * thr - 0.25 * conf**3, 0, 1)
-        curves.append(pd.DataFrame({"iou_threshold": thr, "threshold": conf, "fp_per_scan": fp, "sensitivity": sens}))
+        curves.append(
+            pd.DataFrame({"iou_threshold": thr, "threshold": conf, "fp_per_scan": fp, "sensitivity": sens})
+        )
         for p in FP_POINTS:
             s = float(np.interp(p, fp, sens))
-            bands.append({"iou_threshold": thr, "point": f"{p:g}", "fp_per_scan": p, "sensitivity": s,
-                          "ci_lo": s - 0.05, "ci_hi": min(s + 0.05, 1.0)})
-    iou = pd.DataFrame({"iou_threshold": list(IOU_SWEEP), "sensitivity": np.linspace(1, 0.2, len(IOU_SWEEP)),
-                        "fp_per_scan": np.linspace(0.3, 0.9, len(IOU_SWEEP))})
+            bands.append(
+                {
+                    "iou_threshold": thr,
+                    "point": f"{p:g}",
+                    "fp_per_scan": p,
+                    "sensitivity": s,
+                    "ci_lo": s - 0.05,
+                    "ci_hi": min(s + 0.05, 1.0),
+                }
+            )
+    iou = pd.DataFrame(
+        {
+            "iou_threshold": list(IOU_SWEEP),
+            "sensitivity": np.linspace(1, 0.2, len(IOU_SWEEP)),
+            "fp_per_scan": np.linspace(0.3, 0.9, len(IOU_SWEEP)),
+        }
+    )
     return pd.concat(curves, ignore_index=True), pd.DataFrame(bands), iou
-
 
 
 def _check_saved(paths, tmp_path, name):
@@ -61,11 +75,19 @@ def test_every_figure_saves_as_pdf_and_300dpi_png(tmp_path, per_case, froc_table
 
     curves, bands, iou = froc_tables
     test = per_case[per_case["split"] == "test"]
-    forest_table = pd.DataFrame({"subgroup": ["sex", "sex", "vendor"], "level": ["M", "F", "GE"],
-                                 "n": [10, 20, 0], "mean": [0.8, 0.7, np.nan], "ci_lo": [0.7, 0.6, np.nan],
-                                 "ci_hi": [0.9, 0.8, np.nan]})
-    log = pd.DataFrame({"epoch": [1, 2, 3, 4], "loss": [1.0, 0.8, 0.6, 0.5],
-                        "tune_dice": [np.nan, 0.4, np.nan, 0.6]})
+    forest_table = pd.DataFrame(
+        {
+            "subgroup": ["sex", "sex", "vendor"],
+            "level": ["M", "F", "GE"],
+            "n": [10, 20, 0],
+            "mean": [0.8, 0.7, np.nan],
+            "ci_lo": [0.7, 0.6, np.nan],
+            "ci_hi": [0.9, 0.8, np.nan],
+        }
+    )
+    log = pd.DataFrame(
+        {"epoch": [1, 2, 3, 4], "loss": [1.0, 0.8, 0.6, 0.5], "tune_dice": [np.nan, 0.4, np.nan, 0.6]}
+    )
     figures = {
         "froc_confidence": froc.plot_froc_confidence(curves, bands),
         "froc_iou": froc.plot_froc_iou(iou),
@@ -133,8 +155,15 @@ def test_markdown_table_and_csv(tmp_path):
 def test_segmentation_table_puts_published_values_beside_ours():
     from amt_core.plots.tables import segmentation_markdown_frame, segmentation_table
 
-    ci = pd.DataFrame({"metric": ["dice", "iou", "precision", "recall"], "mean": [0.8, 0.7, 0.85, 0.8],
-                       "ci_lo": [0.75, 0.65, 0.8, 0.75], "ci_hi": [0.85, 0.75, 0.9, 0.85], "n": [164] * 4})
+    ci = pd.DataFrame(
+        {
+            "metric": ["dice", "iou", "precision", "recall"],
+            "mean": [0.8, 0.7, 0.85, 0.8],
+            "ci_lo": [0.75, 0.65, 0.8, 0.75],
+            "ci_hi": [0.85, 0.75, 0.9, 0.85],
+            "n": [164] * 4,
+        }
+    )
     table = segmentation_table(ci, ci.assign(ci_lo=ci["ci_lo"] - 0.01))
     assert list(table["published"]) == [PUBLISHED[m] for m in ("dice", "iou", "precision", "recall")]
     assert table["difference"].iloc[0] == pytest.approx(0.8 - 0.82)
@@ -146,9 +175,17 @@ def test_segmentation_table_puts_published_values_beside_ours():
 def test_detection_table_reads_the_operating_points():
     from amt_core.plots.tables import detection_table
 
-    iou = pd.DataFrame({"iou_threshold": [0.1, 0.3, 0.5], "sensitivity": [0.95, 0.9, 0.85],
-                        "fp_per_scan": [0.3, 0.4, 0.6], "sensitivity_wilson_lo": [0.9, 0.85, 0.8],
-                        "sensitivity_wilson_hi": [0.98, 0.95, 0.9], "tp": [19, 18, 17], "n_lesions": [20] * 3})
+    iou = pd.DataFrame(
+        {
+            "iou_threshold": [0.1, 0.3, 0.5],
+            "sensitivity": [0.95, 0.9, 0.85],
+            "fp_per_scan": [0.3, 0.4, 0.6],
+            "sensitivity_wilson_lo": [0.9, 0.85, 0.8],
+            "sensitivity_wilson_hi": [0.98, 0.95, 0.9],
+            "tp": [19, 18, 17],
+            "n_lesions": [20] * 3,
+        }
+    )
     cpm = pd.DataFrame({"iou_threshold": [0.1, 0.3, 0.5], "cpm": [0.9, 0.85, 0.8]})
     table = detection_table(iou, cpm)
     last = table.iloc[-1]
@@ -157,7 +194,9 @@ def test_detection_table_reads_the_operating_points():
     assert np.isnan(table.iloc[0]["published_sensitivity"])
 
 
-@pytest.mark.parametrize("view, expected_shape", [("axial", (5, 6)), ("coronal", (4, 6)), ("sagittal", (4, 5))])
+@pytest.mark.parametrize(
+    "view, expected_shape", [("axial", (5, 6)), ("coronal", (4, 6)), ("sagittal", (4, 5))]
+)
 def test_view_slice_is_radiological(view, expected_shape):
     from amt_core.plots.viewing import view_slice
 
@@ -183,8 +222,17 @@ def test_pick_examples_best_median_worst(per_case):
 def test_every_figure_has_a_caption():
     from amt_core.plots import FIGURES, TABLES
 
-    assert {"froc_confidence", "froc_iou", "metric_distributions", "volume_agreement", "forest_subgroups",
-            "forest_institutions", "performance_vs_covariates", "examples", "calibration"} <= set(FIGURES)
+    assert {
+        "froc_confidence",
+        "froc_iou",
+        "metric_distributions",
+        "volume_agreement",
+        "forest_subgroups",
+        "forest_institutions",
+        "performance_vs_covariates",
+        "examples",
+        "calibration",
+    } <= set(FIGURES)
     assert {"table1", "segmentation", "detection", "subgroups"} <= set(TABLES)
 
 
@@ -195,18 +243,30 @@ def test_figures_survive_a_model_that_finds_nothing(tmp_path, per_case):
 
     nothing = per_case.assign(dice=0.0, iou=0.0, precision=0.0, recall=0.0, pred_volume_ml=0.0)
     test = nothing[nothing["split"] == "test"]
-    empty_curve = pd.DataFrame({"iou_threshold": [0.1, 0.3, 0.5], "threshold": np.nan, "fp_per_scan": 0.0,
-                                "sensitivity": 0.0})
-    bands = pd.DataFrame({"iou_threshold": 0.5, "fp_per_scan": list(FP_POINTS), "sensitivity": 0.0,
-                          "ci_lo": np.nan, "ci_hi": np.nan})
+    empty_curve = pd.DataFrame(
+        {"iou_threshold": [0.1, 0.3, 0.5], "threshold": np.nan, "fp_per_scan": 0.0, "sensitivity": 0.0}
+    )
+    bands = pd.DataFrame(
+        {
+            "iou_threshold": 0.5,
+            "fp_per_scan": list(FP_POINTS),
+            "sensitivity": 0.0,
+            "ci_lo": np.nan,
+            "ci_hi": np.nan,
+        }
+    )
     iou = pd.DataFrame({"iou_threshold": list(IOU_SWEEP), "sensitivity": 0.0, "fp_per_scan": 0.0})
-    one = pd.DataFrame({"subgroup": ["sex"], "level": ["M"], "n": [1], "mean": [0.0], "ci_lo": [np.nan],
-                        "ci_hi": [np.nan]})
-    figures = [froc.plot_froc_confidence(empty_curve, bands), froc.plot_froc_iou(iou),
-               distributions.plot_metric_distributions(nothing),
-               distributions.plot_performance_vs_covariates(test),
-               agreement.plot_volume_agreement(test, "ref_volume_ml", "pred_volume_ml")[0],
-               forest.plot_forest(one, overall=0.0)]
+    one = pd.DataFrame(
+        {"subgroup": ["sex"], "level": ["M"], "n": [1], "mean": [0.0], "ci_lo": [np.nan], "ci_hi": [np.nan]}
+    )
+    figures = [
+        froc.plot_froc_confidence(empty_curve, bands),
+        froc.plot_froc_iou(iou),
+        distributions.plot_metric_distributions(nothing),
+        distributions.plot_performance_vs_covariates(test),
+        agreement.plot_volume_agreement(test, "ref_volume_ml", "pred_volume_ml")[0],
+        forest.plot_forest(one, overall=0.0),
+    ]
     for k, fig in enumerate(figures):
         assert all(p.stat().st_size > 0 for p in save_figure(fig, tmp_path, f"f{k}"))
 
@@ -231,8 +291,15 @@ def test_froc_points_lie_on_the_drawn_curve():
         for s in range(n_scans):
             for conf in rng.uniform(0.2, 1.0, 3):
                 hit = rng.random() < (0.6 if thr == 0.1 else 0.35)
-                rows.append({"scan": s, "iou_threshold": thr, "confidence": conf, "d_tp": int(hit),
-                             "d_fp": int(not hit)})
+                rows.append(
+                    {
+                        "scan": s,
+                        "iou_threshold": thr,
+                        "confidence": conf,
+                        "d_tp": int(hit),
+                        "d_fp": int(not hit),
+                    }
+                )
     events = pd.DataFrame(rows)
     first = events.groupby("iou_threshold")["confidence"].idxmax()
     events.loc[first, ["d_tp", "d_fp"]] = [1, 2]  # each curve's first point is at 2/12 > 1/8 FP/scan
@@ -269,10 +336,16 @@ def test_examples_show_where_the_worst_scan_is_wrong(tmp_path):
         write_volume(image, affine, tmp_path / f"{cid}_img.nii.gz")
         write_volume(ref, affine, tmp_path / f"{cid}_ref.nii.gz")
         write_volume(pred, affine, tmp_path / "pred" / f"{cid}.nii.gz")
-        rows.append({"case_id": cid, "image": str(tmp_path / f"{cid}_img.nii.gz"),
-                     "label": str(tmp_path / f"{cid}_ref.nii.gz")})
-        per_case.append({"case_id": cid, "dice": dice, "precision": dice, "recall": 1.0,
-                         "fp": int(cid == "bad")})
+        rows.append(
+            {
+                "case_id": cid,
+                "image": str(tmp_path / f"{cid}_img.nii.gz"),
+                "label": str(tmp_path / f"{cid}_ref.nii.gz"),
+            }
+        )
+        per_case.append(
+            {"case_id": cid, "dice": dice, "precision": dice, "recall": 1.0, "fp": int(cid == "bad")}
+        )
     fig = plot_examples(pd.DataFrame(per_case), pd.DataFrame(rows), tmp_path / "pred")
     axes = np.array(fig.axes).reshape(3, 3)
     assert "Worst: Dice 0.60 (bad)" in axes[0, 2].get_title() and "1 FP candidate" in axes[0, 2].get_title()
@@ -299,11 +372,22 @@ def test_cluster_interval_not_estimable_is_said_in_the_table_and_the_report(per_
     layout = RunLayout.of(tmp_path / "run")
     layout.analysis_dir.mkdir(parents=True)
     (layout.analysis_dir / "comparison.csv").write_text(
-        "metric,ours,ci_lo,ci_hi,published\ndice,0.8,0.75,0.85,0.82\n")
+        "metric,ours,ci_lo,ci_hi,published\ndice,0.8,0.75,0.85,0.82\n"
+    )
     import json
 
-    (layout.analysis_dir / "analysis.json").write_text(json.dumps({"institution_cluster_bootstrap": {
-        "n_institutions": 3, "min_institutions": 10, "estimable": False, "note": cluster["note"].iloc[0]}}))
+    (layout.analysis_dir / "analysis.json").write_text(
+        json.dumps(
+            {
+                "institution_cluster_bootstrap": {
+                    "n_institutions": 3,
+                    "min_institutions": 10,
+                    "estimable": False,
+                    "note": cluster["note"].iloc[0],
+                }
+            }
+        )
+    )
     report = build_report(layout.root)
     assert "**Institution-cluster bootstrap: not estimable: 3 institution(s), fewer than the 10" in report
 
@@ -313,13 +397,29 @@ def test_subgroup_markdown_prints_small_p_values_and_the_holm_value_beside_the_r
     from amt_core.plots.manuscript import _compact
     from amt_core.plots.tables import p_display
 
-    rows = [{"subgroup": sg, "level": lev, "metric": "dice", "n": 5, "mean": 0.8, "ci_lo": 0.7, "ci_hi": 0.9,
-             "test": "mann-whitney", "p_value": p} for sg, p in (("sex", 0.00002), ("vendor", 0.2)) for lev in "ab"]
+    rows = [
+        {
+            "subgroup": sg,
+            "level": lev,
+            "metric": "dice",
+            "n": 5,
+            "mean": 0.8,
+            "ci_lo": 0.7,
+            "ci_hi": 0.9,
+            "test": "mann-whitney",
+            "p_value": p,
+        }
+        for sg, p in (("sex", 0.00002), ("vendor", 0.2))
+        for lev in "ab"
+    ]
     table = adjust_family(pd.DataFrame(rows))
     shown = _compact(table, ["subgroup", "level"]).set_index("subgroup")
     assert shown.loc["sex", "p (Dice)"].tolist() == ["< 0.001", "< 0.001"]
     assert shown.loc["sex", "p (Holm, 2 tests)"].iloc[0] == "< 0.001"  # 2 * 0.00002
-    assert shown.loc["vendor", "p (Dice)"].iloc[0] == "0.200" and shown.loc["vendor", "p (Holm, 2 tests)"].iloc[0] == "0.200"
+    assert (
+        shown.loc["vendor", "p (Dice)"].iloc[0] == "0.200"
+        and shown.loc["vendor", "p (Holm, 2 tests)"].iloc[0] == "0.200"
+    )
     assert "0.000" not in p_display(table).to_string()
 
 

@@ -69,7 +69,10 @@ def test_without_a_progress_file_nothing_is_written(tmp_path, monkeypatch):
     with Progress("predict", 2) as on:  # the variable names the file
         on.update(2)
     recs = _records(tmp_path / "p.jsonl")
-    assert [(r["event"], r["done"]) for r in recs] == [("start", 0), ("end", 2)]  # the update within 1 s waits
+    assert [(r["event"], r["done"]) for r in recs] == [
+        ("start", 0),
+        ("end", 2),
+    ]  # the update within 1 s waits
 
 
 def test_an_unwritable_progress_file_never_stops_the_loop(tmp_path):
@@ -85,17 +88,37 @@ def test_duration(seconds, text):
 
 
 def test_a_training_record_reads_as_one_line():
-    rec = {"task": "train", "desc": "train", "unit": "step", "event": "mark", "done": 750, "total": 7500,
-           "elapsed": 155.0, "eta": 1390.0, "fields": {"epoch": 3, "epochs": 30, "loss": 0.41234, "tune_dice": 0.7129}}
-    assert format_record(rec) == ("train: epoch 3/30, 750/7500 steps (10%), loss 0.412, tune Dice 0.713, "
-                                  "elapsed 2m 35s, ETA 23m 10s")
+    rec = {
+        "task": "train",
+        "desc": "train",
+        "unit": "step",
+        "event": "mark",
+        "done": 750,
+        "total": 7500,
+        "elapsed": 155.0,
+        "eta": 1390.0,
+        "fields": {"epoch": 3, "epochs": 30, "loss": 0.41234, "tune_dice": 0.7129},
+    }
+    assert format_record(rec) == (
+        "train: epoch 3/30, 750/7500 steps (10%), loss 0.412, tune Dice 0.713, elapsed 2m 35s, ETA 23m 10s"
+    )
     end = {**rec, "event": "end", "done": 7500, "fields": {}}
     assert format_record(end) == "train: 7500/7500 steps (100%), elapsed 2m 35s, done"
 
 
 def _rec(task_id, event, done, total=100, **fields):
-    return {"task": "cohort", "desc": "cohort", "unit": "case", "id": task_id, "event": event, "done": done,
-            "total": total, "elapsed": 1.0, "eta": 9.0, "fields": fields}
+    return {
+        "task": "cohort",
+        "desc": "cohort",
+        "unit": "case",
+        "id": task_id,
+        "event": event,
+        "done": done,
+        "total": total,
+        "elapsed": 1.0,
+        "eta": 9.0,
+        "fields": fields,
+    }
 
 
 def test_off_a_terminal_one_line_per_update_rate_limited_with_every_mark():
@@ -111,11 +134,17 @@ def test_off_a_terminal_one_line_per_update_rate_limited_with_every_mark():
     follower.feed(half[:20])  # a torn line: nothing until its end arrives
     assert out.getvalue().count("\n") == 3
     follower.feed(half[20:] + "\n")  # the end of a task that was shown
-    follower.feed(json.dumps(_rec("b", "start", 0)) + "\n" + json.dumps(_rec("b", "end", 100)) + "\n" + "noise\n")
+    follower.feed(
+        json.dumps(_rec("b", "start", 0)) + "\n" + json.dumps(_rec("b", "end", 100)) + "\n" + "noise\n"
+    )
     printed = out.getvalue().splitlines()
     assert [p.split(":")[0] for p in printed] == ["cohort"] * 4  # task b (never shown) is left out
-    assert [p.split(", ")[0] for p in printed] == ["cohort: 0/100 cases (0%)", "cohort: 50/100 cases (50%)",
-                                                   "cohort: epoch 1", "cohort: 100/100 cases (100%)"]
+    assert [p.split(", ")[0] for p in printed] == [
+        "cohort: 0/100 cases (0%)",
+        "cohort: 50/100 cases (50%)",
+        "cohort: epoch 1",
+        "cohort: 100/100 cases (100%)",
+    ]
     assert "\r" not in out.getvalue() and printed[-1].endswith("done") and "ETA 9s" in printed[1]
 
 
@@ -149,7 +178,10 @@ def test_following_shows_what_a_writer_in_the_block_reports(tmp_path, monkeypatc
     assert ENV_FILE not in os.environ
     lines = out.getvalue().splitlines()
     assert lines.index("[3/5] 03_evaluate: statistics") == len(lines) - 3
-    assert lines[-2:] == ["  bootstrap: 0/10 resamples (0%), elapsed 0s", "  bootstrap: 0/10 resamples (0%), elapsed 0s, done"]
+    assert lines[-2:] == [
+        "  bootstrap: 0/10 resamples (0%), elapsed 0s",
+        "  bootstrap: 0/10 resamples (0%), elapsed 0s, done",
+    ]
     lines = lines[:-3]
     assert lines[0] == "  train: 0/4 steps (0%), elapsed 0s"  # the start: no ETA before a step is done
     assert any("4/4 steps (100%), loss 0.500, tune Dice 0.250" in ln and "ETA" in ln for ln in lines)
@@ -165,8 +197,18 @@ def test_training_marks_every_epoch_with_eta_and_the_model_is_unchanged(tmp_path
     from amt_core.model.checkpoint import load_checkpoint
     from amt_core.model.train import train
 
-    tiny = dict(patch_size=(32, 32, 32), channels=(8, 16, 32), strides=(2, 2), batch_size=1, steps_per_epoch=2,
-                max_epochs=2, eval_every=1, num_workers=0, target_spacing=(4.0, 4.0, 4.0), postprocess=False)
+    tiny = dict(
+        patch_size=(32, 32, 32),
+        channels=(8, 16, 32),
+        strides=(2, 2),
+        batch_size=1,
+        steps_per_epoch=2,
+        max_epochs=2,
+        eval_every=1,
+        num_workers=0,
+        target_spacing=(4.0, 4.0, 4.0),
+        postprocess=False,
+    )
     cohort = toy_cohort(tmp_path / "toy", n_train=2, n_tune=1, n_test=1)
     path = tmp_path / "progress.jsonl"
     with torch_threads(1):
@@ -180,7 +222,9 @@ def test_training_marks_every_epoch_with_eta_and_the_model_is_unchanged(tmp_path
     assert all(m["eta"] is not None and m["fields"]["tune_dice"] is not None for m in marks)
     assert recs[-1]["event"] == "end" and recs[-1]["done"] == recs[-1]["total"] == 4
     line = format_record(marks[0])
-    assert line.startswith("train: epoch 1/2, 2/4 steps (50%), loss ") and "tune Dice" in line and "ETA" in line
+    assert (
+        line.startswith("train: epoch 1/2, 2/4 steps (50%), loss ") and "tune Dice" in line and "ETA" in line
+    )
     wa, wb = load_checkpoint(a / "last.pt")["model"], load_checkpoint(b / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -203,7 +247,9 @@ def test_quick_preset_is_a_preview_big_enough_to_look_at():
     assert test["institution_id"].nunique() >= MIN_CLUSTERS  # an institution-cluster bootstrap is estimable
 
     def steps(p):
-        cfg = get_config(p["model_preset"], **{k: v for k, v in p["train_overrides"].items() if k not in RUN_CONTROLS})
+        cfg = get_config(
+            p["model_preset"], **{k: v for k, v in p["train_overrides"].items() if k not in RUN_CONTROLS}
+        )
         return cfg.max_epochs * cfg.steps_per_epoch
 
     assert steps(quick) * 5 <= steps(demo) and quick["n_cases"] * 4 <= demo["n_cases"]

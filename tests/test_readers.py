@@ -28,7 +28,13 @@ CT = {
     # SOURCES.md section 6: TCIA chest CTs, int16 HU, RAS, downsampled 2x in-plane
     "chest_backgrounds/lung_dx_a0001.nii.gz": ((256, 167, 64), (1.684, 1.684, 5.0), -1024, -825, 2976),
     "chest_backgrounds/lung_dx_a0002.nii.gz": ((256, 193, 30), (1.293, 1.293, 8.0), -1024, -128, 1682),
-    "chest_backgrounds/acrin_flt_breast_001.nii.gz": ((216, 142, 35), (1.953, 1.953, 4.25), -1024, -211, 1277),
+    "chest_backgrounds/acrin_flt_breast_001.nii.gz": (
+        (216, 142, 35),
+        (1.953, 1.953, 4.25),
+        -1024,
+        -211,
+        1277,
+    ),
     "chest_backgrounds/acrin_flt_breast_013.nii.gz": ((148, 89, 49), (2.734, 2.734, 4.0), -1024, -640, 2918),
 }
 
@@ -37,7 +43,11 @@ LABELS = {
     "cip_thorax_lowres/lm_cip.nrrd": ("cip_thorax_lowres/ct.nrrd", {0, 9, 14, 512, 782}, None),
     "cip_thorax_lowres/lm_cip.nii.gz": ("cip_thorax_lowres/ct.nii.gz", {0, 9, 14, 512, 782}, None),
     "cip_thorax_lowres/wholelung.nrrd": ("cip_thorax_lowres/ct.nrrd", {0, 1}, 65624),
-    "cip_thorax_lowres/lung_lr_airway_derived.nii.gz": ("cip_thorax_lowres/dicom", {0, 1, 2, 3}, 34858 + 30766 + 510),
+    "cip_thorax_lowres/lung_lr_airway_derived.nii.gz": (
+        "cip_thorax_lowres/dicom",
+        {0, 1, 2, 3},
+        34858 + 30766 + 510,
+    ),
     "ts_abdomen_3mm/seg_totalsegmentator.nii.gz": ("ts_abdomen_3mm/ct.nii.gz", {0, 1, 5, 117}, None),
     "ts_abdomen_dicom/seg_totalsegmentator.nii.gz": ("ts_abdomen_dicom/dicom", {0, 1, 5, 117}, None),
 }
@@ -169,8 +179,9 @@ def test_dicom_hu_rescale_and_lps_to_ras(tmp_path, make_dicom_series, slope, int
     np.testing.assert_allclose(vol.affine @ ijk, [10.0, -20.0, 50.0, 1.0], atol=1e-6)
 
 
-@pytest.mark.parametrize("rel", ["cip_thorax_lowres/ct.nrrd", "cip_thorax_lowres/ct2_testinput.nii.gz",
-                                 "cip_thorax_lowres/dicom"])
+@pytest.mark.parametrize(
+    "rel", ["cip_thorax_lowres/ct.nrrd", "cip_thorax_lowres/ct2_testinput.nii.gz", "cip_thorax_lowres/dicom"]
+)
 def test_header_geometry_equals_the_read_volumes(realdata, rel):
     """read_geometry (NIfTI/NRRD header only; a DICOM folder read whole) gives the reader's RAS+ grid."""
     from amt_core.data.volume import read_geometry, to_stored_grid

@@ -25,16 +25,21 @@ from amt_core.pipeline.params import ParameterError, check_parameters, load_para
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 #: two bundled patients (amt_core/synth/chest_backgrounds/backgrounds.csv), the two smallest scans
-PATIENTS = {"REAL015": ("ACRIN-FLT-Breast_001", "ACRIN-FLT-Breast"),
-            "REAL016": ("Lung_Dx-A0002", "Lung-PET-CT-Dx")}
+PATIENTS = {
+    "REAL015": ("ACRIN-FLT-Breast_001", "ACRIN-FLT-Breast"),
+    "REAL016": ("Lung_Dx-A0002", "Lung-PET-CT-Dx"),
+}
 
 
 # --- the parameter ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("content, message", [
-    ({"real_anatomy": 5}, "real_anatomy must be in 0-4"),
-    ({"real_anatomy": -1}, "real_anatomy must be in 0-4"),
-    ({"real_anatomy": True}, "real_anatomy must be int"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"real_anatomy": 5}, "real_anatomy must be in 0-4"),
+        ({"real_anatomy": -1}, "real_anatomy must be in 0-4"),
+        ({"real_anatomy": True}, "real_anatomy must be int"),
+    ],
+)
 def test_real_anatomy_parameter_is_checked(tmp_path, content, message):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(content))
@@ -43,8 +48,15 @@ def test_real_anatomy_parameter_is_checked(tmp_path, content, message):
 
 
 def test_the_cohort_notebook_takes_it():
-    ns = {"run_dir": "r", "seed": 0, "cohort_csv": "", "cohort_preset": "tiny", "n_cases": 14,
-          "real_anatomy": 4, "n_example_slices": 0}
+    ns = {
+        "run_dir": "r",
+        "seed": 0,
+        "cohort_csv": "",
+        "cohort_preset": "tiny",
+        "n_cases": 14,
+        "real_anatomy": 4,
+        "n_example_slices": 0,
+    }
     assert check_parameters("01_cohort", ns)["real_anatomy"] == 4
     with pytest.raises(ParameterError, match="real_anatomy must be in 0-4"):
         check_parameters("01_cohort", ns | {"real_anatomy": 9})
@@ -54,8 +66,9 @@ def test_the_cohort_notebook_takes_it():
 def test_anatomy_subgroup_only_where_the_cohort_has_the_column():
     from amt_core.evaluation.stats import detection_subgroup_table, subgroup_table
 
-    per_case = pd.DataFrame({"case_id": list("abcd"), "institution_id": list("wxyz"),
-                             "dice": [0.9, 0.8, 0.2, 0.4]})
+    per_case = pd.DataFrame(
+        {"case_id": list("abcd"), "institution_id": list("wxyz"), "dice": [0.9, 0.8, 0.2, 0.4]}
+    )
     lesions = pd.DataFrame({"case_id": list("abcd"), "hit": [True, True, False, True]})
     cases = pd.DataFrame({"case_id": list("abcd"), "sex": list("MFMF"), "anatomy": ["real", "synthetic"] * 2})
     seg = subgroup_table(per_case, cases, metrics=("dice",), n_boot=20)
@@ -66,18 +79,29 @@ def test_anatomy_subgroup_only_where_the_cohort_has_the_column():
     assert real["mean"] == pytest.approx((0.9 + 0.2) / 2)
     assert det.set_index(["subgroup", "level"]).at[("anatomy", "real"), "n_hit"] == 1
     without = cases.drop(columns="anatomy")
-    for table in (subgroup_table(per_case, without, metrics=("dice",), n_boot=20),
-                  detection_subgroup_table(lesions, without)):
+    for table in (
+        subgroup_table(per_case, without, metrics=("dice",), n_boot=20),
+        detection_subgroup_table(lesions, without),
+    ):
         assert "anatomy" not in set(table.subgroup) and "sex" in set(table.subgroup)
 
 
 # --- the subset's evaluation, table, figure and report section ---------------------------------------------
 def _cases() -> pd.DataFrame:
-    rows = [("SYN001", "p1", "INST-1", "synthetic"),
-            *((c, pid, f"REAL-{pid}", "real") for c, (pid, _) in PATIENTS.items())]
-    return pd.DataFrame({"case_id": [r[0] for r in rows], "patient_id": [r[1] for r in rows],
-                         "institution_id": [r[2] for r in rows], "split": "test", "histology": "thymoma_AB",
-                         "anatomy": [r[3] for r in rows]})
+    rows = [
+        ("SYN001", "p1", "INST-1", "synthetic"),
+        *((c, pid, f"REAL-{pid}", "real") for c, (pid, _) in PATIENTS.items()),
+    ]
+    return pd.DataFrame(
+        {
+            "case_id": [r[0] for r in rows],
+            "patient_id": [r[1] for r in rows],
+            "institution_id": [r[2] for r in rows],
+            "split": "test",
+            "histology": "thymoma_AB",
+            "anatomy": [r[3] for r in rows],
+        }
+    )
 
 
 def _result(config: EvalConfig):
@@ -87,8 +111,10 @@ def _result(config: EvalConfig):
     label[3:7, 3:7, 3:7] = 1
     elsewhere = np.zeros_like(label)
     elsewhere[8:11, 8:11, 8:11] = 1
-    evaluations = [evaluate_case(label, m, (2.0, 2.0, 2.0), config, prob=m * np.float32(0.9))
-                   for m in (label, label, elsewhere)]
+    evaluations = [
+        evaluate_case(label, m, (2.0, 2.0, 2.0), config, prob=m * np.float32(0.9))
+        for m in (label, label, elsewhere)
+    ]
     cases = _cases()
     return summarise(collect(evaluations, list(cases.case_id), list(cases.institution_id)), config)
 
@@ -105,9 +131,15 @@ def subset_run(tmp_path_factory):
 
     layout = RunLayout.of(tmp_path_factory.mktemp("real") / "run")
     torch.manual_seed(0)
-    cfg = get_config("cpu", patch_size=(32, 32, 32), channels=(4, 8, 16), strides=(2, 2),
-                     target_spacing=(8.0, 8.0, 8.0), roi="body",
-                     intensity_stats={"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0})
+    cfg = get_config(
+        "cpu",
+        patch_size=(32, 32, 32),
+        channels=(4, 8, 16),
+        strides=(2, 2),
+        target_spacing=(8.0, 8.0, 8.0),
+        roi="body",
+        intensity_stats={"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0},
+    )
     net = build_network(cfg)
     with torch.no_grad():  # a constant tumour probability of 0.9 inside the body box: one candidate per scan
         for p in net.parameters():
@@ -127,8 +159,9 @@ def test_the_subset_is_the_external_tests_evaluation_of_those_scans(subset_run):
     layout, result, subset = subset_run
     saved = EvaluationResult.load(layout.real_anatomy_dir)
     assert list(saved.per_case.case_id) == list(PATIENTS) and saved.summary["n_scans"] == 2
-    pd.testing.assert_frame_equal(saved.per_case, result.per_case[result.per_case.case_id.isin(PATIENTS)]
-                                  .reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        saved.per_case, result.per_case[result.per_case.case_id.isin(PATIENTS)].reset_index(drop=True)
+    )
     assert saved.summary["n_lesions"] == 2 and saved.headline["sensitivity"] == pytest.approx(0.5)
     assert set(layout.real_anatomy_dirs()) == {layout.real_anatomy_dir, layout.real_backgrounds_dir}
 
@@ -170,10 +203,18 @@ def test_table_and_report_section_count_scans_and_patients(subset_run):
     assert total.tumour_free_fp == pytest.approx(free.fp.mean())
     text = "\n".join(RA.report_lines(layout, cases))
     assert text.startswith("## Real anatomy")
-    for needle in ("**2 scans with tumours inserted into real chest CT of 2 distinct real patients**",
-                   "ACRIN-FLT-Breast (1 patient)", "Lung-PET-CT-Dx (1 patient)", "1 of 2 tumours found",
-                   f"{lo:.2f}–{hi:.2f}", "never saw", "all synthetic", "The Cancer Imaging Archive",
-                   "no precise estimate", "tables/real_anatomy.md"):
+    for needle in (
+        "**2 scans with tumours inserted into real chest CT of 2 distinct real patients**",
+        "ACRIN-FLT-Breast (1 patient)",
+        "Lung-PET-CT-Dx (1 patient)",
+        "1 of 2 tumours found",
+        f"{lo:.2f}–{hi:.2f}",
+        "never saw",
+        "all synthetic",
+        "The Cancer Imaging Archive",
+        "no precise estimate",
+        "tables/real_anatomy.md",
+    ):
         assert needle in text, needle
 
 
@@ -181,8 +222,9 @@ def test_froc_figure_draws_the_subset(subset_run):
     from amt_core.plots.froc import plot_froc_confidence
 
     layout, result, subset = subset_run
-    fig = plot_froc_confidence(result.froc_confidence, subset=subset.froc_confidence,
-                               subset_label="Real anatomy")
+    fig = plot_froc_confidence(
+        result.froc_confidence, subset=subset.froc_confidence, subset_label="Real anatomy"
+    )
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "Real anatomy" in labels
     import matplotlib.pyplot as plt

@@ -37,7 +37,7 @@ def prevascular_tumour(volume, radius_mm: float = 14.0) -> np.ndarray:
     lung = (hu < -500) & body
     lung_area = lung.sum(axis=(0, 1))
     zs = np.flatnonzero(lung_area > 0.3 * lung_area.max())
-    upper = zs[len(zs) // 2:] if len(zs) > 1 else zs
+    upper = zs[len(zs) // 2 :] if len(zs) > 1 else zs
     z = int(upper[np.argmax(lung_area[upper])])
     xs, ys = np.nonzero(body[:, :, z])
     x0 = int(round(xs.mean()))
@@ -65,13 +65,26 @@ def hospital(realdata, tmp_path_factory) -> Path:
         image[mask > 0] = rng.normal(45.0, 12.0, int(mask.sum())).round()
         write_volume(image.astype(np.int16), volume.affine, root / "scans" / f"ct_{k:04d}.nii.gz")
         write_volume(mask, volume.affine, root / "masks" / f"ct_{k:04d}.nii.gz")
-        rows.append({"image": f"scans/ct_{k:04d}.nii.gz", "label": f"masks/ct_{k:04d}.nii.gz", "split": split,
-                     "institution": institution, "patient_id": patient, "sex": sex, "age": 60,
-                     "histology": "thymoma_B2", "contrast": "venous", "vendor": "GE"})
+        rows.append(
+            {
+                "image": f"scans/ct_{k:04d}.nii.gz",
+                "label": f"masks/ct_{k:04d}.nii.gz",
+                "split": split,
+                "institution": institution,
+                "patient_id": patient,
+                "sex": sex,
+                "age": 60,
+                "histology": "thymoma_B2",
+                "contrast": "venous",
+                "vendor": "GE",
+            }
+        )
     # one scan stays a DICOM series, as a hospital would hand it over: the tumour painted into the mask only
     dicom = realdata / SCANS[3][0]
     shutil.copytree(dicom, root / "scans" / "ct_dicom")
-    write_volume(prevascular_tumour(read_volume(dicom)), read_volume(dicom).affine, root / "masks" / "ct_dicom.nii.gz")
+    write_volume(
+        prevascular_tumour(read_volume(dicom)), read_volume(dicom).affine, root / "masks" / "ct_dicom.nii.gz"
+    )
     rows[3].update(image="scans/ct_dicom", label="masks/ct_dicom.nii.gz", vendor="")
     pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
     return root
@@ -94,8 +107,20 @@ def test_the_tumour_fixture_lies_in_the_anterior_mediastinum(realdata):
 def test_the_walkthrough_on_real_ct(hospital, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AMT_PSEUDONYM_KEY", "walk-through")
     cohorts = tmp_path / "cohorts"
-    assert main(["import", "--source", str(hospital), "--metadata", str(hospital / "metadata.csv"),
-                 "--out", str(cohorts / "hospital")]) == 0
+    assert (
+        main(
+            [
+                "import",
+                "--source",
+                str(hospital),
+                "--metadata",
+                str(hospital / "metadata.csv"),
+                "--out",
+                str(cohorts / "hospital"),
+            ]
+        )
+        == 0
+    )
     assert main(["validate", str(cohorts / "hospital" / "cases.csv"), "--volumes", "--no-progress"]) == 0
     assert "every volume read and usable" in capsys.readouterr().out
     cases = pd.read_csv(cohorts / "hospital" / "cases.csv")
@@ -108,16 +133,30 @@ def test_the_walkthrough_on_real_ct(hospital, tmp_path, capsys, monkeypatch):
     from amt_core.resources import preset_path
 
     study = yaml.safe_load(preset_path("study").read_text())
-    params = {**{k: v for k, v in study.items() if k not in ("cohort_preset", "n_cases")},
-              "cohort_csv": "hospital/cases.csv", "n_bootstrap": 100, "n_example_slices": 1,
-              "seeds": [],  # one model: the study preset's seed replicates are tested in test_model_full.py
-              "train_overrides": {"patch_size": [32, 32, 32], "channels": [8, 16, 32], "strides": [1, 2, 2],
-                                  "kernels": [3, 3, 3], "batch_size": 1, "max_epochs": 2, "steps_per_epoch": 2,
-                                  "target_spacing": [4.0, 4.0, 4.0], "num_workers": 0, "bf16": False}}
+    params = {
+        **{k: v for k, v in study.items() if k not in ("cohort_preset", "n_cases")},
+        "cohort_csv": "hospital/cases.csv",
+        "n_bootstrap": 100,
+        "n_example_slices": 1,
+        "seeds": [],  # one model: the study preset's seed replicates are tested in test_model_full.py
+        "train_overrides": {
+            "patch_size": [32, 32, 32],
+            "channels": [8, 16, 32],
+            "strides": [1, 2, 2],
+            "kernels": [3, 3, 3],
+            "batch_size": 1,
+            "max_epochs": 2,
+            "steps_per_epoch": 2,
+            "target_spacing": [4.0, 4.0, 4.0],
+            "num_workers": 0,
+            "bf16": False,
+        },
+    }
     (cohorts / "study.yaml").write_text(yaml.safe_dump(params))
     run = tmp_path / "runs" / "hospital"
-    assert main(["run", "--params", str(cohorts / "study.yaml"), "--out", str(run), "--quiet"]) == 0, \
+    assert main(["run", "--params", str(cohorts / "study.yaml"), "--out", str(run), "--quiet"]) == 0, (
         capsys.readouterr().err
+    )
 
     table1 = pd.read_csv(run / "tables" / "table1.csv")
     assert len(table1) > 0

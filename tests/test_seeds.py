@@ -24,22 +24,30 @@ PER_SEED = pd.DataFrame({
     "cpm": [0.70, 0.72, 0.74],
 })  # fmt: skip
 #: the primary's CIs as analyse() saved them (arbitrary, so a copy is recognisable)
-INTERVALS = pd.DataFrame({"metric": list(S.SEED_METRICS), "ci_lo": [0.78, 0.65, 0.85, 0.5, 0.7, 0.2, 0.61],
-                          "ci_hi": [0.86, 0.75, 0.95, 0.7, 0.9, 0.8, 0.79]})
+INTERVALS = pd.DataFrame(
+    {
+        "metric": list(S.SEED_METRICS),
+        "ci_lo": [0.78, 0.65, 0.85, 0.5, 0.7, 0.2, 0.61],
+        "ci_hi": [0.86, 0.75, 0.95, 0.7, 0.9, 0.8, 0.79],
+    }
+)
 #: chi-square quantiles with 2 degrees of freedom (statistical tables): 0.025 -> 0.05064, 0.975 -> 7.3778
 CHI2_2DF = (0.0506356, 7.3777589)
 
 
 # --- the parameter --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("seeds, seed, message", [
-    ("0,1,2", 0, "seeds must be list"),
-    ([0, 0, 1], 0, "seeds must be a list of distinct non-negative ints"),
-    ([0, -1], 0, "seeds must be a list of distinct non-negative ints"),
-    ([0, True], 0, "seeds must be a list of distinct non-negative ints"),
-    ([0, 1.0], 0, "seeds must be a list of distinct non-negative ints"),
-    ([1, 2], 0, "seeds must contain seed (0)"),
-    ([0, 2], 3, "seeds must contain seed (3)"),
-])
+@pytest.mark.parametrize(
+    "seeds, seed, message",
+    [
+        ("0,1,2", 0, "seeds must be list"),
+        ([0, 0, 1], 0, "seeds must be a list of distinct non-negative ints"),
+        ([0, -1], 0, "seeds must be a list of distinct non-negative ints"),
+        ([0, True], 0, "seeds must be a list of distinct non-negative ints"),
+        ([0, 1.0], 0, "seeds must be a list of distinct non-negative ints"),
+        ([1, 2], 0, "seeds must contain seed (0)"),
+        ([0, 2], 3, "seeds must contain seed (3)"),
+    ],
+)
 def test_invalid_seeds_are_an_error_naming_the_problem(tmp_path, seeds, seed, message):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"seed": seed, "seeds": seeds}))
@@ -52,8 +60,12 @@ def test_invalid_seeds_are_an_error_naming_the_problem(tmp_path, seeds, seed, me
 
 def test_valid_seeds_and_the_presets():
     assert validate({"seeds": []}) == [] and validate({"seeds": [2, 0, 1]}) == []
-    assert validate({"seeds": [1, 2]}) == ["seeds must contain seed (0), whose model stays the run's; got [1, 2]"]
-    assert S.other_seeds([2, 0, 1], 0) == [2, 1] and S.other_seeds([], 3) == [] and S.other_seeds([3], 3) == []
+    assert validate({"seeds": [1, 2]}) == [
+        "seeds must contain seed (0), whose model stays the run's; got [1, 2]"
+    ]
+    assert (
+        S.other_seeds([2, 0, 1], 0) == [2, 1] and S.other_seeds([], 3) == [] and S.other_seeds([3], 3) == []
+    )
     assert load_params("study")["seeds"] == [0, 1, 2]  # the study preset trains three
     assert not load_params("demo").get("seeds") and not load_params("smoke").get("seeds")  # the demo one
 
@@ -79,9 +91,18 @@ def test_spread_table_gives_the_known_mean_sd_range_and_ratios():
     assert t.loc["iou", "seed_sd"] == pytest.approx(0, abs=1e-12) and t.loc["iou", "range_over_ci_width"] == 0
     # a seed without a value (no lesion: sensitivity undefined) is left out of that metric's spread
     s = t.loc["sensitivity"]
-    assert s["n_seeds"] == 2 and s["seed_mean"] == pytest.approx(0.85) and s["seed_sd"] == pytest.approx(math.sqrt(0.005))
+    assert (
+        s["n_seeds"] == 2
+        and s["seed_mean"] == pytest.approx(0.85)
+        and s["seed_sd"] == pytest.approx(math.sqrt(0.005))
+    )
     # the primary is a row's value whatever the order of the seeds
-    assert S.spread_table(PER_SEED.iloc[::-1], INTERVALS, primary_seed=1).set_index("metric").loc["dice", "primary"] == 0.84
+    assert (
+        S.spread_table(PER_SEED.iloc[::-1], INTERVALS, primary_seed=1)
+        .set_index("metric")
+        .loc["dice", "primary"]
+        == 0.84
+    )
 
 
 def test_one_seed_is_not_estimable_with_the_value_and_its_ci_kept():
@@ -98,24 +119,49 @@ def test_one_seed_is_not_estimable_with_the_value_and_its_ci_kept():
 
 
 def test_metrics_of_a_summary_and_the_primary_intervals_read_from_analysis(tmp_path):
-    summary = {"means": {m: {"mean": v} for m, v in zip(("dice", "iou", "precision", "recall"), (0.9, 0.8, 0.7, 0.6),
-                                                        strict=True)},
-               "headline": {"iou_threshold": 0.5, "sensitivity": 0.87, "fp_per_scan": 0.61},
-               "cpm": {"0.1": {"cpm": 0.9}, "0.5": {"cpm": 0.75}}}
-    assert S.seed_metrics(summary, 0.5) == {"dice": 0.9, "iou": 0.8, "precision": 0.7, "recall": 0.6,
-                                            "sensitivity": 0.87, "fp_per_scan": 0.61, "cpm": 0.75}
+    summary = {
+        "means": {
+            m: {"mean": v}
+            for m, v in zip(("dice", "iou", "precision", "recall"), (0.9, 0.8, 0.7, 0.6), strict=True)
+        },
+        "headline": {"iou_threshold": 0.5, "sensitivity": 0.87, "fp_per_scan": 0.61},
+        "cpm": {"0.1": {"cpm": 0.9}, "0.5": {"cpm": 0.75}},
+    }
+    assert S.seed_metrics(summary, 0.5) == {
+        "dice": 0.9,
+        "iou": 0.8,
+        "precision": 0.7,
+        "recall": 0.6,
+        "sensitivity": 0.87,
+        "fp_per_scan": 0.61,
+        "cpm": 0.75,
+    }
     with pytest.raises(ValueError, match="headline is at IoU 0.5, not the operating IoU 0.3"):
         S.seed_metrics(summary, 0.3)
     with pytest.raises(FileNotFoundError, match="seg_ci.csv.*run 03_evaluate's statistics"):
         S.primary_intervals(tmp_path, 0.5)
-    pd.DataFrame({"metric": ["dice", "iou", "precision", "recall", "hd95_mm"], "mean": [0.9, 0.8, 0.7, 0.6, 3.0],
-                  "ci_lo": [0.81, 0.71, 0.61, 0.51, 1.0], "ci_hi": [0.91, 0.81, 0.71, 0.61, 5.0]}).to_csv(
-        tmp_path / "seg_ci.csv", index=False)
-    pd.DataFrame({"iou_threshold": [0.3, 0.5], "sensitivity": [0.9, 0.87], "sensitivity_ci_lo": [0.8, 0.77],
-                  "sensitivity_ci_hi": [1.0, 0.97], "fp_per_scan": [0.5, 0.61], "fp_per_scan_ci_lo": [0.4, 0.41],
-                  "fp_per_scan_ci_hi": [0.6, 0.81]}).to_csv(tmp_path / "operating_points.csv", index=False)
-    pd.DataFrame({"iou_threshold": [0.1, 0.5], "cpm": [0.9, 0.75], "ci_lo": [0.8, 0.65],
-                  "ci_hi": [1.0, 0.85]}).to_csv(tmp_path / "cpm.csv", index=False)
+    pd.DataFrame(
+        {
+            "metric": ["dice", "iou", "precision", "recall", "hd95_mm"],
+            "mean": [0.9, 0.8, 0.7, 0.6, 3.0],
+            "ci_lo": [0.81, 0.71, 0.61, 0.51, 1.0],
+            "ci_hi": [0.91, 0.81, 0.71, 0.61, 5.0],
+        }
+    ).to_csv(tmp_path / "seg_ci.csv", index=False)
+    pd.DataFrame(
+        {
+            "iou_threshold": [0.3, 0.5],
+            "sensitivity": [0.9, 0.87],
+            "sensitivity_ci_lo": [0.8, 0.77],
+            "sensitivity_ci_hi": [1.0, 0.97],
+            "fp_per_scan": [0.5, 0.61],
+            "fp_per_scan_ci_lo": [0.4, 0.41],
+            "fp_per_scan_ci_hi": [0.6, 0.81],
+        }
+    ).to_csv(tmp_path / "operating_points.csv", index=False)
+    pd.DataFrame(
+        {"iou_threshold": [0.1, 0.5], "cpm": [0.9, 0.75], "ci_lo": [0.8, 0.65], "ci_hi": [1.0, 0.85]}
+    ).to_csv(tmp_path / "cpm.csv", index=False)
     iv = S.primary_intervals(tmp_path, 0.5).set_index("metric")
     assert list(iv.index) == list(S.SEED_METRICS)
     assert tuple(iv.loc["dice"]) == (0.9, 0.81, 0.91) and tuple(iv.loc["sensitivity"]) == (0.87, 0.77, 0.97)
@@ -135,23 +181,41 @@ def test_table_figure_and_report_text(tmp_path):
     dice = shown.iloc[0]
     assert dice["Seed 0 (the run's), 95% bootstrap CI"] == "0.800 (0.780–0.860)" and dice["Seed 1"] == "0.840"
     assert dice["Between seeds, mean ± SD"] == "0.820 ± 0.020" and dice["Range / CI width"] == "0.50"
-    one = seed_variance_table(S.spread_table(PER_SEED.iloc[:1], INTERVALS, primary_seed=0), PER_SEED.iloc[:1])[1]
+    one = seed_variance_table(
+        S.spread_table(PER_SEED.iloc[:1], INTERVALS, primary_seed=0), PER_SEED.iloc[:1]
+    )[1]
     assert set(one["Between seeds, mean ± SD"]) == {"not estimable (one seed)"} and "Seed 1" not in one
-    png = [p for p in save_figure(plot_seed_variance(spread, PER_SEED), tmp_path, "seed_variance") if p.suffix == ".png"]
+    png = [
+        p
+        for p in save_figure(plot_seed_variance(spread, PER_SEED), tmp_path, "seed_variance")
+        if p.suffix == ".png"
+    ]
     assert png[0].stat().st_size > 5_000
 
     layout = RunLayout.of(tmp_path / "run")
-    assert S.report_lines(layout) == [] and read_seed_variance(layout.analysis_dir) is None  # no files: nothing
+    assert (
+        S.report_lines(layout) == [] and read_seed_variance(layout.analysis_dir) is None
+    )  # no files: nothing
     for n, frame in ((3, spread), (1, S.spread_table(PER_SEED.iloc[:1], INTERVALS, primary_seed=0))):
         write_csv(layout.analysis_dir / "seed_variance.csv", frame)
-        write_json(layout.analysis_dir / "seed_variance.json", {
-            "seeds": [0, 1, 2][:n], "primary_seed": 0, "n_seeds": n, "estimable": n > 1,
-            "note": "computed" if n > 1 else S.ONE_SEED, "operating_iou": 0.5, "incomplete_training": [2][:n > 1]})
+        write_json(
+            layout.analysis_dir / "seed_variance.json",
+            {
+                "seeds": [0, 1, 2][:n],
+                "primary_seed": 0,
+                "n_seeds": n,
+                "estimable": n > 1,
+                "note": "computed" if n > 1 else S.ONE_SEED,
+                "operating_iou": 0.5,
+                "incomplete_training": [2][: n > 1],
+            },
+        )
         write_csv(layout.analysis_dir / "seed_metrics.csv", PER_SEED.iloc[:n])
         read = read_seed_variance(layout.analysis_dir)  # from CSV: empty notes come back as NaN
         assert read[2] == 0.5
-        pd.testing.assert_frame_equal(seed_variance_table(*read)[1],
-                                      seed_variance_table(frame, PER_SEED.iloc[:n])[1])
+        pd.testing.assert_frame_equal(
+            seed_variance_table(*read)[1], seed_variance_table(frame, PER_SEED.iloc[:n])[1]
+        )
         text = "\n".join(S.report_lines(layout))
         assert text.startswith(f"## Training randomness: {n} seed")
         assert "resamples the external-test scans" in text and "training's randomness" in text
@@ -165,8 +229,17 @@ def test_table_figure_and_report_text(tmp_path):
 
 # --- end to end: two seeds on a tiny cohort -----------------------------------------------------------------
 #: the smallest training of tests/test_model_train.py, one step
-TINY = dict(patch_size=(32, 32, 32), channels=(8, 16, 32), strides=(2, 2), batch_size=2, steps_per_epoch=1,
-            max_epochs=1, eval_every=1, num_workers=0, target_spacing=(3.0, 3.0, 3.0))
+TINY = dict(
+    patch_size=(32, 32, 32),
+    channels=(8, 16, 32),
+    strides=(2, 2),
+    batch_size=2,
+    steps_per_epoch=1,
+    max_epochs=1,
+    eval_every=1,
+    num_workers=0,
+    target_spacing=(3.0, 3.0, 3.0),
+)
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -186,10 +259,14 @@ def test_two_seeds_train_two_models_and_the_table_has_two_rows(tmp_path):
     overrides = {**TINY, "cache_dir": tmp_path / "cache"}
     train(csv, layout.train_dir, seed=0, progress=False, **overrides)  # the 02_train cell
     (layout.seed_dir(7) / "train").mkdir(parents=True)  # a seed no longer listed
-    assert S.train_seeds(layout, [0, 1], 0, preset="cpu", train_overrides=overrides, progress=False) == \
-        [layout.seed_train_dir(1)]
+    assert S.train_seeds(layout, [0, 1], 0, preset="cpu", train_overrides=overrides, progress=False) == [
+        layout.seed_train_dir(1)
+    ]
     assert layout.seed_numbers() == [1]  # seed 7's folder removed, no folder for the primary
-    a, b = (torch.load(p, map_location="cpu", weights_only=True) for p in (layout.model_path, layout.seed_model_path(1)))
+    a, b = (
+        torch.load(p, map_location="cpu", weights_only=True)
+        for p in (layout.model_path, layout.seed_model_path(1))
+    )
     assert (json.loads(a["extra"])["seed"], json.loads(b["extra"])["seed"]) == (0, 1)
     assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # two different models
     assert STEPS[1].outputs(layout) == [layout.model_path, layout.seed_model_path(1)]
@@ -197,24 +274,35 @@ def test_two_seeds_train_two_models_and_the_table_has_two_rows(tmp_path):
     # the 03_evaluate cells before: the primary predicted, evaluated, its statistics saved
     cases, config = read_cases(csv), EvalConfig(n_boot=50, seed=0)
     predict(layout.model_path, csv, layout.predictions("test"), split="test", progress=False)
-    result = evaluate_predictions(cases, layout.predictions("test"), split="test", config=config, progress=False)
+    result = evaluate_predictions(
+        cases, layout.predictions("test"), split="test", config=config, progress=False
+    )
     result.save(layout.evaluation("test"))
     ana = layout.analysis_dir
     write_csv(ana / "seg_ci.csv", result.cis)  # what analyse() writes, from the same result
     write_csv(ana / "operating_points.csv", result.froc_iou)
     cpm = result.froc_points[result.froc_points["point"] == "cpm"]
-    write_csv(ana / "cpm.csv", cpm[["iou_threshold", "sensitivity", "ci_lo", "ci_hi"]].rename(columns={"sensitivity": "cpm"}))
+    write_csv(
+        ana / "cpm.csv",
+        cpm[["iou_threshold", "sensitivity", "ci_lo", "ci_hi"]].rename(columns={"sensitivity": "cpm"}),
+    )
 
     out = S.seed_variance(layout, cases, config, [0, 1], 0, progress=False)
     per_seed = pd.read_csv(ana / "seed_metrics.csv")
-    assert list(per_seed["seed"]) == [0, 1] and list(per_seed["primary"]) == [True, False] and len(out["per_seed"]) == 2
+    assert (
+        list(per_seed["seed"]) == [0, 1]
+        and list(per_seed["primary"]) == [True, False]
+        and len(out["per_seed"]) == 2
+    )
     other = EvaluationResult.load(layout.seed_evaluation(1))
     assert per_seed.loc[1, "dice"] == pytest.approx(other.means["dice"])
     assert per_seed.loc[0, "dice"] == pytest.approx(result.means["dice"])
     spread = pd.read_csv(ana / "seed_variance.csv").set_index("metric")
     assert (spread["n_seeds"] == 2).all()
     assert spread.loc["dice", "ci_lo"] == pytest.approx(result.cis.set_index("metric").loc["dice", "ci_lo"])
-    assert spread.loc["dice", "seed_range"] == pytest.approx(abs(per_seed.loc[0, "dice"] - per_seed.loc[1, "dice"]))
+    assert spread.loc["dice", "seed_range"] == pytest.approx(
+        abs(per_seed.loc[0, "dice"] - per_seed.loc[1, "dice"])
+    )
     assert json.loads((ana / "seed_variance.json").read_text())["estimable"] is True
     assert set(STEPS[2].outputs(layout)) >= {layout.seed_predictions(1), layout.seed_evaluation(1)}
 

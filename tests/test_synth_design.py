@@ -83,8 +83,12 @@ def test_too_small_a_design_is_refused():
 
 def test_cli_design_only_writes_the_case_table_in_seconds(tmp_path):
     out = tmp_path / "design"
-    res = subprocess.run([sys.executable, "-m", "amt_core.cli", "cohort", "--design-only", "--out", str(out),
-                          "--no-progress"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "amt_core.cli", "cohort", "--design-only", "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     cases = pd.read_csv(out / "cases.csv")
     assert list(cases.columns) == list(registry.CASE_COLUMNS)

@@ -14,8 +14,15 @@ PCTS = (5, 25, 50, 75, 95, 99)
 
 def _pick(design):
     """A spread of cases: each contrast phase and the histologies that look most different."""
-    wanted = [("none", "thymoma_A"), ("venous", "thymoma_B2"), ("arterial", None), ("venous", "thymic_cyst"),
-              ("none", "lymphoma"), ("venous", "thymic_carcinoma"), ("none", "germ_cell_tumour")]
+    wanted = [
+        ("none", "thymoma_A"),
+        ("venous", "thymoma_B2"),
+        ("arterial", None),
+        ("venous", "thymic_cyst"),
+        ("none", "lymphoma"),
+        ("venous", "thymic_carcinoma"),
+        ("none", "germ_cell_tumour"),
+    ]
     rows = []
     for contrast, hist in wanted:
         sel = design[design.contrast == contrast]
@@ -68,8 +75,11 @@ def test_whole_scan_hu_distribution_is_within_the_range_of_real_ct(cases, real):
         fractions.append(lf)
         assert 0.08 <= lf <= 0.40, f"{row['case_id']}: lung fraction {lf:.3f}"
         p = np.percentile(image, PCTS)
-        bad = [(q, round(v), (round(lo - t), round(hi + t)))
-               for q, v, lo, hi, t in zip(PCTS, p, lo_p, hi_p, tol, strict=True) if not lo - t <= v <= hi + t]
+        bad = [
+            (q, round(v), (round(lo - t), round(hi + t)))
+            for q, v, lo, hi, t in zip(PCTS, p, lo_p, hi_p, tol, strict=True)
+            if not lo - t <= v <= hi + t
+        ]
         assert not bad, f"{row['case_id']} ({row['contrast']}): percentiles outside the real range: {bad}"
     assert 0.12 <= float(np.median(fractions)) <= 0.35
 
@@ -127,7 +137,9 @@ def _best_window_dice(image, label, lo=-300, hi=600, step=5):
 def test_thresholding_hu_cannot_segment_the_tumour(cases):
     for row, image, label, *_ in cases:
         best = _best_window_dice(image, label)
-        assert best < 0.5, f"{row['case_id']} ({row['histology']}, {row['contrast']}): threshold Dice {best:.2f}"
+        assert best < 0.5, (
+            f"{row['case_id']} ({row['histology']}, {row['contrast']}): threshold Dice {best:.2f}"
+        )
 
 
 def test_tumour_hu_overlaps_other_soft_tissue(cases):

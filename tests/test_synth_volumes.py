@@ -137,8 +137,25 @@ def test_cli_writes_a_cohort(tmp_path):
     from amt_core.cli import main
 
     out = tmp_path / "cli"
-    assert main(["cohort", "--preset", "tiny", "--n-cases", "4", "--seed", "2", "--out", str(out),
-                 "--workers", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "cohort",
+                "--preset",
+                "tiny",
+                "--n-cases",
+                "4",
+                "--seed",
+                "2",
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_csv(out / "cases.csv")) == 4
     assert main(["cohort", "--preset", "tiny", "--n-cases", "2", "--out", str(out)]) == 2
 

@@ -21,15 +21,48 @@ from toy import toy_cohort
 from amt_core.model.run_control import IncompleteTrainingWarning, check_status
 
 SPE = 30  # steps per epoch: the kill lands in epoch 2, with most of it still to run
-FLAGS = ["--max-epochs", "2", "--steps-per-epoch", str(SPE), "--eval-every", "1", "--num-workers", "0",
-         "--seed", "0", "--set", "patch_size=[32,32,32]", "--set", "channels=[8,16,32]", "--set", "strides=[2,2]",
-         "--set", "batch_size=2", "--set", "target_spacing=[3,3,3]", "--set", "postprocess=false"]
+FLAGS = [
+    "--max-epochs",
+    "2",
+    "--steps-per-epoch",
+    str(SPE),
+    "--eval-every",
+    "1",
+    "--num-workers",
+    "0",
+    "--seed",
+    "0",
+    "--set",
+    "patch_size=[32,32,32]",
+    "--set",
+    "channels=[8,16,32]",
+    "--set",
+    "strides=[2,2]",
+    "--set",
+    "batch_size=2",
+    "--set",
+    "target_spacing=[3,3,3]",
+    "--set",
+    "postprocess=false",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _train(cohort, out, cache, *extra, **popen):
-    cmd = [sys.executable, "-m", "amt_core.cli", "train", "--cohort", str(cohort), "--out", str(out),
-           "--cache-dir", str(cache), *FLAGS, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "amt_core.cli",
+        "train",
+        "--cohort",
+        str(cohort),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        *FLAGS,
+        *extra,
+    ]
     return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
@@ -68,7 +101,9 @@ def test_sigkill_mid_epoch_then_resume_from_the_cli(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == SPE  # the kill wrote nothing
+    assert (
+        torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == SPE
+    )  # the kill wrote nothing
     status = json.loads((tmp_path / "run" / "training.json").read_text())
     assert status["complete"] is False and status["stopped_by"] is None
     with pytest.warns(IncompleteTrainingWarning, match="did not finish"):
@@ -86,5 +121,7 @@ def test_sigkill_mid_epoch_then_resume_from_the_cli(tmp_path):
         for key in a["model"]:
             assert torch.equal(a["model"][key], b["model"][key]), f"{name}: {key}"
     columns = ["epoch", "step", "loss", "tune_dice", "lr"]
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / "train_log.csv")[columns],
-                                  pd.read_csv(tmp_path / "run" / "train_log.csv")[columns])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "full" / "train_log.csv")[columns],
+        pd.read_csv(tmp_path / "run" / "train_log.csv")[columns],
+    )

@@ -23,7 +23,11 @@ def test_suggested_mapping_fills_the_obvious_and_leaves_the_rest_empty(tmp_path)
     mapping = yaml.safe_load(text)
     assert mapping["histology"] == {"Thymoma, type B2": "thymoma_B2", "THYMOMA TYPE AB": "thymoma_AB",
                                     "mediastinal mass": ""}  # fmt: skip
-    assert mapping["contrast"] == {"IV contrast: no": "none", "IV contrast: yes": "", "Portal venous phase": "venous"}
+    assert mapping["contrast"] == {
+        "IV contrast: no": "none",
+        "IV contrast: yes": "",
+        "Portal venous phase": "venous",
+    }
     assert mapping["vendor"] == {"SIEMENS": "Siemens", "Canon Medical Systems": "Canon", "Acme Imaging": ""}
     assert mapping["sex"] == {"female": "F", "Male": "M"}  # values in the vocabulary need no entry
     assert text.count("# TODO: no obvious match") == 3
@@ -47,8 +51,11 @@ def test_unmapped_values_are_reported_all_at_once_with_their_rows(tmp_path):
 
 def test_a_mapping_onto_a_value_outside_the_vocabulary_is_refused(tmp_path):
     (tmp_path / "m.yaml").write_text("histology:\n  'Thymoma B2': thymoma_b2\nscanner:\n  x: y\n")
-    with pytest.raises(ValueError, match=r"m.yaml: .*'Thymoma B2' is mapped to 'thymoma_b2', which is not one of "
-                                         r"thymoma_A.*; unknown column 'scanner'"):
+    with pytest.raises(
+        ValueError,
+        match=r"m.yaml: .*'Thymoma B2' is mapped to 'thymoma_b2', which is not one of "
+        r"thymoma_A.*; unknown column 'scanner'",
+    ):
         load_mapping(tmp_path / "m.yaml")
 
 
@@ -66,21 +73,46 @@ def test_cli_suggest_then_import_with_the_mapping(tmp_path, capsys):
         mask[4:6, 4:6, 2:4] = 1
         write_volume(hu, np.eye(4), src / f"c{k}.nii.gz")
         write_volume(mask, np.eye(4), src / f"l{k}.nii.gz")
-        rows.append({"image": f"c{k}.nii.gz", "label": f"l{k}.nii.gz", "split": "train", "institution": "H",
-                     "sex": "Female", "histology": histology, "contrast": "IV contrast: yes", "vendor": vendor})
+        rows.append(
+            {
+                "image": f"c{k}.nii.gz",
+                "label": f"l{k}.nii.gz",
+                "split": "train",
+                "institution": "H",
+                "sex": "Female",
+                "histology": histology,
+                "contrast": "IV contrast: yes",
+                "vendor": vendor,
+            }
+        )
     pd.DataFrame(rows).to_csv(tmp_path / "meta.csv", index=False)
     mapping = tmp_path / "mapping.yaml"
     assert main(["import", "--metadata", str(tmp_path / "meta.csv"), "--suggest-mapping", str(mapping)]) == 0
     assert "2 value(s) left to map" in capsys.readouterr().out
-    args = ["import", "--source", str(src), "--metadata", str(tmp_path / "meta.csv"), "--out", str(tmp_path / "c"),
-            "--mapping", str(mapping)]
+    args = [
+        "import",
+        "--source",
+        str(src),
+        "--metadata",
+        str(tmp_path / "meta.csv"),
+        "--out",
+        str(tmp_path / "c"),
+        "--mapping",
+        str(mapping),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "contrast 'IV contrast: yes' (rows 2, 3) has no mapping" in err and "vendor 'Acme' (row 3)" in err
     assert not (tmp_path / "c").exists()
-    mapping.write_text(mapping.read_text().replace('"IV contrast: yes": ""', '"IV contrast: yes": venous')
-                       .replace('"Acme": ""', '"Acme": GE'))
+    mapping.write_text(
+        mapping.read_text()
+        .replace('"IV contrast: yes": ""', '"IV contrast: yes": venous')
+        .replace('"Acme": ""', '"Acme": GE')
+    )
     assert main(args) == 0
     df = read_cases(tmp_path / "c" / "cases.csv")
-    assert list(df["histology"]) == ["thymoma_B2", "thymic_carcinoma"] and list(df["vendor"]) == ["Siemens", "GE"]
+    assert list(df["histology"]) == ["thymoma_B2", "thymic_carcinoma"] and list(df["vendor"]) == [
+        "Siemens",
+        "GE",
+    ]
     assert list(df["contrast"]) == ["venous", "venous"] and list(df["sex"]) == ["F", "F"]

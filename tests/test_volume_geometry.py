@@ -66,5 +66,7 @@ def test_the_one_writer_scales_probabilities_and_writes_the_same_bytes(tmp_path)
     assert (int(img.header["qform_code"]), int(img.header["sform_code"])) == (1, 1)
     grid = read_geometry(path)
     prob_ras = read_probability(path, grid).array
-    assert prob_ras.shape == grid.shape and np.allclose(to_stored_grid(prob_ras, grid.affine, grid)[0], q / 255)
+    assert prob_ras.shape == grid.shape and np.allclose(
+        to_stored_grid(prob_ras, grid.affine, grid)[0], q / 255
+    )
     assert nifti_gz_bytes(q, _AFFINE) == nifti_gz_bytes(q, _AFFINE)  # deterministic (gzip mtime 0)

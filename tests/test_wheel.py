@@ -36,8 +36,13 @@ _TOP_LEVEL = {".venv", ".git", "build", "dist", "runs", "data", "cache", "figure
 
 def _not_sources(folder: str, names: list[str]) -> set[str]:
     top = _TOP_LEVEL if Path(folder) == ROOT else set()
-    return {n for n in names if n in top or n in ("__pycache__", ".ipynb_checkpoints")
-            or n.endswith((".egg-info", "_cache", ".ipynb"))}
+    return {
+        n
+        for n in names
+        if n in top
+        or n in ("__pycache__", ".ipynb_checkpoints")
+        or n.endswith((".egg-info", "_cache", ".ipynb"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +53,24 @@ def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
     shutil.copytree(ROOT, source, ignore=_not_sources)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp / "dist"), str(source)], check=True, capture_output=True, text=True, cwd=tmp)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp / "dist"),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+    )
     wheel = next((tmp / "dist").glob("amt-*.whl"))
     with zipfile.ZipFile(wheel) as whl:
         shipped = sorted(n for n in whl.namelist() if n.startswith("amt_core/notebooks/"))
@@ -57,25 +78,41 @@ def installed(tmp_path_factory) -> Path:
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     py = venv / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return venv
 
 
 def _run(venv: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     # the dependencies' data files (nbconvert's templates, kernel specs) lie under this interpreter's prefix
     env = {**os.environ, "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
-    return subprocess.run([str(venv / "bin" / "amt"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=1200, env=env)
+    return subprocess.run(
+        [str(venv / "bin" / "amt"), *args], cwd=cwd, capture_output=True, text=True, timeout=1200, env=env
+    )
 
 
 @pytest.mark.slow
 def test_the_wheel_runs_the_smoke_study_from_any_folder(installed, tmp_path):
-    where = subprocess.run([str(installed / "bin" / "python"), "-c", "import amt_core; print(amt_core.__file__)"],
-                           cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+    where = subprocess.run(
+        [str(installed / "bin" / "python"), "-c", "import amt_core; print(amt_core.__file__)"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     assert not Path(where).is_relative_to(ROOT) and Path(where).is_relative_to(installed)
 
     out = _run(installed, ["run", "--params", "smoke", "--out", "run", "--quiet"], cwd=tmp_path)
@@ -93,8 +130,20 @@ def test_the_wheel_runs_the_smoke_study_from_any_folder(installed, tmp_path):
     (study / "params.yaml").write_text("cohort_csv: ../run/cohort/cases.csv\nn_example_slices: 0\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    out = _run(installed, ["run", "--params", str(study / "params.yaml"), "--out", str(study / "run"), "--quiet",
-                           "--only", "01_cohort"], cwd=elsewhere)
+    out = _run(
+        installed,
+        [
+            "run",
+            "--params",
+            str(study / "params.yaml"),
+            "--out",
+            str(study / "run"),
+            "--quiet",
+            "--only",
+            "01_cohort",
+        ],
+        cwd=elsewhere,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     table1 = (study / "run" / "tables" / "table1.csv").read_text()
     assert "train" in table1 and (study / "run" / ".steps" / "01_cohort.json").is_file()

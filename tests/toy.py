@@ -18,7 +18,9 @@ def toy_case(rng: np.random.Generator, shape=(40, 40, 32), spacing=(3.0, 3.0, 3.
     cx, cy = shape[0] / 2 + rng.normal(0, 1), shape[1] / 2 + rng.normal(0, 1)
     body = ((x - cx) / (0.42 * shape[0])) ** 2 + ((y - cy) / (0.36 * shape[1])) ** 2 <= 1.0
     image = np.where(body, 20.0, -1000.0).astype(np.float32)
-    lungs = (((np.abs(x - cx) - 0.2 * shape[0]) / (0.12 * shape[0])) ** 2 + ((y - cy) / (0.22 * shape[1])) ** 2) <= 1
+    lungs = (
+        ((np.abs(x - cx) - 0.2 * shape[0]) / (0.12 * shape[0])) ** 2 + ((y - cy) / (0.22 * shape[1])) ** 2
+    ) <= 1
     image[lungs & body] = -850.0
     r = rng.uniform(2.5, 4.5)
     tc = (cx + rng.normal(0, 1.5), cy + 0.15 * shape[1] + rng.normal(0, 1), shape[2] / 2 + rng.normal(0, 2))
@@ -30,8 +32,15 @@ def toy_case(rng: np.random.Generator, shape=(40, 40, 32), spacing=(3.0, 3.0, 3.
     return np.round(image).astype(np.int16), label.astype(np.uint8), affine
 
 
-def toy_cohort(out_dir: str | Path, n_train: int = 4, n_tune: int = 2, n_test: int = 2, seed: int = 0,
-               shape=(40, 40, 32), spacing=(3.0, 3.0, 3.0)) -> Path:
+def toy_cohort(
+    out_dir: str | Path,
+    n_train: int = 4,
+    n_tune: int = 2,
+    n_test: int = 2,
+    seed: int = 0,
+    shape=(40, 40, 32),
+    spacing=(3.0, 3.0, 3.0),
+) -> Path:
     """Write a toy cohort folder (imagesTr/labelsTr/imagesTs/labelsTs + cases.csv); returns cases.csv."""
     import pandas as pd
 

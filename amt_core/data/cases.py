@@ -30,7 +30,15 @@ TEXT_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 NUMERIC_COLUMNS: tuple[str, ...] = ("age", "tumour_volume_ml", "slice_thickness_mm")
 #: columns that may not be empty
-REQUIRED_VALUES: tuple[str, ...] = ("case_id", "patient_id", "institution_id", "split", "sex", "image", "label")
+REQUIRED_VALUES: tuple[str, ...] = (
+    "case_id",
+    "patient_id",
+    "institution_id",
+    "split",
+    "sex",
+    "image",
+    "label",
+)
 #: ids become file names (nnU-Net ``{case_id}_0000.nii.gz``): keep them to safe characters
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -61,7 +69,13 @@ def read_cases(csv: str | os.PathLike, check_files: bool = True) -> pd.DataFrame
         df = pd.read_csv(csv, dtype={c: str for c in TEXT_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CaseTableError(str(csv), [f"not a readable CSV file: {_one_line(exc)}"]) from exc
-    except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as exc:  # damaged .gz/.bz2/.xz/.zip
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        zipfile.BadZipFile,
+    ) as exc:  # damaged .gz/.bz2/.xz/.zip
         problem = f"cannot read the file (corrupt or truncated?): {_one_line(exc)}"
         raise CaseTableError(str(csv), [problem]) from exc
     df = _normalise(df)
@@ -74,7 +88,9 @@ def read_cases(csv: str | os.PathLike, check_files: bool = True) -> pd.DataFrame
     return df
 
 
-def validate_cases(df: pd.DataFrame, base_dir: str | os.PathLike | None, check_files: bool = True) -> list[str]:
+def validate_cases(
+    df: pd.DataFrame, base_dir: str | os.PathLike | None, check_files: bool = True
+) -> list[str]:
     """Every problem of a case table, as readable sentences (empty list: the table is valid).
 
     ``base_dir`` is the folder relative paths are resolved against; with ``base_dir=None`` or
@@ -92,7 +108,11 @@ def validate_cases(df: pd.DataFrame, base_dir: str | os.PathLike | None, check_f
     def rows(mask) -> str:  # 1-based data row numbers as in a spreadsheet (header is row 1)
         idx = [int(i) + 2 for i in df.index[mask]]
         shown = ", ".join(map(str, idx[:10]))
-        return f"row {shown}" if len(idx) == 1 else f"rows {shown}" + (f" and {len(idx) - 10} more" if len(idx) > 10 else "")
+        return (
+            f"row {shown}"
+            if len(idx) == 1
+            else f"rows {shown}" + (f" and {len(idx) - 10} more" if len(idx) > 10 else "")
+        )
 
     for column in REQUIRED_VALUES:
         if column in df.columns:
@@ -102,7 +122,9 @@ def validate_cases(df: pd.DataFrame, base_dir: str | os.PathLike | None, check_f
 
     for column in ("case_id", "patient_id", "institution_id"):
         if column in df.columns:
-            bad = pd.Series([isinstance(v, str) and not ID_PATTERN.match(v) for v in df[column]], index=df.index)
+            bad = pd.Series(
+                [isinstance(v, str) and not ID_PATTERN.match(v) for v in df[column]], index=df.index
+            )
             if bad.any():
                 values = sorted(set(df.loc[bad, column].astype(str)))[:10]
                 problems.append(
@@ -110,7 +132,12 @@ def validate_cases(df: pd.DataFrame, base_dir: str | os.PathLike | None, check_f
                     f"file names): {values} in {rows(bad)}"
                 )
 
-    for column, allowed in (("split", SPLITS), ("sex", SEXES), ("histology", HISTOLOGIES), ("contrast", CONTRASTS)):
+    for column, allowed in (
+        ("split", SPLITS),
+        ("sex", SEXES),
+        ("histology", HISTOLOGIES),
+        ("contrast", CONTRASTS),
+    ):
         if column in df.columns:
             bad = df[column].notna() & ~df[column].isin(allowed)
             if bad.any():
@@ -155,11 +182,15 @@ def validate_cases(df: pd.DataFrame, base_dir: str | os.PathLike | None, check_f
             if column not in df.columns:
                 continue
             missing_files = [
-                (i, p) for i, p in df[column].items() if isinstance(p, str) and p.strip() and not _exists(base, p)
+                (i, p)
+                for i, p in df[column].items()
+                if isinstance(p, str) and p.strip() and not _exists(base, p)
             ]
             for i, p in missing_files:
                 case = df.at[i, "case_id"] if "case_id" in df.columns else "?"
-                problems.append(f"{column} file not found for case {case} (row {int(i) + 2}): {_resolve(base, p)}")
+                problems.append(
+                    f"{column} file not found for case {case} (row {int(i) + 2}): {_resolve(base, p)}"
+                )
     return problems
 
 
@@ -168,16 +199,21 @@ def leakage_evidence(df: pd.DataFrame) -> dict[str, int]:
     of them also appear in train/tune, and the number of patients in more than one split (the two last are 0
     for a table that :func:`read_cases` accepts; the same computation as its leakage check)."""
     patients, test, shared = _leaks(df)
-    return {"test institutions": len(test), "of them also in train/tune": len(shared),
-            "patients in more than one split": len(patients)}
+    return {
+        "test institutions": len(test),
+        "of them also in train/tune": len(shared),
+        "patients in more than one split": len(patients),
+    }
 
 
 def leakage_problems(df: pd.DataFrame) -> list[str]:
     """The leakage problems of a case table: each patient in several splits, and the test-split
     institutions that also appear in train/tune (the external test must be institution-disjoint)."""
     patients, _, shared = _leaks(df)
-    problems = [f"leakage: patient {patient} is in several splits ({', '.join(where)})"
-                for patient, where in patients.items()]
+    problems = [
+        f"leakage: patient {patient} is in several splits ({', '.join(where)})"
+        for patient, where in patients.items()
+    ]
     if shared:
         problems.append(
             f"leakage: test-split institution(s) {shared} also appear in train/tune (the external test "
@@ -195,7 +231,11 @@ def _leaks(df: pd.DataFrame) -> tuple[dict[str, list[str]], set[str], list[str]]
     if "split" not in df.columns:
         return patients, test, shared
     if "patient_id" in df.columns:
-        splits = df.dropna(subset=["patient_id", "split"]).groupby("patient_id")["split"].agg(lambda s: sorted(set(s)))
+        splits = (
+            df.dropna(subset=["patient_id", "split"])
+            .groupby("patient_id")["split"]
+            .agg(lambda s: sorted(set(s)))
+        )
         patients = {str(p): where for p, where in splits[splits.map(len) > 1].items()}
     if "institution_id" in df.columns:
         test = set(df.loc[df["split"] == "test", "institution_id"].dropna())

@@ -12,8 +12,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("cases", metavar="CASES.csv", help="the case table (e.g. COHORT/cases.csv)")
     p.add_argument("--no-files", action="store_true", help="do not check that image and label files exist")
-    p.add_argument("--volumes", action="store_true",
-                   help="also read every image and label in full (damaged files, not CT, labels off the grid)")
+    p.add_argument(
+        "--volumes",
+        action="store_true",
+        help="also read every image and label in full (damaged files, not CT, labels off the grid)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (with --volumes)")
     p.set_defaults(func=_validate)
 
@@ -24,14 +27,25 @@ def register(subparsers) -> None:
         "(keyed hash; set AMT_PSEUDONYM_KEY to keep them stable across imports).",
     )
     p.add_argument("--source", help="folder holding the scans and masks (required to import)")
-    p.add_argument("--metadata", required=True,
-                   help="CSV: image, label, split, institution[, label_segment, series_uid, ...] per scan")
+    p.add_argument(
+        "--metadata",
+        required=True,
+        help="CSV: image, label, split, institution[, label_segment, series_uid, ...] per scan",
+    )
     p.add_argument("--out", help="cohort folder to create (required to import)")
-    p.add_argument("--binarise-labels", action="store_true", help="turn every non-zero NIfTI/NRRD mask value into 1")
-    p.add_argument("--mapping", metavar="MAPPING.yaml",
-                   help="map the metadata's histology/contrast/vendor/sex values onto the study's vocabularies")
-    p.add_argument("--suggest-mapping", metavar="MAPPING.yaml",
-                   help="only write a starting mapping from the metadata's values (edit it, then --mapping)")
+    p.add_argument(
+        "--binarise-labels", action="store_true", help="turn every non-zero NIfTI/NRRD mask value into 1"
+    )
+    p.add_argument(
+        "--mapping",
+        metavar="MAPPING.yaml",
+        help="map the metadata's histology/contrast/vendor/sex values onto the study's vocabularies",
+    )
+    p.add_argument(
+        "--suggest-mapping",
+        metavar="MAPPING.yaml",
+        help="only write a starting mapping from the metadata's values (edit it, then --mapping)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out folder")
     p.set_defaults(func=_import)
 
@@ -49,10 +63,16 @@ def _validate(args: argparse.Namespace) -> int:
             raise CaseTableError(str(args.cases), problems)
     counts = df["split"].value_counts()
     splits = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("train", "tune", "test"))
-    files = ("" if args.no_files else "; all files present"
-             + ("; every volume read and usable" if args.volumes else " (not read: --volumes reads them)"))
-    print(f"OK: {len(df)} cases ({splits}), {df['patient_id'].nunique()} patients, "
-          f"{df['institution_id'].nunique()} institutions; no leakage{files}")
+    files = (
+        ""
+        if args.no_files
+        else "; all files present"
+        + ("; every volume read and usable" if args.volumes else " (not read: --volumes reads them)")
+    )
+    print(
+        f"OK: {len(df)} cases ({splits}), {df['patient_id'].nunique()} patients, "
+        f"{df['institution_id'].nunique()} institutions; no leakage{files}"
+    )
     return 0
 
 
@@ -83,5 +103,9 @@ def _suggest_mapping(args: argparse.Namespace) -> int:
     text = suggest_mapping(read_metadata(args.metadata))
     write_text(target, text)
     todo = text.count("# TODO")
-    print(f"OK: wrote {target} ({todo} value(s) left to map)" if todo else f"OK: wrote {target} (every value matched)")
+    print(
+        f"OK: wrote {target} ({todo} value(s) left to map)"
+        if todo
+        else f"OK: wrote {target} (every value matched)"
+    )
     return 0

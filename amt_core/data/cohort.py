@@ -76,7 +76,9 @@ def write_cases(root: str | os.PathLike, df: pd.DataFrame) -> Path:
     for column in ("image", "label"):
         if column in out.columns:
             out[column] = [_relative(root, p) for p in out[column]]
-    columns = [c for c in CASE_COLUMNS if c in out.columns] + [c for c in out.columns if c not in CASE_COLUMNS]
+    columns = [c for c in CASE_COLUMNS if c in out.columns] + [
+        c for c in out.columns if c not in CASE_COLUMNS
+    ]
     return write_csv(root / CASES_CSV, out[columns])
 
 

@@ -63,8 +63,14 @@ def frames_from_mask(mask: Volume | np.ndarray, affine: np.ndarray | None, sourc
     return frames
 
 
-def write_dicom_seg(mask: Volume, source_folder: str | os.PathLike, out_path: str | os.PathLike, *,
-                    series_uid: str | None = None, series_number: int = 9901) -> Path:
+def write_dicom_seg(
+    mask: Volume,
+    source_folder: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    series_uid: str | None = None,
+    series_number: int = 9901,
+) -> Path:
     """Write ``mask`` (binary, on the RAS grid of the series in ``source_folder`` as read by ``read_volume``)
     as a DICOM-SEG referencing that series; atomic. Returns ``out_path``."""
     import highdicom as hd
@@ -76,13 +82,24 @@ def write_dicom_seg(mask: Volume, source_folder: str | os.PathLike, out_path: st
     sources = series_datasets(source_folder, series_uid)
     for ds in sources:
         # an emptied SOPClassUID/SOPInstanceUID (seen in real exports): the file meta header still has them
-        for keyword, meta in (("SOPClassUID", "MediaStorageSOPClassUID"),
-                              ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+        for keyword, meta in (
+            ("SOPClassUID", "MediaStorageSOPClassUID"),
+            ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+        ):
             if not str(ds.get(keyword, "")).strip() and str(ds.file_meta.get(meta, "")).strip():
                 setattr(ds, keyword, ds.file_meta.get(meta))
         # Type 2 attributes highdicom copies: present (empty) even where the source lacks them
-        for keyword in ("StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
-                        "PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+        for keyword in (
+            "StudyDate",
+            "StudyTime",
+            "StudyID",
+            "AccessionNumber",
+            "ReferringPhysicianName",
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "PatientSex",
+        ):
             if keyword not in ds:
                 setattr(ds, keyword, None)
     frames = frames_from_mask(mask, None, sources)
@@ -93,10 +110,13 @@ def write_dicom_seg(mask: Volume, source_folder: str | os.PathLike, out_path: st
         segmented_property_type=codes.SCT.Neoplasm,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name="amt", version=__version__, family=codes.cid7162.ArtificialIntelligence),
+            name="amt", version=__version__, family=codes.cid7162.ArtificialIntelligence
+        ),
     )
     with warnings.catch_warnings():  # highdicom's advice on single-component PatientNames ("Anonymous") is
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")  # not ours
+        warnings.filterwarnings(
+            "ignore", message=".*unlikely to represent the intended person name"
+        )  # not ours
         seg = _segmentation(hd, sources, frames, description, series_number)
     _drop_other_identifiers(seg)
     out_path = Path(out_path)
@@ -133,9 +153,19 @@ def _drop_other_identifiers(seg) -> None:
     equipment (ContributingEquipmentSequence: manufacturer, institution, station); a SEG needs none of them."""
     from amt_core.data.privacy import IDENTIFYING_TAGS
 
-    own = {"SOPInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "ContentDate", "ContentTime",
-           "SeriesDate", "SeriesTime", "DeviceSerialNumber"}  # the SEG's own values
-    for keyword in ("ContributingEquipmentSequence",
-                    *(k for k in IDENTIFYING_TAGS if k not in COPIED_FROM_SOURCE and k not in own)):
+    own = {
+        "SOPInstanceUID",
+        "SeriesInstanceUID",
+        "FrameOfReferenceUID",
+        "ContentDate",
+        "ContentTime",
+        "SeriesDate",
+        "SeriesTime",
+        "DeviceSerialNumber",
+    }  # the SEG's own values
+    for keyword in (
+        "ContributingEquipmentSequence",
+        *(k for k in IDENTIFYING_TAGS if k not in COPIED_FROM_SOURCE and k not in own),
+    ):
         if keyword in seg:
             delattr(seg, keyword)

@@ -100,7 +100,9 @@ def read_metadata(metadata_csv: str | os.PathLike) -> pd.DataFrame:
     metadata_csv = Path(metadata_csv)
     if not metadata_csv.is_file():
         raise FileNotFoundError(f"{metadata_csv}: metadata CSV not found")
-    text_columns = {c: str for c in (*REQUIRED_METADATA, *OPTIONAL_METADATA) if c not in ("age", "slice_thickness_mm")}
+    text_columns = {
+        c: str for c in (*REQUIRED_METADATA, *OPTIONAL_METADATA) if c not in ("age", "slice_thickness_mm")
+    }
     try:
         meta = pd.read_csv(metadata_csv, dtype=text_columns)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -163,7 +165,9 @@ def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Pat
             while f"case_{counter:04d}" in given_ids:
                 counter += 1
             case_id = f"case_{counter:04d}"
-        patient_id = _cell(row, "patient_id") or dicom.patient_pseudonym or "pat_" + case_id.removeprefix("case_")
+        patient_id = (
+            _cell(row, "patient_id") or dicom.patient_pseudonym or "pat_" + case_id.removeprefix("case_")
+        )
         if _cell(row, "institution_id"):
             institution = _cell(row, "institution_id")
         elif _cell(row, "institution"):
@@ -236,7 +240,9 @@ def _convert(table: pd.DataFrame, sources, root: Path, binarise_labels: bool, me
         except VolumeError as exc:
             case_problems.append(exc)
         try:
-            label = read_mask(label_src, image, segment=segment, series_uid=series_uid, binarise=binarise_labels)
+            label = read_mask(
+                label_src, image, segment=segment, series_uid=series_uid, binarise=binarise_labels
+            )
         except VolumeError as exc:
             case_problems.append(exc)
         if case_problems:
@@ -257,7 +263,12 @@ def _convert(table: pd.DataFrame, sources, root: Path, binarise_labels: bool, me
 def _compact(array: np.ndarray) -> np.ndarray:
     """int16 when the HU values are whole numbers in range (as CT almost always is), else float32."""
     with contextlib.suppress(ValueError):
-        if array.size and array.min() >= -32768 and array.max() <= 32767 and np.array_equal(array, np.round(array)):
+        if (
+            array.size
+            and array.min() >= -32768
+            and array.max() <= 32767
+            and np.array_equal(array, np.round(array))
+        ):
             return array.astype(np.int16)
     return array.astype(np.float32)
 

@@ -55,11 +55,19 @@ def mask_kind(path: str | os.PathLike) -> str:
         return "dicom-seg"
     if sop_class == RTSTRUCT_SOP_CLASS or modality == "RTSTRUCT":
         return "rtstruct"
-    raise VolumeError(f"{p}: a DICOM {modality or 'file'} is not a mask (expected a DICOM-SEG or an RTSTRUCT)")
+    raise VolumeError(
+        f"{p}: a DICOM {modality or 'file'} is not a mask (expected a DICOM-SEG or an RTSTRUCT)"
+    )
 
 
-def read_mask(path: str | os.PathLike, image: Volume, *, segment: str | None = None,
-              series_uid: str | None = None, binarise: bool = False) -> Volume:
+def read_mask(
+    path: str | os.PathLike,
+    image: Volume,
+    *,
+    segment: str | None = None,
+    series_uid: str | None = None,
+    binarise: bool = False,
+) -> Volume:
     """The mask at ``path`` (any format above) as a binary uint8 :class:`Volume` on ``image``'s grid.
 
     ``segment`` names the DICOM-SEG segment, RTSTRUCT ROI or Slicer segment (required when the file holds
@@ -72,7 +80,9 @@ def read_mask(path: str | os.PathLike, image: Volume, *, segment: str | None = N
     kind = mask_kind(p)
     if kind == "volume":
         if segment is not None:
-            raise VolumeError(f"{p}: a segment name ({segment!r}) is given but a NIfTI/NRRD label has no segments")
+            raise VolumeError(
+                f"{p}: a segment name ({segment!r}) is given but a NIfTI/NRRD label has no segments"
+            )
         label = read_label(p, image, allowed=None if binarise else (0, 1))
         return Volume(array=(label.array > 0).astype(np.uint8), affine=image.affine, source=str(p))
     if kind == "seg.nrrd":
@@ -80,8 +90,11 @@ def read_mask(path: str | os.PathLike, image: Volume, *, segment: str | None = N
     elif kind == "dicom-seg":
         array, ras_affine = _read_dicom_seg(p, segment, image, _image_refs(image, series_uid))
     else:
-        return Volume(array=_read_rtstruct(p, segment, image, _image_refs(image, series_uid)),
-                      affine=image.affine, source=str(p))
+        return Volume(
+            array=_read_rtstruct(p, segment, image, _image_refs(image, series_uid)),
+            affine=image.affine,
+            source=str(p),
+        )
     return Volume(array=place_on_grid(array, ras_affine, image, str(p)), affine=image.affine, source=str(p))
 
 
@@ -108,8 +121,10 @@ def place_on_grid(array: np.ndarray, ras_affine: np.ndarray, image: Volume, sour
     target = (exact_rotation @ ijk + exact_shift[:, None]).astype(np.int64)
     outside = np.any((target < 0) | (target >= np.array(image.shape)[:, None]), axis=0)
     if outside.any():
-        raise VolumeError(f"mask {source}: {int(outside.sum())} tumour voxel(s) lie outside image {image.source} "
-                          f"(shape {image.shape}); is it the mask of another scan?")
+        raise VolumeError(
+            f"mask {source}: {int(outside.sum())} tumour voxel(s) lie outside image {image.source} "
+            f"(shape {image.shape}); is it the mask of another scan?"
+        )
     out[tuple(target)] = 1
     return out
 
@@ -123,8 +138,10 @@ def _dicom_header(p: Path):
     try:
         return pydicom.dcmread(p, stop_before_pixels=True)
     except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise VolumeError(f"{p}: unknown mask format (expected .nii/.nii.gz/.nrrd, .seg.nrrd, a DICOM-SEG or an "
-                          f"RTSTRUCT): {' '.join(str(exc).split())[:200]}") from None
+        raise VolumeError(
+            f"{p}: unknown mask format (expected .nii/.nii.gz/.nrrd, .seg.nrrd, a DICOM-SEG or an "
+            f"RTSTRUCT): {' '.join(str(exc).split())[:200]}"
+        ) from None
 
 
 def _single_mask_file(folder: Path) -> Path:
@@ -137,7 +154,11 @@ def _single_mask_file(folder: Path) -> Path:
         except VolumeError:
             continue
     if len(found) != 1:
-        what = "no DICOM-SEG or RTSTRUCT file" if not found else f"{len(found)} mask files ({', '.join(f.name for f in found)})"
+        what = (
+            "no DICOM-SEG or RTSTRUCT file"
+            if not found
+            else f"{len(found)} mask files ({', '.join(f.name for f in found)})"
+        )
         raise VolumeError(f"{folder}: {what} in this folder; name the mask file in the label column")
     return found[0]
 
@@ -153,23 +174,32 @@ def _image_refs(image: Volume, series_uid: str | None) -> SeriesRefs | None:
     series = frame = None
     uids = set()
     for f in files:
-        ds = pydicom.dcmread(f, stop_before_pixels=True,
-                             specific_tags=["SOPInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"])
+        ds = pydicom.dcmread(
+            f,
+            stop_before_pixels=True,
+            specific_tags=["SOPInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"],
+        )
         uids.add(str(ds.get("SOPInstanceUID", "")))
         series = series or str(ds.get("SeriesInstanceUID", "")) or None
         frame = frame or str(ds.get("FrameOfReferenceUID", "")) or None
     return SeriesRefs(series, frame, frozenset(uids))
 
 
-def _check_refs(p: Path, image_source: str, refs: SeriesRefs | None, frame: str | None, series: set[str]) -> None:
+def _check_refs(
+    p: Path, image_source: str, refs: SeriesRefs | None, frame: str | None, series: set[str]
+) -> None:
     if refs is None:
         return
     if frame and refs.frame_of_reference_uid and frame != refs.frame_of_reference_uid:
-        raise VolumeError(f"mask {p} is in another frame of reference than image {image_source} "
-                          f"(FrameOfReferenceUID {frame} vs {refs.frame_of_reference_uid}); is it the mask of another scan?")
+        raise VolumeError(
+            f"mask {p} is in another frame of reference than image {image_source} "
+            f"(FrameOfReferenceUID {frame} vs {refs.frame_of_reference_uid}); is it the mask of another scan?"
+        )
     if series and refs.series_uid and refs.series_uid not in series:
-        raise VolumeError(f"mask {p} references another series than image {image_source} "
-                          f"(SeriesInstanceUID {', '.join(sorted(series))} vs {refs.series_uid})")
+        raise VolumeError(
+            f"mask {p} references another series than image {image_source} "
+            f"(SeriesInstanceUID {', '.join(sorted(series))} vs {refs.series_uid})"
+        )
 
 
 def _choose(p: Path, names: list[str], segment: str | None, what: str) -> int:
@@ -178,8 +208,9 @@ def _choose(p: Path, names: list[str], segment: str | None, what: str) -> int:
     if segment is None:
         if len(names) == 1:
             return 0
-        raise VolumeError(f"{p}: holds {len(names)} {what}s ({listing}); name the tumour in the "
-                          "label_segment column")
+        raise VolumeError(
+            f"{p}: holds {len(names)} {what}s ({listing}); name the tumour in the label_segment column"
+        )
     for match in (lambda n: n == segment, lambda n: n.strip().casefold() == segment.strip().casefold()):
         hits = [i for i, n in enumerate(names) if match(n)]
         if len(hits) == 1:
@@ -189,8 +220,9 @@ def _choose(p: Path, names: list[str], segment: str | None, what: str) -> int:
     raise VolumeError(f"{p}: no {what} named {segment!r}; available: {listing}")
 
 
-def _read_dicom_seg(p: Path, segment: str | None, image: Volume,
-                    refs: SeriesRefs | None) -> tuple[np.ndarray, np.ndarray]:
+def _read_dicom_seg(
+    p: Path, segment: str | None, image: Volume, refs: SeriesRefs | None
+) -> tuple[np.ndarray, np.ndarray]:
     import highdicom as hd
 
     try:
@@ -218,16 +250,25 @@ def _read_rtstruct(p: Path, roi: str | None, image: Volume, refs: SeriesRefs | N
 
     ds = _dicom_header(p)
     frames = {str(f.get("FrameOfReferenceUID", "")) for f in ds.get("ReferencedFrameOfReferenceSequence", [])}
-    series = {str(s.SeriesInstanceUID)
-              for f in ds.get("ReferencedFrameOfReferenceSequence", [])
-              for st in f.get("RTReferencedStudySequence", []) for s in st.get("RTReferencedSeriesSequence", [])}
+    series = {
+        str(s.SeriesInstanceUID)
+        for f in ds.get("ReferencedFrameOfReferenceSequence", [])
+        for st in f.get("RTReferencedStudySequence", [])
+        for s in st.get("RTReferencedSeriesSequence", [])
+    }
     rois = list(ds.get("StructureSetROISequence", []))
     k = _choose(p, [str(r.get("ROIName", "")) for r in rois], roi, "ROI")
     number = int(rois[k].ROINumber)
-    roi_frame = str(rois[k].get("ReferencedFrameOfReferenceUID", "")) or (frames.pop() if len(frames) == 1 else None)
+    roi_frame = str(rois[k].get("ReferencedFrameOfReferenceUID", "")) or (
+        frames.pop() if len(frames) == 1 else None
+    )
     _check_refs(p, image.source, refs, roi_frame, series)
-    contours = [c for rc in ds.get("ROIContourSequence", []) if int(rc.ReferencedROINumber) == number
-                for c in rc.get("ContourSequence", [])]
+    contours = [
+        c
+        for rc in ds.get("ROIContourSequence", [])
+        if int(rc.ReferencedROINumber) == number
+        for c in rc.get("ContourSequence", [])
+    ]
     out = np.zeros(image.shape, np.uint8)
     world_to_voxel = np.linalg.inv(image.affine)
     for c in contours:
@@ -236,31 +277,41 @@ def _read_rtstruct(p: Path, roi: str | None, image: Volume, refs: SeriesRefs | N
         if geometric == "POINT" or len(points) < 3:
             continue
         if geometric != "CLOSED_PLANAR":
-            raise VolumeError(f"{p}: ROI {rois[k].ROIName!r} has a {geometric} contour; only closed planar "
-                              "contours enclose a volume")
+            raise VolumeError(
+                f"{p}: ROI {rois[k].ROIName!r} has a {geometric} contour; only closed planar "
+                "contours enclose a volume"
+            )
         ras = _LPS_TO_RAS[:3, :3] @ points.T
         ijk = world_to_voxel[:3, :3] @ ras + world_to_voxel[:3, 3:4]
         flat = [a for a in range(3) if np.ptp(ijk[a]) < GRID_TOLERANCE_VOXELS]
         if not flat:
-            raise VolumeError(f"{p}: a contour of ROI {rois[k].ROIName!r} is not in a slice plane of image "
-                              f"{image.source} (oblique contours are not supported)")
+            raise VolumeError(
+                f"{p}: a contour of ROI {rois[k].ROIName!r} is not in a slice plane of image "
+                f"{image.source} (oblique contours are not supported)"
+            )
         axis = flat[-1]
         level = float(ijk[axis].mean())
         index = int(round(level))
         if abs(level - index) > GRID_TOLERANCE_VOXELS or not 0 <= index < image.shape[axis]:
-            raise VolumeError(f"{p}: a contour of ROI {rois[k].ROIName!r} lies between or outside the slices "
-                              f"of image {image.source} (at slice position {level:.3f}); is it the mask of another scan?")
+            raise VolumeError(
+                f"{p}: a contour of ROI {rois[k].ROIName!r} lies between or outside the slices "
+                f"of image {image.source} (at slice position {level:.3f}); is it the mask of another scan?"
+            )
         a, b = [d for d in range(3) if d != axis]
         polygon = Polygon(np.stack([ijk[a], ijk[b]], axis=1))
         lo = np.maximum(np.floor(ijk[[a, b]].min(axis=1)).astype(int), 0)
-        hi = np.minimum(np.ceil(ijk[[a, b]].max(axis=1)).astype(int), [image.shape[a] - 1, image.shape[b] - 1])
+        hi = np.minimum(
+            np.ceil(ijk[[a, b]].max(axis=1)).astype(int), [image.shape[a] - 1, image.shape[b] - 1]
+        )
         if np.any(hi < lo):
             continue
         ga, gb = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
         centres = np.stack([ga.ravel(), gb.ravel()], axis=1)
         # on the contour counts as inside (contours traced through boundary voxel centres, as exported from
         # masks); matplotlib's radius grows or shrinks the polygon by its winding, so both signs are asked
-        inside = (polygon.contains_points(centres, radius=1e-6) | polygon.contains_points(centres, radius=-1e-6))
+        inside = polygon.contains_points(centres, radius=1e-6) | polygon.contains_points(
+            centres, radius=-1e-6
+        )
         inside = inside.reshape(ga.shape)
         plane = [slice(None)] * 3
         plane[axis] = index
@@ -278,7 +329,9 @@ def _read_slicer(p: Path, segment: str | None) -> tuple[np.ndarray, np.ndarray]:
     try:
         seg = slicerio.read_segmentation(str(p))
     except Exception as exc:  # pynrrd/slicerio raise several types for a damaged file
-        raise VolumeError(f"{p}: cannot read the Slicer segmentation: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise VolumeError(
+            f"{p}: cannot read the Slicer segmentation: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
     segments = list(seg.get("segments", []))
     k = _choose(p, [str(s.get("name", s.get("id", ""))) for s in segments], segment, "segment")
     mask = slicerio.segment_mask(seg, segments[k])

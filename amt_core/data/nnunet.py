@@ -26,8 +26,9 @@ TUMOUR_CLASS = 1
 _TIE = 0.01
 
 
-def read_npz_probability(npz_path: str | os.PathLike, mask_path: str | os.PathLike,
-                         mask: np.ndarray) -> np.ndarray:
+def read_npz_probability(
+    npz_path: str | os.PathLike, mask_path: str | os.PathLike, mask: np.ndarray
+) -> np.ndarray:
     """Tumour probability (float32, RAS voxel order) of nnU-Net's ``{case}.npz``, on the grid of the mask
     ``mask_path`` written beside it; ``mask``: that mask as read (RAS), to check the orientation."""
     import nibabel as nib
@@ -38,36 +39,49 @@ def read_npz_probability(npz_path: str | os.PathLike, mask_path: str | os.PathLi
     try:
         with np.load(path, allow_pickle=False) as data:
             if "probabilities" not in data.files:
-                raise VolumeError(f"{path}: no 'probabilities' array (has {data.files}); not written by "
-                                  "nnUNetv2_predict --save_probabilities")
+                raise VolumeError(
+                    f"{path}: no 'probabilities' array (has {data.files}); not written by "
+                    "nnUNetv2_predict --save_probabilities"
+                )
             probs = data["probabilities"]
     except (OSError, ValueError, EOFError) as exc:
         if isinstance(exc, VolumeError):
             raise
         raise VolumeError(f"{path}: unreadable .npz ({exc})") from None
     if probs.ndim != 4 or probs.shape[0] < 2:
-        raise VolumeError(f"{path}: probabilities of shape {probs.shape}; expected (classes, z, y, x) with "
-                          f"class {TUMOUR_CLASS} the tumour")
+        raise VolumeError(
+            f"{path}: probabilities of shape {probs.shape}; expected (classes, z, y, x) with "
+            f"class {TUMOUR_CLASS} the tumour"
+        )
     if probs.shape[0] != 2:
-        raise VolumeError(f"{path}: {probs.shape[0]} classes; amt evaluates one tumour class (background 0, "
-                          f"tumour {TUMOUR_CLASS})")
+        raise VolumeError(
+            f"{path}: {probs.shape[0]} classes; amt evaluates one tumour class (background 0, "
+            f"tumour {TUMOUR_CLASS})"
+        )
     tumour = np.asarray(probs[TUMOUR_CLASS], dtype=np.float32).transpose(2, 1, 0)
     if not np.all(np.isfinite(tumour)) or tumour.min() < -1e-3 or tumour.max() > 1 + 1e-3:
-        raise VolumeError(f"{path}: probabilities outside [0, 1] or not finite (range "
-                          f"{np.nanmin(tumour):g} .. {np.nanmax(tumour):g}); softmax outputs expected")
+        raise VolumeError(
+            f"{path}: probabilities outside [0, 1] or not finite (range "
+            f"{np.nanmin(tumour):g} .. {np.nanmax(tumour):g}); softmax outputs expected"
+        )
     tumour = np.clip(tumour, 0.0, 1.0)
     if not str(mask_path).lower().endswith((".nii", ".nii.gz")):
-        raise VolumeError(f"{path}: the mask beside it ({Path(mask_path).name}) must be NIfTI to place the "
-                          "probabilities")
+        raise VolumeError(
+            f"{path}: the mask beside it ({Path(mask_path).name}) must be NIfTI to place the probabilities"
+        )
     header = nib.load(str(mask_path))
     raw_shape = tuple(int(n) for n in header.shape[:3])
     if tumour.shape != raw_shape:
-        raise VolumeError(f"{path}: probabilities of shape (z, y, x) {probs.shape[1:]} do not fit the mask "
-                          f"{Path(mask_path).name} of shape (x, y, z) {raw_shape}")
+        raise VolumeError(
+            f"{path}: probabilities of shape (z, y, x) {probs.shape[1:]} do not fit the mask "
+            f"{Path(mask_path).name} of shape (x, y, z) {raw_shape}"
+        )
     ras, _ = _to_ras(tumour, np.asarray(header.affine, dtype=np.float64))
     contradict = int(np.count_nonzero((mask > 0) & (ras < 0.5 - _TIE)))
     if contradict:
-        raise VolumeError(f"{path}: {contradict} of {int(np.count_nonzero(mask))} voxels of the mask "
-                          f"{Path(mask_path).name} have tumour probability < 0.5: not the probabilities of "
-                          "that mask (another case, or another voxel order than nnU-Net's SimpleITK reader)")
+        raise VolumeError(
+            f"{path}: {contradict} of {int(np.count_nonzero(mask))} voxels of the mask "
+            f"{Path(mask_path).name} have tumour probability < 0.5: not the probabilities of "
+            "that mask (another case, or another voxel order than nnU-Net's SimpleITK reader)"
+        )
     return ras

@@ -55,7 +55,9 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
 
 def _files_intact(folder: Path, record: dict) -> bool:
     files = record.get("files", {})
-    return bool(files) and all((folder / n).is_file() and file_digest(folder / n) == d for n, d in files.items())
+    return bool(files) and all(
+        (folder / n).is_file() and file_digest(folder / n) == d for n, d in files.items()
+    )
 
 
 def resumable_cases(folder: Path, settings: dict) -> dict[str, dict]:
@@ -63,12 +65,18 @@ def resumable_cases(folder: Path, settings: dict) -> dict[str, dict]:
     Raises :class:`OutputExistsError` when the folder was written by another model or other settings."""
     manifest = read_manifest(folder)
     if manifest is None:
-        raise OutputExistsError(f"{folder}: has no {MANIFEST} (not written by `amt predict`); cannot --resume "
-                                "it: pass --overwrite to replace it")
-    differ = [f"{k} {manifest.get(k)!r}, not {settings[k]!r}" for k in SETTINGS if manifest.get(k) != settings[k]]
+        raise OutputExistsError(
+            f"{folder}: has no {MANIFEST} (not written by `amt predict`); cannot --resume "
+            "it: pass --overwrite to replace it"
+        )
+    differ = [
+        f"{k} {manifest.get(k)!r}, not {settings[k]!r}" for k in SETTINGS if manifest.get(k) != settings[k]
+    ]
     if differ:
-        raise OutputExistsError(f"{folder}: holds predictions of another model or settings ({'; '.join(differ)})"
-                                "; cannot --resume it: pass --overwrite to replace it")
+        raise OutputExistsError(
+            f"{folder}: holds predictions of another model or settings ({'; '.join(differ)})"
+            "; cannot --resume it: pass --overwrite to replace it"
+        )
     return {c: r for c, r in manifest["cases"].items() if _files_intact(folder, r)}
 
 
@@ -96,8 +104,10 @@ def check_evaluable(folder: str | os.PathLike, case_ids) -> None:
             listed = {row.get("case_id") for row in csv.DictReader(fh)}
         bad = [c for c in case_ids if c not in listed]
         if bad:
-            raise ValueError(f"{folder}: {len(bad)} case(s) to evaluate are not listed in its {TABLE} (written "
-                             f"by something else?), e.g. {bad[0]}; predict them again into an empty folder")
+            raise ValueError(
+                f"{folder}: {len(bad)} case(s) to evaluate are not listed in its {TABLE} (written "
+                f"by something else?), e.g. {bad[0]}; predict them again into an empty folder"
+            )
         return
     problems = []
     for c in case_ids:
@@ -105,10 +115,15 @@ def check_evaluable(folder: str | os.PathLike, case_ids) -> None:
         if record is None:
             problems.append(f"{c} is not listed in it")
             continue
-        changed = [n for n, d in record.get("files", {}).items()
-                   if (folder / n).is_file() and file_digest(folder / n) != d]
+        changed = [
+            n
+            for n, d in record.get("files", {}).items()
+            if (folder / n).is_file() and file_digest(folder / n) != d
+        ]
         if changed:
             problems.append(f"{changed[0]} is not the file that model wrote")
     if problems:
-        raise ValueError(f"{folder}: {len(problems)} case(s) are not predictions of the model in its {MANIFEST} "
-                         f"({manifest.get('model', '?')}), e.g. {problems[0]}; predict again with --overwrite")
+        raise ValueError(
+            f"{folder}: {len(problems)} case(s) are not predictions of the model in its {MANIFEST} "
+            f"({manifest.get('model', '?')}), e.g. {problems[0]}; predict again with --overwrite"
+        )

@@ -61,15 +61,19 @@ def load_mapping(path: str | os.PathLike) -> dict[str, dict[str, str | None]]:
         for source, target in entries.items():
             target = None if target is None or str(target).strip() == "" else str(target).strip()
             if target is not None and target not in VOCABULARIES[column]:
-                problems.append(f"{column}: {str(source)!r} is mapped to {target!r}, which is not one of "
-                                f"{', '.join(VOCABULARIES[column])}")
+                problems.append(
+                    f"{column}: {str(source)!r} is mapped to {target!r}, which is not one of "
+                    f"{', '.join(VOCABULARIES[column])}"
+                )
             mapping[column][str(source).strip()] = target
     if problems:
         raise ValueError(f"{p}: " + "; ".join(problems))
     return mapping
 
 
-def apply_mapping(meta: pd.DataFrame, mapping: dict[str, dict[str, str | None]]) -> tuple[pd.DataFrame, list[str]]:
+def apply_mapping(
+    meta: pd.DataFrame, mapping: dict[str, dict[str, str | None]]
+) -> tuple[pd.DataFrame, list[str]]:
     """``meta`` with the mapped columns translated, and the problems: each value that is neither in its
     vocabulary nor mapped, with the rows (as in the CSV: header = row 1) it occurs in."""
     meta = meta.copy()
@@ -81,7 +85,11 @@ def apply_mapping(meta: pd.DataFrame, mapping: dict[str, dict[str, str | None]])
         unmapped: dict[str, list[int]] = {}
         values = []
         for i, value in meta[column].items():
-            text = None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value).strip()
+            text = (
+                None
+                if value is None or (not isinstance(value, str) and pd.isna(value))
+                else str(value).strip()
+            )
             if not text or text in vocabulary:
                 values.append(text or None)
             elif table.get(text) is not None:
@@ -91,9 +99,13 @@ def apply_mapping(meta: pd.DataFrame, mapping: dict[str, dict[str, str | None]])
                 values.append(text)
         meta[column] = pd.Series(values, index=meta.index, dtype=object)
         for text, rows in unmapped.items():
-            shown = ", ".join(str(r) for r in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
-            problems.append(f"{column} {text!r} (row{'s' if len(rows) > 1 else ''} {shown}) has no mapping "
-                            f"(to one of {', '.join(vocabulary)})")
+            shown = ", ".join(str(r) for r in rows[:10]) + (
+                f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+            )
+            problems.append(
+                f"{column} {text!r} (row{'s' if len(rows) > 1 else ''} {shown}) has no mapping "
+                f"(to one of {', '.join(vocabulary)})"
+            )
     return meta, problems
 
 
@@ -115,8 +127,12 @@ def suggest(column: str, value: str) -> str | None:
         rest = "".join(w for w in words.split() if w not in ("thymoma", "type", "who"))
         if "thymoma" in words.split() and rest in ("a", "ab", "b1", "b2", "b3"):
             return f"thymoma_{rest.upper()}"
-        for needle, target in (("thymic carcinoma", "thymic_carcinoma"), ("lymphoma", "lymphoma"),
-                               ("germ cell", "germ_cell_tumour"), ("thymic cyst", "thymic_cyst")):
+        for needle, target in (
+            ("thymic carcinoma", "thymic_carcinoma"),
+            ("lymphoma", "lymphoma"),
+            ("germ cell", "germ_cell_tumour"),
+            ("thymic cyst", "thymic_cyst"),
+        ):
             if needle in words:
                 return target
         return None
@@ -132,8 +148,10 @@ def suggest(column: str, value: str) -> str | None:
 
 def suggest_mapping(meta: pd.DataFrame) -> str:
     """A starting mapping (YAML text) for the values of ``meta`` outside the vocabularies."""
-    lines = ["# amt import --mapping: the metadata's values (left) -> the study's values (right).",
-             "# Fill in every empty value, or correct a filled one; values already in the vocabulary need no entry."]
+    lines = [
+        "# amt import --mapping: the metadata's values (left) -> the study's values (right).",
+        "# Fill in every empty value, or correct a filled one; values already in the vocabulary need no entry.",
+    ]
     for column, vocabulary in VOCABULARIES.items():
         if column not in meta.columns:
             continue

@@ -111,7 +111,10 @@ class Geometry:
 
 
 def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    return cast("tuple[float, float, float]", tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))))
+    return cast(
+        "tuple[float, float, float]",
+        tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))),
+    )
 
 
 # --- reading ---------------------------------------------------------------------------------------------
@@ -140,7 +143,9 @@ def read_geometry(path: str | os.PathLike, *, volume: Volume | None = None) -> G
     name = p.name.lower()
     stored = None
     if p.is_file() and name.endswith(NIFTI_SUFFIXES + ITK_SUFFIXES):
-        with contextlib.suppress(Exception):  # a damaged header: the full reader names the file and the problem
+        with contextlib.suppress(
+            Exception
+        ):  # a damaged header: the full reader names the file and the problem
             stored = _header_grid(p)
     if stored is None or len(stored[0]) != 3 or min(stored[0]) < 2:
         return Geometry.of(volume if volume is not None else read_volume(path))
@@ -151,8 +156,13 @@ def read_geometry(path: str | os.PathLike, *, volume: Volume | None = None) -> G
     ras_shape = [0, 0, 0]
     for axis, (out_axis, _) in enumerate(ornt):
         ras_shape[int(out_axis)] = shape[axis]
-    return Geometry(cast("tuple[int, int, int]", tuple(ras_shape)), affine @ nio.inv_ornt_aff(ornt, shape),
-                    cast("tuple[int, int, int]", shape), affine, str(p))
+    return Geometry(
+        cast("tuple[int, int, int]", tuple(ras_shape)),
+        affine @ nio.inv_ornt_aff(ornt, shape),
+        cast("tuple[int, int, int]", shape),
+        affine,
+        str(p),
+    )
 
 
 def _header_grid(p: Path) -> tuple[tuple[int, ...], np.ndarray]:
@@ -179,7 +189,9 @@ def _header_grid(p: Path) -> tuple[tuple[int, ...], np.ndarray]:
     return shape, affine
 
 
-def to_stored_grid(array: np.ndarray, affine: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+def to_stored_grid(
+    array: np.ndarray, affine: np.ndarray, geometry: Geometry
+) -> tuple[np.ndarray, np.ndarray]:
     """Undo the readers' reorientation: an array on ``geometry``'s RAS+ grid (``affine``) back in the file's
     voxel order, with the file's affine. A grid that does not match ``geometry`` is returned unchanged (the
     world positions are the same either way)."""
@@ -189,7 +201,8 @@ def to_stored_grid(array: np.ndarray, affine: np.ndarray, geometry: Geometry) ->
     back = nio.ornt_transform(nio.axcodes2ornt(("R", "A", "S")), ornt)
     out = nio.apply_orientation(array, back)
     if out.shape != tuple(geometry.stored_shape) or not np.allclose(
-            affine @ nio.inv_ornt_aff(back, array.shape), geometry.stored_affine, atol=1e-3):
+        affine @ nio.inv_ornt_aff(back, array.shape), geometry.stored_affine, atol=1e-3
+    ):
         return array, affine
     return np.ascontiguousarray(out), geometry.stored_affine
 
@@ -255,7 +268,11 @@ def read_label(
 
 
 def read_probability(
-    path: str | os.PathLike, image: Volume | Geometry, *, role: str = "probability map", grid_of: str = "label"
+    path: str | os.PathLike,
+    image: Volume | Geometry,
+    *,
+    role: str = "probability map",
+    grid_of: str = "label",
 ) -> Volume:
     """Read a probability map on the grid of ``image`` as float32 in [0, 1].
 
@@ -313,8 +330,15 @@ def _first_fractional(raw: np.ndarray) -> float:
     return float(frac.flat[0]) if frac.size else float("nan")
 
 
-def _check_grid(source: str, shape: tuple[int, ...], affine: np.ndarray, image: Volume | Geometry, *,
-                role: str = "label", grid_of: str = "image") -> None:
+def _check_grid(
+    source: str,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    image: Volume | Geometry,
+    *,
+    role: str = "label",
+    grid_of: str = "image",
+) -> None:
     tol = GRID_TOLERANCE * min(image.spacing)
     problems = []
     if tuple(shape) != image.shape:
@@ -463,13 +487,16 @@ def _modality(path: str) -> str:
     import pydicom
 
     try:
-        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", ""))
+        return str(
+            pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", "")
+        )
     except Exception:  # unreadable here: left to the image reader, which names the file
         return ""
 
 
-def select_series(folder: str | os.PathLike, series_uid: str | None = None,
-                  found: list[DicomSeries] | None = None) -> DicomSeries:
+def select_series(
+    folder: str | os.PathLike, series_uid: str | None = None, found: list[DicomSeries] | None = None
+) -> DicomSeries:
     """The series of ``folder`` to read: the only one, or the one ``series_uid`` names. Several series and
     no ``series_uid``, or an unknown ``series_uid``, is a :class:`VolumeError` listing the series present
     (UID, SeriesDescription, number of slices), so pixels and metadata always come from one series."""
@@ -522,7 +549,9 @@ def _from_sitk(img, p: Path) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise VolumeError(f"{p}: {img.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar volume")
+        raise VolumeError(
+            f"{p}: {img.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar volume"
+        )
     dim = img.GetDimension()
     array = sitk.GetArrayFromImage(img)  # axes reversed: (z, y, x)
     array = np.ascontiguousarray(array.transpose(tuple(range(dim - 1, -1, -1))))

@@ -36,8 +36,14 @@ class CaseEvaluation:
     events: list[dict] = field(default_factory=list)
 
 
-def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                  config: EvalConfig | None = None, *, prob: np.ndarray | None = None) -> CaseEvaluation:
+def evaluate_case(
+    label: np.ndarray,
+    prediction: np.ndarray,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    config: EvalConfig | None = None,
+    *,
+    prob: np.ndarray | None = None,
+) -> CaseEvaluation:
     """Evaluate one scan.
 
     ``label``: reference mask (non-zero = tumour). ``prediction``: the binary mask, or a floating-point
@@ -49,22 +55,41 @@ def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[f
     """
     config = config or EvalConfig()
     if label.shape != prediction.shape or (prob is not None and prob.shape != label.shape):
-        shapes = f"label {label.shape}, prediction {prediction.shape}" + (f", prob {prob.shape}" if prob is not None else "")
+        shapes = f"label {label.shape}, prediction {prediction.shape}" + (
+            f", prob {prob.shape}" if prob is not None else ""
+        )
         raise ValueError(f"arrays of one scan must have the same shape: {shapes}")
     mask = prediction
     if prob is None and prediction.dtype.kind == "f":
         prob, mask = prediction, prediction >= config.threshold
     # every array is read once for its bounding box, then only inside boxes
     box_ref, box_mask = bounding_box(label), bounding_box(mask)
-    seg = segmentation_metrics(label, mask, spacing, empty_both=config.empty_both, empty_one=config.empty_one,
-                               hd_percentile=config.hd_percentile, boxes=(box_ref, box_mask))
-    les = lesions.find_components(label, box=box_ref, connectivity=config.connectivity,
-                                  min_voxels=config.min_lesion_voxels) if box_ref else _NONE
+    seg = segmentation_metrics(
+        label,
+        mask,
+        spacing,
+        empty_both=config.empty_both,
+        empty_one=config.empty_one,
+        hd_percentile=config.hd_percentile,
+        boxes=(box_ref, box_mask),
+    )
+    les = (
+        lesions.find_components(
+            label, box=box_ref, connectivity=config.connectivity, min_voxels=config.min_lesion_voxels
+        )
+        if box_ref
+        else _NONE
+    )
     if prob is not None:
         cands = lesions.extract_candidates(prob, config)
     else:
-        cands = lesions.find_components(mask, box=box_mask, connectivity=config.connectivity,
-                                        min_voxels=config.min_candidate_voxels) if box_mask else _NONE
+        cands = (
+            lesions.find_components(
+                mask, box=box_mask, connectivity=config.connectivity, min_voxels=config.min_candidate_voxels
+            )
+            if box_mask
+            else _NONE
+        )
     inter = lesions.overlap_matrix(cands, les)
     iou = lesions.pair_overlap(inter, cands.voxels, les.voxels, "iou")
     dice = lesions.pair_overlap(inter, cands.voxels, les.voxels, "dice")
@@ -73,10 +98,18 @@ def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[f
 
     events = []
     for t in config.match_thresholds:
-        levels, d_tp, d_fp = lesions.sweep(metric, conf, t, criterion=config.hit_criterion,
-                                           method=config.assignment, extra_hits=config.extra_hits)
-        events += [{"iou_threshold": t, "confidence": float(c), "d_tp": int(a), "d_fp": int(b)}
-                   for c, a, b in zip(levels, d_tp, d_fp, strict=True)]
+        levels, d_tp, d_fp = lesions.sweep(
+            metric,
+            conf,
+            t,
+            criterion=config.hit_criterion,
+            method=config.assignment,
+            extra_hits=config.extra_hits,
+        )
+        events += [
+            {"iou_threshold": t, "confidence": float(c), "d_tp": int(a), "d_fp": int(b)}
+            for c, a, b in zip(levels, d_tp, d_fp, strict=True)
+        ]
 
     # headline matching: candidates at the operating threshold, headline overlap threshold
     active = np.flatnonzero(conf >= config.operating_point)
@@ -116,12 +149,18 @@ def evaluate_case(label: np.ndarray, prediction: np.ndarray, spacing: Sequence[f
 
 
 def _box_cols(box) -> dict[str, int]:
-    return {f"{name}{end}": int(getattr(box[a], attr)) for a, name in enumerate("xyz")
-            for end, attr in ((0, "start"), (1, "stop"))}
+    return {
+        f"{name}{end}": int(getattr(box[a], attr))
+        for a, name in enumerate("xyz")
+        for end, attr in ((0, "start"), (1, "stop"))
+    }
 
 
-def collect(evaluations: Sequence[CaseEvaluation], case_ids: Sequence[str],
-            institutions: Sequence[str | None] | None = None) -> dict[str, pd.DataFrame]:
+def collect(
+    evaluations: Sequence[CaseEvaluation],
+    case_ids: Sequence[str],
+    institutions: Sequence[str | None] | None = None,
+) -> dict[str, pd.DataFrame]:
     """Stack per-scan evaluations into the four row tables (per_case, lesions, candidates, events)."""
     institution_ids = list(institutions) if institutions is not None else [None] * len(case_ids)
     if not len(evaluations) == len(case_ids) == len(institution_ids):
@@ -129,32 +168,69 @@ def collect(evaluations: Sequence[CaseEvaluation], case_ids: Sequence[str],
     keyed = list(zip(evaluations, case_ids, institution_ids, strict=True))
     rows = {"per_case": [{"case_id": c, "institution_id": i, **ev.record} for ev, c, i in keyed]}
     for name in ("lesions", "candidates", "events"):
-        rows[name] = [{"case_id": c, "institution_id": i, **r} for ev, c, i in keyed for r in getattr(ev, name)]
+        rows[name] = [
+            {"case_id": c, "institution_id": i, **r} for ev, c, i in keyed for r in getattr(ev, name)
+        ]
     # fixed columns and dtypes, so that tables without rows look like the others
-    return {name: pd.DataFrame(rows[name], columns=list(cols)).astype({k: v for k, v in cols.items() if v})
-            for name, cols in _SCHEMA.items()}
+    return {
+        name: pd.DataFrame(rows[name], columns=list(cols)).astype({k: v for k, v in cols.items() if v})
+        for name, cols in _SCHEMA.items()
+    }
 
 
 _INT, _FLOAT = "int64", "float64"
 _IDS = {"case_id": None, "institution_id": None}
 _SCHEMA: dict[str, dict[str, str | None]] = {
-    "per_case": {**_IDS, **dict.fromkeys(("dice", "iou", "precision", "recall", "hd95_mm", "msd_mm",
-                                          "ref_volume_ml", "pred_volume_ml"), _FLOAT),
-                 **dict.fromkeys(("ref_voxels", "pred_voxels", "overlap_voxels", "n_lesions", "n_candidates",
-                                  "tp", "fp", "fn"), _INT)},
-    "lesions": {**_IDS, "lesion_id": _INT, "voxels": _INT, "volume_ml": _FLOAT, **dict.fromkeys(_BOX_COLS, _INT),
-                "best_iou": _FLOAT, "best_dice": _FLOAT, "hit": "bool", "matched_candidate": _INT,
-                "matched_iou": _FLOAT, "matched_confidence": _FLOAT},
-    "candidates": {**_IDS, "candidate_id": _INT, "voxels": _INT, "volume_ml": _FLOAT,
-                   **dict.fromkeys(_BOX_COLS, _INT), "confidence": _FLOAT, "best_iou": _FLOAT, "best_dice": _FLOAT,
-                   "best_lesion": _INT, "status": None, "matched_lesion": _INT},
+    "per_case": {
+        **_IDS,
+        **dict.fromkeys(
+            ("dice", "iou", "precision", "recall", "hd95_mm", "msd_mm", "ref_volume_ml", "pred_volume_ml"),
+            _FLOAT,
+        ),
+        **dict.fromkeys(
+            ("ref_voxels", "pred_voxels", "overlap_voxels", "n_lesions", "n_candidates", "tp", "fp", "fn"),
+            _INT,
+        ),
+    },
+    "lesions": {
+        **_IDS,
+        "lesion_id": _INT,
+        "voxels": _INT,
+        "volume_ml": _FLOAT,
+        **dict.fromkeys(_BOX_COLS, _INT),
+        "best_iou": _FLOAT,
+        "best_dice": _FLOAT,
+        "hit": "bool",
+        "matched_candidate": _INT,
+        "matched_iou": _FLOAT,
+        "matched_confidence": _FLOAT,
+    },
+    "candidates": {
+        **_IDS,
+        "candidate_id": _INT,
+        "voxels": _INT,
+        "volume_ml": _FLOAT,
+        **dict.fromkeys(_BOX_COLS, _INT),
+        "confidence": _FLOAT,
+        "best_iou": _FLOAT,
+        "best_dice": _FLOAT,
+        "best_lesion": _INT,
+        "status": None,
+        "matched_lesion": _INT,
+    },
     "events": {"case_id": None, "iou_threshold": _FLOAT, "confidence": _FLOAT, "d_tp": _INT, "d_fp": _INT},
 }
 
 
-def evaluate_predictions(cases: pd.DataFrame, predictions_dir: str | os.PathLike, *, split: str | None = "test",
-                         config: EvalConfig | None = None, progress: bool = True,
-                         check_manifest: bool = True) -> EvaluationResult:
+def evaluate_predictions(
+    cases: pd.DataFrame,
+    predictions_dir: str | os.PathLike,
+    *,
+    split: str | None = "test",
+    config: EvalConfig | None = None,
+    progress: bool = True,
+    check_manifest: bool = True,
+) -> EvaluationResult:
     """Evaluate a predictions folder against the reference labels of a case table.
 
     ``cases``: the case table (``amt_core.data.cases.read_cases``: ``case_id``, ``institution_id``,
@@ -174,18 +250,29 @@ def evaluate_predictions(cases: pd.DataFrame, predictions_dir: str | os.PathLike
         raise FileNotFoundError(f"predictions folder {pred_dir} does not exist (set --predictions)")
     chosen = cases if split is None else cases[cases["split"] == split]
     if chosen.empty:
-        raise ValueError(f"no case of split {split!r} in the case table (splits present: "
-                         f"{sorted(cases['split'].dropna().unique().tolist()) if 'split' in cases else []})")
+        raise ValueError(
+            f"no case of split {split!r} in the case table (splits present: "
+            f"{sorted(cases['split'].dropna().unique().tolist()) if 'split' in cases else []})"
+        )
     missing = [c for c in chosen["case_id"] if not (pred_dir / f"{c}.nii.gz").is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} prediction(s) missing in {pred_dir}, e.g. {missing[0]}.nii.gz")
+        raise FileNotFoundError(
+            f"{len(missing)} prediction(s) missing in {pred_dir}, e.g. {missing[0]}.nii.gz"
+        )
     if check_manifest:  # every scored case from the one model of the folder's predictions.json
         from amt_core.data.predictions import check_evaluable
 
         check_evaluable(pred_dir, list(chosen["case_id"]))
-    jobs = [ScanFiles(r.case_id, r.institution_id, r.label, pred_dir / f"{r.case_id}.nii.gz",
-                      prob_file(pred_dir, r.case_id))
-            for r in chosen[["case_id", "institution_id", "label"]].itertuples(index=False)]
+    jobs = [
+        ScanFiles(
+            r.case_id,
+            r.institution_id,
+            r.label,
+            pred_dir / f"{r.case_id}.nii.gz",
+            prob_file(pred_dir, r.case_id),
+        )
+        for r in chosen[["case_id", "institution_id", "label"]].itertuples(index=False)
+    ]
     return summarise(evaluate_files(jobs, config, progress=progress), config)
 
 
@@ -206,13 +293,16 @@ def prob_file(pred_dir: Path, case_id: str) -> Path | None:
     ``{case}.npz`` (nnU-Net ``--save_probabilities``); None when neither; both is an error."""
     found = [f for f in (pred_dir / f"{case_id}_prob.nii.gz", pred_dir / f"{case_id}.npz") if f.is_file()]
     if len(found) > 1:
-        raise ValueError(f"{pred_dir}: case {case_id} has two probability maps ({found[0].name} and "
-                         f"{found[1].name}); keep the one that belongs to the masks")
+        raise ValueError(
+            f"{pred_dir}: case {case_id} has two probability maps ({found[0].name} and "
+            f"{found[1].name}); keep the one that belongs to the masks"
+        )
     return found[0] if found else None
 
 
-def evaluate_files(jobs: Sequence[ScanFiles], config: EvalConfig, *,
-                   progress: bool = True) -> dict[str, pd.DataFrame]:
+def evaluate_files(
+    jobs: Sequence[ScanFiles], config: EvalConfig, *, progress: bool = True
+) -> dict[str, pd.DataFrame]:
     """Evaluate scans one at a time (the next one is read while the current one is evaluated) into the
     row tables of :func:`collect`."""
     from concurrent.futures import ThreadPoolExecutor

@@ -57,9 +57,11 @@ def cluster_problem(clusters: Sequence | np.ndarray | None) -> str | None:
     labels = pd.Series(np.asarray(clusters, dtype=object).reshape(-1))
     n_groups = int(labels.dropna().nunique())
     if n_groups < MIN_CLUSTERS:
-        return (f"not estimable: {n_groups} institution(s), fewer than the {MIN_CLUSTERS} that an "
-                "institution-cluster bootstrap needs (with few clusters its interval is degenerate or "
-                "under-covers)")
+        return (
+            f"not estimable: {n_groups} institution(s), fewer than the {MIN_CLUSTERS} that an "
+            "institution-cluster bootstrap needs (with few clusters its interval is degenerate or "
+            "under-covers)"
+        )
     return None
 
 
@@ -350,7 +352,9 @@ def bootstrap_means(
             raise ValueError(f"weights have {weights.shape[1]} columns but values have {n} rows")
         n_boot = int(weights.shape[0])
         jack = jackknife_means(arr, clusters) if method.lower() == "bca" else None
-        lo, hi = ci_from_replicates(weighted_means(weights, arr), point, level=level, method=method, jackknife=jack)
+        lo, hi = ci_from_replicates(
+            weighted_means(weights, arr), point, level=level, method=method, jackknife=jack
+        )
     return pd.DataFrame(
         {
             "metric": names,
@@ -365,4 +369,3 @@ def bootstrap_means(
             "note": problem,
         }
     )
-

@@ -39,8 +39,15 @@ KINDS: tuple[str, ...] = ("lesion", "voxel", "voxel_near")
 _EPS = 1e-6
 
 
-def bin_sums(prob: np.ndarray, outcome: np.ndarray, weight: np.ndarray | None = None, *, scan: np.ndarray | None = None,
-             n_scans: int = 1, n_bins: int = 10) -> np.ndarray:
+def bin_sums(
+    prob: np.ndarray,
+    outcome: np.ndarray,
+    weight: np.ndarray | None = None,
+    *,
+    scan: np.ndarray | None = None,
+    n_scans: int = 1,
+    n_bins: int = 10,
+) -> np.ndarray:
     """(n_scans, 3, n_bins) sums of weight, weight x probability and weight x outcome per scan and bin."""
     prob = np.asarray(prob, dtype=np.float64)
     if prob.size and not (np.isfinite(prob).all() and 0.0 <= prob.min() and prob.max() <= 1.0):
@@ -91,8 +98,16 @@ def fit_temperature(prob, outcome, weight=None) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded").x))
 
 
-def sample_voxels(label: np.ndarray, prob: np.ndarray, spacing, *, near_mm: float = 10.0, min_prob: float = 0.05,
-                  n_rest: int = 20_000, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_voxels(
+    label: np.ndarray,
+    prob: np.ndarray,
+    spacing,
+    *,
+    near_mm: float = 10.0,
+    min_prob: float = 0.05,
+    n_rest: int = 20_000,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probability, outcome, weight) of a scan's sampled voxels: every voxel within ``near_mm`` of the
     reference or with probability >= ``min_prob`` (weight 1) and ``n_rest`` of the others drawn without
     replacement (weight = their count / ``n_rest``)."""
@@ -102,8 +117,10 @@ def sample_voxels(label: np.ndarray, prob: np.ndarray, spacing, *, near_mm: floa
     near = np.asarray(prob) >= min_prob
     if ref.any():
         grow = [int(np.ceil(near_mm / s)) for s in spacing]
-        box = tuple(slice(max(int(i.min()) - g, 0), int(i.max()) + g + 1)
-                    for i, g in zip(np.nonzero(ref), grow, strict=True))
+        box = tuple(
+            slice(max(int(i.min()) - g, 0), int(i.max()) + g + 1)
+            for i, g in zip(np.nonzero(ref), grow, strict=True)
+        )
         dist = ndimage.distance_transform_edt(~ref[box], sampling=spacing)
         near[box] |= dist <= near_mm
     inside = np.flatnonzero(near)
@@ -114,14 +131,18 @@ def sample_voxels(label: np.ndarray, prob: np.ndarray, spacing, *, near_mm: floa
     return np.asarray(prob).ravel()[idx].astype(np.float64), ref.ravel()[idx].astype(np.float64), weight
 
 
-def lesion_samples(candidates: pd.DataFrame, iou: float, criterion: str = ">=") -> tuple[np.ndarray, np.ndarray]:
+def lesion_samples(
+    candidates: pd.DataFrame, iou: float, criterion: str = ">="
+) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, hit) of every candidate of an evaluation's candidates table."""
     best = candidates["best_iou"].to_numpy(dtype=np.float64)
     hit = is_hit(best, iou, criterion)
     return candidates["confidence"].to_numpy(dtype=np.float64), hit.astype(np.float64)
 
 
-def reliability(sums: np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[pd.DataFrame, dict]:
+def reliability(
+    sums: np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[pd.DataFrame, dict]:
     """Reliability table (one row per bin: confidence, frequency with its band, weight) and the ECE with its
     band, from per-scan bin sums (:func:`bin_sums`), resampling scans."""
     from amt_core.evaluation.bootstrap import ci_from_replicates, resample_weights
@@ -137,16 +158,36 @@ def reliability(sums: np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: f
         r_ece, _, r_freq = _ece_from_sums(rep)
         lo, hi = ci_from_replicates(r_freq, freq, level=level)
         e_lo, e_hi = ci_from_replicates(r_ece, float(ece), level=level)
-    table = pd.DataFrame({"bin": np.arange(n_bins), "bin_lo": np.arange(n_bins) / n_bins,
-                          "bin_hi": np.arange(1, n_bins + 1) / n_bins, "weight": total[0], "confidence": conf,
-                          "frequency": freq, "frequency_ci_lo": lo, "frequency_ci_hi": hi})
+    table = pd.DataFrame(
+        {
+            "bin": np.arange(n_bins),
+            "bin_lo": np.arange(n_bins) / n_bins,
+            "bin_hi": np.arange(1, n_bins + 1) / n_bins,
+            "weight": total[0],
+            "confidence": conf,
+            "frequency": freq,
+            "frequency_ci_lo": lo,
+            "frequency_ci_hi": hi,
+        }
+    )
     return table, {"ece": float(ece), "ece_ci_lo": float(e_lo), "ece_ci_hi": float(e_hi)}
 
 
-def calibration_study(cases: pd.DataFrame, predictions: Mapping[str, str | os.PathLike], results: Mapping,
-                      out_dir: str | os.PathLike | None = None, *, n_bins: int = 10, n_boot: int = 1000,
-                      seed: int = 0, level: float = 0.95, near_mm: float = 10.0, n_rest: int = 20_000,
-                      fit_split: str = "tune", test_split: str = "test") -> dict[str, pd.DataFrame]:
+def calibration_study(
+    cases: pd.DataFrame,
+    predictions: Mapping[str, str | os.PathLike],
+    results: Mapping,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    n_bins: int = 10,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    near_mm: float = 10.0,
+    n_rest: int = 20_000,
+    fit_split: str = "tune",
+    test_split: str = "test",
+) -> dict[str, pd.DataFrame]:
     """Calibration of lesion confidences and voxel probabilities on ``test_split``, before and after the
     temperature fitted on ``fit_split``.
 
@@ -162,10 +203,16 @@ def calibration_study(cases: pd.DataFrame, predictions: Mapping[str, str | os.Pa
         res = results[split]
         scan_of = {c: k for k, c in enumerate(res.per_case["case_id"])}
         conf, hit = lesion_samples(res.candidates, config.headline_iou, config.hit_criterion)
-        data["lesion"][split] = (conf, hit, np.ones(conf.size), res.candidates["case_id"].map(scan_of).to_numpy(),
-                                 len(scan_of))
-        data["voxel"][split] = _voxel_samples(cases, Path(predictions[split]), list(scan_of), near_mm=near_mm,
-                                              n_rest=n_rest, seed=seed)
+        data["lesion"][split] = (
+            conf,
+            hit,
+            np.ones(conf.size),
+            res.candidates["case_id"].map(scan_of).to_numpy(),
+            len(scan_of),
+        )
+        data["voxel"][split] = _voxel_samples(
+            cases, Path(predictions[split]), list(scan_of), near_mm=near_mm, n_rest=n_rest, seed=seed
+        )
         p, y, w, scan, n_scans = data["voxel"][split]
         data["voxel_near"][split] = (p[w == 1], y[w == 1], w[w == 1], scan[w == 1], n_scans)
     rows, bins = [], []
@@ -174,15 +221,28 @@ def calibration_study(cases: pd.DataFrame, predictions: Mapping[str, str | os.Pa
         # a temperature needs both outcomes on the tuning split (else the NLL runs off to a bound)
         temperature = fit_temperature(p_fit, y_fit, w_fit) if 0 < y_fit.sum() < y_fit.size else np.nan
         p, y, w, scan, n_scans = data[kind][test_split]
-        row = {"kind": kind, "fit_split": fit_split, "test_split": test_split, "temperature": temperature,
-               "n_scans": n_scans, "n_samples": int(p.size), "n_positive": int(y.sum()),
-               "total_weight": float(w.sum())}
+        row = {
+            "kind": kind,
+            "fit_split": fit_split,
+            "test_split": test_split,
+            "temperature": temperature,
+            "n_scans": n_scans,
+            "n_samples": int(p.size),
+            "n_positive": int(y.sum()),
+            "total_weight": float(w.sum()),
+        }
         for scaled in (False, True):
             q = apply_temperature(p, temperature) if scaled and np.isfinite(temperature) else p
-            table, ece = reliability(bin_sums(q, y, w, scan=scan, n_scans=n_scans, n_bins=n_bins),
-                                     n_boot=n_boot, seed=seed, level=level)
+            table, ece = reliability(
+                bin_sums(q, y, w, scan=scan, n_scans=n_scans, n_bins=n_bins),
+                n_boot=n_boot,
+                seed=seed,
+                level=level,
+            )
             if scaled and not np.isfinite(temperature):  # no temperature (the tuning split has one class)
-                table.loc[:, ["weight", "confidence", "frequency", "frequency_ci_lo", "frequency_ci_hi"]] = np.nan
+                table.loc[:, ["weight", "confidence", "frequency", "frequency_ci_lo", "frequency_ci_hi"]] = (
+                    np.nan
+                )
                 ece = dict.fromkeys(ece, np.nan)
             bins.append(table.assign(kind=kind, scaled=scaled))
             row |= {f"{k}_{'after' if scaled else 'before'}": v for k, v in ece.items()}
@@ -199,8 +259,9 @@ def calibration_study(cases: pd.DataFrame, predictions: Mapping[str, str | os.Pa
     return out
 
 
-def _voxel_samples(cases: pd.DataFrame, pred_dir: Path, case_ids: list[str], *, near_mm: float, n_rest: int,
-                   seed: int) -> tuple:
+def _voxel_samples(
+    cases: pd.DataFrame, pred_dir: Path, case_ids: list[str], *, near_mm: float, n_rest: int, seed: int
+) -> tuple:
     from amt_core.data.volume import read_geometry, read_label, read_probability
 
     rng = np.random.default_rng(seed)
@@ -209,8 +270,9 @@ def _voxel_samples(cases: pd.DataFrame, pred_dir: Path, case_ids: list[str], *, 
     for k, case_id in enumerate(case_ids):
         path = pred_dir / f"{case_id}_prob.nii.gz"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} missing: voxel calibration needs the probability maps that "
-                                    "`amt predict` writes")
+            raise FileNotFoundError(
+                f"{path} missing: voxel calibration needs the probability maps that `amt predict` writes"
+            )
         ref = read_label(labels[case_id], read_geometry(labels[case_id]))
         prob = read_probability(path, ref, grid_of="reference label").array
         p, y, w = sample_voxels(ref.array, prob, ref.spacing, near_mm=near_mm, n_rest=n_rest, rng=rng)

@@ -134,8 +134,11 @@ class EvalConfig:
             problems.append(f"max_candidates={self.max_candidates} (1 or more)")
         if not 0.0 < self.min_confidence <= 1.0:
             problems.append(f"min_confidence={self.min_confidence} (a probability in (0, 1])")
-        if (self.candidates == "threshold" and self.operating_threshold is not None
-                and self.operating_threshold < self.threshold):
+        if (
+            self.candidates == "threshold"
+            and self.operating_threshold is not None
+            and self.operating_threshold < self.threshold
+        ):
             problems.append(
                 f"operating_threshold={self.operating_threshold} is below threshold={self.threshold}: "
                 "no candidate exists below the candidate threshold"
@@ -194,7 +197,8 @@ class EvalConfig:
                 "surface distance NaN when a mask is empty; NaN values are left out of means"
             ),
             "aggregation": "means over scans of per-scan values (mean IoU is not derived from mean Dice)",
-            "candidates": self._candidates_text() + (
+            "candidates": self._candidates_text()
+            + (
                 f"; at least {self.min_candidate_voxels} voxel(s), confidence = {self.confidence} probability "
                 "inside the candidate; with only a mask, its components with confidence 1"
             ),
@@ -223,12 +227,14 @@ class EvalConfig:
     def _candidates_text(self) -> str:
         if self.candidates == "threshold":
             return f"{self.connectivity}-connected components of probability >= {self.threshold}"
-        return (f"dynamic extraction (picai_eval's extract_lesion_candidates, 'dynamic-v2'): repeatedly the "
-                f"{self.connectivity}-connected component of probability >= peak / {self.dynamic_factor:g} "
-                f"holding the highest remaining probability, removed from the map; at most "
-                f"{self.max_candidates} per scan, stopping below a peak of {self.min_confidence:g}; a component "
-                f"touching an earlier candidate is dropped; the mask (probability >= {self.threshold:g}) is "
-                "used for the segmentation metrics only")
+        return (
+            f"dynamic extraction (picai_eval's extract_lesion_candidates, 'dynamic-v2'): repeatedly the "
+            f"{self.connectivity}-connected component of probability >= peak / {self.dynamic_factor:g} "
+            f"holding the highest remaining probability, removed from the map; at most "
+            f"{self.max_candidates} per scan, stopping below a peak of {self.min_confidence:g}; a component "
+            f"touching an earlier candidate is dropped; the mask (probability >= {self.threshold:g}) is "
+            "used for the segmentation metrics only"
+        )
 
     def fingerprint(self) -> dict:
         """The evaluation's fingerprint in the Metrics Reloaded manner: each decision that changes a number,
@@ -236,28 +242,38 @@ class EvalConfig:
         crit = "IoU" if self.match_metric == "iou" else "Dice"
         return {
             "localisation_criterion": f"mask {crit} {self.hit_criterion} threshold, between a candidate and a "
-                                      "reference lesion (connected component)",
+            "reference lesion (connected component)",
             "assignment_strategy": {
                 "hungarian": "one-to-one Hungarian: most hits, then most summed overlap",
                 "greedy": "greedy by descending confidence, each to its best free lesion",
-                "best": "each candidate to its best-overlap lesion"}[self.assignment],
+                "best": "each candidate to its best-overlap lesion",
+            }[self.assignment],
             "extra_hits": "ignored" if self.extra_hits == "ignore" else "false positive",
             "thresholds": {
-                "mask_probability": self.threshold, "operating_confidence": self.operating_point,
-                "headline_overlap": self.headline_iou, "reading_a_overlaps": list(self.froc_iou_thresholds),
-                "reading_b_overlaps": list(self.iou_sweep), "fp_per_scan_points": list(self.fp_points)},
+                "mask_probability": self.threshold,
+                "operating_confidence": self.operating_point,
+                "headline_overlap": self.headline_iou,
+                "reading_a_overlaps": list(self.froc_iou_thresholds),
+                "reading_b_overlaps": list(self.iou_sweep),
+                "fp_per_scan_points": list(self.fp_points),
+            },
             "aggregation": "per-scan values averaged over scans; lesion sensitivity pooled over lesions, "
-                           "false positives per scan pooled over scans; CPM = mean sensitivity at the "
-                           "FP/scan points",
-            "empty_scan_policy": {"both_empty": self.empty_both, "one_empty": self.empty_one,
-                                  "surface_distances": "NaN when a mask is empty"},
+            "false positives per scan pooled over scans; CPM = mean sensitivity at the "
+            "FP/scan points",
+            "empty_scan_policy": {
+                "both_empty": self.empty_both,
+                "one_empty": self.empty_one,
+                "surface_distances": "NaN when a mask is empty",
+            },
             "space": "native grid of the reference label (predictions must lie on it; nothing is resampled); "
-                     "voxel spacing in mm from its affine for volumes and surface distances",
+            "voxel spacing in mm from its affine for volumes and surface distances",
             "connectivity": f"{self.connectivity}-connected (3D)",
             "candidate_extraction": self._candidates_text(),
             "candidate_confidence": f"{self.confidence} probability inside the candidate",
             "min_voxels": {"candidate": self.min_candidate_voxels, "lesion": self.min_lesion_voxels},
-            "uncertainty": (f"{self.n_boot} bootstrap resamples of "
-                            f"{'institutions' if self.cluster_bootstrap else 'scans'}, seed {self.seed}, "
-                            f"{self.ci_method} {self.ci_level:.0%} intervals"),
+            "uncertainty": (
+                f"{self.n_boot} bootstrap resamples of "
+                f"{'institutions' if self.cluster_bootstrap else 'scans'}, seed {self.seed}, "
+                f"{self.ci_method} {self.ci_level:.0%} intervals"
+            ),
         }

@@ -32,8 +32,9 @@ DEFAULT_PATTERN = "{case}.nii.gz"
 MIN_INSTITUTION_SCANS = 3
 
 
-def match_files(folder: str | os.PathLike, pattern: str = DEFAULT_PATTERN, *,
-                role: str = "labels") -> dict[str, Path]:
+def match_files(
+    folder: str | os.PathLike, pattern: str = DEFAULT_PATTERN, *, role: str = "labels"
+) -> dict[str, Path]:
     """Case id -> file of every file of ``folder`` whose name matches ``pattern`` (one ``{case}``; no
     folders). Hidden files are skipped; on the predictions side ``{case}_prob`` beside ``{case}`` is
     the probability map of that case, not a case."""
@@ -46,9 +47,14 @@ def match_files(folder: str | os.PathLike, pattern: str = DEFAULT_PATTERN, *,
     found = {}
     for f in sorted(folder.iterdir()):
         name = f.name
-        if (f.is_file() and not name.startswith(".") and name.startswith(head) and name.endswith(tail)
-                and len(name) > len(head) + len(tail)):
-            found[name[len(head):len(name) - len(tail)]] = f
+        if (
+            f.is_file()
+            and not name.startswith(".")
+            and name.startswith(head)
+            and name.endswith(tail)
+            and len(name) > len(head) + len(tail)
+        ):
+            found[name[len(head) : len(name) - len(tail)]] = f
     if role == "predictions":
         found = {c: f for c, f in found.items() if not (c.endswith("_prob") and c[:-5] in found)}
     if not found:
@@ -76,16 +82,25 @@ def read_metadata(path: str | os.PathLike, case_ids) -> pd.DataFrame:
         raise ValueError(f"{path}: {len(missing)} evaluated case(s) have no row: {_some(missing)}")
     meta = meta.set_index("case_id").loc[list(case_ids)].reset_index()
     if "institution_id" in meta.columns and meta["institution_id"].isna().any():
-        raise ValueError(f"{path}: institution_id is empty for some evaluated cases, e.g. "
-                         f"{meta['case_id'][meta['institution_id'].isna()].iloc[0]}; fill it or drop the column")
+        raise ValueError(
+            f"{path}: institution_id is empty for some evaluated cases, e.g. "
+            f"{meta['case_id'][meta['institution_id'].isna()].iloc[0]}; fill it or drop the column"
+        )
     return meta
 
 
-def evaluate_folders(labels_dir: str | os.PathLike, predictions_dir: str | os.PathLike, *,
-                     metadata: str | os.PathLike | None = None, pattern: str = DEFAULT_PATTERN,
-                     label_pattern: str | None = None, allow_missing: bool = False,
-                     config: EvalConfig | None = None, progress: bool = True,
-                     check_manifest: bool = True) -> EvaluationResult:
+def evaluate_folders(
+    labels_dir: str | os.PathLike,
+    predictions_dir: str | os.PathLike,
+    *,
+    metadata: str | os.PathLike | None = None,
+    pattern: str = DEFAULT_PATTERN,
+    label_pattern: str | None = None,
+    allow_missing: bool = False,
+    config: EvalConfig | None = None,
+    progress: bool = True,
+    check_manifest: bool = True,
+) -> EvaluationResult:
     """Evaluate the predictions folder against the labels folder (module docstring for the rules)."""
     from amt_core.evaluation.api import ScanFiles, evaluate_files, prob_file
 
@@ -94,37 +109,52 @@ def evaluate_folders(labels_dir: str | os.PathLike, predictions_dir: str | os.Pa
     preds = match_files(predictions_dir, pattern, role="predictions")
     extra = sorted(set(preds) - set(labels))
     if extra:
-        raise ValueError(f"{predictions_dir}: {len(extra)} prediction(s) have no label in {labels_dir}: "
-                         f"{_some(extra)}; a prediction without a reference cannot be scored")
+        raise ValueError(
+            f"{predictions_dir}: {len(extra)} prediction(s) have no label in {labels_dir}: "
+            f"{_some(extra)}; a prediction without a reference cannot be scored"
+        )
     missing = sorted(set(labels) - set(preds))
     if missing and not allow_missing:
-        raise ValueError(f"{predictions_dir}: {len(missing)} case(s) of {labels_dir} have no prediction: "
-                         f"{_some(missing)}; predict them, or --allow-missing to score them as empty masks")
+        raise ValueError(
+            f"{predictions_dir}: {len(missing)} case(s) of {labels_dir} have no prediction: "
+            f"{_some(missing)}; predict them, or --allow-missing to score them as empty masks"
+        )
     case_ids = sorted(labels)
     meta = read_metadata(metadata, case_ids) if metadata is not None else None
     has_inst = meta is not None and "institution_id" in meta.columns
     if config.cluster_bootstrap and not has_inst:
-        raise ValueError("the institution-cluster bootstrap needs institutions: give --metadata with an "
-                         "institution_id column")
+        raise ValueError(
+            "the institution-cluster bootstrap needs institutions: give --metadata with an "
+            "institution_id column"
+        )
     if check_manifest:
         from amt_core.data.predictions import check_evaluable
 
         check_evaluable(predictions_dir, [c for c in case_ids if c in preds])
     inst = meta["institution_id"].tolist() if has_inst else [None] * len(case_ids)
     pred_dir = Path(predictions_dir)
-    jobs = [ScanFiles(c, i, labels[c], preds.get(c), prob_file(pred_dir, c) if c in preds else None)
-            for c, i in zip(case_ids, inst, strict=True)]
+    jobs = [
+        ScanFiles(c, i, labels[c], preds.get(c), prob_file(pred_dir, c) if c in preds else None)
+        for c, i in zip(case_ids, inst, strict=True)
+    ]
     tables = evaluate_files(jobs, config, progress=progress)
     extra_tables, info = _metadata_tables(tables["per_case"], meta, config)
     result = summarise(tables, config, extra_tables=extra_tables)
     n_prob = sum(j.prob is not None for j in jobs)
-    result.summary.update({
-        "inputs": {"labels": str(labels_dir), "predictions": str(predictions_dir), "pattern": pattern,
-                   "label_pattern": label_pattern or pattern,
-                   "probabilities": f"{n_prob} of {len(jobs)} scans" + ("" if n_prob else
-                                    ": candidates are the mask's components, confidence 1")},
-        "missing_predictions": missing, "metadata": {"file": str(metadata) if metadata else None, **info},
-    })
+    result.summary.update(
+        {
+            "inputs": {
+                "labels": str(labels_dir),
+                "predictions": str(predictions_dir),
+                "pattern": pattern,
+                "label_pattern": label_pattern or pattern,
+                "probabilities": f"{n_prob} of {len(jobs)} scans"
+                + ("" if n_prob else ": candidates are the mask's components, confidence 1"),
+            },
+            "missing_predictions": missing,
+            "metadata": {"file": str(metadata) if metadata else None, **info},
+        }
+    )
     return result
 
 
@@ -132,8 +162,11 @@ def _metadata_tables(per_case: pd.DataFrame, meta: pd.DataFrame | None, config: 
     """The sub-group and per-institution tables that the metadata allow, and a record of what was done."""
     from amt_core.evaluation import stats
 
-    subgroups = [name for name, (column, _, _) in registry.SUBGROUPS.items()
-                 if meta is not None and column in meta.columns and meta[column].notna().any()]
+    subgroups = [
+        name
+        for name, (column, _, _) in registry.SUBGROUPS.items()
+        if meta is not None and column in meta.columns and meta[column].notna().any()
+    ]
     has_inst = meta is not None and "institution_id" in meta.columns
     boot = dict(n_boot=config.n_boot, seed=config.seed, method=config.ci_method, level=config.ci_level)
     tables = {}
@@ -144,11 +177,16 @@ def _metadata_tables(per_case: pd.DataFrame, meta: pd.DataFrame | None, config: 
         tables["institutions"] = stats.institution_table(per_case, min_scans=MIN_INSTITUTION_SCANS, **boot)
     notes = []
     if not has_inst:
-        notes.append("no institution_id: no per-institution table and no institution-cluster bootstrap; "
-                     "intervals resample scans")
+        notes.append(
+            "no institution_id: no per-institution table and no institution-cluster bootstrap; "
+            "intervals resample scans"
+        )
     if not subgroups:
-        notes.append("no sub-group column (" + ", ".join(col for col, _, _ in registry.SUBGROUPS.values())
-                     + "): no sub-group table")
+        notes.append(
+            "no sub-group column ("
+            + ", ".join(col for col, _, _ in registry.SUBGROUPS.values())
+            + "): no sub-group table"
+        )
     return tables, {"institutions": has_inst, "subgroups": subgroups, "note": "; ".join(notes) or "complete"}
 
 

@@ -31,7 +31,9 @@ def _order(confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, ends
 
 
-def froc_curve(confidence: np.ndarray, d_tp: np.ndarray, d_fp: np.ndarray, n_lesions: np.ndarray) -> pd.DataFrame:
+def froc_curve(
+    confidence: np.ndarray, d_tp: np.ndarray, d_fp: np.ndarray, n_lesions: np.ndarray
+) -> pd.DataFrame:
     """Confidence-swept FROC curve of one overlap threshold.
 
     ``confidence``, ``d_tp``, ``d_fp`` are the events (any scan order); ``n_lesions`` the
@@ -75,8 +77,15 @@ def interp_rows(fps: np.ndarray, sens: np.ndarray, points: Sequence[float] | np.
     return out
 
 
-def sensitivity_at_points(scan: np.ndarray, confidence: np.ndarray, d_tp: np.ndarray, d_fp: np.ndarray,
-                          n_lesions: np.ndarray, weights: np.ndarray, points: Sequence[float]) -> np.ndarray:
+def sensitivity_at_points(
+    scan: np.ndarray,
+    confidence: np.ndarray,
+    d_tp: np.ndarray,
+    d_fp: np.ndarray,
+    n_lesions: np.ndarray,
+    weights: np.ndarray,
+    points: Sequence[float],
+) -> np.ndarray:
     """Sensitivity at each FP/scan point of the curve rebuilt under each row of scan ``weights``.
 
     ``weights`` is (n_rows, n_scans): bootstrap counts, jackknife 0/1 rows, or a single row of ones for
@@ -113,8 +122,14 @@ def jackknife_weights(n: int, clusters: Sequence | np.ndarray | None = None) -> 
     return (codes[None, :] != np.arange(codes.max() + 1)[:, None]).astype(np.int32)
 
 
-def reading_a(events: pd.DataFrame, n_lesions: np.ndarray, thresholds: Sequence[float], points: Sequence[float],
-              *, ci=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def reading_a(
+    events: pd.DataFrame,
+    n_lesions: np.ndarray,
+    thresholds: Sequence[float],
+    points: Sequence[float],
+    *,
+    ci=None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reading A for every IoU threshold: the curves and the table of sensitivities at the FP points.
 
     ``events`` has columns scan (index), iou_threshold, confidence, d_tp, d_fp. ``ci(stat, point)``
@@ -127,7 +142,12 @@ def reading_a(events: pd.DataFrame, n_lesions: np.ndarray, thresholds: Sequence[
     names = [f"{p:g}" for p in points] + ["cpm"]
     for t in thresholds:
         ev = events[np.isclose(events["iou_threshold"].to_numpy(), t)]
-        args = (ev["scan"].to_numpy(), ev["confidence"].to_numpy(), ev["d_tp"].to_numpy(), ev["d_fp"].to_numpy())
+        args = (
+            ev["scan"].to_numpy(),
+            ev["confidence"].to_numpy(),
+            ev["d_tp"].to_numpy(),
+            ev["d_fp"].to_numpy(),
+        )
         curve = froc_curve(*args[1:], n_lesions)
         curves.append(curve.assign(iou_threshold=t))
         ones = np.ones((1, len(n_lesions)), dtype=np.int32)
@@ -135,9 +155,11 @@ def reading_a(events: pd.DataFrame, n_lesions: np.ndarray, thresholds: Sequence[
         point = np.r_[point, point.mean()]
         lo = hi = np.full(point.shape, np.nan)
         if ci is not None:
+
             def stat(w, _args=args):
                 rep = sensitivity_at_points(*_args, n_lesions, w, points)
                 return np.hstack([rep, rep.mean(axis=1, keepdims=True)])
+
             lo, hi = ci(stat, point)
         tables.append(pd.DataFrame({
             "iou_threshold": t, "point": names, "fp_per_scan": list(points) + [np.nan],
@@ -148,8 +170,16 @@ def reading_a(events: pd.DataFrame, n_lesions: np.ndarray, thresholds: Sequence[
     return pd.concat(curves, ignore_index=True)[cols], pd.concat(tables, ignore_index=True)
 
 
-def reading_b(per_scan_tp: np.ndarray, per_scan_fp: np.ndarray, n_lesions: np.ndarray, thresholds: Sequence[float],
-              operating_threshold: float, *, ci=None, level: float = 0.95) -> pd.DataFrame:
+def reading_b(
+    per_scan_tp: np.ndarray,
+    per_scan_fp: np.ndarray,
+    n_lesions: np.ndarray,
+    thresholds: Sequence[float],
+    operating_threshold: float,
+    *,
+    ci=None,
+    level: float = 0.95,
+) -> pd.DataFrame:
     """Reading B: sensitivity and FP/scan per IoU threshold at the operating threshold.
 
     ``per_scan_tp``/``per_scan_fp``: (n_scans, n_thresholds) counts at the operating threshold. Adds a
@@ -180,7 +210,9 @@ def reading_b(per_scan_tp: np.ndarray, per_scan_fp: np.ndarray, n_lesions: np.nd
         def stat(w):
             sums = w @ stacked
             with np.errstate(invalid="ignore", divide="ignore"):
-                return np.hstack([sums[:, :k] / sums[:, -1:], sums[:, k:2 * k] / w.sum(axis=1, keepdims=True)])
+                return np.hstack(
+                    [sums[:, :k] / sums[:, -1:], sums[:, k : 2 * k] / w.sum(axis=1, keepdims=True)]
+                )
 
         lo, hi = ci(stat, np.r_[sens, fps])
         out["sensitivity_ci_lo"], out["sensitivity_ci_hi"] = lo[:k], hi[:k]

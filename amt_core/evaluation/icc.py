@@ -22,9 +22,17 @@ MIN_REPLICATED = 2
 ICC_CI_METHOD = "parametric bootstrap (percentile) from the REML fit"
 
 
-def parametric_bootstrap_icc(exog: np.ndarray, fitted_fixed: np.ndarray, groups: np.ndarray, group_var: float,
-                             residual_var: float, *, n_boot: int = 200, seed: int = 0,
-                             level: float = 0.95) -> tuple[float, float, int]:
+def parametric_bootstrap_icc(
+    exog: np.ndarray,
+    fitted_fixed: np.ndarray,
+    groups: np.ndarray,
+    group_var: float,
+    residual_var: float,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, int]:
     """Percentile interval of the ICC over ``n_boot`` outcomes simulated from a random-intercept model.
 
     ``exog`` (n, p) is the fixed-effects design, ``fitted_fixed`` (n,) its fitted mean ``X @ beta``,
@@ -37,7 +45,11 @@ def parametric_bootstrap_icc(exog: np.ndarray, fitted_fixed: np.ndarray, groups:
     from amt_core.progress import Progress
 
     labels, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    if (np.bincount(index) >= 2).sum() < MIN_REPLICATED or not (np.isfinite(group_var) and np.isfinite(residual_var)) or residual_var <= 0:
+    if (
+        (np.bincount(index) >= 2).sum() < MIN_REPLICATED
+        or not (np.isfinite(group_var) and np.isfinite(residual_var))
+        or residual_var <= 0
+    ):
         return np.nan, np.nan, 0
     rng = np.random.default_rng(seed)
     sd_u, sd_e = np.sqrt(max(group_var, 0.0)), np.sqrt(residual_var)
@@ -71,45 +83,97 @@ def _refit_icc(model) -> float | None:
     return None
 
 
-def variance_rows(group_var: float, residual_var: float, icc: float, icc_lo: float, icc_hi: float,
-                  lrt_p: float, n_boot: int) -> pd.DataFrame:
+def variance_rows(
+    group_var: float, residual_var: float, icc: float, icc_lo: float, icc_hi: float, lrt_p: float, n_boot: int
+) -> pd.DataFrame:
     """The random part of the model as rows of the fixed-effects table (term, estimate, ci_lo, ci_hi,
     p_value, note): the institution and residual variances and the ICC with its interval."""
     nan = np.nan
-    return pd.DataFrame([
-        {"term": "institution variance (random intercept)", "estimate": group_var, "se": nan, "ci_lo": nan,
-         "ci_hi": nan, "p_value": lrt_p, "note": "p: likelihood-ratio test of the random intercept "
-                                                 "(boundary mixture 0.5 chi2(0) + 0.5 chi2(1))"},
-        {"term": "residual variance", "estimate": residual_var, "se": nan, "ci_lo": nan, "ci_hi": nan,
-         "p_value": nan, "note": "within-institution, scan-to-scan"},
-        {"term": "ICC", "estimate": icc, "se": nan, "ci_lo": icc_lo, "ci_hi": icc_hi, "p_value": nan,
-         "note": "institution variance / total; " + (f"CI: {ICC_CI_METHOD}, {n_boot} simulated data sets" if n_boot
-                                                     else "no CI (not identifiable, or not bootstrapped)")},
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "term": "institution variance (random intercept)",
+                "estimate": group_var,
+                "se": nan,
+                "ci_lo": nan,
+                "ci_hi": nan,
+                "p_value": lrt_p,
+                "note": "p: likelihood-ratio test of the random intercept "
+                "(boundary mixture 0.5 chi2(0) + 0.5 chi2(1))",
+            },
+            {
+                "term": "residual variance",
+                "estimate": residual_var,
+                "se": nan,
+                "ci_lo": nan,
+                "ci_hi": nan,
+                "p_value": nan,
+                "note": "within-institution, scan-to-scan",
+            },
+            {
+                "term": "ICC",
+                "estimate": icc,
+                "se": nan,
+                "ci_lo": icc_lo,
+                "ci_hi": icc_hi,
+                "p_value": nan,
+                "note": "institution variance / total; "
+                + (
+                    f"CI: {ICC_CI_METHOD}, {n_boot} simulated data sets"
+                    if n_boot
+                    else "no CI (not identifiable, or not bootstrapped)"
+                ),
+            },
+        ]
+    )
 
 
-def generalisation_sentence(icc: float, icc_lo: float, icc_hi: float, group_var: float, n_groups: int,
-                            share_le2: float, metric: str = "Dice", n_replicated: int | None = None) -> str:
+def generalisation_sentence(
+    icc: float,
+    icc_lo: float,
+    icc_hi: float,
+    group_var: float,
+    n_groups: int,
+    share_le2: float,
+    metric: str = "Dice",
+    n_replicated: int | None = None,
+) -> str:
     """Plain sentences on what the ICC means for generalisation across institutions (``n_replicated``:
     institutions with two or more scans)."""
     if n_replicated is not None and n_replicated < MIN_REPLICATED:
-        some = f"Only {n_replicated} of the {n_groups} institutions contribute" if n_replicated else \
-            f"None of the {n_groups} institutions contributes"
-        return (f"{some} more than one scan, so the "
-                "between- and within-institution variances cannot be told apart: the ICC is not identifiable "
-                f"from this run, and nothing can be said about how {metric} varies between institutions.")
+        some = (
+            f"Only {n_replicated} of the {n_groups} institutions contribute"
+            if n_replicated
+            else f"None of the {n_groups} institutions contributes"
+        )
+        return (
+            f"{some} more than one scan, so the "
+            "between- and within-institution variances cannot be told apart: the ICC is not identifiable "
+            f"from this run, and nothing can be said about how {metric} varies between institutions."
+        )
     if not np.isfinite(icc):
-        return (f"The institution model could not be fitted, so nothing is said here about how {metric} "
-                "varies between institutions.")
-    interval = (f" (95% CI {icc_lo:.2f}–{icc_hi:.2f})" if np.isfinite(icc_lo) else
-                " (no interval: too few institutions or fits to bootstrap)")
+        return (
+            f"The institution model could not be fitted, so nothing is said here about how {metric} "
+            "varies between institutions."
+        )
+    interval = (
+        f" (95% CI {icc_lo:.2f}–{icc_hi:.2f})"
+        if np.isfinite(icc_lo)
+        else " (no interval: too few institutions or fits to bootstrap)"
+    )
     spread = 1.96 * np.sqrt(max(group_var, 0.0))
-    text = (f"About {100 * icc:.0f}%{interval} of the scan-to-scan variance in {metric} lies between "
-            f"institutions: the mean {metric} of 95% of institutions like these is expected within "
-            f"±{spread:.2f} of the overall mean.")
+    text = (
+        f"About {100 * icc:.0f}%{interval} of the scan-to-scan variance in {metric} lies between "
+        f"institutions: the mean {metric} of 95% of institutions like these is expected within "
+        f"±{spread:.2f} of the overall mean."
+    )
     if np.isfinite(icc_hi) and icc_hi < 0.1:
         text += " The data rule out a large institution effect."
-    elif share_le2 > 0.5 or not np.isfinite(icc_hi) or icc_hi - (icc_lo if np.isfinite(icc_lo) else 0.0) > 0.3:
-        text += (f" {100 * share_le2:.0f}% of the {n_groups} institutions contribute 1–2 scans, so the data "
-                 "can neither confirm nor exclude that some institutions do much worse than others.")
+    elif (
+        share_le2 > 0.5 or not np.isfinite(icc_hi) or icc_hi - (icc_lo if np.isfinite(icc_lo) else 0.0) > 0.3
+    ):
+        text += (
+            f" {100 * share_le2:.0f}% of the {n_groups} institutions contribute 1–2 scans, so the data "
+            "can neither confirm nor exclude that some institutions do much worse than others."
+        )
     return text

@@ -51,12 +51,21 @@ class Components:
 
     def local(self, box: Box) -> np.ndarray:
         """``labels`` inside a box given in volume coordinates (the box must lie inside the labels)."""
-        return self.labels[tuple(slice(s.start - o, s.stop - o) for s, o in zip(box, self.offset, strict=True))]
+        return self.labels[
+            tuple(slice(s.start - o, s.stop - o) for s, o in zip(box, self.offset, strict=True))
+        ]
 
 
-def find_components(mask: np.ndarray, *, box: Box | None = None, threshold: float | None = None,
-                    connectivity: int = 26, min_voxels: int = 1, prob: np.ndarray | None = None,
-                    confidence: str = "max") -> Components:
+def find_components(
+    mask: np.ndarray,
+    *,
+    box: Box | None = None,
+    threshold: float | None = None,
+    connectivity: int = 26,
+    min_voxels: int = 1,
+    prob: np.ndarray | None = None,
+    confidence: str = "max",
+) -> Components:
     """Connected components of a 3D mask, with a confidence each.
 
     Foreground: ``mask != 0``, or ``mask >= threshold`` when a threshold is given (``mask`` is then a
@@ -74,7 +83,9 @@ def find_components(mask: np.ndarray, *, box: Box | None = None, threshold: floa
         crop = crop >= threshold
     elif crop.dtype != bool:
         crop = crop != 0
-    labels, n = cc3d.connected_components(np.ascontiguousarray(crop), connectivity=connectivity, return_N=True)
+    labels, n = cc3d.connected_components(
+        np.ascontiguousarray(crop), connectivity=connectivity, return_N=True
+    )
     if n == 0:
         return Components(labels, offset, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0))
     stats = cc3d.statistics(labels)
@@ -95,13 +106,23 @@ def find_components(mask: np.ndarray, *, box: Box | None = None, threshold: floa
 
 def _check_prob(top: float, low: float) -> None:
     if top > 1.0 or low < 0.0:
-        raise ValueError(f"prob holds values in [{low:g}, {top:g}]: probabilities must lie in [0, 1] "
-                         "(scale a uint8 map by 1/255)")
+        raise ValueError(
+            f"prob holds values in [{low:g}, {top:g}]: probabilities must lie in [0, 1] "
+            "(scale a uint8 map by 1/255)"
+        )
 
 
-def dynamic_components(prob: np.ndarray, *, box: Box | None = None, factor: float = 2.5, max_candidates: int = 10,
-                       min_confidence: float = 0.01, connectivity: int = 26, min_voxels: int = 1,
-                       confidence: str = "max") -> Components:
+def dynamic_components(
+    prob: np.ndarray,
+    *,
+    box: Box | None = None,
+    factor: float = 2.5,
+    max_candidates: int = 10,
+    min_confidence: float = 0.01,
+    connectivity: int = 26,
+    min_voxels: int = 1,
+    confidence: str = "max",
+) -> Components:
     """Candidates of a probability map by picai_eval's dynamic extraction (its "dynamic-v2").
 
     Repeat: take the highest remaining probability ``peak`` (stop when it is below ``min_confidence`` or
@@ -164,9 +185,13 @@ def dynamic_components(prob: np.ndarray, *, box: Box | None = None, factor: floa
         return Components(out, offset, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0))
     stats = cc3d.statistics(out)
     ids = np.arange(1, n + 1)
-    boxes = [tuple(slice(s.start + o, s.stop + o) for s, o in zip(stats["bounding_boxes"][i], offset, strict=True))
-             for i in ids]
-    return Components(out, offset, n, ids, np.asarray(stats["voxel_counts"], np.int64)[ids], boxes, np.asarray(conf))
+    boxes = [
+        tuple(slice(s.start + o, s.stop + o) for s, o in zip(stats["bounding_boxes"][i], offset, strict=True))
+        for i in ids
+    ]
+    return Components(
+        out, offset, n, ids, np.asarray(stats["voxel_counts"], np.int64)[ids], boxes, np.asarray(conf)
+    )
 
 
 def extract_candidates(prob: np.ndarray, config) -> Components:
@@ -178,20 +203,41 @@ def extract_candidates(prob: np.ndarray, config) -> Components:
         box = bounding_box(prob, config.threshold)
         if box is None:
             return _empty()
-        return find_components(prob, box=box, threshold=config.threshold, connectivity=config.connectivity,
-                               min_voxels=config.min_candidate_voxels, prob=prob, confidence=config.confidence)
+        return find_components(
+            prob,
+            box=box,
+            threshold=config.threshold,
+            connectivity=config.connectivity,
+            min_voxels=config.min_candidate_voxels,
+            prob=prob,
+            confidence=config.confidence,
+        )
     # no voxel below min_confidence / factor can join a candidate
     box = bounding_box(prob, config.min_confidence / config.dynamic_factor)
     if box is None:
         return _empty()
-    return dynamic_components(prob, box=box, factor=config.dynamic_factor, max_candidates=config.max_candidates,
-                              min_confidence=config.min_confidence, connectivity=config.connectivity,
-                              min_voxels=config.min_candidate_voxels, confidence=config.confidence)
+    return dynamic_components(
+        prob,
+        box=box,
+        factor=config.dynamic_factor,
+        max_candidates=config.max_candidates,
+        min_confidence=config.min_confidence,
+        connectivity=config.connectivity,
+        min_voxels=config.min_candidate_voxels,
+        confidence=config.confidence,
+    )
 
 
 def _empty() -> Components:
-    return Components(np.zeros((0, 0, 0), np.uint8), (0, 0, 0), 0, np.zeros(0, np.int64), np.zeros(0, np.int64), [],
-                      np.zeros(0))
+    return Components(
+        np.zeros((0, 0, 0), np.uint8),
+        (0, 0, 0),
+        0,
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        [],
+        np.zeros(0),
+    )
 
 
 def overlap_matrix(a: Components, b: Components) -> np.ndarray:
@@ -211,7 +257,9 @@ def overlap_matrix(a: Components, b: Components) -> np.ndarray:
     return full[np.ix_(a.ids, b.ids)]
 
 
-def pair_overlap(inter: np.ndarray, size_a: np.ndarray, size_b: np.ndarray, metric: str = "iou") -> np.ndarray:
+def pair_overlap(
+    inter: np.ndarray, size_a: np.ndarray, size_b: np.ndarray, metric: str = "iou"
+) -> np.ndarray:
     """IoU or Dice of every pair from intersections and component sizes (float64)."""
     sums = size_a[:, None].astype(np.float64) + size_b[None, :]
     if metric == "dice":
@@ -224,7 +272,9 @@ def is_hit(values: np.ndarray, threshold: float, criterion: str = ">=") -> np.nd
     return values >= threshold if criterion == ">=" else values > threshold
 
 
-def assign(overlap: np.ndarray, hits: np.ndarray, confidence: np.ndarray, method: str = "hungarian") -> np.ndarray:
+def assign(
+    overlap: np.ndarray, hits: np.ndarray, confidence: np.ndarray, method: str = "hungarian"
+) -> np.ndarray:
     """Lesion index assigned to each candidate (-1 for none); at most one candidate per lesion.
 
     ``overlap`` and ``hits`` are (candidates x lesions); only hit pairs can be assigned. Candidates are
@@ -263,7 +313,9 @@ def assign(overlap: np.ndarray, hits: np.ndarray, confidence: np.ndarray, method
     return out
 
 
-def count(assigned: np.ndarray, hits: np.ndarray, n_lesions: int, extra_hits: str = "ignore") -> tuple[int, int, int]:
+def count(
+    assigned: np.ndarray, hits: np.ndarray, n_lesions: int, extra_hits: str = "ignore"
+) -> tuple[int, int, int]:
     """(tp, fp, fn) of one matching: tp = matched lesions, fp = candidates hitting nothing (plus the
     unmatched hitting ones when ``extra_hits == "fp"``)."""
     tp = int(np.count_nonzero(assigned >= 0))
@@ -280,8 +332,15 @@ def status(assigned: np.ndarray, hits: np.ndarray) -> np.ndarray:
     return np.where(assigned >= 0, "tp", np.where(hitting, "extra", "fp"))
 
 
-def sweep(overlap: np.ndarray, confidence: np.ndarray, threshold: float, *, criterion: str = ">=",
-          method: str = "hungarian", extra_hits: str = "ignore") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sweep(
+    overlap: np.ndarray,
+    confidence: np.ndarray,
+    threshold: float,
+    *,
+    criterion: str = ">=",
+    method: str = "hungarian",
+    extra_hits: str = "ignore",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact FROC increments of one scan at one overlap threshold.
 
     Returns ``(levels, d_tp, d_fp)``: the distinct candidate confidences in descending order and, for

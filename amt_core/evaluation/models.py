@@ -48,8 +48,15 @@ class MixedModelResult:
         """Fixed effects, then the variance components and the ICC with its interval (one table)."""
         from amt_core.evaluation.icc import variance_rows
 
-        rand = variance_rows(self.group_var, self.residual_var, self.icc, self.icc_ci_lo, self.icc_ci_hi,
-                             self.lrt_p_value, self.icc_boot_fits)
+        rand = variance_rows(
+            self.group_var,
+            self.residual_var,
+            self.icc,
+            self.icc_ci_lo,
+            self.icc_ci_hi,
+            self.lrt_p_value,
+            self.icc_boot_fits,
+        )
         fixed = self.fixed_effects.assign(note="fixed effect (Wald CI)")
         return pd.concat([fixed, rand], ignore_index=True) if len(fixed) else rand
 
@@ -57,8 +64,16 @@ class MixedModelResult:
         """What the ICC means for generalisation, in words."""
         from amt_core.evaluation.icc import generalisation_sentence
 
-        return generalisation_sentence(self.icc, self.icc_ci_lo, self.icc_ci_hi, self.group_var, self.n_groups,
-                                       self.share_groups_le2, self.metric.capitalize(), self.n_groups_replicated)
+        return generalisation_sentence(
+            self.icc,
+            self.icc_ci_lo,
+            self.icc_ci_hi,
+            self.group_var,
+            self.n_groups,
+            self.share_groups_le2,
+            self.metric.capitalize(),
+            self.n_groups_replicated,
+        )
 
     def to_dict(self) -> dict:
         """JSON-ready summary (fixed effects as a list of records)."""
@@ -207,9 +222,20 @@ def institution_mixed_model(
     icc = group_var / total if total > 0 else np.nan
     from amt_core.evaluation.icc import ICC_CI_METHOD, parametric_bootstrap_icc
 
-    lo, hi, fits = (np.nan, np.nan, 0) if n_boot_icc <= 0 else parametric_bootstrap_icc(
-        result.model.exog, result.model.exog @ result.fe_params.to_numpy(), data["institution_id"].to_numpy(),
-        group_var, resid_var, n_boot=n_boot_icc, seed=seed, level=level)
+    lo, hi, fits = (
+        (np.nan, np.nan, 0)
+        if n_boot_icc <= 0
+        else parametric_bootstrap_icc(
+            result.model.exog,
+            result.model.exog @ result.fe_params.to_numpy(),
+            data["institution_id"].to_numpy(),
+            group_var,
+            resid_var,
+            n_boot=n_boot_icc,
+            seed=seed,
+            level=level,
+        )
+    )
     return MixedModelResult(
         formula=formula,
         metric=metric,

@@ -14,8 +14,9 @@ import pandas as pd
 P_ADJUST_METHOD = "holm"
 
 
-def adjust_family(table: pd.DataFrame, *, key: str = "subgroup", p_column: str = "p_value",
-                  method: str = P_ADJUST_METHOD) -> pd.DataFrame:
+def adjust_family(
+    table: pd.DataFrame, *, key: str = "subgroup", p_column: str = "p_value", method: str = P_ADJUST_METHOD
+) -> pd.DataFrame:
     """``table`` with ``p_adjusted`` (and ``n_tests``, ``p_adjust``) beside the raw ``p_column``.
 
     The family is the table: one test per ``key`` (a sub-group's p-value is repeated on each of its rows),
@@ -43,5 +44,5 @@ def format_p(p, digits: int = 3) -> str:
     """A p-value as a reader expects it: ``< 0.001`` below 10^-digits (never ``0.000``), ``–`` when missing."""
     if p is None or not np.isfinite(float(p)):
         return "–"
-    floor = 10.0 ** -digits
+    floor = 10.0**-digits
     return f"< {floor:.{digits}f}" if float(p) < floor else f"{float(p):.{digits}f}"

@@ -36,7 +36,12 @@ from amt_core.evaluation import froc
 from amt_core.evaluation.config import EvalConfig
 
 #: per-scan columns whose means get bootstrap intervals
-MEAN_METRICS: tuple[str, ...] = registry.SEG_METRICS + ("hd95_mm", "msd_mm", "ref_volume_ml", "pred_volume_ml")
+MEAN_METRICS: tuple[str, ...] = registry.SEG_METRICS + (
+    "hd95_mm",
+    "msd_mm",
+    "ref_volume_ml",
+    "pred_volume_ml",
+)
 #: attribute -> file name of the fixed tables
 FILES: dict[str, str] = {
     "per_case": "per_case.csv", "lesions": "lesions.csv", "candidates": "candidates.csv",
@@ -108,8 +113,10 @@ class EvaluationResult:
         h = self.headline
         if h.get("sensitivity") is None:
             return "no lesion: sensitivity undefined"
-        return (f"sensitivity {h['sensitivity']:.2f} at {h['fp_per_scan']:.2f} FP/scan at IoU "
-                f"{self.config.hit_criterion} {h['iou_threshold']:.2f}")
+        return (
+            f"sensitivity {h['sensitivity']:.2f} at {h['fp_per_scan']:.2f} FP/scan at IoU "
+            f"{self.config.hit_criterion} {h['iou_threshold']:.2f}"
+        )
 
     def subset(self, case_ids) -> EvaluationResult:
         """The same evaluation restricted to some scans (statistics recomputed from the row tables)."""
@@ -129,9 +136,13 @@ class EvaluationResult:
         with replacing_dir(out) as staging:
             for name, frame in frames.items():
                 write_csv(staging / name, frame)
-            schema = {name: [[str(c), str(t)] for c, t in frame.dtypes.items()] for name, frame in frames.items()}
-            write_json(staging / "summary.json", {**self.summary, "files": schema,
-                                                  "extra_tables": sorted(self.tables)})
+            schema = {
+                name: [[str(c), str(t)] for c, t in frame.dtypes.items()] for name, frame in frames.items()
+            }
+            write_json(
+                staging / "summary.json",
+                {**self.summary, "files": schema, "extra_tables": sorted(self.tables)},
+            )
         return out
 
     @classmethod
@@ -145,24 +156,34 @@ class EvaluationResult:
         schema = summary.pop("files")
         extra = summary.pop("extra_tables")
         read = {name: _read_csv(out / name, dict(schema[name])) for name in schema}
-        return cls(**{k: read[v] for k, v in FILES.items()}, summary=summary,
-                   tables={k: read[f"{k}.csv"] for k in extra})
+        return cls(
+            **{k: read[v] for k, v in FILES.items()},
+            summary=summary,
+            tables={k: read[f"{k}.csv"] for k in extra},
+        )
 
 
 def _read_csv(path: Path, dtypes: dict[str, str]) -> pd.DataFrame:
     text = [c for c, t in dtypes.items() if t in ("object", "str", "string")]
     # pandas 3 parses floats round-trip by default (and deprecates the option); pandas 2 needs asking
     exact = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-    frame = pd.read_csv(path, keep_default_na=False, **exact,
-                        na_values={c: [""] if c in text else ["", "nan", "NaN"] for c in dtypes},
-                        dtype={c: str for c in text})
+    frame = pd.read_csv(
+        path,
+        keep_default_na=False,
+        **exact,
+        na_values={c: [""] if c in text else ["", "nan", "NaN"] for c in dtypes},
+        dtype={c: str for c in text},
+    )
     if list(frame.columns) != list(dtypes):
         raise ValueError(f"{path}: columns {list(frame.columns)} differ from summary.json's {list(dtypes)}")
     return frame.astype(dtypes)
 
 
-def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
-              extra_tables: dict[str, pd.DataFrame] | None = None) -> EvaluationResult:
+def summarise(
+    tables: dict[str, pd.DataFrame],
+    config: EvalConfig | None = None,
+    extra_tables: dict[str, pd.DataFrame] | None = None,
+) -> EvaluationResult:
     """Every statistic of an evaluation from its row tables: means with bootstrap intervals, both FROC
     readings with their bands. Works for any subset of scans (the tables of those scans)."""
     config = config or EvalConfig()
@@ -182,28 +203,49 @@ def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
         clusters = per_case["institution_id"].to_numpy()
     note = cluster_problem(clusters) if config.n_boot else None
     # too few institutions for a cluster interval: means only, every interval NaN, and the reason recorded
-    weights = (resample_weights(n, config.n_boot, seed=config.seed, clusters=clusters)
-               if config.n_boot and note is None else None)
+    weights = (
+        resample_weights(n, config.n_boot, seed=config.seed, clusters=clusters)
+        if config.n_boot and note is None
+        else None
+    )
 
     def ci(stat, point):
         jack = stat(froc.jackknife_weights(n, clusters)) if config.ci_method == "bca" else None
-        return ci_from_replicates(stat(weights), point, level=config.ci_level, method=config.ci_method, jackknife=jack)
+        return ci_from_replicates(
+            stat(weights), point, level=config.ci_level, method=config.ci_method, jackknife=jack
+        )
 
     means = per_case[list(MEAN_METRICS)].astype(float)
     if weights is not None:
-        cis = bootstrap_means(means, n_boot=config.n_boot, seed=config.seed, clusters=clusters,
-                              method=config.ci_method, level=config.ci_level, weights=weights)
+        cis = bootstrap_means(
+            means,
+            n_boot=config.n_boot,
+            seed=config.seed,
+            clusters=clusters,
+            method=config.ci_method,
+            level=config.ci_level,
+            weights=weights,
+        )
     else:
-        cis = pd.DataFrame({"metric": list(MEAN_METRICS), "mean": means.mean().to_numpy(),
-                            "ci_lo": np.nan, "ci_hi": np.nan, "n": means.notna().sum().to_numpy(),
-                            "note": note or ("no intervals: n_boot is 0" if not config.n_boot else None)})
+        cis = pd.DataFrame(
+            {
+                "metric": list(MEAN_METRICS),
+                "mean": means.mean().to_numpy(),
+                "ci_lo": np.nan,
+                "ci_hi": np.nan,
+                "n": means.notna().sum().to_numpy(),
+                "note": note or ("no intervals: n_boot is 0" if not config.n_boot else None),
+            }
+        )
 
     scan_of = {c: k for k, c in enumerate(per_case["case_id"])}
     events = tables["events"]
     events = events[events["case_id"].isin(scan_of)].assign(scan=events["case_id"].map(scan_of))
     n_lesions = per_case["n_lesions"].to_numpy()
     ci_or_none = ci if weights is not None else None
-    curves, points = froc.reading_a(events, n_lesions, config.froc_iou_thresholds, config.fp_points, ci=ci_or_none)
+    curves, points = froc.reading_a(
+        events, n_lesions, config.froc_iou_thresholds, config.fp_points, ci=ci_or_none
+    )
     # reading B: each scan's (tp, fp) at the operating threshold = its increments at or above it
     column = {round(t, 9): k for k, t in enumerate(config.iou_sweep)}
     on = events[events["confidence"] >= config.operating_point]
@@ -212,8 +254,9 @@ def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
     tp, fp = np.zeros((n, len(column))), np.zeros((n, len(column)))
     np.add.at(tp, (on["scan"].to_numpy(), col), on["d_tp"].to_numpy())
     np.add.at(fp, (on["scan"].to_numpy(), col), on["d_fp"].to_numpy())
-    iou_table = froc.reading_b(tp, fp, n_lesions, config.iou_sweep, config.operating_point,
-                               ci=ci_or_none, level=config.ci_level)
+    iou_table = froc.reading_b(
+        tp, fp, n_lesions, config.iou_sweep, config.operating_point, ci=ci_or_none, level=config.ci_level
+    )
     summary = _summary(per_case, cis, points, iou_table, config, note)
     keep = set(per_case["case_id"])
     return EvaluationResult(
@@ -221,7 +264,11 @@ def summarise(tables: dict[str, pd.DataFrame], config: EvalConfig | None = None,
         lesions=tables["lesions"][tables["lesions"]["case_id"].isin(keep)].reset_index(drop=True),
         candidates=tables["candidates"][tables["candidates"]["case_id"].isin(keep)].reset_index(drop=True),
         events=tables["events"][tables["events"]["case_id"].isin(keep)].reset_index(drop=True),
-        froc_confidence=curves, froc_points=points, froc_iou=iou_table, cis=cis, summary=summary,
+        froc_confidence=curves,
+        froc_points=points,
+        froc_iou=iou_table,
+        cis=cis,
+        summary=summary,
         tables=dict(extra_tables or {}),
     )
 
@@ -232,26 +279,46 @@ def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str 
     head = iou_table[np.isclose(iou_table["iou_threshold"], config.headline_iou)]
     headline = head.iloc[0].to_dict() if len(head) else {}
     cpm = points[points["point"] == "cpm"]
-    return json_ready({
-        "version": package_versions(("numpy", "scipy", "pandas", "connected-components-3d", "statsmodels")),
-        "config": config.to_dict(),
-        "conventions": config.describe(),
-        "fingerprint": config.fingerprint(),
-        "n_scans": len(per_case),
-        "n_institutions": int(per_case["institution_id"].nunique()),
-        "bootstrap": {"unit": "institution" if config.cluster_bootstrap else "scan", "n_boot": config.n_boot,
-                      "estimable": bool(config.n_boot) and ci_note is None,
-                      "note": ci_note or ("" if config.n_boot else "no intervals: n_boot is 0")},
-        "n_lesions": int(per_case["n_lesions"].sum()),
-        "n_candidates": int(per_case["n_candidates"].sum()),
-        "means": {r["metric"]: {"mean": r["mean"], "ci_lo": r["ci_lo"], "ci_hi": r["ci_hi"]}
-                  for r in cis.to_dict("records")},
-        "cpm": {f"{r['iou_threshold']:g}": {"cpm": r["sensitivity"], "ci_lo": r["ci_lo"], "ci_hi": r["ci_hi"]}
-                for r in cpm.to_dict("records")},
-        "headline": {k: headline.get(k) for k in ("iou_threshold", "threshold", "sensitivity", "fp_per_scan",
-                                                   "sensitivity_wilson_lo", "sensitivity_wilson_hi",
-                                                   "sensitivity_ci_lo", "sensitivity_ci_hi",
-                                                   "fp_per_scan_ci_lo", "fp_per_scan_ci_hi")},
-    })
-
-
+    return json_ready(
+        {
+            "version": package_versions(
+                ("numpy", "scipy", "pandas", "connected-components-3d", "statsmodels")
+            ),
+            "config": config.to_dict(),
+            "conventions": config.describe(),
+            "fingerprint": config.fingerprint(),
+            "n_scans": len(per_case),
+            "n_institutions": int(per_case["institution_id"].nunique()),
+            "bootstrap": {
+                "unit": "institution" if config.cluster_bootstrap else "scan",
+                "n_boot": config.n_boot,
+                "estimable": bool(config.n_boot) and ci_note is None,
+                "note": ci_note or ("" if config.n_boot else "no intervals: n_boot is 0"),
+            },
+            "n_lesions": int(per_case["n_lesions"].sum()),
+            "n_candidates": int(per_case["n_candidates"].sum()),
+            "means": {
+                r["metric"]: {"mean": r["mean"], "ci_lo": r["ci_lo"], "ci_hi": r["ci_hi"]}
+                for r in cis.to_dict("records")
+            },
+            "cpm": {
+                f"{r['iou_threshold']:g}": {"cpm": r["sensitivity"], "ci_lo": r["ci_lo"], "ci_hi": r["ci_hi"]}
+                for r in cpm.to_dict("records")
+            },
+            "headline": {
+                k: headline.get(k)
+                for k in (
+                    "iou_threshold",
+                    "threshold",
+                    "sensitivity",
+                    "fp_per_scan",
+                    "sensitivity_wilson_lo",
+                    "sensitivity_wilson_hi",
+                    "sensitivity_ci_lo",
+                    "sensitivity_ci_hi",
+                    "fp_per_scan_ci_lo",
+                    "fp_per_scan_ci_hi",
+                )
+            },
+        }
+    )

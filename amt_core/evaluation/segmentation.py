@@ -61,8 +61,9 @@ def union_box(*boxes: Box | None) -> Box | None:
     return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
 
 
-def overlap_scores(n_ref: int, n_pred: int, n_both: int, *, empty_both: str = "one",
-                   empty_one: str = "zero") -> dict[str, float]:
+def overlap_scores(
+    n_ref: int, n_pred: int, n_both: int, *, empty_both: str = "one", empty_one: str = "zero"
+) -> dict[str, float]:
     """Dice, IoU, precision and recall from voxel counts, with the empty-mask policy applied.
 
     ``empty_both`` ("one" | "zero" | "nan") scores a scan whose reference and prediction are both
@@ -81,7 +82,9 @@ def overlap_scores(n_ref: int, n_pred: int, n_both: int, *, empty_both: str = "o
     }
 
 
-def surface_coordinates(mask: np.ndarray, spacing: Sequence[float], offset: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+def surface_coordinates(
+    mask: np.ndarray, spacing: Sequence[float], offset: Sequence[int] = (0, 0, 0)
+) -> np.ndarray:
     """Physical coordinates (mm, float64, shape (n, 3)) of the surface voxels of a boolean 3D mask.
 
     ``offset`` is the voxel index of ``mask[0, 0, 0]`` in the full volume (only shifts the coordinates).

@@ -33,15 +33,23 @@ ALL = "(all)"
 
 
 def _rgb(hex_color: str) -> np.ndarray:
-    return np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float32) / 255
+    return np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.float32) / 255
 
 
 class CaseBrowser:
     """Browse the cases of a run. Build with :meth:`from_run`; display :attr:`widget` in a notebook."""
 
-    def __init__(self, cases: pd.DataFrame, predictions: dict[str, Path] | None = None,
-                 per_case: pd.DataFrame | None = None, candidates: pd.DataFrame | None = None, *,
-                 split: str = "test", case: str | None = None, window: str = "mediastinum"):
+    def __init__(
+        self,
+        cases: pd.DataFrame,
+        predictions: dict[str, Path] | None = None,
+        per_case: pd.DataFrame | None = None,
+        candidates: pd.DataFrame | None = None,
+        *,
+        split: str = "test",
+        case: str | None = None,
+        window: str = "mediastinum",
+    ):
         self.cases = cases.reset_index(drop=True)
         self.predictions = {k: Path(v) for k, v in (predictions or {}).items()}
         self.per_case = per_case
@@ -79,9 +87,13 @@ class CaseBrowser:
                 if (ev / name).is_file():
                     cands.append(pd.read_csv(ev / name))
                     break
-        return cls(cases, {s: layout.predictions(s) for s in splits},
-                   pd.concat(per_case, ignore_index=True) if per_case else None,
-                   pd.concat(cands, ignore_index=True).drop_duplicates() if cands else None, **kwargs)
+        return cls(
+            cases,
+            {s: layout.predictions(s) for s in splits},
+            pd.concat(per_case, ignore_index=True) if per_case else None,
+            pd.concat(cands, ignore_index=True).drop_duplicates() if cands else None,
+            **kwargs,
+        )
 
     def _build_widgets(self) -> None:
         import ipywidgets as W
@@ -91,35 +103,54 @@ class CaseBrowser:
         self.institution = W.Dropdown(options=[ALL], description="Institution")
         self.case = W.Dropdown(options=[], description="Case", layout=W.Layout(width="22em"))
         self.worst = W.Button(description="Next worst ▸", tooltip="jump to the next-worst case by Dice")
-        self.window_buttons = W.ToggleButtons(options=list(WINDOWS), value=self.window, description="Window",
-                                             style={"button_width": "7em"}, layout=W.Layout(width="auto"))
+        self.window_buttons = W.ToggleButtons(
+            options=list(WINDOWS),
+            value=self.window,
+            description="Window",
+            style={"button_width": "7em"},
+            layout=W.Layout(width="auto"),
+        )
         self.ref_box = W.Checkbox(value=True, description="Reference (green)", indent=False)
         self.pred_box = W.Checkbox(value=True, description="Prediction (orange)", indent=False)
-        self.sliders = {v: W.IntSlider(min=0, max=0, description=v.capitalize(), continuous_update=True)
-                        for v in VIEWS}
+        self.sliders = {
+            v: W.IntSlider(min=0, max=0, description=v.capitalize(), continuous_update=True) for v in VIEWS
+        }
         # one box per view, the slice fitted inside it, so the three sliders line up
-        self.images = {v: W.Image(format="png", layout=W.Layout(width="300px", height="300px", object_fit="contain"))
-                       for v in VIEWS}
+        self.images = {
+            v: W.Image(format="png", layout=W.Layout(width="300px", height="300px", object_fit="contain"))
+            for v in VIEWS
+        }
         self.info = W.HTML()
         self.candidate_table = W.HTML()
-        self.go_to = W.Dropdown(options=[("—", None)], description="Go to", layout=W.Layout(width="26em"),
-                                tooltip="centre the three views on a candidate")
+        self.go_to = W.Dropdown(
+            options=[("—", None)],
+            description="Go to",
+            layout=W.Layout(width="26em"),
+            tooltip="centre the three views on a candidate",
+        )
         self.split.observe(lambda ch: self._on_split(), names="value")
         self.institution.observe(lambda ch: None if self._updating else self._on_institution(), names="value")
         self.case.observe(lambda ch: self._on_case(), names="value")
         self.worst.on_click(lambda _: self.jump_to_worst())
-        self.go_to.observe(lambda ch: self.go_to_candidate(ch["new"]) if ch["new"] is not None else None,
-                           names="value")
+        self.go_to.observe(
+            lambda ch: self.go_to_candidate(ch["new"]) if ch["new"] is not None else None, names="value"
+        )
         self.window_buttons.observe(lambda ch: self.set_window(ch["new"]), names="value")
         self.ref_box.observe(lambda ch: self._on_overlay(), names="value")
         self.pred_box.observe(lambda ch: self._on_overlay(), names="value")
         for view, slider in self.sliders.items():
             slider.observe(lambda ch, v=view: self.set_slice(v, ch["new"]), names="value")
         columns = [W.VBox([self.images[v], self.sliders[v]]) for v in VIEWS]
-        self.widget = W.VBox([
-            W.HBox([self.split, self.institution, self.case, self.worst]),
-            W.HBox([self.window_buttons, self.ref_box, self.pred_box]),
-            W.HBox(columns), self.info, self.go_to, self.candidate_table])
+        self.widget = W.VBox(
+            [
+                W.HBox([self.split, self.institution, self.case, self.worst]),
+                W.HBox([self.window_buttons, self.ref_box, self.pred_box]),
+                W.HBox(columns),
+                self.info,
+                self.go_to,
+                self.candidate_table,
+            ]
+        )
 
     # --- the case list --------------------------------------------------------------------------------
     def _dice(self) -> pd.Series:
@@ -207,8 +238,11 @@ class CaseBrowser:
 
         row = self.cases[self.cases["case_id"] == case_id].iloc[0]
         image = read_volume(row["image"])
-        ref = read_label(row["label"], image).array > 0 if Path(str(row["label"])).is_file() \
+        ref = (
+            read_label(row["label"], image).array > 0
+            if Path(str(row["label"])).is_file()
             else np.zeros(image.shape, bool)
+        )
         pred_path = self.predictions.get(row["split"], Path("/nonexistent")) / f"{case_id}.nii.gz"
         pred = read_label(pred_path, image).array > 0 if pred_path.is_file() else np.zeros(image.shape, bool)
         self._volumes = (image, ref, pred)
@@ -243,13 +277,18 @@ class CaseBrowser:
         idx = min(self.slices.get(view, 0), image.array.shape[view_axis(view)] - 1)
         grey = apply_window(view_slice(image.array, view, idx), self.window).astype(np.float32)
         rgb = np.repeat(grey[..., None], 3, axis=2)
-        layers = ((self.show_reference, ref, ROLE["reference"]), (self.show_prediction, pred, ROLE["prediction"]))
+        layers = (
+            (self.show_reference, ref, ROLE["reference"]),
+            (self.show_prediction, pred, ROLE["prediction"]),
+        )
         for show, mask, color in layers:
             if show:
                 rgb[outline(view_slice(mask, view, idx))] = _rgb(color)
         aspect = view_aspect(image.spacing, view)
         if abs(aspect - 1) > 1e-3:
-            rows = np.minimum((np.arange(int(round(rgb.shape[0] * aspect))) / aspect).astype(int), rgb.shape[0] - 1)
+            rows = np.minimum(
+                (np.arange(int(round(rgb.shape[0] * aspect))) / aspect).astype(int), rgb.shape[0] - 1
+            )
             rgb = rgb[rows]
         return rgb
 
@@ -275,22 +314,37 @@ class CaseBrowser:
     def _update_info(self) -> None:
         cid = self.case.value
         row = self.cases[self.cases["case_id"] == cid].iloc[0]
-        meta = ", ".join(f"{k}: {row[k]}" for k in ("institution_id", "sex", "age", "histology", "vendor",
-                                                     "slice_thickness_mm", "contrast") if k in row.index)
+        meta = ", ".join(
+            f"{k}: {row[k]}"
+            for k in ("institution_id", "sex", "age", "histology", "vendor", "slice_thickness_mm", "contrast")
+            if k in row.index
+        )
         metrics = ""
         if self.per_case is not None:
             pc = self.per_case[self.per_case["case_id"] == cid]
             if len(pc):
                 r = pc.iloc[0]
-                metrics = " · ".join(f"{m} {r[m]:.3f}" for m in ("dice", "iou", "precision", "recall")
-                                     if m in r.index and pd.notna(r[m]))
+                metrics = " · ".join(
+                    f"{m} {r[m]:.3f}"
+                    for m in ("dice", "iou", "precision", "recall")
+                    if m in r.index and pd.notna(r[m])
+                )
         self.info.value = f"<b>{html.escape(str(cid))}</b> — {html.escape(meta)}<br>{html.escape(metrics)}"
         cands = self.case_candidates()
-        keep = [c for c in cands.columns if any(k in c for k in ("confidence", "iou", "hit", "status", "volume",
-                                                                   "candidate", "lesion", "tp", "fp"))]
+        keep = [
+            c
+            for c in cands.columns
+            if any(
+                k in c
+                for k in ("confidence", "iou", "hit", "status", "volume", "candidate", "lesion", "tp", "fp")
+            )
+        ]
         shown = cands[keep] if keep else cands
-        self.candidate_table.value = ("<b>Candidates</b><br>" + shown.to_html(index=False, float_format=lambda v: f"{v:.3f}")
-                                      if len(shown) else "<i>no candidates</i>")
+        self.candidate_table.value = (
+            "<b>Candidates</b><br>" + shown.to_html(index=False, float_format=lambda v: f"{v:.3f}")
+            if len(shown)
+            else "<i>no candidates</i>"
+        )
         self._cands = cands
         options: list[tuple[str, int | None]] = [("—", None)]
         if {"x0", "x1", "y0", "y1", "z0", "z1"} <= set(cands.columns):
@@ -306,7 +360,10 @@ class CaseBrowser:
     def go_to_candidate(self, row: int) -> None:
         """Centre the axial, coronal and sagittal slices on candidate row ``row`` of :meth:`case_candidates`."""
         r = self._cands.iloc[row]
-        centre = {"sagittal": (r["x0"] + r["x1"] - 1) // 2, "coronal": (r["y0"] + r["y1"] - 1) // 2,
-                  "axial": (r["z0"] + r["z1"] - 1) // 2}
+        centre = {
+            "sagittal": (r["x0"] + r["x1"] - 1) // 2,
+            "coronal": (r["y0"] + r["y1"] - 1) // 2,
+            "axial": (r["z0"] + r["z1"] - 1) // 2,
+        }
         for view, index in centre.items():
             self.sliders[view].value = int(np.clip(index, 0, self.sliders[view].max))

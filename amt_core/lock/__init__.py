@@ -61,10 +61,20 @@ def lock_status(path: str | Path = LOCK_FILE, installed: dict[str, str] | None =
         return {"file": path.name, "sha256": None, "matches": False, "mismatches": [f"{path}: no lock file"]}
     pins = read_lock(path)
     have = installed_versions() if installed is None else {canonical(k): v for k, v in installed.items()}
-    bad = [f"{name}: {have.get(name, 'missing')} != {version}" for name, version in sorted(pins.items())
-           if have.get(name) != version]
-    return {"file": path.name, "sha256": lock_digest(path), "n_pinned": len(pins), "matches": not bad,
-            "mismatches": bad, "torch": have.get("torch"), "torch_pin": TORCH_PIN}
+    bad = [
+        f"{name}: {have.get(name, 'missing')} != {version}"
+        for name, version in sorted(pins.items())
+        if have.get(name) != version
+    ]
+    return {
+        "file": path.name,
+        "sha256": lock_digest(path),
+        "n_pinned": len(pins),
+        "matches": not bad,
+        "mismatches": bad,
+        "torch": have.get("torch"),
+        "torch_pin": TORCH_PIN,
+    }
 
 
 def environment_yml(pins: dict[str, str], torch_pin: str = TORCH_PIN) -> str:
@@ -72,7 +82,9 @@ def environment_yml(pins: dict[str, str], torch_pin: str = TORCH_PIN) -> str:
     lines = [
         "# Conda environment with the locked versions of amt_core/lock/linux-cpu-py311.txt (written by",
         "# `make lock`; a test keeps the two equal). CPU-only Linux: keep the torch pin below (a CPU build).",
-        "# With a GPU, install torch from the pytorch/nvidia channels (or `pip install torch==" + torch_pin + "`)",
+        "# With a GPU, install torch from the pytorch/nvidia channels (or `pip install torch=="
+        + torch_pin
+        + "`)",
         "# first and keep every other pin.",
         "name: amt",
         "channels:",

@@ -103,14 +103,20 @@ class CaseCache:
         meta_path = self.root / f"{case_id}-{key}.json"
         if not meta_path.is_file():
             return None
-        return CachedCase(case_id, self.root / f"{case_id}-{key}.npy", self.root / f"{case_id}-{key}_label.npy",
-                          json.loads(meta_path.read_text()))
+        return CachedCase(
+            case_id,
+            self.root / f"{case_id}-{key}.npy",
+            self.root / f"{case_id}-{key}_label.npy",
+            json.loads(meta_path.read_text()),
+        )
 
     def get(self, case_id: str, image: str | Path, label: str | Path) -> CachedCase:
         """The cached case, preprocessing it first when no entry matches the files and settings."""
         hit = self.lookup(case_id, image, label)
         if hit is None:
-            hit = _build(self.root, self.cfg.to_dict(), self.spacing, case_id, image, label, self.key(image, label))
+            hit = _build(
+                self.root, self.cfg.to_dict(), self.spacing, case_id, image, label, self.key(image, label)
+            )
         return hit
 
     def build_all(self, rows, progress: bool = False, workers: int = 1) -> list[CachedCase]:
@@ -121,7 +127,9 @@ class CaseCache:
         found = [self.lookup(*row) for row in rows]
         self.hashes.save()
         todo = [(i, row) for i, (row, hit) in enumerate(zip(rows, found, strict=True)) if hit is None]
-        args = [(self.root, self.cfg.to_dict(), self.spacing, *row, self.key(row[1], row[2])) for _, row in todo]
+        args = [
+            (self.root, self.cfg.to_dict(), self.spacing, *row, self.key(row[1], row[2])) for _, row in todo
+        ]
         # scans done: to `amt run`'s progress file when it follows one, else a tqdm bar
         bar = Progress("preprocess", len(todo), unit="scan", bar=True, enabled=progress and bool(todo))
         if workers > 1 and len(todo) > 1:
@@ -167,13 +175,24 @@ def _build(root: Path, cfg_dict: dict, spacing, case_id: str, image, label, key:
     else:
         box, fg_values = None, np.zeros(0)
     meta = {
-        "case_id": case_id, "image": str(image), "label": str(label), "key": key,
-        "shape": list(img.shape), "spacing": [float(s) for s in spacing], "source_spacing": list(vol.spacing),
-        "source_shape": list(vol.shape), "body_start": list(pre.body_start), "body_end": list(pre.body_end),
-        "tumour_box": box, "n_fg": int(fg.size), "fg_values": [float(v) for v in fg_values],
+        "case_id": case_id,
+        "image": str(image),
+        "label": str(label),
+        "key": key,
+        "shape": list(img.shape),
+        "spacing": [float(s) for s in spacing],
+        "source_spacing": list(vol.spacing),
+        "source_shape": list(vol.shape),
+        "body_start": list(pre.body_start),
+        "body_end": list(pre.body_end),
+        "tumour_box": box,
+        "n_fg": int(fg.size),
+        "fg_values": [float(v) for v in fg_values],
     }
     write_json(base.with_name(base.name + ".json"), meta)
-    return CachedCase(case_id, base.with_name(base.name + ".npy"), base.with_name(base.name + "_label.npy"), meta)
+    return CachedCase(
+        case_id, base.with_name(base.name + ".npy"), base.with_name(base.name + "_label.npy"), meta
+    )
 
 
 def default_cache_dir() -> Path:

@@ -29,8 +29,13 @@ def rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": [py[0], list(py[1]), py[2]],
-        "numpy": {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "torch": torch.get_rng_state(),
     }
 
@@ -41,7 +46,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     torch.set_rng_state(state["torch"])
 
 
@@ -51,8 +58,18 @@ def unwrap(model):
     return getattr(model, "_orig_mod", model)
 
 
-def save_checkpoint(path: str | Path, *, model, cfg: ModelConfig, optimizer=None, scheduler=None, scaler=None,
-                    epoch: int = 0, step: int = 0, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model,
+    cfg: ModelConfig,
+    optimizer=None,
+    scheduler=None,
+    scaler=None,
+    epoch: int = 0,
+    step: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     import torch
 
     from amt_core.provenance import package_versions
@@ -85,15 +102,18 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
     if path.is_dir():
         path = path / "best.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint {path} does not exist (pass RUN_DIR/best.pt from `amt train`)")
+        raise FileNotFoundError(
+            f"model checkpoint {path} does not exist (pass RUN_DIR/best.pt from `amt train`)"
+        )
     hint = "pass RUN_DIR/best.pt of an `amt train` run"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickles it will not load
             state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception:  # a damaged or foreign file; torch's advice to load it unsafely is not passed on
-        raise ValueError(f"{path}: not an amt model checkpoint (damaged, or not written by `amt train`); "
-                         f"{hint}") from None
+        raise ValueError(
+            f"{path}: not an amt model checkpoint (damaged, or not written by `amt train`); {hint}"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise ValueError(f"{path}: not an amt model checkpoint (no amt checkpoint format {FORMAT}); {hint}")
     state["config"] = ModelConfig.from_dict(json.loads(state["config"]))
@@ -109,7 +129,9 @@ def update_config(path: str | Path, cfg: ModelConfig, **extra: Any) -> Path:
     path = Path(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["config"] = json.dumps(cfg.to_dict(), sort_keys=True)
-    state["extra"] = json.dumps({**json.loads(state.get("extra") or "{}"), **extra}, sort_keys=True, default=float)
+    state["extra"] = json.dumps(
+        {**json.loads(state.get("extra") or "{}"), **extra}, sort_keys=True, default=float
+    )
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
     return path

@@ -11,25 +11,45 @@ from amt_core.registry import MODEL_PRESETS
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cohort", required=True, help="the cohort's case table (cases.csv)")
     p.add_argument("--out", required=True, help="run folder (best.pt, last.pt, train_log.csv, config.json)")
-    p.add_argument("--preset", choices=MODEL_PRESETS, help="model preset (default: cpu; a resumed run keeps its own)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue a stopped run from OUT/last.pt (same cohort, preset, seed and settings)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the run in OUT (trained beside it, swapped in when training ends)")
+    p.add_argument(
+        "--preset", choices=MODEL_PRESETS, help="model preset (default: cpu; a resumed run keeps its own)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped run from OUT/last.pt (same cohort, preset, seed and settings)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in OUT (trained beside it, swapped in when training ends)",
+    )
     p.add_argument("--seed", type=int, help="random seed (default: 0; a resumed run keeps its own)")
     p.add_argument("--max-epochs", type=int, help="epochs (of steps-per-epoch steps)")
     p.add_argument("--steps-per-epoch", type=int)
-    p.add_argument("--max-minutes", type=float,
-                   help="time cap of this call: stop at an epoch end when the next epoch would pass it (the run "
-                        "is then incomplete, see training.json; --resume finishes it); never changes the schedule")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="time cap of this call: stop at an epoch end when the next epoch would pass it (the run "
+        "is then incomplete, see training.json; --resume finishes it); never changes the schedule",
+    )
     p.add_argument("--max-steps", type=int, help="train at most this many steps (the LR schedule ends there)")
-    p.add_argument("--stop-after", type=int, help="stop after this many steps with last.pt only (resume later)")
+    p.add_argument(
+        "--stop-after", type=int, help="stop after this many steps with last.pt only (resume later)"
+    )
     p.add_argument("--eval-every", type=int, help="epochs between tuning-set evaluations")
     p.add_argument("--num-workers", type=int, help="DataLoader workers")
-    p.add_argument("--cache-dir", help="preprocessed-case cache (default: $AMT_CACHE or ~/.cache/amt/preprocessed)")
+    p.add_argument(
+        "--cache-dir", help="preprocessed-case cache (default: $AMT_CACHE or ~/.cache/amt/preprocessed)"
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="any other model setting, e.g. --set lr=0.005 --set patch_size=[64,64,64]")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other model setting, e.g. --set lr=0.005 --set patch_size=[64,64,64]",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -37,8 +57,15 @@ def train_kwargs(args: argparse.Namespace) -> dict:
     import json
 
     overrides = {}
-    for name in ("max_epochs", "steps_per_epoch", "max_minutes", "max_steps", "stop_after", "eval_every",
-                 "num_workers"):
+    for name in (
+        "max_epochs",
+        "steps_per_epoch",
+        "max_minutes",
+        "max_steps",
+        "stop_after",
+        "eval_every",
+        "num_workers",
+    ):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     for item in args.set:
@@ -49,28 +76,53 @@ def train_kwargs(args: argparse.Namespace) -> dict:
             overrides[name.strip()] = json.loads(value)
         except json.JSONDecodeError:
             overrides[name.strip()] = value
-    return dict(cohort_csv=args.cohort, out_dir=args.out, preset=args.preset, resume=args.resume,
-                overwrite=args.overwrite, seed=args.seed, progress=not args.no_progress, cache_dir=args.cache_dir,
-                device=args.device, **overrides)
+    return dict(
+        cohort_csv=args.cohort,
+        out_dir=args.out,
+        preset=args.preset,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        progress=not args.no_progress,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        **overrides,
+    )
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train the 3D U-Net (tuning-set model selection)",
-                              description="Train on the train split, keep the checkpoint with the best tuning Dice.")
+    p = subparsers.add_parser(
+        "train",
+        help="train the 3D U-Net (tuning-set model selection)",
+        description="Train on the train split, keep the checkpoint with the best tuning Dice.",
+    )
     add_train_arguments(p)
     p.set_defaults(func=_train)
 
-    q = subparsers.add_parser("predict", help="segment CT volumes with a trained model",
-                              description="Write {case}.nii.gz, {case}_prob.nii.gz and {case}_candidates.csv, "
-                                          "with predictions.csv and predictions.json (the model's hash).")
+    q = subparsers.add_parser(
+        "predict",
+        help="segment CT volumes with a trained model",
+        description="Write {case}.nii.gz, {case}_prob.nii.gz and {case}_candidates.csv, "
+        "with predictions.csv and predictions.json (the model's hash).",
+    )
     q.add_argument("--model", required=True, help="RUN_DIR/best.pt (or the run folder)")
-    q.add_argument("--input", required=True, help="a NIfTI/NRRD file, a DICOM series folder or a case table "
-                   "(a DICOM series also gets {case}_seg.dcm, the mask as a DICOM-SEG over it)")
+    q.add_argument(
+        "--input",
+        required=True,
+        help="a NIfTI/NRRD file, a DICOM series folder or a case table "
+        "(a DICOM series also gets {case}_seg.dcm, the mask as a DICOM-SEG over it)",
+    )
     q.add_argument("--out", required=True, help="predictions folder (new or empty, else see below)")
-    q.add_argument("--overwrite", action="store_true",
-                   help="replace a non-empty --out whole (predicted beside it, swapped in when complete)")
-    q.add_argument("--resume", action="store_true",
-                   help="finish an interrupted prediction of the same model, settings and inputs")
+    q.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out whole (predicted beside it, swapped in when complete)",
+    )
+    q.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted prediction of the same model, settings and inputs",
+    )
     q.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's)")
     q.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     q.add_argument("--split", help="with a case table: only this split (e.g. test)")
@@ -90,8 +142,18 @@ def _train(args) -> int:
 def _predict(args) -> int:
     from amt_core.model.inference import predict
 
-    out = predict(args.model, args.input, args.out, overlap=args.overlap, tta=args.tta, progress=not args.no_progress,
-                  split=args.split, device=args.device, overwrite=args.overwrite, resume=args.resume)
+    out = predict(
+        args.model,
+        args.input,
+        args.out,
+        overlap=args.overlap,
+        tta=args.tta,
+        progress=not args.no_progress,
+        split=args.split,
+        device=args.device,
+        overwrite=args.overwrite,
+        resume=args.resume,
+    )
     print(out)
     return 0
 
@@ -100,8 +162,10 @@ def ddp_main(argv: list[str] | None = None) -> int:
     """Entry point of ``torchrun ... -m amt_core.model.ddp``: the same options as ``amt train``."""
     from amt_core.model.train import train
 
-    parser = argparse.ArgumentParser(prog="python -m amt_core.model.ddp",
-                                     description="Data-parallel training with PyTorch DDP, launched by torchrun.")
+    parser = argparse.ArgumentParser(
+        prog="python -m amt_core.model.ddp",
+        description="Data-parallel training with PyTorch DDP, launched by torchrun.",
+    )
     add_train_arguments(parser)
     train(**train_kwargs(parser.parse_args(argv)))
     return 0

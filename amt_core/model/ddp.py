@@ -38,8 +38,12 @@ def init_from_env(device_type: str = "cpu") -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
         owns = True
-    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(),
-                    local_rank=int(os.environ.get("LOCAL_RANK", "0")), owns_group=owns)
+    return DistInfo(
+        rank=dist.get_rank(),
+        world=dist.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        owns_group=owns,
+    )
 
 
 def barrier(info: DistInfo) -> None:

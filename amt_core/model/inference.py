@@ -32,8 +32,17 @@ def roi_slices(shape, cfg: ModelConfig) -> tuple[slice, slice, slice]:
     return out[0], out[1], slice(0, int(shape[2]))
 
 
-def infer_array(net, image, cfg: ModelConfig, device, *, overlap: float | None = None, tta: bool = False,
-                roi: tuple[slice, ...] | None = None, progress: bool = False) -> np.ndarray:
+def infer_array(
+    net,
+    image,
+    cfg: ModelConfig,
+    device,
+    *,
+    overlap: float | None = None,
+    tta: bool = False,
+    roi: tuple[slice, ...] | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """Tumour probability (X, Y, Z) for a normalised image (X, Y, Z) in the network's grid; zero outside
     ``roi`` (default: :func:`roi_slices`)."""
     import torch
@@ -62,9 +71,17 @@ def infer_array(net, image, cfg: ModelConfig, device, *, overlap: float | None =
     with torch.inference_mode():
         for dims in flips:
             xin = torch.flip(x, dims) if dims else x
-            p = sliding_window_inference(xin, roi_size=list(cfg.patch_size), sw_batch_size=cfg.sw_batch_size,
-                                         predictor=predictor, overlap=overlap, mode="gaussian",
-                                         padding_mode="constant", cval=float(x.min()), progress=progress)
+            p = sliding_window_inference(
+                xin,
+                roi_size=list(cfg.patch_size),
+                sw_batch_size=cfg.sw_batch_size,
+                predictor=predictor,
+                overlap=overlap,
+                mode="gaussian",
+                padding_mode="constant",
+                cval=float(x.min()),
+                progress=progress,
+            )
             p = torch.flip(p, dims) if dims else p
             acc = p if acc is None else acc + p
     prob = (acc / len(flips))[0, 0].float().cpu().numpy()
@@ -123,7 +140,9 @@ def resolve_inputs(input_path: str | os.PathLike, split: str | None = None) -> l
     """(case_id, image path) pairs from an image file, a DICOM series folder or a case table (CSV)."""
     p = Path(input_path)
     if not p.exists():
-        raise FileNotFoundError(f"input {p} does not exist (pass a NIfTI/NRRD file, a DICOM folder or a case table)")
+        raise FileNotFoundError(
+            f"input {p} does not exist (pass a NIfTI/NRRD file, a DICOM folder or a case table)"
+        )
     if p.is_file() and p.suffix.lower() == ".csv":
         from amt_core.data.cases import read_cases
 
@@ -141,11 +160,14 @@ def resolve_inputs(input_path: str | os.PathLike, split: str | None = None) -> l
             return [(stem, str(p))]
     if p.is_dir():
         return [(name, str(p))]
-    raise ValueError(f"{p}: unknown input type (expected .nii/.nii.gz/.nrrd/.mha, a DICOM folder or a .csv table)")
+    raise ValueError(
+        f"{p}: unknown input type (expected .nii/.nii.gz/.nrrd/.mha, a DICOM folder or a .csv table)"
+    )
 
 
-def write_outputs(out_dir: Path, case_id: str, prob: np.ndarray, affine: np.ndarray, cfg: ModelConfig,
-                  spacing) -> dict:
+def write_outputs(
+    out_dir: Path, case_id: str, prob: np.ndarray, affine: np.ndarray, cfg: ModelConfig, spacing
+) -> dict:
     """Mask, compact probability map and candidate table of one case (atomic writes)."""
     from amt_core.atomic import write_csv
     from amt_core.data.volume import write_volume
@@ -157,13 +179,18 @@ def write_outputs(out_dir: Path, case_id: str, prob: np.ndarray, affine: np.ndar
     write_volume(q, affine, out_dir / f"{case_id}_prob.nii.gz", slope=1.0 / 255.0)
     table = candidate_table(q.astype(np.float32) / 255.0, cfg, spacing, mask=mask)
     write_csv(out_dir / f"{case_id}_candidates.csv", table)
-    return {"case_id": case_id, "voxels": int(mask.sum()), "n_candidates": len(table),
-            "n_kept": int(table["kept"].sum()) if len(table) else 0,
-            "max_prob": float(q.max()) / 255.0}
+    return {
+        "case_id": case_id,
+        "voxels": int(mask.sum()),
+        "n_candidates": len(table),
+        "n_kept": int(table["kept"].sum()) if len(table) else 0,
+        "max_prob": float(q.max()) / 255.0,
+    }
 
 
-def candidate_table(prob: np.ndarray, cfg: ModelConfig, spacing, *, mask: np.ndarray | None = None,
-                    config=None):
+def candidate_table(
+    prob: np.ndarray, cfg: ModelConfig, spacing, *, mask: np.ndarray | None = None, config=None
+):
     """The evaluation engine's candidates of ``prob`` (:func:`amt_core.evaluation.lesions.extract_candidates`
     under ``config``, default ``EvalConfig()``: picai_eval's dynamic extraction), one row each in order of
     descending confidence: confidence (max probability), volume, box, and ``kept``: whether the
@@ -186,18 +213,38 @@ def candidate_table(prob: np.ndarray, cfg: ModelConfig, spacing, *, mask: np.nda
     rows = []
     for k, (i, b) in enumerate(zip(comps.ids, comps.boxes, strict=True)):
         inside = comps.local(b) == i
-        rows.append({"candidate_id": 0, "confidence": float(comps.confidence[k]), "voxels": int(comps.voxels[k]),
-                     "volume_ml": comps.voxels[k] * ml, "kept": bool(mask[b][inside].any()),
-                     **{f"{n}{e}": int(getattr(b[a], "start" if e == "0" else "stop"))
-                        for a, n in enumerate("xyz") for e in "01"}})
+        rows.append(
+            {
+                "candidate_id": 0,
+                "confidence": float(comps.confidence[k]),
+                "voxels": int(comps.voxels[k]),
+                "volume_ml": comps.voxels[k] * ml,
+                "kept": bool(mask[b][inside].any()),
+                **{
+                    f"{n}{e}": int(getattr(b[a], "start" if e == "0" else "stop"))
+                    for a, n in enumerate("xyz")
+                    for e in "01"
+                },
+            }
+        )
     table = pd.DataFrame(rows, columns=cols).sort_values("confidence", ascending=False, kind="stable")
     table["candidate_id"] = np.arange(1, len(table) + 1)
     return table.reset_index(drop=True)
 
 
-def predict(model_path: str | os.PathLike, source: str | os.PathLike, out_dir: str | os.PathLike, *,
-            overlap: float | None = None, tta: bool = False, progress: bool = True, split: str | None = None,
-            device: str | None = None, overwrite: bool = False, resume: bool = False) -> Path:
+def predict(
+    model_path: str | os.PathLike,
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    overlap: float | None = None,
+    tta: bool = False,
+    progress: bool = True,
+    split: str | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> Path:
     """Predict every case of ``source`` (an image file, a DICOM series folder or a case table) into the
     predictions folder ``out_dir``; returns ``out_dir``.
 
@@ -213,8 +260,14 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike, out_dir: s
     cases = resolve_inputs(source, split)
     net, cfg, _state = load_model(model_path, device)
     model_file = Path(model_path) / "best.pt" if Path(model_path).is_dir() else Path(model_path)
-    settings = {"model": str(model_file.resolve()), "model_sha256": manifest.file_digest(model_file),
-                "input": str(Path(source).resolve()), "split": split, "overlap": overlap, "tta": tta}
+    settings = {
+        "model": str(model_file.resolve()),
+        "model_sha256": manifest.file_digest(model_file),
+        "input": str(Path(source).resolve()),
+        "split": split,
+        "overlap": overlap,
+        "tta": tta,
+    }
     run = dict(cases=cases, net=net, cfg=cfg, settings=settings, overlap=overlap, tta=tta, progress=progress)
     if resume and is_nonempty_dir(out):  # finish it in place: the kept cases are already there
         _predict_into(out, done=manifest.resumable_cases(out, settings), **run)
@@ -254,12 +307,21 @@ def _predict_into(out: Path, *, cases, net, cfg, settings: dict, done: dict, ove
 
                 mask = read_label(out / f"{case_id}.nii.gz", volume, role="prediction")
                 write_dicom_seg(mask, image, out / f"{case_id}_seg.dcm")
-            kept = {"image": str(image), "image_sha256": digest, "row": row,
-                    "files": {n: manifest.file_digest(out / n) for n in manifest.case_files(case_id)
-                              if (out / n).is_file()}}
+            kept = {
+                "image": str(image),
+                "image_sha256": digest,
+                "row": row,
+                "files": {
+                    n: manifest.file_digest(out / n)
+                    for n in manifest.case_files(case_id)
+                    if (out / n).is_file()
+                },
+            }
         record["cases"][case_id] = kept
         write_json(out / manifest.MANIFEST, record)
     bar.close()
     columns = ["case_id", "voxels", "n_candidates", "n_kept", "max_prob"]  # write_outputs' row
-    write_csv(out / manifest.TABLE, pd.DataFrame([r["row"] for r in record["cases"].values()], columns=columns))
+    write_csv(
+        out / manifest.TABLE, pd.DataFrame([r["row"] for r in record["cases"].values()], columns=columns)
+    )
     write_json(out / manifest.MANIFEST, {**record, "complete": True})

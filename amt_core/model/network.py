@@ -14,16 +14,34 @@ def build_network(cfg: ModelConfig):
 
     if cfg.network == "unet":
         if len(cfg.strides) != len(cfg.channels) - 1:
-            raise ValueError(f"UNet needs len(strides) == len(channels) - 1, got {cfg.strides} / {cfg.channels}")
-        return UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=cfg.channels, strides=cfg.strides,
-                    num_res_units=cfg.num_res_units, norm="instance")
+            raise ValueError(
+                f"UNet needs len(strides) == len(channels) - 1, got {cfg.strides} / {cfg.channels}"
+            )
+        return UNet(
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=2,
+            channels=cfg.channels,
+            strides=cfg.strides,
+            num_res_units=cfg.num_res_units,
+            norm="instance",
+        )
     n = len(cfg.channels)
     if not (len(cfg.strides) == len(cfg.kernels) == n):
         raise ValueError("DynUNet needs as many kernels and strides as channels (filters)")
-    return DynUNet(spatial_dims=3, in_channels=1, out_channels=2, kernel_size=list(cfg.kernels),
-                   strides=list(cfg.strides), upsample_kernel_size=list(cfg.strides[1:]), filters=list(cfg.channels),
-                   norm_name="instance", deep_supervision=cfg.deep_supervision,
-                   deep_supr_num=max(1, min(n - 2, 3)), res_block=False)
+    return DynUNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=2,
+        kernel_size=list(cfg.kernels),
+        strides=list(cfg.strides),
+        upsample_kernel_size=list(cfg.strides[1:]),
+        filters=list(cfg.channels),
+        norm_name="instance",
+        deep_supervision=cfg.deep_supervision,
+        deep_supr_num=max(1, min(n - 2, 3)),
+        res_block=False,
+    )
 
 
 def cpu_has_bf16() -> bool:

@@ -38,17 +38,34 @@ def augmentation(cfg: ModelConfig):
     keys = ["image", "label"]
     ts = []
     if cfg.p_affine > 0:
-        ts.append(RandAffined(keys, prob=cfg.p_affine, rotate_range=(rot, rot, rot),
-                              scale_range=((s0 - 1, s1 - 1),) * 3, mode=("bilinear", "nearest"),
-                              padding_mode="border"))
+        ts.append(
+            RandAffined(
+                keys,
+                prob=cfg.p_affine,
+                rotate_range=(rot, rot, rot),
+                scale_range=((s0 - 1, s1 - 1),) * 3,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            )
+        )
     if cfg.p_elastic > 0:
-        ts.append(Rand3DElasticd(keys, sigma_range=(9, 13), magnitude_range=(0, 200), prob=cfg.p_elastic,
-                                 mode=("bilinear", "nearest"), padding_mode="border"))
+        ts.append(
+            Rand3DElasticd(
+                keys,
+                sigma_range=(9, 13),
+                magnitude_range=(0, 200),
+                prob=cfg.p_elastic,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            )
+        )
     ts.append(CenterSpatialCropd(keys, roi_size=list(cfg.patch_size)))
     ts += [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in cfg.mirror_axes]
     ts += [
         RandGaussianNoised("image", prob=cfg.p_noise, std=0.1),
-        RandGaussianSmoothd("image", prob=cfg.p_blur, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+        RandGaussianSmoothd(
+            "image", prob=cfg.p_blur, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)
+        ),
         RandScaleIntensityd("image", factors=0.25, prob=cfg.p_intensity),
         RandShiftIntensityd("image", offsets=0.1, prob=cfg.p_intensity),
         RandAdjustContrastd("image", prob=cfg.p_gamma, gamma=(0.7, 1.5), retain_stats=True),
@@ -118,8 +135,10 @@ class PatchDataset:
             centre = [int(rng.integers(n)) for n in shape]
         img = crop(case.image(), centre, self.size, PAD_HU).astype(np.float32)
         lab = crop(case.label(), centre, self.size, 0)
-        data = {"image": torch.from_numpy(self.normalise(img, self.cfg))[None],
-                "label": torch.from_numpy(lab.astype(np.float32))[None]}
+        data = {
+            "image": torch.from_numpy(self.normalise(img, self.cfg))[None],
+            "label": torch.from_numpy(lab.astype(np.float32))[None],
+        }
         self.transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
         before = get_track_meta()
         set_track_meta(False)
@@ -127,8 +146,10 @@ class PatchDataset:
             out = self.transform(data)
         finally:
             set_track_meta(before)
-        return {"image": torch.as_tensor(out["image"], dtype=torch.float32).contiguous(),
-                "label": torch.as_tensor(out["label"]).round().to(torch.uint8).contiguous()}
+        return {
+            "image": torch.as_tensor(out["image"], dtype=torch.float32).contiguous(),
+            "label": torch.as_tensor(out["label"]).round().to(torch.uint8).contiguous(),
+        }
 
 
 class StepSampler:

@@ -37,7 +37,9 @@ def keep_flags(volumes_ml: np.ndarray, confidence: np.ndarray, min_ml: float, mi
     return keep
 
 
-def filter_mask(prob: np.ndarray, threshold: float, spacing, min_ml: float = 0.0, min_conf: float = 0.0) -> np.ndarray:
+def filter_mask(
+    prob: np.ndarray, threshold: float, spacing, min_ml: float = 0.0, min_conf: float = 0.0
+) -> np.ndarray:
     """The binary mask (uint8) after dropping small or unconfident components."""
     mask = np.zeros(prob.shape, dtype=np.uint8)
     found = components(prob, threshold, spacing)
@@ -76,5 +78,9 @@ def choose(cases, threshold: float) -> dict:
     best = max(scores, key=lambda k: (round(scores[k], 6), -k[0], -k[1]))
     if not scores[best] > base:
         best = (0.0, 0.0)
-    return {"min_component_ml": best[0], "min_component_conf": best[1], "tune_dice_raw": base,
-            "tune_dice_postprocessed": scores[best]}
+    return {
+        "min_component_ml": best[0],
+        "min_component_conf": best[1],
+        "tune_dice_raw": base,
+        "tune_dice_postprocessed": scores[best],
+    }

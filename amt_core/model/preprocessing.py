@@ -45,8 +45,9 @@ def check_ct(array: np.ndarray, spacing, source: str, min_extent_mm: float) -> N
         )
 
 
-def body_box(array: np.ndarray, spacing, threshold_hu: float, margin_mm: float,
-             source: str = "image") -> tuple[tuple[int, ...], tuple[int, ...]]:
+def body_box(
+    array: np.ndarray, spacing, threshold_hu: float, margin_mm: float, source: str = "image"
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(start, end) voxel box of the body: the largest connected component above ``threshold_hu``."""
     import cc3d
 
@@ -75,11 +76,13 @@ def build_transform(start, end, spacing, with_label: bool):
 
     keys = ["image", "label"] if with_label else ["image"]
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
-    return Compose([
-        Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        SpatialCropd(keys=keys, roi_start=list(start), roi_end=list(end)),
-        Spacingd(keys=keys, pixdim=list(spacing), mode=modes, padding_mode="border", dtype=np.float32),
-    ])
+    return Compose(
+        [
+            Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            SpatialCropd(keys=keys, roi_start=list(start), roi_end=list(end)),
+            Spacingd(keys=keys, pixdim=list(spacing), mode=modes, padding_mode="border", dtype=np.float32),
+        ]
+    )
 
 
 def preprocess(volume, cfg: ModelConfig, label=None, spacing=None) -> Preprocessed:
@@ -94,15 +97,23 @@ def preprocess(volume, cfg: ModelConfig, label=None, spacing=None) -> Preprocess
     affine = torch.as_tensor(volume.affine, dtype=torch.float64)
     data = {"image": MetaTensor(torch.from_numpy(array)[None], affine=affine)}
     if label is not None:
-        data["label"] = MetaTensor(torch.from_numpy(np.asarray(label.array, dtype=np.float32))[None],
-                                   affine=affine.clone())
+        data["label"] = MetaTensor(
+            torch.from_numpy(np.asarray(label.array, dtype=np.float32))[None], affine=affine.clone()
+        )
     transform = build_transform(start, end, spacing, label is not None)
     out = transform(data)
     lab = out.get("label")
     if lab is not None:
         lab = lab.round().to(torch.uint8)
-    return Preprocessed(image=out["image"], label=lab, transform=transform, body_start=start, body_end=end,
-                        source_shape=volume.shape, source_affine=np.asarray(volume.affine))
+    return Preprocessed(
+        image=out["image"],
+        label=lab,
+        transform=transform,
+        body_start=start,
+        body_end=end,
+        source_shape=volume.shape,
+        source_affine=np.asarray(volume.affine),
+    )
 
 
 def invert(pre: Preprocessed, prob) -> np.ndarray:
@@ -110,8 +121,10 @@ def invert(pre: Preprocessed, prob) -> np.ndarray:
     import torch
     from monai.data import MetaTensor
 
-    meta = MetaTensor(torch.as_tensor(prob, dtype=torch.float32)[None],
-                      meta={k: v for k, v in pre.image.meta.items() if k != "affine"})
+    meta = MetaTensor(
+        torch.as_tensor(prob, dtype=torch.float32)[None],
+        meta={k: v for k, v in pre.image.meta.items() if k != "affine"},
+    )
     meta.affine = pre.image.affine.clone()
     meta.applied_operations = [dict(op) for op in pre.image.applied_operations]
     out = pre.transform.inverse({"image": meta})["image"]
@@ -129,7 +142,9 @@ def normalise(array, cfg: ModelConfig):
         return (array.clip(lo, hi) - centre) / half
     stats = cfg.intensity_stats
     if not stats:
-        raise ValueError("normalisation 'ct_fg' needs intensity_stats from the training set (train() sets them)")
+        raise ValueError(
+            "normalisation 'ct_fg' needs intensity_stats from the training set (train() sets them)"
+        )
     return (array.clip(stats["lo"], stats["hi"]) - stats["mean"]) / max(stats["std"], 1e-6)
 
 
@@ -137,7 +152,9 @@ def intensity_stats(samples: np.ndarray) -> dict[str, float]:
     """nnU-Net's CT statistics from foreground (tumour) voxel samples of the training set."""
     samples = np.asarray(samples, dtype=np.float64)
     if samples.size == 0:
-        raise ValueError("no foreground voxels in the training set: cannot compute CT normalisation statistics")
+        raise ValueError(
+            "no foreground voxels in the training set: cannot compute CT normalisation statistics"
+        )
     lo, hi = np.percentile(samples, [0.5, 99.5])
     clipped = samples.clip(lo, hi)
     return {"lo": float(lo), "hi": float(hi), "mean": float(clipped.mean()), "std": float(clipped.std())}

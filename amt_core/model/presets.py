@@ -100,9 +100,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.preset not in MODEL_PRESETS:
-            raise ValueError(f"unknown model preset {self.preset!r}; choose one of {', '.join(MODEL_PRESETS)}")
-        for name, allowed in (("network", NETWORKS), ("normalisation", NORMALISATIONS), ("roi", ROIS),
-                              ("optimiser", OPTIMISERS)):
+            raise ValueError(
+                f"unknown model preset {self.preset!r}; choose one of {', '.join(MODEL_PRESETS)}"
+            )
+        for name, allowed in (
+            ("network", NETWORKS),
+            ("normalisation", NORMALISATIONS),
+            ("roi", ROIS),
+            ("optimiser", OPTIMISERS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if len(self.patch_size) != 3 or any(int(p) < 16 for p in self.patch_size):
@@ -117,26 +123,36 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}  # others (e.g. an older stop_after) are ignored
-        kwargs = {k: _tupled(v) if k not in ("intensity_stats", "extra") else v
-                  for k, v in data.items() if k in names}
+        kwargs = {
+            k: _tupled(v) if k not in ("intensity_stats", "extra") else v
+            for k, v in data.items()
+            if k in names
+        }
         return cls(**kwargs)
 
     def replace(self, **overrides: Any) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(self)}
         control = sorted(set(overrides) & set(RUN_CONTROLS))
         if control:
-            raise ValueError(f"{', '.join(control)}: not model settings but keyword arguments of train() "
-                             "(they control one call and are never saved with the model)")
+            raise ValueError(
+                f"{', '.join(control)}: not model settings but keyword arguments of train() "
+                "(they control one call and are never saved with the model)"
+            )
         unknown = sorted(set(overrides) - names)
         if unknown:
-            raise ValueError(f"unknown model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise ValueError(
+                f"unknown model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
         return dataclasses.replace(self, **{k: _tupled(v) for k, v in overrides.items()})
 
     @property
     def preprocessing_key(self) -> dict[str, Any]:
         """The settings that shape the cached (resampled, cropped) arrays: the cache key includes them."""
-        return {"target_spacing": self.target_spacing, "body_threshold_hu": self.body_threshold_hu,
-                "body_margin_mm": self.body_margin_mm}
+        return {
+            "target_spacing": self.target_spacing,
+            "body_threshold_hu": self.body_threshold_hu,
+            "body_margin_mm": self.body_margin_mm,
+        }
 
 
 def _tupled(value: Any) -> Any:
@@ -149,17 +165,43 @@ PRESETS: dict[str, ModelConfig] = {
     # AdamW, not nnU-Net's SGD: in a short CPU schedule it is what learns. After 300 steps on the demo
     # cohort, tuning Dice 0.40 with AdamW 1e-3 vs 0.00 with SGD 0.01/Nesterov 0.99 (same patches).
     "cpu": ModelConfig(
-        preset="cpu", network="unet", channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
-        num_res_units=1, patch_size=(64, 64, 64), batch_size=2, optimiser="adamw", lr=1e-3, weight_decay=1e-4,
-        max_epochs=40, steps_per_epoch=250, eval_every=2, roi="mediastinum", overlap=0.25,
+        preset="cpu",
+        network="unet",
+        channels=(16, 32, 64, 128, 256),
+        strides=(2, 2, 2, 2),
+        num_res_units=1,
+        patch_size=(64, 64, 64),
+        batch_size=2,
+        optimiser="adamw",
+        lr=1e-3,
+        weight_decay=1e-4,
+        max_epochs=40,
+        steps_per_epoch=250,
+        eval_every=2,
+        roi="mediastinum",
+        overlap=0.25,
     ),
     # nnU-Net 3d_fullres-style DynUNet with deep supervision, for a GPU.
     "full": ModelConfig(
-        preset="full", network="dynunet", channels=(32, 64, 128, 256, 320, 320),
-        strides=(1, 2, 2, 2, 2, 2), kernels=(3, 3, 3, 3, 3, 3), deep_supervision=True,
-        patch_size=(128, 128, 128), batch_size=2, optimiser="sgd", lr=0.01, momentum=0.99,
-        max_epochs=1000, steps_per_epoch=250, eval_every=10, roi="body", overlap=0.5,
-        mirror_axes=(0, 1, 2), p_elastic=0.1, sw_batch_size=4,
+        preset="full",
+        network="dynunet",
+        channels=(32, 64, 128, 256, 320, 320),
+        strides=(1, 2, 2, 2, 2, 2),
+        kernels=(3, 3, 3, 3, 3, 3),
+        deep_supervision=True,
+        patch_size=(128, 128, 128),
+        batch_size=2,
+        optimiser="sgd",
+        lr=0.01,
+        momentum=0.99,
+        max_epochs=1000,
+        steps_per_epoch=250,
+        eval_every=10,
+        roi="body",
+        overlap=0.5,
+        mirror_axes=(0, 1, 2),
+        p_elastic=0.1,
+        sw_batch_size=4,
     ),
 }
 

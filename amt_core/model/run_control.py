@@ -22,14 +22,23 @@ from typing import Any
 from amt_core.model.presets import PRESET_NUM_WORKERS, RUN_CONTROLS, ModelConfig
 
 log = logging.getLogger(__name__)
-__all__ = ["RUN_CONTROLS", "RunControl", "check_status", "incomplete_note", "load_resume_state", "read_status"]
+__all__ = [
+    "RUN_CONTROLS",
+    "RunControl",
+    "check_status",
+    "incomplete_note",
+    "load_resume_state",
+    "read_status",
+]
 STATUS_FILE = "training.json"
 
 
 @dataclass(frozen=True)
 class RunControl:
     stop_after: int | None = None  # stop (with last.pt only) after this many steps of the run
-    max_minutes: float | None = None  # time cap of this call: stop at an epoch end (the run is then incomplete)
+    max_minutes: float | None = (
+        None  # time cap of this call: stop at an epoch end (the run is then incomplete)
+    )
     num_workers: int | None = None  # DataLoader workers; None: the preset's (PRESET_NUM_WORKERS)
 
     def workers(self, cfg: ModelConfig) -> int:
@@ -45,8 +54,9 @@ def cohort_record(cohort_csv: str | Path) -> dict[str, str]:
     return {"cases_csv": str(path), "sha256": file_hash(path)}
 
 
-def load_resume_state(out: Path, cohort_csv, *, preset: str | None, seed: int | None,
-                      overrides: dict[str, Any]) -> dict[str, Any]:
+def load_resume_state(
+    out: Path, cohort_csv, *, preset: str | None, seed: int | None, overrides: dict[str, Any]
+) -> dict[str, Any]:
     """``out/last.pt``, after checking that this call continues that run: the same cohort (its case table may
     have moved), and ``preset``, ``seed`` and model ``overrides`` either not given or equal to the stored ones."""
     from amt_core.model.checkpoint import load_checkpoint
@@ -54,8 +64,9 @@ def load_resume_state(out: Path, cohort_csv, *, preset: str | None, seed: int | 
     last = out / "last.pt"
     if not last.is_file():
         what = "does not exist" if not out.exists() else "holds no last.pt"
-        raise FileNotFoundError(f"{out}: nothing to resume: the folder {what}; "
-                                "drop --resume to start a new training")
+        raise FileNotFoundError(
+            f"{out}: nothing to resume: the folder {what}; drop --resume to start a new training"
+        )
     state = load_checkpoint(last)
     cfg: ModelConfig = state["config"]
     stored_seed = state["extra"].get("seed")
@@ -69,8 +80,10 @@ def load_resume_state(out: Path, cohort_csv, *, preset: str | None, seed: int | 
         if new != old:
             differ.append(f"{name} was {_show(old)}, now {_show(new)}")
     if differ:
-        raise ValueError(f"{last}: --resume continues the run as it was started, but {'; '.join(differ)} "
-                         "(resume with the same settings, or start a new run with --overwrite or another --out)")
+        raise ValueError(
+            f"{last}: --resume continues the run as it was started, but {'; '.join(differ)} "
+            "(resume with the same settings, or start a new run with --overwrite or another --out)"
+        )
     _check_cohort(last, state["extra"].get("cohort"), cohort_csv)
     return state
 
@@ -78,13 +91,19 @@ def load_resume_state(out: Path, cohort_csv, *, preset: str | None, seed: int | 
 def _check_cohort(last: Path, stored: dict | None, cohort_csv) -> None:
     now = cohort_record(cohort_csv)
     if not stored:
-        log.warning("%s records no cohort (an older checkpoint): cannot check that %s is the cohort it was "
-                    "trained on", last, now["cases_csv"])
+        log.warning(
+            "%s records no cohort (an older checkpoint): cannot check that %s is the cohort it was "
+            "trained on",
+            last,
+            now["cases_csv"],
+        )
         return
     if stored["sha256"] != now["sha256"]:
-        raise ValueError(f"{last}: --resume must continue on the cohort the run started on, "
-                         f"{stored['cases_csv']} (sha256 {stored['sha256'][:12]}), not {now['cases_csv']} "
-                         f"(sha256 {now['sha256'][:12]})")
+        raise ValueError(
+            f"{last}: --resume must continue on the cohort the run started on, "
+            f"{stored['cases_csv']} (sha256 {stored['sha256'][:12]}), not {now['cases_csv']} "
+            f"(sha256 {now['sha256'][:12]})"
+        )
     if stored["cases_csv"] != now["cases_csv"]:
         log.info("resuming on %s: the same case table as %s (moved)", now["cases_csv"], stored["cases_csv"])
 
@@ -109,18 +128,25 @@ def incomplete_note(status: dict[str, Any]) -> str | None:
     if not status:
         return None
     steps = f"{status.get('steps', '?')} of {status.get('configured_steps', '?')} configured steps"
-    if status.get("rescheduled_by_time_budget"):  # written by versions that fitted the LR schedule to the clock
-        return (f"an older version fitted the LR schedule to the clock ({steps}): the weights depend on the "
-                "machine's load, not only on the seed; train again")
+    if status.get(
+        "rescheduled_by_time_budget"
+    ):  # written by versions that fitted the LR schedule to the clock
+        return (
+            f"an older version fitted the LR schedule to the clock ({steps}): the weights depend on the "
+            "machine's load, not only on the seed; train again"
+        )
     complete = status.get("complete", status.get("stopped_by") == "steps")
     if complete:
         return None
-    how = {"time cap": f"stopped by the time cap (max_minutes {status.get('max_minutes')})",
-           "time budget": f"stopped by the time budget (max_minutes {status.get('max_minutes')})",
-           "stop_after": f"stopped by stop_after={status.get('stop_after')}"}.get(
-        status.get("stopped_by"), "did not finish (still running, or killed)")
-    return (f"{how} after {steps}; this model is not the seed's result (finish it with `amt train --resume` "
-            "and a larger or no time cap)")
+    how = {
+        "time cap": f"stopped by the time cap (max_minutes {status.get('max_minutes')})",
+        "time budget": f"stopped by the time budget (max_minutes {status.get('max_minutes')})",
+        "stop_after": f"stopped by stop_after={status.get('stop_after')}",
+    }.get(status.get("stopped_by"), "did not finish (still running, or killed)")
+    return (
+        f"{how} after {steps}; this model is not the seed's result (finish it with `amt train --resume` "
+        "and a larger or no time cap)"
+    )
 
 
 def check_status(run_dir: str | Path) -> dict[str, Any]:
@@ -129,5 +155,7 @@ def check_status(run_dir: str | Path) -> dict[str, Any]:
     status = read_status(run_dir)
     note = incomplete_note(status)
     if note:
-        warnings.warn(f"{Path(run_dir)}: incomplete training: {note}", IncompleteTrainingWarning, stacklevel=2)
+        warnings.warn(
+            f"{Path(run_dir)}: incomplete training: {note}", IncompleteTrainingWarning, stacklevel=2
+        )
     return status

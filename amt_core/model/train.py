@@ -29,10 +29,22 @@ PLANS_FILE = "plans.json"
 __all__ = ["LOG_COLUMNS", "PLANS_FILE", "train", "training_plan"]
 
 
-def train(cohort_csv, out_dir, *, preset: str | None = None, resume: bool = False, overwrite: bool = False,
-          seed: int | None = None, progress: bool = True, cache_dir=None, device: str | None = None,
-          stop_after: int | None = None, max_minutes: float | None = None, num_workers: int | None = None,
-          **overrides) -> Path:
+def train(
+    cohort_csv,
+    out_dir,
+    *,
+    preset: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    seed: int | None = None,
+    progress: bool = True,
+    cache_dir=None,
+    device: str | None = None,
+    stop_after: int | None = None,
+    max_minutes: float | None = None,
+    num_workers: int | None = None,
+    **overrides,
+) -> Path:
     """Train on the ``train`` split of a cohort, select on its ``tune`` split; returns the run folder.
 
     ``overrides`` are :class:`ModelConfig` settings (with ``preset``, default ``cpu``, and ``seed``, default 0,
@@ -69,7 +81,11 @@ def train(cohort_csv, out_dir, *, preset: str | None = None, resume: bool = Fals
             state = load_resume_state(out, cohort_csv, preset=preset, seed=seed, overrides=overrides)
             cfg, seed = state["config"], int(state["extra"]["seed"])
         else:
-            state, cfg, seed = None, get_config(preset or "cpu", **overrides), 0 if seed is None else int(seed)
+            state, cfg, seed = (
+                None,
+                get_config(preset or "cpu", **overrides),
+                0 if seed is None else int(seed),
+            )
         if dev.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
             # the NaN fill of fresh buffers (a debugging aid of deterministic mode) leaked into DynUNet's
@@ -93,10 +109,15 @@ def _prepare(cohort_csv, cfg: ModelConfig, fresh: bool, info, progress, cache_di
     from amt_core.model.preprocessing import intensity_stats, median_spacing
 
     cases = read_cases(cohort_csv)
-    rows = {s: [(r.case_id, r.image, r.label) for r in cases[cases["split"] == s].itertuples()] for s in ("train", "tune")}
+    rows = {
+        s: [(r.case_id, r.image, r.label) for r in cases[cases["split"] == s].itertuples()]
+        for s in ("train", "tune")
+    }
     for split, picked in rows.items():
         if not picked:
-            raise ValueError(f"{cohort_csv}: no case in the {split!r} split; training needs train and tune cases")
+            raise ValueError(
+                f"{cohort_csv}: no case in the {split!r} split; training needs train and tune cases"
+            )
     if cfg.eval_max_cases:
         rows["tune"] = rows["tune"][: cfg.eval_max_cases]
     spacing = cfg.target_spacing or median_spacing(read_geometry(r[1]).spacing for r in rows["train"])
@@ -109,9 +130,12 @@ def _prepare(cohort_csv, cfg: ModelConfig, fresh: bool, info, progress, cache_di
     train_cases = cache.build_all(rows["train"])
     tune_cases = cache.build_all(rows["tune"])
     if fresh:
-        stats = cfg.intensity_stats or intensity_stats(np.concatenate([c.meta["fg_values"] for c in train_cases]))
-        cfg = cfg.replace(target_spacing=tuple(spacing), intensity_stats=stats,
-                          roi_box=cfg.roi_box or _roi_box(train_cases))
+        stats = cfg.intensity_stats or intensity_stats(
+            np.concatenate([c.meta["fg_values"] for c in train_cases])
+        )
+        cfg = cfg.replace(
+            target_spacing=tuple(spacing), intensity_stats=stats, roi_box=cfg.roi_box or _roi_box(train_cases)
+        )
     return cfg, train_cases, tune_cases
 
 
@@ -130,8 +154,19 @@ def _roi_box(cases, margin: float = 0.08) -> tuple[float, float, float, float] |
     return (float(a[0]), float(b[0]), float(a[1]), float(b[1]))
 
 
-def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progress, cache_dir, t0,
-         control: RunControl) -> Path:
+def _run(
+    cohort_csv,
+    out: Path,
+    cfg: ModelConfig,
+    state,
+    seed,
+    dev,
+    info,
+    progress,
+    cache_dir,
+    t0,
+    control: RunControl,
+) -> Path:
     """Plan (``plans.json``), then train epoch by epoch with a :class:`~amt_core.model.trainer.Trainer`."""
     import torch
     from torch.utils.data import DataLoader
@@ -144,9 +179,17 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
     cohort = cohort_record(cohort_csv)
     spe = cfg.steps_per_epoch
     # the LR schedule is a function of the configured steps only: no clock, no run-control setting shapes it
-    total = max(1, cfg.max_epochs * spe if cfg.max_steps is None else min(cfg.max_epochs * spe, cfg.max_steps))
-    status = {"complete": False, "stopped_by": None, "configured_steps": total, "seed": seed,
-              "max_minutes": control.max_minutes, "stop_after": control.stop_after}
+    total = max(
+        1, cfg.max_epochs * spe if cfg.max_steps is None else min(cfg.max_epochs * spe, cfg.max_steps)
+    )
+    status = {
+        "complete": False,
+        "stopped_by": None,
+        "configured_steps": total,
+        "seed": seed,
+        "max_minutes": control.max_minutes,
+        "stop_after": control.stop_after,
+    }
     if info.main:
         _write_run_records(out, cfg, seed, cohort, cohort_csv, train_cases, total)
         write_json(out / STATUS_FILE, {**status, "steps": state["step"] if state else 0})  # until it ends
@@ -162,14 +205,20 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
     stop_at = total if control.stop_after is None else min(total, control.stop_after)
     t_eval, stopped_by, stopgap = 0.0, None, math.nan
     # steps, epoch, loss, tuning Dice, elapsed and ETA: to amt run's progress file when it follows one, else a bar
-    bar = Progress("train", total, unit="step", initial=trainer.step, bar=True, enabled=progress and info.main)
+    bar = Progress(
+        "train", total, unit="step", initial=trainer.step, bar=True, enabled=progress and info.main
+    )
     while trainer.step < total:
         t_ep = time.monotonic()
         end = min((trainer.epoch + 1) * spe, total)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=control.workers(cfg),
-                            sampler=StepSampler(trainer.step, min(end, stop_at), cfg.batch_size, info.rank,
-                                                info.world),
-                            worker_init_fn=worker_init, pin_memory=dev.type == "cuda")
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            num_workers=control.workers(cfg),
+            sampler=StepSampler(trainer.step, min(end, stop_at), cfg.batch_size, info.rank, info.world),
+            worker_init_fn=worker_init,
+            pin_memory=dev.type == "cuda",
+        )
         trainer.run_epoch(loader, bar)
         if trainer.step < end:  # stopped by stop_after (mid-epoch, as a kill would): checkpoint and leave
             stopped_by = "stop_after"
@@ -198,9 +247,14 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
     bar.close()
     if trainer.step >= total:
         stopped_by = "steps"
-    status.update(complete=stopped_by == "steps", stopped_by=stopped_by, steps=trainer.step, epochs=trainer.epoch,
-                  best_tune_dice=trainer.best if trainer.best >= 0 else stopgap,
-                  minutes_this_call=(time.monotonic() - t0) / 60.0)
+    status.update(
+        complete=stopped_by == "steps",
+        stopped_by=stopped_by,
+        steps=trainer.step,
+        epochs=trainer.epoch,
+        best_tune_dice=trainer.best if trainer.best >= 0 else stopgap,
+        minutes_this_call=(time.monotonic() - t0) / 60.0,
+    )
     if info.main:
         write_json(out / STATUS_FILE, status)
         if stopped_by == "time cap":
@@ -210,15 +264,18 @@ def _run(cohort_csv, out: Path, cfg: ModelConfig, state, seed, dev, info, progre
     if info.world > 1:  # every rank must hold the same weights: record (and check) it
         digests = ddp.gather(ddp.weights_digest(trainer.net), info)
         if info.main:
-            write_json(out / "ddp_check.json", {"world": info.world, "step": trainer.step, "digests": digests})
+            write_json(
+                out / "ddp_check.json", {"world": info.world, "step": trainer.step, "digests": digests}
+            )
         if len(set(digests)) != 1:
             raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
     ddp.barrier(info)
     return out
 
 
-def _write_run_records(out: Path, cfg: ModelConfig, seed: int, cohort: dict, cohort_csv, train_cases,
-                       total: int) -> None:
+def _write_run_records(
+    out: Path, cfg: ModelConfig, seed: int, cohort: dict, cohort_csv, train_cases, total: int
+) -> None:
     """``config.json``, ``provenance.json`` and the training plan ``plans.json``, before the first step."""
     from amt_core.atomic import write_json
     from amt_core.provenance import write_provenance
@@ -234,17 +291,38 @@ def training_plan(cfg: ModelConfig, train_cases, total: int) -> dict:
     the target spacing, the intensity statistics, the mediastinal ROI box, the patch and batch, the network
     and the schedule, with the shapes of the preprocessed training cases that they were derived from."""
     shapes = np.array([c.shape for c in train_cases]) if train_cases else np.zeros((0, 3))
-    keys = ("preset", "network", "channels", "strides", "kernels", "deep_supervision", "num_res_units",
-            "normalisation", "hu_window", "optimiser", "lr", "poly_exponent", "steps_per_epoch", "max_epochs",
-            "max_steps", "fg_ratio")
+    keys = (
+        "preset",
+        "network",
+        "channels",
+        "strides",
+        "kernels",
+        "deep_supervision",
+        "num_res_units",
+        "normalisation",
+        "hu_window",
+        "optimiser",
+        "lr",
+        "poly_exponent",
+        "steps_per_epoch",
+        "max_epochs",
+        "max_steps",
+        "fg_ratio",
+    )
     return {
-        "target_spacing_mm": list(cfg.target_spacing or ()), "intensity_stats": cfg.intensity_stats,
-        "roi": cfg.roi, "roi_box": list(cfg.roi_box) if cfg.roi_box else None,
-        "patch_size": list(cfg.patch_size), "batch_size": cfg.batch_size, "total_steps": total,
+        "target_spacing_mm": list(cfg.target_spacing or ()),
+        "intensity_stats": cfg.intensity_stats,
+        "roi": cfg.roi,
+        "roi_box": list(cfg.roi_box) if cfg.roi_box else None,
+        "patch_size": list(cfg.patch_size),
+        "batch_size": cfg.batch_size,
+        "total_steps": total,
         **{k: getattr(cfg, k) for k in keys},
-        "dataset": {"n_train_cases": len(train_cases),
-                    "median_shape": [int(v) for v in np.median(shapes, axis=0)] if len(shapes) else None,
-                    "min_shape": [int(v) for v in shapes.min(axis=0)] if len(shapes) else None},
+        "dataset": {
+            "n_train_cases": len(train_cases),
+            "median_shape": [int(v) for v in np.median(shapes, axis=0)] if len(shapes) else None,
+            "min_shape": [int(v) for v in shapes.min(axis=0)] if len(shapes) else None,
+        },
     }
 
 
@@ -255,8 +333,14 @@ def _log_epoch(out: Path, history: list[dict], row: dict) -> None:
 
     write_csv(out / "train_log.csv", pd.DataFrame(history, columns=list(LOG_COLUMNS)))
     _tensorboard(out, row)
-    log.info("epoch %d step %d loss %.4f tune_dice %.4f (%.1f s)", row["epoch"], row["step"], row["loss"],
-             row["tune_dice"], row["seconds"])
+    log.info(
+        "epoch %d step %d loss %.4f tune_dice %.4f (%.1f s)",
+        row["epoch"],
+        row["step"],
+        row["loss"],
+        row["tune_dice"],
+        row["seconds"],
+    )
 
 
 def _choose_postprocessing(out: Path, cfg: ModelConfig, tune_cases, dev) -> None:
@@ -274,11 +358,18 @@ def _choose_postprocessing(out: Path, cfg: ModelConfig, tune_cases, dev) -> None
     net.load_state_dict(state["model"])
     net = to_memory_format(net.to(dev), cfg).eval()
     # the tuning scans inferred whole on their preprocessed grid, then the filter that serves them best
-    scans = [(infer_array(net, normalise(np.asarray(c.image(), dtype=np.float32), cfg), cfg, dev),
-              c.label(mmap=False), c.meta["spacing"]) for c in tune_cases]
+    scans = [
+        (
+            infer_array(net, normalise(np.asarray(c.image(), dtype=np.float32), cfg), cfg, dev),
+            c.label(mmap=False),
+            c.meta["spacing"],
+        )
+        for c in tune_cases
+    ]
     choice = choose(scans, cfg.threshold)
-    best_cfg = state["config"].replace(min_component_ml=choice["min_component_ml"],
-                                       min_component_conf=choice["min_component_conf"])
+    best_cfg = state["config"].replace(
+        min_component_ml=choice["min_component_ml"], min_component_conf=choice["min_component_conf"]
+    )
     update_config(out / "best.pt", best_cfg, postprocessing=choice)
     write_json(out / "postprocessing.json", {**choice, "seconds": time.monotonic() - t})
     log.info("post-processing chosen on the tuning split: %s", choice)

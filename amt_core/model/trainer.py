@@ -35,12 +35,18 @@ class Trainer:
         self.cfg, self.dev, self.info, self.total, self.out, self.extra = cfg, dev, info, total, out, extra
         self.net = to_memory_format(build_network(cfg).to(dev), cfg)
         if cfg.optimiser == "sgd":
-            self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                                       weight_decay=cfg.weight_decay)
+            self.opt = torch.optim.SGD(
+                self.net.parameters(),
+                lr=cfg.lr,
+                momentum=cfg.momentum,
+                nesterov=True,
+                weight_decay=cfg.weight_decay,
+            )
         else:
             self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: (1.0 - min(s, total - 1) / total) ** cfg.poly_exponent)
+            self.opt, lambda s: (1.0 - min(s, total - 1) / total) ** cfg.poly_exponent
+        )
         self.scaler = torch.amp.GradScaler(dev.type, enabled=uses_grad_scaler(cfg, dev))
         dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
         self.loss_fn = DeepSupervisionLoss(dice_ce) if cfg.deep_supervision else dice_ce
@@ -48,7 +54,9 @@ class Trainer:
         self.history: list[dict] = []
         self.acc = [0.0, 0]  # loss sum and steps of the current epoch
         self.model = self.net
-        self.bar = None  # the progress of :meth:`run_epoch` (amt_core.progress.Progress), marked at epoch ends
+        self.bar = (
+            None  # the progress of :meth:`run_epoch` (amt_core.progress.Progress), marked at epoch ends
+        )
         self.last_dice = math.nan  # the latest tuning Dice, shown with the progress
 
     # --- state ---------------------------------------------------------------------------------------
@@ -62,8 +70,9 @@ class Trainer:
         self.step, self.epoch = state["step"], state["epoch"]
         ex = state["extra"]
         self.best, self.history, self.acc = ex["best_dice"], ex["history"], ex["acc"]
-        self.last_dice = next((r["tune_dice"] for r in reversed(self.history) if not math.isnan(r["tune_dice"])),
-                              math.nan)
+        self.last_dice = next(
+            (r["tune_dice"] for r in reversed(self.history) if not math.isnan(r["tune_dice"])), math.nan
+        )
 
     def wrap(self) -> None:
         """DDP and/or torch.compile around the network (after :meth:`restore`)."""
@@ -76,8 +85,17 @@ class Trainer:
     def checkpoint(self, name: str, **more) -> None:
         """``out/name`` with everything a resumed run needs (written atomically)."""
         extra = {**self.extra, "best_dice": self.best, "history": self.history, "acc": self.acc, **more}
-        save_checkpoint(self.out / name, model=self.net, cfg=self.cfg, optimizer=self.opt, scheduler=self.sched,
-                        scaler=self.scaler, epoch=self.epoch, step=self.step, extra=extra)
+        save_checkpoint(
+            self.out / name,
+            model=self.net,
+            cfg=self.cfg,
+            optimizer=self.opt,
+            scheduler=self.sched,
+            scaler=self.scaler,
+            epoch=self.epoch,
+            step=self.step,
+            extra=extra,
+        )
 
     # --- one step, one epoch -------------------------------------------------------------------------
     def train_step(self, batch) -> float:
@@ -114,8 +132,13 @@ class Trainer:
         epochs = math.ceil(self.total / self.cfg.steps_per_epoch)
         for batch in loader:
             self.train_step(batch)
-            bar.update(1, epoch=self.epoch + 1, epochs=epochs, loss=self.acc[0] / self.acc[1],
-                       tune_dice=self.last_dice)
+            bar.update(
+                1,
+                epoch=self.epoch + 1,
+                epochs=epochs,
+                loss=self.acc[0] / self.acc[1],
+                tune_dice=self.last_dice,
+            )
 
     # --- epoch end -----------------------------------------------------------------------------------
     def evaluation_due(self) -> bool:
@@ -123,9 +146,16 @@ class Trainer:
 
     def on_epoch_end(self, seconds: float, dice: float, eval_seconds: float, elapsed_min: float) -> dict:
         """Log the epoch, keep the best checkpoint (:meth:`select`) and ``last.pt``; returns the log row."""
-        row = {"epoch": self.epoch, "step": self.step, "loss": self.acc[0] / max(self.acc[1], 1),
-               "tune_dice": dice, "seconds": seconds, "eval_seconds": eval_seconds if not math.isnan(dice) else 0.0,
-               "lr": self.opt.param_groups[0]["lr"], "elapsed_min": elapsed_min}
+        row = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "loss": self.acc[0] / max(self.acc[1], 1),
+            "tune_dice": dice,
+            "seconds": seconds,
+            "eval_seconds": eval_seconds if not math.isnan(dice) else 0.0,
+            "lr": self.opt.param_groups[0]["lr"],
+            "elapsed_min": elapsed_min,
+        }
         self.history.append(row)
         self.acc = [0.0, 0]
         if self.info.main:
@@ -147,8 +177,9 @@ class Trainer:
 
     def over_time(self, t0: float, seconds: float, eval_seconds: float, budget: float) -> bool:
         """Whether the next epoch would pass the time cap (the only place the clock is read to decide)."""
-        return self.step < self.total and ddp.broadcast(time.monotonic() - t0 + seconds + eval_seconds > budget,
-                                                        self.info)
+        return self.step < self.total and ddp.broadcast(
+            time.monotonic() - t0 + seconds + eval_seconds > budget, self.info
+        )
 
     def mean_tune_dice(self, tune_cases) -> float:
         from amt_core.model.inference import evaluate_tune

@@ -23,12 +23,24 @@ from amt_core import registry
 from amt_core.atomic import write_csv, write_json
 
 #: the old keywords of :func:`analyse` -> the ``EvalConfig`` field that now supplies them
-_FROM_CONFIG = {"n_boot": "n_boot", "level": "ci_level", "method": "ci_method", "seed": "seed",
-                "operating_iou": "headline_iou"}
+_FROM_CONFIG = {
+    "n_boot": "n_boot",
+    "level": "ci_level",
+    "method": "ci_method",
+    "seed": "seed",
+    "operating_iou": "headline_iou",
+}
 
 
-def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, min_institution_scans: int = 3,
-            n_boot_icc: int = 200, **settings) -> dict[str, pd.DataFrame]:
+def analyse(
+    result,
+    cases: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    min_institution_scans: int = 3,
+    n_boot_icc: int = 200,
+    **settings,
+) -> dict[str, pd.DataFrame]:
     """Every statistic of the external test from an ``EvaluationResult``; saved in ``out_dir``.
 
     The bootstrap (resamples, seed, interval method and level) and the headline IoU are the evaluation's
@@ -61,16 +73,25 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, min_institution
         tables["seg_ci_cluster"] = bootstrap_means(values, clusters=institutions, **boot)
     tables["operating_points"] = result.froc_iou.copy()
     points = result.froc_points
-    tables["cpm"] = (points[points["point"] == "cpm"][["iou_threshold", "sensitivity", "ci_lo", "ci_hi"]]
-                     .rename(columns={"sensitivity": "cpm"}).reset_index(drop=True))
+    tables["cpm"] = (
+        points[points["point"] == "cpm"][["iou_threshold", "sensitivity", "ci_lo", "ci_hi"]]
+        .rename(columns={"sensitivity": "cpm"})
+        .reset_index(drop=True)
+    )
     tables["froc_bands"] = points[points["point"] != "cpm"].reset_index(drop=True)
     # one family of tests per table: Holm-adjusted across the subgroups, beside the raw p-value
-    tables["subgroups"] = multiplicity.adjust_family(stats.subgroup_table(per_case, cases, metrics=metrics, **boot))
-    tables["detection_subgroups"] = multiplicity.adjust_family(stats.detection_subgroup_table(result.lesions, cases,
-                                                                                       level=level))
-    tables["institutions"] = stats.institution_table(per_case, cases, min_scans=min_institution_scans,
-                                                     metrics=metrics, **boot)
-    mixed = models.institution_mixed_model(per_case, cases, "dice", level=level, n_boot_icc=n_boot_icc, seed=seed)
+    tables["subgroups"] = multiplicity.adjust_family(
+        stats.subgroup_table(per_case, cases, metrics=metrics, **boot)
+    )
+    tables["detection_subgroups"] = multiplicity.adjust_family(
+        stats.detection_subgroup_table(result.lesions, cases, level=level)
+    )
+    tables["institutions"] = stats.institution_table(
+        per_case, cases, min_scans=min_institution_scans, metrics=metrics, **boot
+    )
+    mixed = models.institution_mixed_model(
+        per_case, cases, "dice", level=level, n_boot_icc=n_boot_icc, seed=seed
+    )
     tables["institution_model"] = mixed.table()  # fixed effects, variance components, ICC with its CI
     try:
         tables["detection_model"] = models.detection_gee(result.lesions, cases, level=level)
@@ -85,16 +106,29 @@ def analyse(result, cases: pd.DataFrame, out_dir: str | Path, *, min_institution
     mixed_info["warnings"] = "; ".join(mixed_info.get("warnings") or []) or "none"
     mixed_info["generalisation"] = mixed.sentence()
     n_institutions, cluster_note = int(per_case["institution_id"].nunique()), cluster_problem(institutions)
-    write_json(out / "analysis.json", {
-        "split": "test", "n_scans": int(len(per_case)), "n_institutions": n_institutions,
-        "bootstrap_resamples": n_boot, "ci_level": level, "ci_method": method, "seed": seed,
-        "bootstrap_unit": "scan (institution-cluster bootstrap reported beside it)",
-        "min_institution_scans": min_institution_scans, "operating_iou": operating_iou,
-        "p_adjust": f"{multiplicity.P_ADJUST_METHOD}, within each table (family) of subgroup tests",
-        "institution_mixed_model": mixed_info,
-        "institution_cluster_bootstrap": {"n_institutions": n_institutions, "min_institutions": MIN_CLUSTERS,
-                                          "estimable": cluster_note is None, "note": cluster_note or "computed"},
-    })
+    write_json(
+        out / "analysis.json",
+        {
+            "split": "test",
+            "n_scans": int(len(per_case)),
+            "n_institutions": n_institutions,
+            "bootstrap_resamples": n_boot,
+            "ci_level": level,
+            "ci_method": method,
+            "seed": seed,
+            "bootstrap_unit": "scan (institution-cluster bootstrap reported beside it)",
+            "min_institution_scans": min_institution_scans,
+            "operating_iou": operating_iou,
+            "p_adjust": f"{multiplicity.P_ADJUST_METHOD}, within each table (family) of subgroup tests",
+            "institution_mixed_model": mixed_info,
+            "institution_cluster_bootstrap": {
+                "n_institutions": n_institutions,
+                "min_institutions": MIN_CLUSTERS,
+                "estimable": cluster_note is None,
+                "note": cluster_note or "computed",
+            },
+        },
+    )
     return tables
 
 
@@ -106,9 +140,11 @@ def _check_settings(settings: dict, config) -> None:
     for key, value in settings.items():
         field = _FROM_CONFIG[key]
         if value != getattr(config, field):
-            raise ValueError(f"analyse: {key}={value!r} differs from the evaluation's {field}="
-                             f"{getattr(config, field)!r}; the statistics use the evaluation's settings "
-                             f"(set them in EvalConfig / eval_overrides, and do not pass {key})")
+            raise ValueError(
+                f"analyse: {key}={value!r} differs from the evaluation's {field}="
+                f"{getattr(config, field)!r}; the statistics use the evaluation's settings "
+                f"(set them in EvalConfig / eval_overrides, and do not pass {key})"
+            )
 
 
 def _detection_means(froc_iou: pd.DataFrame, operating_iou: float) -> pd.DataFrame:
@@ -118,9 +154,19 @@ def _detection_means(froc_iou: pd.DataFrame, operating_iou: float) -> pd.DataFra
     if row.empty:
         return pd.DataFrame(columns=["metric", "mean", "ci_lo", "ci_hi"])
     r = row.iloc[0]
-    return pd.DataFrame([
-        {"metric": "sensitivity_iou50", "mean": r["sensitivity"], "ci_lo": r.get("sensitivity_ci_lo", r["sensitivity_wilson_lo"]),
-         "ci_hi": r.get("sensitivity_ci_hi", r["sensitivity_wilson_hi"])},
-        {"metric": "fp_per_scan_iou50", "mean": r["fp_per_scan"], "ci_lo": r.get("fp_per_scan_ci_lo"),
-         "ci_hi": r.get("fp_per_scan_ci_hi")},
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "metric": "sensitivity_iou50",
+                "mean": r["sensitivity"],
+                "ci_lo": r.get("sensitivity_ci_lo", r["sensitivity_wilson_lo"]),
+                "ci_hi": r.get("sensitivity_ci_hi", r["sensitivity_wilson_hi"]),
+            },
+            {
+                "metric": "fp_per_scan_iou50",
+                "mean": r["fp_per_scan"],
+                "ci_lo": r.get("fp_per_scan_ci_lo"),
+                "ci_hi": r.get("fp_per_scan_ci_hi"),
+            },
+        ]
+    )

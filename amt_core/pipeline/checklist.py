@@ -17,62 +17,184 @@ import pandas as pd
 #: (topic, CLAIM 2024 topic, TRIPOD+AI item, files of the run that answer it (run-relative, optional
 #: '#anchor' in report.md), what the authors must add or write)
 ITEMS: tuple[tuple[str, str, str, tuple[str, ...], str], ...] = (
-    ("Title, abstract, background, objectives", "title; abstract; background; objectives", "1, 2, 3a–c, 4",
-     (), "the study's question, intended use and clinical role"),
-    ("Data sources", "data sources", "5a",
-     ("cohort/cases.csv", "cohort/dataset.json", "cohort/provenance.json", "cohort/.synth/cohort.json",
-      "cohort/insertions.csv", "tables/real_anatomy.md"),
-     "where the scans come from and why they represent the target population"),
-    ("Data dates", "data sources (dates)", "5b", (),
-     "start and end of accrual: the case table holds no scan dates"),
-    ("Setting and centres", "data sources", "6a", ("tables/table1.md", "figures/flow.png"),
-     "care setting and location of the centres"),
-    ("Eligibility", "eligibility criteria", "6b", ("figures/flow.png",),
-     "inclusion and exclusion criteria: the case table lists included scans only"),
-    ("Data preprocessing", "data preprocessing steps", "7", ("train/config.json",),
-     "any preparation before the case table (reformatting, cropping, de-identification)"),
-    ("Reference standard and who drew it", "ground truth; annotators; annotation tools; inter-reader "
-     "variability", "8a–c", (), "definition of the tumour mask, the readers' qualifications and number, "
-     "the tool used, blinding, and any measure of agreement"),
-    ("Predictors and acquisition", "image acquisition protocol; data elements", "9a–c",
-     ("tables/table1.md", "cohort/cases.csv"), "the acquisition protocols beyond vendor, contrast and "
-     "slice thickness"),
+    (
+        "Title, abstract, background, objectives",
+        "title; abstract; background; objectives",
+        "1, 2, 3a–c, 4",
+        (),
+        "the study's question, intended use and clinical role",
+    ),
+    (
+        "Data sources",
+        "data sources",
+        "5a",
+        (
+            "cohort/cases.csv",
+            "cohort/dataset.json",
+            "cohort/provenance.json",
+            "cohort/.synth/cohort.json",
+            "cohort/insertions.csv",
+            "tables/real_anatomy.md",
+        ),
+        "where the scans come from and why they represent the target population",
+    ),
+    (
+        "Data dates",
+        "data sources (dates)",
+        "5b",
+        (),
+        "start and end of accrual: the case table holds no scan dates",
+    ),
+    (
+        "Setting and centres",
+        "data sources",
+        "6a",
+        ("tables/table1.md", "figures/flow.png"),
+        "care setting and location of the centres",
+    ),
+    (
+        "Eligibility",
+        "eligibility criteria",
+        "6b",
+        ("figures/flow.png",),
+        "inclusion and exclusion criteria: the case table lists included scans only",
+    ),
+    (
+        "Data preprocessing",
+        "data preprocessing steps",
+        "7",
+        ("train/config.json",),
+        "any preparation before the case table (reformatting, cropping, de-identification)",
+    ),
+    (
+        "Reference standard and who drew it",
+        "ground truth; annotators; annotation tools; inter-reader variability",
+        "8a–c",
+        (),
+        "definition of the tumour mask, the readers' qualifications and number, "
+        "the tool used, blinding, and any measure of agreement",
+    ),
+    (
+        "Predictors and acquisition",
+        "image acquisition protocol; data elements",
+        "9a–c",
+        ("tables/table1.md", "cohort/cases.csv"),
+        "the acquisition protocols beyond vendor, contrast and slice thickness",
+    ),
     ("Sample size", "sample size", "10", ("figures/flow.png",), "how the study size was arrived at"),
-    ("Missing data", "missing data", "11", ("tables/subgroups.md",),
-     "why values are missing (they appear as the 'unknown' level)"),
-    ("Partitions and their independence", "data partitions; level of disjointness", "12a, 20c",
-     ("figures/flow.png", "tables/table1.md", "notebooks/01_cohort.html"), ""),
+    (
+        "Missing data",
+        "missing data",
+        "11",
+        ("tables/subgroups.md",),
+        "why values are missing (they appear as the 'unknown' level)",
+    ),
+    (
+        "Partitions and their independence",
+        "data partitions; level of disjointness",
+        "12a, 20c",
+        ("figures/flow.png", "tables/table1.md", "notebooks/01_cohort.html"),
+        "",
+    ),
     ("Demographics per partition", "demographics per partition", "20b", ("tables/table1.md",), ""),
     ("Flow of participants", "flow of participants", "20a", ("figures/flow.png",), ""),
-    ("Model and training details", "model description; software; initialisation; training details",
-     "12c, 22", ("train/config.json", "train/training.json", "train/train_log.csv", "provenance.json"), ""),
-    ("Model selection", "selection of the final model; ensembling", "12c",
-     ("train/train_log.csv", "figures/learning_curves.png"), ""),
+    (
+        "Model and training details",
+        "model description; software; initialisation; training details",
+        "12c, 22",
+        ("train/config.json", "train/training.json", "train/train_log.csv", "provenance.json"),
+        "",
+    ),
+    (
+        "Model selection",
+        "selection of the final model; ensembling",
+        "12c",
+        ("train/train_log.csv", "figures/learning_curves.png"),
+        "",
+    ),
     ("Model output", "model output", "15", ("predictions/test/predictions.json",), ""),
-    ("Metrics and their conventions", "metrics of model performance", "12e",
-     ("report.md#conventions", "evaluation/test/summary.json"), ""),
-    ("Performance with uncertainty", "statistical measures of significance and uncertainty; performance "
-     "on all partitions", "23a", ("tables/segmentation.md", "tables/detection.md", "figures/froc_confidence.png",
-                                  "figures/metric_distributions.png", "figures/calibration.png",
-                                  "analysis/analysis.json"), ""),
-    ("Heterogeneity across institutions", "external validation; robustness", "12d, 23b",
-     ("tables/institutions.md", "tables/institution_model.md", "figures/forest_institutions.png",
-      "tables/real_anatomy.md"), ""),
-    ("Subgroup and fairness analyses", "subgroup analyses", "14, 23a",
-     ("tables/subgroups.md", "tables/detection_subgroups.md", "figures/forest_subgroups.png"),
-     "which groups matter for fairness in the target population"),
-    ("Failure analysis", "failure analysis", "—",
-     ("tables/failures.md", "tables/failure_subgroups.md", "figures/failures.png"), ""),
-    ("Limitations", "study limitations", "26", ("report.md#limits-the-data-impose",),
-     "clinical limitations beyond what the data impose"),
-    ("Code and environment", "software; code availability", "18f",
-     ("provenance.json", "params.yaml", "notebooks/03_evaluate.html"), "the public repository's address"),
-    ("Data availability", "data availability", "18e", ("cohort/.synth/cohort.json",),
-     "whether and where the scans and masks can be obtained"),
-    ("Ethics, funding, conflicts, protocol, registration", "ethics; funding; registration; protocol",
-     "17, 18a–d, 19", (), "approval and consent waiver, funding, conflicts, protocol and registration"),
-    ("Interpretation and implications", "implications for practice", "25, 27a–c", (),
-     "what the results mean for practice"),
+    (
+        "Metrics and their conventions",
+        "metrics of model performance",
+        "12e",
+        ("report.md#conventions", "evaluation/test/summary.json"),
+        "",
+    ),
+    (
+        "Performance with uncertainty",
+        "statistical measures of significance and uncertainty; performance on all partitions",
+        "23a",
+        (
+            "tables/segmentation.md",
+            "tables/detection.md",
+            "figures/froc_confidence.png",
+            "figures/metric_distributions.png",
+            "figures/calibration.png",
+            "analysis/analysis.json",
+        ),
+        "",
+    ),
+    (
+        "Heterogeneity across institutions",
+        "external validation; robustness",
+        "12d, 23b",
+        (
+            "tables/institutions.md",
+            "tables/institution_model.md",
+            "figures/forest_institutions.png",
+            "tables/real_anatomy.md",
+        ),
+        "",
+    ),
+    (
+        "Subgroup and fairness analyses",
+        "subgroup analyses",
+        "14, 23a",
+        ("tables/subgroups.md", "tables/detection_subgroups.md", "figures/forest_subgroups.png"),
+        "which groups matter for fairness in the target population",
+    ),
+    (
+        "Failure analysis",
+        "failure analysis",
+        "—",
+        ("tables/failures.md", "tables/failure_subgroups.md", "figures/failures.png"),
+        "",
+    ),
+    (
+        "Limitations",
+        "study limitations",
+        "26",
+        ("report.md#limits-the-data-impose",),
+        "clinical limitations beyond what the data impose",
+    ),
+    (
+        "Code and environment",
+        "software; code availability",
+        "18f",
+        ("provenance.json", "params.yaml", "notebooks/03_evaluate.html"),
+        "the public repository's address",
+    ),
+    (
+        "Data availability",
+        "data availability",
+        "18e",
+        ("cohort/.synth/cohort.json",),
+        "whether and where the scans and masks can be obtained",
+    ),
+    (
+        "Ethics, funding, conflicts, protocol, registration",
+        "ethics; funding; registration; protocol",
+        "17, 18a–d, 19",
+        (),
+        "approval and consent waiver, funding, conflicts, protocol and registration",
+    ),
+    (
+        "Interpretation and implications",
+        "implications for practice",
+        "25, 27a–c",
+        (),
+        "what the results mean for practice",
+    ),
 )
 
 #: the status of an item: the run's files answer it, they answer part of it, or only the authors can
@@ -94,27 +216,43 @@ def build_checklist(run_dir: str | Path, *, will_exist: tuple[str, ...] = ("repo
     for topic, claim, tripod, files, authors in ITEMS:
         found = [f for f in files if f.split("#")[0] in will_exist or (root / f.split("#")[0]).is_file()]
         status = (PART if authors else RUN) if found else AUTHORS
-        rows.append({"topic": topic, "claim_2024": claim, "tripod_ai": tripod, "status": status,
-                     "evidence": "; ".join(found),
-                     "authors": authors or ("" if found else "not answered by this run")})
+        rows.append(
+            {
+                "topic": topic,
+                "claim_2024": claim,
+                "tripod_ai": tripod,
+                "status": status,
+                "evidence": "; ".join(found),
+                "authors": authors or ("" if found else "not answered by this run"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def summary(table: pd.DataFrame) -> str:
     """'12 items answered by the run, 9 in part (the authors add to them), 5 left to the authors'."""
     n = table["status"].value_counts()
-    return (f"{int(n.get(RUN, 0))} of {len(table)} items answered by this run's files, {int(n.get(PART, 0))} in "
-            f"part (the authors add to them), {int(n.get(AUTHORS, 0))} left to the authors")
+    return (
+        f"{int(n.get(RUN, 0))} of {len(table)} items answered by this run's files, {int(n.get(PART, 0))} in "
+        f"part (the authors add to them), {int(n.get(AUTHORS, 0))} left to the authors"
+    )
 
 
 def checklist_markdown(table: pd.DataFrame, prefix: str = "../") -> str:
     """The checklist as Markdown, each evidence file a link (``prefix`` + run-relative path)."""
-    lines = ["| Item | CLAIM 2024 | TRIPOD+AI | Status | Answered by | Authors to add |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| Item | CLAIM 2024 | TRIPOD+AI | Status | Answered by | Authors to add |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in table.itertuples(index=False):
         links = ", ".join(f"[`{f}`]({prefix}{f})" for f in r.evidence.split("; ") if f) or "–"
-        lines.append(f"| {r.topic} | {r.claim_2024} | {r.tripod_ai} | {r.status} | {links} | {r.authors or '–'} |")
-    head = (f"**Reporting checklist (CLAIM 2024, TRIPOD+AI)**: {summary(table)}. TRIPOD+AI numbers as in "
-            "Collins et al. (BMJ 2024); CLAIM items by topic.\n\n")
+        lines.append(
+            f"| {r.topic} | {r.claim_2024} | {r.tripod_ai} | {r.status} | {links} | {r.authors or '–'} |"
+        )
+    head = (
+        f"**Reporting checklist (CLAIM 2024, TRIPOD+AI)**: {summary(table)}. TRIPOD+AI numbers as in "
+        "Collins et al. (BMJ 2024); CLAIM items by topic.\n\n"
+    )
     return head + "\n".join(lines) + "\n"
 
 
@@ -126,7 +264,10 @@ def write_checklist(run_dir: str | Path, tables_dir: str | Path | None = None) -
     out = Path(tables_dir) if tables_dir else root / "tables"
     table = build_checklist(root)
     prefix = Path(*[".."] * len(out.resolve().relative_to(root.resolve()).parts)).as_posix() + "/"
-    return [write_csv(out / "checklist.csv", table), write_text(out / "checklist.md", checklist_markdown(table, prefix))]
+    return [
+        write_csv(out / "checklist.csv", table),
+        write_text(out / "checklist.md", checklist_markdown(table, prefix)),
+    ]
 
 
 def links(markdown: str) -> list[str]:

@@ -42,8 +42,13 @@ def export_html(notebook: str | Path, provenance: str | Path | None = None) -> P
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     record = _read_json(Path(provenance)) if provenance else None
     parameters = dict(nb.metadata.get("papermill", {}).get("parameters", {}))
-    front = _STYLE + '<div class="amt-front">' + toc_html(headings(body)) + \
-        provenance_html(notebook.stem, parameters, record) + "</div>"
+    front = (
+        _STYLE
+        + '<div class="amt-front">'
+        + toc_html(headings(body))
+        + provenance_html(notebook.stem, parameters, record)
+        + "</div>"
+    )
     return write_text(notebook.with_suffix(".html"), insert_after_main(body, front))
 
 
@@ -57,8 +62,10 @@ def headings(html: str) -> list[tuple[str, str, str]]:
 
 
 def toc_html(found: list[tuple[str, str, str]]) -> str:
-    items = "".join(f'<li class="amt-{tag}"><a href="#{escape(id_, quote=True)}">{escape(text)}</a></li>'
-                    for tag, id_, text in found)
+    items = "".join(
+        f'<li class="amt-{tag}"><a href="#{escape(id_, quote=True)}">{escape(text)}</a></li>'
+        for tag, id_, text in found
+    )
     return f'<nav class="amt-toc" aria-label="Contents"><h2>Contents</h2><ul>{items}</ul></nav>'
 
 
@@ -72,16 +79,27 @@ def provenance_html(notebook: str, parameters: dict[str, Any], record: dict[str,
     versions = record.get("versions") or {}
     lock = record.get("environment_lock") or {}
     commit = record.get("git_commit") or "unknown (not a git checkout)"
-    rows = [("notebook", escape(notebook)),
-            ("git commit", f"<code>{escape(str(commit))}</code>"),
-            ("seed", f"<code>{escape(str(seed))}</code>"),
-            ("created", escape(str(record.get("created", "")))),
-            ("parameters", "<br>".join(f"<code>{escape(k)} = {escape(repr(v))}</code>"
-                                       for k, v in sorted(parameters.items())) or "(none)"),
-            ("run parameters", f"<code>{escape(json.dumps(run_params, sort_keys=True))}</code>"),
-            ("package versions", ", ".join(f"{escape(k)} {escape(str(v))}" for k, v in versions.items())),
-            ("environment lock", escape(f"{lock['file']} (installed set matches: {lock.get('matches')})")
-             if lock.get("file") else "")]
+    rows = [
+        ("notebook", escape(notebook)),
+        ("git commit", f"<code>{escape(str(commit))}</code>"),
+        ("seed", f"<code>{escape(str(seed))}</code>"),
+        ("created", escape(str(record.get("created", "")))),
+        (
+            "parameters",
+            "<br>".join(
+                f"<code>{escape(k)} = {escape(repr(v))}</code>" for k, v in sorted(parameters.items())
+            )
+            or "(none)",
+        ),
+        ("run parameters", f"<code>{escape(json.dumps(run_params, sort_keys=True))}</code>"),
+        ("package versions", ", ".join(f"{escape(k)} {escape(str(v))}" for k, v in versions.items())),
+        (
+            "environment lock",
+            escape(f"{lock['file']} (installed set matches: {lock.get('matches')})")
+            if lock.get("file")
+            else "",
+        ),
+    ]
     if not record:
         rows.append(("note", "no provenance.json was found beside this run's notebooks"))
     body = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in rows if value)

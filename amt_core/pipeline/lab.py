@@ -26,16 +26,24 @@ def lab_folder(folder: str | Path | None = None, runs_root: str | Path = "runs")
     path = Path(folder).expanduser()
     if not path.is_dir():
         what = "is a file, not a folder" if path.exists() else "no such folder"
-        raise FileNotFoundError(f"{folder}: {what} (give a run folder such as runs/demo, or omit it to open "
-                                f"the run under {runs_root}/ evaluated last)")
+        raise FileNotFoundError(
+            f"{folder}: {what} (give a run folder such as runs/demo, or omit it to open "
+            f"the run under {runs_root}/ evaluated last)"
+        )
     return path.resolve()
 
 
-def lab_command(folder: Path, kernel: str, *, port: int | None = None, browser: bool = True,
-                allow_root: bool = False) -> list[str]:
+def lab_command(
+    folder: Path, kernel: str, *, port: int | None = None, browser: bool = True, allow_root: bool = False
+) -> list[str]:
     """The command that starts JupyterLab rooted at ``folder`` with ``kernel`` as the default kernel."""
-    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
-           f"--MappingKernelManager.default_kernel_name={kernel}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        f"--ServerApp.root_dir={folder}",
+        f"--MappingKernelManager.default_kernel_name={kernel}",
+    ]
     if port is not None:
         cmd.append(f"--ServerApp.port={port}")
     if not browser:
@@ -55,8 +63,11 @@ def pair_notebooks(folder: Path) -> list[Path]:
 
     if not (folder / "jupytext.toml").is_file():
         return []
-    missing = [folder / f"{name}.py" for name in NOTEBOOKS
-               if (folder / f"{name}.py").is_file() and not (folder / f"{name}.ipynb").exists()]
+    missing = [
+        folder / f"{name}.py"
+        for name in NOTEBOOKS
+        if (folder / f"{name}.py").is_file() and not (folder / f"{name}.ipynb").exists()
+    ]
     if missing:
         jupytext(["--sync", "--quiet", *map(str, missing)])
     return [p.with_suffix(".ipynb") for p in missing]

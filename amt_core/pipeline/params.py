@@ -53,48 +53,100 @@ _POS = {"check": lambda v: v > 0, "requirement": "> 0"}
 _NONNEG = {"check": lambda v: v >= 0, "requirement": ">= 0"}
 
 #: Every parameter of every notebook (a notebook declares a subset, see NOTEBOOK_PARAMETERS).
-PARAMETERS: dict[str, Param] = {p.name: p for p in (
-    _p("run_dir", str, "../runs/demo", "run folder that receives every output (the runner sets it)"),
-    _p("seed", int, 0, "seed for the cohort, training and bootstrap", **_NONNEG),
-    _p("seeds", list, [], "a model per seed on the same cohort, e.g. [0, 1, 2]; must hold seed (empty: one model)",
-       check=lambda v: all(type(s) is int and s >= 0 for s in v) and len(set(v)) == len(v),
-       requirement="a list of distinct non-negative ints, e.g. [0, 1, 2]"),
-    # the run as a whole (no notebook declares it): report.md reads it from the run's provenance.json
-    _p("preview", bool, False, "a reduced preview run, not the study's design (the report says so at its top)"),
-    # 01_cohort
-    _p("cohort_csv", str, "", "existing case table to use instead of generating a cohort (empty: generate)"),
-    _p("cohort_preset", str, "demo", "synthetic resolution preset", choices=registry.COHORT_PRESETS),
-    _p("n_cases", int, 711, "cohort size (711: the study design)", check=lambda v: v >= 6,
-       requirement=">= 6 (two per split)"),
-    _p("real_anatomy", int, 0,
-       "test scans with tumours in the bundled real chest CTs (0-4; ignored with cohort_csv)",
-       check=lambda v: 0 <= v <= 4, requirement="in 0-4 (one scan per bundled real patient)"),
-    _p("n_example_slices", int, 3, "example scans shown in 01_cohort", **_NONNEG),
-    # 02_train
-    _p("model_preset", str, "cpu", "model preset", choices=registry.MODEL_PRESETS),
-    _p("train_overrides", dict, {}, "keyword overrides for amt_core.model.train, e.g. {'max_steps': 20}"),
-    # 03_evaluate
-    _p("n_bootstrap", int, 10_000, "bootstrap resamples for every CI and the FROC bands", **_POS),
-    _p("ci_level", float, 0.95, "confidence level", check=lambda v: 0 < v < 1, requirement="in (0, 1)"),
-    _p("ci_method", str, "percentile", "bootstrap interval", choices=registry.CI_METHODS),
-    _p("min_institution_scans", int, 3, "institutions with fewer scans are pooled in tables", **_POS),
-    _p("operating_iou", float, 0.5, "IoU hit threshold of the headline operating point",
-       check=lambda v: 0 < v < 1, requirement="in (0, 1)"),
-    _p("eval_overrides", dict, {}, "EvalConfig fields, e.g. {'hit_criterion': '>'}"),
-    # 04_figures
-    _p("figures_dir", str, "", "where the figures go (empty: RUN/figures)"),
-    # 05_explore
-    _p("explore_split", str, "test", "split the browser opens on", choices=registry.SPLITS),
-    _p("explore_case", str, "", "case the browser opens on (empty: the worst by Dice)"),
-)}
+PARAMETERS: dict[str, Param] = {
+    p.name: p
+    for p in (
+        _p("run_dir", str, "../runs/demo", "run folder that receives every output (the runner sets it)"),
+        _p("seed", int, 0, "seed for the cohort, training and bootstrap", **_NONNEG),
+        _p(
+            "seeds",
+            list,
+            [],
+            "a model per seed on the same cohort, e.g. [0, 1, 2]; must hold seed (empty: one model)",
+            check=lambda v: all(type(s) is int and s >= 0 for s in v) and len(set(v)) == len(v),
+            requirement="a list of distinct non-negative ints, e.g. [0, 1, 2]",
+        ),
+        # the run as a whole (no notebook declares it): report.md reads it from the run's provenance.json
+        _p(
+            "preview",
+            bool,
+            False,
+            "a reduced preview run, not the study's design (the report says so at its top)",
+        ),
+        # 01_cohort
+        _p(
+            "cohort_csv",
+            str,
+            "",
+            "existing case table to use instead of generating a cohort (empty: generate)",
+        ),
+        _p("cohort_preset", str, "demo", "synthetic resolution preset", choices=registry.COHORT_PRESETS),
+        _p(
+            "n_cases",
+            int,
+            711,
+            "cohort size (711: the study design)",
+            check=lambda v: v >= 6,
+            requirement=">= 6 (two per split)",
+        ),
+        _p(
+            "real_anatomy",
+            int,
+            0,
+            "test scans with tumours in the bundled real chest CTs (0-4; ignored with cohort_csv)",
+            check=lambda v: 0 <= v <= 4,
+            requirement="in 0-4 (one scan per bundled real patient)",
+        ),
+        _p("n_example_slices", int, 3, "example scans shown in 01_cohort", **_NONNEG),
+        # 02_train
+        _p("model_preset", str, "cpu", "model preset", choices=registry.MODEL_PRESETS),
+        _p("train_overrides", dict, {}, "keyword overrides for amt_core.model.train, e.g. {'max_steps': 20}"),
+        # 03_evaluate
+        _p("n_bootstrap", int, 10_000, "bootstrap resamples for every CI and the FROC bands", **_POS),
+        _p("ci_level", float, 0.95, "confidence level", check=lambda v: 0 < v < 1, requirement="in (0, 1)"),
+        _p("ci_method", str, "percentile", "bootstrap interval", choices=registry.CI_METHODS),
+        _p("min_institution_scans", int, 3, "institutions with fewer scans are pooled in tables", **_POS),
+        _p(
+            "operating_iou",
+            float,
+            0.5,
+            "IoU hit threshold of the headline operating point",
+            check=lambda v: 0 < v < 1,
+            requirement="in (0, 1)",
+        ),
+        _p("eval_overrides", dict, {}, "EvalConfig fields, e.g. {'hit_criterion': '>'}"),
+        # 04_figures
+        _p("figures_dir", str, "", "where the figures go (empty: RUN/figures)"),
+        # 05_explore
+        _p("explore_split", str, "test", "split the browser opens on", choices=registry.SPLITS),
+        _p("explore_case", str, "", "case the browser opens on (empty: the worst by Dice)"),
+    )
+}
 
 #: The parameters each notebook declares, in the order of its parameters cell.
 NOTEBOOK_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "01_cohort": ("run_dir", "seed", "cohort_csv", "cohort_preset", "n_cases", "real_anatomy",
-                  "n_example_slices"),
+    "01_cohort": (
+        "run_dir",
+        "seed",
+        "cohort_csv",
+        "cohort_preset",
+        "n_cases",
+        "real_anatomy",
+        "n_example_slices",
+    ),
     "02_train": ("run_dir", "seed", "seeds", "cohort_csv", "model_preset", "train_overrides"),
-    "03_evaluate": ("run_dir", "seed", "seeds", "cohort_csv", "n_bootstrap", "ci_level", "ci_method",
-                    "min_institution_scans", "operating_iou", "eval_overrides"),
+    "03_evaluate": (
+        "run_dir",
+        "seed",
+        "seeds",
+        "cohort_csv",
+        "n_bootstrap",
+        "ci_level",
+        "ci_method",
+        "min_institution_scans",
+        "operating_iou",
+        "eval_overrides",
+    ),
     "04_figures": ("run_dir", "cohort_csv", "figures_dir"),
     "05_explore": ("run_dir", "cohort_csv", "explore_split", "explore_case"),
 }
@@ -130,9 +182,14 @@ def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, A
     declared = NOTEBOOK_PARAMETERS[notebook]
     given = _names_of_parameter_cells(namespace)
     if given is None:  # no IPython history: every plain variable counts
-        given = {k for k, v in namespace.items()
-                 if not k.startswith("_") and k not in _IPYTHON_NAMES
-                 and not isinstance(v, ModuleType) and not callable(v)}
+        given = {
+            k
+            for k, v in namespace.items()
+            if not k.startswith("_")
+            and k not in _IPYTHON_NAMES
+            and not isinstance(v, ModuleType)
+            and not callable(v)
+        }
     user = {k: namespace[k] for k in given | set(declared) if k in namespace}
     problems = validate(user, declared)
     missing = [n for n in declared if n not in user]
@@ -164,8 +221,13 @@ def _names_of_parameter_cells(namespace: Mapping[str, Any]) -> set[str] | None:
         except SyntaxError:
             continue
         for node in tree.body:
-            targets = node.targets if isinstance(node, ast.Assign) else \
-                [node.target] if isinstance(node, ast.AnnAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
             names |= {t.id for t in targets if isinstance(t, ast.Name)}
     return names
 

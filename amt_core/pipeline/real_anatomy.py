@@ -67,15 +67,18 @@ def backgrounds_of(real: pd.DataFrame, folder: Path) -> pd.DataFrame:
     out = real[["case_id", "patient_id"]].merge(found, on="patient_id", how="left")
     unknown = out.loc[out["file"].isna(), "patient_id"].tolist()
     if unknown:
-        raise ValueError(f"{folder}: holds no background scan of the real-anatomy patients {unknown[:5]} "
-                         "(the chest CTs their tumours were inserted into)")
+        raise ValueError(
+            f"{folder}: holds no background scan of the real-anatomy patients {unknown[:5]} "
+            "(the chest CTs their tumours were inserted into)"
+        )
     if "collection" not in out.columns:
         out["collection"] = ""
     return out.reset_index(drop=True)
 
 
-def evaluate_real_anatomy(layout: RunLayout, cases: pd.DataFrame, result: EvaluationResult, *,
-                          progress: bool = False) -> EvaluationResult | None:
+def evaluate_real_anatomy(
+    layout: RunLayout, cases: pd.DataFrame, result: EvaluationResult, *, progress: bool = False
+) -> EvaluationResult | None:
     """The external test's evaluation ``result`` restricted to the real-anatomy scans, with the false
     positives on the same patients' tumour-free CT, saved to ``RUN/evaluation/test_real_anatomy/`` (replaced
     whole); None, and the folders of an earlier cohort removed, when the test split has no such scan."""
@@ -86,16 +89,19 @@ def evaluate_real_anatomy(layout: RunLayout, cases: pd.DataFrame, result: Evalua
         return None
     missing = sorted(set(real["case_id"]) - set(result.per_case["case_id"]))
     if missing:
-        raise ValueError(f"real-anatomy scans {missing[:5]} are not in the external test's evaluation "
-                         f"({layout.evaluation('test')}): rerun 03_evaluate")
+        raise ValueError(
+            f"real-anatomy scans {missing[:5]} are not in the external test's evaluation "
+            f"({layout.evaluation('test')}): rerun 03_evaluate"
+        )
     subset = result.subset(real["case_id"])
     subset.tables[TUMOUR_FREE] = tumour_free_false_positives(layout, real, result.config, progress=progress)
     subset.save(layout.real_anatomy_dir, overwrite=True)
     return subset
 
 
-def tumour_free_false_positives(layout: RunLayout, real: pd.DataFrame, config: EvalConfig, *,
-                                progress: bool = False) -> pd.DataFrame:
+def tumour_free_false_positives(
+    layout: RunLayout, real: pd.DataFrame, config: EvalConfig, *, progress: bool = False
+) -> pd.DataFrame:
     """The run's model (``RUN/train/best.pt``) on the real chest CTs of ``real``'s patients, without
     an inserted tumour (``RUN/predictions/real_backgrounds/<file>/``, replaced whole), each scored as the
     evaluation scores a scan without a tumour (``evaluate_case`` with an empty reference, ``config``): one row
@@ -118,15 +124,23 @@ def tumour_free_false_positives(layout: RunLayout, real: pd.DataFrame, config: E
     rows = []
     for bg, stem in zip(bgs.to_dict("records"), stems, strict=True):
         pred = layout.real_backgrounds_dir / stem
-        mask = read_label(pred / f"{stem}.nii.gz", read_geometry(bg["path"]), role="prediction",
-                          grid_of="background")
+        mask = read_label(
+            pred / f"{stem}.nii.gz", read_geometry(bg["path"]), role="prediction", grid_of="background"
+        )
         prob = read_probability(pred / f"{stem}_prob.nii.gz", mask).array
         ev = evaluate_case(np.zeros(mask.shape, np.uint8), mask.array, mask.spacing, config, prob=prob)
-        rows.append({"case_id": bg["case_id"], "patient_id": bg["patient_id"], "background": bg["file"],
-                     "collection": bg["collection"] or "unknown",
-                     "bundled": bundled, "fp": int(ev.record["fp"]),
-                     "fp_volume_ml": float(ev.record["pred_volume_ml"]),
-                     "max_confidence": max((c["confidence"] for c in ev.candidates), default=0.0)})
+        rows.append(
+            {
+                "case_id": bg["case_id"],
+                "patient_id": bg["patient_id"],
+                "background": bg["file"],
+                "collection": bg["collection"] or "unknown",
+                "bundled": bundled,
+                "fp": int(ev.record["fp"]),
+                "fp_volume_ml": float(ev.record["pred_volume_ml"]),
+                "max_confidence": max((c["confidence"] for c in ev.candidates), default=0.0),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -155,27 +169,46 @@ def real_anatomy_table(subset: EvaluationResult, cases: pd.DataFrame) -> tuple[p
     meta = cases.set_index("case_id")
     rows = []
     for case in pc.index:
-        rows.append({"case_id": case, "patient_id": meta.at[case, "patient_id"],
-                     "collection": free.at[case, "collection"], "background": free.at[case, "background"],
-                     "histology": meta.at[case, "histology"],
-                     "tumour_volume_ml": float(pc.at[case, "ref_volume_ml"]),
-                     "dice": float(pc.at[case, "dice"]), "iou": float(pc.at[case, "iou"]),
-                     "lesions": int(pc.at[case, "n_lesions"]), "detected": int(hits.get(case, 0)),
-                     "fp": int(pc.at[case, "fp"]),
-                     "tumour_free_fp": float(free.at[case, "fp"]),
-                     "tumour_free_fp_ml": float(free.at[case, "fp_volume_ml"]),
-                     "sensitivity": np.nan, "sensitivity_ci_lo": np.nan, "sensitivity_ci_hi": np.nan})
+        rows.append(
+            {
+                "case_id": case,
+                "patient_id": meta.at[case, "patient_id"],
+                "collection": free.at[case, "collection"],
+                "background": free.at[case, "background"],
+                "histology": meta.at[case, "histology"],
+                "tumour_volume_ml": float(pc.at[case, "ref_volume_ml"]),
+                "dice": float(pc.at[case, "dice"]),
+                "iou": float(pc.at[case, "iou"]),
+                "lesions": int(pc.at[case, "n_lesions"]),
+                "detected": int(hits.get(case, 0)),
+                "fp": int(pc.at[case, "fp"]),
+                "tumour_free_fp": float(free.at[case, "fp"]),
+                "tumour_free_fp_ml": float(free.at[case, "fp_volume_ml"]),
+                "sensitivity": np.nan,
+                "sensitivity_ci_lo": np.nan,
+                "sensitivity_ci_hi": np.nan,
+            }
+        )
     table = pd.DataFrame(rows)
     n_les, n_hit = int(table["lesions"].sum()), int(table["detected"].sum())
     lo, hi = proportion_ci(n_hit, n_les, level=config.ci_level, method="wilson")
-    means = {c: table[c].mean() for c in ("tumour_volume_ml", "dice", "iou", "fp", "tumour_free_fp",
-                                          "tumour_free_fp_ml")}
-    total = {"case_id": _count(len(table), "scan", "all "),
-             "patient_id": _count(table["patient_id"].nunique(), "patient"),
-             "collection": "; ".join(sorted(set(table["collection"]))), "background": "", "histology": "",
-             **means, "lesions": n_les, "detected": n_hit,
-             "sensitivity": n_hit / n_les if n_les else np.nan,
-             "sensitivity_ci_lo": lo, "sensitivity_ci_hi": hi}
+    means = {
+        c: table[c].mean()
+        for c in ("tumour_volume_ml", "dice", "iou", "fp", "tumour_free_fp", "tumour_free_fp_ml")
+    }
+    total = {
+        "case_id": _count(len(table), "scan", "all "),
+        "patient_id": _count(table["patient_id"].nunique(), "patient"),
+        "collection": "; ".join(sorted(set(table["collection"]))),
+        "background": "",
+        "histology": "",
+        **means,
+        "lesions": n_les,
+        "detected": n_hit,
+        "sensitivity": n_hit / n_les if n_les else np.nan,
+        "sensitivity_ci_lo": lo,
+        "sensitivity_ci_hi": hi,
+    }
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     return table, _display(table, config)
 
@@ -189,15 +222,25 @@ def _display(table: pd.DataFrame, config) -> pd.DataFrame:
         last = k == len(table) - 1
         detected = f"{r['detected']} of {r['lesions']}"
         if last and r["lesions"]:
-            detected += (f" ({r['sensitivity']:.2f}, {config.ci_level:.0%} Wilson "
-                         f"{ci_text(r['sensitivity_ci_lo'], r['sensitivity_ci_hi'])})")
+            detected += (
+                f" ({r['sensitivity']:.2f}, {config.ci_level:.0%} Wilson "
+                f"{ci_text(r['sensitivity_ci_lo'], r['sensitivity_ci_hi'])})"
+            )
         per = " (mean)" if last else ""
-        out.append({"Scan": r["case_id"], "Patient (collection)": f"{r['patient_id']} ({r['collection']})",
-                    "Histology": r["histology"], "Tumour (ml)": f"{r['tumour_volume_ml']:.1f}{per}",
-                    "Dice": f"{r['dice']:.3f}{per}", "IoU": f"{r['iou']:.3f}{per}",
-                    f"Detected ({crit})": detected, "FP candidates": _num(r["fp"], last) + per,
-                    "Tumour-free CT: FP candidates": _num(r["tumour_free_fp"], last) + per,
-                    "Tumour-free CT: FP volume (ml)": _num(r["tumour_free_fp_ml"], True) + per})
+        out.append(
+            {
+                "Scan": r["case_id"],
+                "Patient (collection)": f"{r['patient_id']} ({r['collection']})",
+                "Histology": r["histology"],
+                "Tumour (ml)": f"{r['tumour_volume_ml']:.1f}{per}",
+                "Dice": f"{r['dice']:.3f}{per}",
+                "IoU": f"{r['iou']:.3f}{per}",
+                f"Detected ({crit})": detected,
+                "FP candidates": _num(r["fp"], last) + per,
+                "Tumour-free CT: FP candidates": _num(r["tumour_free_fp"], last) + per,
+                "Tumour-free CT: FP volume (ml)": _num(r["tumour_free_fp_ml"], True) + per,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -228,8 +271,10 @@ def report_lines(layout: RunLayout, cases: pd.DataFrame | None = None) -> list[s
     scans, total = table.iloc[:-1], table.iloc[-1]
     config = subset.config
     n, n_pat = len(scans), scans["patient_id"].nunique()
-    collections = ", ".join(f"{c} ({_count(k, 'patient')})"
-                            for c, k in scans.groupby("collection")["patient_id"].nunique().items())
+    collections = ", ".join(
+        f"{c} ({_count(k, 'patient')})"
+        for c, k in scans.groupby("collection")["patient_id"].nunique().items()
+    )
     crit = f"IoU {config.hit_criterion} {config.headline_iou:g}"
     dice = ", ".join(f"{d:.2f}" for d in scans["dice"])
     free = subset.tables[TUMOUR_FREE]
@@ -237,41 +282,62 @@ def report_lines(layout: RunLayout, cases: pd.DataFrame | None = None) -> list[s
         n_test = int(json.loads((layout.evaluation("test") / "summary.json").read_text())["n_scans"])
     except (OSError, ValueError, KeyError):
         n_test = 0
-    bundled = (free["bundled"].astype(bool).all() if "bundled" in free
-               else background_folder(layout).resolve() == bundled_backgrounds().resolve())
-    source = ("The Cancer Imaging Archive, see `amt_core/synth/chest_backgrounds/SOURCES.md`" if bundled
-              else "the cohort's background scans, `cohort/.synth/cohort.json`")
+    bundled = (
+        free["bundled"].astype(bool).all()
+        if "bundled" in free
+        else background_folder(layout).resolve() == bundled_backgrounds().resolve()
+    )
+    source = (
+        "The Cancer Imaging Archive, see `amt_core/synth/chest_backgrounds/SOURCES.md`"
+        if bundled
+        else "the cohort's background scans, `cohort/.synth/cohort.json`"
+    )
     trained = cases[(cases.get("anatomy") == REAL) & cases["split"].isin(registry.TRAINING_SPLITS)]
-    seen = ("its training and tuning scans are all synthetic" if trained.empty else
-            f"its training and tuning held {_count(len(trained), 'scan')} in the real CT of "
-            f"{_count(trained['patient_id'].nunique(), 'other patient')}")
-    lines = ["## Real anatomy", "",
-             f"The external test holds **{_count(n, 'scan')} with {'tumours' if n > 1 else 'a tumour'} "
-             f"inserted into real chest CT of {_count(n_pat, 'distinct real patient')}** ({collections}; "
-             f"{source}), in institutions that appear only in the external test: the model never saw these "
-             f"patients' CT in any form ({seen}). The tumours themselves are synthetic (histology-driven, "
-             "inserted into the prevascular space); the anatomy, noise and texture around them are real. "
-             "They also count in the external test's numbers above"
-             + (f" ({n} of its {n_test} scans)" if n_test else "") + ". Table: "
-             "[`tables/real_anatomy.md`](tables/real_anatomy.md); evaluation: `evaluation/test_real_anatomy/`.",
-             "",
-             f"- **Segmentation**: mean Dice {total['dice']:.2f} (per scan: {dice}), "
-             f"mean IoU {total['iou']:.2f}.",
-             f"- **Detection** at the operating point ({crit}, confidence ≥ {config.operating_point:g}): "
-             f"{int(total['detected'])} of {_count(int(total['lesions']), 'tumour')} found"
-             + (f", sensitivity {total['sensitivity']:.2f} (Wilson {config.ci_level:.0%} CI "
-                f"{total['sensitivity_ci_lo']:.2f}–{total['sensitivity_ci_hi']:.2f})"
-                if total["lesions"] else "")
-             + f"; {total['fp']:.2f} false-positive candidates per scan.",
-             ]
+    seen = (
+        "its training and tuning scans are all synthetic"
+        if trained.empty
+        else f"its training and tuning held {_count(len(trained), 'scan')} in the real CT of "
+        f"{_count(trained['patient_id'].nunique(), 'other patient')}"
+    )
+    lines = [
+        "## Real anatomy",
+        "",
+        f"The external test holds **{_count(n, 'scan')} with {'tumours' if n > 1 else 'a tumour'} "
+        f"inserted into real chest CT of {_count(n_pat, 'distinct real patient')}** ({collections}; "
+        f"{source}), in institutions that appear only in the external test: the model never saw these "
+        f"patients' CT in any form ({seen}). The tumours themselves are synthetic (histology-driven, "
+        "inserted into the prevascular space); the anatomy, noise and texture around them are real. "
+        "They also count in the external test's numbers above"
+        + (f" ({n} of its {n_test} scans)" if n_test else "")
+        + ". Table: "
+        "[`tables/real_anatomy.md`](tables/real_anatomy.md); evaluation: `evaluation/test_real_anatomy/`.",
+        "",
+        f"- **Segmentation**: mean Dice {total['dice']:.2f} (per scan: {dice}), mean IoU {total['iou']:.2f}.",
+        f"- **Detection** at the operating point ({crit}, confidence ≥ {config.operating_point:g}): "
+        f"{int(total['detected'])} of {_count(int(total['lesions']), 'tumour')} found"
+        + (
+            f", sensitivity {total['sensitivity']:.2f} (Wilson {config.ci_level:.0%} CI "
+            f"{total['sensitivity_ci_lo']:.2f}–{total['sensitivity_ci_hi']:.2f})"
+            if total["lesions"]
+            else ""
+        )
+        + f"; {total['fp']:.2f} false-positive candidates per scan.",
+    ]
     if np.isfinite(total["tumour_free_fp"]):
-        lines.append(f"- **The same patients' CT without an inserted tumour** (`evaluation/test_real_anatomy/"
-                     f"tumour_free.csv`): {total['tumour_free_fp']:.2f} false-positive candidates per scan "
-                     f"({int(scans['tumour_free_fp'].sum())} in {_count(n, 'scan')}), "
-                     f"{total['tumour_free_fp_ml']:.2f} ml of false-positive mask per scan.")
+        lines.append(
+            f"- **The same patients' CT without an inserted tumour** (`evaluation/test_real_anatomy/"
+            f"tumour_free.csv`): {total['tumour_free_fp']:.2f} false-positive candidates per scan "
+            f"({int(scans['tumour_free_fp'].sum())} in {_count(n, 'scan')}), "
+            f"{total['tumour_free_fp_ml']:.2f} ml of false-positive mask per scan."
+        )
     width = total["sensitivity_ci_hi"] - total["sensitivity_ci_lo"]
-    lines += ["", f"With {_count(n, 'scan')} these numbers are no precise estimate of performance on "
-              "real CT" + (f" (the sensitivity's interval is {width:.2f} wide)" if np.isfinite(width) else "")
-              + ", and one scan moves a mean a lot: they show whether the model finds tumours in real "
-              "anatomy at all, not how well it would on a real cohort.", ""]
+    lines += [
+        "",
+        f"With {_count(n, 'scan')} these numbers are no precise estimate of performance on "
+        "real CT"
+        + (f" (the sensitivity's interval is {width:.2f} wide)" if np.isfinite(width) else "")
+        + ", and one scan moves a mean a lot: they show whether the model finds tumours in real "
+        "anatomy at all, not how well it would on a real cohort.",
+        "",
+    ]
     return lines

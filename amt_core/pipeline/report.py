@@ -36,11 +36,16 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     params = prov.get("config", {}).get("params", {})
     summary = _json(layout.evaluation("test") / "summary.json")
     analysis = _json(layout.analysis_dir / "analysis.json")
-    out = [f"# Study report: `{root.name}`", "",
-           f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from the run folder "
-           f"`{root}`. Preset: `{prov.get('config', {}).get('params_file', '?')}`; seed {params.get('seed', 0)}.",
-           "", "All numbers are from the synthetic or imported cohort of this run, not from the study's "
-           "private data; the published values are quoted for comparison only.", ""]
+    out = [
+        f"# Study report: `{root.name}`",
+        "",
+        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from the run folder "
+        f"`{root}`. Preset: `{prov.get('config', {}).get('params_file', '?')}`; seed {params.get('seed', 0)}.",
+        "",
+        "All numbers are from the synthetic or imported cohort of this run, not from the study's "
+        "private data; the published values are quoted for comparison only.",
+        "",
+    ]
     out[1:1] = _preview_banner(layout, params)  # first thing under the title
     out += _training_banner(layout)
     out += _headline(layout)
@@ -54,15 +59,23 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
         md = layout.tables_dir / f"{stem}.md"
         if md.is_file():
             text = md.read_text()
-            out += [text if text.startswith("**") else f"**{title}**\n\n{text}", "",
-                    f"CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
+            out += [
+                text if text.startswith("**") else f"**{title}**\n\n{text}",
+                "",
+                f"CSV: [`tables/{stem}.csv`](tables/{stem}.csv)",
+                "",
+            ]
 
     out += ["## Figures", ""]
     for k, (stem, caption) in enumerate(FIGURES.items(), 1):
         png = layout.figures_dir / f"{stem}.png"
         if png.is_file():
-            out += [f"![{stem}](figures/{stem}.png)", "",
-                    f"*Figure {k}. {caption}* (vector: [`figures/{stem}.pdf`](figures/{stem}.pdf))", ""]
+            out += [
+                f"![{stem}](figures/{stem}.png)",
+                "",
+                f"*Figure {k}. {caption}* (vector: [`figures/{stem}.pdf`](figures/{stem}.pdf))",
+                "",
+            ]
 
     out += ["## Conventions", ""]
     words = summary.get("conventions") or {}  # EvalConfig.describe(): the one statement of the conventions
@@ -83,19 +96,35 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
 
     out += ["## Provenance", ""]
     if prov:
-        out += [f"- git commit: `{prov.get('git_commit')}`", f"- created: {prov.get('created')}",
-                f"- platform: {prov.get('platform')}", f"- command: `{' '.join(prov.get('command', []))}`",
-                "", "Parameters:", "", _md_table(params, "parameter"),
-                "Package versions:", "", _md_table(prov.get("versions", {}), "package", "version"),
-                "Input hashes (SHA-256):", "", _md_table(_short_paths(prov.get("input_hashes", {}), root),
-                                                         "file", "sha256")]
+        out += [
+            f"- git commit: `{prov.get('git_commit')}`",
+            f"- created: {prov.get('created')}",
+            f"- platform: {prov.get('platform')}",
+            f"- command: `{' '.join(prov.get('command', []))}`",
+            "",
+            "Parameters:",
+            "",
+            _md_table(params, "parameter"),
+            "Package versions:",
+            "",
+            _md_table(prov.get("versions", {}), "package", "version"),
+            "Input hashes (SHA-256):",
+            "",
+            _md_table(_short_paths(prov.get("input_hashes", {}), root), "file", "sha256"),
+        ]
     steps = sorted(layout.steps_dir.glob("*.json"))
     if steps:
         lines = ["| step | finished | seconds | input files (sha256) |", "|---|---|---:|---|"]
         for path in steps:
             m = _json(path)
-            ins = "; ".join(f"{Path(k).name}: {(v or '')[:12]}" for k, v in m.get("inputs", {}).items()
-                            if not k.endswith("/")) or "–"
+            ins = (
+                "; ".join(
+                    f"{Path(k).name}: {(v or '')[:12]}"
+                    for k, v in m.get("inputs", {}).items()
+                    if not k.endswith("/")
+                )
+                or "–"
+            )
             if len(ins) > 300:
                 ins = f"{len(m.get('inputs', {}))} files"
             lines.append(f"| {m.get('notebook')} | {m.get('finished')} | {m.get('seconds')} | {ins} |")
@@ -116,11 +145,14 @@ def _preview_banner(layout: RunLayout, params: dict) -> list[str]:
     split = pd.read_csv(layout.cases_csv)["split"] if layout.cases_csv.is_file() else pd.Series(dtype=str)
     n = {s: int((split == s).sum()) for s in ("train", "tune", "test")}
     steps = read_status(layout.train_dir).get("configured_steps", "?")
-    return ["", f"> **Preview, not the study's design.** This run is a reduced first look (`preview: true`): "
-            f"{len(split)} scans ({n['train']} train / {n['tune']} tune / {n['test']} test) and a short training "
-            f"({steps} steps), against the study's {d['n_cases']} scans ({d['n_train']} / {d['n_tune']} / "
-            f"{d['n_test']}). Its numbers and figures show what the pipeline produces, not what the study's "
-            "design gives; `make reproduce` (`params/demo.yaml`) runs the faithful demo."]
+    return [
+        "",
+        f"> **Preview, not the study's design.** This run is a reduced first look (`preview: true`): "
+        f"{len(split)} scans ({n['train']} train / {n['tune']} tune / {n['test']} test) and a short training "
+        f"({steps} steps), against the study's {d['n_cases']} scans ({d['n_train']} / {d['n_tune']} / "
+        f"{d['n_test']}). Its numbers and figures show what the pipeline produces, not what the study's "
+        "design gives; `make reproduce` (`params/demo.yaml`) runs the faithful demo.",
+    ]
 
 
 def _training_banner(layout: RunLayout) -> list[str]:
@@ -128,8 +160,15 @@ def _training_banner(layout: RunLayout) -> list[str]:
     from amt_core.model.run_control import incomplete_note, read_status
 
     note = incomplete_note(read_status(layout.train_dir))
-    return [f"> **Incomplete training** (`train/training.json`): {note}. Every number below is from this "
-            "model.", ""] if note else []
+    return (
+        [
+            f"> **Incomplete training** (`train/training.json`): {note}. Every number below is from this "
+            "model.",
+            "",
+        ]
+        if note
+        else []
+    )
 
 
 def _headline(layout: RunLayout) -> list[str]:
@@ -140,8 +179,7 @@ def _headline(layout: RunLayout) -> list[str]:
     if not path.is_file():
         return []
     c = pd.read_csv(path).set_index("metric")
-    lines = ["## Headline (external test)", "",
-             "| | this run (95% CI) | published |", "|---|---|---:|"]
+    lines = ["## Headline (external test)", "", "| | this run (95% CI) | published |", "|---|---|---:|"]
     from amt_core.registry import METRIC_LABELS
 
     for metric, label in METRIC_LABELS.items():
@@ -149,8 +187,12 @@ def _headline(layout: RunLayout) -> list[str]:
             r = c.loc[metric]
             ci = f" ({r['ci_lo']:.2f}–{r['ci_hi']:.2f})" if pd.notna(r["ci_lo"]) else ""
             lines.append(f"| {label} | {r['ours']:.2f}{ci} | {r['published']:.2f} |")
-    lines += ["", "Means are over scans of per-scan values; the published values are Takemura et al. "
-                  "(Sci Rep 2026), on their private cohort.", ""]
+    lines += [
+        "",
+        "Means are over scans of per-scan values; the published values are Takemura et al. "
+        "(Sci Rep 2026), on their private cohort.",
+        "",
+    ]
     return lines + _interval_notes(layout)
 
 
@@ -159,8 +201,10 @@ def _interval_notes(layout: RunLayout) -> list[str]:
     notes = []
     cluster = _json(layout.analysis_dir / "analysis.json").get("institution_cluster_bootstrap") or {}
     if cluster and not cluster.get("estimable", True):
-        notes.append(f"**Institution-cluster bootstrap: {cluster.get('note')}.** Its intervals are left out "
-                     "of the tables; the scan-bootstrap intervals above stand alone.")
+        notes.append(
+            f"**Institution-cluster bootstrap: {cluster.get('note')}.** Its intervals are left out "
+            "of the tables; the scan-bootstrap intervals above stand alone."
+        )
     boot = _json(layout.evaluation("test") / "summary.json").get("bootstrap") or {}
     if boot and not boot.get("estimable", True):
         notes.append(f"**Evaluation intervals ({boot.get('unit')} bootstrap): {boot.get('note')}.**")
@@ -178,15 +222,24 @@ def _checklist_section(layout: RunLayout) -> list[str]:
         return []
     table = pd.read_csv(path, keep_default_na=False)
     todo = "; ".join(table.loc[table["status"] == AUTHORS, "topic"])
-    return ["## Reporting checklist", "",
-            f"CLAIM 2024 and TRIPOD+AI: {summary(table)}; each linked to the file that answers it in "
-            "[`tables/checklist.md`](tables/checklist.md) ([CSV](tables/checklist.csv)). Left to the authors: "
-            + (todo or "none") + ".", ""]
+    return [
+        "## Reporting checklist",
+        "",
+        f"CLAIM 2024 and TRIPOD+AI: {summary(table)}; each linked to the file that answers it in "
+        "[`tables/checklist.md`](tables/checklist.md) ([CSV](tables/checklist.csv)). Left to the authors: "
+        + (todo or "none")
+        + ".",
+        "",
+    ]
 
 
 #: how the report names the subgroup tests (amt_core.evaluation.stats)
-TEST_NAMES = {"kruskal-wallis": "Kruskal–Wallis", "mann-whitney": "Mann–Whitney U", "fisher": "Fisher's exact",
-              "chi-square": "chi-square"}
+TEST_NAMES = {
+    "kruskal-wallis": "Kruskal–Wallis",
+    "mann-whitney": "Mann–Whitney U",
+    "fisher": "Fisher's exact",
+    "chi-square": "chi-square",
+}
 
 
 def _reviewer_section(layout: RunLayout, analysis: dict) -> list[str]:
@@ -203,22 +256,37 @@ def _reviewer_section(layout: RunLayout, analysis: dict) -> list[str]:
         t = pd.read_csv(path).drop_duplicates("subgroup")
         if t.empty or "p_adjusted" not in t:
             continue
-        tests = ", ".join(TEST_NAMES.get(x, x) for x in sorted(set(t["test"].dropna().astype(str)) - {"none"}))
-        out.append(f"- **{what[0].upper() + what[1:]}** across subgroup levels ({tests or 'no test'}; `analysis/{name}.csv`): "
-                   f"{int(t['n_tests'].iloc[0])} tests in one family, Holm-adjusted; "
-                   + "; ".join(f"{r.subgroup} p = {format_p(r.p_value)} (Holm {format_p(r.p_adjusted)})"
-                               for r in t.itertuples()) + ".")
+        tests = ", ".join(
+            TEST_NAMES.get(x, x) for x in sorted(set(t["test"].dropna().astype(str)) - {"none"})
+        )
+        out.append(
+            f"- **{what[0].upper() + what[1:]}** across subgroup levels ({tests or 'no test'}; `analysis/{name}.csv`): "
+            f"{int(t['n_tests'].iloc[0])} tests in one family, Holm-adjusted; "
+            + "; ".join(
+                f"{r.subgroup} p = {format_p(r.p_value)} (Holm {format_p(r.p_adjusted)})"
+                for r in t.itertuples()
+            )
+            + "."
+        )
     mixed = analysis.get("institution_mixed_model") or {}
     if mixed.get("generalisation"):
-        out.append(f"- **Institution effects** (random-intercept model of Dice, [`tables/institution_model.md`]"
-                   f"(tables/institution_model.md); ICC interval: {mixed.get('icc_ci_method') or 'not computed'}): "
-                   f"{mixed['generalisation']}")
+        out.append(
+            f"- **Institution effects** (random-intercept model of Dice, [`tables/institution_model.md`]"
+            f"(tables/institution_model.md); ICC interval: {mixed.get('icc_ci_method') or 'not computed'}): "
+            f"{mixed['generalisation']}"
+        )
     if not out:
         return []
-    return ["## Subgroup tests and institution effects", "",
-            "Subgroup p-values are descriptive: each table's tests form one family and are adjusted by Holm's "
-            "method (family-wise error), shown beside the raw value; p-values below 0.001 are printed as "
-            "`< 0.001`.", "", *out, ""]
+    return [
+        "## Subgroup tests and institution effects",
+        "",
+        "Subgroup p-values are descriptive: each table's tests form one family and are adjusted by Holm's "
+        "method (family-wise error), shown beside the raw value; p-values below 0.001 are printed as "
+        "`< 0.001`.",
+        "",
+        *out,
+        "",
+    ]
 
 
 def _seeds_section(layout: RunLayout) -> list[str]:
@@ -261,12 +329,16 @@ def markdown_to_html(markdown: str, title: str = "Study report") -> str:
     import mistune
 
     body = mistune.create_markdown(plugins=["table"])(markdown)
-    style = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;"
-             "line-height:1.45;color:#222}table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}"
-             "th,td{border:1px solid #ccc;padding:.25em .5em}th{background:#f3f3f3}img{max-width:100%}"
-             "code{background:#f5f5f5;padding:0 .2em}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
-            f"<style>{style}</style></head><body>\n{body}</body></html>\n")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;"
+        "line-height:1.45;color:#222}table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}"
+        "th,td{border:1px solid #ccc;padding:.25em .5em}th{background:#f3f3f3}img{max-width:100%}"
+        "code{background:#f5f5f5;padding:0 .2em}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{style}</style></head><body>\n{body}</body></html>\n"
+    )
 
 
 def write_report(run_dir: str | Path, cohort_csv: str = "") -> Path:

@@ -70,13 +70,25 @@ def _cohort_outputs(L: RunLayout) -> list[Path]:
 STEPS: tuple[Step, ...] = (
     Step("01_cohort", lambda L: L.cohort_files() if L.cohort_csv else [], _cohort_outputs),
     Step("02_train", lambda L: L.cohort_files(), lambda L: [L.model_path, *L.seed_model_paths()]),
-    Step("03_evaluate", lambda L: [*L.cohort_files(), L.model_path, *L.seed_model_paths()],
-         lambda L: [L.predictions("tune"), L.predictions("test"), *_eval_outputs(L), *L.seed_result_dirs(),
-                    *L.real_anatomy_dirs()]),
-    Step("04_figures", lambda L: [*L.cohort_files(), *_eval_outputs(L), L.predictions("test"),
-                                  *L.real_anatomy_dirs()],
-         lambda L: [L.figures_dir, L.tables_dir, L.report_md]),
-    Step("05_explore", lambda L: [*L.cohort_files(), L.evaluation("test"), L.predictions("test")], lambda L: []),
+    Step(
+        "03_evaluate",
+        lambda L: [*L.cohort_files(), L.model_path, *L.seed_model_paths()],
+        lambda L: [
+            L.predictions("tune"),
+            L.predictions("test"),
+            *_eval_outputs(L),
+            *L.seed_result_dirs(),
+            *L.real_anatomy_dirs(),
+        ],
+    ),
+    Step(
+        "04_figures",
+        lambda L: [*L.cohort_files(), *_eval_outputs(L), L.predictions("test"), *L.real_anatomy_dirs()],
+        lambda L: [L.figures_dir, L.tables_dir, L.report_md],
+    ),
+    Step(
+        "05_explore", lambda L: [*L.cohort_files(), L.evaluation("test"), L.predictions("test")], lambda L: []
+    ),
 )
 assert tuple(s.notebook for s in STEPS) == NOTEBOOKS
 
@@ -87,8 +99,13 @@ def _files(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file()
-                              and not any(part.startswith(".") for part in f.relative_to(p).parts)))
+            out.extend(
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                )
+            )
         else:
             out.append(p)
     return out
@@ -131,11 +148,17 @@ def ensure_kernel(name: str = "python3") -> str:
 
 
 # --- one step ---------------------------------------------------------------------------------------
-def _step_key(step: Step, layout: RunLayout, params: dict, upstream: str, hasher: FileHashes) -> tuple[str, dict]:
+def _step_key(
+    step: Step, layout: RunLayout, params: dict, upstream: str, hasher: FileHashes
+) -> tuple[str, dict]:
     nb_params = {k: v for k, v in params.items() if k != "run_dir"}
     inputs = _hashes(step.inputs(layout), layout.root, hasher)
-    parts = {"notebook": hasher(source_path(NOTEBOOK_DIR, step.notebook)), "params": nb_params,
-             "inputs": inputs, "upstream": upstream}
+    parts = {
+        "notebook": hasher(source_path(NOTEBOOK_DIR, step.notebook)),
+        "params": nb_params,
+        "inputs": inputs,
+        "upstream": upstream,
+    }
     return _digest(parts), parts
 
 
@@ -154,11 +177,15 @@ def _up_to_date(manifest_path: Path, key: str, layout: RunLayout, hasher: FileHa
 
 def _describe_failure(exc, notebook: str, executed: Path) -> str:
     source = (getattr(exc, "source", "") or "").strip().splitlines()
-    label = next((ln.split("=", 1)[1].strip() for ln in source if ln.startswith("#papermill_description=")),
-                 source[0] if source else "")
+    label = next(
+        (ln.split("=", 1)[1].strip() for ln in source if ln.startswith("#papermill_description=")),
+        source[0] if source else "",
+    )
     cell = getattr(exc, "cell_index", "?")
-    return (f"{notebook} failed in cell {cell} ({label}): {getattr(exc, 'ename', type(exc).__name__)}: "
-            f"{getattr(exc, 'evalue', exc)}\n  the executed notebook is kept at {executed}")
+    return (
+        f"{notebook} failed in cell {cell} ({label}): {getattr(exc, 'ename', type(exc).__name__)}: "
+        f"{getattr(exc, 'evalue', exc)}\n  the executed notebook is kept at {executed}"
+    )
 
 
 def _export_html(notebook: Path) -> Path:
@@ -168,7 +195,9 @@ def _export_html(notebook: Path) -> Path:
     return export_html(notebook, provenance=notebook.parent.parent / "provenance.json")
 
 
-def _execute(step: Step, layout: RunLayout, params: dict, kernel: str, progress: bool, head: str = "") -> Path:
+def _execute(
+    step: Step, layout: RunLayout, params: dict, kernel: str, progress: bool, head: str = ""
+) -> Path:
     """Execute one notebook. With ``progress`` the terminal shows each labelled cell as a line and the inner
     progress of the long loops (``amt_core.progress``: the kernel writes ``.steps/{notebook}.progress.jsonl``,
     a thread here follows it); papermill's own cell bar stays off, so that no two bars fight."""
@@ -182,14 +211,28 @@ def _execute(step: Step, layout: RunLayout, params: dict, kernel: str, progress:
     follow = following(layout.steps_dir / f"{step.notebook}.progress.jsonl", Console()) if progress else None
     try:
         with follow or contextlib.nullcontext() as follower:
-            shown = {"engine_name": describing_engine(), "on_cell": lambda label: follower.say(f"{head}: {label}")} \
-                if follower else {}
-            pm.execute_notebook(step_notebook(NOTEBOOK_DIR, step.notebook), executed, parameters=params,
-                                kernel_name=kernel, cwd=str(layout.root), progress_bar=False,
-                                log_output=False, report_mode=False, **shown,
-                                # the kernel's own log (transport warnings, shutdown notices) is noise here;
-                                # cell errors still reach the executed notebook and StepError
-                                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+            shown = (
+                {
+                    "engine_name": describing_engine(),
+                    "on_cell": lambda label: follower.say(f"{head}: {label}"),
+                }
+                if follower
+                else {}
+            )
+            pm.execute_notebook(
+                step_notebook(NOTEBOOK_DIR, step.notebook),
+                executed,
+                parameters=params,
+                kernel_name=kernel,
+                cwd=str(layout.root),
+                progress_bar=False,
+                log_output=False,
+                report_mode=False,
+                **shown,
+                # the kernel's own log (transport warnings, shutdown notices) is noise here;
+                # cell errors still reach the executed notebook and StepError
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            )
     except PapermillExecutionError as exc:
         _export_html(executed)
         raise StepError(step.notebook, _describe_failure(exc, step.notebook, executed), executed) from None
@@ -197,8 +240,15 @@ def _execute(step: Step, layout: RunLayout, params: dict, kernel: str, progress:
     return executed
 
 
-def run_pipeline(params_path: str | Path, out_dir: str | Path, *, progress: bool = True,
-                 force: bool = False, steps: Iterable[str] | None = None, overwrite: bool = False) -> dict[str, str]:
+def run_pipeline(
+    params_path: str | Path,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    force: bool = False,
+    steps: Iterable[str] | None = None,
+    overwrite: bool = False,
+) -> dict[str, str]:
     """Run the study notebooks with the preset ``params_path`` into the run folder ``out_dir``.
 
     Returns ``{notebook: "ran" | "skipped"}``. ``force`` reruns every step; ``steps`` limits the run to
@@ -215,7 +265,9 @@ def run_pipeline(params_path: str | Path, out_dir: str | Path, *, progress: bool
         raise ValueError(f"unknown steps {sorted(unknown)}; the steps are {list(NOTEBOOKS)}")
     check_sources(NOTEBOOK_DIR, [nb for nb in NOTEBOOKS if nb in wanted])  # before any step runs
     params_text = Path(params_path).read_text()
-    _prepare_run_folder(layout, overwrite, keep=[Path(params_path), *([layout.cases_csv] if layout.cohort_csv else [])])
+    _prepare_run_folder(
+        layout, overwrite, keep=[Path(params_path), *([layout.cases_csv] if layout.cohort_csv else [])]
+    )
     hasher = FileHashes(layout.steps_dir / "hashes.json")
     say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
     status: dict[str, str] = {}
@@ -244,13 +296,23 @@ def run_pipeline(params_path: str | Path, out_dir: str | Path, *, progress: bool
         finally:
             hasher.save()  # the inputs hashed so far stay known, also after a failure
         seconds = time.perf_counter() - t0
-        outputs = _hashes([*step.outputs(layout), executed, executed.with_suffix(".html")], layout.root, hasher)
+        outputs = _hashes(
+            [*step.outputs(layout), executed, executed.with_suffix(".html")], layout.root, hasher
+        )
         missing = [rel for rel, h in outputs.items() if h is None]
         if missing:
             raise StepError(step.notebook, f"{step.notebook} finished but did not write {missing}", executed)
-        write_json(manifest_path, {"notebook": step.notebook, "key": key, **parts, "outputs": outputs,
-                                   "seconds": round(seconds, 1),
-                                   "finished": datetime.now(UTC).isoformat(timespec="seconds")})
+        write_json(
+            manifest_path,
+            {
+                "notebook": step.notebook,
+                "key": key,
+                **parts,
+                "outputs": outputs,
+                "seconds": round(seconds, 1),
+                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
         hasher.save()
         status[step.notebook] = "ran"
         say(f"{head}: done in {seconds:.1f} s")
@@ -270,15 +332,18 @@ def _prepare_run_folder(layout: RunLayout, overwrite: bool, keep: list[Path]) ->
     if is_nonempty_dir(root):
         inside = [p for p in keep if p.resolve().is_relative_to(root)]
         if overwrite and inside:
-            raise OutputExistsError(f"{root}: --overwrite would delete {inside[0]}, an input of this run; copy it "
-                                    "elsewhere first")
+            raise OutputExistsError(
+                f"{root}: --overwrite would delete {inside[0]}, an input of this run; copy it elsewhere first"
+            )
         if overwrite:
             aside = root.parent / f".{root.name}.{os.getpid()}.{secrets.token_hex(4)}.old"
             os.replace(root, aside)  # one rename: a killed deletion leaves a name remove_stale_temps knows
             shutil.rmtree(aside)
         elif not layout.is_run_folder():
-            raise OutputExistsError(f"{root}: is not empty and not an amt run folder (no .steps/ or params.yaml); "
-                                    "pass --overwrite to replace it, or choose an empty folder")
+            raise OutputExistsError(
+                f"{root}: is not empty and not an amt run folder (no .steps/ or params.yaml); "
+                "pass --overwrite to replace it, or choose an empty folder"
+            )
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(root, recursive=True)
 
@@ -287,5 +352,8 @@ def _write_run_provenance(layout: RunLayout, params: dict, params_path: str | Pa
     from amt_core.provenance import write_provenance
 
     inputs = [Path(params_path), *sorted(NOTEBOOK_DIR.glob(f"0*_*{SOURCE_SUFFIX}"))]
-    write_provenance(layout.root, config={"params_file": str(params_path), "params": params,
-                                          "run_dir": str(layout.root)}, inputs=inputs)
+    write_provenance(
+        layout.root,
+        config={"params_file": str(params_path), "params": params, "run_dir": str(layout.root)},
+        inputs=inputs,
+    )

@@ -39,18 +39,26 @@ from amt_core.layout import RunLayout
 #: the headline metrics compared between seeds, in table order
 SEED_METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall", "sensitivity", "fp_per_scan", "cpm")
 #: their labels ({iou}: the operating IoU)
-LABELS: dict[str, str] = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall": "Recall",
-                          "sensitivity": "Sensitivity at IoU ≥ {iou:g}", "fp_per_scan": "FP/scan at IoU ≥ {iou:g}",
-                          "cpm": "CPM at IoU ≥ {iou:g} (reading A)"}
-ONE_SEED = ("not estimable: one seed (the model was trained once; list more seeds, seed among them, in the "
-            "params' seeds, e.g. [0, 1, 2], to retrain it with others)")
+LABELS: dict[str, str] = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "precision": "Precision",
+    "recall": "Recall",
+    "sensitivity": "Sensitivity at IoU ≥ {iou:g}",
+    "fp_per_scan": "FP/scan at IoU ≥ {iou:g}",
+    "cpm": "CPM at IoU ≥ {iou:g} (reading A)",
+}
+ONE_SEED = (
+    "not estimable: one seed (the model was trained once; list more seeds, seed among them, in the "
+    "params' seeds, e.g. [0, 1, 2], to retrain it with others)"
+)
 #: what each interval describes (the report and seed_variance.json say it in these words)
 DESCRIBES = {
     "bootstrap": "the primary model's bootstrap CI resamples the external-test scans and so describes how the "
-                 "numbers would vary with another sample of test patients, for this one trained model",
+    "numbers would vary with another sample of test patients, for this one trained model",
     "seeds": "the between-seed spread retrains the same model on the same cohort with other seeds (initial "
-             "weights, patch sampling, augmentation) and so describes the training's randomness, which no "
-             "bootstrap of the test scans contains",
+    "weights, patch sampling, augmentation) and so describes the training's randomness, which no "
+    "bootstrap of the test scans contains",
 }
 #: relative tolerance when checking that RUN/analysis belongs to RUN/evaluation/test
 _TOL = 1e-9
@@ -67,8 +75,15 @@ def other_seeds(seeds: Sequence[int], seed: int) -> list[int]:
     return [int(k) for k in seeds if k != seed]
 
 
-def train_seeds(layout: RunLayout, seeds: Sequence[int], seed: int, *, preset: str,
-                train_overrides: Mapping | None = None, progress: bool = True) -> list[Path]:
+def train_seeds(
+    layout: RunLayout,
+    seeds: Sequence[int],
+    seed: int,
+    *,
+    preset: str,
+    train_overrides: Mapping | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Train the model once per seed of ``seeds`` other than ``seed`` (the run's own model, trained into
     ``RUN/train`` by the cell before) into ``RUN/seeds/seed_<k>/train``; returns those folders.
 
@@ -88,8 +103,18 @@ def train_seeds(layout: RunLayout, seeds: Sequence[int], seed: int, *, preset: s
     for k in others:
         folder = layout.seed_train_dir(k)
         cont = resume and (folder / "last.pt").is_file()
-        out.append(train(layout.cases_csv, folder, preset=preset, seed=k, progress=progress, resume=cont,
-                         overwrite=not cont, **overrides))
+        out.append(
+            train(
+                layout.cases_csv,
+                folder,
+                preset=preset,
+                seed=k,
+                progress=progress,
+                resume=cont,
+                overwrite=not cont,
+                **overrides,
+            )
+        )
     return out
 
 
@@ -112,18 +137,24 @@ def _remove_seed_folders(layout: RunLayout, keep: Sequence[int]) -> None:
 # --- the spread ---------------------------------------------------------------------------------------
 def seed_metrics(summary: Mapping, operating_iou: float) -> dict[str, float]:
     """The :data:`SEED_METRICS` of one evaluation's ``summary.json`` (NaN where undefined, e.g. no lesion)."""
+
     def num(value) -> float:
         return float("nan") if value is None else float(value)
 
     means = summary.get("means") or {}
     head = summary.get("headline") or {}
     if head.get("iou_threshold") is not None and not math.isclose(head["iou_threshold"], operating_iou):
-        raise ValueError(f"the evaluation's headline is at IoU {head['iou_threshold']}, not the operating IoU "
-                         f"{operating_iou}: evaluate with the same EvalConfig (headline_iou)")
+        raise ValueError(
+            f"the evaluation's headline is at IoU {head['iou_threshold']}, not the operating IoU "
+            f"{operating_iou}: evaluate with the same EvalConfig (headline_iou)"
+        )
     cpm = (summary.get("cpm") or {}).get(f"{operating_iou:g}") or {}
     out = {m: num((means.get(m) or {}).get("mean")) for m in ("dice", "iou", "precision", "recall")}
-    return out | {"sensitivity": num(head.get("sensitivity")), "fp_per_scan": num(head.get("fp_per_scan")),
-                  "cpm": num(cpm.get("cpm"))}
+    return out | {
+        "sensitivity": num(head.get("sensitivity")),
+        "fp_per_scan": num(head.get("fp_per_scan")),
+        "cpm": num(cpm.get("cpm")),
+    }
 
 
 def primary_intervals(analysis_dir: str | Path, operating_iou: float) -> pd.DataFrame:
@@ -133,21 +164,33 @@ def primary_intervals(analysis_dir: str | Path, operating_iou: float) -> pd.Data
     paths = {name: ana / f"{name}.csv" for name in ("seg_ci", "operating_points", "cpm")}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{', '.join(missing)} not found: the seed spread is read beside the primary "
-                                "model's statistics; run 03_evaluate's statistics cell (analyse) first")
+        raise FileNotFoundError(
+            f"{', '.join(missing)} not found: the seed spread is read beside the primary "
+            "model's statistics; run 03_evaluate's statistics cell (analyse) first"
+        )
     seg = pd.read_csv(paths["seg_ci"]).set_index("metric")
-    rows = [{"metric": m, "value": seg.at[m, "mean"], "ci_lo": seg.at[m, "ci_lo"], "ci_hi": seg.at[m, "ci_hi"]}
-            for m in ("dice", "iou", "precision", "recall") if m in seg.index]
+    rows = [
+        {"metric": m, "value": seg.at[m, "mean"], "ci_lo": seg.at[m, "ci_lo"], "ci_hi": seg.at[m, "ci_hi"]}
+        for m in ("dice", "iou", "precision", "recall")
+        if m in seg.index
+    ]
     ops = _at_iou(pd.read_csv(paths["operating_points"]), operating_iou, paths["operating_points"])
     if ops is not None:
         for m in ("sensitivity", "fp_per_scan"):
-            rows.append({"metric": m, "value": ops[m], "ci_lo": ops.get(f"{m}_ci_lo", np.nan),
-                         "ci_hi": ops.get(f"{m}_ci_hi", np.nan)})
+            rows.append(
+                {
+                    "metric": m,
+                    "value": ops[m],
+                    "ci_lo": ops.get(f"{m}_ci_lo", np.nan),
+                    "ci_hi": ops.get(f"{m}_ci_hi", np.nan),
+                }
+            )
     cpm = _at_iou(pd.read_csv(paths["cpm"]), operating_iou, paths["cpm"])
     if cpm is not None:
         rows.append({"metric": "cpm", "value": cpm["cpm"], "ci_lo": cpm["ci_lo"], "ci_hi": cpm["ci_hi"]})
     return pd.DataFrame(rows, columns=["metric", "value", "ci_lo", "ci_hi"]).astype(
-        {"value": float, "ci_lo": float, "ci_hi": float})
+        {"value": float, "ci_lo": float, "ci_hi": float}
+    )
 
 
 def _at_iou(table: pd.DataFrame, iou: float, path: Path) -> pd.Series | None:
@@ -157,8 +200,9 @@ def _at_iou(table: pd.DataFrame, iou: float, path: Path) -> pd.Series | None:
     return row.iloc[0] if len(row) else None
 
 
-def spread_table(per_seed: pd.DataFrame, intervals: pd.DataFrame, *, primary_seed: int,
-                 level: float = 0.95) -> pd.DataFrame:
+def spread_table(
+    per_seed: pd.DataFrame, intervals: pd.DataFrame, *, primary_seed: int, level: float = 0.95
+) -> pd.DataFrame:
     """One row per metric of ``per_seed`` (one row per seed: ``seed`` and the metric columns): the primary
     seed's value with its bootstrap CI from ``intervals`` (metric, ci_lo, ci_hi; copied as they are), and the
     between-seed n, mean, SD (ddof 1) with its chi-square ``level`` interval, min, max, range, the primary
@@ -178,27 +222,53 @@ def spread_table(per_seed: pd.DataFrame, intervals: pd.DataFrame, *, primary_see
         n = len(finite)
         lo = float(ci.at[metric, "ci_lo"]) if metric in ci.index else np.nan
         hi = float(ci.at[metric, "ci_hi"]) if metric in ci.index else np.nan
-        row = {"metric": metric, "n_seeds": n, "primary_seed": int(primary_seed), "primary": float(primary[metric]),
-               "ci_lo": lo, "ci_hi": hi, "ci_level": level}
+        row = {
+            "metric": metric,
+            "n_seeds": n,
+            "primary_seed": int(primary_seed),
+            "primary": float(primary[metric]),
+            "ci_lo": lo,
+            "ci_hi": hi,
+            "ci_level": level,
+        }
         nan = float("nan")
-        row |= dict.fromkeys(("seed_mean", "seed_sd", "seed_sd_ci_lo", "seed_sd_ci_hi", "seed_min", "seed_max",
-                              "seed_range", "primary_minus_mean"), nan)
+        row |= dict.fromkeys(
+            (
+                "seed_mean",
+                "seed_sd",
+                "seed_sd_ci_lo",
+                "seed_sd_ci_hi",
+                "seed_min",
+                "seed_max",
+                "seed_range",
+                "primary_minus_mean",
+            ),
+            nan,
+        )
         if n:
-            row |= {"seed_mean": float(finite.mean()), "seed_min": float(finite.min()), "seed_max": float(finite.max())}
+            row |= {
+                "seed_mean": float(finite.mean()),
+                "seed_min": float(finite.min()),
+                "seed_max": float(finite.max()),
+            }
         if n >= 2:
             sd = float(finite.std(ddof=1))
-            row |= {"seed_sd": sd, "seed_range": row["seed_max"] - row["seed_min"],
-                    "seed_sd_ci_lo": sd * math.sqrt((n - 1) / chi2.ppf(0.5 + level / 2, n - 1)),
-                    "seed_sd_ci_hi": sd * math.sqrt((n - 1) / chi2.ppf(0.5 - level / 2, n - 1)),
-                    "primary_minus_mean": row["primary"] - row["seed_mean"]}
+            row |= {
+                "seed_sd": sd,
+                "seed_range": row["seed_max"] - row["seed_min"],
+                "seed_sd_ci_lo": sd * math.sqrt((n - 1) / chi2.ppf(0.5 + level / 2, n - 1)),
+                "seed_sd_ci_hi": sd * math.sqrt((n - 1) / chi2.ppf(0.5 - level / 2, n - 1)),
+                "primary_minus_mean": row["primary"] - row["seed_mean"],
+            }
         width = hi - lo
         row["ci_width"] = width
         row["bootstrap_se"] = width / (2 * z)
         with np.errstate(divide="ignore", invalid="ignore"):
             row["sd_over_se"] = float(np.divide(row["seed_sd"], row["bootstrap_se"]))
             row["range_over_ci_width"] = float(np.divide(row["seed_range"], width))
-        row["note"] = (ONE_SEED if len(values) < 2 else
-                       f"not estimable: {n} seed(s) with a value" if n < 2 else "")
+        row["note"] = (
+            ONE_SEED if len(values) < 2 else f"not estimable: {n} seed(s) with a value" if n < 2 else ""
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -213,22 +283,37 @@ def sentence(row: Mapping, operating_iou: float = 0.5) -> str:
     """One plain sentence for a row of :func:`spread_table`."""
     label = LABELS.get(row["metric"], row["metric"]).format(iou=operating_iou)
     level = f"{row['ci_level']:.0%}"
-    boot = (f"its {level} bootstrap CI over the test scans is {row['ci_lo']:.3f}–{row['ci_hi']:.3f}"
-            if np.isfinite(row["ci_lo"]) else "its bootstrap CI was not computed")
+    boot = (
+        f"its {level} bootstrap CI over the test scans is {row['ci_lo']:.3f}–{row['ci_hi']:.3f}"
+        if np.isfinite(row["ci_lo"])
+        else "its bootstrap CI was not computed"
+    )
     if note_of(row):
         return f"{label}: {row['primary']:.3f} for seed {row['primary_seed']}, {boot}; between seeds {note_of(row)}."
     ratio = ""
     if np.isfinite(row["range_over_ci_width"]):
-        ratio = (f": the seed range is {row['range_over_ci_width']:.0%} of the CI's width and the between-seed SD "
-                 f"{row['sd_over_se']:.2f} times the bootstrap SE")
-    return (f"{label}: {int(row['n_seeds'])} seeds gave {row['seed_min']:.3f}–{row['seed_max']:.3f} (mean "
-            f"{row['seed_mean']:.3f}, SD {row['seed_sd']:.3f}, {level} CI of the SD "
-            f"{row['seed_sd_ci_lo']:.3f}–{row['seed_sd_ci_hi']:.3f}); seed {row['primary_seed']}'s "
-            f"{row['primary']:.3f} is the run's, and {boot}{ratio}.")
+        ratio = (
+            f": the seed range is {row['range_over_ci_width']:.0%} of the CI's width and the between-seed SD "
+            f"{row['sd_over_se']:.2f} times the bootstrap SE"
+        )
+    return (
+        f"{label}: {int(row['n_seeds'])} seeds gave {row['seed_min']:.3f}–{row['seed_max']:.3f} (mean "
+        f"{row['seed_mean']:.3f}, SD {row['seed_sd']:.3f}, {level} CI of the SD "
+        f"{row['seed_sd_ci_lo']:.3f}–{row['seed_sd_ci_hi']:.3f}); seed {row['primary_seed']}'s "
+        f"{row['primary']:.3f} is the run's, and {boot}{ratio}."
+    )
 
 
-def seed_variance(layout: RunLayout, cases: pd.DataFrame, config, seeds: Sequence[int], seed: int,
-                  out_dir: str | Path | None = None, *, progress: bool = True) -> dict[str, pd.DataFrame]:
+def seed_variance(
+    layout: RunLayout,
+    cases: pd.DataFrame,
+    config,
+    seeds: Sequence[int],
+    seed: int,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+) -> dict[str, pd.DataFrame]:
     """Evaluate every other seed's model on the external test and write the spread to ``out_dir``
     (default ``RUN/analysis``, after :func:`~amt_core.pipeline.analysis.analyse`); returns ``{"per_seed":
     ..., "spread": ...}``.
@@ -250,11 +335,21 @@ def seed_variance(layout: RunLayout, cases: pd.DataFrame, config, seeds: Sequenc
     for k in others:
         model = layout.seed_model_path(k)
         if not model.is_file():
-            raise FileNotFoundError(f"{model} not found: seed {k}'s model was not trained; rerun 02_train with "
-                                    f"the same seeds ({list(seeds)})")
-        predict(model, layout.cases_csv, layout.seed_predictions(k), split="test", overwrite=True, progress=progress)
-        result = evaluate_predictions(cases, layout.seed_predictions(k), split="test", config=config,
-                                      progress=progress)
+            raise FileNotFoundError(
+                f"{model} not found: seed {k}'s model was not trained; rerun 02_train with "
+                f"the same seeds ({list(seeds)})"
+            )
+        predict(
+            model,
+            layout.cases_csv,
+            layout.seed_predictions(k),
+            split="test",
+            overwrite=True,
+            progress=progress,
+        )
+        result = evaluate_predictions(
+            cases, layout.seed_predictions(k), split="test", config=config, progress=progress
+        )
         result.save(layout.seed_evaluation(k), overwrite=True)
         rows.append(_row(k, False, seed_metrics(result.summary, iou), layout.seed_train_dir(k), layout.root))
     per_seed = pd.DataFrame(rows)
@@ -262,16 +357,27 @@ def seed_variance(layout: RunLayout, cases: pd.DataFrame, config, seeds: Sequenc
     write_csv(out / "seed_metrics.csv", per_seed)
     write_csv(out / "seed_variance.csv", spread)
     incomplete = [int(r["seed"]) for r in rows if not r["training_complete"]]
-    write_json(out / "seed_variance.json", {
-        "seeds": [int(seed), *others], "primary_seed": int(seed), "n_seeds": len(rows),
-        "estimable": len(rows) >= 2, "note": ONE_SEED if len(rows) < 2 else "computed",
-        "split": "test", "n_scans": int(summary.get("n_scans", 0)), "operating_iou": iou,
-        "ci_level": float(config.ci_level), "ci_method": config.ci_method, "bootstrap_resamples": int(config.n_boot),
-        "sd": "sample SD (ddof 1) over seeds; its interval from the chi-square distribution (normal values)",
-        "bootstrap_se": "the primary's CI width / (2 z): the SE a normal interval of that width implies",
-        "describes": DESCRIBES, "incomplete_training": incomplete,
-        "sentences": {r["metric"]: sentence(r, iou) for r in spread.to_dict("records")},
-    })
+    write_json(
+        out / "seed_variance.json",
+        {
+            "seeds": [int(seed), *others],
+            "primary_seed": int(seed),
+            "n_seeds": len(rows),
+            "estimable": len(rows) >= 2,
+            "note": ONE_SEED if len(rows) < 2 else "computed",
+            "split": "test",
+            "n_scans": int(summary.get("n_scans", 0)),
+            "operating_iou": iou,
+            "ci_level": float(config.ci_level),
+            "ci_method": config.ci_method,
+            "bootstrap_resamples": int(config.n_boot),
+            "sd": "sample SD (ddof 1) over seeds; its interval from the chi-square distribution (normal values)",
+            "bootstrap_se": "the primary's CI width / (2 z): the SE a normal interval of that width implies",
+            "describes": DESCRIBES,
+            "incomplete_training": incomplete,
+            "sentences": {r["metric"]: sentence(r, iou) for r in spread.to_dict("records")},
+        },
+    )
     return {"per_seed": per_seed, "spread": spread}
 
 
@@ -285,8 +391,10 @@ def _primary_summary(layout: RunLayout, config) -> dict:
         raise FileNotFoundError(f"{path} not found: evaluate the primary model first (03_evaluate)")
     summary = json.loads(path.read_text())
     if EvalConfig.from_dict(summary.get("config") or {}).to_dict() != config.to_dict():
-        raise ValueError(f"{path}: evaluated with other settings than this EvalConfig; the seeds must be "
-                         "evaluated as the primary was: rerun 03_evaluate")
+        raise ValueError(
+            f"{path}: evaluated with other settings than this EvalConfig; the seeds must be "
+            "evaluated as the primary was: rerun 03_evaluate"
+        )
     return summary
 
 
@@ -294,10 +402,14 @@ def _check_primary(row: Mapping, intervals: pd.DataFrame, analysis_dir: Path) ->
     """The statistics in ``analysis_dir`` must be of the primary's evaluation (not a stale run)."""
     for r in intervals.itertuples():
         mine = row[r.metric]
-        same = (np.isnan(mine) and np.isnan(r.value)) or math.isclose(mine, r.value, rel_tol=_TOL, abs_tol=_TOL)
+        same = (np.isnan(mine) and np.isnan(r.value)) or math.isclose(
+            mine, r.value, rel_tol=_TOL, abs_tol=_TOL
+        )
         if not same:
-            raise ValueError(f"{analysis_dir}: {r.metric} is {r.value} there but {mine} in evaluation/test/"
-                             "summary.json: the statistics are of another evaluation; rerun 03_evaluate")
+            raise ValueError(
+                f"{analysis_dir}: {r.metric} is {r.value} there but {mine} in evaluation/test/"
+                "summary.json: the statistics are of another evaluation; rerun 03_evaluate"
+            )
 
 
 def _row(seed: int, primary: bool, metrics: dict, train_dir: Path, root: Path) -> dict:
@@ -305,8 +417,14 @@ def _row(seed: int, primary: bool, metrics: dict, train_dir: Path, root: Path) -
 
     note = incomplete_note(read_status(train_dir))
     where = str(train_dir.relative_to(root)) if train_dir.is_relative_to(root) else str(train_dir)
-    return {"seed": int(seed), "primary": primary, **metrics, "model": where,
-            "training_complete": note is None, "training_note": note or ""}
+    return {
+        "seed": int(seed),
+        "primary": primary,
+        **metrics,
+        "model": where,
+        "training_complete": note is None,
+        "training_note": note or "",
+    }
 
 
 # --- the report -----------------------------------------------------------------------------------------
@@ -322,21 +440,36 @@ def report_lines(layout: RunLayout) -> list[str]:
     info = json.loads(path.read_text())
     n, primary = int(info.get("n_seeds", 1)), info.get("primary_seed")
     head = [f"## Training randomness: {n} seed{'s' if n != 1 else ''}", ""]
-    words = (f"Two kinds of interval answer two questions: {DESCRIBES['bootstrap']}; {DESCRIBES['seeds']}. "
-             "Neither says how the model would do at institutions of another population.")
+    words = (
+        f"Two kinds of interval answer two questions: {DESCRIBES['bootstrap']}; {DESCRIBES['seeds']}. "
+        "Neither says how the model would do at institutions of another population."
+    )
     if not info.get("estimable"):
-        return [*head, f"**Between-seed spread {info.get('note', ONE_SEED)}.** Every interval in this report is a "
-                       f"bootstrap over the test scans of the one model (seed {primary}). " + words, ""]
+        return [
+            *head,
+            f"**Between-seed spread {info.get('note', ONE_SEED)}.** Every interval in this report is a "
+            f"bootstrap over the test scans of the one model (seed {primary}). " + words,
+            "",
+        ]
     rest = [str(k) for k in info["seeds"] if k != primary]
     spread = pd.read_csv(table)
-    lines = [*head, f"The run's model is seed {primary}'s (`train/`); seed{'s' if len(rest) > 1 else ''} "
-             f"{', '.join(rest)} {'were' if len(rest) > 1 else 'was'} trained on the same cohort with the same "
-             "settings (`seeds/`) and evaluated on the same external test. " + words + f" With {n} seeds the SD "
-             "is itself imprecise: its chi-square interval is given.", "",
-             *[f"- {sentence(r, info.get('operating_iou', 0.5))}" for r in spread.to_dict("records")], "",
-             "Table: [`tables/seed_variance.md`](tables/seed_variance.md); per seed: "
-             "[`analysis/seed_metrics.csv`](analysis/seed_metrics.csv).", ""]
+    lines = [
+        *head,
+        f"The run's model is seed {primary}'s (`train/`); seed{'s' if len(rest) > 1 else ''} "
+        f"{', '.join(rest)} {'were' if len(rest) > 1 else 'was'} trained on the same cohort with the same "
+        "settings (`seeds/`) and evaluated on the same external test. " + words + f" With {n} seeds the SD "
+        "is itself imprecise: its chi-square interval is given.",
+        "",
+        *[f"- {sentence(r, info.get('operating_iou', 0.5))}" for r in spread.to_dict("records")],
+        "",
+        "Table: [`tables/seed_variance.md`](tables/seed_variance.md); per seed: "
+        "[`analysis/seed_metrics.csv`](analysis/seed_metrics.csv).",
+        "",
+    ]
     if info.get("incomplete_training"):
-        lines += [f"> **Incomplete training** of seed(s) {info['incomplete_training']} (`training.json`): their "
-                  "numbers are not their seeds' full training.", ""]
+        lines += [
+            f"> **Incomplete training** of seed(s) {info['incomplete_training']} (`training.json`): their "
+            "numbers are not their seeds' full training.",
+            "",
+        ]
     return lines

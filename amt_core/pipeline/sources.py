@@ -24,8 +24,9 @@ def source_path(folder: str | Path, name: str) -> Path:
     """``folder/name.py``; :class:`NotebookSourceError` naming the file when it is missing."""
     path = Path(folder) / f"{name}{SOURCE_SUFFIX}"
     if not path.is_file():
-        raise NotebookSourceError(f"{path}: the notebook source is missing (a damaged checkout or "
-                                  "installation)")
+        raise NotebookSourceError(
+            f"{path}: the notebook source is missing (a damaged checkout or installation)"
+        )
     return path
 
 
@@ -95,13 +96,23 @@ def _unsynced(folder: str | Path, names: list[str] | None) -> list[tuple[bool, s
         if _cells(other) == _cells(read_source(script)):
             continue
         if paired.stat().st_mtime_ns > script.stat().st_mtime_ns:
-            problems.append((True, f"{paired} is newer than {script.name} and differs from it (edited "
-                                   f"without jupytext?): run `jupytext --sync {paired}` to write the edit "
-                                   "to the .py, or delete the .ipynb"))
+            problems.append(
+                (
+                    True,
+                    f"{paired} is newer than {script.name} and differs from it (edited "
+                    f"without jupytext?): run `jupytext --sync {paired}` to write the edit "
+                    "to the .py, or delete the .ipynb",
+                )
+            )
         else:
-            problems.append((False, f"{paired} is older than {script.name} and differs from it: run "
-                                    f"`jupytext --sync {script}` (or open it in JupyterLab), or delete "
-                                    "the .ipynb"))
+            problems.append(
+                (
+                    False,
+                    f"{paired} is older than {script.name} and differs from it: run "
+                    f"`jupytext --sync {script}` (or open it in JupyterLab), or delete "
+                    "the .ipynb",
+                )
+            )
     return problems
 
 

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 EVAL_SPLITS: tuple[str, ...] = ("tune", "test")
 
 
-def predict_and_evaluate(layout: RunLayout, cases: pd.DataFrame, config: EvalConfig, *,
-                         splits: tuple[str, ...] = EVAL_SPLITS) -> dict[str, EvaluationResult]:
+def predict_and_evaluate(
+    layout: RunLayout, cases: pd.DataFrame, config: EvalConfig, *, splits: tuple[str, ...] = EVAL_SPLITS
+) -> dict[str, EvaluationResult]:
     """Predict each split with the run's selected checkpoint (``RUN/train/best.pt``) into
     ``RUN/predictions/{split}/``, then evaluate it against the case table into ``RUN/evaluation/{split}/``.
 

@@ -39,8 +39,11 @@ def _foreign(folder: Path, tables: bool) -> list[str]:
     out = []
     for entry in sorted(folder.iterdir()):
         if entry.name == "tables" and not tables and entry.is_dir():
-            out += [f"tables/{e.name}" for e in sorted(entry.iterdir())
-                    if e.name not in _owned(tables=True) and f"tables/{e.name}" not in listed]
+            out += [
+                f"tables/{e.name}"
+                for e in sorted(entry.iterdir())
+                if e.name not in _owned(tables=True) and f"tables/{e.name}" not in listed
+            ]
         elif entry.name not in _owned(tables) | set(_KEPT) | listed:
             out.append(entry.name)
     return out
@@ -62,9 +65,14 @@ def figures_run(out_dir: str | Path) -> str | None:
     return str(run) if run else None
 
 
-def make_all_figures(run_dir: str | Path, out_dir: str | Path | None = None,
-                     tables_dir: str | Path | None = None, *, cohort_csv: str = "",
-                     overwrite: bool = False) -> list[Path]:
+def make_all_figures(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    tables_dir: str | Path | None = None,
+    *,
+    cohort_csv: str = "",
+    overwrite: bool = False,
+) -> list[Path]:
     """Rebuild every figure (PDF + PNG) and table (CSV + Markdown) of a run from its saved results.
 
     ``out_dir`` defaults to ``RUN/figures`` and ``tables_dir`` to ``OUT/tables`` (``RUN/tables`` for
@@ -86,9 +94,11 @@ def make_all_figures(run_dir: str | Path, out_dir: str | Path | None = None,
     for folder, tables in ((out, False), *(((tab, True),) if separate else ())):
         foreign = [] if overwrite else _foreign(folder, tables)
         if foreign:
-            raise OutputExistsError(f"{folder}: is not a folder of figures (it holds {', '.join(foreign[:3])}"
-                                    f"{' ...' if len(foreign) > 3 else ''}); pass --overwrite to replace it, "
-                                    "or choose an empty folder")
+            raise OutputExistsError(
+                f"{folder}: is not a folder of figures (it holds {', '.join(foreign[:3])}"
+                f"{' ...' if len(foreign) > 3 else ''}); pass --overwrite to replace it, "
+                "or choose an empty folder"
+            )
     with contextlib.ExitStack() as stack:
         staging = stack.enter_context(replacing_dir(out))
         staging_tab = stack.enter_context(replacing_dir(tab)) if separate else staging / "tables"
@@ -99,10 +109,17 @@ def make_all_figures(run_dir: str | Path, out_dir: str | Path | None = None,
         final = {staging: out, staging_tab: tab if separate else out / "tables"}
         written = [final[p.parent] / p.name for p in written]
         summary = run / "evaluation" / "test" / "summary.json"
-        write_json(staging / MANIFEST, {
-            "run": str(run), "cohort_csv": cohort_csv,
-            "evaluation_summary_sha256": _sha256(summary) if summary.is_file() else None,
-            "files": sorted(str(p.relative_to(out)) if p.is_relative_to(out) else str(p) for p in written)})
+        write_json(
+            staging / MANIFEST,
+            {
+                "run": str(run),
+                "cohort_csv": cohort_csv,
+                "evaluation_summary_sha256": _sha256(summary) if summary.is_file() else None,
+                "files": sorted(
+                    str(p.relative_to(out)) if p.is_relative_to(out) else str(p) for p in written
+                ),
+            },
+        )
     return written
 
 

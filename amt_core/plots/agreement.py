@@ -24,12 +24,21 @@ def bland_altman_stats(reference: np.ndarray, predicted: np.ndarray, relative: b
         diff = 100 * diff / mean
     bias = float(diff.mean()) if len(diff) else float("nan")
     sd = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
-    return {"n": int(len(diff)), "bias": bias, "sd": sd, "loa_lo": bias - 1.96 * sd, "loa_hi": bias + 1.96 * sd,
-            "relative": relative, "mean": mean, "diff": diff}
+    return {
+        "n": int(len(diff)),
+        "bias": bias,
+        "sd": sd,
+        "loa_lo": bias - 1.96 * sd,
+        "loa_hi": bias + 1.96 * sd,
+        "relative": relative,
+        "mean": mean,
+        "diff": diff,
+    }
 
 
-def plot_volume_agreement(per_case: pd.DataFrame, ref_col: str = "ref_volume_ml",
-                          pred_col: str = "pred_volume_ml"):
+def plot_volume_agreement(
+    per_case: pd.DataFrame, ref_col: str = "ref_volume_ml", pred_col: str = "pred_volume_ml"
+):
     """(a) predicted vs reference volume (log–log, identity line); (b) Bland–Altman, relative difference."""
     ref = per_case[ref_col].to_numpy(float)
     pred = per_case[pred_col].to_numpy(float)
@@ -41,8 +50,14 @@ def plot_volume_agreement(per_case: pd.DataFrame, ref_col: str = "ref_volume_ml"
         missed = (ref > 0) & ~(pred > 0)
         if missed.any():
             floor = max(np.nanmin(ref[ref > 0]) / 4, 1e-2)
-            ax.scatter(ref[missed], np.full(missed.sum(), floor), marker="v", s=9,
-                       color=ROLE["published"], label=f"no prediction (n={int(missed.sum())})")
+            ax.scatter(
+                ref[missed],
+                np.full(missed.sum(), floor),
+                marker="v",
+                s=9,
+                color=ROLE["published"],
+                label=f"no prediction (n={int(missed.sum())})",
+            )
             ax.legend(loc="upper left")
         vals = np.concatenate([ref[ok], pred[ok]]) if ok.any() else np.array([1.0, 100.0])
         lim = (vals.min() / 1.5, vals.max() * 1.5)
@@ -59,13 +74,24 @@ def plot_volume_agreement(per_case: pd.DataFrame, ref_col: str = "ref_volume_ml"
         bx.scatter(st["mean"], st["diff"], s=5, color=ROLE["ours"], alpha=0.7, lw=0)
         bx.axhline(0, color=ROLE["grid"], lw=0.6)
         spread = st["loa_hi"] - st["bias"] if np.isfinite(st["sd"]) else 0.0
-        for y, name, ls in ((st["bias"], "bias", "-"), (st["loa_lo"], "−1.96 SD", "--"),
-                            (st["loa_hi"], "+1.96 SD", "--")):
+        for y, name, ls in (
+            (st["bias"], "bias", "-"),
+            (st["loa_lo"], "−1.96 SD", "--"),
+            (st["loa_hi"], "+1.96 SD", "--"),
+        ):
             if not np.isfinite(y) or (name != "bias" and spread < 20):  # limits on the bias: label it once
                 continue
             bx.axhline(y, color=ROLE["prediction"], lw=0.9, ls=ls)
-            bx.text(1.01, y, f"{name}\n{y:+.1f}%", transform=bx.get_yaxis_transform(), fontsize=5.5,
-                    va="center", ha="left", color=ROLE["neutral"])
+            bx.text(
+                1.01,
+                y,
+                f"{name}\n{y:+.1f}%",
+                transform=bx.get_yaxis_transform(),
+                fontsize=5.5,
+                va="center",
+                ha="left",
+                color=ROLE["neutral"],
+            )
         bx.set_xscale("log")
         reach = max([210.0] + [abs(v) + 25 for v in (st["loa_lo"], st["loa_hi"]) if np.isfinite(v)])
         bx.set_ylim(-reach, reach)

@@ -7,75 +7,74 @@ from __future__ import annotations
 #: figure file stem -> caption
 FIGURES: dict[str, str] = {
     "froc_confidence": "FROC, reading A: lesion sensitivity against false positives per scan on the external "
-                       "test, one curve per IoU hit threshold (swept over candidate confidence), with 95% "
-                       "scan-bootstrap bands at the LUNA16 FP/scan points. With a real-anatomy test "
-                       "subset (tumours inserted into real chest CT), the black dashed curve is that subset "
-                       "alone at the headline IoU (a few scans: no band).",
+    "test, one curve per IoU hit threshold (swept over candidate confidence), with 95% "
+    "scan-bootstrap bands at the LUNA16 FP/scan points. With a real-anatomy test "
+    "subset (tumours inserted into real chest CT), the black dashed curve is that subset "
+    "alone at the headline IoU (a few scans: no band).",
     "froc_iou": "FROC, reading B: (a) each point is an IoU hit threshold at the model's operating threshold; "
-                "the star is this run at IoU ≥ 0.5, the diamond the published 0.87 at 0.61 FP/scan. "
-                "(b) Sensitivity and FP/scan against the IoU threshold.",
+    "the star is this run at IoU ≥ 0.5, the diamond the published 0.87 at 0.61 FP/scan. "
+    "(b) Sensitivity and FP/scan against the IoU threshold.",
     "metric_distributions": "Per-scan Dice, IoU, precision and recall on the tuning and external test "
-                            "splits (violin, box and points); white dots are means, red diamonds the "
-                            "published external-test means.",
+    "splits (violin, box and points); white dots are means, red diamonds the "
+    "published external-test means.",
     "volume_agreement": "Tumour volume on the external test: (a) predicted vs reference (log scale, dashed "
-                        "identity); (b) Bland–Altman of the relative difference with bias and 95% limits of "
-                        "agreement.",
+    "identity); (b) Bland–Altman of the relative difference with bias and 95% limits of "
+    "agreement.",
     "forest_subgroups": "Per-scan Dice by subgroup on the external test: mean and 95% bootstrap CI; marker "
-                        "size grows with n; dashed line the overall mean.",
+    "size grows with n; dashed line the overall mean.",
     "forest_institutions": "Per-scan Dice by institution on the external test; institutions with few scans "
-                           "are pooled (a 1–2-scan interval is uninformative).",
+    "are pooled (a 1–2-scan interval is uninformative).",
     "performance_vs_covariates": "Per-scan Dice on the external test against (a) reference tumour volume, "
-                                 "with the mean per size band, and (b) slice thickness.",
+    "with the mean per size band, and (b) slice thickness.",
     "examples": "Best, median and worst external-test scans by Dice: axial and coronal slices through the "
-                "tumour's largest cross-section, and the axial slice with the most disagreeing voxels "
-                "(where the scan is wrong, e.g. a false positive far from the tumour); mediastinal window, "
-                "reference outline green, prediction orange.",
+    "tumour's largest cross-section, and the axial slice with the most disagreeing voxels "
+    "(where the scan is wrong, e.g. a false positive far from the tumour); mediastinal window, "
+    "reference outline green, prediction orange.",
     "calibration": "Calibration on the external test: reliability diagrams of (a) candidate confidence against "
-                   "a hit at the headline IoU, (b) voxel probability against the reference over the whole "
-                   "scan (every voxel within 10 mm of the tumour or at probability ≥ 0.05, plus a seeded "
-                   "random sample of the rest weighted to stand for all) and (c) over the first stratum "
-                   "alone, with 95% scan-bootstrap bands; solid: the model, dashed: after one "
-                   "temperature fitted on the tuning split (NLL); marker area grows with the bin's share.",
+    "a hit at the headline IoU, (b) voxel probability against the reference over the whole "
+    "scan (every voxel within 10 mm of the tumour or at probability ≥ 0.05, plus a seeded "
+    "random sample of the rest weighted to stand for all) and (c) over the first stratum "
+    "alone, with 95% scan-bootstrap bands; solid: the model, dashed: after one "
+    "temperature fitted on the tuning split (NLL); marker area grows with the bin's share.",
     "learning_curves": "Training: loss per epoch and tuning-set Dice at each evaluation; the selected "
-                       "(best tuning Dice) checkpoint is marked.",
+    "(best tuning Dice) checkpoint is marked.",
     "flow": "Participant flow (STARD / TRIPOD+AI style): scans in the case table, exclusions, the training, "
-            "tuning and external-test partitions with their patients and institutions (those found in no "
-            "other partition), and the scans evaluated.",
+    "tuning and external-test partitions with their patients and institutions (those found in no "
+    "other partition), and the scans evaluated.",
     "seed_variance": "Training randomness on the external test: each headline number of the run's model (filled "
-                     "square) with its 95% scan-bootstrap CI (bar: the test sample's variation), the same model "
-                     "retrained on the same cohort with other seeds (open circles: the training's variation) "
-                     "and their mean (tick); (a) per-scan means and lesion-wise detection, (b) false positives "
-                     "per scan. With one seed the spread is not estimable and only the run's model is shown.",
+    "square) with its 95% scan-bootstrap CI (bar: the test sample's variation), the same model "
+    "retrained on the same cohort with other seeds (open circles: the training's variation) "
+    "and their mean (tick); (a) per-scan means and lesion-wise detection, (b) false positives "
+    "per scan. With one seed the spread is not estimable and only the run's model is shown.",
     "failures": "Failure gallery of the external test: the worst scans by Dice, every missed lesion and the "
-                "largest false positives (numbered as in the failures table), axial slice through each, "
-                "cropped around it; mediastinal window, reference green, prediction orange; footer: "
-                "institution, vendor, contrast, slice thickness.",
+    "largest false positives (numbered as in the failures table), axial slice through each, "
+    "cropped around it; mediastinal window, reference green, prediction orange; footer: "
+    "institution, vendor, contrast, slice thickness.",
 }
 
 #: table file stem -> title
 TABLES: dict[str, str] = {
     "table1": "Table 1. Cohort characteristics per split",
     "segmentation": "Segmentation on the external test: mean of per-scan values with 95% CIs, beside the "
-                    "published values",
+    "published values",
     "detection": "Detection operating points on the external test (reading B at the operating threshold; "
-                 "CPM of reading A)",
+    "CPM of reading A)",
     "subgroups": "Per-scan Dice by subgroup on the external test (Dice across levels: Mann–Whitney U for two "
-                 "levels, Kruskal–Wallis for more; p raw and Holm-adjusted across the subgroups)",
+    "levels, Kruskal–Wallis for more; p raw and Holm-adjusted across the subgroups)",
     "institutions": "Per-scan Dice by institution on the external test (small institutions pooled)",
     "institution_model": "Linear mixed model of per-scan Dice with a random intercept per institution: fixed "
-                         "effects, variance components and the ICC (parametric-bootstrap 95% CI)",
+    "effects, variance components and the ICC (parametric-bootstrap 95% CI)",
     "detection_subgroups": "Lesion-wise sensitivity at the operating point by subgroup on the external test "
-                           "(Wilson 95% CIs; Fisher's exact or chi-square test, Holm-adjusted across subgroups)",
+    "(Wilson 95% CIs; Fisher's exact or chi-square test, Holm-adjusted across subgroups)",
     "failures": "Failures on the external test: worst scans by Dice, every missed lesion, largest false "
-                "positives (# = panel of the failure gallery)",
+    "positives (# = panel of the failure gallery)",
     "failure_subgroups": "Failures per subgroup on the external test: missed lesions, false positives and "
-                         "worst scans",
+    "worst scans",
     "seed_variance": "Training randomness on the external test: the run's model with its bootstrap 95% CI (the "
-                     "test sample's variation) beside the same model retrained with other seeds (the training's "
-                     "variation): between-seed mean ± SD, range, range / CI width and SD / bootstrap SE",
+    "test sample's variation) beside the same model retrained with other seeds (the training's "
+    "variation): between-seed mean ± SD, range, range / CI width and SD / bootstrap SE",
     "real_anatomy": "Real-anatomy external-test subset (tumours inserted into the real chest CT of distinct "
-                    "patients never seen in training; only runs whose cohort has it): per scan and for the "
-                    "subset, Dice, IoU, detection at the headline IoU, false-positive candidates, and false "
-                    "positives on the same patients' CT without an inserted tumour",
+    "patients never seen in training; only runs whose cohort has it): per scan and for the "
+    "subset, Dice, IoU, detection at the headline IoU, false-positive candidates, and false "
+    "positives on the same patients' CT without an inserted tumour",
 }
-

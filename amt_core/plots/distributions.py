@@ -17,8 +17,9 @@ def _jitter(n: int, width: float, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-width, width, n)
 
 
-def plot_metric_distributions(per_case: pd.DataFrame, metrics=SEG_METRICS, published=PUBLISHED,
-                              splits=("tune", "test")):
+def plot_metric_distributions(
+    per_case: pd.DataFrame, metrics=SEG_METRICS, published=PUBLISHED, splits=("tune", "test")
+):
     """Violin + box + points per metric, one colour per split; mean (white dot) and published mean
     (red diamond, external test) marked."""
     splits = [s for s in splits if "split" in per_case and (per_case["split"] == s).any()] or [None]
@@ -38,11 +39,25 @@ def plot_metric_distributions(per_case: pd.DataFrame, metrics=SEG_METRICS, publi
                         body.set_alpha(0.25)
                         body.set_edgecolor("none")
                 if len(vals):
-                    ax.boxplot([vals], positions=[x], widths=width * 0.35, showfliers=False,
-                               medianprops={"color": "black", "lw": 0.8},
-                               boxprops={"lw": 0.6}, whiskerprops={"lw": 0.6}, capprops={"lw": 0.6})
-                    ax.scatter(x + _jitter(len(vals), width * 0.28, seed=i + 7 * j), vals, s=2.5,
-                               color=color, alpha=0.7, lw=0, zorder=3)
+                    ax.boxplot(
+                        [vals],
+                        positions=[x],
+                        widths=width * 0.35,
+                        showfliers=False,
+                        medianprops={"color": "black", "lw": 0.8},
+                        boxprops={"lw": 0.6},
+                        whiskerprops={"lw": 0.6},
+                        capprops={"lw": 0.6},
+                    )
+                    ax.scatter(
+                        x + _jitter(len(vals), width * 0.28, seed=i + 7 * j),
+                        vals,
+                        s=2.5,
+                        color=color,
+                        alpha=0.7,
+                        lw=0,
+                        zorder=3,
+                    )
                     ax.plot([x], [vals.mean()], "o", ms=3.2, mfc="white", mec="black", mew=0.6, zorder=4)
         for i, metric in enumerate(metrics):
             if metric in published:
@@ -53,11 +68,25 @@ def plot_metric_distributions(per_case: pd.DataFrame, metrics=SEG_METRICS, publi
         ax.set_ylabel("Per-scan value")
         ax.grid(True, axis="y")
         from matplotlib.lines import Line2D
-        handles = [Line2D([], [], marker="s", ls="none", ms=5, color=SPLIT_COLORS.get(s, ROLE["ours"]),
-                          alpha=0.6, label=f"{s} (n={int((per_case['split'] == s).sum())})")
-                   for s in splits if s is not None]
-        handles += [Line2D([], [], marker="o", ls="none", mfc="white", mec="black", label="Mean"),
-                    Line2D([], [], marker="D", ls="none", color=ROLE["published"], label="Published mean")]
+
+        handles = [
+            Line2D(
+                [],
+                [],
+                marker="s",
+                ls="none",
+                ms=5,
+                color=SPLIT_COLORS.get(s, ROLE["ours"]),
+                alpha=0.6,
+                label=f"{s} (n={int((per_case['split'] == s).sum())})",
+            )
+            for s in splits
+            if s is not None
+        ]
+        handles += [
+            Line2D([], [], marker="o", ls="none", mfc="white", mec="black", label="Mean"),
+            Line2D([], [], marker="D", ls="none", color=ROLE["published"], label="Published mean"),
+        ]
         ax.legend(handles=handles, loc="lower left", ncol=2, columnspacing=0.8, handletextpad=0.3)
     return fig
 
@@ -90,8 +119,9 @@ def plot_performance_vs_covariates(per_case: pd.DataFrame, metric: str = "dice")
                 continue
             lo, hi = max(edges[k], vol.min()), min(edges[k + 1], vol.max())
             ax.plot([lo, hi], [vals.mean()] * 2, color=ROLE["prediction"], lw=1.6, solid_capstyle="butt")
-            ax.text(np.sqrt(lo * hi), 1.03, f"n={len(vals)}", ha="center", fontsize=5.5,
-                    color=ROLE["neutral"])
+            ax.text(
+                np.sqrt(lo * hi), 1.03, f"n={len(vals)}", ha="center", fontsize=5.5, color=ROLE["neutral"]
+            )
         for e in edges[1:-1]:
             ax.axvline(e, color=ROLE["grid"], lw=0.6, zorder=0)
         ax.set_xscale("log")
@@ -105,10 +135,16 @@ def plot_performance_vs_covariates(per_case: pd.DataFrame, metric: str = "dice")
         for k, vals in enumerate(groups):
             if len(vals) == 0:
                 continue
-            bx.boxplot([vals], positions=[k], widths=0.45, showfliers=False,
-                       medianprops={"color": "black", "lw": 0.8})
-            bx.scatter(k + _jitter(len(vals), 0.15, seed=k), vals, s=4, color=ROLE["ours"], alpha=0.6, lw=0,
-                       zorder=3)
+            bx.boxplot(
+                [vals],
+                positions=[k],
+                widths=0.45,
+                showfliers=False,
+                medianprops={"color": "black", "lw": 0.8},
+            )
+            bx.scatter(
+                k + _jitter(len(vals), 0.15, seed=k), vals, s=4, color=ROLE["ours"], alpha=0.6, lw=0, zorder=3
+            )
             bx.text(k, 1.03, f"n={len(vals)}", ha="center", fontsize=5.5, color=ROLE["neutral"])
         bx.set_xticks(range(len(labels)))
         bx.set_xticklabels(labels)

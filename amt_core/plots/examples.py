@@ -36,8 +36,14 @@ def pick_examples(per_case: pd.DataFrame, metric: str = "dice") -> dict[str, pd.
     return {"best": d.iloc[-1], "median": d.iloc[med], "worst": d.iloc[0]}
 
 
-def plot_examples(per_case: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str | Path,
-                  metric: str = "dice", window: str = "mediastinum", margin_mm: float = 25.0):
+def plot_examples(
+    per_case: pd.DataFrame,
+    cases: pd.DataFrame,
+    predictions_dir: str | Path,
+    metric: str = "dice",
+    window: str = "mediastinum",
+    margin_mm: float = 25.0,
+):
     """A 3×3 grid: best / median / worst scan by ``metric``. Rows: axial and coronal slices through the
     reference tumour's largest cross-section, cropped around it, and the axial slice where the scan's
     error is largest (:func:`error_slice`), cropped around the error, so a far false positive that makes a
@@ -64,12 +70,25 @@ def plot_examples(per_case: pd.DataFrame, cases: pd.DataFrame, predictions_dir: 
                 rs, ps = view_slice(ref, view, idx), view_slice(pred, view, idx)
                 box = crop_box(rs if err is None else np.logical_xor(rs, ps), ps, margin)
                 if kind == "error":
-                    ax.text(0.02, 0.03, f"slice {idx}" if err is not None else "no error", color="white",
-                            fontsize=5.5, transform=ax.transAxes, va="bottom",  # legible on bone too
-                            bbox={"facecolor": "black", "alpha": 0.65, "linewidth": 0, "pad": 1.2})
+                    ax.text(
+                        0.02,
+                        0.03,
+                        f"slice {idx}" if err is not None else "no error",
+                        color="white",
+                        fontsize=5.5,
+                        transform=ax.transAxes,
+                        va="bottom",  # legible on bone too
+                        bbox={"facecolor": "black", "alpha": 0.65, "linewidth": 0, "pad": 1.2},
+                    )
                 img = apply_window(view_slice(image.array, view, idx), window)
-                ax.imshow(img[box], cmap="gray", vmin=0, vmax=1, aspect=view_aspect(image.spacing, view),
-                          interpolation="bilinear")
+                ax.imshow(
+                    img[box],
+                    cmap="gray",
+                    vmin=0,
+                    vmax=1,
+                    aspect=view_aspect(image.spacing, view),
+                    interpolation="bilinear",
+                )
                 draw_outlines(ax, ((rs[box], ROLE["reference"]), (ps[box], ROLE["prediction"])), 0.9)
                 bare_axes(ax)
                 if r == 0:
@@ -79,8 +98,10 @@ def plot_examples(per_case: pd.DataFrame, cases: pd.DataFrame, predictions_dir: 
         for c in range(len(picks), 3):
             for r in range(len(rows)):
                 axes[r, c].set_visible(False)
-        handles = [Line2D([], [], color=ROLE["reference"], lw=1.2, label="Reference"),
-                   Line2D([], [], color=ROLE["prediction"], lw=1.2, label="Prediction")]
+        handles = [
+            Line2D([], [], color=ROLE["reference"], lw=1.2, label="Reference"),
+            Line2D([], [], color=ROLE["prediction"], lw=1.2, label="Prediction"),
+        ]
         fig.legend(handles=handles, loc="outside lower center", ncol=2)
     return fig
 
@@ -103,7 +124,7 @@ def plot_cohort_examples(cases: pd.DataFrame, n: int = 3, seed: int = 0, window:
     rng = np.random.default_rng(seed)
     order = list(cases.groupby("split", sort=False).head(1).index)
     rest = [i for i in rng.permutation(cases.index) if i not in order]
-    chosen = (order + rest)[:max(n, 1)]
+    chosen = (order + rest)[: max(n, 1)]
     with plot_style():
         fig, axes = new_figure("double", aspect=0.36 if len(chosen) > 2 else 0.5, ncols=len(chosen))
         for ax, i in zip(np.atleast_1d(axes), chosen, strict=False):
@@ -111,10 +132,18 @@ def plot_cohort_examples(cases: pd.DataFrame, n: int = 3, seed: int = 0, window:
             image = read_volume(row["image"])
             ref = read_label(row["label"], image).array > 0
             idx = largest_slice(ref, 2)
-            ax.imshow(apply_window(view_slice(image.array, "axial", idx), window), cmap="gray", vmin=0, vmax=1,
-                      aspect=view_aspect(image.spacing, "axial"), interpolation="bilinear")
+            ax.imshow(
+                apply_window(view_slice(image.array, "axial", idx), window),
+                cmap="gray",
+                vmin=0,
+                vmax=1,
+                aspect=view_aspect(image.spacing, "axial"),
+                interpolation="bilinear",
+            )
             draw_outlines(ax, ((view_slice(ref, "axial", idx), ROLE["reference"]),), 0.8)
-            ax.set_title(f"{row['case_id']} ({row['split']})\n{row['histology']}, "
-                         f"{row['slice_thickness_mm']:g} mm", fontsize=6.5)
+            ax.set_title(
+                f"{row['case_id']} ({row['split']})\n{row['histology']}, {row['slice_thickness_mm']:g} mm",
+                fontsize=6.5,
+            )
             bare_axes(ax)
     return fig

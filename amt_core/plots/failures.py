@@ -17,8 +17,11 @@ import pandas as pd
 from amt_core import registry
 
 #: the kinds of failure, in the order the table and the gallery show them
-KINDS: dict[str, str] = {"worst_scan": "worst scan", "missed_lesion": "missed lesion",
-                         "false_positive": "false positive"}
+KINDS: dict[str, str] = {
+    "worst_scan": "worst scan",
+    "missed_lesion": "missed lesion",
+    "false_positive": "false positive",
+}
 #: case-table columns each failure is described by
 DESCRIBE = ("institution_id", "vendor", "contrast", "slice_thickness_mm", "histology")
 
@@ -33,8 +36,16 @@ def _box(frame: pd.DataFrame) -> dict | None:
     return {c: int(frame[c].min() if c.endswith("0") else frame[c].max()) for c in _BOX}
 
 
-def failure_table(per_case: pd.DataFrame, lesions: pd.DataFrame, candidates: pd.DataFrame, cases: pd.DataFrame,
-                  *, n_worst: int = 5, n_fp: int = 5, metric: str = "dice") -> pd.DataFrame:
+def failure_table(
+    per_case: pd.DataFrame,
+    lesions: pd.DataFrame,
+    candidates: pd.DataFrame,
+    cases: pd.DataFrame,
+    *,
+    n_worst: int = 5,
+    n_fp: int = 5,
+    metric: str = "dice",
+) -> pd.DataFrame:
     """One row per failure: the ``n_worst`` scans by ``metric``, every missed reference lesion, and the
     ``n_fp`` largest false-positive candidates (status ``fp`` at the operating point).
 
@@ -49,20 +60,57 @@ def failure_table(per_case: pd.DataFrame, lesions: pd.DataFrame, candidates: pd.
     for _, r in worst.iterrows():
         own = lesions[lesions["case_id"] == r["case_id"]]
         span = _box(own) or _box(candidates[candidates["case_id"] == r["case_id"]])
-        rows.append({"kind": "worst_scan", "case_id": r["case_id"], "item": 0,
-                     "size_ml": float(r.get("ref_volume_ml", own["volume_ml"].sum())), "span": span})
-    missed = lesions[~lesions["hit"].astype(bool)].sort_values(["volume_ml", "case_id"], ascending=[False, True])
+        rows.append(
+            {
+                "kind": "worst_scan",
+                "case_id": r["case_id"],
+                "item": 0,
+                "size_ml": float(r.get("ref_volume_ml", own["volume_ml"].sum())),
+                "span": span,
+            }
+        )
+    missed = lesions[~lesions["hit"].astype(bool)].sort_values(
+        ["volume_ml", "case_id"], ascending=[False, True]
+    )
     for _, r in missed.iterrows():
-        rows.append({"kind": "missed_lesion", "case_id": r["case_id"], "item": int(r["lesion_id"]),
-                     "size_ml": float(r["volume_ml"]), "span": _box(r.to_frame().T),
-                     "best_iou": float(r["best_iou"])})
-    fps = candidates[candidates["status"] == "fp"].sort_values(["volume_ml", "case_id"], ascending=[False, True])
+        rows.append(
+            {
+                "kind": "missed_lesion",
+                "case_id": r["case_id"],
+                "item": int(r["lesion_id"]),
+                "size_ml": float(r["volume_ml"]),
+                "span": _box(r.to_frame().T),
+                "best_iou": float(r["best_iou"]),
+            }
+        )
+    fps = candidates[candidates["status"] == "fp"].sort_values(
+        ["volume_ml", "case_id"], ascending=[False, True]
+    )
     for _, r in fps.head(n_fp).iterrows():
-        rows.append({"kind": "false_positive", "case_id": r["case_id"], "item": int(r["candidate_id"]),
-                     "size_ml": float(r["volume_ml"]), "span": _box(r.to_frame().T),
-                     "confidence": float(r["confidence"]), "best_iou": float(r["best_iou"])})
-    columns = ["kind", "case_id", "item", "dice", "size_ml", "slices", "slice", "confidence", "best_iou",
-               *DESCRIBE, *_BOX]
+        rows.append(
+            {
+                "kind": "false_positive",
+                "case_id": r["case_id"],
+                "item": int(r["candidate_id"]),
+                "size_ml": float(r["volume_ml"]),
+                "span": _box(r.to_frame().T),
+                "confidence": float(r["confidence"]),
+                "best_iou": float(r["best_iou"]),
+            }
+        )
+    columns = [
+        "kind",
+        "case_id",
+        "item",
+        "dice",
+        "size_ml",
+        "slices",
+        "slice",
+        "confidence",
+        "best_iou",
+        *DESCRIBE,
+        *_BOX,
+    ]
     if not rows:
         return pd.DataFrame(columns=columns)
     out = pd.DataFrame(rows)
@@ -77,9 +125,16 @@ def failure_table(per_case: pd.DataFrame, lesions: pd.DataFrame, candidates: pd.
     return out.reindex(columns=columns).reset_index(drop=True)
 
 
-def failure_counts(per_case: pd.DataFrame, lesions: pd.DataFrame, candidates: pd.DataFrame,
-                   cases: pd.DataFrame, *, n_worst: int = 5, metric: str = "dice",
-                   subgroups=tuple(registry.SUBGROUPS)) -> pd.DataFrame:
+def failure_counts(
+    per_case: pd.DataFrame,
+    lesions: pd.DataFrame,
+    candidates: pd.DataFrame,
+    cases: pd.DataFrame,
+    *,
+    n_worst: int = 5,
+    metric: str = "dice",
+    subgroups=tuple(registry.SUBGROUPS),
+) -> pd.DataFrame:
     """Failures per sub-group level: scans, lesions, missed lesions (and the share missed), false-positive
     candidates (and per scan), and how many of the ``n_worst`` scans fall in the level."""
     from amt_core.evaluation.stats import merge_cases, present_subgroups, subgroup_levels
@@ -102,20 +157,37 @@ def failure_counts(per_case: pd.DataFrame, lesions: pd.DataFrame, candidates: pd
             part = scans[(levels == lev).to_numpy()]
             if part.empty:
                 continue
-            rows.append({"subgroup": name, "level": str(lev), "scans": len(part), "lesions": int(part["lesions"].sum()),
-                         "missed_lesions": int(part["missed"].sum()),
-                         "missed_share": part["missed"].sum() / part["lesions"].sum() if part["lesions"].sum() else np.nan,
-                         "false_positives": int(part["fp"].sum()), "fp_per_scan": part["fp"].sum() / len(part),
-                         f"worst_{n_worst}_scans": int(part["worst"].sum())})
+            rows.append(
+                {
+                    "subgroup": name,
+                    "level": str(lev),
+                    "scans": len(part),
+                    "lesions": int(part["lesions"].sum()),
+                    "missed_lesions": int(part["missed"].sum()),
+                    "missed_share": part["missed"].sum() / part["lesions"].sum()
+                    if part["lesions"].sum()
+                    else np.nan,
+                    "false_positives": int(part["fp"].sum()),
+                    "fp_per_scan": part["fp"].sum() / len(part),
+                    f"worst_{n_worst}_scans": int(part["worst"].sum()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def failure_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The presentation form of :func:`failure_table` (panel numbers match the gallery)."""
-    out = pd.DataFrame({"#": range(1, len(table) + 1), "Failure": table["kind"].map(KINDS),
-                        "Case": table["case_id"],
-                        "Item": [f"{'lesion' if k == 'missed_lesion' else 'candidate'} {int(i)}" if i else "–"
-                                 for k, i in zip(table["kind"], table["item"], strict=True)]})
+    out = pd.DataFrame(
+        {
+            "#": range(1, len(table) + 1),
+            "Failure": table["kind"].map(KINDS),
+            "Case": table["case_id"],
+            "Item": [
+                f"{'lesion' if k == 'missed_lesion' else 'candidate'} {int(i)}" if i else "–"
+                for k, i in zip(table["kind"], table["item"], strict=True)
+            ],
+        }
+    )
     out["Scan Dice"] = table["dice"]
     out["Size (ml)"] = table["size_ml"]
     out["Axial slices"] = table["slices"]
@@ -127,8 +199,16 @@ def failure_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def plot_failures(table: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str | Path, *, max_panels: int = 12,
-                  window: str = "mediastinum", margin_mm: float = 20.0, ncols: int = 4):
+def plot_failures(
+    table: pd.DataFrame,
+    cases: pd.DataFrame,
+    predictions_dir: str | Path,
+    *,
+    max_panels: int = 12,
+    window: str = "mediastinum",
+    margin_mm: float = 20.0,
+    ncols: int = 4,
+):
     """A gallery of the first ``max_panels`` failures of :func:`failure_table`: the axial slice through the
     failure (the table's middle slice), cropped around its box (a scan's: its reference lesions), reference
     outline green, prediction orange, titled with its number in the table, kind, size and acquisition."""
@@ -165,19 +245,39 @@ def plot_failures(table: pd.DataFrame, cases: pd.DataFrame, predictions_dir: str
             image, ref, pred = loaded[cid]
             idx = int(row["slice"]) if row["slice"] >= 0 else image.shape[2] // 2
             rs, ps = view_slice(ref, "axial", idx), view_slice(pred, "axial", idx)
-            box = crop_box(_box_mask(row, ref.shape), ps, int(round(margin_mm / float(min(image.spacing[:2])))))
+            box = crop_box(
+                _box_mask(row, ref.shape), ps, int(round(margin_mm / float(min(image.spacing[:2]))))
+            )
             img = apply_window(view_slice(image.array, "axial", idx), window)
-            ax.imshow(img[box], cmap="gray", vmin=0, vmax=1, aspect=view_aspect(image.spacing, "axial"),
-                      interpolation="bilinear")
+            ax.imshow(
+                img[box],
+                cmap="gray",
+                vmin=0,
+                vmax=1,
+                aspect=view_aspect(image.spacing, "axial"),
+                interpolation="bilinear",
+            )
             draw_outlines(ax, ((rs[box], ROLE["reference"]), (ps[box], ROLE["prediction"])), 0.8)
-            ax.set_title(f"#{k + 1} {KINDS[row['kind']]}: {cid}\n{row['size_ml']:.1f} ml, slice {idx}, "
-                         f"Dice {row['dice']:.2f}", fontsize=5.5)
-            ax.text(0.02, 0.03, f"{row['institution_id']} · {row['vendor']} · {row['contrast']} · "
-                                f"{row['slice_thickness_mm']:g} mm", color="white", fontsize=4.5,
-                    transform=ax.transAxes, va="bottom",
-                    bbox={"facecolor": "black", "alpha": 0.65, "linewidth": 0, "pad": 1.0})
-        handles = [Line2D([], [], color=ROLE["reference"], lw=1.2, label="Reference"),
-                   Line2D([], [], color=ROLE["prediction"], lw=1.2, label="Prediction")]
+            ax.set_title(
+                f"#{k + 1} {KINDS[row['kind']]}: {cid}\n{row['size_ml']:.1f} ml, slice {idx}, "
+                f"Dice {row['dice']:.2f}",
+                fontsize=5.5,
+            )
+            ax.text(
+                0.02,
+                0.03,
+                f"{row['institution_id']} · {row['vendor']} · {row['contrast']} · "
+                f"{row['slice_thickness_mm']:g} mm",
+                color="white",
+                fontsize=4.5,
+                transform=ax.transAxes,
+                va="bottom",
+                bbox={"facecolor": "black", "alpha": 0.65, "linewidth": 0, "pad": 1.0},
+            )
+        handles = [
+            Line2D([], [], color=ROLE["reference"], lw=1.2, label="Reference"),
+            Line2D([], [], color=ROLE["prediction"], lw=1.2, label="Prediction"),
+        ]
         fig.legend(handles=handles, loc="outside lower center", ncol=2)
     return fig
 
@@ -188,5 +288,5 @@ def _box_mask(row: pd.Series, shape: tuple[int, ...]) -> np.ndarray:
 
     mask = np.zeros((*shape[:2], 1), dtype=bool)
     if int(row["x0"]) >= 0:
-        mask[int(row["x0"]):int(row["x1"]), int(row["y0"]):int(row["y1"])] = True
+        mask[int(row["x0"]) : int(row["x1"]), int(row["y0"]) : int(row["y1"])] = True
     return view_slice(mask, "axial", 0)

@@ -14,14 +14,24 @@ import pandas as pd
 from amt_core.plots.style import ROLE, WIDTHS, new_figure, plot_style
 
 GROUP_LABELS = {
-    "sex": "Sex", "age_band": "Age (years)", "histology": "Histology", "tumour_size_band": "Tumour volume",
-    "contrast": "Contrast", "slice_thickness_band": "Slice thickness", "vendor": "Vendor",
+    "sex": "Sex",
+    "age_band": "Age (years)",
+    "histology": "Histology",
+    "tumour_size_band": "Tumour volume",
+    "contrast": "Contrast",
+    "slice_thickness_band": "Slice thickness",
+    "vendor": "Vendor",
     "institution": "Institution",
 }
 
 
-def plot_forest(table: pd.DataFrame, metric_label: str = "Dice", overall: float | None = None,
-                title: str | None = None, xlim: tuple[float, float] = (0.0, 1.0)):
+def plot_forest(
+    table: pd.DataFrame,
+    metric_label: str = "Dice",
+    overall: float | None = None,
+    title: str | None = None,
+    xlim: tuple[float, float] = (0.0, 1.0),
+):
     """One row per level, grouped under bold subgroup headers; point size grows with n; the overall
     mean as a dashed line. Rows with n = 0 are dropped."""
     t = table[table["n"] > 0].copy()
@@ -45,8 +55,15 @@ def plot_forest(table: pd.DataFrame, metric_label: str = "Dice", overall: float 
             lo, hi = float(r.ci_lo), float(r.ci_hi)
             if np.isfinite(lo) and np.isfinite(hi):
                 ax.plot([max(lo, xlim[0]), min(hi, xlim[1])], [yi, yi], color=ROLE["ours"], lw=0.9)
-            ax.plot([r["mean"]], [yi], "s", color=ROLE["ours"], ms=2.0 + 3.0 * np.sqrt(r.n / max_n),
-                    mec="white", mew=0.3)
+            ax.plot(
+                [r["mean"]],
+                [yi],
+                "s",
+                color=ROLE["ours"],
+                ms=2.0 + 3.0 * np.sqrt(r.n / max_n),
+                mec="white",
+                mew=0.3,
+            )
         if overall is not None and np.isfinite(overall):
             ax.axvline(overall, color=ROLE["neutral"], ls="--", lw=0.7)
         ax.set_yticks(y)
@@ -58,10 +75,27 @@ def plot_forest(table: pd.DataFrame, metric_label: str = "Dice", overall: float 
         for yi, (_, r) in zip(y, rows, strict=False):
             if r is not None:
                 ci = f"{r.ci_lo:.2f}–{r.ci_hi:.2f}" if np.isfinite(r.ci_lo) else "–"
-                ax.text(1.02, yi, f"{int(r.n):>4d}   {r['mean']:.2f} ({ci})", transform=ax.get_yaxis_transform(),
-                        va="center", ha="left", fontsize=5.8, family="DejaVu Sans Mono")
-        ax.text(1.02, 1.0, "   n   mean (95% CI)", transform=ax.transAxes, va="bottom", ha="left",
-                fontsize=5.8, family="DejaVu Sans Mono", fontweight="bold")
+                ax.text(
+                    1.02,
+                    yi,
+                    f"{int(r.n):>4d}   {r['mean']:.2f} ({ci})",
+                    transform=ax.get_yaxis_transform(),
+                    va="center",
+                    ha="left",
+                    fontsize=5.8,
+                    family="DejaVu Sans Mono",
+                )
+        ax.text(
+            1.02,
+            1.0,
+            "   n   mean (95% CI)",
+            transform=ax.transAxes,
+            va="bottom",
+            ha="left",
+            fontsize=5.8,
+            family="DejaVu Sans Mono",
+            fontweight="bold",
+        )
         ax.set_ylim(-0.7, n_rows - 0.3)
         ax.set_xlim(*xlim)
         ax.set_xlabel(f"Per-scan {metric_label} (mean, 95% CI)")

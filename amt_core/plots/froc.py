@@ -42,9 +42,16 @@ def _curve_line(curve: pd.DataFrame, lo_x: float, hi_x: float, marks=()) -> tupl
     return x, interp_rows(fp[None, :], sens[None, :], x.tolist())[0]
 
 
-def plot_froc_confidence(froc: pd.DataFrame, bands: pd.DataFrame | None = None,
-                         iou_thresholds=FROC_IOU_THRESHOLDS, fp_points=FP_POINTS, title: str | None = None,
-                         subset: pd.DataFrame | None = None, subset_iou: float = 0.5, subset_label: str = ""):
+def plot_froc_confidence(
+    froc: pd.DataFrame,
+    bands: pd.DataFrame | None = None,
+    iou_thresholds=FROC_IOU_THRESHOLDS,
+    fp_points=FP_POINTS,
+    title: str | None = None,
+    subset: pd.DataFrame | None = None,
+    subset_iou: float = 0.5,
+    subset_label: str = "",
+):
     """Reading A: sensitivity vs false positives per scan for each IoU threshold, with 95% bands.
 
     ``subset``: reading A of a subset of the scans (the real-anatomy test subset's ``froc_confidence.csv``),
@@ -65,13 +72,21 @@ def plot_froc_confidence(froc: pd.DataFrame, bands: pd.DataFrame | None = None,
                     ax.fill_between(b["fp_per_scan"], b["ci_lo"], b["ci_hi"], color=color, alpha=0.13, lw=0)
                     for edge in ("ci_lo", "ci_hi"):
                         ax.plot(b["fp_per_scan"], b[edge], color=color, lw=0.5, alpha=0.7, ls=(0, (2, 1.5)))
-                    ax.plot(b["fp_per_scan"], b["sensitivity"], "o", ms=2.4, color=color, mec="white",
-                            mew=0.4)
+                    ax.plot(
+                        b["fp_per_scan"], b["sensitivity"], "o", ms=2.4, color=color, mec="white", mew=0.4
+                    )
         if subset is not None and not subset.empty:
             x, y = _curve_line(_sel(subset, subset_iou), lo_x, hi_x, list(fp_points))
             if len(x):
-                ax.plot(x, y, color="black", lw=1.1, ls=(0, (4, 2)), zorder=4,
-                        label=subset_label or f"subset, IoU ≥ {subset_iou:g}")
+                ax.plot(
+                    x,
+                    y,
+                    color="black",
+                    lw=1.1,
+                    ls=(0, (4, 2)),
+                    zorder=4,
+                    label=subset_label or f"subset, IoU ≥ {subset_iou:g}",
+                )
         ax.set_xscale("log", base=2)
         ax.set_xlim(lo_x, hi_x)
         ax.set_xticks(list(fp_points))
@@ -95,8 +110,9 @@ def _frac(x: float) -> str:
     return {0.125: "1/8", 0.25: "1/4", 0.5: "1/2"}.get(float(x), f"{x:g}")
 
 
-def plot_froc_iou(froc_iou: pd.DataFrame, operating_iou: float = 0.5, published=PUBLISHED,
-                  title: str | None = None):
+def plot_froc_iou(
+    froc_iou: pd.DataFrame, operating_iou: float = 0.5, published=PUBLISHED, title: str | None = None
+):
     """Reading B: the IoU-swept curve at the operating threshold, two panels.
 
     (a) sensitivity vs FP/scan, one point per IoU threshold, the operating point and the published
@@ -108,20 +124,50 @@ def plot_froc_iou(froc_iou: pd.DataFrame, operating_iou: float = 0.5, published=
     with plot_style():
         fig, (ax, bx) = new_figure("double", aspect=0.36, ncols=2)
         ax.plot(c["fp_per_scan"], c["sensitivity"], "-", color=ROLE["ours"], lw=1.0, zorder=1)
-        sc = ax.scatter(c["fp_per_scan"], c["sensitivity"], c=c["iou_threshold"], cmap="cividis", s=12,
-                        zorder=2, edgecolor="white", linewidth=0.3, vmin=0, vmax=1)
+        sc = ax.scatter(
+            c["fp_per_scan"],
+            c["sensitivity"],
+            c=c["iou_threshold"],
+            cmap="cividis",
+            s=12,
+            zorder=2,
+            edgecolor="white",
+            linewidth=0.3,
+            vmin=0,
+            vmax=1,
+        )
         cb = fig.colorbar(sc, ax=ax, pad=0.01, fraction=0.05)
         cb.set_label("IoU threshold")
         cb.outline.set_linewidth(0.4)
         op = _sel(c, operating_iou)
         if not op.empty:
             s, f = float(op["sensitivity"].iloc[0]), float(op["fp_per_scan"].iloc[0])
-            ax.plot([f], [s], marker="*", ms=9, color=ROLE["ours"], mec="black", mew=0.5, ls="none",
-                    zorder=3, label=f"This run: {s:.2f} at {f:.2f} FP/scan")
+            ax.plot(
+                [f],
+                [s],
+                marker="*",
+                ms=9,
+                color=ROLE["ours"],
+                mec="black",
+                mew=0.5,
+                ls="none",
+                zorder=3,
+                label=f"This run: {s:.2f} at {f:.2f} FP/scan",
+            )
         ps, pf = published.get("sensitivity_iou50"), published.get("fp_per_scan_iou50")
         if ps is not None and pf is not None:
-            ax.plot([pf], [ps], marker="D", ms=5, mfc="none", mec=ROLE["published"], mew=1.2, ls="none",
-                    zorder=3, label=f"Published: {ps:.2f} at {pf:.2f} FP/scan")
+            ax.plot(
+                [pf],
+                [ps],
+                marker="D",
+                ms=5,
+                mfc="none",
+                mec=ROLE["published"],
+                mew=1.2,
+                ls="none",
+                zorder=3,
+                label=f"Published: {ps:.2f} at {pf:.2f} FP/scan",
+            )
         ax.set_xlabel("False positives per scan")
         ax.set_ylabel("Lesion sensitivity")
         ax.set_ylim(0, 1.02)

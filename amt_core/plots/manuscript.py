@@ -35,7 +35,9 @@ def load_per_case(layout: RunLayout, cases: pd.DataFrame, splits=("tune", "test"
         if pc is not None:
             frames.append(pc.assign(split=split))
     if not frames:
-        raise FileNotFoundError(f"no evaluation results in {layout.root / 'evaluation'}; run 03_evaluate first")
+        raise FileNotFoundError(
+            f"no evaluation results in {layout.root / 'evaluation'}; run 03_evaluate first"
+        )
     per_case = pd.concat(frames, ignore_index=True)
     extra = [c for c in cases.columns if c not in per_case.columns or c == "case_id"]
     return per_case.merge(cases[extra], on="case_id", how="left")
@@ -63,10 +65,16 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     froc_conf, bands = _read(ev / "froc_confidence.csv"), _read(ana / "froc_bands.csv")
     real = load_real_anatomy(layout)  # the real-anatomy test subset, None for a cohort without it
     if froc_conf is not None:
-        extra = {} if real is None else {
-            "subset": real.froc_confidence, "subset_iou": real.config.headline_iou,
-            "subset_label": f"Real anatomy ({real.n_scans} scan{'s' * (real.n_scans != 1)}), "
-                            f"IoU ≥ {real.config.headline_iou:g}"}
+        extra = (
+            {}
+            if real is None
+            else {
+                "subset": real.froc_confidence,
+                "subset_iou": real.config.headline_iou,
+                "subset_label": f"Real anatomy ({real.n_scans} scan{'s' * (real.n_scans != 1)}), "
+                f"IoU ≥ {real.config.headline_iou:g}",
+            }
+        )
         fig("froc_confidence", froc.plot_froc_confidence(froc_conf, bands, **extra))
     froc_iou = _read(ev / "froc_iou.csv")
     if froc_iou is not None:
@@ -81,7 +89,9 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     fig("volume_agreement", figure)
     subgroups = _read(ana / "subgroups.csv")
     seg_ci = _read(ana / "seg_ci.csv")
-    overall = float(seg_ci.set_index("metric").loc["dice", "mean"]) if seg_ci is not None else test["dice"].mean()
+    overall = (
+        float(seg_ci.set_index("metric").loc["dice", "mean"]) if seg_ci is not None else test["dice"].mean()
+    )
     if subgroups is not None:
         dice = subgroups[subgroups["metric"] == "dice"]
         fig("forest_subgroups", forest.plot_forest(dice, overall=overall))
@@ -95,8 +105,14 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     log = _read(layout.train_dir / "train_log.csv")
     if log is not None:
         fig("learning_curves", training.plot_learning_curves(log))
-    fig("flow", flow.plot_flow(flow.flow_counts(cases, {s: int((per_case["split"] == s).sum())
-                                                        for s in per_case["split"].unique()})))
+    fig(
+        "flow",
+        flow.plot_flow(
+            flow.flow_counts(
+                cases, {s: int((per_case["split"] == s).sum()) for s in per_case["split"].unique()}
+            )
+        ),
+    )
     lesions, candidates = _read(ev / "lesions.csv"), _read(ev / "candidates.csv")
     fails = None
     if lesions is not None and candidates is not None:
@@ -112,36 +128,79 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     written.extend(write_table(table_one(cases), tab, "table1", title=TABLES["table1"]))
     if seg_ci is not None:
         seg = T.segmentation_table(seg_ci, _read(ana / "seg_ci_cluster.csv"))
-        written.extend(write_table(seg, tab, "segmentation", title=TABLES["segmentation"],
-                                   display=T.segmentation_markdown_frame(seg)))
+        written.extend(
+            write_table(
+                seg,
+                tab,
+                "segmentation",
+                title=TABLES["segmentation"],
+                display=T.segmentation_markdown_frame(seg),
+            )
+        )
     ops = _read(ana / "operating_points.csv")
     if ops is not None:
         det = T.detection_table(ops, _read(ana / "cpm.csv"))
-        written.extend(write_table(det, tab, "detection", title=TABLES["detection"],
-                                   display=T.detection_markdown_frame(det)))
+        written.extend(
+            write_table(
+                det, tab, "detection", title=TABLES["detection"], display=T.detection_markdown_frame(det)
+            )
+        )
     if subgroups is not None:
-        written.extend(write_table(subgroups, tab, "subgroups", title=TABLES["subgroups"],
-                                   display=_compact(subgroups, ["subgroup", "level"])))
+        written.extend(
+            write_table(
+                subgroups,
+                tab,
+                "subgroups",
+                title=TABLES["subgroups"],
+                display=_compact(subgroups, ["subgroup", "level"]),
+            )
+        )
     if institutions is not None:
-        written.extend(write_table(institutions, tab, "institutions", title=TABLES["institutions"],
-                                   display=_compact(institutions, ["institution_id", "n_institutions"])))
+        written.extend(
+            write_table(
+                institutions,
+                tab,
+                "institutions",
+                title=TABLES["institutions"],
+                display=_compact(institutions, ["institution_id", "n_institutions"]),
+            )
+        )
     model = _read(ana / "institution_model.csv")
     if model is not None:
-        written.extend(write_table(model, tab, "institution_model", title=TABLES["institution_model"],
-                                   display=T.p_display(model)))
+        written.extend(
+            write_table(
+                model, tab, "institution_model", title=TABLES["institution_model"], display=T.p_display(model)
+            )
+        )
     det_sub = _read(ana / "detection_subgroups.csv")
     if det_sub is not None:
-        written.extend(write_table(det_sub, tab, "detection_subgroups", title=TABLES["detection_subgroups"],
-                                   display=T.p_display(det_sub)))
+        written.extend(
+            write_table(
+                det_sub,
+                tab,
+                "detection_subgroups",
+                title=TABLES["detection_subgroups"],
+                display=T.p_display(det_sub),
+            )
+        )
     if fails is not None:
-        written.extend(write_table(fails, tab, "failures", title=TABLES["failures"],
-                                   display=failures.failure_markdown_frame(fails)))
+        written.extend(
+            write_table(
+                fails,
+                tab,
+                "failures",
+                title=TABLES["failures"],
+                display=failures.failure_markdown_frame(fails),
+            )
+        )
         present = tuple(present_subgroups(cases, tuple(SUBGROUPS)))  # 'anatomy' only with a real subset
         counts = failures.failure_counts(test, lesions, candidates, cases, subgroups=present)
         written.extend(write_table(counts, tab, "failure_subgroups", title=TABLES["failure_subgroups"]))
     if seeds is not None:
         table, display = seed_plots.seed_variance_table(*seeds)
-        written.extend(write_table(table, tab, "seed_variance", title=TABLES["seed_variance"], display=display))
+        written.extend(
+            write_table(table, tab, "seed_variance", title=TABLES["seed_variance"], display=display)
+        )
     if real is not None:
         table, display = real_anatomy_table(real, cases)
         written.extend(write_table(table, tab, "real_anatomy", title=TABLES["real_anatomy"], display=display))

@@ -30,7 +30,9 @@ OKABE_ITO: dict[str, str] = {
     "yellow": "#F0E442",
     "black": "#000000",
 }
-PALETTE: tuple[str, ...] = tuple(OKABE_ITO[k] for k in ("blue", "orange", "green", "vermillion", "purple", "sky"))
+PALETTE: tuple[str, ...] = tuple(
+    OKABE_ITO[k] for k in ("blue", "orange", "green", "vermillion", "purple", "sky")
+)
 #: Fixed colour roles shared by every figure.
 ROLE = {
     "reference": OKABE_ITO["green"],
@@ -92,8 +94,9 @@ def plot_style() -> Iterator[None]:
         yield
 
 
-def new_figure(width: str | float = "single", aspect: float = 0.75, nrows: int = 1, ncols: int = 1,
-               **subplot_kw):
+def new_figure(
+    width: str | float = "single", aspect: float = 0.75, nrows: int = 1, ncols: int = 1, **subplot_kw
+):
     """A figure ``width`` wide (a key of :data:`WIDTHS` or inches) and ``width * aspect`` high.
 
     Returns ``(fig, axes)`` like ``plt.subplots`` but without pyplot's global figure registry, so it
@@ -109,8 +112,9 @@ def new_figure(width: str | float = "single", aspect: float = 0.75, nrows: int =
 
 def panel_label(ax, letter: str) -> None:
     """Bold panel letter (a, b, ...) at the top-left corner outside the axes."""
-    ax.text(-0.02, 1.02, letter, transform=ax.transAxes, fontsize=8.5, fontweight="bold",
-            va="bottom", ha="right")
+    ax.text(
+        -0.02, 1.02, letter, transform=ax.transAxes, fontsize=8.5, fontweight="bold", va="bottom", ha="right"
+    )
 
 
 def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
@@ -124,8 +128,10 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
         fig.draw_without_rendering()  # lay the figure out once, then keep that layout for both files
     fig.set_layout_engine("none")
     written = []
-    for ext, meta in (("pdf", {"CreationDate": None, "ModDate": None, "Producer": "amt"}),
-                      ("png", {"Software": "amt"})):
+    for ext, meta in (
+        ("pdf", {"CreationDate": None, "ModDate": None, "Producer": "amt"}),
+        ("png", {"Software": "amt"}),
+    ):
         target = out / f"{name}.{ext}"
         with plot_style(), atomic_path(target) as tmp:
             fig.savefig(tmp, format=ext, dpi=PNG_DPI, metadata=meta, facecolor="white")

@@ -38,20 +38,31 @@ def _fmt(value, digits: int) -> str:
 def to_markdown(frame: pd.DataFrame, digits: int = 3, title: str | None = None) -> str:
     """A GitHub-flavoured Markdown table (numbers right-aligned, ``digits`` decimals)."""
     cols = [str(c) for c in frame.columns]
-    numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-               for c in frame.columns]
+    numeric = [
+        pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+        for c in frame.columns
+    ]
     lines = []
     if title:
         lines += [f"**{title}**", ""]
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---:" if num else "---" for num in numeric) + "|")
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v.item() if hasattr(v, "item") else v, digits) for v in row) + " |")
+        lines.append(
+            "| " + " | ".join(_fmt(v.item() if hasattr(v, "item") else v, digits) for v in row) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_table(frame: pd.DataFrame, out_dir: str | Path, name: str, *, title: str | None = None,
-                digits: int = 3, display: pd.DataFrame | None = None) -> list[Path]:
+def write_table(
+    frame: pd.DataFrame,
+    out_dir: str | Path,
+    name: str,
+    *,
+    title: str | None = None,
+    digits: int = 3,
+    display: pd.DataFrame | None = None,
+) -> list[Path]:
     """Write ``out_dir/name.csv`` (``frame``, full precision) and ``out_dir/name.md`` (``display`` if
     given: a presentation form with 'mean (CI)' texts, else ``frame`` rounded); returns both paths."""
     out = Path(out_dir)
@@ -67,8 +78,9 @@ def ci_text(lo: float, hi: float, digits: int = 2) -> str:
     return f"{lo:.{digits}f}–{hi:.{digits}f}"
 
 
-def segmentation_table(ci: pd.DataFrame, cluster_ci: pd.DataFrame | None = None,
-                       published: Mapping[str, float] = PUBLISHED) -> pd.DataFrame:
+def segmentation_table(
+    ci: pd.DataFrame, cluster_ci: pd.DataFrame | None = None, published: Mapping[str, float] = PUBLISHED
+) -> pd.DataFrame:
     """Per-scan mean of each metric with its 95% CI (scan bootstrap, and institution-cluster bootstrap
     when given) beside the published external-test value.
 
@@ -81,8 +93,13 @@ def segmentation_table(ci: pd.DataFrame, cluster_ci: pd.DataFrame | None = None,
         if metric not in ci.index:
             continue
         r = ci.loc[metric]
-        row: dict[str, Any] = {"metric": METRIC_LABELS.get(metric, metric), "n_scans": int(r.get("n", 0)),
-               "mean": float(r["mean"]), "ci_lo": float(r["ci_lo"]), "ci_hi": float(r["ci_hi"])}
+        row: dict[str, Any] = {
+            "metric": METRIC_LABELS.get(metric, metric),
+            "n_scans": int(r.get("n", 0)),
+            "mean": float(r["mean"]),
+            "ci_lo": float(r["ci_lo"]),
+            "ci_hi": float(r["ci_hi"]),
+        }
         if cluster_ci is not None and metric in set(cluster_ci["metric"]):
             c = cluster_ci.set_index("metric").loc[metric]
             row["cluster_ci_lo"], row["cluster_ci_hi"] = float(c["ci_lo"]), float(c["ci_hi"])
@@ -97,13 +114,16 @@ def segmentation_table(ci: pd.DataFrame, cluster_ci: pd.DataFrame | None = None,
 def segmentation_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The presentation form of :func:`segmentation_table`: 'mean (95% CI)' columns."""
     out = pd.DataFrame({"Metric": table["metric"], "n": table["n_scans"]})
-    out["This run, mean (95% CI)"] = [f"{m:.3f} ({ci_text(lo, hi, 3)})"
-                                      for m, lo, hi in zip(table["mean"], table["ci_lo"], table["ci_hi"], strict=False)]
+    out["This run, mean (95% CI)"] = [
+        f"{m:.3f} ({ci_text(lo, hi, 3)})"
+        for m, lo, hi in zip(table["mean"], table["ci_lo"], table["ci_hi"], strict=False)
+    ]
     if "cluster_ci_lo" in table:
         notes = table["cluster_note"] if "cluster_note" in table else [""] * len(table)
         out["Institution-cluster 95% CI"] = [
             _not_estimable(note) if note else ci_text(lo, hi, 3)
-            for lo, hi, note in zip(table["cluster_ci_lo"], table["cluster_ci_hi"], notes, strict=False)]
+            for lo, hi, note in zip(table["cluster_ci_lo"], table["cluster_ci_hi"], notes, strict=False)
+        ]
     out["Published"] = table["published"]
     out["Difference"] = table["difference"]
     return out
@@ -117,8 +137,12 @@ def _not_estimable(note: str) -> str:
     return f"not estimable ({m[1]} institutions < {m[2]})" if m else "not estimable"
 
 
-def detection_table(froc_iou: pd.DataFrame, cpm: pd.DataFrame | None = None,
-                    iou_thresholds=(0.1, 0.3, 0.5), published: Mapping[str, float] = PUBLISHED) -> pd.DataFrame:
+def detection_table(
+    froc_iou: pd.DataFrame,
+    cpm: pd.DataFrame | None = None,
+    iou_thresholds=(0.1, 0.3, 0.5),
+    published: Mapping[str, float] = PUBLISHED,
+) -> pd.DataFrame:
     """Detection operating points: reading B (fixed operating threshold, one row per IoU threshold) with
     sensitivity (Wilson and scan-bootstrap CIs) and FP/scan (bootstrap CI), and reading A's CPM per IoU
     threshold when given. ``froc_iou`` has the columns of the evaluation's ``froc_iou.csv``."""
@@ -129,14 +153,17 @@ def detection_table(froc_iou: pd.DataFrame, cpm: pd.DataFrame | None = None,
             continue
         r = sel.iloc[0]
         nan = float("nan")
-        row = {"iou_threshold": thr, "sensitivity": float(r["sensitivity"]),
-               "sens_wilson_lo": float(r.get("sensitivity_wilson_lo", nan)),
-               "sens_wilson_hi": float(r.get("sensitivity_wilson_hi", nan)),
-               "sens_boot_lo": float(r.get("sensitivity_ci_lo", nan)),
-               "sens_boot_hi": float(r.get("sensitivity_ci_hi", nan)),
-               "fp_per_scan": float(r["fp_per_scan"]),
-               "fp_boot_lo": float(r.get("fp_per_scan_ci_lo", nan)),
-               "fp_boot_hi": float(r.get("fp_per_scan_ci_hi", nan))}
+        row = {
+            "iou_threshold": thr,
+            "sensitivity": float(r["sensitivity"]),
+            "sens_wilson_lo": float(r.get("sensitivity_wilson_lo", nan)),
+            "sens_wilson_hi": float(r.get("sensitivity_wilson_hi", nan)),
+            "sens_boot_lo": float(r.get("sensitivity_ci_lo", nan)),
+            "sens_boot_hi": float(r.get("sensitivity_ci_hi", nan)),
+            "fp_per_scan": float(r["fp_per_scan"]),
+            "fp_boot_lo": float(r.get("fp_per_scan_ci_lo", nan)),
+            "fp_boot_hi": float(r.get("fp_per_scan_ci_hi", nan)),
+        }
         for col in ("tp", "fn", "fp", "n_lesions", "n_scans"):
             if col in r.index:
                 row[col] = int(r[col])
@@ -155,24 +182,33 @@ def detection_table(froc_iou: pd.DataFrame, cpm: pd.DataFrame | None = None,
 
 def detection_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The presentation form of :func:`detection_table`."""
+
     def opt(row, col):
         return row[col] if col in row.index else float("nan")
 
     rows = []
     for _, r in table.iterrows():
-        published = (f"{r['published_sensitivity']:.2f} at {r['published_fp_per_scan']:.2f} FP/scan"
-                     if pd.notna(r.get("published_sensitivity")) else "–")
-        rows.append({
-            "IoU ≥": f"{r['iou_threshold']:g}",
-            "Sensitivity": r["sensitivity"],
-            "Wilson 95% CI": ci_text(opt(r, "sens_wilson_lo"), opt(r, "sens_wilson_hi"), 3),
-            "Bootstrap 95% CI": ci_text(opt(r, "sens_boot_lo"), opt(r, "sens_boot_hi"), 3),
-            "FP/scan (95% CI)": f"{r['fp_per_scan']:.2f} ({ci_text(opt(r, 'fp_boot_lo'), opt(r, 'fp_boot_hi'), 2)})",
-            "TP / lesions": (f"{int(r['tp'])} / {int(r['n_lesions'])}"
-                             if pd.notna(opt(r, "tp")) and pd.notna(opt(r, "n_lesions")) else "–"),
-            "CPM (reading A)": opt(r, "cpm"),
-            "Published": published,
-        })
+        published = (
+            f"{r['published_sensitivity']:.2f} at {r['published_fp_per_scan']:.2f} FP/scan"
+            if pd.notna(r.get("published_sensitivity"))
+            else "–"
+        )
+        rows.append(
+            {
+                "IoU ≥": f"{r['iou_threshold']:g}",
+                "Sensitivity": r["sensitivity"],
+                "Wilson 95% CI": ci_text(opt(r, "sens_wilson_lo"), opt(r, "sens_wilson_hi"), 3),
+                "Bootstrap 95% CI": ci_text(opt(r, "sens_boot_lo"), opt(r, "sens_boot_hi"), 3),
+                "FP/scan (95% CI)": f"{r['fp_per_scan']:.2f} ({ci_text(opt(r, 'fp_boot_lo'), opt(r, 'fp_boot_hi'), 2)})",
+                "TP / lesions": (
+                    f"{int(r['tp'])} / {int(r['n_lesions'])}"
+                    if pd.notna(opt(r, "tp")) and pd.notna(opt(r, "n_lesions"))
+                    else "–"
+                ),
+                "CPM (reading A)": opt(r, "cpm"),
+                "Published": published,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -33,8 +33,17 @@ def plot_learning_curves(log: pd.DataFrame):
         tx.plot(t[x], t[tune], "-s", ms=2.5, color=PALETTE[1], lw=1.0, label="Tuning-set Dice")
         if len(t):
             best = t.loc[t[tune].idxmax()]
-            tx.plot([best[x]], [best[tune]], "*", ms=9, color=ROLE["published"], mec="black", mew=0.4,
-                    ls="none", label=f"Selected (best.pt): Dice {best[tune]:.3f} at {x} {best[x]:g}")
+            tx.plot(
+                [best[x]],
+                [best[tune]],
+                "*",
+                ms=9,
+                color=ROLE["published"],
+                mec="black",
+                mew=0.4,
+                ls="none",
+                label=f"Selected (best.pt): Dice {best[tune]:.3f} at {x} {best[x]:g}",
+            )
         tx.set_ylabel("Tuning-set Dice", color=PALETTE[1])
         tx.set_ylim(-0.02, 1.02)
         handles += tx.get_legend_handles_labels()[0]

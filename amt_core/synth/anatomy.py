@@ -147,10 +147,26 @@ def sample_patient(rng: np.random.Generator, sex: str, age: float, scale: float)
     cy = 0.0
     heart_c = np.array([-18.0 * s, cy + cav_b - heart_r[1] * 0.95 - 6.0 * s, 40.0 * s])
     return Patient(
-        sex=sex, age=float(age), s=s, cx=0.0, cy=cy, cav_a=cav_a, cav_b=cav_b, wall=11.0 * s,
-        m_ant=14.0 * s * muscle_f, m_post=28.0 * s * muscle_f, m_lat=6.0 * s * muscle_f, fat=fat,
-        z_dome_r=0.0, z_dome_l=-14.0 * s * rng.uniform(0.6, 1.4), z_apex=z_apex, z_arch=z_arch,
-        z_carina=z_arch - 22.0 * s, heart_c=heart_c, heart_r=heart_r, heart_rot=heart_rot,
+        sex=sex,
+        age=float(age),
+        s=s,
+        cx=0.0,
+        cy=cy,
+        cav_a=cav_a,
+        cav_b=cav_b,
+        wall=11.0 * s,
+        m_ant=14.0 * s * muscle_f,
+        m_post=28.0 * s * muscle_f,
+        m_lat=6.0 * s * muscle_f,
+        fat=fat,
+        z_dome_r=0.0,
+        z_dome_l=-14.0 * s * rng.uniform(0.6, 1.4),
+        z_apex=z_apex,
+        z_arch=z_arch,
+        z_carina=z_arch - 22.0 * s,
+        heart_c=heart_c,
+        heart_r=heart_r,
+        heart_rot=heart_rot,
         breast=0.0 if male else float(rng.uniform(0.5, 1.3)),
     )
 
@@ -172,10 +188,12 @@ def diaphragm_z(p: Patient, x, y):
     """Height (mm) of the diaphragm surface under (x, y): two paraboloid domes."""
     s = p.s
     yd = F32(p.cy + 0.2 * p.cav_b)
-    zr = F32(p.z_dome_r) - ((x - F32(p.cx + 0.42 * p.cav_a)) ** 2 / F32(2 * 48.0 * s)
-                            + (y - yd) ** 2 / F32(2 * 62.0 * s))
-    zl = F32(p.z_dome_l) - ((x - F32(p.cx - 0.42 * p.cav_a)) ** 2 / F32(2 * 48.0 * s)
-                            + (y - yd) ** 2 / F32(2 * 62.0 * s))
+    zr = F32(p.z_dome_r) - (
+        (x - F32(p.cx + 0.42 * p.cav_a)) ** 2 / F32(2 * 48.0 * s) + (y - yd) ** 2 / F32(2 * 62.0 * s)
+    )
+    zl = F32(p.z_dome_l) - (
+        (x - F32(p.cx - 0.42 * p.cav_a)) ** 2 / F32(2 * 48.0 * s) + (y - yd) ** 2 / F32(2 * 62.0 * s)
+    )
     return np.maximum(zr, zl)
 
 
@@ -219,8 +237,14 @@ def apply_mass_effect(points: np.ndarray, push: np.ndarray | None) -> np.ndarray
 
 
 # --- drawing -------------------------------------------------------------------------------------------------
-def draw_anatomy(cv: Canvas, p: Patient, hu: dict[str, float], rng: np.random.Generator,
-                 push=None, masks: dict | None = None) -> dict:
+def draw_anatomy(
+    cv: Canvas,
+    p: Patient,
+    hu: dict[str, float],
+    rng: np.random.Generator,
+    push=None,
+    masks: dict | None = None,
+) -> dict:
     """Draw the whole thorax, one painter per structure in anatomical order (later ones replace earlier
     ones). Returns landmarks needed later; if ``masks`` is a dict, fills it with boolean masks of pure
     tissue (lung, fat, muscle, heart, vertebral bone) for realism checks."""
@@ -328,7 +352,8 @@ def _draw_body(cv: Canvas, p: Patient, hu, rng, t: _Trunk, masks) -> None:
                 continue
             gx, gy, gz = cv.coords(bb)
             o = cv.occ(ellipsoid_sdf(gx, gy, gz, c, r)) * np.clip(
-                0.5 + smooth_noise(rng, tuple(sl.stop - sl.start for sl in bb), (6, 4, 6)), 0, 1)
+                0.5 + smooth_noise(rng, tuple(sl.stop - sl.start for sl in bb), (6, 4, 6)), 0, 1
+            )
             cv.paint(bb, o, hu["gland"])
 
 
@@ -391,8 +416,13 @@ def _draw_abdomen(cv: Canvas, p: Patient, hu, rng) -> None:
     paint_ellipsoid(cv, st_c, st_r, hu["fluid"] + 20)
     air_c = st_c + np.array([0, st_r[1] * 0.45, st_r[2] * 0.3])
     paint_ellipsoid(cv, air_c, st_r * np.array([0.8, 0.5, 0.6]), -980.0)
-    paint_ellipsoid(cv, [p.cx - 0.62 * p.cav_a, p.cy - 0.45 * p.cav_b, p.z_dome_l - 55 * s],
-                    np.array([28, 45, 50]) * s, hu["spleen"], rot=rotation(yaw=np.deg2rad(-30)))
+    paint_ellipsoid(
+        cv,
+        [p.cx - 0.62 * p.cav_a, p.cy - 0.45 * p.cav_b, p.z_dome_l - 55 * s],
+        np.array([28, 45, 50]) * s,
+        hu["spleen"],
+        rot=rotation(yaw=np.deg2rad(-30)),
+    )
 
 
 def _draw_mediastinal_fat(cv: Canvas, p: Patient, hu) -> None:
@@ -405,8 +435,9 @@ def _draw_mediastinal_fat(cv: Canvas, p: Patient, hu) -> None:
     mx, my, mz = cv.coords(mb)
     hw = F32(13.0 * s) + F32(6.0 * s) * np.clip((F32(p.z_arch) - mz) / F32(60.0 * s), 0, 1)
     hw = hw * (F32(0.45) + F32(0.55) * np.clip((F32(y_front) - my) / F32(0.45 * (y_front - y_vbf)), 0, 1))
-    dm = np.maximum(np.abs(mx - F32(p.cx - 4 * s)) - hw,
-                    np.maximum(my - F32(y_front + 2.0), F32(y_vbf - 4.0) - my))
+    dm = np.maximum(
+        np.abs(mx - F32(p.cx - 4 * s)) - hw, np.maximum(my - F32(y_front + 2.0), F32(y_vbf - 4.0) - my)
+    )
     dm = np.maximum(dm, diaphragm_z(p, mx, my) - mz)
     cv.paint(mb, cv.occ(dm), F32(hu["fat"]) + F32(12.0))
 
@@ -436,39 +467,75 @@ def _draw_great_vessels(cv: Canvas, p: Patient, hu, rng, push):
     y_front, y_vbf = p.y_front, p.y_vbf
     ym = 0.5 * (y_front + y_vbf)
     asc_r = 15.0 * s * (1.0 + 0.006 * (p.age - 50))
-    aorta = bezier(pts(
-        [p.cx + 4 * s, y_front - 52 * s, p.heart_c[2] + 35 * s],
-        [p.cx + 12 * s, y_front - 45 * s, p.z_arch - 30 * s],
-        [p.cx + 6 * s, y_front - 52 * s, p.z_arch - 2 * s],
-        [p.cx - 14 * s, ym - 5 * s, p.z_arch + 2 * s],
-        [p.cx - 30 * s, y_vbf + 8 * s, p.z_arch - 12 * s],
-        [p.cx - 30 * s, p.y_vb + 10 * s, p.z_arch - 40 * s],
-        [p.cx - 29 * s, p.y_vb + 9 * s, p.z_dome_r - 20 * s],
-        [p.cx - 20 * s, p.y_vb + 18 * s, p.z_bottom - 40],
-    ), 16)
-    aorta_r = np.interp(np.linspace(0, 1, len(aorta)), [0, 0.3, 0.5, 1], [asc_r, asc_r * 0.95, 12.5 * s, 11 * s])
-    pa_trunk = bezier(pts(
-        [p.cx - 12 * s, y_front - 30 * s, p.heart_c[2] + 25 * s],
-        [p.cx - 14 * s, y_front - 38 * s, p.z_arch - 40 * s],
+    aorta = bezier(
+        pts(
+            [p.cx + 4 * s, y_front - 52 * s, p.heart_c[2] + 35 * s],
+            [p.cx + 12 * s, y_front - 45 * s, p.z_arch - 30 * s],
+            [p.cx + 6 * s, y_front - 52 * s, p.z_arch - 2 * s],
+            [p.cx - 14 * s, ym - 5 * s, p.z_arch + 2 * s],
+            [p.cx - 30 * s, y_vbf + 8 * s, p.z_arch - 12 * s],
+            [p.cx - 30 * s, p.y_vb + 10 * s, p.z_arch - 40 * s],
+            [p.cx - 29 * s, p.y_vb + 9 * s, p.z_dome_r - 20 * s],
+            [p.cx - 20 * s, p.y_vb + 18 * s, p.z_bottom - 40],
+        ),
+        16,
+    )
+    aorta_r = np.interp(
+        np.linspace(0, 1, len(aorta)), [0, 0.3, 0.5, 1], [asc_r, asc_r * 0.95, 12.5 * s, 11 * s]
+    )
+    pa_trunk = bezier(
+        pts(
+            [p.cx - 12 * s, y_front - 30 * s, p.heart_c[2] + 25 * s],
+            [p.cx - 14 * s, y_front - 38 * s, p.z_arch - 40 * s],
+            [p.cx - 8 * s, ym - 2 * s, p.z_arch - 38 * s],
+        ),
+        8,
+    )
+    lpa = pts(
         [p.cx - 8 * s, ym - 2 * s, p.z_arch - 38 * s],
-    ), 8)
-    lpa = pts([p.cx - 8 * s, ym - 2 * s, p.z_arch - 38 * s], [p.cx - 38 * s, ym - 6 * s, p.z_arch - 30 * s],
-              [p.cx - 62 * s, ym - 14 * s, p.z_arch - 45 * s])
-    rpa = pts([p.cx - 8 * s, ym - 2 * s, p.z_arch - 38 * s], [p.cx + 22 * s, ym - 8 * s, p.z_arch - 44 * s],
-              [p.cx + 60 * s, ym - 12 * s, p.z_arch - 52 * s])
-    svc = pts([p.cx + 30 * s, y_front - 58 * s, p.z_arch + 30 * s], [p.cx + 31 * s, y_front - 60 * s, p.z_arch - 30 * s],
-              [p.cx + 30 * s, y_front - 62 * s, p.heart_c[2] + 30 * s])
-    lbcv = bezier(pts([p.cx - 55 * s, y_front - 35 * s, p.z_arch + 42 * s], [p.cx - 15 * s, y_front - 28 * s, p.z_arch + 33 * s],
-                      [p.cx + 30 * s, y_front - 58 * s, p.z_arch + 30 * s]), 8)
-    rbcv = pts([p.cx + 48 * s, y_front - 45 * s, p.z_arch + 70 * s], [p.cx + 30 * s, y_front - 58 * s, p.z_arch + 30 * s])
+        [p.cx - 38 * s, ym - 6 * s, p.z_arch - 30 * s],
+        [p.cx - 62 * s, ym - 14 * s, p.z_arch - 45 * s],
+    )
+    rpa = pts(
+        [p.cx - 8 * s, ym - 2 * s, p.z_arch - 38 * s],
+        [p.cx + 22 * s, ym - 8 * s, p.z_arch - 44 * s],
+        [p.cx + 60 * s, ym - 12 * s, p.z_arch - 52 * s],
+    )
+    svc = pts(
+        [p.cx + 30 * s, y_front - 58 * s, p.z_arch + 30 * s],
+        [p.cx + 31 * s, y_front - 60 * s, p.z_arch - 30 * s],
+        [p.cx + 30 * s, y_front - 62 * s, p.heart_c[2] + 30 * s],
+    )
+    lbcv = bezier(
+        pts(
+            [p.cx - 55 * s, y_front - 35 * s, p.z_arch + 42 * s],
+            [p.cx - 15 * s, y_front - 28 * s, p.z_arch + 33 * s],
+            [p.cx + 30 * s, y_front - 58 * s, p.z_arch + 30 * s],
+        ),
+        8,
+    )
+    rbcv = pts(
+        [p.cx + 48 * s, y_front - 45 * s, p.z_arch + 70 * s],
+        [p.cx + 30 * s, y_front - 58 * s, p.z_arch + 30 * s],
+    )
     bct = pts([p.cx + 0 * s, ym - 8 * s, p.z_arch + 5 * s], [p.cx + 22 * s, ym - 2 * s, p.z_arch + 70 * s])
     lcca = pts([p.cx - 12 * s, ym - 10 * s, p.z_arch + 5 * s], [p.cx - 20 * s, ym - 6 * s, p.z_arch + 80 * s])
-    lsa = pts([p.cx - 24 * s, ym - 18 * s, p.z_arch], [p.cx - 36 * s, ym - 18 * s, p.z_arch + 45 * s],
-              [p.cx - 70 * s, ym - 10 * s, p.z_arch + 60 * s])
+    lsa = pts(
+        [p.cx - 24 * s, ym - 18 * s, p.z_arch],
+        [p.cx - 36 * s, ym - 18 * s, p.z_arch + 45 * s],
+        [p.cx - 70 * s, ym - 10 * s, p.z_arch + 60 * s],
+    )
     vessels = [
-        (aorta, aorta_r, "aorta"), (pa_trunk, 13.5 * s, "pa"), (lpa, 10.0 * s, "pa"), (rpa, 10.0 * s, "pa"),
-        (svc, 10.0 * s, "svc"), (lbcv, 6.5 * s, "vein"), (rbcv, 7.5 * s, "svc"), (bct, 6.5 * s, "aorta"),
-        (lcca, 4.5 * s, "aorta"), (lsa, 5.5 * s, "aorta"),
+        (aorta, aorta_r, "aorta"),
+        (pa_trunk, 13.5 * s, "pa"),
+        (lpa, 10.0 * s, "pa"),
+        (rpa, 10.0 * s, "pa"),
+        (svc, 10.0 * s, "svc"),
+        (lbcv, 6.5 * s, "vein"),
+        (rbcv, 7.5 * s, "svc"),
+        (bct, 6.5 * s, "aorta"),
+        (lcca, 4.5 * s, "aorta"),
+        (lsa, 5.5 * s, "aorta"),
     ]
     for pts_, r, _ in vessels:
         paint_tube(cv, pts_, np.broadcast_to(r, (len(pts_),)), hu["fat"] + 8, grow=3.0 * s)
@@ -488,12 +555,21 @@ def _draw_airways(cv: Canvas, p: Patient, hu, rng, push) -> None:
     y_vbf = p.y_vbf
     tr_r = (9.5 if p.sex == "M" else 8.0) * s
     trachea = pts([p.cx, y_vbf + 22 * s, p.z_top + 40], [p.cx + 1 * s, y_vbf + 20 * s, p.z_carina])
-    rmb = pts([p.cx + 1 * s, y_vbf + 20 * s, p.z_carina], [p.cx + 42 * s, y_vbf + 14 * s, p.z_carina - 25 * s],
-              [p.cx + 58 * s, y_vbf + 8 * s, p.z_carina - 45 * s])
-    lmb = pts([p.cx + 1 * s, y_vbf + 20 * s, p.z_carina], [p.cx - 45 * s, y_vbf + 10 * s, p.z_carina - 35 * s],
-              [p.cx - 60 * s, y_vbf + 4 * s, p.z_carina - 55 * s])
-    oes = pts([p.cx - 4 * s, y_vbf + 6 * s, p.z_top + 40], [p.cx - 8 * s, y_vbf + 4 * s, p.z_dome_r],
-              [p.cx - 25 * s, y_vbf + 25 * s, p.z_bottom - 40])
+    rmb = pts(
+        [p.cx + 1 * s, y_vbf + 20 * s, p.z_carina],
+        [p.cx + 42 * s, y_vbf + 14 * s, p.z_carina - 25 * s],
+        [p.cx + 58 * s, y_vbf + 8 * s, p.z_carina - 45 * s],
+    )
+    lmb = pts(
+        [p.cx + 1 * s, y_vbf + 20 * s, p.z_carina],
+        [p.cx - 45 * s, y_vbf + 10 * s, p.z_carina - 35 * s],
+        [p.cx - 60 * s, y_vbf + 4 * s, p.z_carina - 55 * s],
+    )
+    oes = pts(
+        [p.cx - 4 * s, y_vbf + 6 * s, p.z_top + 40],
+        [p.cx - 8 * s, y_vbf + 4 * s, p.z_dome_r],
+        [p.cx - 25 * s, y_vbf + 25 * s, p.z_bottom - 40],
+    )
     paint_tube(cv, oes, 7.5 * s * np.ones(3), hu["muscle"] + 5)
     if rng.random() < 0.4:
         paint_tube(cv, oes, 2.0 * s * np.ones(3), -900.0)
@@ -563,16 +639,33 @@ def _draw_clavicles(cv: Canvas, p: Patient, hu) -> None:
     y_front = p.y_front
     notch = p.z_arch + 42 * s
     for side in (-1, 1):
-        clav = bezier(np.array([[p.cx + side * 18 * s, y_front + 14 * s, notch],
-                                [p.cx + side * 70 * s, y_front + 12 * s, notch + 14 * s],
-                                [p.cx + side * 135 * s, y_front - 35 * s, notch + 26 * s]]), 6)
+        clav = bezier(
+            np.array(
+                [
+                    [p.cx + side * 18 * s, y_front + 14 * s, notch],
+                    [p.cx + side * 70 * s, y_front + 12 * s, notch + 14 * s],
+                    [p.cx + side * 135 * s, y_front - 35 * s, notch + 26 * s],
+                ]
+            ),
+            6,
+        )
         paint_tube(cv, clav, 7.5 * s * np.ones(len(clav)), hu["cortex"] * 0.75)
 
 
 def _branches(cv: Canvas, rng, start, side, s, value, mask_fn):
     """A three-generation vessel tree from the hilum, directions fanning into the lung."""
-    dirs0 = [(0.2, 0.1, 1.0), (0.3, 0.0, -1.0), (1.0, 0.0, 0.1), (0.7, 0.7, -0.3), (0.6, -0.8, -0.4),
-             (0.8, 0.3, 0.6), (0.5, -0.5, 0.7), (0.6, 0.2, -0.8), (0.4, 0.8, 0.5), (0.3, -0.7, -0.9)]
+    dirs0 = [
+        (0.2, 0.1, 1.0),
+        (0.3, 0.0, -1.0),
+        (1.0, 0.0, 0.1),
+        (0.7, 0.7, -0.3),
+        (0.6, -0.8, -0.4),
+        (0.8, 0.3, 0.6),
+        (0.5, -0.5, 0.7),
+        (0.6, 0.2, -0.8),
+        (0.4, 0.8, 0.5),
+        (0.3, -0.7, -0.9),
+    ]
     queue = []
     for d in dirs0:
         v = np.array([side * d[0], d[1], d[2]], float) + rng.normal(0, 0.15, 3)
@@ -628,8 +721,10 @@ def _draw_spine(cv: Canvas, p: Patient, hu, masks=None):
 
 def _draw_ribs(cv: Canvas, p: Patient, hu):
     s = p.s
-    box = cv.box((p.cx - p.cav_a - 40 * s, p.cy - p.cav_b - 40 * s, p.z_bottom - 50),
-                 (p.cx + p.cav_a + 40 * s, p.cy + p.cav_b + 40 * s, p.z_apex + 10))
+    box = cv.box(
+        (p.cx - p.cav_a - 40 * s, p.cy - p.cav_b - 40 * s, p.z_bottom - 50),
+        (p.cx + p.cav_a + 40 * s, p.cy + p.cav_b + 40 * s, p.z_apex + 10),
+    )
     if box is None:
         return
     x, y, z = cv.coords(box)

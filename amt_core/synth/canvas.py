@@ -21,7 +21,9 @@ class Canvas:
         self.shape = tuple(int(s) for s in shape)
         self.spacing = np.asarray(spacing, dtype=float)
         self.origin = np.asarray(origin, dtype=float)
-        self.axes = [(self.origin[k] + np.arange(self.shape[k]) * self.spacing[k]).astype(F32) for k in range(3)]
+        self.axes = [
+            (self.origin[k] + np.arange(self.shape[k]) * self.spacing[k]).astype(F32) for k in range(3)
+        ]
         self.hu = np.full(self.shape, fill, dtype=F32)
         # soft-edge width: the voxel's footprint (geometric mean edge) in mm
         self.edge = float(np.cbrt(np.prod(self.spacing)))
@@ -97,7 +99,7 @@ def ellipsoid_box(center, radii, rot=None):
     if rot is None:
         ext = radii
     else:
-        ext = np.sqrt((np.asarray(rot) ** 2) @ (radii ** 2))
+        ext = np.sqrt((np.asarray(rot) ** 2) @ (radii**2))
     c = np.asarray(center, float)
     return c - ext, c + ext
 

@@ -110,7 +110,9 @@ def institution_counts(n_cases: int, n_institutions: int | None) -> tuple[int, i
         else:
             n_institutions = max(2, round(d["n_institutions"] * n_cases / d["n_cases"]))
     if n_institutions < 2:
-        raise ValueError("the external test needs at least 2 institutions (one for development, one for test)")
+        raise ValueError(
+            "the external test needs at least 2 institutions (one for development, one for test)"
+        )
     if n_cases == d["n_cases"] and n_institutions == d["n_institutions"]:
         n_test_inst = d["n_test_institutions"]
     else:
@@ -121,8 +123,9 @@ def institution_counts(n_cases: int, n_institutions: int | None) -> tuple[int, i
     return n_dev_inst, n_test_inst
 
 
-def _heavy_tailed_counts(rng: np.random.Generator, total: int, n_groups: int, alpha: float,
-                         minimum: int = 1) -> np.ndarray:
+def _heavy_tailed_counts(
+    rng: np.random.Generator, total: int, n_groups: int, alpha: float, minimum: int = 1
+) -> np.ndarray:
     """Split ``total`` into ``n_groups`` positive counts with a Zipf-like (heavy) tail."""
     if n_groups * minimum > total:
         minimum = total // n_groups
@@ -157,25 +160,30 @@ def institution_profiles(n_dev: int, n_test: int, seed: int = 0) -> pd.DataFrame
         thick = float(rng.choice(THICKNESSES_MM, p=THICKNESS_P_EXT if external else THICKNESS_P_DEV))
         kernel = str(rng.choice(list(KERNELS), p=KERNEL_P))
         protocol = CONTRAST_PROTOCOLS[rng.integers(len(CONTRAST_PROTOCOLS))]
-        rows.append({
-            "institution_id": f"INST{k + 1:03d}",
-            "external": external,
-            "vendor": str(vendor),
-            "slice_thickness_mm": thick,
-            "kernel": kernel,
-            # field of view = body width x the centre's margin (tight to generous)
-            "fov_margin": float(np.round(rng.uniform(0.98, 1.18), 3)),
-            "noise_scale": float(rng.lognormal(0.0, 0.20)),
-            # a mis-calibrated scanner shifts every HU value
-            "hu_offset": float(np.round(rng.normal(0.0, 12.0 if external else 6.0), 1)),
-            "p_none": protocol[0], "p_venous": protocol[1], "p_arterial": protocol[2],
-            "enhancement": float(rng.uniform(0.75, 1.25)),
-        })
+        rows.append(
+            {
+                "institution_id": f"INST{k + 1:03d}",
+                "external": external,
+                "vendor": str(vendor),
+                "slice_thickness_mm": thick,
+                "kernel": kernel,
+                # field of view = body width x the centre's margin (tight to generous)
+                "fov_margin": float(np.round(rng.uniform(0.98, 1.18), 3)),
+                "noise_scale": float(rng.lognormal(0.0, 0.20)),
+                # a mis-calibrated scanner shifts every HU value
+                "hu_offset": float(np.round(rng.normal(0.0, 12.0 if external else 6.0), 1)),
+                "p_none": protocol[0],
+                "p_venous": protocol[1],
+                "p_arterial": protocol[2],
+                "enhancement": float(rng.uniform(0.75, 1.25)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def study_design(*, n_cases: int = registry.STUDY_DESIGN["n_cases"], n_institutions: int | None = None,
-                 seed: int = 0) -> pd.DataFrame:
+def study_design(
+    *, n_cases: int = registry.STUDY_DESIGN["n_cases"], n_institutions: int | None = None, seed: int = 0
+) -> pd.DataFrame:
     """The case table of a synthetic study, with each scan's scanner profile and planned tumour.
 
     Defaults reproduce :data:`amt_core.registry.STUDY_DESIGN` exactly. ``n_institutions`` defaults to 136
@@ -191,10 +199,16 @@ def study_design(*, n_cases: int = registry.STUDY_DESIGN["n_cases"], n_instituti
 
     # patients per institution: development centres are few and large, external centres many and small
     n_dev_cases = n_train + n_tune
-    dev_counts = _heavy_tailed_counts(rng, n_dev_cases, n_dev_inst, alpha=0.9, minimum=min(3, n_dev_cases // n_dev_inst))
+    dev_counts = _heavy_tailed_counts(
+        rng, n_dev_cases, n_dev_inst, alpha=0.9, minimum=min(3, n_dev_cases // n_dev_inst)
+    )
     test_counts = _heavy_tailed_counts(rng, n_test, n_test_inst, alpha=1.6, minimum=1)
-    inst_of_case = np.concatenate([np.repeat(np.arange(n_dev_inst), dev_counts),
-                                   n_dev_inst + np.repeat(np.arange(n_test_inst), test_counts)])
+    inst_of_case = np.concatenate(
+        [
+            np.repeat(np.arange(n_dev_inst), dev_counts),
+            n_dev_inst + np.repeat(np.arange(n_test_inst), test_counts),
+        ]
+    )
     splits = np.array(["train"] * n_dev_cases + ["test"] * n_test, dtype=object)
     # tune patients: drawn from the development centres, at least one if the tune split exists
     tune_idx = rng.choice(n_dev_cases, size=n_tune, replace=False)
@@ -238,31 +252,35 @@ def study_design(*, n_cases: int = registry.STUDY_DESIGN["n_cases"], n_instituti
         case_id = f"AMT{i + 1:04d}"
         split = str(splits[i])
         image, label = _relpaths(case_id, split)
-        rows.append({
-            "case_id": case_id,
-            "patient_id": f"P{i + 1:04d}",
-            "institution_id": prof.institution_id,
-            "split": split,
-            "sex": s,
-            "age": int(round(age)),
-            "histology": histology,
-            "tumour_volume_ml": round(planned_ml, 2),
-            "contrast": contrast,
-            "slice_thickness_mm": thick,
-            "vendor": prof.vendor,
-            "image": image,
-            "label": label,
-            "case_index": i,
-            "kernel": kernel,
-            "fov_margin": float(np.round(prof.fov_margin * crng.lognormal(0.0, 0.04), 3)),
-            "noise_hu": float(np.round(KERNELS[kernel][0] * prof.noise_scale * crng.lognormal(0, 0.1), 2)),
-            "psf_mm": KERNELS[kernel][1],
-            "hu_offset": float(np.round(prof.hu_offset + crng.normal(0.0, 3.0), 1)),
-            "enhancement": float(np.round(prof.enhancement * crng.lognormal(0, 0.15), 3)),
-            "patient_scale": round(scale, 3),
-            "tumour_diameter_mm": round(diam, 1),
-            "n_lesions": n_lesions,
-        })
+        rows.append(
+            {
+                "case_id": case_id,
+                "patient_id": f"P{i + 1:04d}",
+                "institution_id": prof.institution_id,
+                "split": split,
+                "sex": s,
+                "age": int(round(age)),
+                "histology": histology,
+                "tumour_volume_ml": round(planned_ml, 2),
+                "contrast": contrast,
+                "slice_thickness_mm": thick,
+                "vendor": prof.vendor,
+                "image": image,
+                "label": label,
+                "case_index": i,
+                "kernel": kernel,
+                "fov_margin": float(np.round(prof.fov_margin * crng.lognormal(0.0, 0.04), 3)),
+                "noise_hu": float(
+                    np.round(KERNELS[kernel][0] * prof.noise_scale * crng.lognormal(0, 0.1), 2)
+                ),
+                "psf_mm": KERNELS[kernel][1],
+                "hu_offset": float(np.round(prof.hu_offset + crng.normal(0.0, 3.0), 1)),
+                "enhancement": float(np.round(prof.enhancement * crng.lognormal(0, 0.15), 3)),
+                "patient_scale": round(scale, 3),
+                "tumour_diameter_mm": round(diam, 1),
+                "n_lesions": n_lesions,
+            }
+        )
     df = pd.DataFrame(rows, columns=list(registry.CASE_COLUMNS) + list(PROFILE_COLUMNS))
     return df
 

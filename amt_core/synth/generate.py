@@ -66,24 +66,42 @@ def render_case(row: dict, preset: str = "demo", seed: int = 0, details: dict | 
     z_lo, z_hi = p.z_bottom, p.z_top
     z_shift = rng.normal(0.0, 8.0)
     fov = float(np.clip(p.body_width() * float(row["fov_margin"]), 260.0, 500.0))
-    grid = scan_grid(preset, fov, float(row["slice_thickness_mm"]), z_lo + z_shift,
-                     z_hi + z_shift, centre_xy=(0.0, 0.0))
+    grid = scan_grid(
+        preset, fov, float(row["slice_thickness_mm"]), z_lo + z_shift, z_hi + z_shift, centre_xy=(0.0, 0.0)
+    )
     cv = Canvas(grid.shape, grid.spacing, grid.origin)
     hu = tissue_table(row["contrast"], float(row["enhancement"]), float(row["age"]), rng)
     masks = {} if details is not None else None
     info = draw_anatomy(cv, p, hu, rng, push=mass_effect(lesions, p), masks=masks)
     label = draw_lesions(cv, p, lesions, row["contrast"], float(row["enhancement"]), rng)
-    image = acquire(cv.hu, grid, thickness_mm=float(row["slice_thickness_mm"]), psf_mm=float(row["psf_mm"]),
-                    noise_hu=float(row["noise_hu"]), hu_offset=float(row["hu_offset"]), vendor=row["vendor"],
-                    patient_scale=float(row["patient_scale"]), preset=preset, rng=rng)
+    image = acquire(
+        cv.hu,
+        grid,
+        thickness_mm=float(row["slice_thickness_mm"]),
+        psf_mm=float(row["psf_mm"]),
+        noise_hu=float(row["noise_hu"]),
+        hu_offset=float(row["hu_offset"]),
+        vendor=row["vendor"],
+        patient_scale=float(row["patient_scale"]),
+        preset=preset,
+        rng=rng,
+    )
     if details is not None:
         details.update(patient=p, lesions=lesions, hu=hu, masks=masks, aorta=info["aorta"], grid=grid)
     return image, label, cv.affine
 
 
 # --- the cohort folder -----------------------------------------------------------------------------------------
-_SOURCES = ("design.py", "anatomy.py", "tumour.py", "scanner.py", "canvas.py", "generate.py",
-            "backgrounds.py", "hybrid.py")
+_SOURCES = (
+    "design.py",
+    "anatomy.py",
+    "tumour.py",
+    "scanner.py",
+    "canvas.py",
+    "generate.py",
+    "backgrounds.py",
+    "hybrid.py",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -97,9 +115,16 @@ def generator_fingerprint() -> str:
 
 
 def _case_key(row: dict, preset: str, seed: int) -> str:
-    payload = json.dumps({"v": generator_fingerprint(), "preset": preset, "seed": int(seed),
-                          "row": {k: row[k] for k in sorted(row) if k != "tumour_volume_ml"}},
-                         sort_keys=True, default=str)
+    payload = json.dumps(
+        {
+            "v": generator_fingerprint(),
+            "preset": preset,
+            "seed": int(seed),
+            "row": {k: row[k] for k in sorted(row) if k != "tumour_volume_ml"},
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -139,8 +164,13 @@ def _generate_one(out: str, row: dict, preset: str, seed: int, key: str) -> dict
         image, label, affine = render_case(row, preset, seed)
     voxel_ml = float(np.prod(np.sqrt((affine[:3, :3] ** 2).sum(0)))) / 1000.0
     vol_ml = round(float(label.sum(dtype=np.int64)) * voxel_ml, 2)
-    rec = {"key": key, "case_id": row["case_id"], "tumour_volume_ml": vol_ml, "shape": list(image.shape),
-           **extra}
+    rec = {
+        "key": key,
+        "case_id": row["case_id"],
+        "tumour_volume_ml": vol_ml,
+        "shape": list(image.shape),
+        **extra,
+    }
     for kind, arr in (("image", image), ("label", label)):
         f = out_p / row[kind]
         write_bytes(f, nifti_gz_bytes(arr, affine))
@@ -150,10 +180,20 @@ def _generate_one(out: str, row: dict, preset: str, seed: int, key: str) -> dict
     return rec
 
 
-def build_cohort(out_dir: str | os.PathLike, *, preset: str = "demo", n_cases: int | None = None, seed: int = 0,
-                 n_institutions: int | None = None, design_only: bool = False, workers: int | None = None,
-                 progress: bool = True, overwrite: bool = False, resume: bool = False,
-                 real_anatomy: int = 0) -> Path:
+def build_cohort(
+    out_dir: str | os.PathLike,
+    *,
+    preset: str = "demo",
+    n_cases: int | None = None,
+    seed: int = 0,
+    n_institutions: int | None = None,
+    design_only: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    resume: bool = False,
+    real_anatomy: int = 0,
+) -> Path:
     """Write a synthetic cohort folder; returns the path of its ``cases.csv``.
 
     ``n_cases`` defaults to the study's 711; ``design_only`` writes just the case table (planned tumour
@@ -168,9 +208,15 @@ def build_cohort(out_dir: str | os.PathLike, *, preset: str = "demo", n_cases: i
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(registry.COHORT_PRESETS)}")
     n_cases = registry.STUDY_DESIGN["n_cases"] if n_cases is None else int(n_cases)
     out = check_output_dir(out_dir, overwrite=overwrite, resume=resume, what="cohort folder")
-    config = {"preset": preset, "n_cases": n_cases, "seed": int(seed), "n_institutions": n_institutions,
-              "design_only": bool(design_only), "generator_version": GENERATOR_VERSION,
-              "generator_fingerprint": generator_fingerprint()}
+    config = {
+        "preset": preset,
+        "n_cases": n_cases,
+        "seed": int(seed),
+        "n_institutions": n_institutions,
+        "design_only": bool(design_only),
+        "generator_version": GENERATOR_VERSION,
+        "generator_fingerprint": generator_fingerprint(),
+    }
     if real_anatomy:
         config["real_anatomy"] = int(real_anatomy)
     if resume and is_nonempty_dir(out):
@@ -207,18 +253,24 @@ def _check_same_settings(out: Path, config: dict) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             continue
     if not isinstance(recorded, dict):
-        raise OutputExistsError(f"{out}: is not a cohort folder written by `amt cohort` (no {MANIFEST_DIR}/"
-                                f"{SETTINGS}); cannot --resume it: pass --overwrite to replace it")
+        raise OutputExistsError(
+            f"{out}: is not a cohort folder written by `amt cohort` (no {MANIFEST_DIR}/"
+            f"{SETTINGS}); cannot --resume it: pass --overwrite to replace it"
+        )
     names = ("preset", "n_cases", "seed", "n_institutions", "design_only", "real_anatomy")
-    differ = [f"{n} {recorded.get(n)!r}, not {config.get(n)!r}" for n in names
-              if recorded.get(n) != config.get(n)]
+    differ = [
+        f"{n} {recorded.get(n)!r}, not {config.get(n)!r}" for n in names if recorded.get(n) != config.get(n)
+    ]
     if differ:
-        raise OutputExistsError(f"{out}: cohort folder was made with other settings ({'; '.join(differ)}); "
-                                "cannot --resume it: pass --overwrite to replace it")
+        raise OutputExistsError(
+            f"{out}: cohort folder was made with other settings ({'; '.join(differ)}); "
+            "cannot --resume it: pass --overwrite to replace it"
+        )
 
 
-def _build(out: Path, *, design: pd.DataFrame, config: dict, workers: int | None, progress: bool,
-           reuse: Path) -> None:
+def _build(
+    out: Path, *, design: pd.DataFrame, config: dict, workers: int | None, progress: bool, reuse: Path
+) -> None:
     """Render the design into ``out``; valid cases of ``reuse`` (``out`` itself when resuming) are kept."""
     write_json(out / MANIFEST_DIR / SETTINGS, config)
     if config["design_only"]:
@@ -246,7 +298,9 @@ def _build(out: Path, *, design: pd.DataFrame, config: dict, workers: int | None
                 bar.update(1)
         else:
             with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-                futs = [pool.submit(_generate_one, str(out), r, preset, seed, keys[r["case_id"]]) for r in todo]
+                futs = [
+                    pool.submit(_generate_one, str(out), r, preset, seed, keys[r["case_id"]]) for r in todo
+                ]
                 for fut in as_completed(futs):
                     rec = fut.result()
                     records[rec["case_id"]] = rec
@@ -279,8 +333,12 @@ def _link_case(old: Path, new: Path, row: dict, rec: dict) -> dict | None:
 def _remove_strays(out: Path, design: pd.DataFrame) -> None:
     """Remove files of the case folders and records that do not belong to the design (cases of an
     earlier, interrupted build; files put there by hand) and temporary files of killed writers."""
-    keep = {*design["image"], *design["label"], f"{MANIFEST_DIR}/{SETTINGS}",
-            *(f"{MANIFEST_DIR}/{c}.json" for c in design["case_id"])}
+    keep = {
+        *design["image"],
+        *design["label"],
+        f"{MANIFEST_DIR}/{SETTINGS}",
+        *(f"{MANIFEST_DIR}/{c}.json" for c in design["case_id"]),
+    }
     for folder in (*CASE_FOLDERS, MANIFEST_DIR):
         for f in sorted((out / folder).rglob("*")) if (out / folder).is_dir() else []:
             if f.is_file() and not f.name.startswith(".") and f.relative_to(out).as_posix() not in keep:

@@ -231,7 +231,9 @@ def write_hybrid_cases(out: Path, design: pd.DataFrame, bgs: pd.DataFrame, seed:
         volumes.append(round(float(label.sum(dtype=np.int64)) * voxel_ml, 2))
         # a background without a stated slice thickness: its slice spacing
         dz = float(np.sqrt((affine[:3, 2] ** 2).sum()))
-        thickness.append(row["slice_thickness_mm"] if np.isfinite(row["slice_thickness_mm"]) else round(dz, 3))
+        thickness.append(
+            row["slice_thickness_mm"] if np.isfinite(row["slice_thickness_mm"]) else round(dz, 3)
+        )
         records.append(
             {"case_id": row["case_id"], "background": row["background"], "sex_from": row["sex_from"], **rec}
         )

@@ -41,8 +41,9 @@ class ScanGrid:
     origin: tuple[float, float, float]
 
 
-def scan_grid(preset: str, fov_mm: float, thickness_mm: float, z_lo: float, z_hi: float,
-              centre_xy=(0.0, 0.0)) -> ScanGrid:
+def scan_grid(
+    preset: str, fov_mm: float, thickness_mm: float, z_lo: float, z_hi: float, centre_xy=(0.0, 0.0)
+) -> ScanGrid:
     """The grid of one scan: in-plane matrix over ``fov_mm`` centred on ``centre_xy``, slices z_lo..z_hi."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -62,9 +63,19 @@ def scan_grid(preset: str, fov_mm: float, thickness_mm: float, z_lo: float, z_hi
     return ScanGrid((n, n, nz), (dx, dx, dz), origin)
 
 
-def acquire(ideal: np.ndarray, grid: ScanGrid, *, thickness_mm: float, psf_mm: float, noise_hu: float,
-            hu_offset: float, vendor: str, patient_scale: float, preset: str,
-            rng: np.random.Generator) -> np.ndarray:
+def acquire(
+    ideal: np.ndarray,
+    grid: ScanGrid,
+    *,
+    thickness_mm: float,
+    psf_mm: float,
+    noise_hu: float,
+    hu_offset: float,
+    vendor: str,
+    patient_scale: float,
+    preset: str,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Apply slice profile, kernel blur, correlated noise and calibration; return int16 HU."""
     dx, _, dz = grid.spacing
     img = ideal
@@ -76,13 +87,16 @@ def acquire(ideal: np.ndarray, grid: ScanGrid, *, thickness_mm: float, psf_mm: f
         img = ndimage.gaussian_filter(img, sig, mode="nearest", truncate=3.0)
     # noise: thicker slices are quieter, larger patients noisier. The reduced presets keep a clinically
     # visible noise level (not the lower level their big voxels would give) so scanners stay distinguishable.
-    sd = noise_hu / np.sqrt(max(thickness_mm, 0.625)) * patient_scale ** 1.5
+    sd = noise_hu / np.sqrt(max(thickness_mm, 0.625)) * patient_scale**1.5
     if preset != "full":
-        sd = noise_hu * 0.55 * (2.5 / max(dz, 2.5)) ** 0.5 * patient_scale ** 1.5
+        sd = noise_hu * 0.55 * (2.5 / max(dz, 2.5)) ** 0.5 * patient_scale**1.5
     noise = rng.standard_normal(img.shape, dtype=np.float32)
     # soft kernels give coarse-grained (more correlated) noise, sharp kernels fine-grained noise
-    corr = float(np.clip(1.2 * psf_mm / dx, 0.4, 1.5)) if preset == "full" else float(
-        np.clip(0.9 * psf_mm / 0.6, 0.35, 1.0))
+    corr = (
+        float(np.clip(1.2 * psf_mm / dx, 0.4, 1.5))
+        if preset == "full"
+        else float(np.clip(0.9 * psf_mm / 0.6, 0.35, 1.0))
+    )
     noise = ndimage.gaussian_filter(noise, (corr, corr, 0.0), mode="wrap", truncate=2.5)
     noise *= np.float32(sd / max(float(noise.std()), 1e-6))
     img = img + noise

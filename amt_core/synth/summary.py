@@ -29,13 +29,20 @@ def table_one(cases: pd.DataFrame) -> pd.DataFrame:
     put("institutions", lambda d: str(d.institution_id.nunique()))
     for sx in registry.SEXES:
         put(f"sex: {sx}", lambda d, sx=sx: _count_pct(d.sex, sx))
-    put("age, mean ± SD", lambda d: f"{d.age.mean():.1f} ± {d.age.std(ddof=1):.1f}" if len(d) > 1 else f"{d.age.mean():.1f}")
+    put(
+        "age, mean ± SD",
+        lambda d: f"{d.age.mean():.1f} ± {d.age.std(ddof=1):.1f}" if len(d) > 1 else f"{d.age.mean():.1f}",
+    )
     for h in registry.HISTOLOGIES:
         if (cases.histology == h).any():
             put(f"histology: {h}", lambda d, h=h: _count_pct(d.histology, h))
-    put("tumour volume ml, median [IQR]", lambda d: (
-        f"{d.tumour_volume_ml.median():.1f} [{d.tumour_volume_ml.quantile(0.25):.1f}-"
-        f"{d.tumour_volume_ml.quantile(0.75):.1f}]"))
+    put(
+        "tumour volume ml, median [IQR]",
+        lambda d: (
+            f"{d.tumour_volume_ml.median():.1f} [{d.tumour_volume_ml.quantile(0.25):.1f}-"
+            f"{d.tumour_volume_ml.quantile(0.75):.1f}]"
+        ),
+    )
     for c in registry.CONTRASTS:
         put(f"contrast: {c}", lambda d, c=c: _count_pct(d.contrast, c))
     for t in sorted(cases.slice_thickness_mm.unique()):

@@ -36,12 +36,16 @@ LOOKS: dict[str, dict] = {
     "thymoma_B1": dict(base=40, enh=28, tex=8, lobes=(1, 3), amp=0.12, rough=0.02, necrosis=0.10, calc=0.08),
     "thymoma_B2": dict(base=40, enh=30, tex=10, lobes=(1, 3), amp=0.15, rough=0.04, necrosis=0.25, calc=0.12),
     "thymoma_B3": dict(base=40, enh=28, tex=12, lobes=(2, 4), amp=0.18, rough=0.08, necrosis=0.35, calc=0.20),
-    "thymic_carcinoma": dict(base=38, enh=30, tex=14, lobes=(2, 4), amp=0.20, rough=0.14, necrosis=0.55, calc=0.15),
+    "thymic_carcinoma": dict(
+        base=38, enh=30, tex=14, lobes=(2, 4), amp=0.20, rough=0.14, necrosis=0.55, calc=0.15
+    ),
     "lymphoma": dict(base=44, enh=22, tex=6, lobes=(2, 5), amp=0.15, rough=0.03, necrosis=0.10, calc=0.0),
-    "germ_cell_tumour": dict(base=35, enh=20, tex=18, lobes=(1, 3), amp=0.12, rough=0.03, necrosis=0.40,
-                             calc=0.45, fat=0.6),
-    "thymic_cyst": dict(base=12, enh=0, tex=4, lobes=(0, 1), amp=0.05, rough=0.0, necrosis=0.0, calc=0.05,
-                        cyst=True),
+    "germ_cell_tumour": dict(
+        base=35, enh=20, tex=18, lobes=(1, 3), amp=0.12, rough=0.03, necrosis=0.40, calc=0.45, fat=0.6
+    ),
+    "thymic_cyst": dict(
+        base=12, enh=0, tex=4, lobes=(0, 1), amp=0.05, rough=0.0, necrosis=0.0, calc=0.05, cyst=True
+    ),
     "other": dict(base=40, enh=25, tex=10, lobes=(0, 3), amp=0.12, rough=0.05, necrosis=0.2, calc=0.1),
 }
 CONTRAST_FACTOR = {"none": 0.0, "venous": 1.0, "arterial": 0.75}
@@ -87,8 +91,9 @@ def primary_lesion(rng: np.random.Generator, look: dict, center: np.ndarray, rad
     return Lesion(center, radii, rot, lobes, look, "primary")
 
 
-def plan_lesions(rng: np.random.Generator, p: Patient, histology: str, diameter_mm: float,
-                 n_lesions: int) -> list[Lesion]:
+def plan_lesions(
+    rng: np.random.Generator, p: Patient, histology: str, diameter_mm: float, n_lesions: int
+) -> list[Lesion]:
     """Where and how big each lesion is (the first is the primary prevascular mass)."""
     look = dict(LOOKS[histology])
     s = p.s
@@ -110,7 +115,7 @@ def plan_lesions(rng: np.random.Generator, p: Patient, histology: str, diameter_
             psi = rng.uniform(0.15, 0.45) * np.pi
             zz = rng.uniform(p.z_dome_r + 15.0, p.z_carina)
             px, py = p.cx + side * p.cav_a * np.sin(psi), p.cy - p.cav_b * np.cos(psi)
-            nrm = np.array([(px - p.cx) / p.cav_a ** 2, (py - p.cy) / p.cav_b ** 2, 0.0])
+            nrm = np.array([(px - p.cx) / p.cav_a**2, (py - p.cy) / p.cav_b**2, 0.0])
             nrm /= np.linalg.norm(nrm)
             tan = np.array([-nrm[1], nrm[0], 0.0])
             rot2 = np.stack([tan, nrm, [0.0, 0.0, 1.0]], axis=1)
@@ -118,8 +123,9 @@ def plan_lesions(rng: np.random.Generator, p: Patient, histology: str, diameter_
             lesions.append(Lesion(c2, np.array([r2, 0.5 * r2, r2 * 1.1]), rot2, [], look, "pleural"))
         else:  # a separate second prevascular / paracardiac nodule
             side = rng.choice([-1.0, 1.0])
-            c2 = center + np.array([side * (radii[0] + r2 + rng.uniform(10, 20)), 0.0,
-                                    -rng.uniform(0.3, 0.8) * radii[2]])
+            c2 = center + np.array(
+                [side * (radii[0] + r2 + rng.uniform(10, 20)), 0.0, -rng.uniform(0.3, 0.8) * radii[2]]
+            )
             c2[1] = p.y_front - 0.9 * r2 * 0.8
             lesions.append(Lesion(c2, np.array([r2, 0.8 * r2, r2]), np.eye(3), [], look, "nodule"))
     return lesions
@@ -136,8 +142,9 @@ def mass_effect(lesions: list[Lesion], p: Patient):
     return (L.center, L.radii, np.array([-np.sign(L.center[0] - p.cx + 1e-6) * lateral, -push, 0.0]))
 
 
-def draw_lesions(cv: Canvas, p: Patient, lesions: list[Lesion], contrast: str, enhancement: float,
-                 rng: np.random.Generator) -> np.ndarray:
+def draw_lesions(
+    cv: Canvas, p: Patient, lesions: list[Lesion], contrast: str, enhancement: float, rng: np.random.Generator
+) -> np.ndarray:
     """Paint the lesions last; returns the label (uint8, 1 = tumour) on the canvas grid."""
     label = np.zeros(cv.shape, dtype=np.uint8)
     k = CONTRAST_FACTOR[contrast] * enhancement
