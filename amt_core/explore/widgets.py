@@ -107,7 +107,7 @@ class CaseBrowser:
             options=list(WINDOWS),
             value=self.window,
             description="Window",
-            style={"button_width": "7em"},
+            style={"button_width": "9em"},
             layout=W.Layout(width="auto"),
         )
         self.ref_box = W.Checkbox(value=True, description="Reference (green)", indent=False)

@@ -45,7 +45,7 @@ def list_backgrounds(folder: str | os.PathLike) -> pd.DataFrame:
     files = sorted(
         p
         for p in folder.iterdir()
-        # a DICOM series is a folder; hidden and Python folders (a wheel's __pycache__ of make_bundle.py) are not
+        # a DICOM series is a folder; hidden and Python folders (e.g. __pycache__) are not
         if p.name.endswith(SUFFIXES) or (p.is_dir() and not p.name.startswith((".", "_")))
     )
     if not files:

@@ -1,6 +1,6 @@
 """Rebuild the bundled chest-CT backgrounds of this folder from ../shared/realdata/chest_backgrounds.
 
-usage: python make_bundle.py SOURCE_DIR [OUT_DIR]   (OUT_DIR defaults to this folder)
+usage: python -m amt_core.synth.bundle_backgrounds SOURCE_DIR [OUT_DIR]   (OUT_DIR defaults to amt_core/synth/chest_backgrounds)
 
 Each source volume (int16 HU, RAS, see that folder's SOURCES.md section 6) is resampled in-plane to the
 demo cohort's resolution, a 128-voxel matrix across the scan's width (``MATRIX``; never finer than the
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
     if not 1 <= len(argv) <= 2:
         sys.exit(__doc__.split("\n\n")[1])
     src = Path(argv[0])
-    out = Path(argv[1]) if len(argv) == 2 else Path(__file__).resolve().parent
+    out = Path(argv[1]) if len(argv) == 2 else Path(__file__).resolve().parent / "chest_backgrounds"
     for name in NAMES:
         img = resample(nib.load(src / f"{name}.nii.gz"))
         data = gzip.compress(img.to_bytes(), compresslevel=9, mtime=0)
