@@ -153,11 +153,11 @@ class Progress:
         if not force and now - self._last < self.every:
             return
         self._last = now
-        line = json.dumps(self.record(event), allow_nan=False) + "\n"
         try:
+            line = json.dumps(self.record(event), allow_nan=False) + "\n"
             with open(self.path, "a", encoding="utf-8") as f:  # one write of one line: lines never interleave
                 f.write(line)
-        except OSError:
+        except (OSError, TypeError, ValueError):
             self.path = None  # display only: never stop the computation for it
 
 

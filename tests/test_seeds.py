@@ -269,7 +269,14 @@ def test_two_seeds_train_two_models_and_the_table_has_two_rows(tmp_path):
     )
     assert (json.loads(a["extra"])["seed"], json.loads(b["extra"])["seed"]) == (0, 1)
     assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # two different models
-    assert STEPS[1].outputs(layout) == [layout.model_path, layout.seed_model_path(1)]
+    # 02_train's outputs: both models, and how each training ended (what the report and the seed table read)
+    assert STEPS[1].outputs(layout) == [
+        layout.model_path,
+        layout.seed_model_path(1),
+        layout.train_dir / "training.json",
+        layout.train_dir / "train_log.csv",
+        layout.seed_train_dir(1) / "training.json",
+    ]
 
     # the 03_evaluate cells before: the primary predicted, evaluated, its statistics saved
     cases, config = read_cases(csv), EvalConfig(n_boot=50, seed=0)

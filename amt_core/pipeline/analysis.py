@@ -116,7 +116,10 @@ def analyse(
             "ci_level": level,
             "ci_method": method,
             "seed": seed,
+            # seg_ci is always the scan bootstrap; the detection intervals (operating points, CPM) are the
+            # evaluation's own, over institutions when its config asks for the cluster bootstrap
             "bootstrap_unit": "scan (institution-cluster bootstrap reported beside it)",
+            "detection_bootstrap_unit": "institution" if config.cluster_bootstrap else "scan",
             "min_institution_scans": min_institution_scans,
             "operating_iou": operating_iou,
             "p_adjust": f"{multiplicity.P_ADJUST_METHOD}, within each table (family) of subgroup tests",

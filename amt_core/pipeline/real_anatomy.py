@@ -19,6 +19,7 @@ gets none of these, and 03_evaluate removes the folders of an earlier cohort tha
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,7 +86,9 @@ def evaluate_real_anatomy(
     real = real_cases(cases)
     if real.empty:
         for folder in layout.real_anatomy_dirs():  # of an earlier cohort: must not pass for this run's
-            shutil.rmtree(folder)
+            aside = folder.with_name(f".{folder.name}.{os.getpid()}.old")  # gone at once, then deleted
+            folder.rename(aside)
+            shutil.rmtree(aside)
         return None
     missing = sorted(set(real["case_id"]) - set(result.per_case["case_id"]))
     if missing:

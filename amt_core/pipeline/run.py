@@ -67,12 +67,24 @@ def _cohort_outputs(L: RunLayout) -> list[Path]:
     return [L.cases_csv if L.cohort_csv else L.cohort_dir, L.tables_dir / "table1.csv"]
 
 
+def _training_records(L: RunLayout) -> list[Path]:
+    """How each training ended (``training.json``: complete or stopped) and its log: read by the report, the
+    learning curves and the seed table, so a training that finishes without changing ``best.pt`` still
+    re-runs the steps that show it."""
+    seeds = [L.seed_train_dir(k) / "training.json" for k in L.seed_numbers()]
+    return [L.train_dir / "training.json", L.train_dir / "train_log.csv", *[p for p in seeds if p.is_file()]]
+
+
 STEPS: tuple[Step, ...] = (
     Step("01_cohort", lambda L: L.cohort_files() if L.cohort_csv else [], _cohort_outputs),
-    Step("02_train", lambda L: L.cohort_files(), lambda L: [L.model_path, *L.seed_model_paths()]),
+    Step(
+        "02_train",
+        lambda L: L.cohort_files(),
+        lambda L: [L.model_path, *L.seed_model_paths(), *_training_records(L)],
+    ),
     Step(
         "03_evaluate",
-        lambda L: [*L.cohort_files(), L.model_path, *L.seed_model_paths()],
+        lambda L: [*L.cohort_files(), L.model_path, *L.seed_model_paths(), *_training_records(L)],
         lambda L: [
             L.predictions("tune"),
             L.predictions("test"),
@@ -83,7 +95,13 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "04_figures",
-        lambda L: [*L.cohort_files(), *_eval_outputs(L), L.predictions("test"), *L.real_anatomy_dirs()],
+        lambda L: [
+            *L.cohort_files(),
+            *_eval_outputs(L),
+            L.predictions("test"),
+            *L.real_anatomy_dirs(),
+            *_training_records(L),
+        ],
         lambda L: [L.figures_dir, L.tables_dir, L.report_md],
     ),
     Step(
