@@ -84,6 +84,16 @@ METRIC_LABELS: dict[str, str] = {
     "sensitivity_iou50": "Sensitivity at IoU ≥ 0.5",
     "fp_per_scan_iou50": "FP per scan at IoU ≥ 0.5",
 }
+#: names that earlier versions used for a setting -> its one name now (params files, ``eval_overrides``,
+#: ``EvalConfig.from_dict`` and ``amt evaluate --config`` refuse the old name and say the new one)
+RENAMED: dict[str, str] = {
+    "n_boot": "n_bootstrap",
+    "bootstrap_resamples": "n_bootstrap",
+    "headline_iou": "operating_iou",
+    "iou_threshold": "operating_iou",
+    "method": "ci_method",
+    "level": "ci_level",
+}
 
 # --- sub-groups: name -> (case-table column, bin edges or None for categorical, bin labels) -----------
 SUBGROUPS: dict[str, tuple[str, tuple[float, ...] | None, tuple[str, ...] | None]] = {

@@ -13,7 +13,7 @@ IoU 0.1/0.3/0.5 and reading B, and 10,000-resample bootstrap intervals of every 
 Reference: MONAI ``DiceMetric``/``MeanIoU``/``compute_hausdorff_distance``/``compute_average_surface_distance``,
 ``scipy.ndimage.label`` + ``scipy.ndimage.maximum``, pairwise IoU from full-volume masks (as picai_eval),
 ``linear_sum_assignment`` per threshold, MONAI ``compute_froc_curve_data`` + ``numpy.interp``, and a
-Python loop over bootstrap resamples. ``--ref-boot`` runs fewer reference resamples and scales their
+Python loop over bootstrap resamples. ``--ref-bootstrap`` runs fewer reference resamples and scales their
 time linearly (the loop's iterations are independent). NIfTI decoding is reported on its own line.
 """
 
@@ -163,13 +163,13 @@ def reference_case(label, mask, prob, spacing, thresholds, froc_thresholds):
     return rec, np.array(tp), np.array(fp), n_l, froc
 
 
-def reference_bootstrap(per_case, tp, fp, n_lesions, froc, n_boot, seed, points):
+def reference_bootstrap(per_case, tp, fp, n_lesions, froc, n_bootstrap, seed, points):
     from monai.metrics import compute_froc_curve_data
 
     rng = np.random.default_rng(seed)
     n = len(per_case)
     reps_mean, reps_band, reps_b = [], [], []
-    for _ in range(n_boot):
+    for _ in range(n_bootstrap):
         idx = rng.integers(0, n, n)
         reps_mean.append(np.nanmean(per_case[idx], axis=0))
         band = []
@@ -192,9 +192,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n-scans", type=int, default=registry.STUDY_DESIGN["n_test"])
     p.add_argument("--shape", type=int, nargs=3, default=(512, 512, 300))
-    p.add_argument("--n-boot", type=int, default=10_000)
+    p.add_argument("--n-bootstrap", type=int, default=10_000)
     p.add_argument(
-        "--ref-boot", type=int, help="reference bootstrap resamples actually run (default: --n-boot)"
+        "--ref-bootstrap",
+        type=int,
+        help="reference bootstrap resamples actually run (default: --n-bootstrap)",
     )
     p.add_argument(
         "--target-scans",
@@ -205,10 +207,10 @@ def main(argv=None) -> int:
     p.add_argument("--skip-reference", action="store_true")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # a MONAI-internal deprecation notice
-    n, shape, config = args.n_scans, tuple(args.shape), EvalConfig(n_boot=args.n_boot)
+    n, shape, config = args.n_scans, tuple(args.shape), EvalConfig(n_bootstrap=args.n_bootstrap)
     scale = args.target_scans / n
     print(
-        f"{n} scans of {shape}, {args.n_boot} bootstrap resamples; totals extrapolated x{scale:.2f} "
+        f"{n} scans of {shape}, {args.n_bootstrap} bootstrap resamples; totals extrapolated x{scale:.2f} "
         f"to {args.target_scans} scans"
     )
 
@@ -265,17 +267,17 @@ def main(argv=None) -> int:
         print(f"  reference scan {s + 1}/{n}: {t_ref / (s + 1):.1f} s/scan so far", flush=True)
     per_case = np.array(rows)
     froc = {t: [f[t] for f in frocs] for t in froc_t}
-    ref_boot = args.ref_boot or args.n_boot
+    ref_bootstrap = args.ref_bootstrap or args.n_bootstrap
     t0, c0 = time.perf_counter(), time.process_time()
     reference_bootstrap(
-        per_case, np.array(tps), np.array(fps), np.array(nls), froc, ref_boot, 0, config.fp_points
+        per_case, np.array(tps), np.array(fps), np.array(nls), froc, ref_bootstrap, 0, config.fp_points
     )
-    t_ref_stats = (time.perf_counter() - t0) * args.n_boot / ref_boot
-    cpu_ref_stats = (time.process_time() - c0) * args.n_boot / ref_boot
+    t_ref_stats = (time.perf_counter() - t0) * args.n_bootstrap / ref_bootstrap
+    cpu_ref_stats = (time.process_time() - c0) * args.n_bootstrap / ref_bootstrap
     ref_total = t_ref * scale + t_ref_stats * scale
     print(
         f"reference: per-scan {t_ref / n * 1000:7.1f} ms/scan, statistics {t_ref_stats:6.2f} s "
-        f"({ref_boot} resamples run{', scaled to ' + str(args.n_boot) if ref_boot != args.n_boot else ''}); "
+        f"({ref_bootstrap} resamples run{', scaled to ' + str(args.n_bootstrap) if ref_bootstrap != args.n_bootstrap else ''}); "
         f"CPU time {cpu_ref / n * 1000:.1f} ms/scan + {cpu_ref_stats:.2f} s"
     )
     print(

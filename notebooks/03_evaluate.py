@@ -39,8 +39,8 @@ from amt_core.layout import RunLayout
 
 layout = RunLayout.of(run_dir, cohort_csv)  # every path of the run folder
 cases = read_cases(layout.cases_csv)
-config = EvalConfig(**{"n_boot": n_bootstrap, "ci_level": ci_level, "ci_method": ci_method, "seed": seed,
-                       "headline_iou": operating_iou, **eval_overrides})
+config = EvalConfig(**{"n_bootstrap": n_bootstrap, "ci_level": ci_level, "ci_method": ci_method,
+                       "seed": seed, "operating_iou": operating_iou, **eval_overrides})
 config
 
 # %% [markdown]
@@ -64,7 +64,7 @@ from amt_core.atomic import replacing_dir
 from amt_core.pipeline.analysis import analyse
 
 with replacing_dir(layout.analysis_dir) as analysis_dir:  # RUN/analysis/ replaced whole
-    # the bootstrap settings and the headline IoU are the evaluation's own (results["test"].config)
+    # the bootstrap settings and the operating IoU are the evaluation's own (results["test"].config)
     analysis = analyse(results["test"], cases, analysis_dir, min_institution_scans=min_institution_scans)
 analysis["comparison"]
 
@@ -124,6 +124,6 @@ analysis["institution_model"]
 from amt_core.evaluation.calibration import calibration_study
 
 predictions = {split: layout.predictions(split) for split in ("tune", "test")}
-calibration = calibration_study(cases, predictions, results, layout.analysis_dir, n_boot=config.n_boot,
-                                seed=config.seed, level=config.ci_level)  # the evaluation's bootstrap
+calibration = calibration_study(cases, predictions, results, layout.analysis_dir,  # the evaluation's bootstrap
+                                n_bootstrap=config.n_bootstrap, seed=config.seed, ci_level=config.ci_level)
 calibration["summary"]

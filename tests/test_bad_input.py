@@ -477,7 +477,7 @@ def _evaluate(capsys, cohort, preds, out):
         preds,
         "--out",
         out,
-        "--n-boot",
+        "--n-bootstrap",
         "0",
         "--no-progress",
     )

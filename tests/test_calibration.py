@@ -46,7 +46,7 @@ def test_bootstrap_band_equals_resampling_scans_by_hand():
     p = rng.random(600)
     y = (rng.random(600) < p**1.5).astype(float)
     sums = cal.bin_sums(p, y, scan=scan, n_scans=n_scans, n_bins=5)
-    table, ece = cal.reliability(sums, n_boot=200, seed=3)
+    table, ece = cal.reliability(sums, n_bootstrap=200, seed=3)
     assert ece["ece"] == pytest.approx(cal.expected_calibration_error(p, y, n_bins=5))
     # the same resamples (seed 3), each rebuilt from the scans' raw rows
     reps = []
@@ -89,7 +89,7 @@ def test_calibration_figure(tmp_path):
                 scan=rng.integers(0, 10, 300),
                 n_scans=10,
             )
-            bins.append(cal.reliability(sums, n_boot=100)[0].assign(kind=kind, scaled=scaled))
+            bins.append(cal.reliability(sums, n_bootstrap=100)[0].assign(kind=kind, scaled=scaled))
     summary = pd.DataFrame(
         [
             {
@@ -144,12 +144,17 @@ def _folder_study(tmp_path, tune_hits: bool):
     cases = pd.DataFrame(rows)
     results = {
         s: evaluate_predictions(
-            cases, tmp_path / s, split=s, config=EvalConfig(n_boot=0), progress=False, check_manifest=False
+            cases,
+            tmp_path / s,
+            split=s,
+            config=EvalConfig(n_bootstrap=0),
+            progress=False,
+            check_manifest=False,
         )
         for s in ("tune", "test")
     }
     return cal.calibration_study(
-        cases, {s: tmp_path / s for s in ("tune", "test")}, results, tmp_path / "out", n_boot=50
+        cases, {s: tmp_path / s for s in ("tune", "test")}, results, tmp_path / "out", n_bootstrap=50
     )
 
 

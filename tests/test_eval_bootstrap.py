@@ -39,9 +39,9 @@ def test_same_seed_identical_different_seed_different():
     assert not np.array_equal(a, c)
     x = np.random.default_rng(0).normal(size=(50, 3))
     for method in ("percentile", "bca"):
-        r1 = bootstrap_means(x, n_boot=500, seed=1, method=method)
-        r2 = bootstrap_means(x, n_boot=500, seed=1, method=method)
-        r3 = bootstrap_means(x, n_boot=500, seed=2, method=method)
+        r1 = bootstrap_means(x, n_bootstrap=500, seed=1, ci_method=method)
+        r2 = bootstrap_means(x, n_bootstrap=500, seed=1, ci_method=method)
+        r3 = bootstrap_means(x, n_bootstrap=500, seed=2, ci_method=method)
         pd.testing.assert_frame_equal(r1, r2)
         assert not np.allclose(r1["ci_lo"], r3["ci_lo"])
 
@@ -101,13 +101,22 @@ def test_weighted_means_equal_a_python_loop_with_nans():
 
 def test_percentile_ci_equals_numpy_percentile_of_loop_replicates():
     x = np.random.default_rng(3).exponential(size=35)
-    res = bootstrap_means(x, n_boot=2_000, seed=4)
+    res = bootstrap_means(x, n_bootstrap=2_000, seed=4)
     reps = np.array([x[ii].mean() for ii in resample_indices(35, 2_000, seed=4)])
     lo, hi = np.percentile(reps, [2.5, 97.5])
     assert res.loc[0, "ci_lo"] == pytest.approx(lo, rel=1e-12)
     assert res.loc[0, "ci_hi"] == pytest.approx(hi, rel=1e-12)
     assert res.loc[0, "mean"] == pytest.approx(x.mean())
-    assert list(res.columns[:8]) == ["metric", "mean", "ci_lo", "ci_hi", "method", "level", "n_boot", "n"]
+    assert list(res.columns[:8]) == [
+        "metric",
+        "mean",
+        "ci_lo",
+        "ci_hi",
+        "ci_method",
+        "ci_level",
+        "n_bootstrap",
+        "n",
+    ]
 
 
 def test_jackknife_closed_form_equals_leave_one_out_loop():
@@ -130,14 +139,14 @@ def test_jackknife_closed_form_equals_leave_one_out_loop():
 
 def test_bca_matches_scipy():
     x = np.random.default_rng(11).exponential(size=40)
-    ours = bootstrap_means(x, n_boot=40_000, seed=0, method="bca").iloc[0]
+    ours = bootstrap_means(x, n_bootstrap=40_000, seed=0, ci_method="bca").iloc[0]
     ref = stats.bootstrap((x,), np.mean, method="BCa", n_resamples=40_000, rng=1).confidence_interval
     width = ref.high - ref.low
     # two independent Monte Carlo runs of 40,000 resamples: agree to a few percent of the width
     assert abs(ours["ci_lo"] - ref.low) < 0.03 * width
     assert abs(ours["ci_hi"] - ref.high) < 0.03 * width
     # and BCa differs from percentile in the direction of the skew (shifted up)
-    pct = bootstrap_means(x, n_boot=40_000, seed=0).iloc[0]
+    pct = bootstrap_means(x, n_bootstrap=40_000, seed=0).iloc[0]
     assert ours["ci_hi"] > pct["ci_hi"]
 
 
@@ -148,30 +157,30 @@ def test_ci_from_replicates_vectorised_and_degenerate_cases():
     point = np.array([0.1, 0.0, -0.1])
     jack = rng.normal(size=(20, 3))
     for method in ("percentile", "bca"):
-        lo, hi = ci_from_replicates(reps, point, method=method, jackknife=jack)
+        lo, hi = ci_from_replicates(reps, point, ci_method=method, jackknife=jack)
         for j in range(3):
-            lj, hj = ci_from_replicates(reps[:, j], point[j], method=method, jackknife=jack[:, j])
+            lj, hj = ci_from_replicates(reps[:, j], point[j], ci_method=method, jackknife=jack[:, j])
             assert lo[j] == pytest.approx(lj) and hi[j] == pytest.approx(hj)
     # the NaN replicates of column 2 are ignored
     lo, hi = ci_from_replicates(reps[:, 2], 0.0)
     assert (lo, hi) == pytest.approx(tuple(np.percentile(reps[10:, 2], [2.5, 97.5])))
     # all replicates equal -> (point, point); nothing finite -> NaN
-    assert ci_from_replicates(np.full(100, 0.7), 0.7, method="bca") == (0.7, 0.7)
+    assert ci_from_replicates(np.full(100, 0.7), 0.7, ci_method="bca") == (0.7, 0.7)
     assert all(np.isnan(ci_from_replicates(np.full(100, np.nan), 0.5)))
     assert all(np.isnan(ci_from_replicates(rng.normal(size=100), np.nan)))
     # point outside every replicate: BCa stays finite (extreme replicate)
-    lo, hi = ci_from_replicates(np.linspace(0, 1, 101), 5.0, method="bca")
+    lo, hi = ci_from_replicates(np.linspace(0, 1, 101), 5.0, ci_method="bca")
     assert np.isfinite(lo) and np.isfinite(hi)
-    with pytest.raises(ValueError, match="method"):
-        ci_from_replicates(reps, point, method="basic")
+    with pytest.raises(ValueError, match="ci_method must be one of"):
+        ci_from_replicates(reps, point, ci_method="basic")
 
 
 def test_no_resamples_or_no_scans_give_nan_intervals():
     x = np.random.default_rng(0).random((10, 2))
     for method in ("percentile", "bca"):
-        res = bootstrap_means(x, n_boot=0, method=method)  # n_boot = 0 means "no CIs"
+        res = bootstrap_means(x, n_bootstrap=0, ci_method=method)  # n_bootstrap = 0 means "no CIs"
         assert res["ci_lo"].isna().all() and np.allclose(res["mean"], x.mean(axis=0))
-        empty = bootstrap_means(np.zeros((0, 2)), n_boot=50, method=method, clusters=np.array([]))
+        empty = bootstrap_means(np.zeros((0, 2)), n_bootstrap=50, ci_method=method, clusters=np.array([]))
         assert empty["mean"].isna().all() and (empty["n"] == 0).all()
 
 
@@ -184,12 +193,14 @@ def test_bootstrap_means_dataframe_skips_ids_and_nans():
             "iou": [np.nan] * 12,
         }
     )
-    res = bootstrap_means(df, n_boot=300, seed=0, clusters=df["institution_id"].to_numpy(), method="bca")
+    res = bootstrap_means(
+        df, n_bootstrap=300, seed=0, clusters=df["institution_id"].to_numpy(), ci_method="bca"
+    )
     assert list(res["metric"]) == ["dice", "iou"]
     assert res.loc[0, "n"] == 10 and res.loc[0, "mean"] == pytest.approx(0.7)
     assert res.loc[0, "ci_lo"] <= 0.7 <= res.loc[0, "ci_hi"]
     assert res.loc[1, "n"] == 0 and np.isnan(res.loc[1, "mean"]) and np.isnan(res.loc[1, "ci_lo"])
-    assert res["cluster"].all() and (res["method"] == "bca").all()
+    assert res["cluster"].all() and (res["ci_method"] == "bca").all()
 
 
 # --- statistical behaviour --------------------------------------------------------------------------------
@@ -209,7 +220,7 @@ def test_coverage_of_the_true_mean(method, name, draw, true_mean):
     data = draw(rng, (n, reps))  # one column per simulated study
     covered = 0
     for r in range(reps):
-        res = bootstrap_means(data[:, r], n_boot=500, seed=r, method=method).iloc[0]
+        res = bootstrap_means(data[:, r], n_bootstrap=500, seed=r, ci_method=method).iloc[0]
         covered += res["ci_lo"] <= true_mean <= res["ci_hi"]
     rate = covered / reps
     assert 0.90 <= rate <= 0.98, f"{name} {method}: coverage {rate:.3f}"
@@ -220,16 +231,16 @@ def test_cluster_bootstrap_is_wider_under_within_institution_correlation():
     n_inst, per = 30, 6
     clusters = np.repeat(np.arange(n_inst), per)
     x = 0.8 + rng.normal(0, 0.08, n_inst)[clusters] + rng.normal(0, 0.02, n_inst * per)
-    scan = bootstrap_means(x, n_boot=4_000, seed=0).iloc[0]
-    clus = bootstrap_means(x, n_boot=4_000, seed=0, clusters=clusters).iloc[0]
+    scan = bootstrap_means(x, n_bootstrap=4_000, seed=0).iloc[0]
+    clus = bootstrap_means(x, n_bootstrap=4_000, seed=0, clusters=clusters).iloc[0]
     w_scan = scan["ci_hi"] - scan["ci_lo"]
     w_clus = clus["ci_hi"] - clus["ci_lo"]
     # design effect 1 + (m - 1) * ICC ~ 1 + 5 * 0.94: the width ratio is about sqrt(5.7) ~ 2.4
     assert w_clus > 1.8 * w_scan
     # and with independent scans the two agree
     y = rng.normal(0.8, 0.08, n_inst * per)
-    a = bootstrap_means(y, n_boot=4_000, seed=0).iloc[0]
-    b = bootstrap_means(y, n_boot=4_000, seed=0, clusters=clusters).iloc[0]
+    a = bootstrap_means(y, n_bootstrap=4_000, seed=0).iloc[0]
+    b = bootstrap_means(y, n_bootstrap=4_000, seed=0, clusters=clusters).iloc[0]
     assert 0.7 < (b["ci_hi"] - b["ci_lo"]) / (a["ci_hi"] - a["ci_lo"]) < 1.4
 
 
@@ -238,8 +249,8 @@ def test_ten_thousand_cluster_bca_resamples_of_the_study_size():
     the mean, one per column (its speed is measured by benchmarks/bench_evaluation.py, not here)."""
     x = np.random.default_rng(0).random((164, 8))
     clusters = np.random.default_rng(1).integers(0, 121, 164)
-    res = bootstrap_means(x, n_boot=10_000, seed=0, clusters=clusters, method="bca")
-    assert len(res) == 8 and (res["n_boot"] == 10_000).all() and res["cluster"].all()
+    res = bootstrap_means(x, n_bootstrap=10_000, seed=0, clusters=clusters, ci_method="bca")
+    assert len(res) == 8 and (res["n_bootstrap"] == 10_000).all() and res["cluster"].all()
     assert ((res["ci_lo"] < res["mean"]) & (res["mean"] < res["ci_hi"])).all()
     # about 1/sqrt(12 * 164) * 2 * 1.96 wide for uniform values resampled by 121 institutions
     assert ((res["ci_hi"] - res["ci_lo"]).between(0.06, 0.12)).all()
@@ -254,7 +265,7 @@ def test_cluster_interval_below_the_minimum_is_not_estimable(n_institutions):
     rng = np.random.default_rng(0)
     x = rng.uniform(0.4, 0.95, 40)
     clusters = np.arange(40) % n_institutions
-    res = bootstrap_means(x, n_boot=500, seed=0, clusters=clusters).iloc[0]
+    res = bootstrap_means(x, n_bootstrap=500, seed=0, clusters=clusters).iloc[0]
     assert np.isnan(res["ci_lo"]) and np.isnan(res["ci_hi"])
     assert res["mean"] == pytest.approx(x.mean())
     assert f"{n_institutions} institution(s)" in res["note"] and "not estimable" in res["note"]
@@ -264,8 +275,8 @@ def test_cluster_interval_below_the_minimum_is_not_estimable(n_institutions):
 def test_cluster_interval_at_the_minimum_is_computed_and_scan_bootstrap_never_refused():
     rng = np.random.default_rng(1)
     x = rng.uniform(0.4, 0.95, 40)
-    res = bootstrap_means(x, n_boot=500, seed=0, clusters=np.arange(40) % MIN_CLUSTERS).iloc[0]
+    res = bootstrap_means(x, n_bootstrap=500, seed=0, clusters=np.arange(40) % MIN_CLUSTERS).iloc[0]
     assert res["ci_lo"] < res["mean"] < res["ci_hi"] and res["note"] is None
-    scan = bootstrap_means(x[:3], n_boot=500, seed=0).iloc[0]  # 3 scans: a scan bootstrap still runs
+    scan = bootstrap_means(x[:3], n_bootstrap=500, seed=0).iloc[0]  # 3 scans: a scan bootstrap still runs
     assert scan["ci_lo"] < scan["ci_hi"] and scan["note"] is None
     assert cluster_problem(None) is None

@@ -118,7 +118,7 @@ def test_froc_curve_equals_picai_eval_on_the_same_probability_maps():
 
     rng = np.random.default_rng(1)
     labels, probs = zip(*[_random_map(rng) for _ in range(40)], strict=True)
-    config = EvalConfig(n_boot=0, max_candidates=5, min_candidate_voxels=11)  # picai_eval's defaults
+    config = EvalConfig(n_bootstrap=0, max_candidates=5, min_candidate_voxels=11)  # picai_eval's defaults
     evaluations = [evaluate_case(y, p, (1, 1, 1), config) for y, p in zip(labels, probs, strict=True)]
     tables = collect(evaluations, [f"s{k:02d}" for k in range(40)])
     result = summarise(tables, config)

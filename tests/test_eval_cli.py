@@ -49,7 +49,7 @@ def test_cli_writes_the_results_folder(tiny_cohort, tmp_path):
         preds,
         "--out",
         out,
-        "--n-boot",
+        "--n-bootstrap",
         200,
         "--seed",
         3,
@@ -65,7 +65,7 @@ def test_cli_writes_the_results_folder(tiny_cohort, tmp_path):
     candidates = pd.read_csv(out / "candidates.csv")
     assert sorted(candidates["confidence"].round(6).unique()) == [0.6, 0.9]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["n_boot"] == 200 and summary["config"]["seed"] == 3
+    assert summary["config"]["n_bootstrap"] == 200 and summary["config"]["seed"] == 3
     for name in ("lesions.csv", "froc_confidence.csv", "froc_iou.csv", "froc_points.csv", "cis.csv"):
         assert (out / name).is_file()
 
@@ -80,7 +80,7 @@ def test_cli_mask_only_and_cluster_bootstrap(tiny_cohort, tmp_path):
         preds,
         "--out",
         out,
-        "--n-boot",
+        "--n-bootstrap",
         100,
         "--cluster-bootstrap",
         "--extra-hits",

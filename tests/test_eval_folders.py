@@ -17,7 +17,7 @@ from amt_core.evaluation.config import EvalConfig
 from amt_core.evaluation.folders import evaluate_folders
 
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
-FAST = EvalConfig(n_boot=50)
+FAST = EvalConfig(n_bootstrap=50)
 
 
 def _predictions(cohort, out, cases=("case_005", "case_006")):
@@ -47,7 +47,7 @@ def test_cli_labels_folder_gives_the_cohort_forms_numbers(tiny_cohort, tmp_path)
     the folder form also writes the sub-group and per-institution tables the metadata allow."""
     preds = _predictions(tiny_cohort, tmp_path / "preds")
     a, b = tmp_path / "by_cohort", tmp_path / "by_folders"
-    common = ("--predictions", preds, "--n-boot", 100, "--seed", 1, "--no-progress")
+    common = ("--predictions", preds, "--n-bootstrap", 100, "--seed", 1, "--no-progress")
     run = _amt("--cohort", tiny_cohort / "cases.csv", "--out", a, *common)
     assert run.returncode == 0, run.stderr
     run = _amt(
@@ -92,7 +92,7 @@ def test_cli_without_metadata_says_there_is_no_institution(tiny_cohort, tmp_path
         preds,
         "--out",
         out,
-        "--n-boot",
+        "--n-bootstrap",
         50,
         "--no-progress",
     )

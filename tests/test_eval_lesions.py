@@ -39,13 +39,13 @@ CASES = {
     "split lesion, IoU 0.3, extra ignored": (
         [(5, 25, 5, 15, 2, 8)],
         [((5, 14, 5, 15, 2, 8), 0.9), ((16, 25, 5, 15, 2, 8), 0.8)],
-        {"headline_iou": 0.3},
+        {"operating_iou": 0.3},
         (1, 2, 1, 0, 0),
     ),
     "split lesion, IoU 0.3, extra is FP": (
         [(5, 25, 5, 15, 2, 8)],
         [((5, 14, 5, 15, 2, 8), 0.9), ((16, 25, 5, 15, 2, 8), 0.8)],
-        {"headline_iou": 0.3, "extra_hits": "fp"},
+        {"operating_iou": 0.3, "extra_hits": "fp"},
         (1, 2, 1, 1, 0),
     ),
     # two lesions of 600 voxels, one merged prediction of 1320: IoU 0.4545 with each
@@ -58,7 +58,7 @@ CASES = {
     "merged prediction, IoU 0.3, one-to-one": (
         [(5, 15, 5, 15, 2, 8), (17, 27, 5, 15, 2, 8)],
         [((5, 27, 5, 15, 2, 8), 0.9)],
-        {"headline_iou": 0.3},
+        {"operating_iou": 0.3},
         (2, 1, 1, 0, 1),
     ),
     # two lesions touching only at a corner: one lesion with 26-connectivity, two with 6
@@ -90,7 +90,7 @@ CASES = {
     "Dice at the threshold": (
         [(5, 15, 5, 15, 2, 6)],
         [((5, 10, 5, 15, 2, 6), 0.9)],
-        {"match_metric": "dice", "headline_iou": 2 / 3},
+        {"match_metric": "dice", "operating_iou": 2 / 3},
         (1, 1, 1, 0, 0),
     ),
     "empty scan": ([], [], {}, (0, 0, 0, 0, 0)),
@@ -100,19 +100,19 @@ CASES = {
     "many candidates, IoU 0.3, extras ignored": (
         [(5, 35, 5, 35, 2, 8)],
         [((5, 15, 5, 35, 2, 8), 0.9), ((15, 25, 5, 35, 2, 8), 0.8), ((25, 35, 5, 35, 2, 8), 0.7)],
-        {"headline_iou": 0.3},
+        {"operating_iou": 0.3},
         (1, 1, 1, 0, 0),
     ),
     "many candidates, separated, IoU 0.3, extras ignored": (
         [(5, 35, 5, 35, 2, 8)],
         [((5, 14, 5, 35, 2, 8), 0.9), ((15, 24, 5, 35, 2, 8), 0.8), ((25, 34, 5, 35, 2, 8), 0.7)],
-        {"headline_iou": 0.3},
+        {"operating_iou": 0.3},
         (1, 3, 1, 0, 0),
     ),
     "many candidates, separated, IoU 0.3, extras FP": (
         [(5, 35, 5, 35, 2, 8)],
         [((5, 14, 5, 35, 2, 8), 0.9), ((15, 24, 5, 35, 2, 8), 0.8), ((25, 34, 5, 35, 2, 8), 0.7)],
-        {"headline_iou": 0.3, "extra_hits": "fp"},
+        {"operating_iou": 0.3, "extra_hits": "fp"},
         (1, 3, 1, 2, 0),
     ),
     "many candidates, separated, IoU 0.5": (
@@ -155,7 +155,7 @@ def test_low_confidence_candidate_cannot_take_a_lesion_away():
     """picai_eval's complaint: B (conf 0.6, IoU 0.45) wins the one-to-one match over A (conf 0.9,
     IoU 0.35); at a confidence threshold of 0.7, where B does not exist, A must still detect the lesion."""
     label, prob = _scan([(5, 25, 5, 15, 2, 8)], [((5, 12, 5, 15, 2, 8), 0.9), ((13, 22, 5, 15, 2, 8), 0.6)])
-    out = evaluate_case(label, prob >= 0.5, (1, 1, 1), EvalConfig(headline_iou=0.3), prob=prob)
+    out = evaluate_case(label, prob >= 0.5, (1, 1, 1), EvalConfig(operating_iou=0.3), prob=prob)
     assert [c["status"] for c in out.candidates] == ["extra", "tp"]  # B holds the match at the full set
     ev = [e for e in out.events if e["iou_threshold"] == 0.3]
     assert [(e["confidence"], e["d_tp"], e["d_fp"]) for e in ev] == [(pytest.approx(0.9), 1, 0)]
@@ -304,7 +304,7 @@ def test_counts_equal_picai_eval_where_installed():
         )
         for thr, extra in itertools.product((0.1, 0.3, 0.5), ("ignore", "fp")):
             r = evaluate_case(
-                label, prob >= 0.5, (1, 1, 1), EvalConfig(headline_iou=thr, extra_hits=extra), prob=prob
+                label, prob >= 0.5, (1, 1, 1), EvalConfig(operating_iou=thr, extra_hits=extra), prob=prob
             ).record
             rows, *_ = pe.evaluate_case(
                 prob,

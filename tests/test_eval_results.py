@@ -35,7 +35,7 @@ def _study(n=12, seed=0, n_institutions=5):
 
 @pytest.fixture(scope="module")
 def result():
-    return summarise(_study(), EvalConfig(n_boot=500, seed=1))
+    return summarise(_study(), EvalConfig(n_bootstrap=500, seed=1))
 
 
 def test_save_load_round_trip_is_identical(result, tmp_path):
@@ -93,16 +93,16 @@ def test_fingerprint_names_every_decision_and_follows_the_config(tmp_path):
         "connectivity",
         "candidate_extraction",
     }
-    base = summarise(_study(n=6), EvalConfig(n_boot=0))
+    base = summarise(_study(n=6), EvalConfig(n_bootstrap=0))
     other = summarise(
         _study(n=6),
         EvalConfig(
-            n_boot=0,
+            n_bootstrap=0,
             candidates="threshold",
             connectivity=6,
             hit_criterion=">",
             assignment="greedy",
-            headline_iou=0.3,
+            operating_iou=0.3,
             empty_both="nan",
         ),
     )
@@ -115,7 +115,7 @@ def test_fingerprint_names_every_decision_and_follows_the_config(tmp_path):
     assert "dynamic" in a["candidate_extraction"] and "probability >= 0.5" in b["candidate_extraction"]
     assert (a["connectivity"], b["connectivity"]) == ("26-connected (3D)", "6-connected (3D)")
     assert "Hungarian" in a["assignment_strategy"] and "greedy" in b["assignment_strategy"]
-    assert (a["thresholds"]["headline_overlap"], b["thresholds"]["headline_overlap"]) == (0.5, 0.3)
+    assert (a["thresholds"]["operating_overlap"], b["thresholds"]["operating_overlap"]) == (0.5, 0.3)
     assert (a["empty_scan_policy"]["both_empty"], b["empty_scan_policy"]["both_empty"]) == ("one", "nan")
     assert "native grid" in a["space"]
 
@@ -149,15 +149,15 @@ def test_subset_recomputes_from_the_tables(result):
 
 def test_same_seed_same_numbers_and_cluster_option():
     tables = _study(24, seed=3, n_institutions=12)
-    a = summarise(tables, EvalConfig(n_boot=300, seed=5))
-    b = summarise(tables, EvalConfig(n_boot=300, seed=5))
+    a = summarise(tables, EvalConfig(n_bootstrap=300, seed=5))
+    b = summarise(tables, EvalConfig(n_bootstrap=300, seed=5))
     pd.testing.assert_frame_equal(a.cis, b.cis)
     pd.testing.assert_frame_equal(a.froc_points, b.froc_points)
-    c = summarise(tables, EvalConfig(n_boot=300, seed=5, cluster_bootstrap=True, ci_method="bca"))
+    c = summarise(tables, EvalConfig(n_bootstrap=300, seed=5, cluster_bootstrap=True, ci_method="bca"))
     assert c.cis["cluster"].all() and c.summary["config"]["cluster_bootstrap"]
     assert c.froc_iou["sensitivity_ci_lo"].notna().any() and c.summary["bootstrap"]["estimable"]
     assert not c.cis["ci_lo"].equals(a.cis["ci_lo"])  # institutions, not scans, were resampled
-    d = summarise(tables, EvalConfig(n_boot=0))
+    d = summarise(tables, EvalConfig(n_bootstrap=0))
     assert d.cis["ci_lo"].isna().all() and d.means["dice"] == pytest.approx(a.means["dice"])
 
 
@@ -168,6 +168,11 @@ def test_config_round_trip_and_clear_errors():
         EvalConfig(assignment="nearest")
     with pytest.raises(ValueError, match="unknown evaluation config keys"):
         EvalConfig.from_dict({"treshold": 0.5})
+    # the names earlier versions used (e.g. a summary.json written before) say the name now
+    with pytest.raises(
+        ValueError, match="'n_boot' is now 'n_bootstrap'; 'headline_iou' is now 'operating_iou'"
+    ):
+        EvalConfig.from_dict({**cfg.to_dict(), "n_boot": 10, "headline_iou": 0.5})
     assert EvalConfig().match_thresholds == tuple(sorted(set(EvalConfig().iou_sweep)))
 
 
@@ -176,26 +181,26 @@ def test_degenerate_studies_no_candidates_and_no_lesions(tmp_path):
     lesion = z.copy()
     lesion[5:10, 5:10, 2:5] = 1
     none_found = collect([evaluate_case(lesion, z) for _ in range(3)], ["a", "b", "c"], ["I", "I", "J"])
-    r = summarise(none_found, EvalConfig(n_boot=50))
+    r = summarise(none_found, EvalConfig(n_bootstrap=50))
     assert (r.froc_points["sensitivity"] == 0).all() and (r.froc_iou["sensitivity"] == 0).all()
     assert r.candidates.empty and r.events.empty
     r.save(tmp_path / "a")
     back = EvaluationResult.load(tmp_path / "a")
     pd.testing.assert_frame_equal(back.candidates, r.candidates)
     no_lesions = collect([evaluate_case(z, lesion) for _ in range(3)], ["a", "b", "c"], ["I", "I", "J"])
-    r = summarise(no_lesions, EvalConfig(n_boot=50))
+    r = summarise(no_lesions, EvalConfig(n_bootstrap=50))
     assert r.froc_iou["sensitivity"].isna().all() and (r.froc_iou["fp_per_scan"] == 1).all()
     assert r.summary["headline"]["sensitivity"] is None and "undefined" in r.headline_text()
 
 
 def test_cluster_bootstrap_over_too_few_institutions_is_reported_not_estimable(tmp_path):
     """_study() has 5 institutions: the cluster intervals are NaN with the reason, in the result and on disk."""
-    res = summarise(_study(), EvalConfig(n_boot=300, seed=0, cluster_bootstrap=True))
+    res = summarise(_study(), EvalConfig(n_bootstrap=300, seed=0, cluster_bootstrap=True))
     assert res.cis["ci_lo"].isna().all() and res.cis["ci_hi"].isna().all()
     assert res.cis["note"].str.contains("5 institution").all()
     assert res.summary["bootstrap"] == {
         "unit": "institution",
-        "n_boot": 300,
+        "n_bootstrap": 300,
         "estimable": False,
         "note": res.cis["note"].iloc[0],
     }
@@ -204,5 +209,5 @@ def test_cluster_bootstrap_over_too_few_institutions_is_reported_not_estimable(t
     assert headline["sensitivity_wilson_lo"] is not None  # the binomial interval does not resample
     saved = json.loads((res.save(tmp_path) / "summary.json").read_text())
     assert saved["bootstrap"]["estimable"] is False and "fewer than the 10" in saved["bootstrap"]["note"]
-    scan = summarise(_study(), EvalConfig(n_boot=300, seed=0))
+    scan = summarise(_study(), EvalConfig(n_bootstrap=300, seed=0))
     assert scan.summary["bootstrap"]["estimable"] is True and scan.cis["ci_lo"].notna().any()

@@ -57,15 +57,15 @@ def test_wilson_matches_hand_values():
 
 
 def test_clopper_pearson_is_the_exact_beta_interval_and_arrays_work():
-    lo, hi = proportion_ci(7, 20, method="clopper-pearson")
+    lo, hi = proportion_ci(7, 20, ci_method="clopper-pearson")
     assert lo == pytest.approx(sps.beta.ppf(0.025, 7, 14))
     assert hi == pytest.approx(sps.beta.ppf(0.975, 8, 13))
     lo, hi = proportion_ci(np.array([0, 5]), np.array([0, 10]))
     assert np.isnan(lo[0]) and np.isnan(hi[0]) and lo[1] < 0.5 < hi[1]
     with pytest.raises(ValueError, match="successes"):
         proportion_ci(5, 3)
-    with pytest.raises(ValueError, match="method"):
-        proportion_ci(1, 3, method="agresti")
+    with pytest.raises(ValueError, match="ci_method must be"):
+        proportion_ci(1, 3, ci_method="agresti")
 
 
 # --- sub-group bins ---------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_subgroup_levels_follow_registry_order_and_name_missing_columns():
 # --- tables --------------------------------------------------------------------------------------------------
 def test_subgroup_table_counts_add_up_and_tests_match_scipy():
     cases, per_case = _cohort()
-    table = subgroup_table(per_case, cases, n_boot=300, seed=0)
+    table = subgroup_table(per_case, cases, n_bootstrap=300, seed=0)
     assert set(table["subgroup"]) == set(registry.SUBGROUPS) - {
         "anatomy"
     }  # the cohort has no 'anatomy' column
@@ -133,7 +133,7 @@ def test_subgroup_table_counts_add_up_and_tests_match_scipy():
 def test_subgroup_table_cluster_option_and_single_scan_levels():
     cases, per_case = _cohort(n=40, n_inst=8, seed=1)
     cases.loc[0, "vendor"] = "Fujifilm"  # a level with a single scan: no CI
-    table = subgroup_table(per_case, cases, subgroups=("vendor",), n_boot=200, seed=0, cluster=True)
+    table = subgroup_table(per_case, cases, subgroups=("vendor",), n_bootstrap=200, seed=0, cluster=True)
     fuji = table[table["level"] == "Fujifilm"]
     assert (fuji["n"] == 1).all() and fuji["ci_lo"].isna().all()
     assert table["cluster"].all()
@@ -148,14 +148,14 @@ def test_institution_table_pools_small_institutions():
             "iou": np.linspace(0.4, 0.9, 12),
         }
     )
-    table = institution_table(per_case, min_scans=3, metrics=("dice", "iou"), n_boot=200, seed=0)
+    table = institution_table(per_case, min_scans=3, metrics=("dice", "iou"), n_bootstrap=200, seed=0)
     dice = table[table["metric"] == "dice"].set_index("institution_id")
     assert list(dice.index) == ["A", "B", "pooled (<3 scans)"]
     assert list(dice["n"]) == [5, 3, 4] and dice["n"].sum() == 12
     assert list(dice["n_institutions"]) == [1, 1, 3]
     assert dice.loc["pooled (<3 scans)", "mean"] == pytest.approx(per_case["dice"].iloc[8:].mean())
     # k = 1: no pooling, single-scan institutions get no CI
-    table = institution_table(per_case, min_scans=1, metrics=("dice",), n_boot=200, seed=0)
+    table = institution_table(per_case, min_scans=1, metrics=("dice",), n_bootstrap=200, seed=0)
     assert len(table) == 5 and table.set_index("institution_id").loc["D", ["ci_lo", "ci_hi"]].isna().all()
 
 
@@ -217,7 +217,7 @@ def _clustered(n_inst, per_inst, group_sd, resid_sd, seed):
 
 def test_mixed_model_recovers_a_known_icc():
     per_case = _clustered(n_inst=60, per_inst=20, group_sd=0.08, resid_sd=0.08, seed=0)  # ICC 0.5
-    res = institution_mixed_model(per_case, metric="dice", n_boot_icc=0)  # the interval: its own test
+    res = institution_mixed_model(per_case, metric="dice", n_bootstrap_icc=0)  # the interval: its own test
     assert res.converged and not res.on_boundary
     assert res.icc == pytest.approx(0.5, abs=0.12)
     assert res.group_var == pytest.approx(0.0064, rel=0.4)
@@ -232,7 +232,7 @@ def test_mixed_model_recovers_a_known_icc():
 def test_mixed_model_on_mostly_single_scan_institutions_warns_and_does_not_crash():
     cases, per_case = _cohort(seed=4)  # 164 scans over up to 121 institutions, no true effect
     res = institution_mixed_model(
-        per_case, cases, metric="dice", covariates=("sex", "tumour_size_band"), n_boot_icc=0
+        per_case, cases, metric="dice", covariates=("sex", "tumour_size_band"), n_bootstrap_icc=0
     )
     assert res.caveat is not None and "weakly identified" in res.caveat
     assert res.share_groups_le2 > 0.5
@@ -307,7 +307,7 @@ def test_holm_adjusts_one_p_value_per_subgroup_within_the_table():
 
 def test_subgroup_table_with_holm_never_lowers_a_p_value():
     cases, per_case = _cohort(seed=2)
-    out = adjust_family(subgroup_table(per_case, cases, n_boot=50))
+    out = adjust_family(subgroup_table(per_case, cases, n_bootstrap=50))
     assert (out["p_adjusted"] >= out["p_value"] - 1e-15).all() and (out["p_adjusted"] <= 1).all()
     assert (out["n_tests"] == len(registry.SUBGROUPS) - 1).all()  # no 'anatomy' column: not tested
 
@@ -331,7 +331,7 @@ def test_format_p(p, text):
 # --- the ICC's interval ---------------------------------------------------------------------------------
 def test_icc_interval_covers_a_known_icc_and_the_table_shows_the_variance_components():
     per_case = _clustered(n_inst=40, per_inst=8, group_sd=0.08, resid_sd=0.08, seed=1)  # ICC 0.5
-    res = institution_mixed_model(per_case, metric="dice", n_boot_icc=60, seed=0)
+    res = institution_mixed_model(per_case, metric="dice", n_bootstrap_icc=60, seed=0)
     assert res.icc_boot_fits >= 50 and "parametric bootstrap" in res.icc_ci_method
     assert 0.0 < res.icc_ci_lo < res.icc < res.icc_ci_hi < 1.0
     assert res.icc_ci_lo < 0.5 < res.icc_ci_hi
@@ -350,13 +350,13 @@ def test_icc_interval_covers_a_known_icc_and_the_table_shows_the_variance_compon
     assert table.loc["institution variance (random intercept)", "p_value"] == res.lrt_p_value
     assert f"About {100 * res.icc:.0f}% (95% CI {res.icc_ci_lo:.2f}–{res.icc_ci_hi:.2f})" in res.sentence()
     # same seed, same interval
-    again = institution_mixed_model(per_case, metric="dice", n_boot_icc=60, seed=0)
+    again = institution_mixed_model(per_case, metric="dice", n_bootstrap_icc=60, seed=0)
     assert (again.icc_ci_lo, again.icc_ci_hi) == (res.icc_ci_lo, res.icc_ci_hi)
 
 
 def test_icc_of_single_scan_institutions_is_not_identifiable():
     per_case = _clustered(n_inst=30, per_inst=1, group_sd=0.05, resid_sd=0.05, seed=3)
-    res = institution_mixed_model(per_case, metric="dice", n_boot_icc=40)
+    res = institution_mixed_model(per_case, metric="dice", n_bootstrap_icc=40)
     assert np.isnan(res.icc_ci_lo) and np.isnan(res.icc_ci_hi) and res.icc_boot_fits == 0
     assert res.n_groups_replicated == 0 and res.icc_ci_method == ""
     assert "None of the 30 institutions contributes more than one scan" in res.sentence()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import shutil
 import zlib
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from conftest import torch_threads
 from toy import toy_cohort
 
 from amt_core.cli import main
+from amt_core.evaluation.config import EvalConfig
 
 #: a network small enough to train a few steps in seconds (settings of `amt train --set`)
 TINY = {
@@ -203,7 +205,7 @@ def row_evaluate_corrupt_label(tmp, env):
             str(env.pred),
             "--out",
             str(tmp / "out"),
-            "--n-boot",
+            "--n-bootstrap",
             "10",
             "--no-progress",
         ],
@@ -226,7 +228,7 @@ def row_evaluate_corrupt_prediction(tmp, env):
             str(pred),
             "--out",
             str(tmp / "out"),
-            "--n-boot",
+            "--n-bootstrap",
             "10",
             "--no-progress",
         ],
@@ -250,7 +252,7 @@ def row_prob_map_above_one(tmp, env):
             str(pred),
             "--out",
             str(tmp / "out"),
-            "--n-boot",
+            "--n-bootstrap",
             "10",
             "--no-progress",
         ],
@@ -272,7 +274,7 @@ def row_prob_map_negative(tmp, env):
             str(pred),
             "--out",
             str(tmp / "out"),
-            "--n-boot",
+            "--n-bootstrap",
             "10",
             "--no-progress",
         ],
@@ -295,7 +297,7 @@ def row_prob_map_int16_0_255(tmp, env):
             str(pred),
             "--out",
             str(tmp / "out"),
-            "--n-boot",
+            "--n-bootstrap",
             "10",
             "--no-progress",
         ],
@@ -380,7 +382,7 @@ def row_evaluate_predictions_of_two_models(tmp, env):
             str(pred),
             "--out",
             str(tmp / "out"),
-            "--n-boot",
+            "--n-bootstrap",
             "10",
             "--no-progress",
         ],
@@ -402,7 +404,7 @@ def row_evaluate_into_results(tmp, env):
             str(env.pred),
             "--out",
             str(tmp / "out"),
-            "--n-boot",
+            "--n-bootstrap",
             "10",
             "--no-progress",
         ],
@@ -480,6 +482,29 @@ def row_run_into_a_folder_that_is_not_a_run(tmp, env):
     )
 
 
+def row_evaluate_config_with_an_old_name(tmp, env):
+    """A summary.json written before the renames (issue 14) as --config: its file and the new name."""
+    old = tmp / "summary.json"
+    old.write_text(json.dumps({"config": {**EvalConfig().to_dict(), "n_boot": 10}}))
+    return (
+        [
+            "evaluate",
+            "--cohort",
+            str(env.cohort),
+            "--predictions",
+            str(env.pred),
+            "--out",
+            str(tmp / "out"),
+            "--config",
+            str(old),
+            "--no-progress",
+        ],
+        [str(old), "'n_boot' is now 'n_bootstrap'"],
+        r"renamed",
+        [tmp / "out", old],
+    )
+
+
 def row_validate_corrupt_gzip_table(tmp, env):
     data = gzip.compress(env.cohort.read_bytes())
     bad = tmp / "cases.csv.gz"
@@ -540,7 +565,7 @@ def row_prediction_on_another_grid(tmp, env):
             str(pred),
             "--out",
             str(tmp / "out"),
-            "--n-boot",
+            "--n-bootstrap",
             "10",
             "--no-progress",
         ],

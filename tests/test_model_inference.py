@@ -232,19 +232,19 @@ def test_cli_train_and_predict(cohort, tmp_path, capsys):
 def test_postprocessing_is_chosen_on_tuning_cases_and_drops_small_components():
     from amt_core.model.postprocess import choose, filter_mask
 
-    cases = []
+    scans = []
     for k in range(3):
         label = np.zeros((30, 30, 30), np.uint8)
         label[5:15, 5:15, 5:15] = 1
         prob = label * 0.95
         prob[20 + k : 23 + k, 20:23, 20:23] = 0.6  # a small unconfident false positive
-        cases.append((prob.astype(np.float32), label, (1.0, 1.0, 1.0)))
-    choice = choose(cases, 0.5)
+        scans.append((prob.astype(np.float32), label, (1.0, 1.0, 1.0)))
+    choice = choose(scans, 0.5)
     assert choice["tune_dice_postprocessed"] == pytest.approx(1.0) and choice["tune_dice_raw"] < 1.0
     assert choice["min_component_ml"] > 0 or choice["min_component_conf"] > 0.6
     mask = filter_mask(
-        cases[0][0], 0.5, (1.0, 1.0, 1.0), choice["min_component_ml"], choice["min_component_conf"]
+        scans[0][0], 0.5, (1.0, 1.0, 1.0), choice["min_component_ml"], choice["min_component_conf"]
     )
-    assert np.array_equal(mask, cases[0][1])
+    assert np.array_equal(mask, scans[0][1])
     # nothing to gain: no filter
-    assert choose([(c[1] * 0.9, c[1], (1.0, 1.0, 1.0)) for c in cases], 0.5)["min_component_ml"] == 0.0
+    assert choose([(c[1] * 0.9, c[1], (1.0, 1.0, 1.0)) for c in scans], 0.5)["min_component_ml"] == 0.0

@@ -96,8 +96,10 @@ def test_the_alignment_check_catches_a_misaligned_pair():
 @pytest.mark.parametrize("g", [0, 7])
 def test_a_patch_depends_only_on_seed_and_index(g):
     cfg = get_config("cpu", **{**SPATIAL, "p_noise": 0.5, "p_intensity": 0.5})
-    cases = [_Case(_label(k)) for k in range(3)]
-    a, b = PatchDataset(cases, cfg, seed=3), PatchDataset(cases, cfg, seed=3)
+    cached_cases = [_Case(_label(k)) for k in range(3)]
+    a, b = PatchDataset(cached_cases, cfg, seed=3), PatchDataset(cached_cases, cfg, seed=3)
     _ = b[g + 1]  # another index drawn first must not change patch g
     assert np.array_equal(a[g]["image"].numpy(), b[g]["image"].numpy())
-    assert not np.array_equal(a[g]["image"].numpy(), PatchDataset(cases, cfg, seed=4)[g]["image"].numpy())
+    assert not np.array_equal(
+        a[g]["image"].numpy(), PatchDataset(cached_cases, cfg, seed=4)[g]["image"].numpy()
+    )

@@ -177,7 +177,7 @@ def _evaluate(cohort: Path, preds: Path, out: Path, *flags: str) -> list[str]:
         str(preds),
         "--out",
         str(out),
-        "--n-boot",
+        "--n-bootstrap",
         "0",
         "--no-progress",
         *flags,

@@ -72,7 +72,7 @@ def test_valid_seeds_and_the_presets():
 
 # --- the spread on hand-made numbers ----------------------------------------------------------------------
 def test_spread_table_gives_the_known_mean_sd_range_and_ratios():
-    t = S.spread_table(PER_SEED, INTERVALS, primary_seed=0, level=0.95).set_index("metric")
+    t = S.spread_table(PER_SEED, INTERVALS, primary_seed=0, ci_level=0.95).set_index("metric")
     assert list(t.index) == list(S.SEED_METRICS)
     d = t.loc["dice"]
     assert (d["n_seeds"], d["primary_seed"], d["primary"]) == (3, 0, 0.80)
@@ -124,7 +124,7 @@ def test_metrics_of_a_summary_and_the_primary_intervals_read_from_analysis(tmp_p
             m: {"mean": v}
             for m, v in zip(("dice", "iou", "precision", "recall"), (0.9, 0.8, 0.7, 0.6), strict=True)
         },
-        "headline": {"iou_threshold": 0.5, "sensitivity": 0.87, "fp_per_scan": 0.61},
+        "headline": {"operating_iou": 0.5, "sensitivity": 0.87, "fp_per_scan": 0.61},
         "cpm": {"0.1": {"cpm": 0.9}, "0.5": {"cpm": 0.75}},
     }
     assert S.seed_metrics(summary, 0.5) == {
@@ -279,7 +279,7 @@ def test_two_seeds_train_two_models_and_the_table_has_two_rows(tmp_path):
     ]
 
     # the 03_evaluate cells before: the primary predicted, evaluated, its statistics saved
-    cases, config = read_cases(csv), EvalConfig(n_boot=50, seed=0)
+    cases, config = read_cases(csv), EvalConfig(n_bootstrap=50, seed=0)
     predict(layout.model_path, csv, layout.predictions("test"), split="test", progress=False)
     result = evaluate_predictions(
         cases, layout.predictions("test"), split="test", config=config, progress=False
@@ -320,7 +320,7 @@ def test_two_seeds_train_two_models_and_the_table_has_two_rows(tmp_path):
     with pytest.raises(ValueError, match="dice is .* there but .* in evaluation/test/summary.json"):
         S.seed_variance(layout, cases, config, [0, 1], 0, progress=False)
     with pytest.raises(ValueError, match="other settings than this EvalConfig"):
-        S.seed_variance(layout, cases, EvalConfig(n_boot=60, seed=0), [0, 1], 0, progress=False)
+        S.seed_variance(layout, cases, EvalConfig(n_bootstrap=60, seed=0), [0, 1], 0, progress=False)
     write_csv(ana / "seg_ci.csv", result.cis)
 
     # back to one seed: RUN/seeds removed, the spread written as not estimable

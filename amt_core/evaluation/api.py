@@ -111,9 +111,9 @@ def evaluate_case(
             for c, a, b in zip(levels, d_tp, d_fp, strict=True)
         ]
 
-    # headline matching: candidates at the operating threshold, headline overlap threshold
+    # headline matching: candidates at the operating threshold, operating_iou
     active = np.flatnonzero(conf >= config.operating_point)
-    hits = lesions.is_hit(metric[active], config.headline_iou, config.hit_criterion)
+    hits = lesions.is_hit(metric[active], config.operating_iou, config.hit_criterion)
     got = lesions.assign(metric[active], hits, conf[active], config.assignment)
     tp, fp, fn = lesions.count(got, hits, len(les), config.extra_hits)
     cand_status = np.full(len(cands), "below_threshold", dtype=object)

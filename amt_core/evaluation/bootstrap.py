@@ -1,7 +1,7 @@
 """Bootstrap resampling and confidence intervals, vectorised.
 
-One resampler for the whole engine: :func:`resample_weights` gives, for each of ``n_boot`` resamples,
-how many times each scan appears in it (an ``(n_boot, n)`` int32 matrix). Any statistic that is a sum
+One resampler for the whole engine: :func:`resample_weights` gives, for each of ``n_bootstrap`` resamples,
+how many times each scan appears in it (an ``(n_bootstrap, n)`` int32 matrix). Any statistic that is a sum
 over scans (a mean, a count of hits, a count of false positives) is then a single matrix product
 ``W @ per_scan_values``, which is how 10,000 resamples of every mean cost milliseconds instead of a
 Python loop over resamples.
@@ -65,18 +65,18 @@ def cluster_problem(clusters: Sequence | np.ndarray | None) -> str | None:
     return None
 
 
-def _multinomial_counts(rng: np.random.Generator, n_units: int, n_boot: int) -> np.ndarray:
-    """(n_boot, n_units) int32 counts of ``n_units`` draws with replacement per row.
+def _multinomial_counts(rng: np.random.Generator, n_units: int, n_bootstrap: int) -> np.ndarray:
+    """(n_bootstrap, n_units) int32 counts of ``n_units`` draws with replacement per row.
 
     Resamples done are reported once per chunk (:mod:`amt_core.progress`: only to ``amt run``'s progress
     file, never a bar), so the report costs nothing next to the draws."""
     from amt_core.progress import Progress
 
-    out = np.empty((n_boot, n_units), dtype=np.int32)
+    out = np.empty((n_bootstrap, n_units), dtype=np.int32)
     rows_per_chunk = max(1, _CHUNK // max(n_units, 1))
-    with Progress("bootstrap", n_boot, unit="resample") as progress:
-        for start in range(0, n_boot, rows_per_chunk):
-            stop = min(n_boot, start + rows_per_chunk)
+    with Progress("bootstrap", n_bootstrap, unit="resample") as progress:
+        for start in range(0, n_bootstrap, rows_per_chunk):
+            stop = min(n_bootstrap, start + rows_per_chunk)
             rows = stop - start
             idx = rng.integers(0, n_units, size=(rows, n_units))
             idx += (np.arange(rows) * n_units)[:, None]
@@ -87,39 +87,39 @@ def _multinomial_counts(rng: np.random.Generator, n_units: int, n_boot: int) -> 
 
 def resample_weights(
     n: int,
-    n_boot: int,
+    n_bootstrap: int,
     *,
     seed: int | np.random.Generator | None,
     clusters: Sequence | np.ndarray | None = None,
 ) -> np.ndarray:
-    """How many times each of ``n`` scans appears in each of ``n_boot`` bootstrap resamples.
+    """How many times each of ``n`` scans appears in each of ``n_bootstrap`` bootstrap resamples.
 
     Parameters
     ----------
     n : number of scans.
-    n_boot : number of resamples.
+    n_bootstrap : number of resamples.
     seed : seed for ``numpy.random.default_rng`` (same seed -> identical matrix).
     clusters : optional length-``n`` labels (institution ids). When given, institutions are resampled
         with replacement and each scan gets its institution's count (the cluster bootstrap).
 
     Returns
     -------
-    int32 array of shape ``(n_boot, n)``; each row of a scan bootstrap sums to ``n``; in a cluster
+    int32 array of shape ``(n_bootstrap, n)``; each row of a scan bootstrap sums to ``n``; in a cluster
     bootstrap all scans of one institution have equal counts within a row.
     """
-    if n < 0 or n_boot < 0:
-        raise ValueError(f"n and n_boot must be non-negative, got n={n}, n_boot={n_boot}")
+    if n < 0 or n_bootstrap < 0:
+        raise ValueError(f"n and n_bootstrap must be non-negative, got n={n}, n_bootstrap={n_bootstrap}")
     rng = np.random.default_rng(seed)
     if clusters is None:
-        return _multinomial_counts(rng, n, n_boot)
+        return _multinomial_counts(rng, n, n_bootstrap)
     codes, n_groups = _cluster_codes(clusters, n)
-    group_counts = _multinomial_counts(rng, n_groups, n_boot)
+    group_counts = _multinomial_counts(rng, n_groups, n_bootstrap)
     return np.ascontiguousarray(group_counts[:, codes])
 
 
 def resample_indices(
     n: int,
-    n_boot: int,
+    n_bootstrap: int,
     *,
     seed: int | np.random.Generator | None,
     clusters: Sequence | np.ndarray | None = None,
@@ -130,7 +130,7 @@ def resample_indices(
     for that resample's weights, so both forms describe the very same resamples for a given seed.
     Cluster resamples vary in length, hence a list of arrays.
     """
-    weights = resample_weights(n, n_boot, seed=seed, clusters=clusters)
+    weights = resample_weights(n, n_bootstrap, seed=seed, clusters=clusters)
     base = np.arange(n)
     return [np.repeat(base, row) for row in weights]
 
@@ -174,19 +174,19 @@ def ci_from_replicates(
     replicates: np.ndarray,
     point: float | np.ndarray,
     *,
-    level: float = 0.95,
-    method: str = "percentile",
+    ci_level: float = 0.95,
+    ci_method: str = "percentile",
     jackknife: np.ndarray | None = None,
 ) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
     """Two-sided bootstrap confidence interval from bootstrap replicates.
 
     Parameters
     ----------
-    replicates : ``(n_boot,)`` or ``(n_boot, k)`` bootstrap values of the statistic (NaN replicates,
+    replicates : ``(n_bootstrap,)`` or ``(n_bootstrap, k)`` bootstrap values of the statistic (NaN replicates,
         e.g. resamples in which a metric had no scan, are ignored per column).
     point : the statistic on the original data, scalar or ``(k,)``.
-    level : confidence level (0.95).
-    method : ``"percentile"`` or ``"bca"`` (bias-corrected and accelerated).
+    ci_level : confidence level (0.95).
+    ci_method : ``"percentile"`` or ``"bca"`` (bias-corrected and accelerated).
     jackknife : for BCa, leave-one-out values of the statistic, ``(n,)`` or ``(n, k)`` (NaN rows
         ignored); without it the acceleration is 0 (the bias-corrected interval).
 
@@ -200,30 +200,30 @@ def ci_from_replicates(
     -------
     ``(lo, hi)`` as floats for 1-D replicates, as ``(k,)`` arrays for 2-D replicates.
     """
-    method = method.lower()
-    if method not in CI_METHODS:
-        raise ValueError(f"method must be one of {CI_METHODS}, got {method!r}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
+    ci_method = ci_method.lower()
+    if ci_method not in CI_METHODS:
+        raise ValueError(f"ci_method must be one of {CI_METHODS}, got {ci_method!r}")
+    if not 0.0 < ci_level < 1.0:
+        raise ValueError(f"ci_level must lie in (0, 1), got {ci_level}")
     rep = np.asarray(replicates, dtype=np.float64)
     scalar = rep.ndim == 1
     if scalar:
         rep = rep[:, None]
     if rep.ndim != 2:
-        raise ValueError(f"replicates must be (n_boot,) or (n_boot, k), got shape {rep.shape}")
+        raise ValueError(f"replicates must be (n_bootstrap,) or (n_bootstrap, k), got shape {rep.shape}")
     k = rep.shape[1]
     pt = np.broadcast_to(np.asarray(point, dtype=np.float64).reshape(-1), (k,)).copy()
 
-    if rep.shape[0] == 0:  # no resamples (n_boot = 0): no interval
+    if rep.shape[0] == 0:  # no resamples (n_bootstrap = 0): no interval
         nan = np.full(k, np.nan)
         return (float("nan"), float("nan")) if scalar else (nan, nan.copy())
     sorted_rep = np.sort(rep, axis=0)  # NaNs go last
     n_valid = np.isfinite(rep).sum(axis=0)
-    alpha = (1.0 - level) / 2.0
+    alpha = (1.0 - ci_level) / 2.0
     p_lo = np.full(k, alpha)
     p_hi = np.full(k, 1.0 - alpha)
 
-    if method == "bca":
+    if ci_method == "bca":
         with np.errstate(invalid="ignore"):
             below = (rep < pt).sum(axis=0) + (rep <= pt).sum(axis=0)
             frac = below / (2.0 * np.maximum(n_valid, 1))
@@ -295,7 +295,7 @@ def jackknife_means(values: np.ndarray, clusters: Sequence | np.ndarray | None =
 
 
 def weighted_means(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Bootstrap means ``(W @ v) / (W @ mask)`` of each column, NaN values excluded: (n_boot, k)."""
+    """Bootstrap means ``(W @ v) / (W @ mask)`` of each column, NaN values excluded: (n_bootstrap, k)."""
     v = np.asarray(values, dtype=np.float64)
     mask = np.isfinite(v)
     w = np.asarray(weights, dtype=np.float64)
@@ -309,11 +309,11 @@ def weighted_means(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
 def bootstrap_means(
     values: pd.DataFrame | np.ndarray,
     *,
-    n_boot: int = 10_000,
+    n_bootstrap: int = 10_000,
     seed: int = 0,
     clusters: Sequence | np.ndarray | None = None,
-    method: str = "percentile",
-    level: float = 0.95,
+    ci_method: str = "percentile",
+    ci_level: float = 0.95,
     weights: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Mean of each per-scan metric with its bootstrap confidence interval.
@@ -322,17 +322,17 @@ def bootstrap_means(
     ----------
     values : per-scan metrics, a DataFrame (its numeric columns are the metrics; id columns are
         skipped) or an ``(n,)``/``(n, k)`` array. NaN per-scan values are excluded per metric.
-    n_boot, seed : resamples and the seed of :func:`resample_weights`.
+    n_bootstrap, seed : resamples and the seed of :func:`resample_weights`.
     clusters : length-``n`` institution ids for the institution-cluster bootstrap.
-    method : ``"percentile"`` or ``"bca"``; BCa uses the closed-form jackknife of the mean
+    ci_method : ``"percentile"`` or ``"bca"``; BCa uses the closed-form jackknife of the mean
         (leave-one-cluster-out for the cluster bootstrap).
-    level : confidence level.
-    weights : optional precomputed ``(n_boot, n)`` resample weights (to share resamples between
-        tables); when given, ``n_boot``/``seed`` only label the output.
+    ci_level : confidence level.
+    weights : optional precomputed ``(n_bootstrap, n)`` resample weights (to share resamples between
+        tables); when given, ``n_bootstrap``/``seed`` only label the output.
 
     Returns
     -------
-    DataFrame with one row per metric: metric, mean, ci_lo, ci_hi, method, level, n_boot, n (scans
+    DataFrame with one row per metric: metric, mean, ci_lo, ci_hi, ci_method, ci_level, n_bootstrap, n (scans
     with a value), cluster (True for the cluster bootstrap), note (None, or why the interval is not
     estimable: a cluster bootstrap over fewer than :data:`MIN_CLUSTERS` institutions has NaN bounds).
     """
@@ -347,13 +347,13 @@ def bootstrap_means(
         lo = hi = np.full(len(names), np.nan)
     else:
         if weights is None:
-            weights = resample_weights(n, n_boot, seed=seed, clusters=clusters)
+            weights = resample_weights(n, n_bootstrap, seed=seed, clusters=clusters)
         elif weights.shape[1] != n:
             raise ValueError(f"weights have {weights.shape[1]} columns but values have {n} rows")
-        n_boot = int(weights.shape[0])
-        jack = jackknife_means(arr, clusters) if method.lower() == "bca" else None
+        n_bootstrap = int(weights.shape[0])
+        jack = jackknife_means(arr, clusters) if ci_method.lower() == "bca" else None
         lo, hi = ci_from_replicates(
-            weighted_means(weights, arr), point, level=level, method=method, jackknife=jack
+            weighted_means(weights, arr), point, ci_level=ci_level, ci_method=ci_method, jackknife=jack
         )
     return pd.DataFrame(
         {
@@ -361,9 +361,9 @@ def bootstrap_means(
             "mean": point,
             "ci_lo": lo,
             "ci_hi": hi,
-            "method": method.lower(),
-            "level": level,
-            "n_boot": int(n_boot),
+            "ci_method": ci_method.lower(),
+            "ci_level": ci_level,
+            "n_bootstrap": int(n_bootstrap),
             "n": counts.astype(int),
             "cluster": clusters is not None,
             "note": problem,

@@ -4,7 +4,7 @@ bootstrap bands, and one temperature fitted on the tuning split.
 Two kinds of probability are checked:
 
 - ``lesion``: each candidate's confidence (the evaluation's candidates, ``candidates.csv``) against whether
-  it hits a reference lesion (best overlap at the headline IoU, by the run's hit criterion; a second
+  it hits a reference lesion (best overlap at the operating IoU, by the run's hit criterion; a second
   candidate on a lesion counts as a hit: its lesion is there);
 - ``voxel``: the probability of a voxel against the reference mask. A scan holds millions of voxels, most
   far from the tumour with probability ~0, so voxels are sampled in two strata (:func:`sample_voxels`):
@@ -132,16 +132,16 @@ def sample_voxels(
 
 
 def lesion_samples(
-    candidates: pd.DataFrame, iou: float, criterion: str = ">="
+    candidates: pd.DataFrame, operating_iou: float, criterion: str = ">="
 ) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, hit) of every candidate of an evaluation's candidates table."""
     best = candidates["best_iou"].to_numpy(dtype=np.float64)
-    hit = is_hit(best, iou, criterion)
+    hit = is_hit(best, operating_iou, criterion)
     return candidates["confidence"].to_numpy(dtype=np.float64), hit.astype(np.float64)
 
 
 def reliability(
-    sums: np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    sums: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0, ci_level: float = 0.95
 ) -> tuple[pd.DataFrame, dict]:
     """Reliability table (one row per bin: confidence, frequency with its band, weight) and the ECE with its
     band, from per-scan bin sums (:func:`bin_sums`), resampling scans."""
@@ -152,12 +152,12 @@ def reliability(
     ece, conf, freq = _ece_from_sums(total)
     lo = hi = np.full(n_bins, np.nan)
     e_lo = e_hi = np.nan
-    if n_boot and n_scans > 1:
-        w = resample_weights(n_scans, n_boot, seed=seed).astype(np.float64)
+    if n_bootstrap and n_scans > 1:
+        w = resample_weights(n_scans, n_bootstrap, seed=seed).astype(np.float64)
         rep = np.einsum("bs,skn->bkn", w, sums)
         r_ece, _, r_freq = _ece_from_sums(rep)
-        lo, hi = ci_from_replicates(r_freq, freq, level=level)
-        e_lo, e_hi = ci_from_replicates(r_ece, float(ece), level=level)
+        lo, hi = ci_from_replicates(r_freq, freq, ci_level=ci_level)
+        e_lo, e_hi = ci_from_replicates(r_ece, float(ece), ci_level=ci_level)
     table = pd.DataFrame(
         {
             "bin": np.arange(n_bins),
@@ -180,9 +180,9 @@ def calibration_study(
     out_dir: str | os.PathLike | None = None,
     *,
     n_bins: int = 10,
-    n_boot: int = 1000,
+    n_bootstrap: int = 1000,
     seed: int = 0,
-    level: float = 0.95,
+    ci_level: float = 0.95,
     near_mm: float = 10.0,
     n_rest: int = 20_000,
     fit_split: str = "tune",
@@ -202,7 +202,7 @@ def calibration_study(
     for split in (fit_split, test_split):
         res = results[split]
         scan_of = {c: k for k, c in enumerate(res.per_case["case_id"])}
-        conf, hit = lesion_samples(res.candidates, config.headline_iou, config.hit_criterion)
+        conf, hit = lesion_samples(res.candidates, config.operating_iou, config.hit_criterion)
         data["lesion"][split] = (
             conf,
             hit,
@@ -235,9 +235,9 @@ def calibration_study(
             q = apply_temperature(p, temperature) if scaled and np.isfinite(temperature) else p
             table, ece = reliability(
                 bin_sums(q, y, w, scan=scan, n_scans=n_scans, n_bins=n_bins),
-                n_boot=n_boot,
+                n_bootstrap=n_bootstrap,
                 seed=seed,
-                level=level,
+                ci_level=ci_level,
             )
             if scaled and not np.isfinite(temperature):  # no temperature (the tuning split has one class)
                 table.loc[:, ["weight", "confidence", "frequency", "frequency_ci_lo", "frequency_ci_hi"]] = (

@@ -57,7 +57,7 @@ def register(subparsers) -> None:
         metavar="JSON",
         help="EvalConfig as JSON (e.g. a summary.json's 'config'); the flags below override it",
     )
-    p.add_argument("--n-boot", type=int, help="bootstrap resamples (default 10000; 0 = no intervals)")
+    p.add_argument("--n-bootstrap", type=int, help="bootstrap resamples (default 10000; 0 = no intervals)")
     p.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
     p.add_argument(
         "--cluster-bootstrap",
@@ -78,7 +78,7 @@ def register(subparsers) -> None:
 
 
 _OVERRIDES = (
-    "n_boot",
+    "n_bootstrap",
     "seed",
     "cluster_bootstrap",
     "ci_method",
@@ -116,7 +116,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         data = json.loads(Path(args.config).read_text())
         settings = data.get("config", data)
     settings |= {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
-    config = EvalConfig.from_dict(settings)
+    try:
+        config = EvalConfig.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{args.config}: {exc}" if args.config else str(exc)) from None
     if args.cohort:
         only_folders = [f for f in ("metadata", "pattern", "label_pattern") if getattr(args, f) is not None]
         if only_folders or args.allow_missing:

@@ -96,8 +96,9 @@ class EvalConfig:
     iou_sweep: tuple[float, ...] = registry.IOU_SWEEP
     #: FP/scan points read off each curve; their mean is the CPM
     fp_points: tuple[float, ...] = registry.FP_POINTS
-    #: IoU threshold of the headline numbers (per-scan tp/fp/fn, lesion ``hit``)
-    headline_iou: float = 0.5
+    #: the one overlap a candidate needs to count as a hit: the headline numbers (per-scan tp/fp/fn,
+    #: lesion ``hit``, reading B's operating point); the readings' sweeps are the plural fields above
+    operating_iou: float = 0.5
     #: both masks empty: "one", "zero" or "nan" for Dice, IoU, precision and recall
     empty_both: str = "one"
     #: exactly one mask empty: the undefined precision or recall is "zero" or "nan"
@@ -105,7 +106,7 @@ class EvalConfig:
     #: percentile of the symmetric surface distance (95 -> HD95)
     hd_percentile: float = 95.0
     #: bootstrap resamples (0 = no confidence intervals)
-    n_boot: int = 10_000
+    n_bootstrap: int = 10_000
     ci_level: float = 0.95
     ci_method: str = "percentile"
     #: resample institutions (with all their scans) instead of scans
@@ -146,16 +147,16 @@ class EvalConfig:
         for name in ("froc_iou_thresholds", "iou_sweep"):
             if not all(0.0 < v <= 1.0 for v in getattr(self, name)):
                 problems.append(f"{name}={getattr(self, name)} (overlap thresholds in (0, 1])")
-        if not 0.0 < self.headline_iou <= 1.0:
-            problems.append(f"headline_iou={self.headline_iou} (in (0, 1])")
+        if not 0.0 < self.operating_iou <= 1.0:
+            problems.append(f"operating_iou={self.operating_iou} (in (0, 1])")
         if not self.fp_points or not all(v > 0 for v in self.fp_points):
             problems.append(f"fp_points={self.fp_points} (positive FP/scan values)")
         if self.min_candidate_voxels < 1 or self.min_lesion_voxels < 1:
             problems.append("min_candidate_voxels and min_lesion_voxels must be >= 1")
         if not 0.0 < self.hd_percentile <= 100.0:
             problems.append(f"hd_percentile={self.hd_percentile} (in (0, 100])")
-        if self.n_boot < 0:
-            problems.append(f"n_boot={self.n_boot} (0 or more)")
+        if self.n_bootstrap < 0:
+            problems.append(f"n_bootstrap={self.n_bootstrap} (0 or more)")
         if not 0.0 < self.ci_level < 1.0:
             problems.append(f"ci_level={self.ci_level} (in (0, 1))")
         if problems:
@@ -170,7 +171,7 @@ class EvalConfig:
     @property
     def match_thresholds(self) -> tuple[float, ...]:
         """Every overlap threshold the matching runs at (sorted union of both readings and the headline)."""
-        return tuple(sorted(set(self.froc_iou_thresholds) | set(self.iou_sweep) | {self.headline_iou}))
+        return tuple(sorted(set(self.froc_iou_thresholds) | set(self.iou_sweep) | {self.operating_iou}))
 
     # --- JSON round trip --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -181,6 +182,14 @@ class EvalConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> EvalConfig:
+        """An ``EvalConfig`` from its :meth:`to_dict` form; an unknown key, or a name that earlier versions
+        used (``registry.RENAMED``: ``n_boot``, ``headline_iou``, ...), is a ``ValueError`` naming it."""
+        renamed = [k for k in data if k in registry.RENAMED]
+        if renamed:
+            raise ValueError(
+                "renamed evaluation config key(s): "
+                + "; ".join(f"{k!r} is now {registry.RENAMED[k]!r}" for k in renamed)
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -217,7 +226,7 @@ class EvalConfig:
                 "reading A's curve); the headline per-scan tp/fp/fn and lesion hits use it too"
             ),
             "bootstrap": (
-                f"{self.n_boot} resamples of {'institutions' if self.cluster_bootstrap else 'scans'}, "
+                f"{self.n_bootstrap} resamples of {'institutions' if self.cluster_bootstrap else 'scans'}, "
                 f"seed {self.seed}, {self.ci_method} {self.ci_level:.0%} intervals; FROC bands: the same "
                 "resamples, each curve rebuilt and read at the FP/scan points; reading B's sensitivities also "
                 "carry Wilson intervals"
@@ -252,7 +261,7 @@ class EvalConfig:
             "thresholds": {
                 "mask_probability": self.threshold,
                 "operating_confidence": self.operating_point,
-                "headline_overlap": self.headline_iou,
+                "operating_overlap": self.operating_iou,
                 "reading_a_overlaps": list(self.froc_iou_thresholds),
                 "reading_b_overlaps": list(self.iou_sweep),
                 "fp_per_scan_points": list(self.fp_points),
@@ -272,7 +281,7 @@ class EvalConfig:
             "candidate_confidence": f"{self.confidence} probability inside the candidate",
             "min_voxels": {"candidate": self.min_candidate_voxels, "lesion": self.min_lesion_voxels},
             "uncertainty": (
-                f"{self.n_boot} bootstrap resamples of "
+                f"{self.n_bootstrap} bootstrap resamples of "
                 f"{'institutions' if self.cluster_bootstrap else 'scans'}, seed {self.seed}, "
                 f"{self.ci_method} {self.ci_level:.0%} intervals"
             ),

@@ -168,7 +168,9 @@ def _metadata_tables(per_case: pd.DataFrame, meta: pd.DataFrame | None, config: 
         if meta is not None and column in meta.columns and meta[column].notna().any()
     ]
     has_inst = meta is not None and "institution_id" in meta.columns
-    boot = dict(n_boot=config.n_boot, seed=config.seed, method=config.ci_method, level=config.ci_level)
+    boot = dict(
+        n_bootstrap=config.n_bootstrap, seed=config.seed, ci_method=config.ci_method, ci_level=config.ci_level
+    )
     tables = {}
     if subgroups:
         table = stats.subgroup_table(per_case, meta, subgroups=subgroups, **boot)

@@ -12,7 +12,7 @@ sum of the events sorted by descending confidence, so
 - reading B (:func:`reading_b`): per IoU threshold, the counts at the operating threshold;
 - bootstrap: a resample is a vector of per-scan counts ``w`` (``bootstrap.resample_weights``); the
   resampled curve is the cumulative sum of ``w[scan] * d_tp``, so all replicates are built at once as
-  one ``(n_boot, n_events)`` cumulative sum (:func:`sensitivity_at_points`).
+  one ``(n_bootstrap, n_events)`` cumulative sum (:func:`sensitivity_at_points`).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def reading_b(
     operating_threshold: float,
     *,
     ci=None,
-    level: float = 0.95,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Reading B: sensitivity and FP/scan per IoU threshold at the operating threshold.
 
@@ -195,7 +195,7 @@ def reading_b(
         sens = tp / total if total else np.full(len(thresholds), np.nan)
         fps = fp / n if n else np.full(len(thresholds), np.nan)
     if total:
-        w_lo, w_hi = proportion_confint(tp, total, alpha=1 - level, method="wilson")
+        w_lo, w_hi = proportion_confint(tp, total, alpha=1 - ci_level, method="wilson")
     else:
         w_lo = w_hi = np.full(len(thresholds), np.nan)
     out = pd.DataFrame({

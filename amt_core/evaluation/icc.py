@@ -29,11 +29,11 @@ def parametric_bootstrap_icc(
     group_var: float,
     residual_var: float,
     *,
-    n_boot: int = 200,
+    n_bootstrap: int = 200,
     seed: int = 0,
-    level: float = 0.95,
+    ci_level: float = 0.95,
 ) -> tuple[float, float, int]:
-    """Percentile interval of the ICC over ``n_boot`` outcomes simulated from a random-intercept model.
+    """Percentile interval of the ICC over ``n_bootstrap`` outcomes simulated from a random-intercept model.
 
     ``exog`` (n, p) is the fixed-effects design, ``fitted_fixed`` (n,) its fitted mean ``X @ beta``,
     ``groups`` (n,) the institution of each row. Returns ``(lo, hi, n_fits)``: NaN bounds when the model
@@ -54,8 +54,8 @@ def parametric_bootstrap_icc(
     rng = np.random.default_rng(seed)
     sd_u, sd_e = np.sqrt(max(group_var, 0.0)), np.sqrt(residual_var)
     iccs = []
-    with Progress("icc", n_boot, unit="refit", desc="ICC bootstrap") as progress:  # `amt run` shows it
-        for _ in range(n_boot):
+    with Progress("icc", n_bootstrap, unit="refit", desc="ICC bootstrap") as progress:  # `amt run` shows it
+        for _ in range(n_bootstrap):
             y = fitted_fixed + rng.normal(0.0, sd_u, labels.size)[index] + rng.normal(0.0, sd_e, index.size)
             value = _refit_icc(MixedLM(y, exog, groups=index))
             if value is not None:
@@ -63,7 +63,7 @@ def parametric_bootstrap_icc(
             progress.update()
     if len(iccs) < 20:
         return np.nan, np.nan, len(iccs)
-    lo, hi = np.percentile(iccs, [50 * (1 - level), 50 * (1 + level)])
+    lo, hi = np.percentile(iccs, [50 * (1 - ci_level), 50 * (1 + ci_level)])
     return float(lo), float(hi), len(iccs)
 
 
@@ -84,7 +84,13 @@ def _refit_icc(model) -> float | None:
 
 
 def variance_rows(
-    group_var: float, residual_var: float, icc: float, icc_lo: float, icc_hi: float, lrt_p: float, n_boot: int
+    group_var: float,
+    residual_var: float,
+    icc: float,
+    icc_lo: float,
+    icc_hi: float,
+    lrt_p: float,
+    n_bootstrap: int,
 ) -> pd.DataFrame:
     """The random part of the model as rows of the fixed-effects table (term, estimate, ci_lo, ci_hi,
     p_value, note): the institution and residual variances and the ICC with its interval."""
@@ -119,8 +125,8 @@ def variance_rows(
                 "p_value": nan,
                 "note": "institution variance / total; "
                 + (
-                    f"CI: {ICC_CI_METHOD}, {n_boot} simulated data sets"
-                    if n_boot
+                    f"CI: {ICC_CI_METHOD}, {n_bootstrap} simulated data sets"
+                    if n_bootstrap
                     else "no CI (not identifiable, or not bootstrapped)"
                 ),
             },

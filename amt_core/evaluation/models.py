@@ -106,8 +106,8 @@ def _formula_terms(
     return data, terms, categorical
 
 
-def _coef_table(params, bse, pvalues, level: float) -> pd.DataFrame:
-    z = sps.norm.ppf(0.5 + level / 2)
+def _coef_table(params, bse, pvalues, ci_level: float) -> pd.DataFrame:
+    z = sps.norm.ppf(0.5 + ci_level / 2)
     return pd.DataFrame(
         {
             "term": list(params.index),
@@ -153,8 +153,8 @@ def institution_mixed_model(
     metric: str = "dice",
     *,
     covariates: Sequence[str] = (),
-    level: float = 0.95,
-    n_boot_icc: int = 200,
+    ci_level: float = 0.95,
+    n_bootstrap_icc: int = 200,
     seed: int = 0,
 ) -> MixedModelResult:
     """``metric ~ covariates + (1 | institution)`` by REML (``statsmodels`` ``mixedlm``).
@@ -164,7 +164,7 @@ def institution_mixed_model(
     boundary mixture 0.5 chi2(0) + 0.5 chi2(1)), and whether the optimiser converged. Convergence and
     boundary warnings are caught and recorded, never raised. When most institutions contribute 1-2
     scans, ``caveat`` says that the institution variance is weakly identified. The ICC's interval is a
-    parametric bootstrap of ``n_boot_icc`` simulated data sets (:mod:`amt_core.evaluation.icc`; 0: none).
+    parametric bootstrap of ``n_bootstrap_icc`` simulated data sets (:mod:`amt_core.evaluation.icc`; 0: none).
     """
     import statsmodels.formula.api as smf
 
@@ -215,7 +215,7 @@ def institution_mixed_model(
         )
     fe_names = result.model.exog_names
     with np.errstate(invalid="ignore"):  # a degenerate fit's covariance: NaN standard errors, said as such
-        fixed = _coef_table(result.fe_params, result.bse_fe, result.pvalues[fe_names], level)
+        fixed = _coef_table(result.fe_params, result.bse_fe, result.pvalues[fe_names], ci_level)
     group_var = float(result.cov_re.iloc[0, 0])
     resid_var = float(result.scale)
     total = group_var + resid_var
@@ -224,16 +224,16 @@ def institution_mixed_model(
 
     lo, hi, fits = (
         (np.nan, np.nan, 0)
-        if n_boot_icc <= 0
+        if n_bootstrap_icc <= 0
         else parametric_bootstrap_icc(
             result.model.exog,
             result.model.exog @ result.fe_params.to_numpy(),
             data["institution_id"].to_numpy(),
             group_var,
             resid_var,
-            n_boot=n_boot_icc,
+            n_bootstrap=n_bootstrap_icc,
             seed=seed,
-            level=level,
+            ci_level=ci_level,
         )
     )
     return MixedModelResult(
@@ -266,7 +266,7 @@ def detection_gee(
     *,
     hit_column: str = "hit",
     model: str = "gee",
-    level: float = 0.95,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Logistic model of per-lesion detection (hit/miss at the operating point) by covariates.
 
@@ -310,7 +310,7 @@ def detection_gee(
     else:
         with warnings.catch_warnings(record=True) as log:
             warnings.simplefilter("always")
-            table = _fit_detection(data, formula, groups, model, level, attrs)
+            table = _fit_detection(data, formula, groups, model, ci_level, attrs)
         big = ~np.isfinite(table["estimate"]) | (table["estimate"].abs() > 15)
         if big.any():
             attrs["converged"] = False
@@ -346,7 +346,7 @@ def _drop_separated(data: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.Data
     return data, dropped
 
 
-def _fit_detection(data, formula, groups, model, level, attrs) -> pd.DataFrame:
+def _fit_detection(data, formula, groups, model, ci_level, attrs) -> pd.DataFrame:
     import statsmodels.api as sm
     import statsmodels.formula.api as smf
 
@@ -360,7 +360,7 @@ def _fit_detection(data, formula, groups, model, level, attrs) -> pd.DataFrame:
         ).fit()
         attrs["converged"] = bool(getattr(fit, "converged", True))
         attrs["working_correlation"] = float(fit.model.cov_struct.dep_params)
-        return _coef_table(fit.params, fit.bse, fit.pvalues, level)
+        return _coef_table(fit.params, fit.bse, fit.pvalues, ci_level)
     from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
 
     data = data.assign(inst_=groups.to_numpy())
@@ -371,4 +371,4 @@ def _fit_detection(data, formula, groups, model, level, attrs) -> pd.DataFrame:
     p = pd.Series(2 * sps.norm.sf(np.abs(params / sd)), index=params.index)
     attrs["converged"] = True
     attrs["re_sd"] = float(np.exp(fit.vcp_mean[0]))
-    return _coef_table(params, sd, p, level)
+    return _coef_table(params, sd, p, ci_level)

@@ -3,7 +3,7 @@
 ``EvaluationResult`` holds pandas DataFrames:
 
 - ``per_case`` (per_case.csv): one row per scan: case_id, institution_id, dice, iou, precision, recall,
-  hd95_mm, msd_mm, ref/pred volumes (ml) and voxels, n_lesions, n_candidates, tp, fp, fn (headline IoU at
+  hd95_mm, msd_mm, ref/pred volumes (ml) and voxels, n_lesions, n_candidates, tp, fp, fn (operating IoU at
   the operating threshold);
 - ``lesions`` (lesions.csv): one row per reference lesion: size, box, best IoU/Dice, ``hit`` and its match;
 - ``candidates`` (candidates.csv): one row per candidate: size, box, confidence, best overlap, status
@@ -61,7 +61,7 @@ class EvaluationResult:
     ``cpm``, ``headline``) are read from the tables and the summary, never stored twice.
 
     Attributes:
-        per_case: one row per scan (segmentation metrics, volumes, tp/fp/fn at the headline IoU).
+        per_case: one row per scan (segmentation metrics, volumes, tp/fp/fn at the operating IoU).
         lesions: one row per reference lesion (its best overlap and whether it is hit).
         candidates: one row per candidate (confidence, best overlap, status).
         events: per scan and overlap threshold, the (d_tp, d_fp) gained at each candidate confidence.
@@ -106,7 +106,7 @@ class EvaluationResult:
 
     @property
     def headline(self) -> dict:
-        """Reading B at the headline IoU: sensitivity, FP/scan and their intervals."""
+        """Reading B at the operating IoU (``config.operating_iou``): sensitivity, FP/scan and their intervals."""
         return dict(self.summary["headline"])
 
     def headline_text(self) -> str:
@@ -115,7 +115,7 @@ class EvaluationResult:
             return "no lesion: sensitivity undefined"
         return (
             f"sensitivity {h['sensitivity']:.2f} at {h['fp_per_scan']:.2f} FP/scan at IoU "
-            f"{self.config.hit_criterion} {h['iou_threshold']:.2f}"
+            f"{self.config.hit_criterion} {h['operating_iou']:.2f}"
         )
 
     def subset(self, case_ids) -> EvaluationResult:
@@ -153,6 +153,10 @@ class EvaluationResult:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: give the --out folder of an `amt evaluate` run")
         summary = json.loads(path.read_text())
+        try:
+            EvalConfig.from_dict(summary.get("config") or {})
+        except ValueError as exc:  # e.g. written before a setting was renamed: evaluate again
+            raise ValueError(f"{path}: {exc}; evaluate the predictions again") from None
         schema = summary.pop("files")
         extra = summary.pop("extra_tables")
         read = {name: _read_csv(out / name, dict(schema[name])) for name in schema}
@@ -201,29 +205,29 @@ def summarise(
     clusters = None
     if config.cluster_bootstrap:
         clusters = per_case["institution_id"].to_numpy()
-    note = cluster_problem(clusters) if config.n_boot else None
+    note = cluster_problem(clusters) if config.n_bootstrap else None
     # too few institutions for a cluster interval: means only, every interval NaN, and the reason recorded
     weights = (
-        resample_weights(n, config.n_boot, seed=config.seed, clusters=clusters)
-        if config.n_boot and note is None
+        resample_weights(n, config.n_bootstrap, seed=config.seed, clusters=clusters)
+        if config.n_bootstrap and note is None
         else None
     )
 
     def ci(stat, point):
         jack = stat(froc.jackknife_weights(n, clusters)) if config.ci_method == "bca" else None
         return ci_from_replicates(
-            stat(weights), point, level=config.ci_level, method=config.ci_method, jackknife=jack
+            stat(weights), point, ci_level=config.ci_level, ci_method=config.ci_method, jackknife=jack
         )
 
     means = per_case[list(MEAN_METRICS)].astype(float)
     if weights is not None:
         cis = bootstrap_means(
             means,
-            n_boot=config.n_boot,
+            n_bootstrap=config.n_bootstrap,
             seed=config.seed,
             clusters=clusters,
-            method=config.ci_method,
-            level=config.ci_level,
+            ci_method=config.ci_method,
+            ci_level=config.ci_level,
             weights=weights,
         )
     else:
@@ -234,7 +238,7 @@ def summarise(
                 "ci_lo": np.nan,
                 "ci_hi": np.nan,
                 "n": means.notna().sum().to_numpy(),
-                "note": note or ("no intervals: n_boot is 0" if not config.n_boot else None),
+                "note": note or ("no intervals: n_bootstrap is 0" if not config.n_bootstrap else None),
             }
         )
 
@@ -255,7 +259,7 @@ def summarise(
     np.add.at(tp, (on["scan"].to_numpy(), col), on["d_tp"].to_numpy())
     np.add.at(fp, (on["scan"].to_numpy(), col), on["d_fp"].to_numpy())
     iou_table = froc.reading_b(
-        tp, fp, n_lesions, config.iou_sweep, config.operating_point, ci=ci_or_none, level=config.ci_level
+        tp, fp, n_lesions, config.iou_sweep, config.operating_point, ci=ci_or_none, ci_level=config.ci_level
     )
     summary = _summary(per_case, cis, points, iou_table, config, note)
     keep = set(per_case["case_id"])
@@ -276,7 +280,7 @@ def summarise(
 def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str | None = None) -> dict:
     from amt_core.provenance import package_versions
 
-    head = iou_table[np.isclose(iou_table["iou_threshold"], config.headline_iou)]
+    head = iou_table[np.isclose(iou_table["iou_threshold"], config.operating_iou)]
     headline = head.iloc[0].to_dict() if len(head) else {}
     cpm = points[points["point"] == "cpm"]
     return json_ready(
@@ -291,9 +295,9 @@ def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str 
             "n_institutions": int(per_case["institution_id"].nunique()),
             "bootstrap": {
                 "unit": "institution" if config.cluster_bootstrap else "scan",
-                "n_boot": config.n_boot,
-                "estimable": bool(config.n_boot) and ci_note is None,
-                "note": ci_note or ("" if config.n_boot else "no intervals: n_boot is 0"),
+                "n_bootstrap": config.n_bootstrap,
+                "estimable": bool(config.n_bootstrap) and ci_note is None,
+                "note": ci_note or ("" if config.n_bootstrap else "no intervals: n_bootstrap is 0"),
             },
             "n_lesions": int(per_case["n_lesions"].sum()),
             "n_candidates": int(per_case["n_candidates"].sum()),
@@ -306,19 +310,21 @@ def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str 
                 for r in cpm.to_dict("records")
             },
             "headline": {
-                k: headline.get(k)
-                for k in (
-                    "iou_threshold",
-                    "threshold",
-                    "sensitivity",
-                    "fp_per_scan",
-                    "sensitivity_wilson_lo",
-                    "sensitivity_wilson_hi",
-                    "sensitivity_ci_lo",
-                    "sensitivity_ci_hi",
-                    "fp_per_scan_ci_lo",
-                    "fp_per_scan_ci_hi",
-                )
+                "operating_iou": headline.get("iou_threshold"),
+                **{
+                    k: headline.get(k)
+                    for k in (
+                        "threshold",
+                        "sensitivity",
+                        "fp_per_scan",
+                        "sensitivity_wilson_lo",
+                        "sensitivity_wilson_hi",
+                        "sensitivity_ci_lo",
+                        "sensitivity_ci_hi",
+                        "fp_per_scan_ci_lo",
+                        "fp_per_scan_ci_hi",
+                    )
+                },
             },
         }
     )

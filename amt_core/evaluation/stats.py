@@ -39,18 +39,18 @@ _CATEGORY_ORDER: dict[str, tuple[str, ...]] = {
 
 
 # --- intervals for proportions -------------------------------------------------------------------------
-def proportion_ci(successes, n, level: float = 0.95, method: str = "wilson"):
+def proportion_ci(successes, n, ci_level: float = 0.95, ci_method: str = "wilson"):
     """Confidence interval of a binomial proportion (e.g. a sensitivity at an operating point).
 
-    ``method``: ``"wilson"`` (default) or ``"clopper-pearson"`` (exact; ``"beta"`` is an alias), via
+    ``ci_method``: ``"wilson"`` (default) or ``"clopper-pearson"`` (exact; ``"beta"`` is an alias), via
     ``statsmodels.stats.proportion.proportion_confint``. Scalars give ``(lo, hi)`` floats, arrays give
     arrays; ``n == 0`` gives NaN.
     """
     from statsmodels.stats.proportion import proportion_confint
 
-    sm_method = {"wilson": "wilson", "clopper-pearson": "beta", "beta": "beta"}.get(method.lower())
+    sm_method = {"wilson": "wilson", "clopper-pearson": "beta", "beta": "beta"}.get(ci_method.lower())
     if sm_method is None:
-        raise ValueError(f"method must be 'wilson' or 'clopper-pearson', got {method!r}")
+        raise ValueError(f"ci_method must be 'wilson' or 'clopper-pearson', got {ci_method!r}")
     k = np.asarray(successes, dtype=np.float64)
     m = np.asarray(n, dtype=np.float64)
     if np.any(k < 0) or np.any(k > m):
@@ -58,7 +58,7 @@ def proportion_ci(successes, n, level: float = 0.95, method: str = "wilson"):
     safe_m = np.where(m > 0, m, 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        lo, hi = proportion_confint(k, safe_m, alpha=1.0 - level, method=sm_method)
+        lo, hi = proportion_confint(k, safe_m, alpha=1.0 - ci_level, method=sm_method)
     lo = np.where(m > 0, lo, np.nan)
     hi = np.where(m > 0, hi, np.nan)
     if np.ndim(lo) == 0:
@@ -127,20 +127,25 @@ def _group_means(
     frame: pd.DataFrame,
     metrics: Sequence[str],
     *,
-    n_boot: int,
+    n_bootstrap: int,
     seed: int,
-    method: str,
-    level: float,
+    ci_method: str,
+    ci_level: float,
     cluster: bool,
 ) -> pd.DataFrame:
     """bootstrap_means of ``metrics`` in ``frame``; CIs are NaN where fewer than 2 scans have a value."""
     clusters = frame["institution_id"].to_numpy() if cluster else None
     out = bootstrap_means(
-        frame[list(metrics)], n_boot=n_boot, seed=seed, clusters=clusters, method=method, level=level
+        frame[list(metrics)],
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        clusters=clusters,
+        ci_method=ci_method,
+        ci_level=ci_level,
     )
     small = out["n"] < 2
     out.loc[small, ["ci_lo", "ci_hi"]] = np.nan
-    return out.rename(columns={"level": "ci_level"})
+    return out
 
 
 def _dice_test(groups: list[np.ndarray]) -> tuple[str, float]:
@@ -166,17 +171,17 @@ def subgroup_table(
     *,
     metrics: Sequence[str] = registry.SEG_METRICS,
     subgroups: Sequence[str] = tuple(registry.SUBGROUPS),
-    n_boot: int = 10_000,
+    n_bootstrap: int = 10_000,
     seed: int = 0,
-    method: str = "percentile",
-    level: float = 0.95,
+    ci_method: str = "percentile",
+    ci_level: float = 0.95,
     cluster: bool = False,
     test_metric: str = "dice",
 ) -> pd.DataFrame:
     """Mean and bootstrap CI of each metric per sub-group level, with a test of the level effect.
 
-    Returns a long DataFrame with columns subgroup, level, metric, n, mean, ci_lo, ci_hi, method,
-    ci_level, n_boot, cluster, test, p_value. ``test``/``p_value`` compare ``test_metric`` (Dice)
+    Returns a long DataFrame with columns subgroup, level, metric, n, mean, ci_lo, ci_hi, ci_method,
+    ci_level, n_bootstrap, cluster, test, p_value. ``test``/``p_value`` compare ``test_metric`` (Dice)
     across the known levels of the sub-group (Kruskal-Wallis; Mann-Whitney U for two levels; the
     "unknown" level is left out of the test) and are repeated on every row of that sub-group. ``n`` is
     the number of scans with a value; the levels' ``n`` add up to the scans with a value. A sub-group whose
@@ -194,7 +199,13 @@ def subgroup_table(
                 continue
             part = data.loc[sel]
             res = _group_means(
-                part, metrics, n_boot=n_boot, seed=seed, method=method, level=level, cluster=cluster
+                part,
+                metrics,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+                ci_method=ci_method,
+                ci_level=ci_level,
+                cluster=cluster,
             )
             res.insert(0, "level", str(lev))
             pieces.append(res)
@@ -216,17 +227,17 @@ def institution_table(
     *,
     min_scans: int = 3,
     metrics: Sequence[str] = registry.SEG_METRICS,
-    n_boot: int = 10_000,
+    n_bootstrap: int = 10_000,
     seed: int = 0,
-    method: str = "percentile",
-    level: float = 0.95,
+    ci_method: str = "percentile",
+    ci_level: float = 0.95,
     cluster: bool = False,
 ) -> pd.DataFrame:
     """Mean and bootstrap CI of each metric per institution.
 
     Institutions with fewer than ``min_scans`` scans are pooled into one row named
     ``"pooled (<k scans)"`` (with ``cluster=True`` the pooled row's CI resamples its institutions).
-    Columns: institution_id, n_institutions, metric, n, mean, ci_lo, ci_hi, method, ci_level, n_boot,
+    Columns: institution_id, n_institutions, metric, n, mean, ci_lo, ci_hi, ci_method, ci_level, n_bootstrap,
     cluster. CIs are NaN for groups with fewer than 2 scans.
     """
     data = merge_cases(per_case, cases, ["institution_id"])
@@ -239,14 +250,28 @@ def institution_table(
     pieces = []
     for inst in big:
         part = data[data["institution_id"] == inst]
-        res = _group_means(part, metrics, n_boot=n_boot, seed=seed, method=method, level=level, cluster=False)
+        res = _group_means(
+            part,
+            metrics,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            ci_method=ci_method,
+            ci_level=ci_level,
+            cluster=False,
+        )
         res.insert(0, "n_institutions", 1)
         res.insert(0, "institution_id", str(inst))
         pieces.append(res)
     if small:
         part = data[data["institution_id"].isin(small)]
         res = _group_means(
-            part, metrics, n_boot=n_boot, seed=seed, method=method, level=level, cluster=cluster
+            part,
+            metrics,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            ci_method=ci_method,
+            ci_level=ci_level,
+            cluster=cluster,
         )
         res.insert(0, "n_institutions", len(small))
         res.insert(0, "institution_id", pooled_name)
@@ -275,7 +300,7 @@ def detection_subgroup_table(
     *,
     subgroups: Sequence[str] = tuple(registry.SUBGROUPS),
     hit_column: str = "hit",
-    level: float = 0.95,
+    ci_level: float = 0.95,
     ci_method: str = "wilson",
 ) -> pd.DataFrame:
     """Lesion-wise sensitivity at the operating point per sub-group level.
@@ -297,7 +322,7 @@ def detection_subgroup_table(
         n_hit = np.array([int(hit[(levels == c).to_numpy()].sum()) for c in cats])
         if not cats:
             continue
-        lo, hi = proportion_ci(n_hit, n_les, level=level, method=ci_method)
+        lo, hi = proportion_ci(n_hit, n_les, ci_level=ci_level, ci_method=ci_method)
         known = np.array([c != UNKNOWN for c in cats])
         test, p = _association_test(n_hit[known], n_les[known])
         rows.append(

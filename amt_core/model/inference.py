@@ -90,13 +90,13 @@ def infer_array(
     return out
 
 
-def evaluate_tune(net, cases, cfg: ModelConfig, device) -> list[float]:
-    """Per-scan Dice on the tuning cases: sliding windows over each whole (preprocessed) scan."""
+def evaluate_tune(net, cached_cases, cfg: ModelConfig, device) -> list[float]:
+    """Per-scan Dice on the cached tuning cases: sliding windows over each whole (preprocessed) scan."""
     from amt_core.evaluation.segmentation import overlap_scores
     from amt_core.model.preprocessing import normalise
 
     out = []
-    for case in cases:
+    for case in cached_cases:
         image = normalise(np.asarray(case.image(), dtype=np.float32), cfg)
         pred = infer_array(net, image, cfg, device) >= cfg.threshold
         ref = np.asarray(case.label()) > 0
@@ -257,7 +257,7 @@ def predict(
     from amt_core.data import predictions as manifest
 
     out = check_output_dir(out_dir, overwrite=overwrite, resume=resume, what="predictions folder")
-    cases = resolve_inputs(source, split)
+    case_images = resolve_inputs(source, split)
     net, cfg, _state = load_model(model_path, device)
     model_file = Path(model_path) / "best.pt" if Path(model_path).is_dir() else Path(model_path)
     settings = {
@@ -268,17 +268,27 @@ def predict(
         "overlap": overlap,
         "tta": tta,
     }
-    run = dict(cases=cases, net=net, cfg=cfg, settings=settings, overlap=overlap, tta=tta, progress=progress)
+    run = dict(
+        case_images=case_images,
+        net=net,
+        cfg=cfg,
+        settings=settings,
+        overlap=overlap,
+        tta=tta,
+        progress=progress,
+    )
     if resume and is_nonempty_dir(out):  # finish it in place: the kept cases are already there
         _predict_into(out, done=manifest.resumable_cases(out, settings), **run)
-        manifest.remove_strays(out, [c for c, _ in cases])
+        manifest.remove_strays(out, [c for c, _ in case_images])
     else:  # a new folder is built beside and appears only when every case is predicted
         with replacing_dir(out) as staging:
             _predict_into(staging, done={}, **run)
     return out
 
 
-def _predict_into(out: Path, *, cases, net, cfg, settings: dict, done: dict, overlap, tta, progress) -> None:
+def _predict_into(
+    out: Path, *, case_images, net, cfg, settings: dict, done: dict, overlap, tta, progress
+) -> None:
     """Predict the cases into ``out`` (those in ``done`` with the same input are kept), recording each
     finished case in the manifest so that an interrupted prediction can be resumed."""
     import pandas as pd
@@ -291,8 +301,8 @@ def _predict_into(out: Path, *, cases, net, cfg, settings: dict, done: dict, ove
     device = next(net.parameters()).device
     record = {**settings, "complete": False, "cases": {}}
     desc = f"predict {settings['split']}" if settings.get("split") else "predict"
-    bar = Progress("predict", len(cases), unit="scan", desc=desc, bar=True, enabled=progress)
-    for case_id, image in bar.iterate(cases):  # scans done: amt run's progress file, else a tqdm bar
+    bar = Progress("predict", len(case_images), unit="scan", desc=desc, bar=True, enabled=progress)
+    for case_id, image in bar.iterate(case_images):  # scans done: amt run's progress file, else a tqdm bar
         digest = manifest.file_digest(image)
         kept = done.get(case_id)
         if kept is None or kept.get("image_sha256") != digest:

@@ -99,11 +99,11 @@ def crop(array: np.ndarray, centre, size, fill) -> np.ndarray:
 class PatchDataset:
     """Map-style dataset: item ``g`` -> {"image": (1, *patch) float32, "label": (1, *patch) uint8}."""
 
-    def __init__(self, cases, cfg: ModelConfig, seed: int):
+    def __init__(self, cached_cases, cfg: ModelConfig, seed: int):
         from amt_core.model.preprocessing import normalise
 
-        self.cases = list(cases)
-        if not self.cases:
+        self.cached_cases = list(cached_cases)
+        if not self.cached_cases:
             raise ValueError("no training cases")
         self.cfg = cfg
         self.seed = int(seed)
@@ -117,7 +117,7 @@ class PatchDataset:
 
     def fg(self, k: int) -> np.ndarray:
         if k not in self._fg:
-            self._fg[k] = self.cases[k].fg_indices()
+            self._fg[k] = self.cached_cases[k].fg_indices()
         return self._fg[k]
 
     def __getitem__(self, g: int) -> dict:
@@ -125,8 +125,8 @@ class PatchDataset:
         from monai.data import get_track_meta, set_track_meta
 
         rng = np.random.default_rng([self.seed, int(g)])
-        k = int(rng.integers(len(self.cases)))
-        case = self.cases[k]
+        k = int(rng.integers(len(self.cached_cases)))
+        case = self.cached_cases[k]
         shape = case.shape
         fg = self.fg(k)
         if rng.random() < self.cfg.fg_ratio and fg.size:

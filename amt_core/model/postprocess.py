@@ -51,13 +51,13 @@ def filter_mask(
     return mask
 
 
-def choose(cases, threshold: float) -> dict:
-    """Pick (min_ml, min_conf) maximising mean Dice over ``cases`` = [(prob, label, spacing), ...]."""
+def choose(scans, threshold: float) -> dict:
+    """Pick (min_ml, min_conf) maximising mean Dice over ``scans`` = [(prob, label, spacing), ...]."""
     from amt_core.evaluation.segmentation import overlap_scores
 
     # per case and component: voxels, overlap with the reference, volume, confidence
     per_case: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    for prob, label, spacing in cases:
+    for prob, label, spacing in scans:
         ref = np.asarray(label) > 0
         n_ref = int(ref.sum())
         found = components(prob, threshold, spacing)

@@ -139,10 +139,10 @@ def _prepare(cohort_csv, cfg: ModelConfig, fresh: bool, info, progress, cache_di
     return cfg, train_cases, tune_cases
 
 
-def _roi_box(cases, margin: float = 0.08) -> tuple[float, float, float, float] | None:
+def _roi_box(cached_cases, margin: float = 0.08) -> tuple[float, float, float, float] | None:
     """x/y extent of the training tumours as fractions of the body box (2nd-98th percentile, + margin)."""
     lo, hi = [], []
-    for c in cases:
+    for c in cached_cases:
         box = c.meta["tumour_box"]
         if box:
             lo.append([box[a][0] / c.shape[a] for a in range(2)])

@@ -22,15 +22,6 @@ import pandas as pd
 from amt_core import registry
 from amt_core.atomic import write_csv, write_json
 
-#: the old keywords of :func:`analyse` -> the ``EvalConfig`` field that now supplies them
-_FROM_CONFIG = {
-    "n_boot": "n_boot",
-    "level": "ci_level",
-    "method": "ci_method",
-    "seed": "seed",
-    "operating_iou": "headline_iou",
-}
-
 
 def analyse(
     result,
@@ -38,27 +29,29 @@ def analyse(
     out_dir: str | Path,
     *,
     min_institution_scans: int = 3,
-    n_boot_icc: int = 200,
-    **settings,
+    n_bootstrap_icc: int = 200,
 ) -> dict[str, pd.DataFrame]:
     """Every statistic of the external test from an ``EvaluationResult``; saved in ``out_dir``.
 
-    The bootstrap (resamples, seed, interval method and level) and the headline IoU are the evaluation's
-    own (``result.config``): the per-scan means and their intervals are ``result.cis``, the operating
-    point is ``result.froc_iou``, so the tables, the report and ``evaluation/`` show one interval for one
-    number. ``settings`` takes the former keywords (``n_boot``, ``level``, ``method``, ``seed``,
-    ``operating_iou``) only where they equal the config's value; anything else is an error.
+    The bootstrap (``n_bootstrap``, ``seed``, ``ci_method``, ``ci_level``) and the ``operating_iou`` are the
+    evaluation's own (``result.config``): the per-scan means and their intervals are ``result.cis``, the
+    operating point is ``result.froc_iou``, so the tables, the report and ``evaluation/`` show one interval
+    for one number.
     """
     from amt_core.evaluation import models, multiplicity, stats
     from amt_core.evaluation.bootstrap import MIN_CLUSTERS, bootstrap_means, cluster_problem
 
     config = result.config
-    _check_settings(settings, config)
     out = Path(out_dir)
     per_case = result.per_case
     metrics = list(registry.SEG_METRICS)
-    n_boot, level, method, seed = config.n_boot, config.ci_level, config.ci_method, config.seed
-    boot = {"n_boot": n_boot, "seed": seed, "method": method, "level": level}
+    n_bootstrap, ci_level, ci_method, seed = (
+        config.n_bootstrap,
+        config.ci_level,
+        config.ci_method,
+        config.seed,
+    )
+    boot = {"n_bootstrap": n_bootstrap, "seed": seed, "ci_method": ci_method, "ci_level": ci_level}
     tables: dict[str, pd.DataFrame] = {}
     institutions = per_case["institution_id"].astype(str).to_numpy()
     # the evaluation's intervals for its bootstrap unit; the other unit with the same resampling settings
@@ -84,20 +77,20 @@ def analyse(
         stats.subgroup_table(per_case, cases, metrics=metrics, **boot)
     )
     tables["detection_subgroups"] = multiplicity.adjust_family(
-        stats.detection_subgroup_table(result.lesions, cases, level=level)
+        stats.detection_subgroup_table(result.lesions, cases, ci_level=ci_level)
     )
     tables["institutions"] = stats.institution_table(
         per_case, cases, min_scans=min_institution_scans, metrics=metrics, **boot
     )
     mixed = models.institution_mixed_model(
-        per_case, cases, "dice", level=level, n_boot_icc=n_boot_icc, seed=seed
+        per_case, cases, "dice", ci_level=ci_level, n_bootstrap_icc=n_bootstrap_icc, seed=seed
     )
     tables["institution_model"] = mixed.table()  # fixed effects, variance components, ICC with its CI
     try:
-        tables["detection_model"] = models.detection_gee(result.lesions, cases, level=level)
+        tables["detection_model"] = models.detection_gee(result.lesions, cases, ci_level=ci_level)
     except (ValueError, ArithmeticError) as exc:  # too few lesions or no variation in hits
         tables["detection_model"] = pd.DataFrame({"note": [f"not estimable: {exc}"]})
-    operating_iou = config.headline_iou
+    operating_iou = config.operating_iou
     means = pd.concat([tables["seg_ci"], _detection_means(result.froc_iou, operating_iou)], ignore_index=True)
     tables["comparison"] = stats.compare_to_published(means)
     for name, frame in tables.items():
@@ -112,9 +105,9 @@ def analyse(
             "split": "test",
             "n_scans": int(len(per_case)),
             "n_institutions": n_institutions,
-            "bootstrap_resamples": n_boot,
-            "ci_level": level,
-            "ci_method": method,
+            "n_bootstrap": n_bootstrap,
+            "ci_level": ci_level,
+            "ci_method": ci_method,
             "seed": seed,
             # seg_ci is always the scan bootstrap; the detection intervals (operating points, CPM) are the
             # evaluation's own, over institutions when its config asks for the cluster bootstrap
@@ -133,21 +126,6 @@ def analyse(
         },
     )
     return tables
-
-
-def _check_settings(settings: dict, config) -> None:
-    """The former keywords of :func:`analyse`: each must name a config field and agree with it."""
-    unknown = sorted(set(settings) - set(_FROM_CONFIG))
-    if unknown:
-        raise TypeError(f"analyse() got unexpected keyword(s) {unknown}")
-    for key, value in settings.items():
-        field = _FROM_CONFIG[key]
-        if value != getattr(config, field):
-            raise ValueError(
-                f"analyse: {key}={value!r} differs from the evaluation's {field}="
-                f"{getattr(config, field)!r}; the statistics use the evaluation's settings "
-                f"(set them in EvalConfig / eval_overrides, and do not pass {key})"
-            )
 
 
 def _detection_means(froc_iou: pd.DataFrame, operating_iou: float) -> pd.DataFrame:

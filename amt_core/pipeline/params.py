@@ -161,13 +161,38 @@ def validate(values: Mapping[str, Any], allowed: tuple[str, ...] | None = None) 
     allowed = tuple(PARAMETERS) if allowed is None else allowed
     problems = []
     for name, value in values.items():
-        if name not in allowed:
+        if name in registry.RENAMED and registry.RENAMED[name] in allowed:
+            problems.append(f"parameter {name!r} is now called {registry.RENAMED[name]!r}")
+        elif name not in allowed:
             problems.append(f"unknown parameter {name!r} (known: {', '.join(allowed)})")
         else:
             problems.extend(PARAMETERS[name].problems(value))
+    if isinstance(values.get("eval_overrides"), dict) and "eval_overrides" in allowed:
+        problems.extend(_eval_override_problems(values["eval_overrides"]))
     seeds, seed = values.get("seeds"), values.get("seed", PARAMETERS["seed"].default)
     if seeds and not PARAMETERS["seeds"].problems(seeds) and seed not in seeds:
         problems.append(f"seeds must contain seed ({seed!r}), whose model stays the run's; got {seeds!r}")
+    return problems
+
+
+def _eval_override_problems(overrides: Mapping[str, Any]) -> list[str]:
+    """Keys of ``eval_overrides`` that are not ``EvalConfig`` fields (a renamed one says its new name)."""
+    from dataclasses import fields
+
+    from amt_core.evaluation.config import EvalConfig
+
+    known = [f.name for f in fields(EvalConfig)]
+    problems = []
+    for key in overrides:
+        if key in registry.RENAMED:
+            problems.append(f"eval_overrides: {key!r} is now called {registry.RENAMED[key]!r}")
+        elif key not in known:
+            problems.append(f"eval_overrides: unknown EvalConfig field {key!r} (known: {', '.join(known)})")
+    if not problems:
+        try:
+            EvalConfig(**overrides)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"eval_overrides: {exc}")
     return problems
 
 

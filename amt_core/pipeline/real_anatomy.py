@@ -159,7 +159,7 @@ def load_real_anatomy(layout: RunLayout) -> EvaluationResult | None:
 
 def real_anatomy_table(subset: EvaluationResult, cases: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(table, display)``: one row per real-anatomy scan (case, patient, collection, background, histology,
-    reference tumour volume, Dice, IoU, lesions and those detected at the headline IoU, false-positive
+    reference tumour volume, Dice, IoU, lesions and those detected at the operating IoU, false-positive
     candidates, and on the same patient's tumour-free CT the false-positive candidates and volume) and a
     last row for the subset (means per scan; lesions and detected: totals, with the lesion-wise sensitivity
     and its Wilson interval). ``display`` is its Markdown form."""
@@ -194,7 +194,7 @@ def real_anatomy_table(subset: EvaluationResult, cases: pd.DataFrame) -> tuple[p
         )
     table = pd.DataFrame(rows)
     n_les, n_hit = int(table["lesions"].sum()), int(table["detected"].sum())
-    lo, hi = proportion_ci(n_hit, n_les, level=config.ci_level, method="wilson")
+    lo, hi = proportion_ci(n_hit, n_les, ci_level=config.ci_level, ci_method="wilson")
     means = {
         c: table[c].mean()
         for c in ("tumour_volume_ml", "dice", "iou", "fp", "tumour_free_fp", "tumour_free_fp_ml")
@@ -219,7 +219,7 @@ def real_anatomy_table(subset: EvaluationResult, cases: pd.DataFrame) -> tuple[p
 def _display(table: pd.DataFrame, config) -> pd.DataFrame:
     from amt_core.plots.tables import ci_text
 
-    crit = f"IoU {config.hit_criterion} {config.headline_iou:g}"
+    crit = f"IoU {config.hit_criterion} {config.operating_iou:g}"
     out = []
     for k, r in enumerate(table.to_dict("records")):
         last = k == len(table) - 1
@@ -278,7 +278,7 @@ def report_lines(layout: RunLayout, cases: pd.DataFrame | None = None) -> list[s
         f"{c} ({_count(k, 'patient')})"
         for c, k in scans.groupby("collection")["patient_id"].nunique().items()
     )
-    crit = f"IoU {config.hit_criterion} {config.headline_iou:g}"
+    crit = f"IoU {config.hit_criterion} {config.operating_iou:g}"
     dice = ", ".join(f"{d:.2f}" for d in scans["dice"])
     free = subset.tables[TUMOUR_FREE]
     try:

@@ -143,10 +143,10 @@ def seed_metrics(summary: Mapping, operating_iou: float) -> dict[str, float]:
 
     means = summary.get("means") or {}
     head = summary.get("headline") or {}
-    if head.get("iou_threshold") is not None and not math.isclose(head["iou_threshold"], operating_iou):
+    if head.get("operating_iou") is not None and not math.isclose(head["operating_iou"], operating_iou):
         raise ValueError(
-            f"the evaluation's headline is at IoU {head['iou_threshold']}, not the operating IoU "
-            f"{operating_iou}: evaluate with the same EvalConfig (headline_iou)"
+            f"the evaluation's headline is at IoU {head['operating_iou']}, not the operating IoU "
+            f"{operating_iou}: evaluate with the same EvalConfig (operating_iou)"
         )
     cpm = (summary.get("cpm") or {}).get(f"{operating_iou:g}") or {}
     out = {m: num((means.get(m) or {}).get("mean")) for m in ("dice", "iou", "precision", "recall")}
@@ -201,11 +201,11 @@ def _at_iou(table: pd.DataFrame, iou: float, path: Path) -> pd.Series | None:
 
 
 def spread_table(
-    per_seed: pd.DataFrame, intervals: pd.DataFrame, *, primary_seed: int, level: float = 0.95
+    per_seed: pd.DataFrame, intervals: pd.DataFrame, *, primary_seed: int, ci_level: float = 0.95
 ) -> pd.DataFrame:
     """One row per metric of ``per_seed`` (one row per seed: ``seed`` and the metric columns): the primary
     seed's value with its bootstrap CI from ``intervals`` (metric, ci_lo, ci_hi; copied as they are), and the
-    between-seed n, mean, SD (ddof 1) with its chi-square ``level`` interval, min, max, range, the primary
+    between-seed n, mean, SD (ddof 1) with its chi-square ``ci_level`` interval, min, max, range, the primary
     minus the seed mean, the CI's width, the SE that width implies (width / 2z), SD / that SE and range /
     width. Fewer than two seeds with a value: NaN spread and a ``note`` saying why."""
     from scipy.stats import chi2, norm
@@ -213,7 +213,7 @@ def spread_table(
     if primary_seed not in set(per_seed["seed"]):
         raise ValueError(f"the primary seed {primary_seed} has no row among seeds {list(per_seed['seed'])}")
     ci = intervals.set_index("metric")
-    z = float(norm.ppf(0.5 + level / 2))
+    z = float(norm.ppf(0.5 + ci_level / 2))
     primary = per_seed.set_index("seed").loc[primary_seed]
     rows = []
     for metric in (m for m in SEED_METRICS if m in per_seed.columns):
@@ -229,7 +229,7 @@ def spread_table(
             "primary": float(primary[metric]),
             "ci_lo": lo,
             "ci_hi": hi,
-            "ci_level": level,
+            "ci_level": ci_level,
         }
         nan = float("nan")
         row |= dict.fromkeys(
@@ -256,8 +256,8 @@ def spread_table(
             row |= {
                 "seed_sd": sd,
                 "seed_range": row["seed_max"] - row["seed_min"],
-                "seed_sd_ci_lo": sd * math.sqrt((n - 1) / chi2.ppf(0.5 + level / 2, n - 1)),
-                "seed_sd_ci_hi": sd * math.sqrt((n - 1) / chi2.ppf(0.5 - level / 2, n - 1)),
+                "seed_sd_ci_lo": sd * math.sqrt((n - 1) / chi2.ppf(0.5 + ci_level / 2, n - 1)),
+                "seed_sd_ci_hi": sd * math.sqrt((n - 1) / chi2.ppf(0.5 - ci_level / 2, n - 1)),
                 "primary_minus_mean": row["primary"] - row["seed_mean"],
             }
         width = hi - lo
@@ -327,7 +327,7 @@ def seed_variance(
 
     others = other_seeds(seeds, seed)
     out = Path(out_dir) if out_dir is not None else layout.analysis_dir
-    iou = float(config.headline_iou)
+    iou = float(config.operating_iou)
     intervals = primary_intervals(out, iou)  # first: a missing analysis fails before any prediction
     summary = _primary_summary(layout, config)
     rows = [_row(seed, True, seed_metrics(summary, iou), layout.train_dir, layout.root)]
@@ -353,7 +353,7 @@ def seed_variance(
         result.save(layout.seed_evaluation(k), overwrite=True)
         rows.append(_row(k, False, seed_metrics(result.summary, iou), layout.seed_train_dir(k), layout.root))
     per_seed = pd.DataFrame(rows)
-    spread = spread_table(per_seed, intervals, primary_seed=seed, level=float(config.ci_level))
+    spread = spread_table(per_seed, intervals, primary_seed=seed, ci_level=float(config.ci_level))
     write_csv(out / "seed_metrics.csv", per_seed)
     write_csv(out / "seed_variance.csv", spread)
     incomplete = [int(r["seed"]) for r in rows if not r["training_complete"]]
@@ -370,7 +370,7 @@ def seed_variance(
             "operating_iou": iou,
             "ci_level": float(config.ci_level),
             "ci_method": config.ci_method,
-            "bootstrap_resamples": int(config.n_boot),
+            "n_bootstrap": int(config.n_bootstrap),
             "sd": "sample SD (ddof 1) over seeds; its interval from the chi-square distribution (normal values)",
             "bootstrap_se": "the primary's CI width / (2 z): the SE a normal interval of that width implies",
             "describes": DESCRIBES,
@@ -390,7 +390,11 @@ def _primary_summary(layout: RunLayout, config) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: evaluate the primary model first (03_evaluate)")
     summary = json.loads(path.read_text())
-    if EvalConfig.from_dict(summary.get("config") or {}).to_dict() != config.to_dict():
+    try:
+        recorded = EvalConfig.from_dict(summary.get("config") or {})
+    except (TypeError, ValueError) as exc:  # e.g. written before a setting was renamed
+        raise ValueError(f"{path}: {exc}; rerun 03_evaluate") from None
+    if recorded.to_dict() != config.to_dict():
         raise ValueError(
             f"{path}: evaluated with other settings than this EvalConfig; the seeds must be "
             "evaluated as the primary was: rerun 03_evaluate"

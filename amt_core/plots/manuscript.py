@@ -70,9 +70,9 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
             if real is None
             else {
                 "subset": real.froc_confidence,
-                "subset_iou": real.config.headline_iou,
+                "subset_iou": real.config.operating_iou,
                 "subset_label": f"Real anatomy ({real.n_scans} scan{'s' * (real.n_scans != 1)}), "
-                f"IoU ≥ {real.config.headline_iou:g}",
+                f"IoU ≥ {real.config.operating_iou:g}",
             }
         )
         fig("froc_confidence", froc.plot_froc_confidence(froc_conf, bands, **extra))
@@ -124,86 +124,37 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     if seeds is not None:
         fig("seed_variance", seed_plots.plot_seed_variance(*seeds))
 
-    # --- tables ---
-    written.extend(write_table(table_one(cases), tab, "table1", title=TABLES["table1"]))
+    # --- tables: (name, full table, its markdown form or None for the table rounded), written in order ---
+    tables: list[tuple[str, pd.DataFrame, pd.DataFrame | None]] = [("table1", table_one(cases), None)]
     if seg_ci is not None:
         seg = T.segmentation_table(seg_ci, _read(ana / "seg_ci_cluster.csv"))
-        written.extend(
-            write_table(
-                seg,
-                tab,
-                "segmentation",
-                title=TABLES["segmentation"],
-                display=T.segmentation_markdown_frame(seg),
-            )
-        )
+        tables.append(("segmentation", seg, T.segmentation_markdown_frame(seg)))
     ops = _read(ana / "operating_points.csv")
     if ops is not None:
         det = T.detection_table(ops, _read(ana / "cpm.csv"))
-        written.extend(
-            write_table(
-                det, tab, "detection", title=TABLES["detection"], display=T.detection_markdown_frame(det)
-            )
-        )
+        tables.append(("detection", det, T.detection_markdown_frame(det)))
     if subgroups is not None:
-        written.extend(
-            write_table(
-                subgroups,
-                tab,
-                "subgroups",
-                title=TABLES["subgroups"],
-                display=_compact(subgroups, ["subgroup", "level"]),
-            )
-        )
+        tables.append(("subgroups", subgroups, _compact(subgroups, ["subgroup", "level"])))
     if institutions is not None:
-        written.extend(
-            write_table(
-                institutions,
-                tab,
-                "institutions",
-                title=TABLES["institutions"],
-                display=_compact(institutions, ["institution_id", "n_institutions"]),
-            )
-        )
+        display = _compact(institutions, ["institution_id", "n_institutions"])
+        tables.append(("institutions", institutions, display))
     model = _read(ana / "institution_model.csv")
     if model is not None:
-        written.extend(
-            write_table(
-                model, tab, "institution_model", title=TABLES["institution_model"], display=T.p_display(model)
-            )
-        )
+        tables.append(("institution_model", model, T.p_display(model)))
     det_sub = _read(ana / "detection_subgroups.csv")
     if det_sub is not None:
-        written.extend(
-            write_table(
-                det_sub,
-                tab,
-                "detection_subgroups",
-                title=TABLES["detection_subgroups"],
-                display=T.p_display(det_sub),
-            )
-        )
+        tables.append(("detection_subgroups", det_sub, T.p_display(det_sub)))
     if fails is not None:
-        written.extend(
-            write_table(
-                fails,
-                tab,
-                "failures",
-                title=TABLES["failures"],
-                display=failures.failure_markdown_frame(fails),
-            )
-        )
+        tables.append(("failures", fails, failures.failure_markdown_frame(fails)))
         present = tuple(present_subgroups(cases, tuple(SUBGROUPS)))  # 'anatomy' only with a real subset
         counts = failures.failure_counts(test, lesions, candidates, cases, subgroups=present)
-        written.extend(write_table(counts, tab, "failure_subgroups", title=TABLES["failure_subgroups"]))
+        tables.append(("failure_subgroups", counts, None))
     if seeds is not None:
-        table, display = seed_plots.seed_variance_table(*seeds)
-        written.extend(
-            write_table(table, tab, "seed_variance", title=TABLES["seed_variance"], display=display)
-        )
+        tables.append(("seed_variance", *seed_plots.seed_variance_table(*seeds)))
     if real is not None:
-        table, display = real_anatomy_table(real, cases)
-        written.extend(write_table(table, tab, "real_anatomy", title=TABLES["real_anatomy"], display=display))
+        tables.append(("real_anatomy", *real_anatomy_table(real, cases)))
+    for name, table, display in tables:
+        written.extend(write_table(table, tab, name, title=TABLES[name], display=display))
     unknown = {p.stem for p in written if p.suffix == ".png"} - set(FIGURES)
     if unknown:
         warnings.warn(f"figures without a caption in amt_core.plots.FIGURES: {sorted(unknown)}", stacklevel=2)
