@@ -1,10 +1,13 @@
-"""Is the synthetic chest CT realistic enough? Compared with the real thoracic CT in
-../shared/realdata/cip_thorax_lowres (see its SOURCES.md), and the tumour must not be a threshold away."""
+"""Is the synthetic chest CT realistic enough? Compared with the real chest CTs in ../shared/realdata
+(cip_thorax_lowres and the four chest_backgrounds, see its SOURCES.md), measured the same way on both:
+whole-scan and tissue HU, noise texture per reconstruction kernel, lung parenchyma and vessels, bone;
+and the tumour must not be a threshold away."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from amt_core.synth.design import study_design
 from amt_core.synth.generate import render_case
@@ -15,19 +18,23 @@ PCTS = (5, 25, 50, 75, 95, 99)
 def _pick(design):
     """A spread of cases: each contrast phase and the histologies that look most different."""
     wanted = [
-        ("none", "thymoma_A"),
-        ("venous", "thymoma_B2"),
-        ("arterial", None),
-        ("venous", "thymic_cyst"),
-        ("none", "lymphoma"),
-        ("venous", "thymic_carcinoma"),
-        ("none", "germ_cell_tumour"),
+        ("none", "thymoma_A", None),
+        ("venous", "thymoma_B2", None),
+        ("arterial", None, None),
+        ("venous", "thymic_cyst", None),
+        ("none", "lymphoma", None),
+        ("venous", "thymic_carcinoma", None),
+        ("none", "germ_cell_tumour", None),
+        ("none", None, "soft"),  # each reconstruction kernel family, for the noise texture
+        ("venous", None, "lung"),
     ]
     rows = []
-    for contrast, hist in wanted:
+    for contrast, hist, kernel in wanted:
         sel = design[design.contrast == contrast]
         if hist is not None:
             sel = sel[sel.histology == hist]
+        if kernel is not None:
+            sel = sel[sel.kernel == kernel]
         rows.append(sel.iloc[0].to_dict())
     return rows
 
@@ -53,6 +60,92 @@ def real(realdata):
     lungs = np.asarray(nib.as_closest_canonical(nib.load(folder / "lung_lr_airway_derived.nii.gz")).dataobj)
     ct2 = np.asarray(nib.load(folder / "ct2_testinput.nii.gz").dataobj, dtype=np.float32)
     return arr, lungs, ct2
+
+
+#: the four chest_backgrounds by reconstruction-kernel family (SOURCES.md: Philips L, Siemens B70f; GE SOFT,
+#: Siemens B10f)
+KERNEL_FAMILY = {
+    "lung_dx_a0001": "sharp",
+    "lung_dx_a0002": "sharp",
+    "acrin_flt_breast_001": "soft",
+    "acrin_flt_breast_013": "soft",
+}
+SYNTH_FAMILY = {"soft": "soft", "sharp": "sharp", "lung": "sharp"}  # "standard" lies between the two
+
+
+@pytest.fixture(scope="module")
+def chest_ct(realdata):
+    """The real chest CTs (RAS float32 HU): the four chest_backgrounds and the two CIP thoraces."""
+    import nibabel as nib
+
+    paths = sorted((realdata / "chest_backgrounds").glob("*.nii.gz"))
+    paths += [realdata / "cip_thorax_lowres" / f for f in ("ct.nii.gz", "ct2_testinput.nii.gz")]
+    out = {}
+    for path in paths:
+        img = nib.as_closest_canonical(nib.load(path))
+        out[path.name.removesuffix(".nii.gz")] = np.asarray(img.dataobj, dtype=np.float32)
+    assert set(KERNEL_FAMILY) <= set(out), sorted(out)
+    return out
+
+
+def noise_texture(image: np.ndarray, size: int = 8, step: int = 4) -> dict:
+    """Noise texture in uniform fat and soft tissue: in-plane patches of ``size`` pixels whose smoothed HU
+    lie wholly in -150..-60 or 10..90, each detrended (a fitted plane removed). Returns the noise sd (HU),
+    the median lag-1 autocorrelation of neighbouring pixels (negative: fine-grained, as a sharp kernel's
+    ramp-shaped noise power spectrum gives; positive: blotchy) and the radially averaged noise power
+    spectrum (bins 0 .. Nyquist, peak 1) with its peak frequency as a fraction of the Nyquist frequency."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    img = image.astype(np.float32)
+    smooth = ndimage.gaussian_filter(img, (1.5, 1.5, 0.0))
+    win = sliding_window_view(smooth, (size, size), axis=(0, 1))[::step, ::step]
+    lo, hi = win.min(axis=(-2, -1)), win.max(axis=(-2, -1))
+    ok = ((lo > -150) & (hi < -60)) | ((lo > 10) & (hi < 90))
+    patches = sliding_window_view(img, (size, size), axis=(0, 1))[::step, ::step][ok]
+    patches = patches.reshape(len(patches), size * size).astype(np.float64)
+    yy, xx = np.mgrid[0:size, 0:size]
+    design = np.c_[np.ones(size * size), xx.ravel(), yy.ravel()]
+    patches = patches - patches @ (design @ np.linalg.pinv(design)).T  # detrended
+    var = patches.var(axis=1)
+    keep = var > 0
+    patches, var = patches[keep].reshape(-1, size, size), var[keep]
+    lag = 0.5 * (
+        (patches[:, 1:] * patches[:, :-1]).mean((1, 2))
+        + (patches[:, :, 1:] * patches[:, :, :-1]).mean((1, 2))
+    )
+    power = (np.abs(np.fft.fft2(patches)) ** 2).mean(0)
+    f = np.fft.fftfreq(size)
+    ring = np.rint(np.hypot(*np.meshgrid(f, f, indexing="ij")) * size).astype(int)
+    nps = np.bincount(ring.ravel(), power.ravel()) / np.bincount(ring.ravel())
+    nps = nps[: size // 2 + 1] / nps[: size // 2 + 1].max()
+    return {
+        "n": len(var),
+        "sd": float(np.sqrt(np.median(var))),
+        "rho1": float(np.median(lag / var)),
+        "nps": nps,
+        "peak": float(np.argmax(nps) / (size // 2)),
+    }
+
+
+def lung_mask(image: np.ndarray) -> np.ndarray:
+    """The lungs as a reader outlines them: air-like (< -400 HU) regions inside the body (not touching the
+    in-plane border: outside air), holes filled slice by slice (vessels are lung), one voxel eroded."""
+    air = image < -400
+    lab, n = ndimage.label(air)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    keep = sizes > 0.002 * image.size
+    keep[0] = False
+    keep[np.unique(np.r_[lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel()])] = False
+    mask = ndimage.binary_closing(keep[lab], np.ones((3, 3, 1), bool))
+    for k in range(mask.shape[2]):
+        mask[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k])
+    return ndimage.binary_erosion(mask, np.ones((3, 3, 1), bool))
+
+
+def lung_stats(image: np.ndarray) -> dict:
+    """HU percentiles (5, 50, 95) of the lungs and the fraction of lung voxels above -500 HU (vessels)."""
+    v = image[lung_mask(image)]
+    return {"pct": np.percentile(v, (5, 50, 95)), "vessels": float((v > -500).mean())}
 
 
 def _lung_fraction(a):
@@ -159,3 +252,70 @@ def test_preview_panel_renders(cases, tmp_path):
     row, image, label, affine, _ = cases[0]
     out = render_panel([(row["case_id"], image, label, np.diag(affine)[:3])], tmp_path / "p.png")
     assert out.stat().st_size > 10_000
+
+
+@pytest.mark.realdata
+def test_noise_texture_per_kernel_is_that_of_real_ct(cases, chest_ct):
+    """Noise autocorrelation and power spectrum, measured alike in uniform tissue of real and synthetic
+    scans. Real sharp kernels give fine-grained noise (negative neighbour correlation, NPS highest at the
+    Nyquist frequency), real soft kernels blotchy noise (positive correlation, NPS falling off). Every
+    synthetic scan's correlation and NPS peak lie within the real range, and the synthetic kernels are
+    ordered as the real ones: sharp fine-grained, soft blotchier than any sharp one, with less power at
+    high frequencies; the noise sd of each family within a factor 2 of the real scans of that family."""
+    real = {name: noise_texture(chest_ct[name]) for name in KERNEL_FAMILY}
+    fam = {f: [real[n] for n in KERNEL_FAMILY if KERNEL_FAMILY[n] == f] for f in ("sharp", "soft")}
+    assert all(t["rho1"] < -0.05 and t["nps"][-1] >= 0.75 for t in fam["sharp"]), real  # the yardstick
+    assert all(t["rho1"] > 0.15 and t["nps"][-1] <= 0.25 for t in fam["soft"]), real
+    rho = [t["rho1"] for t in real.values()]
+    peaks = [t["peak"] for t in real.values()]
+    synth: dict[str, list] = {"sharp": [], "soft": []}
+    for row, image, *_ in cases:
+        t = noise_texture(image)
+        cid = f"{row['case_id']} ({row['kernel']} kernel)"
+        assert t["n"] > 200, cid
+        assert min(rho) - 0.1 <= t["rho1"] <= max(rho) + 0.1, (cid, t, real)
+        assert min(peaks) <= t["peak"] <= max(peaks), (cid, t, real)
+        family = SYNTH_FAMILY.get(row["kernel"])
+        if family:
+            synth[family].append(t)
+            lo = min(r["sd"] for r in fam[family]) / 2.0
+            hi = max(r["sd"] for r in fam[family]) * 2.0
+            assert lo <= t["sd"] <= hi, (cid, "noise sd", t["sd"], (lo, hi))
+    assert synth["sharp"] and synth["soft"]
+    # per family (a single scan's uniform patches also hold anatomy and artefacts: streaks, edges)
+    rho_sharp = float(np.mean([t["rho1"] for t in synth["sharp"]]))
+    assert rho_sharp < 0.0, synth["sharp"]
+    assert all(t["rho1"] > max(rho_sharp, 0.0) for t in synth["soft"]), synth
+    hf_sharp = np.mean([t["nps"][-1] for t in synth["sharp"]])
+    assert all(t["nps"][-1] < hf_sharp for t in synth["soft"]), synth
+
+
+@pytest.mark.realdata
+def test_lung_parenchyma_and_vessels_are_within_the_range_of_real_ct(cases, chest_ct):
+    """Lung HU percentiles 5/50/95 (parenchyma, its gradient and the vessel tree) and the fraction of lung
+    voxels above -500 HU (vessels) lie within the range of the six real chest CTs, measured alike."""
+    real = [lung_stats(a) for a in chest_ct.values()]
+    pct = np.array([r["pct"] for r in real])
+    ves = [r["vessels"] for r in real]
+    lo, hi = pct.min(0) - np.array([20, 25, 60]), pct.max(0) + np.array([20, 25, 60])
+    for row, image, *_ in cases:
+        st = lung_stats(image)
+        cid = f"{row['case_id']} ({row['contrast']})"
+        assert ((lo <= st["pct"]) & (st["pct"] <= hi)).all(), (cid, st["pct"].round(), lo, hi)
+        assert 0.8 * min(ves) <= st["vessels"] <= 1.25 * max(ves), (cid, st["vessels"], min(ves), max(ves))
+
+
+@pytest.mark.realdata
+def test_bone_hu_is_within_the_range_of_real_ct(cases, chest_ct):
+    """Percentiles 50/95/99 of the voxels above 200 HU (bone: cortex and marrow at the scan's partial
+    volume) of unenhanced synthetic scans lie within the range of the real chest CTs (all unenhanced)."""
+    real = np.array([np.percentile(a[a > 200], (50, 95, 99)) for a in chest_ct.values()])
+    lo, hi = real.min(0) - np.array([30, 60, 100]), real.max(0) + np.array([30, 60, 100])
+    checked = 0
+    for row, image, *_ in cases:
+        if row["contrast"] != "none":  # contrast-filled vessels above 200 HU are not bone
+            continue
+        q = np.percentile(image[image > 200], (50, 95, 99))
+        assert ((lo <= q) & (q <= hi)).all(), (row["case_id"], q.round(), lo.round(), hi.round())
+        checked += 1
+    assert checked >= 3

@@ -5,6 +5,12 @@ of the right hemidiaphragm. Every structure is placed from a handful of landmark
 rib-cage ellipse, diaphragm domes, carina and aortic-arch heights) that scale with the patient's size
 and vary with sex and age. Drawing order encodes anatomy: later structures replace earlier ones;
 :func:`draw_anatomy` calls one painter per structure (``_draw_table`` ... ``_draw_clavicles``) in that order.
+
+Calibrated against real chest CT (``tests/test_synth_realism.py``, measured alike on ../shared/realdata): lung
+parenchyma with a gravity gradient and fissures, a pulmonary artery and vein tree branching by Murray's law
+down to half a millimetre (thin vessels at their true partial volume), bone HU of cortex over marrow at the
+scan's resolution. The body outline is a superellipse (fat gathering at the flanks), a fifth of patients
+have their arms down (with the humeri's beam-hardening streak), the spine has a kyphosis.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ from amt_core.synth.canvas import (
     F32,
     Canvas,
     bezier,
+    ellipsoid_box,
     ellipsoid_sdf,
     paint_ellipsoid,
     paint_tube,
     rotation,
+    shape_of,
     smooth_noise,
+    splat_segments,
 )
 
 
@@ -65,7 +74,7 @@ def tissue_table(contrast: str, enhancement: float, age: float, rng: np.random.G
     out["liver"] += rng.normal(0.0, 6.0)
     out["lung"] = float(rng.uniform(-910.0, -860.0))
     out["cancellous"] = float(np.clip(265.0 - 2.0 * (age - 30.0) + rng.normal(0, 20), 110.0, 320.0))
-    out["cortex"] = float(rng.uniform(650.0, 850.0))
+    out["cortex"] = float(rng.uniform(900.0, 1250.0))  # cortical bone (thin: partial volume lowers it)
     out["cartilage"] = float(np.clip(90.0 + 3.0 * (age - 30.0) + rng.normal(0, 25), 60.0, 350.0))
     out["airway"] = -990.0
     # thymus: soft tissue in the young, replaced by fat with age
@@ -75,6 +84,10 @@ def tissue_table(contrast: str, enhancement: float, age: float, rng: np.random.G
 
 
 # --- the patient ---------------------------------------------------------------------------------------------
+#: fat between a lowered arm and the chest wall, mm
+ARM_GAP_MM = 12.0
+
+
 @dataclass
 class Patient:
     sex: str
@@ -122,8 +135,12 @@ class Patient:
         return self.z_dome_r - 35.0 * self.s
 
     def body_width(self) -> float:
-        """Lateral extent of the body at mid-chest (without the shoulders), mm."""
-        return 2.0 * (self.cav_a + self.wall + self.m_lat + 1.1 * self.fat)
+        """Lateral extent of the body at mid-chest (without the shoulders; with the arms when they are down
+        at the sides), mm."""
+        width = 2.0 * (self.cav_a + self.wall + self.m_lat + 1.1 * self.fat)
+        if self.extras.get("arms_down"):
+            width += 4.0 * self.extras["arm_r"] + 2.0 * ARM_GAP_MM
+        return width
 
     def centre(self) -> np.ndarray:
         """A point in the middle of the mediastinum (for placing the field of view)."""
@@ -168,6 +185,13 @@ def sample_patient(rng: np.random.Generator, sex: str, age: float, scale: float)
         heart_r=heart_r,
         heart_rot=heart_rot,
         breast=0.0 if male else float(rng.uniform(0.5, 1.3)),
+        extras={
+            # body outline: a superellipse (2 = ellipse; larger = squarer, fat gathering at the flanks)
+            "shape": float(rng.uniform(2.1, 2.8)),
+            # arms at the sides in the scan (most chest CTs are taken with the arms raised, out of view)
+            "arms_down": bool(rng.random() < 0.2),
+            "arm_r": float(40.0 * s * (1.12 if male else 1.0) * rng.uniform(0.9, 1.1) + 0.4 * fat),
+        },
     )
 
 
@@ -195,6 +219,13 @@ def diaphragm_z(p: Patient, x, y):
         (x - F32(p.cx - 0.42 * p.cav_a)) ** 2 / F32(2 * 48.0 * s) + (y - yd) ** 2 / F32(2 * 62.0 * s)
     )
     return np.maximum(zr, zl)
+
+
+def _superellipse_sdf(x, y, cx, cy, a, b, n: float):
+    """Approximate signed distance (mm) to the superellipse |x/a|^n + |y/b|^n = 1 (n = 2: an ellipse)."""
+    dx, dy = x - F32(cx), y - F32(cy)
+    q = ((np.abs(dx) / F32(a)) ** F32(n) + (np.abs(dy) / F32(b)) ** F32(n)) ** F32(1.0 / n) + F32(1e-6)
+    return np.sqrt(dx * dx + dy * dy) * (F32(1.0) - F32(1.0) / q)
 
 
 def cavity_ab(p: Patient, z):
@@ -254,6 +285,7 @@ def draw_anatomy(
     _draw_body(cv, p, hu, rng, trunk, masks)
     _draw_muscle(cv, p, hu, rng, trunk, masks)
     _draw_scapulae(cv, p, hu)
+    _draw_arms(cv, p, hu, rng, trunk)
     lung_occ = _draw_lungs(cv, p, hu, rng, masks)
     info["lung_occ"] = lung_occ
     _draw_abdomen(cv, p, hu, rng)
@@ -265,7 +297,7 @@ def draw_anatomy(
     _draw_airways(cv, p, hu, rng, push)
     _draw_thymus(cv, p, hu, rng, push)
     _draw_nodes(cv, p, hu, rng, push)
-    _draw_lung_vessels(cv, p, hu, rng, lung_occ)
+    _draw_lung_vessels(cv, p, hu, rng, lung_occ, masks)
     # --- bones ------------------------------------------------------------------------------------------
     _draw_spine(cv, p, hu, masks)
     _draw_ribs(cv, p, hu)
@@ -321,11 +353,12 @@ def _draw_table(cv: Canvas, p: Patient, t: _Trunk) -> None:
 
 
 def _draw_body(cv: Canvas, p: Patient, hu, rng, t: _Trunk, masks) -> None:
-    """The body (subcutaneous fat) with the breasts, then their glandular tissue."""
+    """The body (subcutaneous fat; a superellipse outline, so the fat is thickest at the flanks) with the
+    breasts, then their glandular tissue."""
     s = p.s
     full = cv.full()
     X, Y, _ = cv.coords(full)
-    d_body = _ellipse2d_sdf(X, Y, p.cx, float(t.mus_cy), t.body_a, t.body_b)
+    d_body = _superellipse_sdf(X, Y, p.cx, float(t.mus_cy), t.body_a, t.body_b, p.extras.get("shape", 2.0))
     d_body = np.maximum(d_body, F32(t.y_back + 4.0) - Y)  # flattened against the table
     if p.breast > 0:
         for side in (-1, 1):
@@ -365,7 +398,7 @@ def _draw_muscle(cv: Canvas, p: Patient, hu, rng, t: _Trunk, masks) -> None:
     X, Y, _ = cv.coords(full)
     d_mus = _ellipse2d_sdf(X, Y, p.cx, float(t.mus_cy), t.mus_a, t.mus_b)
     marbling = smooth_noise(rng, cv.shape, (24, 24, 12))
-    mus_val = F32(hu["muscle"]) + F32(8.0) * marbling
+    mus_val = F32(hu["muscle"]) + F32(4.0) * marbling  # coarse marbling: fine texture is the scanner's noise
     cv.paint(full, cv.occ(d_mus), mus_val)
     if masks is not None:
         masks["fat"] &= d_mus > 3.0
@@ -384,6 +417,40 @@ def _draw_scapulae(cv: Canvas, p: Patient, hu) -> None:
         paint_ellipsoid(cv, c, r, hu["cortex"] * 0.55, rot=rot)
 
 
+def _draw_arms(cv: Canvas, p: Patient, hu, rng, t: _Trunk) -> None:
+    """Arms at the sides (when down): subcutaneous fat, muscle and the humerus (cortex around marrow),
+    slightly inclined, from the shoulders down past the field of view; and the beam-hardening streak the
+    two humeri cast across the body (rays through both bones are hardened: a dark band between them)."""
+    if not p.extras.get("arms_down"):
+        return
+    s, r = p.s, p.extras["arm_r"]
+    half = float(np.max(t.body_a)) - 30.0 * s  # the body's half-width at mid-chest (without the shoulders)
+    for side in (-1, 1):
+        x0 = p.cx + side * (half + ARM_GAP_MM + r)
+        axis = np.array(
+            [
+                [x0 + side * 6.0 * s, float(t.mus_cy) - 0.2 * p.cav_b, p.z_top + 60.0],
+                [x0, float(t.mus_cy) - 0.1 * p.cav_b, p.z_bottom - 60.0],
+            ]
+        )
+        fat = min(0.35 * r, 0.5 * p.fat + 4.0)
+        paint_tube(cv, axis, np.full(2, r), hu["fat"])
+        paint_tube(cv, axis, np.full(2, r - fat), hu["muscle"])
+        humerus = axis + np.array([side * 0.1 * r, 0.05 * r, 0.0])
+        paint_tube(cv, humerus, np.full(2, 11.0 * s), hu["cortex"] * 0.9)
+        paint_tube(cv, humerus, np.full(2, 7.5 * s), hu["fat"] + 40.0)  # yellow marrow
+    y_band, width = float(t.mus_cy) - 0.15 * p.cav_b, 11.0 * s
+    box = cv.box(
+        (p.cx - half - ARM_GAP_MM, y_band - 3 * width, -1e4),
+        (p.cx + half + ARM_GAP_MM, y_band + 3 * width, 1e4),
+    )
+    if box is not None:
+        _, y, _ = cv.coords(box)
+        streak = F32(rng.uniform(25.0, 60.0)) * np.exp(-(((y - F32(y_band)) / F32(width)) ** 2))
+        sub = cv.hu[box]
+        sub -= streak * (sub > F32(-900.0))  # in the body only
+
+
 def _draw_lungs(cv: Canvas, p: Patient, hu, rng, masks) -> np.ndarray:
     """The rib cage interior: extrapleural/mediastinal fat first, then the lungs; returns their occupancy."""
     full = cv.full()
@@ -394,12 +461,44 @@ def _draw_lungs(cv: Canvas, p: Patient, hu, rng, masks) -> np.ndarray:
     cv.paint(full, cv.occ(d_cav), F32(hu["fat"]) + F32(10.0))
     del d_cav
     lung_occ = cv.occ(lung_sdf(p, X, Y, Z))
-    dep = np.clip((F32(p.cy) - Y) / F32(p.cav_b), 0, 1)  # dependent (posterior) lung is denser
-    lung_val = F32(hu["lung"]) + F32(35.0) * dep + F32(12.0) * smooth_noise(rng, cv.shape, (16, 16, 12))
+    # gravity: the dependent (posterior) lung of a supine patient is denser, by ~60 HU front to back
+    dep = (F32(p.cy + p.cav_b) - Y) / F32(2.0 * p.cav_b)
+    lung_val = (
+        F32(hu["lung"]) + F32(60.0) * (dep - F32(0.5)) + F32(10.0) * smooth_noise(rng, cv.shape, (20, 20, 16))
+    )
+    lung_val = lung_val + F32(900.0) * _fissures(cv, p)  # the visceral pleura of the fissures: soft tissue
     cv.paint(full, lung_occ, lung_val)
     if masks is not None:
         masks["lung"] = lung_occ >= 0.999
     return lung_occ
+
+
+def _fissures(cv: Canvas, p: Patient, thickness: float = 0.3) -> np.ndarray:
+    """Fraction of each voxel filled by the fissures' pleura (``thickness`` mm, a faint line at the scan's
+    resolution): an oblique (major) fissure in each lung, from the posterior lung at about T4 down and
+    forwards to the anterior diaphragm, and running forwards from the hilum laterally (an oblique line on
+    axial slices); and the horizontal (minor) fissure of the right lung, in front of the oblique one at the
+    level of the fourth costal cartilage."""
+    s = p.s
+    X, Y, Z = cv.coords(cv.full())
+    w = F32(cv.edge)
+    out = []
+    for side in (-1, 1):  # left (-x), right (+x)
+        xs = X[X[:, 0, 0] > F32(p.cx)] if side > 0 else X[X[:, 0, 0] <= F32(p.cx)]
+        lateral = np.abs(xs - F32(p.cx)) - F32(0.35 * p.cav_a)
+        y = Y - F32(0.5) * lateral  # (n, ny, 1): the fissure lies further forwards laterally
+        y0, z0 = p.cy - 0.9 * p.cav_b, p.z_carina + 8.0 * s
+        y1, z1 = p.cy + 0.5 * p.cav_b, (p.z_dome_r if side > 0 else p.z_dome_l) + 4.0 * s
+        dy, dz = y1 - y0, z1 - z0
+        bow = F32(0.0008 / s) * (y - F32(0.5 * (y0 + y1))) ** 2  # concave forwards
+        d_obl = ((y - F32(y0)) * F32(dz) - (Z - F32(z0)) * F32(dy)) * F32(1.0 / np.hypot(dy, dz)) + bow
+        sheet = np.clip(F32(1.0) - np.abs(d_obl) / w, 0, 1)
+        if side > 0:  # horizontal fissure: only in front of the oblique one (the middle lobe's roof)
+            d_hor = Z - F32(p.z_carina - 34.0 * s) + F32(0.04) * (Y - F32(p.cy))
+            front = d_obl * F32(np.sign(dz)) < 0
+            sheet = np.maximum(sheet, np.clip(F32(1.0) - np.abs(d_hor) / w, 0, 1) * front)
+        out.append(sheet * F32(thickness / cv.edge))
+    return np.concatenate(out, axis=0)  # x ascending: left half first
 
 
 def _draw_abdomen(cv: Canvas, p: Patient, hu, rng) -> None:
@@ -443,7 +542,10 @@ def _draw_mediastinal_fat(cv: Canvas, p: Patient, hu) -> None:
 
 
 def _draw_heart(cv: Canvas, p: Patient, hu, hc: np.ndarray, masks) -> None:
-    """Pericardial / epicardial fat, the myocardium, and the two blood pools split by the septum."""
+    """Pericardial / epicardial fat, the myocardium and the four chambers: the atria at the base (right
+    atrium forming the right heart border, left atrium posterior), the crescent of the right ventricle in
+    front, and the thick-walled left ventricle behind and to the left of it, its wall forming the septum.
+    Blood pool and myocardium differ only with contrast (by phase: right heart first in the arterial phase)."""
     s = p.s
     fat_pad = 3.0 * s + 0.05 * max(p.age - 30, 0) + 0.06 * p.fat
     paint_ellipsoid(cv, hc, p.heart_r, hu["fat"] + 5, rot=p.heart_rot, grow=fat_pad)
@@ -451,12 +553,26 @@ def _draw_heart(cv: Canvas, p: Patient, hu, hc: np.ndarray, masks) -> None:
     if masks is not None:
         masks["heart"] = np.zeros(cv.shape, bool)
         masks["heart"][hbox] = hocc >= 0.999
-    inner = p.heart_r - np.array([11, 9, 9]) * s
-    ax = p.heart_rot
-    right_c = hc + ax @ np.array([0.05 * p.heart_r[0], 0.28 * p.heart_r[1], 0.0])
-    left_c = hc + ax @ np.array([-0.05 * p.heart_r[0], -0.30 * p.heart_r[1], 0.0])
-    paint_ellipsoid(cv, right_c, inner * np.array([0.9, 0.55, 0.9]), hu["heart_right"], rot=ax)
-    paint_ellipsoid(cv, left_c, inner * np.array([0.9, 0.55, 0.9]), hu["heart_left"], rot=ax)
+    ax = p.heart_rot  # columns: long axis (to the apex), left-posterior, about superior
+    L, W, D = p.heart_r
+
+    def at(u, v, w):
+        return hc + ax @ np.array([u * L, v * W, w * D])
+
+    atria = (
+        (at(-0.78, -0.35, 0.15), np.array([0.36 * L, 0.42 * W, 0.5 * D]), hu["heart_right"]),
+        (at(-0.82, 0.32, 0.28), np.array([0.34 * L, 0.40 * W, 0.42 * D]), hu["heart_left"]),
+    )
+    for c, r, _ in atria:
+        paint_ellipsoid(cv, c, r, hu["myocardium"], rot=ax, grow=2.5 * s)
+    for c, r, blood in atria:
+        paint_ellipsoid(cv, c, r, blood, rot=ax)
+    lv_c, lv_r = at(0.12, 0.24, -0.05), np.array([0.58 * L, 0.34 * W, 0.48 * D])
+    paint_ellipsoid(
+        cv, at(-0.02, -0.42, 0.08), np.array([0.62 * L, 0.38 * W, 0.6 * D]), hu["heart_right"], rot=ax
+    )
+    paint_ellipsoid(cv, lv_c, lv_r, hu["myocardium"], rot=ax, grow=9.0 * s)  # LV wall and septum
+    paint_ellipsoid(cv, lv_c, lv_r, hu["heart_left"], rot=ax)
 
 
 def _draw_great_vessels(cv: Canvas, p: Patient, hu, rng, push):
@@ -586,14 +702,23 @@ def _draw_airways(cv: Canvas, p: Patient, hu, rng, push) -> None:
 
 
 def _draw_thymus(cv: Canvas, p: Patient, hu, rng, push) -> None:
-    """The thymus remnant (bilobed, prevascular): a tumour mimic, soft tissue in the young."""
+    """The thymus remnant (bilobed, prevascular): a tumour mimic, soft tissue in the young; with age it
+    involutes to fat holding residual soft-tissue strands and nodules (a reticular texture)."""
     s = p.s
     pts = _mover(push)
     y_front = p.y_front
+    involuted = float(_sig((p.age - 32.0) / 7.0))  # as in tissue_table: the fraction replaced by fat
     for side in (-1, 1):
         c = pts([p.cx - 3 * s + side * 9 * s, y_front - 16 * s, p.z_arch + 2 * s + side * 4 * s])[0]
         r = np.array([13, 6.5, 26]) * s * rng.uniform(0.8, 1.2, 3) * (1.3 - 0.008 * min(p.age, 80))
-        paint_ellipsoid(cv, c, r, hu["thymus"], rot=rotation(yaw=side * 0.4, roll=0.25))
+        rot = rotation(yaw=side * 0.4, roll=0.25)
+        box = cv.box(*ellipsoid_box(c, r, rot), pad=cv.edge)
+        if box is None:
+            continue
+        shp = shape_of(box)
+        strands = np.clip(smooth_noise(rng, shp, np.maximum(2, np.array(shp) // 3)) - F32(0.6), 0, 1)
+        value = F32(hu["thymus"]) + F32(involuted * (hu["muscle"] - hu["thymus"])) * strands
+        cv.paint(box, cv.occ(ellipsoid_sdf(*cv.coords(box), c, r, rot)), value)
 
 
 def _draw_nodes(cv: Canvas, p: Patient, hu, rng, push) -> None:
@@ -619,18 +744,99 @@ def _draw_nodes(cv: Canvas, p: Patient, hu, rng, push) -> None:
         paint_ellipsoid(cv, c, r, val)
 
 
-def _draw_lung_vessels(cv: Canvas, p: Patient, hu, rng, lung_occ: np.ndarray) -> None:
-    """Lung vessels and small airways: branching tubes from each hilum, kept inside the lungs."""
+def _draw_lung_vessels(cv: Canvas, p: Patient, hu, rng, lung_occ: np.ndarray, masks=None) -> None:
+    """Pulmonary arteries (from the hila) and veins (from the left atrium, below them): trees of tubes that
+    branch by Murray's law and taper until about half a millimetre, filling each lung out to the pleura,
+    kept to the air-filled lung (not the mediastinum painted since; ``masks["lung"]`` is narrowed to it,
+    vessels included). Vessels at least a voxel thick are painted as tubes; thinner ones add the fraction
+    of each voxel they fill (:func:`splat_segments`)."""
     s = p.s
     ym = 0.5 * (p.y_front + p.y_vbf)
-    lung_mask = lung_occ
+    air = np.clip((F32(-450.0) - cv.hu) / F32(300.0), 0, 1) * lung_occ
+    if masks is not None:  # the lungs without the mediastinum and airways painted over them since
+        masks["lung"] &= air >= 0.999
+    origin, spacing = cv.origin, cv.spacing
+    hi_idx = np.array(cv.shape) - 1
 
-    def inside_lung(box, *_coordinates):  # the canvas passes the box's coordinates too; the mask needs none
-        return lung_mask[box]
+    def inside(q: np.ndarray) -> np.ndarray:
+        ok = lung_sdf(p, q[:, 0], q[:, 1], q[:, 2]) < -1.5
+        ijk = np.rint((q - origin) / spacing).astype(np.intp)
+        in_grid = ((ijk >= 0) & (ijk <= hi_idx)).all(1)
+        ijk = np.clip(ijk, 0, hi_idx)
+        return ok & (~in_grid | (air[ijk[:, 0], ijk[:, 1], ijk[:, 2]] > 0.5))
 
+    roots_p, roots_v, roots_r = [], [], []
     for side in (-1, 1):
-        hilum = np.array([p.cx + side * 50 * s, ym - 14 * s, p.z_carina - 28 * s])
-        _branches(cv, rng, hilum, side, s, hu["lung_vessel"], inside_lung)
+        arteries = (np.array([p.cx + side * 58 * s, ym - 12 * s, p.z_carina - 30 * s]), 8, 3.8 * s)
+        veins = (np.array([p.cx + side * 42 * s, ym - 26 * s, p.z_carina - 62 * s]), 6, 3.4 * s)
+        for hilum, n, r0 in (arteries, veins):
+            elev = np.linspace(-1.3, 1.35, n) + rng.normal(0.0, 0.12, n)
+            azim = rng.uniform(-1.2, 1.2, n)
+            v = np.stack([side * np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)], 1)
+            roots_p.append(np.repeat(hilum[None], n, 0))
+            roots_v.append(v)
+            roots_r.append(r0 * rng.uniform(0.85, 1.15, n))
+    p0, p1, r = _vessel_tree(
+        rng, np.concatenate(roots_p), np.concatenate(roots_v), np.concatenate(roots_r), inside, r_min=0.45
+    )
+    value = hu["lung_vessel"]
+
+    def in_air(box, *_coordinates):  # the canvas passes the box's coordinates too; the mask needs none
+        return air[box]
+
+    thick = r >= max(0.9 * cv.edge, 1.5)  # fine grids (full preset): splat the many thin ones still
+    for a, b, ra in zip(p0[thick], p1[thick], r[thick], strict=True):
+        paint_tube(cv, np.array([a, b]), np.array([ra, 0.92 * ra]), value, mask_fn=in_air)
+    medium = ~thick & (r >= 0.45 * cv.edge)
+    for sel, blur in ((~thick & ~medium, 0.45), (medium, 0.7)):
+        box, frac = splat_segments(cv, p0[sel], p1[sel], 0.96 * r[sel], blur=blur)
+        if box is not None:
+            cv.paint(box, frac * air[box], value)
+
+
+def _vessel_tree(rng, pos, vec, rad, inside, r_min: float, max_generations: int = 32):
+    """Grow vessel trees from root segments (start points, unit directions, radii), one generation at a
+    time for all branches at once. A segment is 2-3.5 radii long plus 1 mm (a root 15 mm more, out of
+    the hilum), halved or dropped where it would leave the lung (``inside`` takes (N, 3) points); each ends
+    in two children whose radii keep Murray's law (r^3 = r1^3 + r2^3, asymmetric), the thinner one turning
+    more, both bent a little away from their hilum. Returns the segments (start (N, 3), end (N, 3),
+    radius (N,)) of every generation."""
+    origin = pos.copy()
+    out0, out1, outr = [], [], []
+    for gen in range(max_generations):
+        if not len(pos):
+            break
+        length = rad * rng.uniform(2.0, 3.5, len(rad)) + (15.0 if gen == 0 else 1.0)  # roots leave the hilum
+        end = pos + vec * length[:, None]
+        ok = inside(end)
+        end[~ok] = pos[~ok] + vec[~ok] * (0.5 * length[~ok])[:, None]
+        ok[~ok] = inside(end[~ok])
+        pos, vec, rad, end, origin = pos[ok], vec[ok], rad[ok], end[ok], origin[ok]
+        out0.append(pos)
+        out1.append(end)
+        outr.append(rad)
+        n = len(rad)
+        ratio = rng.uniform(0.45, 1.0, n)  # the thinner child's radius relative to the thicker one
+        r1 = rad / (1.0 + ratio**3) ** (1.0 / 3.0)
+        r2 = ratio * r1
+        perp = np.cross(vec, rng.normal(0.0, 1.0, (n, 3)))
+        perp /= np.linalg.norm(perp, axis=1, keepdims=True) + 1e-9
+        t1 = rng.uniform(0.15, 0.45, n) * (1.2 - ratio)
+        t2 = rng.uniform(0.5, 0.9, n) * (1.3 - 0.5 * ratio)
+        away = end - origin
+        away /= np.linalg.norm(away, axis=1, keepdims=True) + 1e-9
+        kids = []
+        for t, sign in ((t1, 1.0), (t2, -1.0)):
+            d = np.cos(t)[:, None] * vec + sign * np.sin(t)[:, None] * perp + 0.3 * away
+            kids.append(d / np.linalg.norm(d, axis=1, keepdims=True))
+        pos, origin = np.concatenate([end, end]), np.concatenate([origin, origin])
+        vec = np.concatenate(kids)
+        rad = np.concatenate([r1, r2])
+        keep = rad >= r_min
+        pos, vec, rad, origin = pos[keep], vec[keep], rad[keep], origin[keep]
+    if not out0:
+        return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
+    return np.concatenate(out0), np.concatenate(out1), np.concatenate(outr)
 
 
 def _draw_clavicles(cv: Canvas, p: Patient, hu) -> None:
@@ -689,37 +895,54 @@ def _bone_value(hu, d_inner_frac):
 
 
 def _draw_spine(cv: Canvas, p: Patient, hu, masks=None):
+    """The thoracic spine with a gentle kyphosis (the column bows ~10 mm backwards at mid-thorax): vertebral
+    bodies (a cortical shell and end plates around cancellous bone, larger caudally) with the discs between
+    them; the posterior arch (pedicles, laminae, transverse processes) and the spinous processes sloping
+    down behind it, around the canal with CSF."""
     s = p.s
-    lo = (p.cx - 60 * s, p.y_vb - 75 * s, -1e4)
+    lo = (p.cx - 60 * s, p.y_vb - 85 * s, -1e4)
     hi = (p.cx + 60 * s, p.y_vb + 25 * s, 1e4)
     box = cv.box(lo, hi)
     if box is None:
         return
     x, y, z = cv.coords(box)
+    zm, half = 0.5 * (p.z_apex + p.z_dome_r), 0.5 * (p.z_apex - p.z_dome_r) + 40.0 * s
+    t = np.clip((z - F32(zm)) / F32(half), -1, 1)  # (1,1,nz): -1 caudal ... 1 cranial
+    y = y + F32(10.0 * s) * (F32(1.0) - t * t)  # kyphosis: shift the column back, i.e. the frame forwards
+    grow = F32(1.0) - F32(0.12) * t  # lower thoracic vertebrae are larger
     pitch = 25.0 * s
     phase = np.mod((z - F32(p.z_dome_r)) / F32(pitch), F32(1.0))  # (1,1,nz)
-    disc = np.clip(F32(1.0) - np.abs(phase - F32(0.5)) * F32(pitch) / F32(4.0 * s), 0, 1)  # ~8 mm discs
-    # vertebral bodies: cortex rim + cancellous core, discs between them
-    d = _ellipse2d_sdf(x, y, p.cx, p.y_vb, 19.0 * s, 16.0 * s)
-    rim = np.clip(F32(1.0) + d / F32(3.0), 0, 1)
+    from_disc = np.abs(phase - F32(0.5)) * F32(pitch)  # mm from the middle of the disc
+    disc = np.clip(F32(1.0) - (from_disc - F32(3.0 * s)) / F32(1.5), 0, 1)  # ~7 mm discs
+    endplate = np.clip(F32(1.0) - (from_disc - F32(3.0 * s) - F32(1.5)) / F32(2.0), 0, 1)
+    # vertebral bodies: cortical rim and end plates + cancellous core, discs between them
+    d = _ellipse2d_sdf(x, y, p.cx, p.y_vb, 19.0 * s * grow, 16.0 * s * grow)
+    rim = np.maximum(np.clip(F32(1.0) + d / F32(2.5), 0, 1), endplate)
     val = _bone_value(hu, rim) * (F32(1.0) - disc) + F32(95.0) * disc
     cv.paint(box, cv.occ(d), val)
     if masks is not None:
         masks["bone"] = np.zeros(cv.shape, bool)
-        masks["bone"][box] = d < -1.0
+        masks["bone"][box] = (d < -1.0) & (disc < 0.01)
     # posterior arch (pedicles, laminae), transverse and spinous processes; the canal with CSF
     canal_y = p.y_vb - 27.0 * s
     arch = _ellipse2d_sdf(x, y, p.cx, canal_y - 2 * s, 17.0 * s, 14.0 * s)
     tp = _ellipse2d_sdf(np.abs(x - F32(p.cx)), y, 27.0 * s, canal_y - 4 * s, 16.0 * s, 6.0 * s)
-    sp = _ellipse2d_sdf(x, y, p.cx, canal_y - 26.0 * s, 4.5 * s, 14.0 * s)
-    post = np.minimum(np.minimum(arch, tp), sp)
+    post = np.minimum(arch, tp)
     gap = np.clip(F32(1.0) - np.abs(phase - F32(0.5)) * F32(pitch) / F32(10.0 * s), 0, 1)  # between arches
-    cv.paint(box, cv.occ(post) * (F32(1.0) - F32(0.85) * gap), hu["cortex"] * 0.6)
+    bone_post = _bone_value(hu, F32(0.15))  # thin cortex over cancellous bone, at partial volume
+    cv.paint(box, cv.occ(post) * (F32(1.0) - F32(0.85) * gap), bone_post)
+    # spinous processes slope caudally: the further back, the lower
+    sp = _ellipse2d_sdf(x, y, p.cx, canal_y - 26.0 * s, 4.5 * s, 14.0 * s)
+    sp_phase = np.mod((z - F32(p.z_dome_r) + F32(0.7) * (y - F32(canal_y))) / F32(pitch), F32(1.0))
+    sp_gap = np.clip(F32(1.0) - np.abs(sp_phase - F32(0.5)) * F32(pitch) / F32(9.0 * s), 0, 1)
+    cv.paint(box, cv.occ(sp) * (F32(1.0) - sp_gap), bone_post)
     canal = _ellipse2d_sdf(x, y, p.cx, canal_y, 8.5 * s, 8.0 * s)
     cv.paint(box, cv.occ(canal), hu["csf"])
 
 
 def _draw_ribs(cv: Canvas, p: Patient, hu):
+    """Ribs 1-12 as flattened oblique tubes round the inner rib-cage surface (cortex and marrow), from
+    the vertebrae round to their costal cartilages, which reach the sternum for the true ribs."""
     s = p.s
     box = cv.box(
         (p.cx - p.cav_a - 40 * s, p.cy - p.cav_b - 40 * s, p.z_bottom - 50),
@@ -736,11 +959,16 @@ def _draw_ribs(cv: Canvas, p: Patient, hu):
     r_mm = (rho - F32(1.0)) * reff  # outward distance from the inner rib-cage surface
     psi = np.arccos(np.clip(-yn / rho, -1, 1))  # 0 posterior midline ... pi anterior midline
     pitch = 27.0 * s
-    drop = 85.0 * s  # ribs slope down towards the front
-    u = (z + F32(drop) * (F32(1.0) - np.cos(psi)) * F32(0.5) - F32(p.z_apex - 8.0 * s)) / F32(pitch)
+    drop = 85.0 * s
+    # each rib falls steeply from its head beside the spine round the posterolateral wall, runs level at
+    # the front, and its costal cartilage rises a little to the sternum
+    fall = np.clip((psi - F32(0.1 * np.pi)) / F32(0.6 * np.pi), 0, 1)
+    fall = fall * fall * (F32(3.0) - F32(2.0) * fall)  # smoothstep
+    rise = F32(0.18) * np.clip((psi - F32(0.76 * np.pi)) / F32(0.17 * np.pi), 0, 1)
+    u = (z + F32(drop) * (fall - rise) - F32(p.z_apex - 8.0 * s)) / F32(pitch)
     k = np.round(u)
     dz = (u - k) * F32(pitch)
-    t, h = 9.0 * s, 11.0 * s
+    t, h = 6.5 * s, 12.0 * s  # flattened: thin radially, tall along the chest wall
     q = np.sqrt(((r_mm - F32(t * 0.5 + 0.5)) / F32(t * 0.5)) ** 2 + (dz / F32(h * 0.5)) ** 2)
     d = (q - F32(1.0)) * F32(min(t, h) * 0.5)
     # ribs 1..12 below the apex; bony part up to ~0.78 pi, costal cartilage to the sternum (true ribs)
@@ -749,11 +977,12 @@ def _draw_ribs(cv: Canvas, p: Patient, hu):
     bony = psi < F32(0.76 * np.pi)
     cart = (psi >= F32(0.76 * np.pi)) & (psi < ant_end)
     o = cv.occ(d) * (valid & (bony | cart)) * (psi > F32(0.16))
-    val = np.where(bony, _bone_value(hu, np.clip(q * 1.6 - 0.6, 0, 1)), F32(hu["cartilage"]))
+    val = np.where(bony, _bone_value(hu, np.clip(q * 3.0 - 2.0, 0, 0.6)), F32(hu["cartilage"]))  # thin cortex
     cv.paint(box, o, val)
 
 
 def _draw_sternum(cv: Canvas, p: Patient, hu):
+    """The sternum: the wide manubrium, the joint below it, and the narrower, thinner body."""
     s = p.s
     notch = p.z_arch + 42 * s
     z_low = p.z_dome_r - 15 * s
@@ -764,8 +993,10 @@ def _draw_sternum(cv: Canvas, p: Patient, hu):
     x, y, z = cv.coords(box)
     manub = np.clip((z - F32(notch - 45 * s)) / F32(10.0), 0, 1)  # 1 in the manubrium
     a = F32(13.0 * s) + F32(12.0 * s) * manub
-    b = F32(5.5 * s) + F32(2.5 * s) * manub
+    b = F32(4.5 * s) + F32(2.5 * s) * manub
     d = _ellipse2d_sdf(x, y, p.cx, yc, a, b)
     d = np.maximum(d, np.maximum(z - F32(notch), F32(z_low) - z))
-    rim = np.clip(F32(1.0) + d / F32(1.2), 0, 1)
-    cv.paint(box, cv.occ(d), _bone_value(hu, rim * F32(0.6)))
+    rim = np.clip(F32(1.0) + d / F32(1.5), 0, 1)
+    val = _bone_value(hu, rim * F32(0.6))
+    joint = np.abs(z - F32(notch - 45.0 * s)) < F32(2.0)  # the manubriosternal joint (fibrocartilage)
+    cv.paint(box, cv.occ(d), np.where(joint, F32(hu["cartilage"]), val))

@@ -218,3 +218,38 @@ def bezier(points, n: int = 12) -> np.ndarray:
         mid[0::2], mid[1::2] = q, r
         pts = np.vstack([pts[:1], mid, pts[-1:]])
     return pts
+
+
+def splat_segments(cv: Canvas, p0: np.ndarray, p1: np.ndarray, radii: np.ndarray, blur: float = 0.6):
+    """Volume fraction of the canvas's voxels occupied by thin tubes (segments ``p0``-``p1``, (N, 3) mm,
+    radius ``radii`` (N,)), for vessels thinner than a voxel: each segment's volume is spread over the
+    voxels along its centre line and blurred by ``blur`` voxels (the partial-volume footprint), so a
+    0.5 mm vessel in a 3 mm voxel adds the few per cent of tissue it really holds (a signed-distance
+    occupancy would paint it a voxel wide). Returns (box, fraction in [0, 1]) or (None, None)."""
+    from scipy import ndimage
+
+    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+    if len(p0) == 0:
+        return None, None
+    seg = p1 - p0
+    length = np.sqrt((seg**2).sum(1))
+    n = np.maximum(1, np.ceil(length / (0.5 * cv.spacing.min()))).astype(np.intp)
+    which = np.repeat(np.arange(len(p0)), n)
+    t = (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + 0.5) / np.repeat(n, n)
+    pts = p0[which] + t[:, None] * seg[which]
+    weight = (np.pi * np.asarray(radii, float) ** 2 * length / n)[which] / float(np.prod(cv.spacing))
+    ijk = np.rint((pts - cv.origin) / cv.spacing).astype(np.intp)
+    ok = ((ijk >= 0) & (ijk < np.array(cv.shape))).all(1)
+    if not ok.any():
+        return None, None
+    ijk, weight = ijk[ok], weight[ok]
+    pad = int(np.ceil(3 * blur))
+    lo = np.maximum(ijk.min(0) - pad, 0)
+    hi = np.minimum(ijk.max(0) + pad + 1, np.array(cv.shape))
+    shp = tuple(int(v) for v in hi - lo)
+    flat = np.ravel_multi_index(tuple((ijk - lo).T), shp)
+    frac = np.bincount(flat, weights=weight, minlength=int(np.prod(shp))).reshape(shp).astype(F32)
+    if blur > 0:
+        frac = ndimage.gaussian_filter(frac, blur, mode="constant", truncate=2.5)
+    np.minimum(frac, F32(1.0), out=frac)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True)), frac

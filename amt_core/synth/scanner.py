@@ -8,9 +8,10 @@ Presets (``registry.COHORT_PRESETS``):
 - ``full``: the native 512 x 512 matrix at the institution's true slice thickness.
 
 The ideal image is drawn with analytic partial-volume edges on the scan grid; the scanner then applies its
-slice profile (z blur by thickness) and reconstruction-kernel point spread (in-plane blur), kernel-shaped
-correlated noise, its HU calibration offset, and vendor-dependent padding outside the reconstruction
-circle; values are rounded to int16 HU.
+slice profile (z blur by thickness) and reconstruction-kernel point spread (in-plane blur), noise with the
+kernel's noise power spectrum (:func:`kernel_nps`: soft kernels blotchy, sharp ones fine-grained), its HU
+calibration offset, and vendor-dependent padding outside the reconstruction circle; values are rounded to
+int16 HU.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 
 from amt_core import registry
 
@@ -30,6 +31,8 @@ PRESETS: dict[str, dict] = {
 }
 assert set(PRESETS) == set(registry.COHORT_PRESETS)
 Z_EXTENT_MM = (250.0, 320.0)
+#: low-frequency floor of the noise power spectrum (cycles/mm): FBP's ramp does not reach zero exactly
+NPS_FLOOR = 0.03
 #: vendors that write a constant -1024 outside the reconstruction circle
 CIRCLE_PAD_VENDORS = ("Siemens", "Canon")
 
@@ -63,6 +66,42 @@ def scan_grid(
     return ScanGrid((n, n, nz), (dx, dx, dz), origin)
 
 
+def kernel_nps(n_xy: tuple[int, int], dx: float, psf_mm: float) -> np.ndarray:
+    """In-plane noise power spectrum of filtered back-projection on the ``rfft2`` frequencies of an
+    ``n_xy`` grid of ``dx`` mm pixels, normalised to mean 1.
+
+    FBP's ramp (``|f|``, plus a small floor) times the square of the kernel's apodization, here the
+    modulation transfer function of a Gaussian point spread of sigma ``psf_mm``: soft kernels give
+    coarse, blotchy noise with a low-frequency peak, sharp kernels fine-grained noise whose power rises
+    up to the grid's Nyquist frequency. A grid coarser than the reconstruction (the reduced presets)
+    averages each pixel's footprint (``sinc``) and folds the power above its Nyquist frequency back
+    (aliasing), as a reconstruction resampled to larger pixels does.
+    """
+    nx, ny = n_xy
+    fx = np.fft.fftfreq(nx, dx)[:, None]
+    fy = np.fft.rfftfreq(ny, dx)[None, :]
+    fs = 1.0 / dx
+    nps = np.zeros((nx, ny // 2 + 1))
+    for kx in (-1, 0, 1):  # the grid's spectrum and its first aliases
+        for ky in (-1, 0, 1):
+            gx, gy = fx + kx * fs, fy + ky * fs
+            f = np.hypot(gx, gy)
+            mtf = np.exp(-2.0 * (np.pi * psf_mm * f) ** 2)
+            nps += (f + NPS_FLOOR) * mtf**2 * (np.sinc(gx * dx) * np.sinc(gy * dx)) ** 2
+    return nps / nps.mean()
+
+
+def kernel_noise(rng: np.random.Generator, shape, dx: float, psf_mm: float) -> np.ndarray:
+    """Zero-mean noise (float32, about unit sd) with the in-plane power spectrum :func:`kernel_nps` of the
+    reconstruction kernel, drawn in the frequency domain (complex Gaussian spectrum shaped by the square root
+    of the NPS); slices are independent (contiguous, not overlapping, reconstructions)."""
+    half = (shape[0], shape[1] // 2 + 1, shape[2])
+    spec = rng.standard_normal(half, dtype=np.float32) + 1j * rng.standard_normal(half, dtype=np.float32)
+    spec *= np.sqrt(kernel_nps(shape[:2], dx, psf_mm)).astype(np.float32)[:, :, None]
+    noise = fft.irfft2(spec, s=shape[:2], axes=(0, 1), workers=1).astype(np.float32, copy=False)
+    return noise * np.float32(1.0 / max(float(noise.std()), 1e-12))
+
+
 def acquire(
     ideal: np.ndarray,
     grid: ScanGrid,
@@ -76,7 +115,7 @@ def acquire(
     preset: str,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Apply slice profile, kernel blur, correlated noise and calibration; return int16 HU."""
+    """Apply slice profile, kernel blur, kernel-shaped noise and calibration; return int16 HU."""
     dx, _, dz = grid.spacing
     img = ideal
     # slice profile: a slice of thickness t integrates ~t of tissue along z (FWHM = t)
@@ -90,14 +129,7 @@ def acquire(
     sd = noise_hu / np.sqrt(max(thickness_mm, 0.625)) * patient_scale**1.5
     if preset != "full":
         sd = noise_hu * 0.55 * (2.5 / max(dz, 2.5)) ** 0.5 * patient_scale**1.5
-    noise = rng.standard_normal(img.shape, dtype=np.float32)
-    # soft kernels give coarse-grained (more correlated) noise, sharp kernels fine-grained noise
-    corr = (
-        float(np.clip(1.2 * psf_mm / dx, 0.4, 1.5))
-        if preset == "full"
-        else float(np.clip(0.9 * psf_mm / 0.6, 0.35, 1.0))
-    )
-    noise = ndimage.gaussian_filter(noise, (corr, corr, 0.0), mode="wrap", truncate=2.5)
+    noise = kernel_noise(rng, img.shape, dx, psf_mm)
     noise *= np.float32(sd / max(float(noise.std()), 1e-6))
     img = img + noise
     img += np.float32(hu_offset)
