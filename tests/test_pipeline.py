@@ -63,6 +63,21 @@ def test_demo_preset_is_the_study_design():
         ({"cohort_preset": "huge"}, "cohort_preset must be one of"),
         ({"ci_level": 1.5}, "ci_level must be in (0, 1)"),
         ({"run_dir": "x"}, "unknown parameter 'run_dir'"),
+        # a name that earlier versions used says the name now (issue 14: one name per concept)
+        ({"n_boot": 10}, "parameter 'n_boot' is now called 'n_bootstrap'"),
+        ({"headline_iou": 0.5}, "parameter 'headline_iou' is now called 'operating_iou'"),
+        ({"level": 0.9}, "parameter 'level' is now called 'ci_level'"),
+        ({"eval_overrides": {"n_boot": 10}}, "eval_overrides: 'n_boot' is now called 'n_bootstrap'"),
+        (
+            {"eval_overrides": {"headline_iou": 0.3}},
+            "eval_overrides: 'headline_iou' is now called 'operating_iou'",
+        ),
+        ({"eval_overrides": {"method": "bca"}}, "eval_overrides: 'method' is now called 'ci_method'"),
+        ({"eval_overrides": {"treshold": 0.5}}, "eval_overrides: unknown EvalConfig field 'treshold'"),
+        (
+            {"eval_overrides": {"hit_criterion": "=>"}},
+            "eval_overrides: invalid evaluation config: hit_criterion",
+        ),
     ],
 )
 def test_invalid_preset_file_is_an_error(tmp_path, content, message):
@@ -70,7 +85,20 @@ def test_invalid_preset_file_is_an_error(tmp_path, content, message):
     path.write_text(yaml.safe_dump(content))
     with pytest.raises(ParameterError) as info:
         load_params(path)
-    assert message in str(info.value)
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_run_refuses_an_old_name_naming_the_file_the_old_and_the_new_key(tmp_path, capsys):
+    """`amt run` with a params file from before the renames: exit 2, no traceback, nothing written."""
+    from amt_core.cli import main
+
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"n_cases": 6, "eval_overrides": {"n_boot": 10, "hit_criterion": ">"}}))
+    code = main(["run", "--params", str(path), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert str(path) in err and "'n_boot' is now called 'n_bootstrap'" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_preset_file_names_the_presets(tmp_path):
@@ -263,7 +291,7 @@ def test_evaluation_values_are_sane(smoke_run):
     assert head["fp_per_scan"] == pytest.approx(test_pc["fp"].sum() / len(test_pc))
     assert len(ops) == 19
     analysis = json.loads((run / "analysis" / "analysis.json").read_text())
-    assert analysis["bootstrap_resamples"] == 200
+    assert analysis["n_bootstrap"] == 200
     # the smoke test split comes from fewer than 10 institutions: no institution-cluster interval
     cluster = pd.read_csv(run / "analysis" / "seg_ci_cluster.csv")
     assert analysis["institution_cluster_bootstrap"]["estimable"] is False
@@ -608,3 +636,21 @@ def test_latest_run_is_the_last_evaluated_one(tmp_path, monkeypatch, capsys):
     assert main(["figures", "--out", str(tmp_path / "figs")]) == 2
     assert "no finished run in runs/" in capsys.readouterr().err
     assert not (tmp_path / "figs").exists()
+
+
+def test_real_anatomy_backgrounds_are_inputs_of_the_evaluation_step(tmp_path):
+    """A changed background CT of a real-anatomy test scan re-runs 03_evaluate: the step's inputs hold the
+    background of each such scan and its folder's backgrounds.csv; a cohort without the subset adds none."""
+    from amt_core.layout import RunLayout
+    from amt_core.pipeline.run import _real_backgrounds
+    from amt_core.synth.hybrid import bundled_backgrounds
+
+    layout = RunLayout.of(tmp_path / "run")
+    layout.cohort_dir.mkdir(parents=True)
+    rows = {"case_id": ["A", "B"], "split": ["test", "train"], "patient_id": ["Lung_Dx-A0002", "P2"]}
+    pd.DataFrame(rows).to_csv(layout.cases_csv, index=False)
+    assert _real_backgrounds(layout) == []  # no anatomy column
+    pd.DataFrame({**rows, "anatomy": ["real", "synthetic"]}).to_csv(layout.cases_csv, index=False)
+    found = sorted(p.name for p in _real_backgrounds(layout))
+    assert found == ["backgrounds.csv", "lung_dx_a0002.nii.gz"]
+    assert all(p.parent == bundled_backgrounds() for p in _real_backgrounds(layout))

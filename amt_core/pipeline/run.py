@@ -75,6 +75,26 @@ def _training_records(L: RunLayout) -> list[Path]:
     return [L.train_dir / "training.json", L.train_dir / "train_log.csv", *[p for p in seeds if p.is_file()]]
 
 
+def _real_backgrounds(L: RunLayout) -> list[Path]:
+    """The tumour-free chest CTs 03_evaluate predicts for the real-anatomy subset (the background of each
+    real-anatomy test scan, and its folder's ``backgrounds.csv``): a changed background re-runs the
+    evaluation. None for a cohort without real-anatomy test scans, or whose table or backgrounds cannot be
+    read (the step itself then says what is wrong)."""
+    import pandas as pd
+
+    from amt_core.pipeline import real_anatomy as RA
+
+    try:
+        real = RA.real_cases(pd.read_csv(L.cases_csv, dtype=str, keep_default_na=False))
+        if real.empty:
+            return []
+        folder = RA.background_folder(L)
+        found = RA.backgrounds_of(real, folder)
+    except (OSError, ValueError, KeyError):
+        return []
+    return [Path(p) for p in found["path"]] + [p for p in [folder / "backgrounds.csv"] if p.is_file()]
+
+
 STEPS: tuple[Step, ...] = (
     Step("01_cohort", lambda L: L.cohort_files() if L.cohort_csv else [], _cohort_outputs),
     Step(
@@ -84,7 +104,13 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "03_evaluate",
-        lambda L: [*L.cohort_files(), L.model_path, *L.seed_model_paths(), *_training_records(L)],
+        lambda L: [
+            *L.cohort_files(),
+            L.model_path,
+            *L.seed_model_paths(),
+            *_training_records(L),
+            *_real_backgrounds(L),
+        ],
         lambda L: [
             L.predictions("tune"),
             L.predictions("test"),

@@ -9,17 +9,28 @@ the sternum; its voxels are fat or soft tissue, never lung or bone.
 
 ``insert_tumour`` places one histology-driven mass there with the synthetic cohort's own tumour model
 (:mod:`amt_core.synth.tumour`: shape, lobulation, margin, texture, cyst, necrosis, fat, calcification by
-histology), evaluated on a grid supersampled to about 1 mm and averaged back (partial-volume edges). The
-tumour replaces mediastinal fat and soft tissue; where it would enter aerated lung or bone it is clipped
-(the voxel's air or bone fraction is kept), and when too much of it would be clipped it is shrunk and
-placed again (the record says how often). The label is every voxel the clipped tumour fills to at least
-one half. Scanner noise matched to the background's is added inside the tumour. Each insertion is
-checked (location, volume, contrast with a shell around it) and refused with :class:`InsertionRejected`
-naming the reason. Deterministic from the ``numpy`` generator passed in.
+histology), evaluated on a grid supersampled to about 1 mm and averaged back (partial-volume edges). Where
+it would enter aerated lung or bone it is clipped (the voxel's air or bone fraction is kept), and when too
+much of it would be clipped it is shrunk and placed again (the record says how often). The label is every
+voxel the clipped tumour fills to at least one half, without fragments smaller than a lesion; the tumour's
+intensity is kept only on the label and its partial-volume rim, so image and label agree.
+
+Mass effect (:func:`displace`): the tumour does not overwrite what was there. The vessels (and the heart)
+under it are pushed outwards, volume-conserving per direction from its centre, so they abut it deformed,
+not erased; it takes the place of most of the mediastinal fat in its way (``FAT_GIVE``) and pushes the rest
+aside; the lung gives way (``LUNG_GIVE``); bone and the chest wall stay put, and the shift tapers to nothing
+at ``TAPER`` times the tumour's radius. The noise the resampling smooths away is added back.
+
+The tumour enhances as its histology does (a cyst not at all) in the background's contrast phase, estimated
+from the blood HU of the great vessels when not given (:func:`blood_hu`, :func:`contrast_phase`); the
+record keeps the tumour's HU against the blood. Scanner noise matched to the background's is added inside
+the tumour. Each insertion is checked (location, volume, contrast with a shell around it) and refused with
+:class:`InsertionRejected` naming the reason. Deterministic from the ``numpy`` generator passed in.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +65,17 @@ SUPERSAMPLE_MM = 1.0
 MAX_FINE_VOXELS = 2_000_000
 SHRINK = 0.85  # each retry at a smaller size scales the diameter by this
 MAX_SHRINKS = 6
+#: mass effect: full displacement up to TAPER[0] times the tumour's radius, none beyond TAPER[1] times
+TAPER = (2.0, 4.0)
+#: the border between mobile (mediastinum, lung) and rigid anatomy (bone, chest wall) is smoothed by this (mm)
+MOBILE_SMOOTH_MM = 3.0
+#: the fraction of its volume the aerated lung gives up to a mass pushing into it, and the fraction of the
+#: mediastinal fat in its way it takes the place of (the rest is pushed aside; vessels and heart keep theirs)
+LUNG_GIVE = 0.5
+FAT_GIVE = 0.8
+#: the contrast phase from the blood HU of the great vessels: plain below the first, venous below the second,
+#: else arterial (unenhanced blood about 40 HU, venous-phase aorta 130-200 HU, arterial 250-450 HU)
+PHASE_HU = (100.0, 230.0)
 
 
 class InsertionRejected(ValueError):
@@ -100,6 +122,12 @@ class InsertionRecord:
     shell_hu: float
     noise_hu: float  # the background's noise, added inside the tumour
     replaced_fat_fraction: float = float("nan")  # of the label, voxels that were fat (< -30 HU) before
+    max_shift_mm: float = 0.0  # the largest displacement of the background by the mass effect
+    dropped_fragment_ml: float = 0.0  # label fragments smaller than a lesion, removed from label and image
+    contrast: str = "none"  # the contrast phase the tumour enhances by
+    contrast_from: str = "given"  # or "estimated from the blood HU"
+    blood_hu: float | None = None  # 90th percentile HU of the great vessels and heart (None: not measurable)
+    blood_contrast_hu: float | None = None  # median HU of the tumour minus blood_hu
 
 
 # --- reading the anatomy ----------------------------------------------------------------------------------
@@ -156,7 +184,12 @@ def find_prevascular_space(image: np.ndarray, spacing, source: str = "background
         band = np.abs(xs - xm) * sp[0] < 25.0
         bone_rows = np.flatnonzero((hu[band, :, k] > STERNUM_HU).any(axis=0) & body[band, :, k].any(axis=0))
         front = bone_rows[bone_rows > rows.max() - 10.0 / sp[1]]
-        st = int(front.min()) if front.size else -1  # back of the sternum (RAS: y grows anteriorly)
+        # back of the sternum (RAS: y grows anteriorly): the run of bright rows ending at the most anterior
+        # one (gaps of a voxel allowed), so an enhanced aorta behind it is not taken for it
+        if front.size:
+            gaps = np.flatnonzero(np.diff(front) > 2)
+            front = front[gaps[-1] + 1 :] if gaps.size else front
+        st = int(front.min()) if front.size else -1
         # spine: bone in the midline band behind the lungs' posterior half
         back = bone_rows[bone_rows < rows.min() + 0.5 * (rows.max() - rows.min())]
         y_spine = int(back.max()) if back.size else int(rows.min())
@@ -244,6 +277,168 @@ def noise_sd(image: np.ndarray, anatomy: ChestAnatomy) -> float:
     return 1.4826 * mad / math.sqrt(1.17)
 
 
+def blood_hu(image: np.ndarray, anatomy: ChestAnatomy) -> float | None:
+    """The blood HU of the great vessels and the heart: the 90th percentile of the thick soft tissue (more
+    than about 6 mm from its edge) of the mediastinum at the levels of the prevascular space; ``None`` when
+    there is too little of it to measure. An enhanced vessel brighter than ``BONE_HU`` is not in
+    ``anatomy.mediastinum``: the mediastinum's holes in each slice count as tissue too."""
+    k0, k1 = anatomy.z_levels
+    hu = ndimage.median_filter(np.asarray(image, F32)[:, :, k0 : k1 + 1], size=(3, 3, 1))
+    med = anatomy.mediastinum[:, :, k0 : k1 + 1]
+    region = np.stack([ndimage.binary_fill_holes(med[:, :, k]) for k in range(med.shape[2])], axis=2)
+    sp = np.asarray(anatomy.spacing)
+    r = max(1, int(round(6.0 / sp[0])))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = (xx**2 + yy**2 <= r * r)[:, :, None]
+    thick = ndimage.binary_opening(region & (hu > 0.0) & (hu < 1500.0), structure=disk)
+    if thick.sum() < 20:
+        return None
+    return round(float(np.percentile(hu[thick], 90)), 1)
+
+
+def contrast_phase(blood: float | None) -> str:
+    """``none``, ``venous`` or ``arterial`` from the blood HU (``PHASE_HU``); unknown blood HU: ``none``."""
+    if blood is None or blood < PHASE_HU[0]:
+        return "none"
+    return "venous" if blood < PHASE_HU[1] else "arterial"
+
+
+def fragment_free(occ: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray, int]:
+    """The label of a tumour occupancy (voxels filled to at least one half, components smaller than a lesion
+    dropped) and the occupancy kept only on the label and its partial-volume rim (its 26-neighbours), so a
+    dropped fragment leaves no tumour intensity in the image. Returns (occupancy, label uint8, dropped
+    voxels)."""
+    from amt_core.synth.tumour import drop_fragments
+
+    raw = (occ >= 0.5).astype(np.uint8)
+    label = drop_fragments(raw, spacing)
+    rim = ndimage.binary_dilation(label, structure=np.ones((3, 3, 3), bool))
+    return (occ * rim).astype(F32), label, int(raw.sum()) - int(label.sum())
+
+
+def displace(
+    bg: np.ndarray,
+    occ: np.ndarray,
+    box,
+    anatomy: ChestAnatomy,
+    noise_hu: float,
+    rng: np.random.Generator,
+) -> tuple[tuple, np.ndarray, float]:
+    """The background pushed away from a tumour of occupancy ``occ`` (on ``box``): the mass effect.
+
+    Along each direction from the tumour's centre the background's tissue within radius ``s`` moves out to
+    the radius ``r`` where the cone holds it beside the tumour; the background's fat counts for
+    ``1 - FAT_GIVE`` and its aerated lung for ``1 - LUNG_GIVE`` of their volume (from the centre out) until
+    they have given up as much as the tumour takes along that direction. Vessels, heart and the rest of the
+    fat keep their volume (what was under the tumour ends up around it, the vessels against it); the lung
+    is compressed; past enough fat and lung nothing moves. The shift is nil on bone and the chest wall
+    (the mediastinum and the lungs move; the border smoothed by ``MOBILE_SMOOTH_MM``) and tapered from
+    ``TAPER[0]`` to ``TAPER[1]`` times the tumour's radius. Resampled by cubic spline; the noise that
+    smooths away (measured in the soft tissue that moved) is added back. Returns (region slices, the
+    background on the region, the largest shift in mm outside the tumour); voxels that move less than
+    0.05 mm keep their value exactly.
+    """
+    sp = np.asarray(anatomy.spacing, float)
+    start = np.array([s.start for s in box])
+    idx = np.argwhere(occ > 0)
+    w = occ[occ > 0].astype(float)
+    pts = (idx + start) * sp
+    c = (pts * w[:, None]).sum(0) / w.sum()
+    r_max = float(np.sqrt(((pts - c) ** 2).sum(1)).max()) + 0.5 * float(np.linalg.norm(sp))
+    r1, r2 = TAPER[0] * r_max, TAPER[1] * r_max
+    region = tuple(
+        slice(max(0, int(np.floor((ci - r2) / s))), min(n, int(np.ceil((ci + r2) / s)) + 1))
+        for ci, s, n in zip(c, sp, bg.shape, strict=True)
+    )
+    lo = np.array([s.start for s in region])
+    # along each ray of a (theta, phi, rho) table: the tumour's occupancy, the lung and the fat
+    n_th, n_ph, dr = 33, 64, 0.5 * float(sp.min())
+    rho = np.arange(0.0, r2 + 2 * dr, dr)
+    th, ph = np.linspace(0.0, np.pi, n_th), np.linspace(-np.pi, np.pi, n_ph, endpoint=False)
+    T, P, R = np.meshgrid(th, ph, rho, indexing="ij")
+    dirs = (np.sin(T) * np.cos(P), np.sin(T) * np.sin(P), np.cos(T))
+    at = [(ci + d * R) / s for ci, d, s in zip(c, dirs, sp, strict=True)]
+    o = ndimage.map_coordinates(occ.astype(F32), [a - s0 for a, s0 in zip(at, start, strict=True)], order=1)
+    on_region = [a - s0 for a, s0 in zip(at, lo, strict=True)]
+    lung = ndimage.map_coordinates(anatomy.lungs[region].astype(F32), on_region, order=1)
+    hu = ndimage.map_coordinates(bg[region].astype(F32), on_region, order=1, mode="nearest")
+    fat = np.clip((-30.0 - hu) / 70.0, 0.0, 1.0) * (1.0 - lung)
+
+    def integral(f):  # of f(rho) rho**2 d rho from 0, along each ray
+        g = f * R**2
+        return np.concatenate(
+            [np.zeros(T.shape[:2] + (1,)), np.cumsum(0.5 * (g[..., 1:] + g[..., :-1]) * dr, -1)], -1
+        )
+
+    tumour_v, room = integral(o), integral(1.0 - o)  # in the image with the tumour: tumour and the rest
+    # the background's tissue out to rho, fat and lung counted less by what they give (from the centre out,
+    # at most as much as the tumour takes along the ray: what is left is pushed)
+    give = np.minimum(integral(FAT_GIVE * fat + LUNG_GIVE * lung), tumour_v[..., -1:])
+    material = integral(np.ones_like(o)) - give
+    # the background radius whose tissue fills the image out to rho: material(source) = room(rho)
+    table = np.empty_like(room)
+    for i, j in np.ndindex(*T.shape[:2]):
+        m = np.maximum.accumulate(material[i, j] + 1e-9 * rho)
+        table[i, j] = np.interp(room[i, j], m, rho)
+    # each voxel of the region: where its tissue comes from
+    grid = np.meshgrid(
+        *[np.arange(s.start, s.stop) * h - ci for s, h, ci in zip(region, sp, c, strict=True)], indexing="ij"
+    )
+    r = np.sqrt(sum(g * g for g in grid))
+    rs = np.maximum(r, 1e-6)
+    ti = np.arccos(np.clip(grid[2] / rs, -1.0, 1.0)) / np.pi * (n_th - 1)
+    pj = (np.arctan2(grid[1], grid[0]) + np.pi) / (2 * np.pi) * n_ph
+    on_table = np.minimum(r, rho[-1]) / dr
+    source = ndimage.map_coordinates(table, [ti, pj, on_table], order=1, mode="grid-wrap")
+    source = np.where(r < rho[-1], np.minimum(source, r), r)
+    taper = np.clip((r2 - r) / (r2 - r1), 0.0, 1.0)
+    # the mediastinum and the lungs move (their neighbours too: a smooth border); bone and its rim never
+    mobile = anatomy.mediastinum[region] | anatomy.lungs[region]
+    near = ndimage.binary_dilation(mobile) & ~ndimage.binary_dilation(anatomy.bone[region])
+    weight = ndimage.gaussian_filter(mobile.astype(F32), MOBILE_SMOOTH_MM / sp) * near
+    shift = weight * taper * taper * (3.0 - 2.0 * taper) * (r - source)
+    scale = (r - shift) / rs
+    src = [(ci + g * scale) / h for ci, g, h in zip(c, grid, sp, strict=True)]
+    # cubic spline: edges (vessel walls, the pleura) stay sharp; the noise it smooths is added back
+    warped = ndimage.map_coordinates(bg.astype(F32), src, order=3, mode="nearest")
+    f_grid, kept_1d = _spline_noise_kept()
+    kept_var = np.prod([np.interp(q - np.floor(q), f_grid, kept_1d) for q in src], axis=0)
+    moved = shift > 0.05
+    # the noise the resampling smoothed away, measured in the soft tissue that moved (the background's own
+    # noise texture: a smooth kernel's correlated noise loses less than white noise would)
+    noise = ndimage.gaussian_filter(rng.standard_normal(r.shape).astype(F32), (0.5, 0.5, 0.0))
+    loss = np.clip(1.0 - kept_var, 0.0, 1.0)
+    tumour = np.zeros(r.shape, bool)
+    tumour[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, region, strict=True))] = (
+        occ > 0
+    )
+    soft = (
+        moved & ~ndimage.binary_dilation(tumour, iterations=2) & (bg[region] > -150.0) & (bg[region] < 150.0)
+    )
+    if soft.sum() >= 50:
+        lost = max(_spread(bg[region], soft) ** 2 - _spread(warped, soft) ** 2, 0.0)
+        noise *= F32(math.sqrt(lost / max(float(loss[soft].mean()), 1e-6)) / max(_spread(noise, soft), 1e-6))
+    else:  # too little soft tissue moved to measure: the white-noise estimate
+        noise *= F32(noise_hu / max(float(noise.std()), 1e-6))
+    out = np.where(moved, warped + noise * np.sqrt(loss), bg[region])
+    return region, out.astype(F32), float(shift[~tumour].max(initial=0.0))
+
+
+def _spread(image: np.ndarray, mask: np.ndarray) -> float:
+    """Noise (HU sd) of ``image`` in ``mask``: robust spread of the image minus its in-plane 3x3 median."""
+    resid = (image - ndimage.median_filter(image, size=(3, 3, 1)))[mask]
+    return 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+
+
+@functools.lru_cache(maxsize=1)
+def _spline_noise_kept(n: int = 21) -> tuple[np.ndarray, np.ndarray]:
+    """The variance of white noise kept by cubic-spline interpolation at a fractional offset (one axis):
+    the sum of the squared weights of the cardinal spline, at ``n`` offsets from 0 to 1."""
+    f = np.linspace(0.0, 1.0, n)
+    weights = np.array([ndimage.map_coordinates(e, [20.0 + f], order=3, mode="mirror") for e in np.eye(41)])
+    return f, (weights**2).sum(0)
+
+
 def _supersampled(spacing, box, les, k_contrast, rng):
     """Occupancy and HU of a lesion on the background's voxels ``box``: the tumour model is evaluated on a
     grid of about ``SUPERSAMPLE_MM`` and averaged over each voxel (partial-volume edges)."""
@@ -305,36 +500,45 @@ def insert_tumour(
     diameter_mm: float,
     rng: np.random.Generator,
     *,
-    contrast: str = "none",
+    contrast: str | None = None,
     enhancement: float = 1.0,
     anatomy: ChestAnatomy | None = None,
     affine: np.ndarray | None = None,
     source: str = "background",
     max_shrinks: int = MAX_SHRINKS,
+    mass_effect: bool = True,
 ):
     """Insert one anterior mediastinal tumour into a tumour-free chest CT (HU, RAS voxel order).
 
     Returns ``(image float32 HU, label uint8, InsertionRecord)``. The tumour is shrunk (by ``SHRINK``, at
     most ``max_shrinks`` times) and placed again while more than ``MAX_CLIPPED`` of it would fall in lung
-    or bone. Raises :class:`InsertionRejected` with the reason when it never fits, or when the result
-    fails a check (location, volume, contrast with its neighbourhood).
+    or bone. ``contrast`` is the background's phase (``none``, ``venous``, ``arterial``); ``None`` estimates
+    it from the blood HU of its great vessels. ``mass_effect`` pushes the tissue under the tumour aside
+    (:func:`displace`) instead of overwriting it. Raises :class:`InsertionRejected` with the reason when it
+    never fits, or when the result fails a check (location, volume, contrast with its neighbourhood).
     """
-    from amt_core.synth.tumour import CONTRAST_FACTOR, LOOKS, drop_fragments, lesion_radii, primary_lesion
+    from amt_core.synth.tumour import CONTRAST_FACTOR, LOOKS, lesion_radii, primary_lesion
 
     if histology not in LOOKS:
         raise ValueError(f"unknown histology {histology!r}; choose one of {', '.join(LOOKS)}")
+    if contrast is not None and contrast not in CONTRAST_FACTOR:
+        raise ValueError(f"unknown contrast {contrast!r}; choose one of {', '.join(CONTRAST_FACTOR)}")
     bg = np.asarray(image, dtype=F32)
     sp = np.asarray(spacing, float)
     affine = np.diag([*sp, 1.0]) if affine is None else np.asarray(affine, float)
     if anatomy is None:
         anatomy = find_prevascular_space(bg, sp, source)
     voxel_ml = float(np.prod(sp)) / 1000.0
-    k_contrast = CONTRAST_FACTOR[contrast] * enhancement
+    blood = blood_hu(bg, anatomy)
+    phase = contrast_phase(blood) if contrast is None else contrast
+    k_contrast = CONTRAST_FACTOR[phase] * enhancement
     look = dict(LOOKS[histology])
     diam = float(diameter_mm)
-    # where the background is lung or bone, the tumour keeps out: the voxel's air or bone fraction
+    # where the background is lung or bone, the tumour keeps out: the voxel's air or bone fraction (bone:
+    # bright voxels at the skeleton; an enhanced vessel does not stop it, it is pushed aside)
     f_air = np.clip((F32(-100.0) - bg) / F32(750.0), 0, 1)
-    f_bone = np.clip((bg - F32(150.0)) / F32(250.0), 0, 1)
+    skeleton = ndimage.binary_dilation(anatomy.bone, structure=np.ones((3, 3, 3), bool))
+    f_bone = np.clip((bg - F32(150.0)) / F32(250.0), 0, 1) * skeleton
     # and outside the front half of the mediastinum (chest wall, neck, abdomen; the heart, the trachea
     # and the great vessels behind it) it is cut off: it abuts them
     inside = ndimage.binary_dilation(anatomy.anterior, structure=np.ones((3, 3, 1), bool))
@@ -365,14 +569,20 @@ def insert_tumour(
             )
         shrinks += 1
         diam *= SHRINK
+    # fragments of the label smaller than a lesion leave neither label nor tumour intensity behind
+    occ_c, label_box, dropped = fragment_free(occ_c, sp)
     sd = noise_sd(bg, anatomy)
+    out = bg.copy()
+    shift = 0.0
+    own = np.random.default_rng(rng.integers(2**63))  # the same draws after it with or without mass effect
+    if mass_effect and label_box.any():
+        region, moved, shift = displace(bg, occ_c, box, anatomy, sd, own)
+        out[region] = moved
     noise = ndimage.gaussian_filter(rng.standard_normal(occ.shape).astype(F32), (0.5, 0.5, 0.0))
     noise *= F32(sd / max(float(noise.std()), 1e-6))
-    out = bg.copy()
-    out[box] = bg[box] * (F32(1.0) - occ_c) + (val + noise) * occ_c
+    out[box] = out[box] * (F32(1.0) - occ_c) + (val + noise) * occ_c
     label = np.zeros(bg.shape, np.uint8)
-    label[box] = (occ_c >= 0.5).astype(np.uint8)
-    label = drop_fragments(label, sp)
+    label[box] = label_box
     record = _check(
         out,
         label,
@@ -394,6 +604,13 @@ def insert_tumour(
         source,
     )
     record.replaced_fat_fraction = round(float((bg[label > 0] < -30.0).mean()), 3)
+    record.max_shift_mm = round(shift, 1)
+    record.dropped_fragment_ml = round(dropped * voxel_ml, 3)
+    record.contrast = phase
+    record.contrast_from = "given" if contrast is not None else "estimated from the blood HU"
+    record.blood_hu = blood
+    if blood is not None:
+        record.blood_contrast_hu = round(float(np.median(out[label > 0])) - blood, 1)
     return out, label, record
 
 

@@ -7,7 +7,8 @@ patient (one scan per patient: a patient is never in two splits). Histology, siz
 from the study design (:func:`amt_core.synth.design.study_design`); the patient, sex (when known), vendor,
 slice thickness and contrast from the background's row in an optional ``backgrounds.csv`` beside the scans
 (columns ``file, patient_id, sex, vendor, slice_thickness_mm, contrast``; without it the patient id is the
-file name and the slice thickness the slice spacing). Each patient is an institution of its own, so the
+file name, the slice thickness the slice spacing and the contrast phase the one estimated from the blood HU
+of the great vessels). Each patient is an institution of its own, so the
 test split stays institution-disjoint. Every insertion that fails a check is retried (up to ``tries``) and
 listed with its reason in ``rejections.csv``; ``insertions.csv`` holds the record of each inserted tumour.
 """
@@ -98,8 +99,9 @@ def render_hybrid_case(row: dict, background: str, seed: int = 0, tries: int = T
     check_ct(vol)
     anatomy = find_prevascular_space(vol.array, vol.spacing, vol.source)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 5, int(row["case_index"])]))
-    # a background of unknown contrast phase is taken as plain CT (the tumour does not enhance)
-    contrast = row["contrast"] if row["contrast"] in registry.CONTRASTS else "none"
+    # a background of unknown contrast phase: estimated from the blood HU of its great vessels, so the
+    # tumour enhances as its histology does in that phase (insertions.csv says which it was)
+    contrast = row["contrast"] if row["contrast"] in registry.CONTRASTS else None
     rejections = []
     for attempt in range(tries):
         try:
@@ -242,6 +244,8 @@ def write_hybrid_cases(out: Path, design: pd.DataFrame, bgs: pd.DataFrame, seed:
     design = design.copy()
     design["tumour_volume_ml"] = volumes
     design["slice_thickness_mm"] = thickness
+    # a background without a stated contrast phase: the one estimated from it (insertions.csv: contrast_from)
+    design["contrast"] = [c or rec["contrast"] for c, rec in zip(design["contrast"], records, strict=True)]
     return design, records, rejections
 
 
