@@ -55,7 +55,7 @@ def study():
 
 
 @pytest.mark.parametrize(
-    "overrides", [{"n_boot": 300, "seed": 7}, {"n_boot": 150, "seed": 2, "ci_level": 0.9}]
+    "overrides", [{"n_bootstrap": 300, "seed": 7}, {"n_bootstrap": 150, "seed": 2, "ci_level": 0.9}]
 )
 def test_tables_and_report_show_the_evaluations_intervals(study, tmp_path, overrides):
     """With eval_overrides changing the resamples, the seed or the level, every interval the analysis and
@@ -66,7 +66,7 @@ def test_tables_and_report_show_the_evaluations_intervals(study, tmp_path, overr
     rows, cases = study
     result = summarise(rows, EvalConfig(**overrides))
     layout = RunLayout.of(tmp_path / "run")
-    tables = analyse(result, cases, layout.analysis_dir, n_boot_icc=5)
+    tables = analyse(result, cases, layout.analysis_dir, n_bootstrap_icc=5)
 
     evaluation = result.cis.set_index("metric")
     seg = pd.read_csv(layout.analysis_dir / "seg_ci.csv").set_index("metric")
@@ -80,7 +80,7 @@ def test_tables_and_report_show_the_evaluations_intervals(study, tmp_path, overr
     assert comparison.at["fp_per_scan_iou50", "ci_hi"] == pytest.approx(head["fp_per_scan_ci_hi"])
     assert comparison.at["dice", "ci_lo"] == pytest.approx(evaluation.at["dice", "ci_lo"])
     settings = json.loads((layout.analysis_dir / "analysis.json").read_text())
-    assert (settings["bootstrap_resamples"], settings["seed"]) == (overrides["n_boot"], overrides["seed"])
+    assert (settings["n_bootstrap"], settings["seed"]) == (overrides["n_bootstrap"], overrides["seed"])
     assert settings["ci_level"] == overrides.get("ci_level", 0.95)
 
     report = build_report(layout.root)
@@ -88,11 +88,42 @@ def test_tables_and_report_show_the_evaluations_intervals(study, tmp_path, overr
     assert f"| Dice | {d['mean']:.2f} ({d['ci_lo']:.2f}–{d['ci_hi']:.2f}) |" in report
 
 
-def test_a_setting_that_disagrees_with_the_evaluation_is_an_error(study, tmp_path):
-    rows, cases = study
-    result = summarise(rows, EvalConfig(n_boot=50, seed=4))
-    with pytest.raises(ValueError, match=r"n_boot=200 differs from the evaluation's n_boot=50"):
-        analyse(result, cases, tmp_path, n_boot=200, n_boot_icc=5)
-    with pytest.raises(TypeError, match="n_bootstrap"):
-        analyse(result, cases, tmp_path, n_bootstrap=50)
-    assert not any(tmp_path.iterdir())  # refused before anything is written
+def test_the_report_says_how_calibrated_the_model_is(tmp_path):
+    """Hand-made calibration results: the section shows each ECE with its interval, reads T > 1 as
+    over-confident and T < 1 as under-confident, and says whether the temperature helps on the test."""
+    from amt_core.layout import RunLayout
+    from amt_core.pipeline.report import _calibration_section, _p_phrase
+
+    layout = RunLayout.of(tmp_path)
+    layout.analysis_dir.mkdir(parents=True)
+    assert _calibration_section(layout) == []  # a run without calibration gets no section
+    rows = [
+        # kind, temperature, ece before (lo, hi), ece after (lo, hi)
+        ("lesion", 2.0, (0.20, 0.15, 0.25), (0.05, 0.03, 0.07)),
+        ("voxel_near", 0.5, (0.04, 0.03, 0.05), (0.045, 0.035, 0.055)),
+    ]
+    pd.DataFrame(
+        [
+            {
+                "kind": k,
+                "fit_split": "tune",
+                "test_split": "test",
+                "temperature": t,
+                "n_scans": 12,
+                "ece_before": b[0],
+                "ece_ci_lo_before": b[1],
+                "ece_ci_hi_before": b[2],
+                "ece_after": a[0],
+                "ece_ci_lo_after": a[1],
+                "ece_ci_hi_after": a[2],
+            }
+            for k, t, b, a in rows
+        ]
+    ).to_csv(layout.analysis_dir / "calibration.csv", index=False)
+    text = "\n".join(_calibration_section(layout))
+    assert text.startswith("## Calibration") and "the 12 test scans" in text
+    assert "| 0.2 (0.15–0.25) | 2.00 | 0.05 (0.03–0.07) |" in text
+    assert "**Lesions**: temperature 2.00 (over-confident" in text and "it lowers the ECE" in text
+    assert "**Voxels near the tumour**: temperature 0.50 (under-confident" in text
+    assert "does not clearly change the ECE" in text
+    assert _p_phrase("< 0.001") == "p < 0.001" and _p_phrase("0.250") == "p = 0.250"

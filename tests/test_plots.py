@@ -363,8 +363,10 @@ def test_cluster_interval_not_estimable_is_said_in_the_table_and_the_report(per_
 
     metrics = ["dice", "iou", "precision", "recall"]
     few = per_case.assign(institution_id=[f"I{i % 3}" for i in range(len(per_case))])
-    cluster = bootstrap_means(few[metrics], n_boot=200, seed=0, clusters=few["institution_id"].to_numpy())
-    scan = bootstrap_means(few[metrics], n_boot=200, seed=0)
+    cluster = bootstrap_means(
+        few[metrics], n_bootstrap=200, seed=0, clusters=few["institution_id"].to_numpy()
+    )
+    scan = bootstrap_means(few[metrics], n_bootstrap=200, seed=0)
     shown = segmentation_markdown_frame(segmentation_table(scan, cluster))
     assert (shown["Institution-cluster 95% CI"] == "not estimable (3 institutions < 10)").all()
     assert shown["This run, mean (95% CI)"].str.match(r"0\.\d{3} \(0\.\d{3}–0\.\d{3}\)").all()
@@ -428,3 +430,12 @@ def test_learning_curves_name_a_log_without_its_columns():
 
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['loss'\]"):
         plot_learning_curves(pd.DataFrame({"epoch": [1], "train_loss": [1.0], "tune_dice": [0.5]}))
+
+
+def test_every_subgroup_has_a_display_label_in_the_forest_plot():
+    from amt_core import registry
+    from amt_core.plots.forest import GROUP_LABELS
+
+    missing = [s for s in registry.SUBGROUPS if s not in GROUP_LABELS]
+    assert not missing, f"subgroups without a forest-plot header: {missing}"
+    assert all(label[:1].isupper() for label in GROUP_LABELS.values())

@@ -51,6 +51,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     out += _headline(layout)
     out += _checklist_section(layout)
     out += _reviewer_section(layout, analysis)
+    out += _calibration_section(layout)
     out += _seeds_section(layout)
     out += _real_anatomy_section(layout)
     out += _limits_section(layout)
@@ -263,7 +264,7 @@ def _reviewer_section(layout: RunLayout, analysis: dict) -> list[str]:
             f"- **{what[0].upper() + what[1:]}** across subgroup levels ({tests or 'no test'}; `analysis/{name}.csv`): "
             f"{int(t['n_tests'].iloc[0])} tests in one family, Holm-adjusted; "
             + "; ".join(
-                f"{r.subgroup} p = {format_p(r.p_value)} (Holm {format_p(r.p_adjusted)})"
+                f"{r.subgroup} {_p_phrase(format_p(r.p_value))} (Holm {format_p(r.p_adjusted)})"
                 for r in t.itertuples()
             )
             + "."
@@ -285,6 +286,85 @@ def _reviewer_section(layout: RunLayout, analysis: dict) -> list[str]:
         "`< 0.001`.",
         "",
         *out,
+        "",
+    ]
+
+
+def _p_phrase(text: str) -> str:
+    """``p = 0.012`` or ``p < 0.001`` from :func:`format_p`'s text."""
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+#: what each row of ``analysis/calibration.csv`` calibrates
+CALIBRATION_KINDS = {
+    "lesion": "lesion confidence (each candidate's maximum probability against a hit at the operating IoU)",
+    "voxel": "voxel probability over the whole scan (a weighted sample of every voxel)",
+    "voxel_near": "voxel probability near the tumour (within 10 mm of it, or probability >= 0.05)",
+}
+
+CALIBRATION_NAMES = {
+    "lesion": "Lesions",
+    "voxel": "Voxels, whole scan",
+    "voxel_near": "Voxels near the tumour",
+}
+
+
+def _calibration_section(layout: RunLayout) -> list[str]:
+    """The section "Calibration": expected calibration error with its bootstrap interval per kind, before and
+    after one temperature fitted on the tuning split, and what the temperature says (over- or
+    under-confident), from ``analysis/calibration.csv``."""
+    import pandas as pd
+
+    def ece(value, lo, hi) -> str:
+        return f"{value:.3g} ({lo:.3g}–{hi:.3g})" if pd.notna(lo) and pd.notna(hi) else f"{value:.3g}"
+
+    path = layout.analysis_dir / "calibration.csv"
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path)
+    if table.empty:
+        return []
+    rows = [
+        "| what | ECE (95% CI) | temperature (fitted on the tuning split) | ECE after it (95% CI) |",
+        "|---|---|---|---|",
+    ]
+    words = []
+    for r in table.to_dict("records"):
+        what = CALIBRATION_KINDS.get(r["kind"], r["kind"])
+        t = float(r["temperature"])
+        rows.append(
+            f"| {what} | {ece(r['ece_before'], r['ece_ci_lo_before'], r['ece_ci_hi_before'])} | "
+            + (f"{t:.2f}" if pd.notna(t) else "not estimable")
+            + f" | {ece(r['ece_after'], r['ece_ci_lo_after'], r['ece_ci_hi_after'])} |"
+        )
+        if pd.isna(t):
+            continue
+        lean = "over-confident" if t > 1.05 else "under-confident" if t < 0.95 else "about right"
+        helps = (
+            "lowers"
+            if r["ece_ci_hi_after"] < r["ece_ci_lo_before"]
+            else "raises"
+            if r["ece_ci_lo_after"] > r["ece_ci_hi_before"]
+            else "does not clearly change"
+        )
+        words.append(
+            f"- **{CALIBRATION_NAMES.get(r['kind'], r['kind'])}**: temperature {t:.2f} ({lean} on the tuning split: T > 1 "
+            f"softens probabilities that are too extreme); on the external test it {helps} the ECE "
+            f"({r['ece_before']:.3g} to {r['ece_after']:.3g})."
+        )
+    return [
+        "## Calibration",
+        "",
+        f"Expected calibration error (ECE: 10 equal-width bins; 95% intervals from resampling the "
+        f"{int(table['n_scans'].iloc[0])} {table['test_split'].iloc[0]} scans; `analysis/calibration.csv`, bins in "
+        "`analysis/calibration_bins.csv`, reliability diagrams in `figures/calibration.png`) before and after one "
+        "temperature fitted by negative log-likelihood on the tuning split. Over-confident probabilities bend a "
+        "FROC analysis that thresholds them; a temperature fixes a uniform over- or under-confidence, not a "
+        "mis-ranking.",
+        "",
+        *rows,
+        "",
+        *words,
         "",
     ]
 

@@ -56,14 +56,14 @@ def plot_calibration(bins: pd.DataFrame, summary: pd.DataFrame):
                 r = row.iloc[0]
                 unit = "candidates" if kind == "lesion" else "voxels"
                 after = (
-                    f"T = {r['temperature']:.2f}: ECE {r['ece_after']:.3f} ({_ci(r, 'after')})"
+                    f"T = {r['temperature']:.2f}: ECE {r['ece_after']:#.2g} ({_ci(r, 'after')})"
                     if np.isfinite(r["temperature"])
                     else "no temperature: one outcome only on tuning"
                 )
                 ax.text(
                     0.03,
                     0.97,
-                    f"ECE {r['ece_before']:.3f} ({_ci(r, 'before')})\n{after}\n"
+                    f"ECE {r['ece_before']:#.2g} ({_ci(r, 'before')})\n{after}\n"
                     f"{int(r['n_samples']):,} {unit}, {int(r['n_scans'])} scans",
                     transform=ax.transAxes,
                     va="top",
@@ -91,4 +91,4 @@ def plot_calibration(bins: pd.DataFrame, summary: pd.DataFrame):
 
 def _ci(row, when: str) -> str:
     lo, hi = row.get(f"ece_ci_lo_{when}"), row.get(f"ece_ci_hi_{when}")
-    return "CI n/a" if lo is None or not np.isfinite(lo) else f"{lo:.3f}–{hi:.3f}"
+    return "CI n/a" if lo is None or not np.isfinite(lo) else f"{lo:#.2g}–{hi:#.2g}"

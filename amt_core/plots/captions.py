@@ -10,7 +10,7 @@ FIGURES: dict[str, str] = {
     "test, one curve per IoU hit threshold (swept over candidate confidence), with 95% "
     "scan-bootstrap bands at the LUNA16 FP/scan points. With a real-anatomy test "
     "subset (tumours inserted into real chest CT), the black dashed curve is that subset "
-    "alone at the headline IoU (a few scans: no band).",
+    "alone at the operating IoU (a few scans: no band).",
     "froc_iou": "FROC, reading B: (a) each point is an IoU hit threshold at the model's operating threshold; "
     "the star is this run at IoU ≥ 0.5, the diamond the published 0.87 at 0.61 FP/scan. "
     "(b) Sensitivity and FP/scan against the IoU threshold.",
@@ -31,7 +31,7 @@ FIGURES: dict[str, str] = {
     "(where the scan is wrong, e.g. a false positive far from the tumour); mediastinal window, "
     "reference outline green, prediction orange.",
     "calibration": "Calibration on the external test: reliability diagrams of (a) candidate confidence against "
-    "a hit at the headline IoU, (b) voxel probability against the reference over the whole "
+    "a hit at the operating IoU, (b) voxel probability against the reference over the whole "
     "scan (every voxel within 10 mm of the tumour or at probability ≥ 0.05, plus a seeded "
     "random sample of the rest weighted to stand for all) and (c) over the first stratum "
     "alone, with 95% scan-bootstrap bands; solid: the model, dashed: after one "
@@ -75,6 +75,6 @@ TABLES: dict[str, str] = {
     "variation): between-seed mean ± SD, range, range / CI width and SD / bootstrap SE",
     "real_anatomy": "Real-anatomy external-test subset (tumours inserted into the real chest CT of distinct "
     "patients never seen in training; only runs whose cohort has it): per scan and for the "
-    "subset, Dice, IoU, detection at the headline IoU, false-positive candidates, and false "
+    "subset, Dice, IoU, detection at the operating IoU, false-positive candidates, and false "
     "positives on the same patients' CT without an inserted tumour",
 }

@@ -248,6 +248,7 @@ def plot_failures(
             box = crop_box(
                 _box_mask(row, ref.shape), ps, int(round(margin_mm / float(min(image.spacing[:2]))))
             )
+            box = _square(box, rs.shape, view_aspect(image.spacing, "axial"))
             img = apply_window(view_slice(image.array, "axial", idx), window)
             ax.imshow(
                 img[box],
@@ -279,7 +280,32 @@ def plot_failures(
             Line2D([], [], color=ROLE["prediction"], lw=1.2, label="Prediction"),
         ]
         fig.legend(handles=handles, loc="outside lower center", ncol=2)
+        # constrained layout sizes the rows before the images keep their aspect, which lifts the first row's
+        # two-line titles past the top edge: keep a strip free above them
+        fig.get_layout_engine().set(rect=(0.0, 0.0, 1.0, 0.975))
     return fig
+
+
+def _square(box: tuple[slice, slice], shape: tuple[int, ...], aspect: float) -> tuple[slice, slice]:
+    """``box`` (rows, columns) widened about its centre to a square on screen (rows drawn ``aspect`` times as
+    tall as columns are wide), within the slice ``shape``: every panel of the gallery has the same shape, so
+    the titles of a row line up and none is pushed out of the figure by a tall crop."""
+    (rows, cols), (h, w) = box, shape[:2]
+    r0, r1 = rows.indices(h)[:2]
+    c0, c1 = cols.indices(w)[:2]
+    height, width = (r1 - r0) * aspect, float(c1 - c0)
+    if height < width:
+        r0, r1 = _widen(r0, r1, int(round(width / aspect)), h)
+    elif width < height:
+        c0, c1 = _widen(c0, c1, int(round(height)), w)
+    return slice(r0, r1), slice(c0, c1)
+
+
+def _widen(start: int, stop: int, size: int, limit: int) -> tuple[int, int]:
+    """``[start, stop)`` grown about its centre to ``size`` (at most ``limit``), shifted to stay in [0, limit)."""
+    size = min(max(size, stop - start), limit)
+    start = max(0, min((start + stop - size) // 2, limit - size))
+    return start, start + size
 
 
 def _box_mask(row: pd.Series, shape: tuple[int, ...]) -> np.ndarray:

@@ -21,6 +21,7 @@ GROUP_LABELS = {
     "contrast": "Contrast",
     "slice_thickness_band": "Slice thickness",
     "vendor": "Vendor",
+    "anatomy": "Anatomy (synthetic or real CT)",
     "institution": "Institution",
 }
 
