@@ -9,7 +9,6 @@ import json
 import pandas as pd
 import pytest
 import torch
-import yaml
 from toy import toy_cohort
 
 from amt_core.model.train import PLANS_FILE, train
@@ -135,37 +134,5 @@ def test_the_cpu_preset_learns(tmp_path):
     assert log["loss"].iloc[-1] < log["loss"].iloc[0]
 
 
-@pytest.mark.slow
-def test_the_study_preset_runs_its_notebooks_end_to_end(tmp_path):
-    """params/study.yaml as shipped, with only the sizes made tiny (the cohort, the network, the resamples)."""
-    from amt_core.pipeline.params import NOTEBOOKS
-    from amt_core.pipeline.run import run_pipeline
-    from amt_core.resources import preset_path
-
-    study = yaml.safe_load(preset_path("study").read_text())
-    assert study["model_preset"] == "full" and study["cohort_preset"] == "full"
-    assert study["seeds"] == [0, 1, 2]  # the study reports the spread between three trainings
-    tiny = {
-        **study,
-        "cohort_preset": "tiny",
-        "n_cases": 14,
-        "n_example_slices": 0,
-        "n_bootstrap": 100,
-        "seeds": [0, 1],  # two trainings are enough to check the seed path
-        "train_overrides": {
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY_FULL.items()},
-            "max_epochs": 2,
-            "num_workers": 0,
-        },
-    }
-    params = tmp_path / "study_tiny.yaml"
-    params.write_text(yaml.safe_dump(tiny))
-    status = run_pipeline(params, tmp_path / "run", progress=False)
-    assert status == {nb: "ran" for nb in NOTEBOOKS}
-    cfg = json.loads((tmp_path / "run" / "train" / "config.json").read_text())
-    assert cfg["network"] == "dynunet" and cfg["deep_supervision"] is True
-    summary = json.loads((tmp_path / "run" / "evaluation" / "test" / "summary.json").read_text())
-    assert summary["config"]["ci_method"] == "bca" and summary["n_scans"] >= 1
-    assert (tmp_path / "run" / "report.md").is_file()
-    spread = pd.read_csv(tmp_path / "run" / "analysis" / "seed_metrics.csv")
-    assert sorted(spread["seed"]) == [0, 1]
+# The study preset's notebooks, end to end with two seeds, run in tests/test_real_data.py's walk-through
+# (the docs' params file is params/study.yaml with a hospital's cases).

@@ -133,12 +133,14 @@ def test_the_walkthrough_on_real_ct(hospital, tmp_path, capsys, monkeypatch):
     from amt_core.resources import preset_path
 
     study = yaml.safe_load(preset_path("study").read_text())
+    assert study["model_preset"] == "full" and study["cohort_preset"] == "full"
+    assert study["seeds"] == [0, 1, 2]  # the study reports the spread between three trainings
     params = {
         **{k: v for k, v in study.items() if k not in ("cohort_preset", "n_cases")},
         "cohort_csv": "hospital/cases.csv",
         "n_bootstrap": 100,
         "n_example_slices": 1,
-        "seeds": [],  # one model: the study preset's seed replicates are tested in test_model_full.py
+        "seeds": [0, 1],  # two trainings are enough to check the study preset's seed path
         "train_overrides": {
             "patch_size": [32, 32, 32],
             "channels": [8, 16, 32],
@@ -163,8 +165,12 @@ def test_the_walkthrough_on_real_ct(hospital, tmp_path, capsys, monkeypatch):
     plans = json.loads((run / "train" / "plans.json").read_text())
     assert plans["network"] == "dynunet" and plans["dataset"]["n_train_cases"] == 3
     assert json.loads((run / "train" / "training.json").read_text())["complete"] is True
+    config = json.loads((run / "train" / "config.json").read_text())
+    assert config["network"] == "dynunet" and config["deep_supervision"] is True
     summary = json.loads((run / "evaluation" / "test" / "summary.json").read_text())
     assert summary["n_scans"] == 2 and summary["n_lesions"] == 2 and summary["n_institutions"] == 2
+    assert summary["config"]["ci_method"] == "bca"  # the study preset's interval
+    assert sorted(pd.read_csv(run / "analysis" / "seed_metrics.csv")["seed"]) == [0, 1]
     report = (run / "report.md").read_text()
     assert "Institution-cluster bootstrap: not estimable" in report  # 2 test institutions
     for stem in ("froc_iou", "examples"):
