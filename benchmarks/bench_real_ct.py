@@ -49,9 +49,11 @@ def tumour_free_rows(model: Path, realdata: Path) -> list[dict]:
             out = predict(model, source, Path(tmp) / rel.replace("/", "_"), progress=False)
             case = json.loads((out / "predictions.json").read_text())["cases"]
             case_id = next(iter(case))
-            mask_img = nib.load(out / f"{case_id}.nii.gz")
+            # RAS voxel order (predict writes the input's own order), so axis 2 runs caudal to cranial
+            mask_img = nib.as_closest_canonical(nib.load(out / f"{case_id}.nii.gz"))
             mask = np.asarray(mask_img.dataobj) > 0
-            prob = np.asarray(nib.load(out / f"{case_id}_prob.nii.gz").dataobj, dtype=np.float32)
+            prob_img = nib.as_closest_canonical(nib.load(out / f"{case_id}_prob.nii.gz"))
+            prob = np.asarray(prob_img.dataobj, dtype=np.float32)
             ml = float(np.prod(mask_img.header.get_zooms()[:3])) / 1000.0
             labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
             sizes = np.bincount(labels.ravel())[1:] * ml if n else np.zeros(0)
@@ -111,10 +113,14 @@ def markdown(run: Path, free: pd.DataFrame) -> str:
         "| volume | shows | FP components | FP ml | largest ml | its max prob | its z fraction | candidates p>=0.5 |",
         "|---|---|---|---|---|---|---|---|",
     ]
+
+    def num(value: float) -> str:
+        return "–" if pd.isna(value) else f"{value:.2f}"
+
     for r in free.to_dict("records"):
         lines.append(
             f"| `{r['volume']}` | {r['shows']} | {r['fp_components']} | {r['fp_ml']:.1f} | "
-            f"{r['largest_ml']:.1f} | {r['largest_max_prob']:.2f} | {r['largest_z_frac']:.2f} | "
+            f"{r['largest_ml']:.1f} | {num(r['largest_max_prob'])} | {num(r['largest_z_frac'])} | "
             f"{r['candidates_p50']} |"
         )
     lines.append(END)

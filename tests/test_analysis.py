@@ -122,8 +122,30 @@ def test_the_report_says_how_calibrated_the_model_is(tmp_path):
     ).to_csv(layout.analysis_dir / "calibration.csv", index=False)
     text = "\n".join(_calibration_section(layout))
     assert text.startswith("## Calibration") and "the 12 test scans" in text
-    assert "| 0.2 (0.15–0.25) | 2.00 | 0.05 (0.03–0.07) |" in text
+    assert "| 0.20 (0.15–0.25) | 2.00 | 0.050 (0.030–0.070) |" in text
+    assert "ECE (95% CI)" in text  # the level of a run without summary.json: the default
     assert "**Lesions**: temperature 2.00 (over-confident" in text and "it lowers the ECE" in text
     assert "**Voxels near the tumour**: temperature 0.50 (under-confident" in text
     assert "does not clearly change the ECE" in text
     assert _p_phrase("< 0.001") == "p < 0.001" and _p_phrase("0.250") == "p = 0.250"
+
+
+def test_the_calibration_section_takes_the_runs_level_and_says_when_there_is_no_interval(tmp_path):
+    import json
+
+    from amt_core.layout import RunLayout
+    from amt_core.pipeline.report import _calibration_section
+
+    layout = RunLayout.of(tmp_path)
+    layout.analysis_dir.mkdir(parents=True)
+    layout.evaluation("test").mkdir(parents=True)
+    (layout.evaluation("test") / "summary.json").write_text(json.dumps({"config": {"ci_level": 0.9}}))
+    nan = float("nan")
+    row = {"kind": "lesion", "test_split": "test", "temperature": 1.5, "n_scans": 3, "ece_before": 0.1}
+    row.update(
+        ece_ci_lo_before=nan, ece_ci_hi_before=nan, ece_after=0.08, ece_ci_lo_after=nan, ece_ci_hi_after=nan
+    )
+    pd.DataFrame([row]).to_csv(layout.analysis_dir / "calibration.csv", index=False)
+    text = "\n".join(_calibration_section(layout))
+    assert "ECE (90% CI)" in text and "90% intervals" in text and "95%" not in text
+    assert "0.10 (no interval)" in text and "changes (no interval to judge by)" in text

@@ -189,3 +189,20 @@ def test_real_anatomy_subset_of_a_synthetic_cohort(tmp_path):
     records = pd.read_csv(csv.parent / "insertions.csv")
     assert list(records.case_id) == list(real.case_id)
     assert records.volume_ml.iloc[0] == pytest.approx(real.tumour_volume_ml.iloc[0], abs=0.01)
+
+
+def test_a_thin_bright_object_in_front_of_the_sternum_is_not_taken_for_it(background):
+    """An ECG lead or skin marker (a thin line of metal HU under the skin, in the midline) must not move the
+    back of the sternum forward: the prevascular space would then reach through the sternum."""
+    vol, anatomy = background
+    image = vol.array.copy()
+    z0, z1 = anatomy.z_levels
+    found = [k for k in range(z0, z1 + 1) if anatomy.sternum_y[k] >= 0]
+    assert found, "the fixture's background has a sternum"
+    for k in found:
+        xs = np.flatnonzero(anatomy.body[:, :, k].any(axis=1))
+        x = int(round(0.5 * (xs[0] + xs[-1])))
+        y_skin = int(np.flatnonzero(anatomy.body[x, :, k]).max())
+        image[x - 1 : x + 2, y_skin - 2, k] = 2000.0  # one row thick, 3 voxels wide
+    again = find_prevascular_space(image, vol.spacing, vol.source)
+    assert np.array_equal(again.sternum_y[found], anatomy.sternum_y[found])

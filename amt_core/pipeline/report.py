@@ -312,11 +312,11 @@ CALIBRATION_NAMES = {
 def _calibration_section(layout: RunLayout) -> list[str]:
     """The section "Calibration": expected calibration error with its bootstrap interval per kind, before and
     after one temperature fitted on the tuning split, and what the temperature says (over- or
-    under-confident), from ``analysis/calibration.csv``."""
-    import pandas as pd
+    under-confident), from ``analysis/calibration.csv``; the interval's level from the test evaluation's
+    ``summary.json`` (the level ``calibration_study`` was given)."""
+    import math
 
-    def ece(value, lo, hi) -> str:
-        return f"{value:.3g} ({lo:.3g}–{hi:.3g})" if pd.notna(lo) and pd.notna(hi) else f"{value:.3g}"
+    import pandas as pd
 
     path = layout.analysis_dir / "calibration.csv"
     if not path.is_file():
@@ -324,8 +324,19 @@ def _calibration_section(layout: RunLayout) -> list[str]:
     table = pd.read_csv(path)
     if table.empty:
         return []
+    config = _json(layout.evaluation("test") / "summary.json").get("config") or {}
+    level = float(config.get("ci_level", 0.95))
+
+    def finite(*values) -> bool:
+        return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+
+    def ece(value, lo, hi) -> str:
+        if not finite(value):
+            return "–"
+        return f"{value:#.2g} ({lo:#.2g}–{hi:#.2g})" if finite(lo, hi) else f"{value:#.2g} (no interval)"
+
     rows = [
-        "| what | ECE (95% CI) | temperature (fitted on the tuning split) | ECE after it (95% CI) |",
+        f"| what | ECE ({level:.0%} CI) | temperature (fitted on the tuning split) | ECE after it ({level:.0%} CI) |",
         "|---|---|---|---|",
     ]
     words = []
@@ -334,28 +345,30 @@ def _calibration_section(layout: RunLayout) -> list[str]:
         t = float(r["temperature"])
         rows.append(
             f"| {what} | {ece(r['ece_before'], r['ece_ci_lo_before'], r['ece_ci_hi_before'])} | "
-            + (f"{t:.2f}" if pd.notna(t) else "not estimable")
+            + (f"{t:.2f}" if finite(t) else "not estimable (one outcome on the tuning split)")
             + f" | {ece(r['ece_after'], r['ece_ci_lo_after'], r['ece_ci_hi_after'])} |"
         )
-        if pd.isna(t):
+        if not finite(t):
             continue
         lean = "over-confident" if t > 1.05 else "under-confident" if t < 0.95 else "about right"
-        helps = (
-            "lowers"
-            if r["ece_ci_hi_after"] < r["ece_ci_lo_before"]
-            else "raises"
-            if r["ece_ci_lo_after"] > r["ece_ci_hi_before"]
-            else "does not clearly change"
-        )
+        bounds = (r["ece_ci_lo_before"], r["ece_ci_hi_before"], r["ece_ci_lo_after"], r["ece_ci_hi_after"])
+        if not finite(*bounds):
+            helps = "changes (no interval to judge by)"
+        elif bounds[3] < bounds[0]:
+            helps = "lowers"
+        elif bounds[2] > bounds[1]:
+            helps = "raises"
+        else:
+            helps = "does not clearly change"
         words.append(
-            f"- **{CALIBRATION_NAMES.get(r['kind'], r['kind'])}**: temperature {t:.2f} ({lean} on the tuning split: T > 1 "
-            f"softens probabilities that are too extreme); on the external test it {helps} the ECE "
-            f"({r['ece_before']:.3g} to {r['ece_after']:.3g})."
+            f"- **{CALIBRATION_NAMES.get(r['kind'], r['kind'])}**: temperature {t:.2f} ({lean} on the tuning "
+            f"split: T > 1 softens probabilities that are too extreme); on the external test it {helps} the ECE "
+            f"({r['ece_before']:#.2g} to {r['ece_after']:#.2g})."
         )
     return [
         "## Calibration",
         "",
-        f"Expected calibration error (ECE: 10 equal-width bins; 95% intervals from resampling the "
+        f"Expected calibration error (ECE: 10 equal-width bins; {level:.0%} intervals from resampling the "
         f"{int(table['n_scans'].iloc[0])} {table['test_split'].iloc[0]} scans; `analysis/calibration.csv`, bins in "
         "`analysis/calibration_bins.csv`, reliability diagrams in `figures/calibration.png`) before and after one "
         "temperature fitted by negative log-likelihood on the tuning split. Over-confident probabilities bend a "

@@ -183,12 +183,15 @@ def find_prevascular_space(image: np.ndarray, spacing, source: str = "background
         # cancellous bone: a lower threshold than ``BONE_HU``)
         band = np.abs(xs - xm) * sp[0] < 25.0
         bone_rows = np.flatnonzero((hu[band, :, k] > STERNUM_HU).any(axis=0) & body[band, :, k].any(axis=0))
-        front = bone_rows[bone_rows > rows.max() - 10.0 / sp[1]]
-        # back of the sternum (RAS: y grows anteriorly): the run of bright rows ending at the most anterior
-        # one (gaps of a voxel allowed), so an enhanced aorta behind it is not taken for it
+        front = bone_rows[(bone_rows > rows.max() - 10.0 / sp[1]) & (bone_rows < rows.max() + 40.0 / sp[1])]
+        # back of the sternum (RAS: y grows anteriorly): the most anterior run of bright rows at least 4 mm
+        # thick (gaps up to 3 mm of darker marrow allowed), so neither an enhanced aorta behind it nor a thin
+        # bright object in front of it (an ECG lead, a skin marker) is taken for it; the most anterior run
+        # when none is that thick
         if front.size:
-            gaps = np.flatnonzero(np.diff(front) > 2)
-            front = front[gaps[-1] + 1 :] if gaps.size else front
+            runs = np.split(front, np.flatnonzero(np.diff(front) > max(2.0, 3.0 / sp[1])) + 1)
+            thick = [r for r in runs if (r.max() - r.min() + 1) * sp[1] >= 4.0]
+            front = (thick or runs)[-1]
         st = int(front.min()) if front.size else -1
         # spine: bone in the midline band behind the lungs' posterior half
         back = bone_rows[bone_rows < rows.min() + 0.5 * (rows.max() - rows.min())]
