@@ -295,17 +295,20 @@ def _p_phrase(text: str) -> str:
     return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
-#: what each row of ``analysis/calibration.csv`` calibrates
+#: each row of ``analysis/calibration.csv``: its name in the report's words and what it calibrates
 CALIBRATION_KINDS = {
-    "lesion": "lesion confidence (each candidate's maximum probability against a hit at the operating IoU)",
-    "voxel": "voxel probability over the whole scan (a weighted sample of every voxel)",
-    "voxel_near": "voxel probability near the tumour (within 10 mm of it, or probability >= 0.05)",
-}
-
-CALIBRATION_NAMES = {
-    "lesion": "Lesions",
-    "voxel": "Voxels, whole scan",
-    "voxel_near": "Voxels near the tumour",
+    "lesion": (
+        "Lesions",
+        "lesion confidence (each candidate's maximum probability against a hit at the operating IoU)",
+    ),
+    "voxel": (
+        "Voxels, whole scan",
+        "voxel probability over the whole scan (a weighted sample of every voxel)",
+    ),
+    "voxel_near": (
+        "Voxels near the tumour",
+        "voxel probability near the tumour (within 10 mm of it, or probability >= 0.05)",
+    ),
 }
 
 
@@ -341,7 +344,7 @@ def _calibration_section(layout: RunLayout) -> list[str]:
     ]
     words = []
     for r in table.to_dict("records"):
-        what = CALIBRATION_KINDS.get(r["kind"], r["kind"])
+        name, what = CALIBRATION_KINDS.get(r["kind"], (r["kind"], r["kind"]))
         t = float(r["temperature"])
         rows.append(
             f"| {what} | {ece(r['ece_before'], r['ece_ci_lo_before'], r['ece_ci_hi_before'])} | "
@@ -361,7 +364,7 @@ def _calibration_section(layout: RunLayout) -> list[str]:
         else:
             helps = "does not clearly change"
         words.append(
-            f"- **{CALIBRATION_NAMES.get(r['kind'], r['kind'])}**: temperature {t:.2f} ({lean} on the tuning "
+            f"- **{name}**: temperature {t:.2f} ({lean} on the tuning "
             f"split: T > 1 softens probabilities that are too extreme); on the external test it {helps} the ECE "
             f"({r['ece_before']:#.2g} to {r['ece_after']:#.2g})."
         )
