@@ -1,7 +1,8 @@
 """The anatomy is drawn by one painter per structure. Issue 15 §2 redrew some of them on purpose (body
 outline, muscle, lungs with fissures, lung vessel tree, heart chambers, thymic remnant, spine, ribs,
-sternum; arms added);
-every other painter must still paint exactly what it painted before: each is run alone on the same patient,
+sternum; arms added), and GENERATOR_VERSION 3 redrew the upper abdomen and the diaphragm (hence the
+mediastinal fat, which stops at it) and made the scan reach further into the abdomen and the organs' HU vary
+per patient; every other painter must still paint exactly what it painted before: each is run alone on the same patient,
 tissue table and random stream by this checkout and by the code before that change, and the canvases compared.
 
 The baseline is ``AMT_BASELINE`` (a checkout), else commit :data:`BEFORE_REDRAW` taken from this checkout's git
@@ -26,8 +27,6 @@ BEFORE_REDRAW = "598e6e2"
 UNCHANGED = (
     "_draw_table",
     "_draw_scapulae",
-    "_draw_abdomen",
-    "_draw_mediastinal_fat",
     "_draw_great_vessels",
     "_draw_airways",
     "_draw_nodes",
@@ -50,7 +49,10 @@ for i in (0, 5, 11):
     row = design.iloc[i]
     rng = np.random.default_rng(np.random.SeedSequence([0, 3, int(row.case_index)]))
     p = anatomy.sample_patient(rng, row.sex, float(row.age), float(row.patient_scale))
+    p.extras["abdomen_mm"] = 35.0  # the scan's lower end before GENERATOR_VERSION 3 drew it per patient
     hu = anatomy.tissue_table(row.contrast, float(row.enhancement), float(row.age), np.random.default_rng(i))
+    # the table's own values, without the per-patient variation GENERATOR_VERSION 3 added to some of them
+    hu.update({k: v[anatomy.PHASE_INDEX[row.contrast]] for k, v in anatomy.TISSUE_HU.items()})
     hu["cortex"] = 800.0  # its range was recalibrated; the painters that use it must still use it alike
     grid = scan_grid("tiny", 420.0, 2.0, p.z_bottom, p.z_top)
     for name in sys.argv[2:]:

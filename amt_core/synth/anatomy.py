@@ -58,20 +58,34 @@ TISSUE_HU: dict[str, tuple[float, float, float]] = {
     "csf": (10.0, 10.0, 10.0),
     "lung_vessel": (40.0, 150.0, 220.0),
     "gland": (-20.0, -5.0, -10.0),
+    "kidney": (32.0, 150.0, 175.0),  # renal cortex
+    "bowel_wall": (40.0, 85.0, 70.0),
+    "thyroid": (100.0, 140.0, 150.0),  # iodine-rich: bright even without contrast
 }
+#: the blood entries of ``TISSUE_HU``: their unenhanced HU follows the patient's haematocrit
+BLOOD = ("aorta", "vein", "svc", "pa", "heart_left", "heart_right", "lung_vessel")
+#: fraction of adults with a fatty liver (hepatic steatosis; unenhanced liver below about 40 HU)
+STEATOSIS = 0.25
 PHASE_INDEX = {"none": 0, "venous": 1, "arterial": 2}
 
 
 def tissue_table(contrast: str, enhancement: float, age: float, rng: np.random.Generator) -> dict[str, float]:
     """HU of every tissue for one scan (contrast phase, bolus strength, age, small patient variation)."""
     k = PHASE_INDEX[contrast]
+    # the patient's own unenhanced HU: blood with the haematocrit (anaemia lowers it), a fatty liver in a
+    # quarter of adults, the spleen; the contrast increment comes on top of it
+    plain = {name: vals[0] for name, vals in TISSUE_HU.items()}
+    blood = float(np.clip(rng.normal(42.0, 5.0), 28.0, 58.0))
+    for name in BLOOD:
+        plain[name] = blood
+    fatty = rng.random() < STEATOSIS
+    plain["liver"] = float(rng.uniform(15.0, 42.0)) if fatty else float(rng.normal(57.0, 5.0))
+    plain["spleen"] = float(rng.normal(47.0, 4.0))
     out = {}
     for name, vals in TISSUE_HU.items():
-        base = vals[0]
-        out[name] = base + (vals[k] - base) * enhancement
+        out[name] = plain[name] + (vals[k] - vals[0]) * enhancement
     out["fat"] += rng.normal(0.0, 6.0)
     out["muscle"] += rng.normal(0.0, 4.0)
-    out["liver"] += rng.normal(0.0, 6.0)
     out["lung"] = float(rng.uniform(-910.0, -860.0))
     out["cancellous"] = float(np.clip(265.0 - 2.0 * (age - 30.0) + rng.normal(0, 20), 110.0, 320.0))
     out["cortex"] = float(rng.uniform(900.0, 1250.0))  # cortical bone (thin: partial volume lowers it)
@@ -131,8 +145,8 @@ class Patient:
         return self.z_apex + 12.0
 
     @property
-    def z_bottom(self) -> float:
-        return self.z_dome_r - 35.0 * self.s
+    def z_bottom(self) -> float:  # the scan's lower end: how far into the upper abdomen varies
+        return self.z_dome_r - self.extras.get("abdomen_mm", 35.0) * self.s
 
     def body_width(self) -> float:
         """Lateral extent of the body at mid-chest (without the shoulders; with the arms when they are down
@@ -191,6 +205,8 @@ def sample_patient(rng: np.random.Generator, sex: str, age: float, scale: float)
             # arms at the sides in the scan (most chest CTs are taken with the arms raised, out of view)
             "arms_down": bool(rng.random() < 0.2),
             "arm_r": float(40.0 * s * (1.12 if male else 1.0) * rng.uniform(0.9, 1.1) + 0.4 * fat),
+            # how far below the right dome the scan reaches (real chest CT: to the upper poles of the kidneys)
+            "abdomen_mm": float(rng.uniform(35.0, 80.0)),
         },
     )
 
@@ -209,16 +225,17 @@ def _ellipse2d_sdf(x, y, cx, cy, a, b):
 
 
 def diaphragm_z(p: Patient, x, y):
-    """Height (mm) of the diaphragm surface under (x, y): two paraboloid domes."""
+    """Height (mm) of the diaphragm surface under (x, y): two domes, flat on top and steepening towards the
+    ribs and the back (the costophrenic recesses), so that a few centimetres below the domes the liver
+    and the spleen fill the upper abdomen and the lungs are crescents behind and beside them."""
     s = p.s
     yd = F32(p.cy + 0.2 * p.cav_b)
-    zr = F32(p.z_dome_r) - (
-        (x - F32(p.cx + 0.42 * p.cav_a)) ** 2 / F32(2 * 48.0 * s) + (y - yd) ** 2 / F32(2 * 62.0 * s)
-    )
-    zl = F32(p.z_dome_l) - (
-        (x - F32(p.cx - 0.42 * p.cav_a)) ** 2 / F32(2 * 48.0 * s) + (y - yd) ** 2 / F32(2 * 62.0 * s)
-    )
-    return np.maximum(zr, zl)
+    out = None
+    for z_dome, xc in ((p.z_dome_r, p.cx + 0.42 * p.cav_a), (p.z_dome_l, p.cx - 0.42 * p.cav_a)):
+        q = (x - F32(xc)) ** 2 / F32(2 * 90.0 * s) + (y - yd) ** 2 / F32(2 * 75.0 * s)
+        z = F32(z_dome) - q - q * q / F32(80.0 * s)
+        out = z if out is None else np.maximum(out, z)
+    return out
 
 
 def _superellipse_sdf(x, y, cx, cy, a, b, n: float):
@@ -231,7 +248,7 @@ def _superellipse_sdf(x, y, cx, cy, a, b, n: float):
 def cavity_ab(p: Patient, z):
     """Semi-axes of the inner rib cage at height z: narrower towards the apex."""
     t = np.clip((z - F32(p.z_carina - 30.0 * p.s)) / F32(p.z_apex - p.z_carina + 30.0 * p.s), 0, 1) ** 1.5
-    return F32(p.cav_a) * (F32(1.0) - F32(0.25) * t), F32(p.cav_b) * (F32(1.0) - F32(0.12) * t)
+    return F32(p.cav_a) * (F32(1.0) - F32(0.36) * t), F32(p.cav_b) * (F32(1.0) - F32(0.2) * t)
 
 
 def cavity_sdf(p: Patient, x, y, z):
@@ -241,7 +258,17 @@ def cavity_sdf(p: Patient, x, y, z):
     # the vertebral column (and the paravertebral muscles beside it) indent the cavity
     spine = _ellipse2d_sdf(x, y, p.cx, p.y_vb - 8.0 * p.s, 21.0 * p.s, 27.0 * p.s)
     d = np.maximum(d, -spine)
-    return np.maximum(d, z - F32(p.z_apex + 5.0))
+    # the top: a few millimetres of fat over each lung's apex and, between them, the visceral space
+    # (trachea, oesophagus, vessels) that goes on into the neck; the neck's muscles around them
+    s = p.s
+    top = None
+    for side in (-1.0, 1.0):
+        xa, ya = p.cx + side * 0.5 * p.cav_a, p.cy - 0.1 * p.cav_b
+        cap = F32(p.z_apex + 6.0) - ((x - F32(xa)) ** 2 + (y - F32(ya)) ** 2) / F32(2 * 42.0 * s)
+        top = z - cap if top is None else np.minimum(top, z - cap)
+    y_mid = 0.5 * (p.y_front + p.y_vbf)
+    column = _ellipse2d_sdf(x, y, p.cx, y_mid, 30.0 * s, 0.5 * (p.y_front - p.y_vbf) + 5.0 * s)
+    return np.maximum(d, np.minimum(top, column))
 
 
 def lung_sdf(p: Patient, x, y, z):
@@ -295,6 +322,7 @@ def draw_anatomy(
     _draw_heart(cv, p, hu, hc, masks)
     info["aorta"], info["pa"] = _draw_great_vessels(cv, p, hu, rng, push)
     _draw_airways(cv, p, hu, rng, push)
+    _draw_thyroid(cv, p, hu, rng)
     _draw_thymus(cv, p, hu, rng, push)
     _draw_nodes(cv, p, hu, rng, push)
     _draw_lung_vessels(cv, p, hu, rng, lung_occ, masks)
@@ -405,6 +433,16 @@ def _draw_muscle(cv: Canvas, p: Patient, hu, rng, t: _Trunk, masks) -> None:
         masks["muscle"] = d_mus < -3.0
     shell = np.abs(d_mus + F32(p.m_ant * 0.55)) - F32(1.5 * s)
     cv.paint(full, cv.occ(shell) * F32(0.7), hu["fat"])
+    # the shoulder girdle above the arch: separate muscles (fat planes between them) and, beside the chest
+    # wall, the axillary fat (the arms are raised)
+    Z = cv.coords(full)[2]
+    shoulder = F32(1.0) / (F32(1.0) + np.exp(-(Z - F32(p.z_arch + 10.0)) / F32(18.0)))
+    planes = smooth_noise(rng, cv.shape, np.maximum(3, np.array(cv.shape) * np.array(cv.spacing) / 30.0))
+    cv.paint(full, np.clip(F32(1.0) - np.abs(planes) / F32(0.18), 0, 1) * shoulder * cv.occ(d_mus), hu["fat"])
+    for side in (-1, 1):
+        x_ax = F32(p.cx + side * (p.cav_a + p.wall + 14.0 * s))
+        d_ax = _ellipse2d_sdf(X, Y, float(x_ax), p.cy - 0.1 * p.cav_b, 18.0 * s, 0.55 * p.cav_b)
+        cv.paint(full, cv.occ(d_ax + F32(25.0 * s) * (F32(1.0) - shoulder)), hu["fat"] + F32(10.0))
 
 
 def _draw_scapulae(cv: Canvas, p: Patient, hu) -> None:
@@ -502,26 +540,98 @@ def _fissures(cv: Canvas, p: Patient, thickness: float = 0.3) -> np.ndarray:
 
 
 def _draw_abdomen(cv: Canvas, p: Patient, hu, rng) -> None:
-    """Below the diaphragm: liver, stomach (fluid and air) and spleen."""
+    """Below the diaphragm: fat holding bowel loops, the liver (its right lobe and the left lobe reaching
+    across the midline in front of the stomach, with the hepatic veins draining into the caval vein behind
+    it), the stomach (wall, mottled contents and air in front), the spleen, the splenic flexure of the colon
+    (faeces and gas), the crura of the diaphragm and the upper poles of the kidneys."""
     s = p.s
     full = cv.full()
     X, Y, Z = cv.coords(full)
     zdia = diaphragm_z(p, X, Y)
     d_abd = np.maximum(_ellipse2d_sdf(X, Y, p.cx, p.cy, p.cav_a, p.cav_b), Z - zdia + F32(3.0))
-    cv.paint(full, cv.occ(d_abd), F32(hu["liver"]) + F32(5.0) * smooth_noise(rng, cv.shape, (12, 12, 8)))
-    del d_abd, zdia
+    # the peritoneal cavity: fat with bowel loops (soft tissue) and a few gas pockets
+    loops = smooth_noise(rng, cv.shape, np.maximum(3, np.array(cv.shape) * np.array(cv.spacing) / 18.0))
+    bowel = F32(hu["fat"]) + F32(hu["bowel_wall"] - hu["fat"]) * np.clip((loops - F32(0.1)) * F32(2.5), 0, 1)
+    bowel = np.where(loops > F32(1.6), F32(-700.0), bowel)
+    cv.paint(full, cv.occ(d_abd), bowel)
+    del loops, bowel
+    # the liver: right of a boundary that moves left in front and near the dome (the left lobe)
+    depth = np.clip((zdia - Z) / F32(70.0 * s), 0, 1)  # 0 at the diaphragm, 1 well below it
+    front = np.clip((Y - F32(p.cy - 0.2 * p.cav_b)) / F32(0.9 * p.cav_b), 0, 1)
+    reach = F32(0.05 * p.cav_a) + F32(0.6 * p.cav_a) * front * (F32(1.0) - depth) ** 2
+    d_liver = np.maximum(d_abd, F32(p.cx) - reach - X)
+    # its lower edge: the right lobe reaches deepest at the back and side
+    d_liver = np.maximum(d_liver, zdia - F32(130.0 * s) + F32(40.0 * s) * front - Z)
+    texture = F32(4.0) * smooth_noise(rng, cv.shape, (12, 12, 8))
+    cv.paint(full, cv.occ(d_liver), F32(hu["liver"]) + texture)
+    del d_liver, texture, depth, front, reach, zdia, d_abd
+    inside = _below_diaphragm(p)
+    z_r = p.z_dome_r
+    ivc = [
+        [p.cx + 0.16 * p.cav_a, p.cy - 0.45 * p.cav_b, z_r - 140 * s],
+        [p.cx + 0.14 * p.cav_a, p.cy - 0.4 * p.cav_b, z_r - 40 * s],
+        [p.cx + 0.12 * p.cav_a, p.cy - 0.3 * p.cav_b, z_r + 5 * s],
+    ]
+    paint_tube(cv, ivc, 11.0 * s * np.ones(3), hu["vein"], mask_fn=inside)
+    top = np.array(ivc[-1]) - np.array([0.0, 0.0, 8.0 * s])
+    for ang in (-0.9, 0.1, 0.9):  # right, middle and left hepatic veins, tapering into the liver
+        tip = top + np.array([np.sin(ang) * 0.55 * p.cav_a, np.cos(ang) * 0.5 * p.cav_b, -30 * s])
+        path = bezier([top, 0.5 * (top + tip) + np.array([0, 0, 6 * s]), tip], 6)
+        paint_tube(cv, path, np.linspace(5.0, 1.8, len(path)) * s, hu["vein"], mask_fn=inside)
+    # the crura: muscular bands from the diaphragm down beside the aorta
+    for side in (-1, 1):
+        crus = [
+            [p.cx + side * 22 * s, p.y_vb + 26 * s, z_r - 5 * s],
+            [p.cx + side * 14 * s, p.y_vb + 14 * s, z_r - 60 * s],
+            [p.cx + side * 10 * s, p.y_vb + 6 * s, z_r - 140 * s],
+        ]
+        paint_tube(cv, crus, np.array([3.0, 5.0, 6.0]) * s, hu["muscle"], mask_fn=inside)
+    # the kidneys' upper poles (the right one lower), in their perirenal fat
+    for side, dz in ((1, -95.0), (-1, -85.0)):
+        c = np.array([p.cx + side * 0.36 * p.cav_a, p.cy - 0.62 * p.cav_b, z_r + dz * s])
+        rot = rotation(yaw=side * 0.35)
+        paint_ellipsoid(cv, c, np.array([27, 22, 52]) * s, hu["fat"] + 15, rot=rot, grow=6.0, mask_fn=inside)
+        paint_ellipsoid(cv, c, np.array([27, 22, 52]) * s, hu["kidney"], rot=rot, mask_fn=inside)
+    # the stomach: wall, mottled contents (fluid and food), air in front (the patient is supine)
     st_c = np.array([p.cx - 0.5 * p.cav_a, p.cy + 0.15 * p.cav_b, p.z_dome_l - 45 * s])
     st_r = np.array([45, 40, 38]) * s * rng.uniform(0.8, 1.2)
-    paint_ellipsoid(cv, st_c, st_r, hu["fluid"] + 20)
+    paint_ellipsoid(cv, st_c, st_r, hu["bowel_wall"], mask_fn=inside)
+    box, occ = paint_ellipsoid(cv, st_c, st_r, hu["fluid"] + 20, grow=-4.0 * s)
+    if box is not None:
+        food = F32(rng.uniform(0.0, 60.0)) * np.clip(smooth_noise(rng, shape_of(box), (5, 5, 5)) + 0.5, 0, 1)
+        cv.paint(box, occ, F32(hu["fluid"] + 10) + food)
     air_c = st_c + np.array([0, st_r[1] * 0.45, st_r[2] * 0.3])
-    paint_ellipsoid(cv, air_c, st_r * np.array([0.8, 0.5, 0.6]), -980.0)
+    paint_ellipsoid(cv, air_c, st_r * np.array([0.8, 0.5, 0.6]) * rng.uniform(0.3, 1.0), -980.0)
     paint_ellipsoid(
         cv,
         [p.cx - 0.62 * p.cav_a, p.cy - 0.45 * p.cav_b, p.z_dome_l - 55 * s],
         np.array([28, 45, 50]) * s,
         hu["spleen"],
         rot=rotation(yaw=np.deg2rad(-30)),
+        mask_fn=inside,
     )
+    # the splenic flexure of the colon, in front of the spleen: wall, then faeces mottled with gas
+    flex = [
+        [p.cx - 0.82 * p.cav_a, p.cy - 0.1 * p.cav_b, p.z_dome_l - 95 * s],
+        [p.cx - 0.75 * p.cav_a, p.cy + 0.2 * p.cav_b, p.z_dome_l - 55 * s],
+        [p.cx - 0.35 * p.cav_a, p.cy + 0.6 * p.cav_b, p.z_dome_l - 85 * s],
+    ]
+    flex = bezier(flex, 8)
+    r_col = 17.0 * s * rng.uniform(0.8, 1.2)
+    paint_tube(cv, flex, r_col * np.ones(len(flex)), hu["bowel_wall"], mask_fn=inside)
+    box, occ = paint_tube(cv, flex, (r_col - 3.0 * s) * np.ones(len(flex)), 0.0, mask_fn=inside)
+    if box is not None:
+        mottle = smooth_noise(rng, shape_of(box), np.maximum(2, np.array(shape_of(box)) // 2))
+        cv.paint(box, occ, np.where(mottle > F32(0.3), F32(-850.0), F32(-150.0) + F32(60.0) * mottle))
+
+
+def _below_diaphragm(p: Patient):
+    """A ``mask_fn`` keeping a painter below the diaphragm (3 mm under its surface)."""
+
+    def mask(box, x, y, z):
+        return np.clip((diaphragm_z(p, x, y) - F32(3.0) - z) / F32(2.0), 0, 1)
+
+    return mask
 
 
 def _draw_mediastinal_fat(cv: Canvas, p: Patient, hu) -> None:
@@ -699,6 +809,21 @@ def _draw_airways(cv: Canvas, p: Patient, hu, rng, push) -> None:
         if path is not trachea:
             rr = np.linspace(r, r * 0.55, len(path))
         paint_tube(cv, path, rr, hu["airway"])
+
+
+def _draw_thyroid(cv: Canvas, p: Patient, hu, rng) -> None:
+    """The lower poles of the thyroid's lobes beside the trachea at the top of the scan (and, low in some
+    patients, the isthmus in front of it), with the strap muscles in front; a goitre in a few reaches down
+    behind the manubrium."""
+    s = p.s
+    y_tr = p.y_vbf + 22 * s  # the trachea's centre line (see ``_draw_airways``)
+    low = rng.uniform(-10.0, 15.0) * s if rng.random() > 0.06 else -rng.uniform(20.0, 45.0) * s  # a goitre
+    for side in (-1, 1):
+        c = np.array([p.cx + side * 19 * s, y_tr + 3 * s, p.z_apex + 16 * s + low])
+        r = np.array([9.0, 11.0, 24.0 - 0.5 * min(low, 0.0) / s]) * s * rng.uniform(0.8, 1.25, 3)
+        paint_ellipsoid(cv, c + [side * 5 * s, 10 * s, 0], [5 * s, 3 * s, 30 * s], hu["muscle"])  # straps
+        paint_ellipsoid(cv, c, r, hu["thyroid"] + rng.normal(0.0, 10.0), rot=rotation(yaw=side * 0.3))
+    paint_ellipsoid(cv, [p.cx, y_tr + 12 * s, p.z_apex + 22 * s + low], [14 * s, 4 * s, 7 * s], hu["thyroid"])
 
 
 def _draw_thymus(cv: Canvas, p: Patient, hu, rng, push) -> None:
