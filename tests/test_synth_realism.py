@@ -319,3 +319,56 @@ def test_bone_hu_is_within_the_range_of_real_ct(cases, chest_ct):
         assert ((lo <= q) & (q <= hi)).all(), (row["case_id"], q.round(), lo.round(), hi.round())
         checked += 1
     assert checked >= 3
+
+
+def test_organ_hu_vary_between_patients_as_in_real_populations():
+    """Unenhanced blood follows the haematocrit (about 42 +- 5 HU), a quarter of livers are fatty (below 42
+    HU, the rest about 57), and each contrast phase adds the same increment on top of the patient's own HU."""
+    from amt_core.synth.anatomy import STEATOSIS, TISSUE_HU, tissue_table
+
+    tables = [tissue_table("none", 1.0, 50.0, np.random.default_rng(i)) for i in range(400)]
+    blood = np.array([t["aorta"] for t in tables])
+    liver = np.array([t["liver"] for t in tables])
+    assert 3.0 < blood.std() < 7.0 and 38.0 < blood.mean() < 46.0, (blood.mean(), blood.std())
+    assert all(t["aorta"] == t["heart_left"] == t["vein"] for t in tables)  # one blood pool
+    fatty = (liver < 43.0).mean()
+    assert abs(fatty - STEATOSIS) < 0.07, fatty
+    assert liver.std() > 10.0 and 52.0 < np.median(liver[liver >= 43.0]) < 62.0
+    for i in range(5):  # the same patient (same draws) in the venous phase: the table's increment on top
+        plain = tissue_table("none", 0.8, 50.0, np.random.default_rng(i))
+        venous = tissue_table("venous", 0.8, 50.0, np.random.default_rng(i))
+        for name in ("liver", "aorta", "spleen"):
+            step = 0.8 * (TISSUE_HU[name][1] - TISSUE_HU[name][0])
+            assert venous[name] - plain[name] == pytest.approx(step), name
+
+
+def test_upper_abdomen_fills_the_scan_below_the_domes():
+    """A scan reaching well into the abdomen: on its lowest slice the liver fills most of the right half
+    of the abdomen and the lungs are only their posterior recesses, small beside their widest slice."""
+    import nibabel as nib
+
+    design = study_design(n_cases=40, seed=0)
+    for row in design.to_dict("records"):
+        details: dict = {}
+        image, _, affine = render_case(row, "demo", seed=0, details=details)
+        if details["patient"].extras["abdomen_mm"] >= 60.0 and row["contrast"] == "none":
+            break
+    else:
+        pytest.fail("no unenhanced case reaching 60 mm below the domes among the first 40")
+    p, hu = details["patient"], details["hu"]
+    img = nib.as_closest_canonical(nib.Nifti1Image(image.astype(np.float32), affine))
+    a = ndimage.uniform_filter(np.asarray(img.dataobj, np.float32), (3, 3, 1))
+    x = img.affine[0, 0] * np.arange(a.shape[0]) + img.affine[0, 3]
+    y = img.affine[1, 1] * np.arange(a.shape[1]) + img.affine[1, 3]
+    X, Y = np.meshgrid(x, y, indexing="ij")
+    right = ((X - p.cx) / p.cav_a) ** 2 + ((Y - p.cy) / p.cav_b) ** 2 < 0.8
+    right &= X > p.cx + 0.15 * p.cav_a
+    low = a[:, :, 0]
+    liver = np.abs(low - hu["liver"]) < 25.0
+    assert liver[right].mean() > 0.6, (row["case_id"], liver[right].mean())
+    lung = a < -400
+    body = ((X - p.cx) / (p.cav_a + p.wall)) ** 2 + ((Y - p.cy) / (p.cav_b + p.wall)) ** 2 < 1.0
+    area = (lung & body[:, :, None]).sum((0, 1))
+    assert area[0] < 0.2 * area.max(), (area[0], area.max())
+    if area[0]:
+        assert Y[lung[:, :, 0] & body].mean() < p.cy, "the lungs below the domes are their posterior recesses"

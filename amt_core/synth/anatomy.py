@@ -261,6 +261,8 @@ def cavity_sdf(p: Patient, x, y, z):
     # the top: a few millimetres of fat over each lung's apex and, between them, the visceral space
     # (trachea, oesophagus, vessels) that goes on into the neck; the neck's muscles around them
     s = p.s
+    if np.size(z) == 0 or float(np.max(z)) < p.z_apex - 140.0 * s:  # the caps reach no lower inside it
+        return d
     top = None
     for side in (-1.0, 1.0):
         xa, ya = p.cx + side * 0.5 * p.cav_a, p.cy - 0.1 * p.cav_b
@@ -435,14 +437,19 @@ def _draw_muscle(cv: Canvas, p: Patient, hu, rng, t: _Trunk, masks) -> None:
     cv.paint(full, cv.occ(shell) * F32(0.7), hu["fat"])
     # the shoulder girdle above the arch: separate muscles (fat planes between them) and, beside the chest
     # wall, the axillary fat (the arms are raised)
-    Z = cv.coords(full)[2]
+    up = cv.box((-1e4, -1e4, p.z_arch - 60.0), (1e4, 1e4, 1e4))  # the shoulder factor is nil below
+    if up is None:
+        return
+    X, Y, Z = cv.coords(up)
     shoulder = F32(1.0) / (F32(1.0) + np.exp(-(Z - F32(p.z_arch + 10.0)) / F32(18.0)))
-    planes = smooth_noise(rng, cv.shape, np.maximum(3, np.array(cv.shape) * np.array(cv.spacing) / 30.0))
-    cv.paint(full, np.clip(F32(1.0) - np.abs(planes) / F32(0.18), 0, 1) * shoulder * cv.occ(d_mus), hu["fat"])
+    shape = shape_of(up)
+    planes = smooth_noise(rng, shape, np.maximum(3, np.array(shape) * np.array(cv.spacing) / 30.0))
+    d_mus = d_mus[up]
+    cv.paint(up, np.clip(F32(1.0) - np.abs(planes) / F32(0.18), 0, 1) * shoulder * cv.occ(d_mus), hu["fat"])
     for side in (-1, 1):
         x_ax = F32(p.cx + side * (p.cav_a + p.wall + 14.0 * s))
         d_ax = _ellipse2d_sdf(X, Y, float(x_ax), p.cy - 0.1 * p.cav_b, 18.0 * s, 0.55 * p.cav_b)
-        cv.paint(full, cv.occ(d_ax + F32(25.0 * s) * (F32(1.0) - shoulder)), hu["fat"] + F32(10.0))
+        cv.paint(up, cv.occ(d_ax + F32(25.0 * s) * (F32(1.0) - shoulder)), hu["fat"] + F32(10.0))
 
 
 def _draw_scapulae(cv: Canvas, p: Patient, hu) -> None:
@@ -545,12 +552,15 @@ def _draw_abdomen(cv: Canvas, p: Patient, hu, rng) -> None:
     it), the stomach (wall, mottled contents and air in front), the spleen, the splenic flexure of the colon
     (faeces and gas), the crura of the diaphragm and the upper poles of the kidneys."""
     s = p.s
-    full = cv.full()
+    full = cv.box((-1e4, -1e4, -1e4), (1e4, 1e4, max(p.z_dome_r, p.z_dome_l)))  # the slices below the domes
+    if full is None:
+        return
     X, Y, Z = cv.coords(full)
     zdia = diaphragm_z(p, X, Y)
     d_abd = np.maximum(_ellipse2d_sdf(X, Y, p.cx, p.cy, p.cav_a, p.cav_b), Z - zdia + F32(3.0))
     # the peritoneal cavity: fat with bowel loops (soft tissue) and a few gas pockets
-    loops = smooth_noise(rng, cv.shape, np.maximum(3, np.array(cv.shape) * np.array(cv.spacing) / 18.0))
+    shape = shape_of(full)
+    loops = smooth_noise(rng, shape, np.maximum(3, np.array(shape) * np.array(cv.spacing) / 18.0))
     bowel = F32(hu["fat"]) + F32(hu["bowel_wall"] - hu["fat"]) * np.clip((loops - F32(0.1)) * F32(2.5), 0, 1)
     bowel = np.where(loops > F32(1.6), F32(-700.0), bowel)
     cv.paint(full, cv.occ(d_abd), bowel)
@@ -562,7 +572,7 @@ def _draw_abdomen(cv: Canvas, p: Patient, hu, rng) -> None:
     d_liver = np.maximum(d_abd, F32(p.cx) - reach - X)
     # its lower edge: the right lobe reaches deepest at the back and side
     d_liver = np.maximum(d_liver, zdia - F32(130.0 * s) + F32(40.0 * s) * front - Z)
-    texture = F32(4.0) * smooth_noise(rng, cv.shape, (12, 12, 8))
+    texture = F32(4.0) * smooth_noise(rng, shape, (12, 12, 8))
     cv.paint(full, cv.occ(d_liver), F32(hu["liver"]) + texture)
     del d_liver, texture, depth, front, reach, zdia, d_abd
     inside = _below_diaphragm(p)
