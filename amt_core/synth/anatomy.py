@@ -11,6 +11,13 @@ parenchyma with a gravity gradient and fissures, a pulmonary artery and vein tre
 down to half a millimetre (thin vessels at their true partial volume), bone HU of cortex over marrow at the
 scan's resolution. The body outline is a superellipse (fat gathering at the flanks), a fifth of patients
 have their arms down (with the humeri's beam-hardening streak), the spine has a kyphosis.
+
+Since GENERATOR_VERSION 3 the scan reaches 35-80 mm below the right dome into the upper abdomen, as real
+chest CT does (liver with its veins and left lobe, stomach, spleen, colon, crura, kidneys' upper poles, the
+lungs' posterior recesses behind them), the thoracic inlet is narrow (the apices capped by a little fat, the
+visceral column between them, neck and shoulder muscles with fat planes, axillary fat, the thyroid's lower
+poles), and the organs' unenhanced HU vary per patient (haematocrit, a fatty liver in a quarter of adults):
+real chest CT's false-positive sites for a model that saw none of this (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
