@@ -4,6 +4,8 @@ determinism, the hybrid cohort folder, and that no HU window finds the tumour. U
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -206,3 +208,106 @@ def test_a_thin_bright_object_in_front_of_the_sternum_is_not_taken_for_it(backgr
         image[x - 1 : x + 2, y_skin - 2, k] = 2000.0  # one row thick, 3 voxels wide
     again = find_prevascular_space(image, vol.spacing, vol.source)
     assert np.array_equal(again.sternum_y[found], anatomy.sternum_y[found])
+
+
+def _retrosternal_widths(anatomy, k):
+    """The mediastinum's width (voxels) per row in front of the lungs' anterior tips up to the sternum."""
+    xs = np.flatnonzero(anatomy.body[:, :, k].any(axis=1))
+    xm = 0.5 * (xs[0] + xs[-1])
+    lung = anatomy.lungs[:, :, k]
+    x = np.arange(lung.shape[0])[:, None]
+    both = (lung & (x < xm)).any(axis=0) & (lung & (x > xm)).any(axis=0)
+    j0 = int(np.flatnonzero(both).max())
+    return [int(anatomy.mediastinum[:, j, k].sum()) for j in range(j0 + 1, int(anatomy.sternum_y[k]))]
+
+
+def test_retrosternal_mediastinum_narrows_towards_the_sternum(background):
+    """In front of the lungs' anterior tips the mediastinum narrows to the sternum along a rounded edge (not a
+    rectangle as wide as the gap between the tips, whose straight sides would cut a tumour off straight)."""
+    _, anatomy = background
+    z0, z1 = anatomy.z_levels
+    deep = [
+        k
+        for k in range(z0, z1 + 1)
+        if anatomy.sternum_y[k] >= 0 and len(_retrosternal_widths(anatomy, k)) >= 3
+    ]
+    assert deep, "the fixture's background has levels with at least 3 rows behind the sternum"
+    for k in deep:
+        w = _retrosternal_widths(anatomy, k)
+        assert w[-1] < w[0] and (np.diff(w) <= 0).all(), f"slice {k}: widths {w}"
+
+
+def _arterial(image, anatomy, rise=300.0):
+    """A synthetic arterial phase: the great vessels and the heart (soft tissue thicker than a vessel's radius
+    in the front half of the mediastinum, at least 1 cm behind the sternum) raised by ``rise`` HU."""
+    from scipy import ndimage
+
+    from amt_core.synth.backgrounds import VESSEL_RADIUS_MM
+
+    sp = np.asarray(anatomy.spacing)
+    r = max(1, int(round(VESSEL_RADIUS_MM / sp[0])))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    soft = (ndimage.uniform_filter(image, size=(3, 3, 1)) > -20.0) & anatomy.anterior
+    ys = np.arange(image.shape[1])[None, :, None]
+    behind = (anatomy.sternum_y >= 0)[None, None, :] & (
+        ys < (anatomy.sternum_y - 10.0 / sp[1])[None, None, :]
+    )
+    vessels = ndimage.binary_opening(soft & behind, structure=(xx**2 + yy**2 <= r * r)[:, :, None])
+    out = image.copy()
+    out[vessels] += np.float32(rise)
+    return out, vessels
+
+
+def test_an_arterial_phase_aorta_is_not_bone(background):
+    """Contrast-filled great vessels and heart (above ``BONE_HU``) are blood, not bone: the tumour is pushed
+    against them, not cut off at them; the sternum is still found, and the phase is read as arterial."""
+    vol, anatomy = background
+    image, vessels = _arterial(vol.array, anatomy)
+    assert vessels.sum() > 1000 and (image[vessels] > 250.0).mean() > 0.9
+    arterial = find_prevascular_space(image, vol.spacing, vol.source)
+    assert (arterial.bone & vessels).sum() < 0.02 * vessels.sum()
+    assert np.array_equal(arterial.sternum_y, anatomy.sternum_y)
+    assert arterial.mediastinum[vessels].mean() > 0.95
+    scan = SimpleNamespace(array=image, spacing=vol.spacing, affine=vol.affine, source=vol.source)
+    _, label, rec = _insert(scan, arterial, "thymoma_AB", 0)
+    assert rec.contrast == "arterial" and rec.blood_hu > 250.0 and label.any()
+
+
+def test_mass_effect_memory_scales_with_few_float32_arrays(background):
+    """``displace`` on a background at twice the fixture's resolution: its peak memory stays below 250 bytes
+    per voxel of the displaced region (about a dozen float32 arrays; the float64 version took about 400)."""
+    import dataclasses
+    import tracemalloc
+
+    from amt_core.synth.backgrounds import displace
+
+    vol, anatomy = background
+
+    def up(v):
+        return np.repeat(np.repeat(np.repeat(v, 2, 0), 2, 1), 2, 2)
+
+    sp = np.asarray(vol.spacing) / 2
+    fine = dataclasses.replace(
+        anatomy,
+        spacing=tuple(sp),
+        mediastinum=up(anatomy.mediastinum),
+        lungs=up(anatomy.lungs),
+        bone=up(anatomy.bone),
+    )
+    k = (anatomy.z_levels[0] + anatomy.z_levels[1]) // 2
+    c = np.array([vol.array.shape[0], 2 * anatomy.sternum_y[k] - 15.0 / sp[1], 2 * k])
+    box = tuple(slice(int(ci - 20.0 / s), int(ci + 20.0 / s) + 1) for ci, s in zip(c, sp, strict=True))
+    g = np.meshgrid(
+        *[(np.arange(b.start, b.stop) - ci) * s for b, ci, s in zip(box, c, sp, strict=True)], indexing="ij"
+    )
+    occ = np.clip(15.0 - np.sqrt(sum(x * x for x in g)), 0.0, 1.0).astype(np.float32)
+    bg = up(vol.array)
+    tracemalloc.start()
+    try:
+        region, out, shift = displace(bg, occ, box, fine, 10.0, np.random.default_rng(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.float32 and out.shape == tuple(s.stop - s.start for s in region)
+    assert shift > 1.0 and np.isfinite(out).all()
+    assert peak < 250 * out.size, f"peak {peak / 2**20:.0f} MiB for {out.size} voxels"

@@ -1,11 +1,12 @@
 """Anterior mediastinal tumours inserted into real, tumour-free chest CT.
 
 ``find_prevascular_space`` reads the anatomy from the HU alone: the body (largest component above
--500 HU), the aerated lungs (large air components inside the body), bone, the sternum (bone in the
-anterior midline) and, between the lungs, the mediastinum. The prevascular space is its anterior part,
-behind the sternum and in front of the great vessels and the heart, at the levels from the upper heart
-(below it the heart fills the mediastinum: the level where the mediastinum is widest) up to the top of
-the sternum; its voxels are fat or soft tissue, never lung or bone.
+-500 HU), the aerated lungs (large air components inside the body), bone (not the blood pool of an arterial
+phase, as dense as bone: :func:`_blood_between`), the sternum (bone in the anterior midline) and, between the
+lungs, the mediastinum (narrowing, in front of the lungs' anterior tips, to the sternum). The prevascular
+space is its anterior part, behind the sternum and in front of the great vessels and the heart, at the levels
+from the upper heart (below it the heart fills the mediastinum: the level where the mediastinum is widest) up
+to the top of the sternum; its voxels are fat or soft tissue, never lung or bone.
 
 ``insert_tumour`` places one histology-driven mass there with the synthetic cohort's own tumour model
 (:mod:`amt_core.synth.tumour`: shape, lobulation, margin, texture, cyst, necrosis, fat, calcification by
@@ -46,6 +47,10 @@ BUNDLE_DIR = Path(__file__).resolve().parent / "chest_backgrounds"
 AIR_HU = -500.0
 #: HU above which a voxel is bone (or dense calcification)
 BONE_HU = 250.0
+#: a bright (above ``BONE_HU``) component between the lungs' front halves holding a disk of this radius (mm)
+#: is contrast-filled blood (the aorta, the pulmonary trunk, the heart in an arterial phase), not bone
+BLOOD_CORE_MM = 5.0
+BLOOD_MIN_MM2 = 300.0  # and covers at least this (mm2, a vessel of 10 mm radius)
 #: HU above which a voxel in the anterior midline is the sternum
 STERNUM_HU = 150.0
 #: an aerated component smaller than this (ml) is not a lung (airway, bowel gas)
@@ -161,10 +166,11 @@ def find_prevascular_space(image: np.ndarray, spacing, source: str = "background
             f"{MIN_LUNG_ML:g} ml): not a chest CT",
             source,
         )
-    bone = (smooth > BONE_HU) & body
+    bright = (smooth > BONE_HU) & body  # bone, and the blood in an arterial phase (sorted out below)
     nx, ny, nz = hu.shape
     xs = np.arange(nx)
     mediastinum = np.zeros_like(body)
+    blood = np.zeros_like(body)
     sternum_y = np.full(nz, -1, dtype=int)
     width = np.zeros(nz)
     y_mid = np.full(nz, ny, dtype=int)
@@ -180,9 +186,15 @@ def find_prevascular_space(image: np.ndarray, spacing, source: str = "background
         if rows.size < 3:
             continue
         # sternum: bone in the anterior midline, in front of the lungs' anterior tips (its marrow is
-        # cancellous bone: a lower threshold than ``BONE_HU``)
+        # cancellous bone: a lower threshold than ``BONE_HU``), not the blood of the heart and the great
+        # vessels (as bright as bone in an arterial phase) that lies between the lungs' front halves
+        between = np.zeros((nx, ny), bool)
+        for j in rows[rows >= rows.min() + 0.5 * (rows.max() - rows.min())]:
+            between[left[j] + 1 : right[j], j] = True
+        blood[:, :, k] = _blood_between(bright[:, :, k], between, sp)
+        dense = (hu[:, :, k] > STERNUM_HU) & ~ndimage.binary_dilation(blood[:, :, k], np.ones((3, 3), bool))
         band = np.abs(xs - xm) * sp[0] < 25.0
-        bone_rows = np.flatnonzero((hu[band, :, k] > STERNUM_HU).any(axis=0) & body[band, :, k].any(axis=0))
+        bone_rows = np.flatnonzero(dense[band].any(axis=0) & body[band, :, k].any(axis=0))
         front = bone_rows[(bone_rows > rows.max() - 10.0 / sp[1]) & (bone_rows < rows.max() + 40.0 / sp[1])]
         # back of the sternum (RAS: y grows anteriorly): the most anterior run of bright rows at least 4 mm
         # thick (gaps up to 3 mm of darker marrow allowed), so neither an enhanced aorta behind it nor a thin
@@ -193,21 +205,34 @@ def find_prevascular_space(image: np.ndarray, spacing, source: str = "background
             thick = [r for r in runs if (r.max() - r.min() + 1) * sp[1] >= 4.0]
             front = (thick or runs)[-1]
         st = int(front.min()) if front.size else -1
-        # spine: bone in the midline band behind the lungs' posterior half
+        # spine: bone in the midline band behind the lungs' posterior half (not the blood above)
         back = bone_rows[bone_rows < rows.min() + 0.5 * (rows.max() - rows.min())]
         y_spine = int(back.max()) if back.size else int(rows.min())
         y_front = st if st >= 0 else int(rows.max()) + 1
+        j0 = int(rows.max())
+        # in front of the lungs' anterior tips up to the sternum: from the lungs' medial edges there to the
+        # sternum's sides (no wider), along a quarter ellipse, so a tumour cut off there has rounded sides
+        sx = np.flatnonzero(band & (hu[:, st, k] > STERNUM_HU)) if st >= 0 else np.array([], int)
+        s_lo = max(int(sx.min()) - 1, int(left[j0])) if sx.size else int(left[j0])
+        s_hi = min(int(sx.max()) + 1, int(right[j0])) if sx.size else int(right[j0])
         for j in range(y_spine + 1, y_front):
             if left[j] >= 0 and right[j] < nx:
                 mediastinum[left[j] + 1 : right[j], j, k] = True
-            elif j > rows.max():  # in front of the lungs' anterior tips up to the sternum
-                lo, hi = int(left[rows.max()]), int(right[rows.max()])
+            elif j > j0:
+                g = math.sqrt(1.0 - ((j - j0) / (y_front - j0)) ** 2)
+                lo = int(round(s_lo + (left[j0] - s_lo) * g))
+                hi = int(round(s_hi + (right[j0] - s_hi) * g))
+                lo = max(lo, int(left[j])) if left[j] >= 0 else lo  # one lung still beside it
+                hi = min(hi, int(right[j])) if right[j] < nx else hi
                 mediastinum[lo + 1 : hi, j, k] = True
         sternum_y[k] = st
         mid = (y_spine + y_front) // 2
         y_mid[k] = mid
         width[k] = float(np.count_nonzero(mediastinum[:, mid, k] & ~lungs[:, mid, k])) * sp[0]
-    mediastinum &= body & ~lungs & ~bone
+    mediastinum &= body & ~lungs
+    # bright voxels are bone unless they are the contrast-filled blood of the great vessels and the heart
+    bone = bright & ~(blood & mediastinum)
+    mediastinum &= ~bone
     anterior = mediastinum & (np.arange(ny)[None, :, None] >= y_mid[None, None, :])
     if not mediastinum.any():
         raise InsertionRejected("no mediastinum found between two lungs behind a sternum", source)
@@ -265,6 +290,25 @@ def find_prevascular_space(image: np.ndarray, spacing, source: str = "background
         (k_heart, k_top),
         sternum_y,
     )
+
+
+def _blood_between(bright: np.ndarray, between: np.ndarray, spacing) -> np.ndarray:
+    """One slice: the ``bright`` (above ``BONE_HU``) in-plane components that hold a disk of ``BLOOD_CORE_MM``
+    radius, cover ``BLOOD_MIN_MM2`` and lie mostly ``between`` the lungs' front halves: in an arterial phase
+    the aorta, the pulmonary trunk and the heart are as dense as bone. A thin or small bright component (a
+    calcification, costal cartilage, a vertebra at the thoracic inlet) stays bone, and so does the spine
+    (behind the lungs' front halves) and the sternum (in front of them)."""
+    r = max(1, int(round(BLOOD_CORE_MM / float(spacing[0]))))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    core = ndimage.binary_opening(bright, structure=xx**2 + yy**2 <= r * r)
+    if not core.any():
+        return core
+    lab, n = ndimage.label(ndimage.binary_propagation(core, structure=np.ones((3, 3), bool), mask=bright))
+    size = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    inside = np.bincount(lab[between], minlength=n + 1)[1:]
+    big = size * float(spacing[0]) * float(spacing[1]) >= BLOOD_MIN_MM2
+    blood = np.isin(lab, 1 + np.flatnonzero((inside > 0.5 * size) & big))
+    return blood
 
 
 # --- inserting a tumour -----------------------------------------------------------------------------------
@@ -383,48 +427,76 @@ def displace(
     for i, j in np.ndindex(*T.shape[:2]):
         m = np.maximum.accumulate(material[i, j] + 1e-9 * rho)
         table[i, j] = np.interp(room[i, j], m, rho)
-    # each voxel of the region: where its tissue comes from
-    grid = np.meshgrid(
-        *[np.arange(s.start, s.stop) * h - ci for s, h, ci in zip(region, sp, c, strict=True)], indexing="ij"
-    )
-    r = np.sqrt(sum(g * g for g in grid))
-    rs = np.maximum(r, 1e-6)
-    ti = np.arccos(np.clip(grid[2] / rs, -1.0, 1.0)) / np.pi * (n_th - 1)
-    pj = (np.arctan2(grid[1], grid[0]) + np.pi) / (2 * np.pi) * n_ph
-    on_table = np.minimum(r, rho[-1]) / dr
-    source = ndimage.map_coordinates(table, [ti, pj, on_table], order=1, mode="grid-wrap")
-    source = np.where(r < rho[-1], np.minimum(source, r), r)
-    taper = np.clip((r2 - r) / (r2 - r1), 0.0, 1.0)
+    # each voxel of the region: where its tissue comes from, in slabs along x; the region of ``TAPER[1]``
+    # radii of a full-resolution scan is tens of millions of voxels: few arrays of its size, all float32
+    shape = tuple(s.stop - s.start for s in region)
+    g = [np.arange(s.start, s.stop) * h - ci for s, h, ci in zip(region, sp, c, strict=True)]
+    gy, gz = g[1][None, :, None], g[2][None, None, :]
     # the mediastinum and the lungs move (their neighbours too: a smooth border); bone and its rim never
     mobile = anatomy.mediastinum[region] | anatomy.lungs[region]
     near = ndimage.binary_dilation(mobile) & ~ndimage.binary_dilation(anatomy.bone[region])
-    weight = ndimage.gaussian_filter(mobile.astype(F32), MOBILE_SMOOTH_MM / sp) * near
-    shift = weight * taper * taper * (3.0 - 2.0 * taper) * (r - source)
-    scale = (r - shift) / rs
-    src = [(ci + g * scale) / h for ci, g, h in zip(c, grid, sp, strict=True)]
-    # cubic spline: edges (vessel walls, the pleura) stay sharp; the noise it smooths is added back
-    warped = ndimage.map_coordinates(bg.astype(F32), src, order=3, mode="nearest")
-    f_grid, kept_1d = _spline_noise_kept()
-    kept_var = np.prod([np.interp(q - np.floor(q), f_grid, kept_1d) for q in src], axis=0)
-    moved = shift > 0.05
-    # the noise the resampling smoothed away, measured in the soft tissue that moved (the background's own
-    # noise texture: a smooth kernel's correlated noise loses less than white noise would)
-    noise = ndimage.gaussian_filter(rng.standard_normal(r.shape).astype(F32), (0.5, 0.5, 0.0))
-    loss = np.clip(1.0 - kept_var, 0.0, 1.0)
-    tumour = np.zeros(r.shape, bool)
-    tumour[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, region, strict=True))] = (
+    weight = ndimage.gaussian_filter(mobile.astype(F32), MOBILE_SMOOTH_MM / sp)
+    weight *= near
+    del mobile, near
+    tumour = np.zeros(shape, bool)
+    tumour[tuple(slice(b.start - s.start, b.stop - s.start) for b, s in zip(box, region, strict=True))] = (
         occ > 0
     )
-    soft = (
-        moved & ~ndimage.binary_dilation(tumour, iterations=2) & (bg[region] > -150.0) & (bg[region] < 150.0)
+    # the background's cubic-spline coefficients around the region, as ``map_coordinates(mode="nearest")``
+    # builds them for the whole image (edge-padded by ``pad``; the spline's reach beyond that is negligible)
+    pad = 12
+    ext = tuple(
+        slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(region, bg.shape, strict=True)
     )
+    widths = [(e.start - (s.start - pad), s.stop + pad - e.stop) for s, e in zip(region, ext, strict=True)]
+    coef = ndimage.spline_filter(np.pad(bg[ext], widths, mode="edge"), order=3, output=F32, mode="nearest")
+    f_grid, kept_1d = _spline_noise_kept()
+    warped, loss, noise = (np.empty(shape, F32) for _ in range(3))
+    moved = np.empty(shape, bool)
+    max_shift = 0.0
+    step = max(1, 250_000 // max(1, shape[1] * shape[2]))
+    for i0 in range(0, shape[0], step):
+        sl = slice(i0, min(i0 + step, shape[0]))
+        gx = g[0][sl, None, None]
+        r = np.sqrt(gx * gx + gy * gy + gz * gz)
+        rs = np.maximum(r, 1e-6)
+        at = np.empty((3, *r.shape))  # on the (theta, phi, rho) table
+        at[0] = np.arccos(np.clip(gz / rs, -1.0, 1.0)) / np.pi * (n_th - 1)
+        at[1] = (np.arctan2(gy, gx) + np.pi) / (2 * np.pi) * n_ph
+        at[2] = np.minimum(r, rho[-1]) / dr
+        source = ndimage.map_coordinates(table, at, order=1, mode="grid-wrap")
+        del at
+        source = np.where(r < rho[-1], np.minimum(source, r), r)
+        taper = np.clip((r2 - r) / (r2 - r1), 0.0, 1.0)
+        shift = weight[sl] * taper * taper * (3.0 - 2.0 * taper) * (r - source)
+        del source, taper
+        max_shift = max(max_shift, float(shift[~tumour[sl]].max(initial=0.0)))
+        moved[sl] = shift > 0.05
+        scale = (r - shift) / rs
+        del shift, rs, r
+        src = np.stack([(ci + gi * scale) / h for ci, gi, h in zip(c, (gx, gy, gz), sp, strict=True)])
+        kept_var = np.prod([np.interp(q - np.floor(q), f_grid, kept_1d) for q in src], axis=0)
+        loss[sl] = np.clip(1.0 - kept_var, 0.0, 1.0)
+        # cubic spline: edges (vessel walls, the pleura) stay sharp; the noise it smooths is added back
+        src -= np.array([s.start - pad for s in region], float)[:, None, None, None]  # on the coefficients
+        warped[sl] = ndimage.map_coordinates(coef, src, order=3, mode="nearest", prefilter=False)
+        noise[sl] = rng.standard_normal(scale.shape)  # slab by slab: the same draws as all at once
+    del coef, weight
+    # the noise the resampling smoothed away, measured in the soft tissue that moved (the background's own
+    # noise texture: a smooth kernel's correlated noise loses less than white noise would)
+    noise = ndimage.gaussian_filter(noise, (0.5, 0.5, 0.0))
+    before = bg[region]
+    soft = moved & ~ndimage.binary_dilation(tumour, iterations=2) & (before > -150.0) & (before < 150.0)
     if soft.sum() >= 50:
-        lost = max(_spread(bg[region], soft) ** 2 - _spread(warped, soft) ** 2, 0.0)
+        lost = max(_spread(before, soft) ** 2 - _spread(warped, soft) ** 2, 0.0)
         noise *= F32(math.sqrt(lost / max(float(loss[soft].mean()), 1e-6)) / max(_spread(noise, soft), 1e-6))
     else:  # too little soft tissue moved to measure: the white-noise estimate
         noise *= F32(noise_hu / max(float(noise.std()), 1e-6))
-    out = np.where(moved, warped + noise * np.sqrt(loss), bg[region])
-    return region, out.astype(F32), float(shift[~tumour].max(initial=0.0))
+    np.sqrt(loss, out=loss)
+    noise *= loss
+    warped += noise
+    del noise, loss
+    return region, np.where(moved, warped, before).astype(F32, copy=False), max_shift
 
 
 def _spread(image: np.ndarray, mask: np.ndarray) -> float:
