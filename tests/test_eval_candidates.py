@@ -171,3 +171,73 @@ def test_invalid_dynamic_settings_are_refused():
         EvalConfig(candidates="peaks")
     with pytest.raises(ValueError, match="dynamic_factor"):
         EvalConfig(dynamic_factor=1.0)
+
+
+def _whole_map_dynamic(
+    prob, factor=2.5, max_candidates=10, min_confidence=0.01, connectivity=26, min_voxels=1
+):
+    """The dynamic extraction written plainly over the whole map at every step (no boxes): (voxel counts,
+    confidences, label image) of the candidates, the reference for the box-restricted loop (scipy's labelling,
+    not cc3d's)."""
+    from scipy import ndimage
+
+    work = np.array(prob, dtype=np.float32)
+    out = np.zeros(work.shape, np.int32)
+    near = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+    conf = []
+    while len(conf) < max_candidates:
+        peak = work.max()
+        if peak < min_confidence:
+            break
+        labels = ndimage.label(work >= peak / factor, structure=near)[0]
+        counts = np.bincount(labels.ravel())
+        ok = [i for i in range(1, counts.size) if counts[i] >= min_voxels]
+        if not ok:
+            work[work > peak / factor] = 0
+            continue
+        tops = {i: work[labels == i].max() for i in ok}
+        top = max(tops.values())
+        # of the components reaching the highest value, the one reached first in C order (picai_eval)
+        chosen = next(i for i in labels.ravel() if i in ok and tops[i] == top)
+        comp = labels == chosen
+        if not (len(conf) and (ndimage.binary_dilation(comp, near) & (out > 0)).any()):
+            conf.append(float(top))
+            out[comp] = len(conf)
+        work[comp] = 0
+    return [int((out == k).sum()) for k in range(1, len(conf) + 1)], conf, out
+
+
+def test_dynamic_extraction_equals_the_whole_map_loop_on_random_maps():
+    """Each step works inside the box of the voxels >= peak / factor only: the candidates (voxels, order,
+    confidences, label image) are those of the plain whole-map loop, ties and thin shapes included."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    maps = [np.zeros((1, 1, 5)), np.zeros((6, 1, 1))]
+    maps[0][0, 0, [0, 2, 4]] = [0.5, 0.9, 0.5]  # a line: separate voxels on one row
+    maps[1][[1, 4], 0, 0] = 0.7  # a tie between two one-voxel components
+    for k in range(30):
+        x = ndimage.gaussian_filter(rng.random(tuple(rng.integers(2, 16, 3))), rng.uniform(0.5, 2.0))
+        x = (x - x.min()) / (np.ptp(x) + 1e-12)
+        maps.append(np.round(x * 12) / 12 if k % 2 else x)  # coarse levels: many tied peaks
+    for x in maps:
+        for kw in ({}, {"min_voxels": 4}, {"connectivity": 6, "factor": 1.5, "max_candidates": 20}):
+            comps = lesions.dynamic_components(x.astype(np.float32), **kw)
+            voxels, conf, out = _whole_map_dynamic(x.astype(np.float32), **kw)
+            assert list(comps.voxels) == voxels and list(comps.confidence) == conf
+            full = np.zeros(x.shape, np.int32)
+            full[tuple(slice(o, o + n) for o, n in zip(comps.offset, comps.labels.shape, strict=True))] = (
+                comps.labels
+            )
+            assert np.array_equal(full, out)
+
+
+def test_components_of_a_one_voxel_line():
+    """cc3d's 26-connected labelling fails on some 1-voxel-thick lines; a lesion mask or a step of the dynamic
+    extraction whose box is such a line still gives its separate components."""
+    mask = np.zeros((4, 4, 7), np.uint8)
+    mask[2, 1, [0, 2, 3, 6]] = 1
+    line = (slice(2, 3), slice(1, 2), slice(0, 7))
+    assert list(lesions.find_components(mask, box=line).voxels) == [1, 2, 1]
+    prob = mask * np.float32(0.8)
+    assert list(lesions.dynamic_components(prob).voxels) == [1, 2, 1]

@@ -113,14 +113,17 @@ def sample_voxels(
     replacement (weight = their count / ``n_rest``)."""
     from scipy import ndimage
 
-    ref = np.asarray(label) > 0
-    near = np.asarray(prob) >= min_prob
-    if ref.any():
+    from amt_core.evaluation.segmentation import bounding_box
+
+    # C order once (NIfTI arrays come F-ordered): the flat indices below are C-order ones, and every
+    # ravel / flatnonzero is then a view or one pass instead of a transposing copy
+    prob = np.ascontiguousarray(prob)
+    ref = np.ascontiguousarray(np.asarray(label) > 0)
+    near = prob >= min_prob
+    found = bounding_box(ref)
+    if found is not None:
         grow = [int(np.ceil(near_mm / s)) for s in spacing]
-        box = tuple(
-            slice(max(int(i.min()) - g, 0), int(i.max()) + g + 1)
-            for i, g in zip(np.nonzero(ref), grow, strict=True)
-        )
+        box = tuple(slice(max(b.start - g, 0), b.stop + g) for b, g in zip(found, grow, strict=True))
         dist = ndimage.distance_transform_edt(~ref[box], sampling=spacing)
         near[box] |= dist <= near_mm
     inside = np.flatnonzero(near)
@@ -128,7 +131,7 @@ def sample_voxels(
     take = rest if rest.size <= n_rest else rng.choice(rest, size=n_rest, replace=False)
     idx = np.r_[inside, take]
     weight = np.r_[np.ones(inside.size), np.full(take.size, rest.size / max(take.size, 1))]
-    return np.asarray(prob).ravel()[idx].astype(np.float64), ref.ravel()[idx].astype(np.float64), weight
+    return prob.ravel()[idx].astype(np.float64), ref.ravel()[idx].astype(np.float64), weight
 
 
 def lesion_samples(

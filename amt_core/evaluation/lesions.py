@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amt_core.evaluation.segmentation import Box, intersect_box, union_box
+from amt_core.evaluation.segmentation import Box, bounding_box, intersect_box, union_box
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,9 @@ def find_components(
         crop = crop >= threshold
     elif crop.dtype != bool:
         crop = crop != 0
+    line = sum(size == 1 for size in crop.shape) >= 2  # on a line every connectivity is 6 (see below)
     labels, n = cc3d.connected_components(
-        np.ascontiguousarray(crop), connectivity=connectivity, return_N=True
+        np.ascontiguousarray(crop), connectivity=6 if line else connectivity, return_N=True
     )
     if n == 0:
         return Components(labels, offset, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0))
@@ -145,37 +146,74 @@ def dynamic_components(
     near = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
     conf: list[float] = []
     flat = work.reshape(-1)  # a view: zeroing voxels of ``flat`` zeroes them in ``work``
+    last = None  # the labelling of the last step: (t, box, its corner, labels, voxels and box per label)
     while len(conf) < max_candidates and work.size:
         at = int(np.argmax(flat))  # the first peak voxel in C order
         peak = flat[at]
         if peak < min_confidence:
             break
         t = peak / factor
-        labels, n = cc3d.connected_components(work >= t, connectivity=connectivity, return_N=True)
+        if last is None or last[0] != t:
+            # every voxel >= t lies in their bounding box, so the components (and their C order) found there
+            # are those of the whole map; the rest of the step reads only that box (``sub``, at ``corner``)
+            sub = bounding_box(work, t)
+            # on a line of voxels every connectivity is 6 (cc3d 3.x fails on some 26-connected lines)
+            line = sum(s.stop - s.start == 1 for s in sub) >= 2
+            labels, n = cc3d.connected_components(
+                work[sub] >= t, connectivity=6 if line else connectivity, return_N=True
+            )
+            stats = cc3d.statistics(labels)  # voxels and box of each component
+            counts = np.asarray(stats["voxel_counts"], np.int64)
+            last = (t, sub, np.array([s.start for s in sub]), labels, counts, stats["bounding_boxes"])
+        # at the same t as the last step, the map lost only the voxels of the component removed then: the
+        # other components are unchanged, so its labelling (that component set to 0) is reused
+        _, sub, corner, labels, counts, comp_boxes = last
+        n = counts.size - 1
+        part = work[sub]  # a view
         lab = labels.reshape(-1)
-        counts = np.bincount(lab, minlength=n + 1)
-        if counts[lab[at]] >= min_voxels and np.all(lab[flat == peak] == lab[at]):
-            chosen, top = lab[at], float(peak)  # the usual case: the peak's own component
+        at_sub = int(np.ravel_multi_index(tuple(np.unravel_index(at, work.shape) - corner), labels.shape))
+        at_peak = (part == peak).reshape(-1)
+        if counts[lab[at_sub]] >= min_voxels and np.all(lab[at_peak] == lab[at_sub]):
+            chosen, top = lab[at_sub], float(peak)  # the usual case: the peak's own component
         else:  # it is too small, or another component reaches the same peak
-            best = np.unique(lab[flat == peak])
+            best = np.unique(lab[at_peak])
             best = best[counts[best] >= min_voxels]
             if best.size == 0:  # every component holding the peak is too small: the highest other one
-                ids = np.flatnonzero(counts[1:] >= min_voxels) + 1
+                ids = np.flatnonzero((counts[1:] >= min_voxels) & (counts[1:] > 0)) + 1
                 if ids.size == 0:
-                    work[work > t] = 0
+                    part[part > t] = 0
+                    last = None
                     continue
                 fg = lab > 0
                 tops = np.full(n + 1, -np.inf)
-                np.maximum.at(tops, lab[fg], flat[fg])
+                np.maximum.at(tops, lab[fg], part.reshape(-1)[fg])
                 best = ids[tops[ids] == tops[ids].max()]
             else:
                 tops = np.full(n + 1, float(peak))
-            # picai_eval labels the tied components and takes the one reached first in C order
-            chosen, top = lab[np.flatnonzero(np.isin(lab, best))[0]], float(tops[best[0]])
-        comp = labels == chosen
-        where = np.nonzero(comp)
-        near_box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in where)
-        touches = len(conf) and (ndimage.binary_dilation(comp[near_box], near) & (out[near_box] > 0)).any()
+            # picai_eval labels the tied components and takes the one reached first in C order (a box keeps
+            # the C order: each one's first voxel is the first in its box, and lies on its box's first x)
+            x0 = {b: comp_boxes[b][0].start for b in best.tolist()}
+            first, lowest = {}, min(x0.values())
+            for b in [b for b in x0 if x0[b] == lowest]:
+                crop = labels[comp_boxes[b]] == b
+                k = np.unravel_index(int(np.argmax(crop)), crop.shape)
+                first[b] = tuple(int(i) + s.start for i, s in zip(k, comp_boxes[b], strict=True))
+            chosen, top = min(first, key=first.__getitem__), float(tops[best[0]])
+        box = comp_boxes[chosen]
+        inside = tuple(i + s.start for i, s in zip(np.nonzero(labels[box] == chosen), box, strict=True))
+        labels[inside] = 0  # removed from the map below
+        counts[0] += counts[chosen]
+        counts[chosen] = 0
+        where = tuple(i + c for i, c in zip(inside, corner, strict=True))
+        near_box = tuple(
+            slice(max(int(i.min()) - 1, 0), min(int(i.max()) + 2, size))
+            for i, size in zip(where, work.shape, strict=True)
+        )
+        touches = False
+        if conf:  # the component within near_box, dilated, meets an earlier candidate?
+            comp = np.zeros(tuple(s.stop - s.start for s in near_box), bool)
+            comp[tuple(i - s.start for i, s in zip(where, near_box, strict=True))] = True
+            touches = bool((ndimage.binary_dilation(comp, near) & (out[near_box] > 0)).any())
         if not touches:
             conf.append(top if confidence == "max" else float(work[where].mean()))
             out[where] = len(conf)
