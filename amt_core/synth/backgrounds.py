@@ -460,12 +460,12 @@ def displace(
         gx = g[0][sl, None, None]
         r = np.sqrt(gx * gx + gy * gy + gz * gz)
         rs = np.maximum(r, 1e-6)
-        at = np.empty((3, *r.shape))  # on the (theta, phi, rho) table
-        at[0] = np.arccos(np.clip(gz / rs, -1.0, 1.0)) / np.pi * (n_th - 1)
-        at[1] = (np.arctan2(gy, gx) + np.pi) / (2 * np.pi) * n_ph
-        at[2] = np.minimum(r, rho[-1]) / dr
-        source = ndimage.map_coordinates(table, at, order=1, mode="grid-wrap")
-        del at
+        on_table = np.empty((3, *r.shape))  # on the (theta, phi, rho) table
+        on_table[0] = np.arccos(np.clip(gz / rs, -1.0, 1.0)) / np.pi * (n_th - 1)
+        on_table[1] = (np.arctan2(gy, gx) + np.pi) / (2 * np.pi) * n_ph
+        on_table[2] = np.minimum(r, rho[-1]) / dr
+        source = ndimage.map_coordinates(table, on_table, order=1, mode="grid-wrap")
+        del on_table
         source = np.where(r < rho[-1], np.minimum(source, r), r)
         taper = np.clip((r2 - r) / (r2 - r1), 0.0, 1.0)
         shift = weight[sl] * taper * taper * (3.0 - 2.0 * taper) * (r - source)
