@@ -56,6 +56,15 @@ class Components:
         ]
 
 
+def label_components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+    """``cc3d.connected_components`` of a 3D mask: (labels, number of components). On a line of voxels (two
+    axes of length 1) every connectivity is 6, and 6 is used: cc3d 3.x fails on some 26-connected lines."""
+    import cc3d
+
+    line = sum(size == 1 for size in mask.shape) >= 2
+    return cc3d.connected_components(mask, connectivity=6 if line else connectivity, return_N=True)
+
+
 def find_components(
     mask: np.ndarray,
     *,
@@ -83,10 +92,7 @@ def find_components(
         crop = crop >= threshold
     elif crop.dtype != bool:
         crop = crop != 0
-    line = sum(size == 1 for size in crop.shape) >= 2  # on a line every connectivity is 6 (see below)
-    labels, n = cc3d.connected_components(
-        np.ascontiguousarray(crop), connectivity=6 if line else connectivity, return_N=True
-    )
+    labels, n = label_components(np.ascontiguousarray(crop), connectivity)
     if n == 0:
         return Components(labels, offset, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0))
     stats = cc3d.statistics(labels)
@@ -157,11 +163,7 @@ def dynamic_components(
             # every voxel >= t lies in their bounding box, so the components (and their C order) found there
             # are those of the whole map; the rest of the step reads only that box (``sub``, at ``corner``)
             sub = bounding_box(work, t)
-            # on a line of voxels every connectivity is 6 (cc3d 3.x fails on some 26-connected lines)
-            line = sum(s.stop - s.start == 1 for s in sub) >= 2
-            labels, n = cc3d.connected_components(
-                work[sub] >= t, connectivity=6 if line else connectivity, return_N=True
-            )
+            labels, n = label_components(work[sub] >= t, connectivity)
             stats = cc3d.statistics(labels)  # voxels and box of each component
             counts = np.asarray(stats["voxel_counts"], np.int64)
             last = (t, sub, np.array([s.start for s in sub]), labels, counts, stats["bounding_boxes"])
