@@ -372,3 +372,27 @@ def test_upper_abdomen_fills_the_scan_below_the_domes():
     assert area[0] < 0.2 * area.max(), (area[0], area.max())
     if area[0]:
         assert Y[lung[:, :, 0] & body].mean() < p.cy, "the lungs below the domes are their posterior recesses"
+
+
+def test_heart_rests_on_the_diaphragm_with_no_lung_between(cases):
+    """As in real chest CT: the heart's lowest part lies on the diaphragm, and the column of voxels under it
+    is soft tissue (diaphragm, then liver), not lung. Its width is that of adults' hearts: a
+    cardiothoracic ratio (widest heart over widest inner chest, axial) between 0.38 and 0.52."""
+    from amt_core.synth.anatomy import diaphragm_z
+
+    for row, image, _, affine, details in cases:
+        p, heart, lung = details["patient"], details["masks"]["heart"], details["masks"]["lung"]
+        spacing = np.abs(np.diag(affine)[:3])
+        assert affine[2, 2] > 0, "test assumes z increasing with the slice index"
+        ijk = np.argwhere(heart)
+        low = ijk[ijk[:, 2] <= ijk[:, 2].min() + 1]
+        xyz = (affine @ np.c_[low, np.ones(len(low))].T)[:3].T
+        gap = xyz[:, 2] - diaphragm_z(p, xyz[:, 0].astype(np.float32), xyz[:, 1].astype(np.float32))
+        assert np.median(gap) < 3.0 * spacing[2], (row["case_id"], "heart floats above the diaphragm", gap)
+        below = max(1, int(round(6.0 / spacing[2])))  # 6 mm under the heart's lowest voxels
+        for i, j, k in low[:: max(1, len(low) // 25)]:
+            column = image[i, j, max(0, k - below) : k]
+            assert column.size == 0 or column.min() > -300, (row["case_id"], "lung under the heart", column)
+        width = [np.ptp(np.nonzero(m.any(1))[0]) + 1 for m in heart.transpose(2, 0, 1) if m.any()]
+        chest = [np.ptp(np.nonzero(m.any(1))[0]) + 1 for m in lung.transpose(2, 0, 1) if m.sum() > 50]
+        assert 0.38 < max(width) / max(chest) < 0.52, (row["case_id"], max(width), max(chest))

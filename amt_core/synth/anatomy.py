@@ -651,6 +651,38 @@ def _below_diaphragm(p: Patient):
     return mask
 
 
+def _above_diaphragm(p: Patient):
+    """A ``mask_fn`` keeping a painter (the heart, which rests on the diaphragm) above the top of what
+    :func:`_below_diaphragm` keeps: the 3 mm of diaphragm muscle under the heart take the painter's value,
+    as in unenhanced CT, where heart, diaphragm and liver are one soft-tissue density with no lung between."""
+
+    def mask(box, x, y, z):
+        return np.clip((z - diaphragm_z(p, x, y) + F32(5.0)) / F32(2.0), 0, 1)
+
+    return mask
+
+
+#: how far (mm) the heart's ellipsoid reaches below the diaphragm under its centre before it is cut there
+HEART_SINK_MM = 20.0
+
+
+def heart_on_diaphragm(p: Patient, hc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The drawn heart: centre and radii such that its base stays where :func:`sample_patient` put it (under
+    the great vessels' roots) and its diaphragmatic surface rests on the diaphragm, as in real CT, where the
+    heart sits on the central tendon with the liver below it and no lung between (the ellipsoid is made
+    taller along its about-superior axis to reach :data:`HEART_SINK_MM` below the diaphragm, and is cut
+    there by :func:`_above_diaphragm`)."""
+    r = np.asarray(p.heart_r, float)
+    part = (p.heart_rot[2, :] * r) ** 2  # each axis's share of the half-height
+    half = float(np.sqrt(part.sum()))
+    top = float(hc[2]) + half
+    floor = float(diaphragm_z(p, F32(hc[0]), F32(hc[1]))) - HEART_SINK_MM * p.s
+    new_half = max(half, 0.5 * (top - floor))
+    radii = r.copy()
+    radii[2] = np.sqrt(max(new_half**2 - part[0] - part[1], part[2])) / max(abs(p.heart_rot[2, 2]), 0.3)
+    return np.array([hc[0], hc[1], top - new_half]), radii
+
+
 def _draw_mediastinal_fat(cv: Canvas, p: Patient, hu) -> None:
     """The mediastinal fat between the lungs, narrowing towards the sternum (anterior junction line)."""
     s = p.s
@@ -674,14 +706,16 @@ def _draw_heart(cv: Canvas, p: Patient, hu, hc: np.ndarray, masks) -> None:
     front, and the thick-walled left ventricle behind and to the left of it, its wall forming the septum.
     Blood pool and myocardium differ only with contrast (by phase: right heart first in the arterial phase)."""
     s = p.s
+    hc, radii = heart_on_diaphragm(p, hc)
+    on = _above_diaphragm(p)
     fat_pad = 3.0 * s + 0.05 * max(p.age - 30, 0) + 0.06 * p.fat
-    paint_ellipsoid(cv, hc, p.heart_r, hu["fat"] + 5, rot=p.heart_rot, grow=fat_pad)
-    hbox, hocc = paint_ellipsoid(cv, hc, p.heart_r, hu["myocardium"], rot=p.heart_rot, grow=1.5)
+    paint_ellipsoid(cv, hc, radii, hu["fat"] + 5, rot=p.heart_rot, grow=fat_pad, mask_fn=on)
+    hbox, hocc = paint_ellipsoid(cv, hc, radii, hu["myocardium"], rot=p.heart_rot, grow=1.5, mask_fn=on)
     if masks is not None:
         masks["heart"] = np.zeros(cv.shape, bool)
         masks["heart"][hbox] = hocc >= 0.999
     ax = p.heart_rot  # columns: long axis (to the apex), left-posterior, about superior
-    L, W, D = p.heart_r
+    L, W, D = radii
 
     def at(u, v, w):
         return hc + ax @ np.array([u * L, v * W, w * D])
@@ -691,15 +725,20 @@ def _draw_heart(cv: Canvas, p: Patient, hu, hc: np.ndarray, masks) -> None:
         (at(-0.82, 0.32, 0.28), np.array([0.34 * L, 0.40 * W, 0.42 * D]), hu["heart_left"]),
     )
     for c, r, _ in atria:
-        paint_ellipsoid(cv, c, r, hu["myocardium"], rot=ax, grow=2.5 * s)
+        paint_ellipsoid(cv, c, r, hu["myocardium"], rot=ax, grow=2.5 * s, mask_fn=on)
     for c, r, blood in atria:
-        paint_ellipsoid(cv, c, r, blood, rot=ax)
+        paint_ellipsoid(cv, c, r, blood, rot=ax, mask_fn=on)
     lv_c, lv_r = at(0.12, 0.24, -0.05), np.array([0.58 * L, 0.34 * W, 0.48 * D])
     paint_ellipsoid(
-        cv, at(-0.02, -0.42, 0.08), np.array([0.62 * L, 0.38 * W, 0.6 * D]), hu["heart_right"], rot=ax
+        cv,
+        at(-0.02, -0.42, 0.08),
+        np.array([0.62 * L, 0.38 * W, 0.6 * D]),
+        hu["heart_right"],
+        rot=ax,
+        mask_fn=on,
     )
-    paint_ellipsoid(cv, lv_c, lv_r, hu["myocardium"], rot=ax, grow=9.0 * s)  # LV wall and septum
-    paint_ellipsoid(cv, lv_c, lv_r, hu["heart_left"], rot=ax)
+    paint_ellipsoid(cv, lv_c, lv_r, hu["myocardium"], rot=ax, grow=9.0 * s, mask_fn=on)  # LV wall and septum
+    paint_ellipsoid(cv, lv_c, lv_r, hu["heart_left"], rot=ax, mask_fn=on)
 
 
 def _draw_great_vessels(cv: Canvas, p: Patient, hu, rng, push):
