@@ -71,7 +71,7 @@ def test_torch_pin_is_the_cpu_wheel_on_cpu_only_linux():
     assert re.search(r"^TORCH_LOCK := (\S+)$", makefile, re.M).group(1) == TORCH_PIN
     assert re.search(r"^TORCH_SPEC \?= torch==2\.13\.0$", makefile, re.M)
     assert f"torch=={TORCH_PIN}" in (ROOT / "environment.yml").read_text()
-    # make install takes everything but torch from the lock, hash-checked
+    # make install takes everything but torch from the lock, hash-checked (uv pip install)
     assert re.search(r"pip install -q --require-hashes --no-deps -r \$\(LOCK\)", makefile)
 
 
