@@ -18,6 +18,8 @@ lungs' posterior recesses behind them), the thoracic inlet is narrow (the apices
 visceral column between them, neck and shoulder muscles with fat planes, axillary fat, the thyroid's lower
 poles), and the organs' unenhanced HU vary per patient (haematocrit, a fatty liver in a quarter of adults):
 real chest CT's false-positive sites for a model that saw none of this (``benchmarks/RESULTS.md``).
+Since GENERATOR_VERSION 4 the heart rests on the diaphragm (:func:`heart_on_diaphragm`): no lung between heart
+and liver, and a cardiothoracic ratio of 0.40-0.48, where it floated 20-30 mm above it before.
 """
 
 from __future__ import annotations

@@ -101,7 +101,9 @@ def plan_lesions(
     # keep lesions inside the chest: very large masses fill the anterior mediastinum and bulge laterally
     radii[1] = min(radii[1], 0.5 * p.cav_b)
     x = p.cx + float(np.clip(rng.normal(-4.0, 10.0) * s, -0.3 * p.cav_a, 0.3 * p.cav_a))
-    z = p.z_arch - 22.0 * s + rng.normal(0.0, 12.0) * s
+    # the thymic bed: from the great vessels down over the upper heart (the levels where tumours are inserted
+    # into real CT, backgrounds.LEVELS_MM), so that some masses abut the pericardium with no fat between
+    z = p.z_arch - 30.0 * s + rng.normal(0.0, 20.0) * s
     z = float(np.clip(z, p.z_dome_r + 0.6 * radii[2] + 10.0, p.z_apex - 20.0 * s - radii[2]))
     # anterior margin against the back of the sternum (the rib cage narrows towards the apex)
     _, b_z = cavity_ab(p, np.float32(z))
