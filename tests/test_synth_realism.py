@@ -420,33 +420,3 @@ def test_primary_masses_cover_the_thymic_bed_down_over_the_heart():
     assert np.mean(level) >= 0.15, level
     assert 0.3 <= np.mean(reach) <= 0.9, reach
     assert 0.2 < min(centre) and max(centre) < 0.85, np.round(centre, 2)
-
-
-def test_upper_mediastinal_vessels_lie_in_one_block_without_lung_between(cases):
-    """From the aortic arch to the thoracic inlet the great vessels, their branches and the veins lie in one
-    block of mediastinal fat bounded by the pleura, as in real CT: a horizontal line through it crosses one
-    stretch of mediastinum between the lungs, not several vessels with lung between them (a fifth of the
-    lines did before GENERATOR_VERSION 5; at most 1 in 20 is let pass for a hilar vessel or the lungs' own
-    vessels at 8 mm and more)."""
-    for row, _, _, affine, details in cases:
-        p, lung = details["patient"], details["masks"]["lung"]
-        spacing, origin = np.abs(np.diag(affine)[:3]), affine[:3, 3]
-        assert (np.diag(affine)[:3] > 0).all(), "test assumes RAS voxel order"
-        y = origin[1] + np.arange(lung.shape[1]) * spacing[1]
-        z = origin[2] + np.arange(lung.shape[2]) * spacing[2]
-        rows = np.nonzero((y > p.y_vbf + 10 * p.s) & (y < p.y_front - 10 * p.s))[0]
-        levels = np.nonzero((z > p.z_arch) & (z < p.z_arch + 50 * p.s))[0]
-        min_run = max(2, int(np.ceil(8.0 / spacing[0])))  # non-lung stretches of 8 mm and more
-        crossings = []
-        for k in levels:
-            for j in rows:
-                inside = np.nonzero(lung[:, j, k])[0]
-                if len(inside) < 2:
-                    continue
-                gap = ~lung[inside[0] : inside[-1] + 1, j, k]
-                edges = np.diff(np.r_[0, gap.astype(np.int8), 0])
-                runs = np.nonzero(edges == -1)[0] - np.nonzero(edges == 1)[0]
-                if (runs >= min_run).any():
-                    crossings.append(int((runs >= min_run).sum()))
-        assert len(crossings) > 100, (row["case_id"], "too few lines through the upper mediastinum")
-        assert np.mean(np.array(crossings) > 1) < 0.05, (row["case_id"], np.mean(np.array(crossings) > 1))

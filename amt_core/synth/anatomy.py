@@ -20,10 +20,6 @@ poles), and the organs' unenhanced HU vary per patient (haematocrit, a fatty liv
 real chest CT's false-positive sites for a model that saw none of this (``benchmarks/RESULTS.md``).
 Since GENERATOR_VERSION 4 the heart rests on the diaphragm (:func:`heart_on_diaphragm`): no lung between heart
 and liver, and a cardiothoracic ratio of 0.40-0.48, where it floated 20-30 mm above it before.
-Since GENERATOR_VERSION 5 the great vessels of the upper mediastinum lie in one block of fat
-(:func:`_mediastinal_envelope`), bounded by the mediastinal pleura, where before each was a tube with a thin
-fat rim and lung reached between them: from the arch to the inlet a real mediastinum is one soft-tissue
-block, and its unenhanced vessels were the demo model's remaining false positives on real CT.
 """
 
 from __future__ import annotations
@@ -44,8 +40,6 @@ from amt_core.synth.canvas import (
     shape_of,
     smooth_noise,
     splat_segments,
-    sub_box,
-    tube_sdf_box,
 )
 
 
@@ -749,38 +743,6 @@ def _draw_heart(cv: Canvas, p: Patient, hu, hc: np.ndarray, masks) -> None:
     paint_ellipsoid(cv, lv_c, lv_r, hu["heart_left"], rot=ax, mask_fn=on)
 
 
-#: the fat envelope of the great vessels of the upper mediastinum, mm beyond their walls (before age and body
-#: fat add to it), and the gap between vessels up to which it joins them into one block, mm
-VESSEL_ENVELOPE_MM = 4.5
-ENVELOPE_SMOOTH_MM = 24.0
-#: the share of the aorta's centre line (ascending aorta and arch) inside that envelope
-ENVELOPED_AORTA = 0.6
-
-
-def _mediastinal_envelope(cv: Canvas, tubes, thickness: float, smooth: float, value: float) -> None:
-    """The mediastinal fat around the great vessels: the smooth union of their tubes (polynomial smooth
-    minimum of the signed distances, joining vessels less than about ``smooth`` mm apart), grown by
-    ``thickness`` mm. It replaces only lung: in real CT the lung never reaches between the arch vessels,
-    the mediastinal pleura bounds them all together."""
-    k = F32(smooth)
-    parts = [
-        tube_sdf_box(cv, pts_, np.broadcast_to(r, (len(pts_),)), pad=thickness + smooth) for pts_, r in tubes
-    ]
-    parts = [(b, d) for b, d in parts if b is not None]
-    if not parts:
-        return
-    box = tuple(slice(min(b[i].start for b, _ in parts), max(b[i].stop for b, _ in parts)) for i in range(3))
-    d = np.full(shape_of(box), F32(1e4), dtype=F32)
-    for b, di in parts:
-        rel = sub_box(box, b)
-        a = d[rel]
-        h = np.clip(F32(1.0) - np.abs(a - di) / k, F32(0.0), F32(1.0))
-        d[rel] = np.minimum(a, di) - h * h * k * F32(0.25)
-    # any voxel with lung in it, partial-volume edges included (they would stay a dark seam), not fat or soft tissue
-    air = np.clip((F32(-150.0) - cv.hu[box]) / F32(200.0), F32(0.0), F32(1.0))
-    cv.paint(box, cv.occ(d - F32(thickness)) * air, F32(value))
-
-
 def _draw_great_vessels(cv: Canvas, p: Patient, hu, rng, push):
     """Aorta, pulmonary arteries, caval and brachiocephalic veins and the arch branches (fat halo first),
     with the pericardial recess fluid between; returns the aorta's and the pulmonary trunk's centre lines."""
@@ -861,16 +823,6 @@ def _draw_great_vessels(cv: Canvas, p: Patient, hu, rng, push):
     ]
     for pts_, r, _ in vessels:
         paint_tube(cv, pts_, np.broadcast_to(r, (len(pts_),)), hu["fat"] + 8, grow=3.0 * s)
-    # the ascending aorta and arch, the pulmonary trunk, the caval and brachiocephalic veins and the arch
-    # branches to where they leave the mediastinum lie in one block of fat (not the hilar arteries, nor the
-    # descending aorta beside the spine)
-    upper = [(aorta[: int(ENVELOPED_AORTA * len(aorta))], aorta_r[: int(ENVELOPED_AORTA * len(aorta))])]
-    upper += [
-        (pts_, r) for pts_, r, _ in vessels[1:] if pts_ is not lpa and pts_ is not rpa and pts_ is not lsa
-    ]
-    upper.append((lsa[:2], 5.5 * s))
-    thickness = VESSEL_ENVELOPE_MM * s + 0.05 * max(p.age - 30.0, 0.0) + 0.07 * p.fat
-    _mediastinal_envelope(cv, upper, thickness, ENVELOPE_SMOOTH_MM * s, hu["fat"] + 8)
     # pericardial recess fluid (superior recess, in front of the ascending aorta): a thymoma mimic
     if rng.random() < 0.5:
         c = pts([p.cx + 6 * s, y_front - 30 * s, p.heart_c[2] + 55 * s])[0]
