@@ -420,24 +420,3 @@ def test_primary_masses_cover_the_thymic_bed_down_over_the_heart():
     assert np.mean(level) >= 0.15, level
     assert 0.3 <= np.mean(reach) <= 0.9, reach
     assert 0.2 < min(centre) and max(centre) < 0.85, np.round(centre, 2)
-
-
-def test_great_vessels_vary_between_patients():
-    """No two patients share one template of the great vessels: the aortic arch rises and unfolds with age
-    and every course varies by a few millimetres. Measured on the arch's top above the patient's arch
-    level and its leftmost reach, in units of body size (both identical for every patient before
-    GENERATOR_VERSION 5), for 12 patients of the design."""
-    from amt_core.synth import anatomy
-    from amt_core.synth.canvas import Canvas
-
-    tops, left = [], []
-    for row in study_design(n_cases=24, seed=0).to_dict("records")[:12]:
-        rng = np.random.default_rng(np.random.SeedSequence([0, 3, int(row["case_index"])]))
-        p = anatomy.sample_patient(rng, row["sex"], float(row["age"]), float(row["patient_scale"]))
-        hu = anatomy.tissue_table(row["contrast"], 1.0, float(row["age"]), rng)
-        aorta, _ = anatomy._draw_great_vessels(Canvas((4, 4, 4), (1, 1, 1), (0, 0, 0)), p, hu, rng, None)
-        tops.append((aorta[:, 2].max() - p.z_arch) / p.s)
-        left.append((aorta[:, 0].min() - p.cx) / p.s)
-    assert np.std(tops) > 1.0 and np.ptp(tops) > 4.0, np.round(tops, 1)
-    assert np.std(left) > 0.8, np.round(left, 1)
-    assert -5.0 < min(tops) and max(tops) < 25.0, np.round(tops, 1)  # the arch stays at the arch

@@ -20,9 +20,6 @@ poles), and the organs' unenhanced HU vary per patient (haematocrit, a fatty liv
 real chest CT's false-positive sites for a model that saw none of this (``benchmarks/RESULTS.md``).
 Since GENERATOR_VERSION 4 the heart rests on the diaphragm (:func:`heart_on_diaphragm`): no lung between heart
 and liver, and a cardiothoracic ratio of 0.40-0.48, where it floated 20-30 mm above it before.
-Since GENERATOR_VERSION 5 the great vessels' courses and calibres vary between patients (the arch rises and
-unfolds with age, every course varies by a few millimetres; :func:`_draw_great_vessels`): before, every
-patient had the same vessels, scaled, and the demo model marked real CT's unenhanced aortic arch as tumour.
 """
 
 from __future__ import annotations
@@ -746,70 +743,35 @@ def _draw_heart(cv: Canvas, p: Patient, hu, hc: np.ndarray, masks) -> None:
     paint_ellipsoid(cv, lv_c, lv_r, hu["heart_left"], rot=ax, mask_fn=on)
 
 
-#: how far each control point of a great vessel's course varies between people (sd, mm; at most twice it), and
-#: how far the aortic arch rises and unfolds at most with age
-VESSEL_JITTER_MM = 3.0
-ARCH_UNFOLD_MM = 12.0
-
-
-def _wobble(points, rng: np.random.Generator, sd: float, keep=(0,)) -> np.ndarray:
-    """Control points each moved by a random step (sd ``sd`` mm, at most twice it); those in ``keep`` (where a
-    vessel joins another) stay."""
-    out = np.array(points, float)
-    step = np.clip(rng.normal(0.0, sd, out.shape), -2.0 * sd, 2.0 * sd)
-    step[list(keep)] = 0.0
-    return out + step
-
-
 def _draw_great_vessels(cv: Canvas, p: Patient, hu, rng, push):
     """Aorta, pulmonary arteries, caval and brachiocephalic veins and the arch branches (fat halo first),
-    with the pericardial recess fluid between; returns the aorta's and the pulmonary trunk's centre lines.
-    Their courses and calibres vary between people (the ascending aorta widens and the arch rises and
-    unfolds with age; every course varies by a few millimetres), so that no two patients share one
-    template of the vessels a tumour abuts."""
+    with the pericardial recess fluid between; returns the aorta's and the pulmonary trunk's centre lines."""
     s = p.s
-    # the vessels' own draws, seeded by the patient's (not taken from the scan's stream, so that everything
-    # painted after the vessels, the tumour too, is drawn as before)
-    vr = np.random.default_rng(
-        np.frombuffer(np.array([p.z_arch, p.cav_a, p.fat, *p.heart_r]).tobytes(), np.uint32)
-    )
-    jit = VESSEL_JITTER_MM * s
-    lift = ARCH_UNFOLD_MM * s * float(np.clip((p.age - 40.0) / 40.0, 0.0, 1.0)) * vr.uniform(0.0, 1.0)
-    calibre = vr.uniform(
-        0.85, 1.15, 5
-    )  # aorta, pulmonary arteries, caval vein, brachiocephalic veins, arch branches
-
-    def pts(*ps, keep=(0,)):
-        return apply_mass_effect(_wobble(ps, vr, jit, keep), push)
-
+    pts = _mover(push)
     y_front, y_vbf = p.y_front, p.y_vbf
     ym = 0.5 * (y_front + y_vbf)
-    asc_r = 15.0 * s * (1.0 + 0.006 * (p.age - 50)) * calibre[0] * vr.uniform(0.92, 1.12)
+    asc_r = 15.0 * s * (1.0 + 0.006 * (p.age - 50))
     aorta = bezier(
         pts(
             [p.cx + 4 * s, y_front - 52 * s, p.heart_c[2] + 35 * s],
-            [p.cx + 12 * s, y_front - 45 * s, p.z_arch - 30 * s + 0.3 * lift],
-            [p.cx + 6 * s, y_front - 52 * s, p.z_arch - 2 * s + lift],
-            [p.cx - 14 * s, ym - 5 * s, p.z_arch + 2 * s + lift],
-            [p.cx - 30 * s - 0.3 * lift, y_vbf + 8 * s, p.z_arch - 12 * s + lift],
-            [p.cx - 30 * s - 0.3 * lift, p.y_vb + 10 * s, p.z_arch - 40 * s + 0.3 * lift],
+            [p.cx + 12 * s, y_front - 45 * s, p.z_arch - 30 * s],
+            [p.cx + 6 * s, y_front - 52 * s, p.z_arch - 2 * s],
+            [p.cx - 14 * s, ym - 5 * s, p.z_arch + 2 * s],
+            [p.cx - 30 * s, y_vbf + 8 * s, p.z_arch - 12 * s],
+            [p.cx - 30 * s, p.y_vb + 10 * s, p.z_arch - 40 * s],
             [p.cx - 29 * s, p.y_vb + 9 * s, p.z_dome_r - 20 * s],
             [p.cx - 20 * s, p.y_vb + 18 * s, p.z_bottom - 40],
-            keep=(0, 7),
         ),
         16,
     )
     aorta_r = np.interp(
-        np.linspace(0, 1, len(aorta)),
-        [0, 0.3, 0.5, 1],
-        [asc_r, asc_r * 0.95, 12.5 * s * calibre[0], 11 * s * calibre[0]],
+        np.linspace(0, 1, len(aorta)), [0, 0.3, 0.5, 1], [asc_r, asc_r * 0.95, 12.5 * s, 11 * s]
     )
     pa_trunk = bezier(
         pts(
             [p.cx - 12 * s, y_front - 30 * s, p.heart_c[2] + 25 * s],
             [p.cx - 14 * s, y_front - 38 * s, p.z_arch - 40 * s],
             [p.cx - 8 * s, ym - 2 * s, p.z_arch - 38 * s],
-            keep=(0, 2),
         ),
         8,
     )
@@ -827,44 +789,37 @@ def _draw_great_vessels(cv: Canvas, p: Patient, hu, rng, push):
         [p.cx + 30 * s, y_front - 58 * s, p.z_arch + 30 * s],
         [p.cx + 31 * s, y_front - 60 * s, p.z_arch - 30 * s],
         [p.cx + 30 * s, y_front - 62 * s, p.heart_c[2] + 30 * s],
-        keep=(0, 2),
     )
     lbcv = bezier(
         pts(
             [p.cx - 55 * s, y_front - 35 * s, p.z_arch + 42 * s],
             [p.cx - 15 * s, y_front - 28 * s, p.z_arch + 33 * s],
             [p.cx + 30 * s, y_front - 58 * s, p.z_arch + 30 * s],
-            keep=(2,),
         ),
         8,
     )
     rbcv = pts(
         [p.cx + 48 * s, y_front - 45 * s, p.z_arch + 70 * s],
         [p.cx + 30 * s, y_front - 58 * s, p.z_arch + 30 * s],
-        keep=(1,),
     )
-    bct = pts(
-        [p.cx + 0 * s, ym - 8 * s, p.z_arch + 5 * s + lift], [p.cx + 22 * s, ym - 2 * s, p.z_arch + 70 * s]
-    )
-    lcca = pts(
-        [p.cx - 12 * s, ym - 10 * s, p.z_arch + 5 * s + lift], [p.cx - 20 * s, ym - 6 * s, p.z_arch + 80 * s]
-    )
+    bct = pts([p.cx + 0 * s, ym - 8 * s, p.z_arch + 5 * s], [p.cx + 22 * s, ym - 2 * s, p.z_arch + 70 * s])
+    lcca = pts([p.cx - 12 * s, ym - 10 * s, p.z_arch + 5 * s], [p.cx - 20 * s, ym - 6 * s, p.z_arch + 80 * s])
     lsa = pts(
-        [p.cx - 24 * s, ym - 18 * s, p.z_arch + lift],
+        [p.cx - 24 * s, ym - 18 * s, p.z_arch],
         [p.cx - 36 * s, ym - 18 * s, p.z_arch + 45 * s],
         [p.cx - 70 * s, ym - 10 * s, p.z_arch + 60 * s],
     )
     vessels = [
         (aorta, aorta_r, "aorta"),
-        (pa_trunk, 13.5 * s * calibre[1], "pa"),
-        (lpa, 10.0 * s * calibre[1], "pa"),
-        (rpa, 10.0 * s * calibre[1], "pa"),
-        (svc, 10.0 * s * calibre[2], "svc"),
-        (lbcv, 6.5 * s * calibre[3], "vein"),
-        (rbcv, 7.5 * s * calibre[3], "svc"),
-        (bct, 6.5 * s * calibre[4], "aorta"),
-        (lcca, 4.5 * s * calibre[4], "aorta"),
-        (lsa, 5.5 * s * calibre[4], "aorta"),
+        (pa_trunk, 13.5 * s, "pa"),
+        (lpa, 10.0 * s, "pa"),
+        (rpa, 10.0 * s, "pa"),
+        (svc, 10.0 * s, "svc"),
+        (lbcv, 6.5 * s, "vein"),
+        (rbcv, 7.5 * s, "svc"),
+        (bct, 6.5 * s, "aorta"),
+        (lcca, 4.5 * s, "aorta"),
+        (lsa, 5.5 * s, "aorta"),
     ]
     for pts_, r, _ in vessels:
         paint_tube(cv, pts_, np.broadcast_to(r, (len(pts_),)), hu["fat"] + 8, grow=3.0 * s)

@@ -38,7 +38,7 @@ from amt_core.atomic import (
 from amt_core.data.volume import nifti_gz_bytes
 
 #: bump when the generator's output changes; part of each case's cache key
-GENERATOR_VERSION = "5"
+GENERATOR_VERSION = "4"
 MANIFEST_DIR = ".synth"
 #: the settings a cohort folder was made with (what ``resume`` compares)
 SETTINGS = "cohort.json"
