@@ -405,14 +405,16 @@ def test_primary_masses_cover_the_thymic_bed_down_over_the_heart():
     centred at the level of the heart's base or below it, in front of the pericardium (where, unenhanced,
     nothing but shape tells them from the heart; 1 of these 16 before, 4 now), more reach down to it, and
     none lies above the lung apices or on the diaphragm."""
+    from amt_core.synth.canvas import ellipsoid_box
+
     design = study_design(n_cases=16, seed=0)
     reach, level, centre = [], [], []
     for row in design.to_dict("records"):
         details: dict = {}
         render_case(row, "demo", seed=0, details=details)
         p, lesion = details["patient"], details["lesions"][0]
-        base = p.heart_c[2] + float(np.sqrt(((p.heart_rot[2, :] * p.heart_r) ** 2).sum()))  # the heart's top
-        low = lesion.center[2] - float(np.sqrt(((lesion.rot[2, :] * lesion.radii) ** 2).sum()))
+        base = float(ellipsoid_box(p.heart_c, p.heart_r, p.heart_rot)[1][2])  # the heart's top
+        low = float(ellipsoid_box(lesion.center, lesion.radii, lesion.rot)[0][2])
         reach.append(low < base)
         level.append(lesion.center[2] < base + 15.0)
         centre.append((lesion.center[2] - p.z_dome_r) / (p.z_apex - p.z_dome_r))
