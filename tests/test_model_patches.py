@@ -103,3 +103,45 @@ def test_a_patch_depends_only_on_seed_and_index(g):
     assert not np.array_equal(
         a[g]["image"].numpy(), PatchDataset(cached_cases, cfg, seed=4)[g]["image"].numpy()
     )
+
+
+class _Ball(_Case):
+    """A ball of radius 6 voxels whose only foreground index is its centre: every patch is centred on it."""
+
+    def __init__(self):
+        x, y, z = np.meshgrid(*[np.arange(n) for n in (48, 40, 32)], indexing="ij")
+        super().__init__(((x - 24) ** 2 + (y - 20) ** 2 + (z - 16) ** 2 <= 36).astype(np.uint8))
+
+    def fg_indices(self):
+        return np.array([np.ravel_multi_index((24, 20, 16), self.shape)])
+
+
+def test_a_resampled_patch_is_centred_where_an_unresampled_one_is():
+    """The affine writes the patch's size straight from the larger crop: rotated and scaled about the crop's
+    centre, a ball centred there stays centred in the patch, at the ball's size times the scale cubed."""
+    plain = dict(SPATIAL, p_elastic=0.0, mirror_axes=())
+    unmoved = PatchDataset([_Ball()], get_config("cpu", **{**plain, "p_affine": 0.0}), seed=0)[0]
+    centre = (np.array(unmoved["label"].shape[1:]) - 1) / 2.0  # (24, 24, 16): the voxel 12 or 8 from 0
+    assert unmoved["label"].sum() == _Ball().label().sum()  # the whole ball, cropped, not resampled
+    assert np.allclose(np.argwhere(unmoved["label"][0].numpy()).mean(0), np.floor(centre + 0.5))
+    for g in range(6):
+        moved = PatchDataset([_Ball()], get_config("cpu", **plain), seed=0)[g]["label"][0].numpy()
+        assert moved.shape == (24, 24, 16)
+        assert np.abs(np.argwhere(moved).mean(0) - np.floor(centre + 0.5)).max() <= 0.6, g
+        assert 0.8**3 * 0.85 <= moved.sum() / _Ball().label().sum() <= 1.25**3 * 1.15, g
+
+
+def test_only_the_patches_drawn_for_a_spatial_augmentation_are_resampled():
+    """With ``p_affine`` 0.5 about half the patches are resampled (rotated: they differ from the crop of
+    the same centre) and the rest are that crop exactly; both kinds keep image and label aligned."""
+    cfg = get_config("cpu", **{**SPATIAL, "p_affine": 0.5, "p_elastic": 0.0, "mirror_axes": ()})
+    cases = [_Case(_label(k)) for k in range(3)]
+    data = PatchDataset(cases, cfg, seed=1)
+    resampled = 0
+    for g in range(40):
+        sample = data[g]
+        assert _misplaced(sample)[0] <= 2, g
+        image = sample["image"][0].numpy()
+        # an unresampled patch holds only the two window values; interpolation makes values in between
+        resampled += bool((np.abs(np.abs(image) - 1.0) > 1e-6).any())
+    assert 10 <= resampled <= 30

@@ -17,14 +17,48 @@ from amt_core.model.presets import ModelConfig
 PAD_HU = -1024.0
 
 
+def spatial_augmentation(cfg: ModelConfig, out_size=None) -> list[tuple[float, object]]:
+    """(probability, MONAI transform) for the affine and the elastic deformation, each applied whenever the
+    patch's own draw says so (``prob=1`` here: :class:`PatchDataset` draws whether it applies, so a patch
+    that gets neither is cropped at the patch size and never resampled). ``out_size``: the transform's
+    output size (``None``: its input's)."""
+    from monai.transforms import Rand3DElasticd, RandAffined
+
+    rot = math.radians(cfg.rotate_deg)
+    s0, s1 = cfg.scale_range
+    keys = ["image", "label"]
+    out = []
+    if cfg.p_affine > 0:
+        affine = RandAffined(
+            keys,
+            prob=1.0,
+            spatial_size=out_size,
+            rotate_range=(rot, rot, rot),
+            scale_range=((s0 - 1, s1 - 1),) * 3,
+            mode=("bilinear", "nearest"),
+            padding_mode="border",
+        )
+        out.append((cfg.p_affine, affine))
+    if cfg.p_elastic > 0:
+        elastic = Rand3DElasticd(
+            keys,
+            sigma_range=(9, 13),
+            magnitude_range=(0, 200),
+            prob=1.0,
+            spatial_size=out_size,
+            mode=("bilinear", "nearest"),
+            padding_mode="border",
+        )
+        out.append((cfg.p_elastic, elastic))
+    return out
+
+
 def augmentation(cfg: ModelConfig):
-    """MONAI transforms aimed at institution shift (geometry, scanner noise/blur, contrast, thick slices)."""
+    """MONAI transforms of every patch after the spatial ones (flips, scanner noise/blur, contrast, thick
+    slices): aimed at institution shift."""
     from monai.transforms import (
-        CenterSpatialCropd,
         Compose,
-        Rand3DElasticd,
         RandAdjustContrastd,
-        RandAffined,
         RandFlipd,
         RandGaussianNoised,
         RandGaussianSmoothd,
@@ -33,34 +67,8 @@ def augmentation(cfg: ModelConfig):
         RandSimulateLowResolutiond,
     )
 
-    rot = math.radians(cfg.rotate_deg)
-    s0, s1 = cfg.scale_range
     keys = ["image", "label"]
-    ts = []
-    if cfg.p_affine > 0:
-        ts.append(
-            RandAffined(
-                keys,
-                prob=cfg.p_affine,
-                rotate_range=(rot, rot, rot),
-                scale_range=((s0 - 1, s1 - 1),) * 3,
-                mode=("bilinear", "nearest"),
-                padding_mode="border",
-            )
-        )
-    if cfg.p_elastic > 0:
-        ts.append(
-            Rand3DElasticd(
-                keys,
-                sigma_range=(9, 13),
-                magnitude_range=(0, 200),
-                prob=cfg.p_elastic,
-                mode=("bilinear", "nearest"),
-                padding_mode="border",
-            )
-        )
-    ts.append(CenterSpatialCropd(keys, roi_size=list(cfg.patch_size)))
-    ts += [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in cfg.mirror_axes]
+    ts = [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in cfg.mirror_axes]
     ts += [
         RandGaussianNoised("image", prob=cfg.p_noise, std=0.1),
         RandGaussianSmoothd(
@@ -97,7 +105,13 @@ def crop(array: np.ndarray, centre, size, fill) -> np.ndarray:
 
 
 class PatchDataset:
-    """Map-style dataset: item ``g`` -> {"image": (1, *patch) float32, "label": (1, *patch) uint8}."""
+    """Map-style dataset: item ``g`` -> {"image": (1, *patch) float32, "label": (1, *patch) uint8}.
+
+    Each spatial augmentation (affine, elastic) applies with its probability, drawn from the patch's own
+    generator; a patch that gets one is cropped at :func:`crop_size`, resampled, the last of them writing
+    the patch's size (the centre of what it would write at the crop's size); a patch that gets none is
+    cropped at the patch's size directly. Then the flips and intensity transforms of :func:`augmentation`.
+    """
 
     def __init__(self, cached_cases, cfg: ModelConfig, seed: int):
         from amt_core.model.preprocessing import normalise
@@ -108,9 +122,18 @@ class PatchDataset:
         self.cfg = cfg
         self.seed = int(seed)
         self.size = crop_size(cfg)
+        self.patch = tuple(int(p) for p in cfg.patch_size)
         self.normalise = normalise
+        # (probability, transform writing the crop's size, the same transform writing the patch's size)
+        self.spatial = [
+            (p, t, t_patch)
+            for (p, t), (_, t_patch) in zip(
+                spatial_augmentation(cfg), spatial_augmentation(cfg, self.patch), strict=True
+            )
+        ]
         self.transform = augmentation(cfg)
         self._fg: dict[int, np.ndarray] = {}
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # memory maps, opened once per process
 
     def __len__(self) -> int:
         return 1 << 40
@@ -120,29 +143,40 @@ class PatchDataset:
             self._fg[k] = self.cached_cases[k].fg_indices()
         return self._fg[k]
 
+    def arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k not in self._arrays:
+            self._arrays[k] = (self.cached_cases[k].image(), self.cached_cases[k].label())
+        return self._arrays[k]
+
     def __getitem__(self, g: int) -> dict:
         import torch
         from monai.data import get_track_meta, set_track_meta
 
         rng = np.random.default_rng([self.seed, int(g)])
         k = int(rng.integers(len(self.cached_cases)))
-        case = self.cached_cases[k]
-        shape = case.shape
+        shape = self.cached_cases[k].shape
         fg = self.fg(k)
         if rng.random() < self.cfg.fg_ratio and fg.size:
             centre = np.unravel_index(int(fg[rng.integers(fg.size)]), shape)
         else:
             centre = [int(rng.integers(n)) for n in shape]
-        img = crop(case.image(), centre, self.size, PAD_HU).astype(np.float32)
-        lab = crop(case.label(), centre, self.size, 0)
+        spatial = [(t, t_patch) for p, t, t_patch in self.spatial if rng.random() < p]
+        size = self.size if spatial else self.patch
+        image, label = self.arrays(k)
+        img = crop(image, centre, size, PAD_HU).astype(np.float32)
+        lab = crop(label, centre, size, 0)
         data = {
             "image": torch.from_numpy(self.normalise(img, self.cfg))[None],
             "label": torch.from_numpy(lab.astype(np.float32))[None],
         }
-        self.transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
         before = get_track_meta()
         set_track_meta(False)
         try:
+            for i, (t, t_patch) in enumerate(spatial):
+                t = t_patch if i == len(spatial) - 1 else t
+                t.set_random_state(seed=int(rng.integers(2**31 - 1)))
+                data = t(data)
+            self.transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
             out = self.transform(data)
         finally:
             set_track_meta(before)
