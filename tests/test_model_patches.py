@@ -116,18 +116,23 @@ class _Ball(_Case):
         return np.array([np.ravel_multi_index((24, 20, 16), self.shape)])
 
 
-def test_a_resampled_patch_is_centred_where_an_unresampled_one_is():
-    """The affine writes the patch's size straight from the larger crop: rotated and scaled about the crop's
-    centre, a ball centred there stays centred in the patch, at the ball's size times the scale cubed."""
-    plain = dict(SPATIAL, p_elastic=0.0, mirror_axes=())
+@pytest.mark.parametrize("patch", [(24, 24, 16), (21, 24, 17)])
+@pytest.mark.parametrize("p_elastic", [0.0, 1.0])
+def test_a_resampled_patch_is_centred_where_an_unresampled_one_is(patch, p_elastic):
+    """The affine writes the patch's size straight from the larger crop (with the elastic deformation, the
+    middle of the crop is cut out): rotated and scaled about the crop's centre, a ball centred there stays
+    centred in the patch, at the ball's size times the scale cubed; odd patch sizes too."""
+    plain = dict(SPATIAL, patch_size=patch, p_elastic=0.0, mirror_axes=())
     unmoved = PatchDataset([_Ball()], get_config("cpu", **{**plain, "p_affine": 0.0}), seed=0)[0]
-    centre = (np.array(unmoved["label"].shape[1:]) - 1) / 2.0  # (24, 24, 16): the voxel 12 or 8 from 0
+    centre = (np.array(patch) - 1) / 2.0  # even sizes: the voxel just past the middle, as crop() puts it
     assert unmoved["label"].sum() == _Ball().label().sum()  # the whole ball, cropped, not resampled
     assert np.allclose(np.argwhere(unmoved["label"][0].numpy()).mean(0), np.floor(centre + 0.5))
+    warped = get_config("cpu", **{**plain, "p_elastic": p_elastic, "rotate_deg": 30.0})
     for g in range(6):
-        moved = PatchDataset([_Ball()], get_config("cpu", **plain), seed=0)[g]["label"][0].numpy()
-        assert moved.shape == (24, 24, 16)
-        assert np.abs(np.argwhere(moved).mean(0) - np.floor(centre + 0.5)).max() <= 0.6, g
+        moved = PatchDataset([_Ball()], warped, seed=0)[g]["label"][0].numpy()
+        assert moved.shape == patch
+        tolerance = 0.6 if p_elastic == 0 else 2.5  # the elastic field moves the ball a little too
+        assert np.abs(np.argwhere(moved).mean(0) - np.floor(centre + 0.5)).max() <= tolerance, g
         assert 0.8**3 * 0.85 <= moved.sum() / _Ball().label().sum() <= 1.25**3 * 1.15, g
 
 

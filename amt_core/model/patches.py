@@ -8,6 +8,7 @@ the number of DataLoader workers, and a resumed run sees exactly the patches an 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -17,39 +18,39 @@ from amt_core.model.presets import ModelConfig
 PAD_HU = -1024.0
 
 
-def spatial_augmentation(cfg: ModelConfig, out_size=None) -> list[tuple[float, object]]:
-    """(probability, MONAI transform) for the affine and the elastic deformation, each applied whenever the
-    patch's own draw says so (``prob=1`` here: :class:`PatchDataset` draws whether it applies, so a patch
-    that gets neither is cropped at the patch size and never resampled). ``out_size``: the transform's
-    output size (``None``: its input's)."""
+def spatial_augmentation(cfg: ModelConfig, affine_size=None) -> list[tuple[str, float, Any]]:
+    """(name, probability, MONAI transform) of the affine and the elastic deformation, each applied whenever
+    the patch's own draw says so (``prob=1`` here: :class:`PatchDataset` draws whether it applies, so a
+    patch that gets neither is cropped at the patch size and never resampled). The affine writes
+    ``affine_size`` (``None``: its input's size); the elastic deformation always writes its input's size,
+    since its random field, smoothed with zero padding, is weaker within a few sigmas of the edges."""
     from monai.transforms import Rand3DElasticd, RandAffined
 
     rot = math.radians(cfg.rotate_deg)
     s0, s1 = cfg.scale_range
     keys = ["image", "label"]
-    out = []
+    out: list[tuple[str, float, Any]] = []
     if cfg.p_affine > 0:
         affine = RandAffined(
             keys,
             prob=1.0,
-            spatial_size=out_size,
+            spatial_size=affine_size,
             rotate_range=(rot, rot, rot),
             scale_range=((s0 - 1, s1 - 1),) * 3,
             mode=("bilinear", "nearest"),
             padding_mode="border",
         )
-        out.append((cfg.p_affine, affine))
+        out.append(("affine", cfg.p_affine, affine))
     if cfg.p_elastic > 0:
         elastic = Rand3DElasticd(
             keys,
             sigma_range=(9, 13),
             magnitude_range=(0, 200),
             prob=1.0,
-            spatial_size=out_size,
             mode=("bilinear", "nearest"),
             padding_mode="border",
         )
-        out.append((cfg.p_elastic, elastic))
+        out.append(("elastic", cfg.p_elastic, elastic))
     return out
 
 
@@ -88,7 +89,8 @@ def crop_size(cfg: ModelConfig) -> tuple[int, int, int]:
     if cfg.p_affine <= 0 and cfg.p_elastic <= 0:
         return tuple(cfg.patch_size)
     grow = 1.0 + 0.5 * math.sin(math.radians(cfg.rotate_deg))
-    return tuple(int(math.ceil(p * grow / 8.0) * 8) for p in cfg.patch_size)
+    # a multiple of 8, plus one where the patch is odd: the patch then sits exactly in the crop's middle
+    return tuple(int(math.ceil(p * grow / 8.0) * 8) + int(p) % 2 for p in cfg.patch_size)
 
 
 def crop(array: np.ndarray, centre, size, fill) -> np.ndarray:
@@ -108,12 +110,15 @@ class PatchDataset:
     """Map-style dataset: item ``g`` -> {"image": (1, *patch) float32, "label": (1, *patch) uint8}.
 
     Each spatial augmentation (affine, elastic) applies with its probability, drawn from the patch's own
-    generator; a patch that gets one is cropped at :func:`crop_size`, resampled, the last of them writing
-    the patch's size (the centre of what it would write at the crop's size); a patch that gets none is
-    cropped at the patch's size directly. Then the flips and intensity transforms of :func:`augmentation`.
+    generator. A patch that gets neither is cropped at the patch's size directly; one that gets only the
+    affine is cropped at :func:`crop_size` and the affine writes the patch's size (the middle of what it
+    would write at the crop's size); one that gets the elastic deformation is resampled at the crop's size
+    and its middle cut out. Then the flips and intensity transforms of :func:`augmentation`.
     """
 
     def __init__(self, cached_cases, cfg: ModelConfig, seed: int):
+        from monai.transforms import CenterSpatialCropd
+
         from amt_core.model.preprocessing import normalise
 
         self.cached_cases = list(cached_cases)
@@ -124,16 +129,16 @@ class PatchDataset:
         self.size = crop_size(cfg)
         self.patch = tuple(int(p) for p in cfg.patch_size)
         self.normalise = normalise
-        # (probability, transform writing the crop's size, the same transform writing the patch's size)
-        self.spatial = [
-            (p, t, t_patch)
-            for (p, t), (_, t_patch) in zip(
-                spatial_augmentation(cfg), spatial_augmentation(cfg, self.patch), strict=True
-            )
-        ]
+        self.spatial = spatial_augmentation(cfg)  # at the crop's size
+        self.affine_to_patch = {n: t for n, _, t in spatial_augmentation(cfg, self.patch)}.get("affine")
+        self.middle = CenterSpatialCropd(["image", "label"], roi_size=list(self.patch))
         self.transform = augmentation(cfg)
         self._fg: dict[int, np.ndarray] = {}
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # memory maps, opened once per process
+
+    def __getstate__(self) -> dict:
+        # to a DataLoader worker without the opened memory maps (pickled, each would become a full copy)
+        return {**self.__dict__, "_arrays": {}, "_fg": {}}
 
     def __len__(self) -> int:
         return 1 << 40
@@ -160,7 +165,7 @@ class PatchDataset:
             centre = np.unravel_index(int(fg[rng.integers(fg.size)]), shape)
         else:
             centre = [int(rng.integers(n)) for n in shape]
-        spatial = [(t, t_patch) for p, t, t_patch in self.spatial if rng.random() < p]
+        spatial = [(name, t) for name, p, t in self.spatial if rng.random() < p]
         size = self.size if spatial else self.patch
         image, label = self.arrays(k)
         img = crop(image, centre, size, PAD_HU).astype(np.float32)
@@ -172,10 +177,13 @@ class PatchDataset:
         before = get_track_meta()
         set_track_meta(False)
         try:
-            for i, (t, t_patch) in enumerate(spatial):
-                t = t_patch if i == len(spatial) - 1 else t
+            if [name for name, _ in spatial] == ["affine"]:  # only the affine: it writes the patch's size
+                spatial = [("affine", self.affine_to_patch)]
+            for _, t in spatial:
                 t.set_random_state(seed=int(rng.integers(2**31 - 1)))
                 data = t(data)
+            if spatial and tuple(data["image"].shape[1:]) != self.patch:
+                data = self.middle(data)
             self.transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
             out = self.transform(data)
         finally:
