@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,18 +68,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+def remove_stale_temps(
+    folder: str | os.PathLike, recursive: bool = False, min_age_s: float = 0.0
+) -> list[Path]:
     """Remove the temporary files and staging folders that a killed writer left in ``folder`` (those whose
-    writer process no longer runs); returns what was removed. Files of live writers are left alone."""
+    writer process no longer runs); returns what was removed. Files of live writers are left alone, and
+    with ``min_age_s`` those modified more recently (a folder shared between machines or containers,
+    whose writers' process ids this one cannot see)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
     found = folder.rglob(".*") if recursive else folder.glob(".*")
+    now = time.time()
     for path in sorted(found):
         m = _TEMP_NAME.match(path.name)
         if not m or _alive(int(m["pid"])):
             continue
+        if min_age_s > 0:
+            try:
+                if now - path.lstat().st_mtime < min_age_s:
+                    continue
+            except FileNotFoundError:
+                continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: area modules, each with ``register(subparsers)`` adding its sub-commands
@@ -12,7 +13,7 @@ AREAS = (
     "amt_core.synth.cli",  # amt cohort
     "amt_core.data.cli",  # amt validate, amt import
     "amt_core.evaluation.cli",  # amt evaluate
-    "amt_core.model.cli",  # amt train, amt predict
+    "amt_core.model.cli",  # amt train, amt predict, amt cache
     "amt_core.pipeline.cli",  # amt run, amt figures
 )
 
@@ -48,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"amt {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output went away (`amt ... | head`): stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
     return int(result or 0)
 
 

@@ -324,3 +324,23 @@ def test_a_file_that_is_not_a_checkpoint_is_named(cohort, tmp_path, capsys, cont
     err = capsys.readouterr().err.strip()
     assert err.startswith("amt predict: error: ") and str(path) in err and "weights_only" not in err
     assert len(err.splitlines()) == 1
+
+
+def test_training_keeps_the_cache_under_its_cap_pruning_other_entries_first(cohort, tmp_path, monkeypatch):
+    """``AMT_CACHE_MAX_GB`` 0: after training, only the entries of the run's own cases are left."""
+    import os
+
+    from amt_core.data.cases import read_cases
+    from amt_core.model.cache import cache_entries
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    month_ago = time.time() - 30 * 86400.0
+    for suffix in (".npy", "_label.npy", "_fg.npy", ".json"):  # an entry of another cohort, unused for long
+        (cache / f"OTHER-{'0' * 20}{suffix}").write_bytes(b"\0" * 4096)
+        os.utime(cache / f"OTHER-{'0' * 20}{suffix}", (month_ago, month_ago))
+    monkeypatch.setenv("AMT_CACHE_MAX_GB", "0")
+    train(cohort, tmp_path / "run", cache_dir=cache, progress=False, **TINY)
+    cases = read_cases(cohort)
+    used = set(cases.case_id[cases.split.isin(["train", "tune"])])
+    assert {e.name.rsplit("-", 1)[0] for e in cache_entries(cache)} == used

@@ -130,6 +130,23 @@ def register(subparsers) -> None:
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_predict)
 
+    c = subparsers.add_parser(
+        "cache",
+        help="show or prune the preprocessed-case cache",
+        description="The preprocessed-case cache (default: $AMT_CACHE or ~/.cache/amt/preprocessed) holds one "
+        "preprocessed copy of every case trained on, per cohort and preprocessing setting. Training keeps it "
+        "under $AMT_CACHE_MAX_GB GiB (default 20; 'off': no cap), least recently used entries first; entries used in "
+        "the last 6 hours are never removed.",
+    )
+    c.add_argument("action", choices=("info", "prune"), help="info: size and entries; prune: remove entries")
+    c.add_argument("--cache-dir", help="the cache folder (default: $AMT_CACHE or ~/.cache/amt/preprocessed)")
+    c.add_argument(
+        "--max-gb", type=float, help="prune: least recently used entries until at most this (GiB, 2^30 bytes)"
+    )
+    c.add_argument("--older-than-days", type=float, help="prune: entries unused for longer than this")
+    c.add_argument("--dry-run", action="store_true", help="prune: list what would be removed, remove nothing")
+    c.set_defaults(func=_cache)
+
 
 def _train(args) -> int:
     from amt_core.model.train import train
@@ -169,3 +186,89 @@ def ddp_main(argv: list[str] | None = None) -> int:
     add_train_arguments(parser)
     train(**train_kwargs(parser.parse_args(argv)))
     return 0
+
+
+def _cache(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from amt_core.model.cache import (
+        KEEP_RECENT_S,
+        cache_cap_bytes,
+        cache_entries,
+        default_cache_dir,
+        prune_cache,
+    )
+
+    root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root}: not a folder (the cache is a folder)")
+    if args.cache_dir and not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such cache folder")
+    entries = cache_entries(root)
+    if args.action == "info":
+        if args.max_gb is not None or args.older_than_days is not None or args.dry_run:
+            raise ValueError("--max-gb, --older-than-days and --dry-run go with 'amt cache prune'")
+        cap = cache_cap_bytes()
+        print(f"cache: {root}{'' if root.is_dir() else ' (not created yet)'}")
+        print(f"entries: {len(entries)} ({sum(not e.complete for e in entries)} unfinished)")
+        print(f"size: {sum(e.nbytes for e in entries) / 2**30:.2f} GiB")
+        print(f"cap applied by training: {'none' if cap is None else f'{cap / 2**30:g} GiB'}")
+        if entries:
+            print(
+                f"least recently used: {_when(entries[0].last_used)}; most recently: {_when(entries[-1].last_used)}"
+            )
+        return 0
+    if args.max_gb is None and args.older_than_days is None:
+        raise ValueError(
+            "amt cache prune needs --max-gb and/or --older-than-days (--max-gb 0: all not in use)"
+        )
+    for name in ("max_gb", "older_than_days"):
+        value = getattr(args, name)
+        if value is not None and not value >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} {value:g}: must be 0 or more")
+    if root.is_dir() and not (root / "hashes.json").is_file() and not any(e.complete for e in entries):
+        raise ValueError(
+            f"{root}: not a preprocessed-case cache (no hashes.json, no cached case): nothing removed"
+        )
+    result = prune_cache(
+        root,
+        max_bytes=None if args.max_gb is None else args.max_gb * 2**30,
+        older_than_s=None if args.older_than_days is None else args.older_than_days * 86400.0,
+        dry_run=args.dry_run,
+    )
+    verb = "would remove" if args.dry_run else "removed"
+    print(
+        f"{root}: {verb} {_n(len(result.removed), 'entry', 'entries')} ({result.freed / 2**30:.2f} GiB); kept "
+        f"{len(result.kept)} ({result.kept_bytes / 2**30:.2f} GiB)"
+    )
+    recent = sum(1 for e in result.kept if e.last_used > _now() - KEEP_RECENT_S)
+    if recent:
+        print(
+            f"{_n(recent, 'kept entry was', 'kept entries were')} used in the last {KEEP_RECENT_S / 3600:g} h: never removed"
+        )
+    if result.temp_files:
+        print(
+            f"removed {_n(result.temp_files, 'temporary file', 'temporary files')} of builds that were killed"
+        )
+    for e in result.removed if args.dry_run else ():
+        print(f"  {e.name} ({e.nbytes / 2**20:.1f} MiB, last used {_when(e.last_used)})")
+    for line in result.failed:
+        print(f"amt cache: could not remove {line}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def _n(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _when(t: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(t).astimezone().strftime("%Y-%m-%d %H:%M")

@@ -105,9 +105,10 @@ def _prepare(cohort_csv, cfg: ModelConfig, fresh: bool, info, progress, cache_di
     """Cache the train/tune cases; on a fresh run fill in spacing, intensity statistics and ROI box."""
     from amt_core.data.cases import read_cases
     from amt_core.data.volume import read_geometry
-    from amt_core.model.cache import CaseCache, default_cache_dir
+    from amt_core.model.cache import CaseCache, cache_cap_bytes, default_cache_dir
     from amt_core.model.preprocessing import intensity_stats, median_spacing
 
+    cache_cap_bytes()  # a malformed AMT_CACHE_MAX_GB is an error before any work, not after it
     cases = read_cases(cohort_csv)
     rows = {
         s: [(r.case_id, r.image, r.label) for r in cases[cases["split"] == s].itertuples()]
@@ -125,7 +126,10 @@ def _prepare(cohort_csv, cfg: ModelConfig, fresh: bool, info, progress, cache_di
     if info.main:
         import os
 
-        cache.build_all(rows["train"] + rows["tune"], progress=progress, workers=min(2, os.cpu_count() or 1))
+        built = cache.build_all(
+            rows["train"] + rows["tune"], progress=progress, workers=min(2, os.cpu_count() or 1)
+        )
+        _prune_cache(cache.root, keep={c.image_path.stem for c in built})
     ddp.barrier(info)
     train_cases = cache.build_all(rows["train"])
     tune_cases = cache.build_all(rows["tune"])
@@ -137,6 +141,33 @@ def _prepare(cohort_csv, cfg: ModelConfig, fresh: bool, info, progress, cache_di
             target_spacing=tuple(spacing), intensity_stats=stats, roi_box=cfg.roi_box or _roi_box(train_cases)
         )
     return cfg, train_cases, tune_cases
+
+
+def _prune_cache(root, keep) -> None:
+    """The cache's size cap (``AMT_CACHE_MAX_GB``) after this run's cases (``keep``) are built: older entries
+    (other cohorts, other settings) go, least recently used first; says what it removed. A cache it cannot
+    prune (read-only, shared) costs a warning, never the run."""
+    from amt_core.model.cache import auto_prune
+
+    try:
+        pruned = auto_prune(root, keep=keep)
+    except OSError as exc:
+        log.warning("%s: the preprocessed-case cache could not be pruned: %s", root, exc)
+        return
+    if pruned is not None and pruned.removed:
+        log.warning(
+            "%s: the preprocessed-case cache was over its cap (AMT_CACHE_MAX_GB): removed the %d least "
+            "recently used entries (%.1f GiB), kept %d (%.1f GiB)",
+            root,
+            len(pruned.removed),
+            pruned.freed / 2**30,
+            len(pruned.kept),
+            pruned.kept_bytes / 2**30,
+        )
+    if pruned is not None and pruned.failed:
+        log.warning(
+            "%s: %d cache files could not be removed (first: %s)", root, len(pruned.failed), pruned.failed[0]
+        )
 
 
 def _roi_box(cached_cases, margin: float = 0.08) -> tuple[float, float, float, float] | None:
@@ -172,6 +203,7 @@ def _run(
     from torch.utils.data import DataLoader
 
     from amt_core.atomic import write_json
+    from amt_core.model.cache import mark_used
     from amt_core.model.patches import PatchDataset, StepSampler, worker_init
     from amt_core.progress import Progress
 
@@ -227,6 +259,7 @@ def _run(
             break
         trainer.epoch += 1
         seconds = time.monotonic() - t_ep
+        mark_used(train_cases + tune_cases)  # still in use: never pruned by another run meanwhile
         dice = math.nan
         if trainer.evaluation_due() and info.main:
             t_ev = time.monotonic()
