@@ -9,6 +9,13 @@ connected components (26-connectivity), their number and volume, the largest one
 probability and axial position (fraction of the scan from its caudal end: near 0 is the upper abdomen),
 and how many candidates reach probability 0.5. With ``--results`` the Markdown table is written into that
 file between ``<!-- real-ct:start -->`` and ``<!-- real-ct:end -->`` (added at the end when absent).
+
+``--insertions N`` inserts N more tumours into each bundled background (the study design's histology and
+size for seeds 100..100+N-1, inserted as ``amt cohort --backgrounds`` does) and predicts each as a scan:
+four patients still, but 4N tumours instead of the run's 4. Each row has the border contrast, the share of
+the tumour's outline a reader sees: the fraction of a ``SHELL_MM`` in-plane shell around it whose 3 x 3
+median HU differs from the tumour's median by at least ``MIN_CONTRAST_HU``. The same measure is given for
+the run's synthetic test tumours, so the two can be compared.
 """
 
 from __future__ import annotations
@@ -33,6 +40,99 @@ VOLUMES = {
     "ts_abdomen_3mm/ct.nii.gz": "upper abdomen + lung bases (TotalSegmentator)",
 }
 START, END = "<!-- real-ct:start -->", "<!-- real-ct:end -->"
+#: the first design seed of ``--insertions`` (the run's own real-anatomy cases use the run's seed)
+INSERTION_SEED = 100
+
+
+def border_contrast(image: np.ndarray, label: np.ndarray, spacing) -> float:
+    """The share of a tumour's outline that stands out: the fraction of the in-plane shell ``SHELL_MM``
+    around the label whose 3 x 3 median HU differs from the tumour's median HU by ``MIN_CONTRAST_HU`` or
+    more (fat, lung, bone or enhanced blood beside it; not the unenhanced heart or vessels)."""
+    from amt_core.synth.backgrounds import MIN_CONTRAST_HU, SHELL_MM
+
+    t = label > 0
+    it = max(1, round(SHELL_MM / float(spacing[0])))
+    shell = ndimage.binary_dilation(t, iterations=it, structure=np.ones((3, 3, 1), bool)) & ~t
+    smooth = ndimage.median_filter(image.astype(np.float32), size=(3, 3, 1))
+    return float((np.abs(smooth[shell] - np.median(image[t])) >= MIN_CONTRAST_HU).mean())
+
+
+def insertion_rows(model: Path, n: int) -> list[dict]:
+    """``n`` tumours per bundled background, each inserted, written and predicted as a scan of its own."""
+    import nibabel as nib
+
+    from amt_core.model.inference import predict
+    from amt_core.synth.backgrounds import InsertionRejected
+    from amt_core.synth.hybrid import bundled_backgrounds, hybrid_design, list_backgrounds, render_hybrid_case
+
+    bgs = list_backgrounds(bundled_backgrounds())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(INSERTION_SEED, INSERTION_SEED + n):
+            for row in hybrid_design(bgs, seed=seed, split="test", prefix="INS").to_dict("records"):
+                path = bundled_backgrounds() / row["background"]
+                out = {"seed": seed, "background": row["background"], "histology": row["histology"]}
+                try:
+                    image, label, affine, rec, _ = render_hybrid_case(row, str(path), seed)
+                except InsertionRejected as exc:
+                    rows.append({**out, "rejected": exc.reason})
+                    continue
+                scan = Path(tmp) / f"s{seed}_{row['case_id']}.nii.gz"
+                nib.save(nib.Nifti1Image(image, affine), scan)
+                pred = predict(model, scan, Path(tmp) / scan.name.replace(".nii.gz", ""), progress=False)
+                case_id = next(iter(json.loads((pred / "predictions.json").read_text())["cases"]))
+                mask = np.asarray(nib.load(pred / f"{case_id}.nii.gz").dataobj) > 0
+                prob = np.asarray(nib.load(pred / f"{case_id}_prob.nii.gz").dataobj, dtype=np.float32)
+                t = label > 0
+                comps, k = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+                iou = max(
+                    ((((comps == i) & t).sum() / ((comps == i) | t).sum()) for i in range(1, k + 1)),
+                    default=0.0,
+                )
+                spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+                rows.append(
+                    {
+                        **out,
+                        "tumour_ml": rec["volume_ml"],
+                        "border_contrast": border_contrast(image, label, spacing),
+                        "tumour_max_prob": float(prob[t].max()),
+                        "dice": float(2 * (mask & t).sum() / (mask.sum() + t.sum())),
+                        "best_iou": float(iou),
+                        "detected": bool(iou >= 0.5),
+                        "fp_ml": float((mask & ~ndimage.binary_dilation(t, iterations=2)).sum())
+                        * float(np.prod(spacing))
+                        / 1000.0,
+                    }
+                )
+    return rows
+
+
+def synthetic_border_contrast(run: Path, limit: int = 60) -> pd.DataFrame:
+    """The border contrast of the run's synthetic test tumours (the first ``limit``), with their contrast
+    phase, and that of its real-anatomy cases."""
+    import nibabel as nib
+
+    from amt_core.data.cases import read_cases
+
+    cases = read_cases(run / "cohort" / "cases.csv")
+    test = cases[cases["split"] == "test"]
+    real = test[test["case_id"].str.startswith("REAL")]
+    picked = pd.concat([test.drop(real.index).head(limit), real])
+    rows = []
+    for r in picked.itertuples():
+        img = nib.load(r.image)
+        image = np.asarray(img.dataobj, dtype=np.float32)
+        label = np.asarray(nib.load(r.label).dataobj) > 0
+        spacing = img.header.get_zooms()[:3]
+        kind = "real anatomy" if r.case_id in set(real["case_id"]) else "synthetic"
+        rows.append(
+            {
+                "kind": kind,
+                "contrast": r.contrast,
+                "border_contrast": border_contrast(image, label, spacing),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def tumour_free_rows(model: Path, realdata: Path) -> list[dict]:
@@ -78,7 +178,52 @@ def tumour_free_rows(model: Path, realdata: Path) -> list[dict]:
     return rows
 
 
-def markdown(run: Path, free: pd.DataFrame) -> str:
+def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]:
+    n = len(ins)
+    ok = ins[ins["rejected"].isna()] if "rejected" in ins.columns else ins
+    if not len(ok):
+        return [f"More insertions: all {n} were refused by the insertion's checks.", ""]
+    lines = [
+        f"More insertions (`--insertions {ins['seed'].nunique()}`): tumours of the study design's histology and "
+        f"size (design seeds {ins['seed'].min()}-{ins['seed'].max()}) inserted into each of the "
+        f"{ins['background'].nunique()} bundled backgrounds, each predicted as a scan: "
+        f"**{int(ok['detected'].sum())} of {len(ok)} detected** (IoU >= 0.5), mean Dice {ok['dice'].mean():.3f}, "
+        f"median of the tumour's maximum probability {ok['tumour_max_prob'].median():.2f}; "
+        f"{n - len(ok)} insertions refused by the checks.",
+        "",
+        "| background | insertions | detected | mean Dice | median max prob in tumour | median border contrast "
+        "| mean FP ml |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for bg, g in ok.groupby("background"):
+        lines.append(
+            f"| `{bg}` | {len(g)} | {int(g['detected'].sum())} | {g['dice'].mean():.3f} | "
+            f"{g['tumour_max_prob'].median():.2f} | {g['border_contrast'].median():.2f} | {g['fp_ml'].mean():.1f} |"
+        )
+    lines.append("")
+    if syn is not None and len(syn):
+        lines += [
+            "Border contrast (share of the outline that differs from the tumour by >= 15 HU), median (10th "
+            "percentile):",
+            "",
+            "| tumours | n | border contrast |",
+            "|---|---|---|",
+        ]
+        groups = [
+            ("synthetic, unenhanced", syn[(syn["kind"] == "synthetic") & (syn["contrast"] == "none")]),
+            ("synthetic, enhanced", syn[(syn["kind"] == "synthetic") & (syn["contrast"] != "none")]),
+            ("the run's real-anatomy cases", syn[syn["kind"] == "real anatomy"]),
+            ("the insertions above", ok),
+        ]
+        for name, g in groups:
+            if len(g):
+                b = g["border_contrast"]
+                lines.append(f"| {name} | {len(g)} | {b.median():.2f} ({b.quantile(0.1):.2f}) |")
+        lines.append("")
+    return lines
+
+
+def markdown(run: Path, free: pd.DataFrame, ins: pd.DataFrame | None = None, syn=None) -> str:
     lines = [
         START,
         f"## Real CT behaviour of the demo model (`benchmarks/bench_real_ct.py --run {run}`)",
@@ -106,6 +251,8 @@ def markdown(run: Path, free: pd.DataFrame) -> str:
                 f"{r['tumour_free_fp']:.0f} ({r['tumour_free_fp_ml']:.1f}) |"
             )
         lines.append("")
+    if ins is not None and len(ins):
+        lines += insertion_markdown(ins, syn)
     lines += [
         "Real tumour-free volumes of `../shared/realdata` (every marked component is a false positive; "
         "z fraction 0 = caudal end):",
@@ -134,6 +281,9 @@ def main(argv=None) -> int:
         "--realdata", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "realdata"
     )
     ap.add_argument("--results", type=Path, default=None, help="write the table into this Markdown file")
+    ap.add_argument(
+        "--insertions", type=int, default=0, help="insert this many more tumours into each bundled background"
+    )
     args = ap.parse_args(argv)
     model = args.run / "train" / "best.pt"
     if not model.is_file():
@@ -141,7 +291,11 @@ def main(argv=None) -> int:
     if not args.realdata.is_dir():
         ap.error(f"{args.realdata}: not a folder (the real volumes, ../shared/realdata)")
     free = pd.DataFrame(tumour_free_rows(model, args.realdata))
-    text = markdown(args.run, free)
+    ins = syn = None
+    if args.insertions > 0:
+        ins = pd.DataFrame(insertion_rows(model, args.insertions))
+        syn = synthetic_border_contrast(args.run)
+    text = markdown(args.run, free, ins, syn)
     print(text)
     if args.results is not None:
         old = args.results.read_text() if args.results.is_file() else ""
