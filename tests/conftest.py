@@ -11,6 +11,16 @@ import pytest
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_preprocessing_cache(tmp_path_factory):
+    """The session's own preprocessed-case cache (``AMT_CACHE``, inherited by the notebooks papermill runs):
+    the tests never read, grow or prune the user's."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("AMT_CACHE", str(tmp_path_factory.mktemp("amt_cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     """Path to ../shared/realdata; the test is skipped when it is absent."""
