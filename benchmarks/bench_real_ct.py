@@ -61,6 +61,8 @@ def insertion_rows(model: Path, n: int) -> list[dict]:
     """``n`` tumours per bundled background, each inserted, written and predicted as a scan of its own."""
     import nibabel as nib
 
+    from amt_core.evaluation.lesions import find_components, overlap_matrix, pair_overlap
+    from amt_core.evaluation.segmentation import overlap_scores
     from amt_core.model.inference import predict
     from amt_core.synth.backgrounds import InsertionRejected
     from amt_core.synth.hybrid import bundled_backgrounds, hybrid_design, list_backgrounds, render_hybrid_case
@@ -84,11 +86,10 @@ def insertion_rows(model: Path, n: int) -> list[dict]:
                 mask = np.asarray(nib.load(pred / f"{case_id}.nii.gz").dataobj) > 0
                 prob = np.asarray(nib.load(pred / f"{case_id}_prob.nii.gz").dataobj, dtype=np.float32)
                 t = label > 0
-                comps, k = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-                iou = max(
-                    ((((comps == i) & t).sum() / ((comps == i) | t).sum()) for i in range(1, k + 1)),
-                    default=0.0,
-                )
+                # the evaluation engine's components (26-connected) and overlaps
+                found, tumour = find_components(mask), find_components(t)
+                inter = overlap_matrix(found, tumour)
+                iou = float(pair_overlap(inter, found.voxels, tumour.voxels).max(initial=0.0))
                 spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
                 rows.append(
                     {
@@ -96,8 +97,8 @@ def insertion_rows(model: Path, n: int) -> list[dict]:
                         "tumour_ml": rec["volume_ml"],
                         "border_contrast": border_contrast(image, label, spacing),
                         "tumour_max_prob": float(prob[t].max()),
-                        "dice": float(2 * (mask & t).sum() / (mask.sum() + t.sum())),
-                        "best_iou": float(iou),
+                        "dice": overlap_scores(int(t.sum()), int(mask.sum()), int((mask & t).sum()))["dice"],
+                        "best_iou": iou,
                         "detected": bool(iou >= 0.5),
                         "fp_ml": float((mask & ~ndimage.binary_dilation(t, iterations=2)).sum())
                         * float(np.prod(spacing))

@@ -126,8 +126,7 @@ class CaseCache:
             return None
         if not all(p.is_file() for p in arrays):  # pruned meanwhile: built again
             return None
-        with contextlib.suppress(OSError):  # used now: the last to go when the cache is pruned
-            os.utime(meta_path)
+        _mark(meta_path)
         return CachedCase(case_id, arrays[0], arrays[1], meta)
 
     def get(self, case_id: str, image: str | Path, label: str | Path) -> CachedCase:
@@ -219,8 +218,13 @@ def mark_used(cases) -> None:
     """Mark cached cases as used now: a run longer than ``KEEP_RECENT_S`` calls this every epoch, so that
     another run's pruning never removes the cases it still reads."""
     for case in cases:
-        with contextlib.suppress(OSError):
-            os.utime(case.image_path.with_suffix(".json"))
+        _mark(case.image_path.with_suffix(".json"))
+
+
+def _mark(meta_path: Path) -> None:
+    """An entry's JSON stamped with the time: used now, the last to go when the cache is pruned."""
+    with contextlib.suppress(OSError):  # a read-only cache: the caller's ``keep`` protects its entries
+        os.utime(meta_path)
 
 
 def default_cache_dir() -> Path:
@@ -245,6 +249,7 @@ class PruneResult:
     kept: list[CacheEntry] = field(default_factory=list)
     temp_files: int = 0  # temporary files of killed builds, removed (not counted in a dry run)
     failed: list[str] = field(default_factory=list)  # "path: reason" of each file that could not be removed
+    in_use: int = 0  # kept entries that were never candidates: the caller's, or used within ``keep_recent_s``
     dry_run: bool = False
 
     @property
@@ -312,6 +317,7 @@ def prune_cache(
         age = now - e.last_used
         if age < keep_recent_s or e.name in keep:
             result.kept.append(e)
+            result.in_use += 1
             continue
         stale = not e.complete or (older_than_s is not None and age > older_than_s)
         if stale or (max_bytes is not None and total > max_bytes):
@@ -325,6 +331,7 @@ def prune_cache(
     for e in doomed:
         if _used_since(e, now - keep_recent_s):  # looked up since it was listed: in use
             result.kept.append(e)
+            result.in_use += 1
             continue
         result.removed.append(e)
         for p in sorted(e.files, key=lambda f: f.suffix != ".json"):  # the JSON first

@@ -242,10 +242,9 @@ def _cache(args) -> int:
         f"{root}: {verb} {_n(len(result.removed), 'entry', 'entries')} ({result.freed / 2**30:.2f} GiB); kept "
         f"{len(result.kept)} ({result.kept_bytes / 2**30:.2f} GiB)"
     )
-    recent = sum(1 for e in result.kept if e.last_used > _now() - KEEP_RECENT_S)
-    if recent:
+    if result.in_use:
         print(
-            f"{_n(recent, 'kept entry was', 'kept entries were')} used in the last {KEEP_RECENT_S / 3600:g} h: never removed"
+            f"{_n(result.in_use, 'kept entry was', 'kept entries were')} used in the last {KEEP_RECENT_S / 3600:g} h: never removed"
         )
     if result.temp_files:
         print(
@@ -260,12 +259,6 @@ def _cache(args) -> int:
 
 def _n(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
 
 
 def _when(t: float) -> str:
