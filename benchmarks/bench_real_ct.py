@@ -15,7 +15,8 @@ size for seeds 100..100+N-1, inserted as ``amt cohort --backgrounds`` does) and 
 four patients still, but 4N tumours instead of the run's 4. Each row has the border contrast, the share of
 the tumour's outline a reader sees: the fraction of a ``SHELL_MM`` in-plane shell around it whose 3 x 3
 median HU differs from the tumour's median by at least ``MIN_CONTRAST_HU``. The same measure is given for
-the run's synthetic test tumours, so the two can be compared.
+the run's synthetic test tumours, so the two can be compared, with what the outline lies against: lung,
+fat, or tissue of the tumour's own HU (``border_composition``).
 """
 
 from __future__ import annotations
@@ -44,17 +45,29 @@ START, END = "<!-- real-ct:start -->", "<!-- real-ct:end -->"
 INSERTION_SEED = 100
 
 
-def border_contrast(image: np.ndarray, label: np.ndarray, spacing) -> float:
-    """The share of a tumour's outline that stands out: the fraction of the in-plane shell ``SHELL_MM``
-    around the label whose 3 x 3 median HU differs from the tumour's median HU by ``MIN_CONTRAST_HU`` or
-    more (fat, lung, bone or enhanced blood beside it; not the unenhanced heart or vessels)."""
+#: HU bands of a tumour's surroundings in :func:`border_composition` (below LUNG_HU: aerated lung)
+LUNG_HU, FAT_HU = -500.0, -30.0
+
+
+def border_composition(image: np.ndarray, label: np.ndarray, spacing) -> dict:
+    """What lies around a tumour, as shares of the in-plane shell ``SHELL_MM`` around its label (3 x 3 median
+    HU): ``border_contrast``, the share that differs from the tumour's median HU by ``MIN_CONTRAST_HU`` or
+    more (what a reader sees of its outline: fat, lung, bone or enhanced blood beside it; not the unenhanced
+    heart or vessels), and of which ``lung`` (below ``LUNG_HU``) and ``fat`` (up to ``FAT_HU``); and
+    ``like_tumour``, the share within ``MIN_CONTRAST_HU`` of it (= 1 - border_contrast)."""
     from amt_core.synth.backgrounds import MIN_CONTRAST_HU, SHELL_MM
 
     t = label > 0
     it = max(1, round(SHELL_MM / float(spacing[0])))
     shell = ndimage.binary_dilation(t, iterations=it, structure=np.ones((3, 3, 1), bool)) & ~t
-    smooth = ndimage.median_filter(image.astype(np.float32), size=(3, 3, 1))
-    return float((np.abs(smooth[shell] - np.median(image[t])) >= MIN_CONTRAST_HU).mean())
+    v = ndimage.median_filter(image.astype(np.float32), size=(3, 3, 1))[shell]
+    like = np.abs(v - np.median(image[t])) < MIN_CONTRAST_HU
+    return {
+        "border_contrast": float(1.0 - like.mean()),
+        "lung": float((v < LUNG_HU).mean()),
+        "fat": float(((v >= LUNG_HU) & (v < FAT_HU)).mean()),
+        "like_tumour": float(like.mean()),
+    }
 
 
 def insertion_rows(model: Path, n: int) -> list[dict]:
@@ -95,7 +108,7 @@ def insertion_rows(model: Path, n: int) -> list[dict]:
                     {
                         **out,
                         "tumour_ml": rec["volume_ml"],
-                        "border_contrast": border_contrast(image, label, spacing),
+                        **border_composition(image, label, spacing),
                         "tumour_max_prob": float(prob[t].max()),
                         "dice": overlap_scores(int(t.sum()), int(mask.sum()), int((mask & t).sum()))["dice"],
                         "best_iou": iou,
@@ -130,7 +143,7 @@ def synthetic_border_contrast(run: Path, limit: int = 60) -> pd.DataFrame:
             {
                 "kind": kind,
                 "contrast": r.contrast,
-                "border_contrast": border_contrast(image, label, spacing),
+                **border_composition(image, label, spacing),
             }
         )
     return pd.DataFrame(rows)
@@ -205,10 +218,11 @@ def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]
     if syn is not None and len(syn):
         lines += [
             "Border contrast (share of the outline that differs from the tumour by >= 15 HU), median (10th "
-            "percentile):",
+            "percentile), and the mean share of the outline against lung (below -500 HU), fat (-500 to -30 HU) "
+            "and tissue within 15 HU of the tumour:",
             "",
-            "| tumours | n | border contrast |",
-            "|---|---|---|",
+            "| tumours | n | border contrast | lung | fat | like the tumour |",
+            "|---|---|---|---|---|---|",
         ]
         groups = [
             ("synthetic, unenhanced", syn[(syn["kind"] == "synthetic") & (syn["contrast"] == "none")]),
@@ -219,7 +233,10 @@ def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]
         for name, g in groups:
             if len(g):
                 b = g["border_contrast"]
-                lines.append(f"| {name} | {len(g)} | {b.median():.2f} ({b.quantile(0.1):.2f}) |")
+                lines.append(
+                    f"| {name} | {len(g)} | {b.median():.2f} ({b.quantile(0.1):.2f}) | {g['lung'].mean():.2f} | "
+                    f"{g['fat'].mean():.2f} | {g['like_tumour'].mean():.2f} |"
+                )
         lines.append("")
     return lines
 
