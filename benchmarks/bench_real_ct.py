@@ -121,9 +121,9 @@ def insertion_rows(model: Path, n: int) -> list[dict]:
     return rows
 
 
-def synthetic_border_contrast(run: Path, limit: int = 60) -> pd.DataFrame:
-    """The border contrast of the run's synthetic test tumours (the first ``limit``), with their contrast
-    phase, and that of its real-anatomy cases."""
+def synthetic_border_composition(run: Path, limit: int = 60) -> pd.DataFrame:
+    """The border composition (:func:`border_composition`) of the run's synthetic test tumours (the first
+    ``limit``), with their contrast phase, and that of its real-anatomy cases."""
     import nibabel as nib
 
     from amt_core.data.cases import read_cases
@@ -132,16 +132,16 @@ def synthetic_border_contrast(run: Path, limit: int = 60) -> pd.DataFrame:
     test = cases[cases["split"] == "test"]
     real = test[test["case_id"].str.startswith("REAL")]
     picked = pd.concat([test.drop(real.index).head(limit), real])
+    is_real = picked.index.isin(real.index)
     rows = []
-    for r in picked.itertuples():
+    for r, real_anatomy in zip(picked.itertuples(), is_real, strict=True):
         img = nib.load(r.image)
         image = np.asarray(img.dataobj, dtype=np.float32)
         label = np.asarray(nib.load(r.label).dataobj) > 0
         spacing = img.header.get_zooms()[:3]
-        kind = "real anatomy" if r.case_id in set(real["case_id"]) else "synthetic"
         rows.append(
             {
-                "kind": kind,
+                "kind": "real anatomy" if real_anatomy else "synthetic",
                 "contrast": r.contrast,
                 **border_composition(image, label, spacing),
             }
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
     ins = syn = None
     if args.insertions > 0:
         ins = pd.DataFrame(insertion_rows(model, args.insertions))
-        syn = synthetic_border_contrast(args.run)
+        syn = synthetic_border_composition(args.run)
     text = markdown(args.run, free, ins, syn)
     print(text)
     if args.results is not None:
