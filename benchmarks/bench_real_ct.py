@@ -16,7 +16,10 @@ four patients still, but 4N tumours instead of the run's 4. Each row has the bor
 the tumour's outline a reader sees: the fraction of a ``SHELL_MM`` in-plane shell around it whose 3 x 3
 median HU differs from the tumour's median by at least ``MIN_CONTRAST_HU``. The same measure is given for
 the run's synthetic test tumours, so the two can be compared, with what the outline lies against: lung,
-fat, or tissue of the tumour's own HU (``border_composition``).
+fat, or tissue of the tumour's own HU (``border_composition``, the insertion's own ``outline_composition``).
+``--context`` predicts each insertion twice more, with the soft tissue within ``CONTEXT_MM`` of the tumour made
+lung and then fat: whether the model finds a tumour once it stands out against lung or fat says whether it
+fails for what surrounds the tumour.
 """
 
 from __future__ import annotations
@@ -45,38 +48,74 @@ START, END = "<!-- real-ct:start -->", "<!-- real-ct:end -->"
 INSERTION_SEED = 100
 
 
-#: HU bands of a tumour's surroundings in :func:`border_composition` (below LUNG_HU: aerated lung)
-LUNG_HU, FAT_HU = -500.0, -30.0
+#: ``--context``: the soft tissue (``CONTEXT_SOFT_HU``) within ``CONTEXT_MM`` of an inserted tumour is replaced
+#: by each of these HU (lung, fat) and the scan predicted again: what the model needs around a tumour to find it
+CONTEXT_MM = 20.0
+CONTEXT_SOFT_HU = (-60.0, 200.0)
+CONTEXTS = {"lung": -850.0, "fat": -100.0}
 
 
 def border_composition(image: np.ndarray, label: np.ndarray, spacing) -> dict:
-    """What lies around a tumour, as shares of the in-plane shell ``SHELL_MM`` around its label (3 x 3 median
-    HU): ``border_contrast``, the share that differs from the tumour's median HU by ``MIN_CONTRAST_HU`` or
-    more (what a reader sees of its outline: fat, lung, bone or enhanced blood beside it; not the unenhanced
-    heart or vessels), and of which ``lung`` (below ``LUNG_HU``) and ``fat`` (up to ``FAT_HU``); and
-    ``like_tumour``, the share within ``MIN_CONTRAST_HU`` of it (= 1 - border_contrast)."""
-    from amt_core.synth.backgrounds import MIN_CONTRAST_HU, SHELL_MM
+    """The insertion's own measure of what lies around a tumour (``outline_composition``)."""
+    from amt_core.synth.backgrounds import outline_composition
+
+    return outline_composition(image, label, spacing)
+
+
+def with_context(
+    image: np.ndarray, label: np.ndarray, spacing, hu: float, mm: float = CONTEXT_MM
+) -> np.ndarray:
+    """``image`` with the soft tissue within ``mm`` (3D, outside the label) of the tumour set to ``hu``."""
+    t = label > 0
+    near = ndimage.distance_transform_edt(~t, sampling=spacing) <= mm
+    soft = (image > CONTEXT_SOFT_HU[0]) & (image < CONTEXT_SOFT_HU[1])
+    return np.where(near & ~t & soft, np.asarray(hu, image.dtype), image)
+
+
+def _predicted(model: Path, image, affine, folder: Path, name: str):
+    """The model's mask and probability for one scan (written as NIfTI and predicted as ``amt predict`` does)."""
+    import nibabel as nib
+
+    from amt_core.model.inference import predict
+
+    scan = folder / f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), scan)
+    pred = predict(model, scan, folder / name, progress=False)
+    case_id = next(iter(json.loads((pred / "predictions.json").read_text())["cases"]))
+    mask = np.asarray(nib.load(pred / f"{case_id}.nii.gz").dataobj) > 0
+    prob = np.asarray(nib.load(pred / f"{case_id}_prob.nii.gz").dataobj, dtype=np.float32)
+    return mask, prob
+
+
+def _scores(mask: np.ndarray, prob: np.ndarray, label: np.ndarray, spacing) -> dict:
+    """Detection (the evaluation engine's components and IoU), Dice, the tumour's maximum probability, the
+    mask beyond the tumour, and how far (mm, + anterior) the mask next to the tumour lies from its centroid."""
+    from amt_core.evaluation.lesions import find_components, overlap_matrix, pair_overlap
+    from amt_core.evaluation.segmentation import overlap_scores
 
     t = label > 0
-    it = max(1, round(SHELL_MM / float(spacing[0])))
-    shell = ndimage.binary_dilation(t, iterations=it, structure=np.ones((3, 3, 1), bool)) & ~t
-    v = ndimage.median_filter(image.astype(np.float32), size=(3, 3, 1))[shell]
-    like = np.abs(v - np.median(image[t])) < MIN_CONTRAST_HU
+    found, tumour = find_components(mask), find_components(t)
+    inter = overlap_matrix(found, tumour)
+    iou = float(pair_overlap(inter, found.voxels, tumour.voxels).max(initial=0.0))
+    near = mask & ndimage.binary_dilation(t, iterations=3)
+    shift = (
+        (np.argwhere(near)[:, 1].mean() - np.argwhere(t)[:, 1].mean()) * spacing[1] if near.any() else np.nan
+    )
     return {
-        "border_contrast": float(1.0 - like.mean()),
-        "lung": float((v < LUNG_HU).mean()),
-        "fat": float(((v >= LUNG_HU) & (v < FAT_HU)).mean()),
-        "like_tumour": float(like.mean()),
+        "tumour_max_prob": float(prob[t].max()),
+        "dice": overlap_scores(int(t.sum()), int(mask.sum()), int((mask & t).sum()))["dice"],
+        "best_iou": iou,
+        "detected": bool(iou >= 0.5),
+        "fp_ml": float((mask & ~ndimage.binary_dilation(t, iterations=2)).sum())
+        * float(np.prod(spacing))
+        / 1000.0,
+        "ap_offset_mm": float(shift),
     }
 
 
-def insertion_rows(model: Path, n: int) -> list[dict]:
-    """``n`` tumours per bundled background, each inserted, written and predicted as a scan of its own."""
-    import nibabel as nib
-
-    from amt_core.evaluation.lesions import find_components, overlap_matrix, pair_overlap
-    from amt_core.evaluation.segmentation import overlap_scores
-    from amt_core.model.inference import predict
+def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
+    """``n`` tumours per bundled background, each inserted, written and predicted as a scan of its own; with
+    ``context``, predicted again with the soft tissue around the tumour made lung and fat (:data:`CONTEXTS`)."""
     from amt_core.synth.backgrounds import InsertionRejected
     from amt_core.synth.hybrid import bundled_backgrounds, hybrid_design, list_backgrounds, render_hybrid_case
 
@@ -92,32 +131,16 @@ def insertion_rows(model: Path, n: int) -> list[dict]:
                 except InsertionRejected as exc:
                     rows.append({**out, "rejected": exc.reason})
                     continue
-                scan = Path(tmp) / f"s{seed}_{row['case_id']}.nii.gz"
-                nib.save(nib.Nifti1Image(image, affine), scan)
-                pred = predict(model, scan, Path(tmp) / scan.name.replace(".nii.gz", ""), progress=False)
-                case_id = next(iter(json.loads((pred / "predictions.json").read_text())["cases"]))
-                mask = np.asarray(nib.load(pred / f"{case_id}.nii.gz").dataobj) > 0
-                prob = np.asarray(nib.load(pred / f"{case_id}_prob.nii.gz").dataobj, dtype=np.float32)
-                t = label > 0
-                # the evaluation engine's components (26-connected) and overlaps
-                found, tumour = find_components(mask), find_components(t)
-                inter = overlap_matrix(found, tumour)
-                iou = float(pair_overlap(inter, found.voxels, tumour.voxels).max(initial=0.0))
                 spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-                rows.append(
-                    {
-                        **out,
-                        "tumour_ml": rec["volume_ml"],
-                        **border_composition(image, label, spacing),
-                        "tumour_max_prob": float(prob[t].max()),
-                        "dice": overlap_scores(int(t.sum()), int(mask.sum()), int((mask & t).sum()))["dice"],
-                        "best_iou": iou,
-                        "detected": bool(iou >= 0.5),
-                        "fp_ml": float((mask & ~ndimage.binary_dilation(t, iterations=2)).sum())
-                        * float(np.prod(spacing))
-                        / 1000.0,
-                    }
-                )
+                name = f"s{seed}_{row['case_id']}"
+                mask, prob = _predicted(model, image, affine, Path(tmp), name)
+                out.update(tumour_ml=rec["volume_ml"], **border_composition(image, label, spacing))
+                out.update(_scores(mask, prob, label, spacing))
+                for kind, hu in CONTEXTS.items() if context else ():
+                    changed = with_context(image, label, spacing, hu)
+                    mask, prob = _predicted(model, changed, affine, Path(tmp), f"{name}_{kind}")
+                    out.update({f"{kind}_{k}": v for k, v in _scores(mask, prob, label, spacing).items()})
+                rows.append(out)
     return rows
 
 
@@ -215,6 +238,24 @@ def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]
             f"{g['tumour_max_prob'].median():.2f} | {g['border_contrast'].median():.2f} | {g['fp_ml'].mean():.1f} |"
         )
     lines.append("")
+    if "lung_detected" in ok.columns:
+        lines += [
+            f"What the model needs around a tumour (`--context`): the soft tissue ({CONTEXT_SOFT_HU[0]:g} to "
+            f"{CONTEXT_SOFT_HU[1]:g} HU) within {CONTEXT_MM:g} mm of each inserted tumour replaced by lung or fat, "
+            "and the scan predicted again. AP offset: how far the mask beside the tumour lies from the tumour's "
+            "centroid, front to back (negative: behind it).",
+            "",
+            "| surroundings | detected | mean Dice | median max prob in tumour | median AP offset mm |",
+            "|---|---|---|---|---|",
+        ]
+        for name, pre in [("as inserted", "")] + [
+            (f"{k} ({hu:g} HU) within {CONTEXT_MM:g} mm", f"{k}_") for k, hu in CONTEXTS.items()
+        ]:
+            lines.append(
+                f"| {name} | {int(ok[pre + 'detected'].sum())} of {len(ok)} | {ok[pre + 'dice'].mean():.3f} | "
+                f"{ok[pre + 'tumour_max_prob'].median():.2f} | {ok[pre + 'ap_offset_mm'].median():+.1f} |"
+            )
+        lines.append("")
     if syn is not None and len(syn):
         lines += [
             "Border contrast (share of the outline that differs from the tumour by >= 15 HU), median (10th "
@@ -302,7 +343,14 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--insertions", type=int, default=0, help="insert this many more tumours into each bundled background"
     )
+    ap.add_argument(
+        "--context",
+        action="store_true",
+        help="with --insertions: predict each again with the tumour's surroundings made lung, then fat",
+    )
     args = ap.parse_args(argv)
+    if args.context and args.insertions <= 0:
+        ap.error("--context needs --insertions N")
     model = args.run / "train" / "best.pt"
     if not model.is_file():
         ap.error(f"{model}: no trained model (run `make reproduce` first)")
@@ -311,7 +359,7 @@ def main(argv=None) -> int:
     free = pd.DataFrame(tumour_free_rows(model, args.realdata))
     ins = syn = None
     if args.insertions > 0:
-        ins = pd.DataFrame(insertion_rows(model, args.insertions))
+        ins = pd.DataFrame(insertion_rows(model, args.insertions, context=args.context))
         syn = synthetic_border_composition(args.run)
     text = markdown(args.run, free, ins, syn)
     print(text)

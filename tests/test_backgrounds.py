@@ -16,6 +16,7 @@ from amt_core.synth.backgrounds import (
     InsertionRejected,
     find_prevascular_space,
     insert_tumour,
+    outline_composition,
 )
 from amt_core.synth.hybrid import bundled_backgrounds
 
@@ -98,12 +99,17 @@ def test_label_is_inside_the_body_and_never_in_aerated_lung(background, inserted
 def test_volume_within_tolerance_of_the_plan(background, inserted):
     vol, _ = background
     voxel_ml = float(np.prod(vol.spacing)) / 1000.0
-    for histology, _, label, rec in inserted:
+    for histology, image, label, rec in inserted:
         assert rec.volume_ml == pytest.approx(label.sum() * voxel_ml, abs=0.01)
         lo = rec.planned_volume_ml * (1 - MAX_CLIPPED - VOLUME_TOLERANCE)
         assert lo <= rec.volume_ml <= rec.planned_volume_ml * (1 + VOLUME_TOLERANCE), histology
         assert 0.0 <= rec.clipped_fraction <= MAX_CLIPPED
         assert abs(rec.contrast_hu) >= 15.0
+        # the record says how much of the outline a reader sees, measured on the image as written
+        outline = outline_composition(image, label, vol.spacing)
+        assert rec.outline_visible == pytest.approx(outline["border_contrast"], abs=1e-3)
+        assert rec.outline_lung == pytest.approx(outline["lung"], abs=1e-3)
+        assert 0.0 < rec.outline_visible <= 1.0 and rec.outline_lung <= rec.outline_visible
 
 
 def test_impossible_requests_are_rejected_with_their_reason(background):

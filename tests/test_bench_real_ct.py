@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,3 +74,32 @@ def test_insertion_table_reports_the_composition_of_each_group(bench):
     assert "**1 of 2 detected**" in text
     assert "| synthetic, unenhanced | 1 | 0.80 (0.80) | 0.30 | 0.30 | 0.20 |" in text
     assert "| the insertions above | 2 | 0.50 (0.42) | 0.20 | 0.15 | 0.50 |" in text
+    assert "--context" not in text  # no context columns, no context table
+    ins = ins.assign(
+        ap_offset_mm=[-1.0, -7.0],
+        lung_detected=[True, True],
+        lung_dice=[0.7, 0.6],
+        lung_tumour_max_prob=[1.0, 0.9],
+        lung_ap_offset_mm=[0.0, 2.0],
+        fat_detected=[True, False],
+        fat_dice=[0.5, 0.0],
+        fat_tumour_max_prob=[0.9, 0.1],
+        fat_ap_offset_mm=[-2.0, float("nan")],
+    )
+    text = "\n".join(bench.insertion_markdown(ins, None))
+    assert "| as inserted | 1 of 2 | 0.450 | 0.55 | -4.0 |" in text
+    assert "| lung (-850 HU) within 20 mm | 2 of 2 | 0.650 | 0.95 | +1.0 |" in text
+    assert "| fat (-100 HU) within 20 mm | 1 of 2 | 0.250 | 0.50 | -2.0 |" in text
+
+
+def test_context_replaces_the_soft_tissue_round_the_tumour_only(bench):
+    image, label = _scene(-100.0, 45.0)  # fat on one side, unenhanced blood on the other
+    image[:, :, :] = np.where(np.arange(60)[None, :, None] > 50, 700.0, image)  # bone at the back
+    out = bench.with_context(image, label, (1.0, 1.0, 2.0), -850.0, mm=5.0)
+    t = label > 0
+    assert (out[t] == image[t]).all()  # the tumour untouched
+    changed = out != image
+    d = ndimage.distance_transform_edt(~t, sampling=(1.0, 1.0, 2.0))
+    assert changed.any() and (d[changed] <= 5.0).all()  # only within 5 mm of it
+    assert (image[changed] == 45.0).all()  # only soft tissue: not fat, not bone
+    assert (out[(d <= 5.0) & (image == 45.0)] == -850.0).all()

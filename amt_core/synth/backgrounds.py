@@ -60,6 +60,9 @@ MAX_CLIPPED = 0.30  # fraction of the planned tumour that may be clipped at lung
 VOLUME_TOLERANCE = 0.35  # label volume within planned x (1 - MAX_CLIPPED - this, 1 + this)
 MIN_CONTRAST_HU = 15.0  # |mean HU(tumour) - mean HU(shell around it)|, the shell without lung
 SHELL_MM = 5.0
+#: HU bands of what lies beside the outline (:func:`outline_composition`): aerated lung below the first, fat
+#: up to the second
+LUNG_HU, FAT_HU = -500.0, -30.0
 #: soft tissue thicker than this radius (mm) in the mediastinum is a great vessel or the heart
 VESSEL_RADIUS_MM = 7.0
 #: the levels of the prevascular space: this far (mm) down from the thoracic inlet
@@ -133,6 +136,10 @@ class InsertionRecord:
     contrast_from: str = "given"  # or "estimated from the blood HU"
     blood_hu: float | None = None  # 90th percentile HU of the great vessels and heart (None: not measurable)
     blood_contrast_hu: float | None = None  # median HU of the tumour minus blood_hu
+    outline_visible: float = float(
+        "nan"
+    )  # share of the outline that stands out (:func:`outline_composition`)
+    outline_lung: float = float("nan")  # share of the outline against aerated lung
 
 
 # --- reading the anatomy ----------------------------------------------------------------------------------
@@ -753,6 +760,7 @@ def _check(
             f"{shell_hu:.0f}) below the minimum {MIN_CONTRAST_HU:g} HU",
             source,
         )
+    outline = outline_composition(out, label, sp)
     pos = (affine @ np.array([*c, 1.0]))[:3]
     return InsertionRecord(
         histology=histology,
@@ -769,7 +777,28 @@ def _check(
         tumour_hu=round(tumour_hu, 1),
         shell_hu=round(shell_hu, 1),
         noise_hu=round(float(sd), 1),
+        outline_visible=round(outline["border_contrast"], 3),
+        outline_lung=round(outline["lung"], 3),
     )
+
+
+def outline_composition(image: np.ndarray, label: np.ndarray, spacing) -> dict:
+    """What lies around a tumour, as shares of the in-plane shell ``SHELL_MM`` around its label (3 x 3 median
+    HU): ``border_contrast``, the share that differs from the tumour's median HU by ``MIN_CONTRAST_HU`` or
+    more (what a reader sees of its outline: fat, lung, bone or enhanced blood beside it; not the unenhanced
+    heart or vessels), and of which ``lung`` (below ``LUNG_HU``) and ``fat`` (up to ``FAT_HU``); and
+    ``like_tumour``, the share within ``MIN_CONTRAST_HU`` of it (= 1 - border_contrast)."""
+    t = label > 0
+    it = max(1, round(SHELL_MM / float(spacing[0])))
+    shell = ndimage.binary_dilation(t, iterations=it, structure=np.ones((3, 3, 1), bool)) & ~t
+    v = ndimage.median_filter(np.asarray(image, dtype=F32), size=(3, 3, 1))[shell]
+    like = np.abs(v - np.median(image[t])) < MIN_CONTRAST_HU
+    return {
+        "border_contrast": float(1.0 - like.mean()),
+        "lung": float((v < LUNG_HU).mean()),
+        "fat": float(((v >= LUNG_HU) & (v < FAT_HU)).mean()),
+        "like_tumour": float(like.mean()),
+    }
 
 
 def record_dict(record: InsertionRecord) -> dict:
