@@ -62,6 +62,19 @@ def border_composition(image: np.ndarray, label: np.ndarray, spacing) -> dict:
     return outline_composition(image, label, spacing)
 
 
+def below_inlet_mm(background: np.ndarray, label: np.ndarray, spacing) -> float:
+    """How far (mm) a tumour's centroid lies below the top of the levels where tumours are inserted: the
+    thoracic inlet as ``find_prevascular_space`` reads it from ``background`` (the scan, or the real CT the
+    tumour went into); NaN where it finds no prevascular space."""
+    from amt_core.synth.backgrounds import InsertionRejected, find_prevascular_space
+
+    try:
+        top = find_prevascular_space(np.asarray(background, np.float32), spacing).z_levels[1]
+    except InsertionRejected:
+        return float("nan")
+    return float((top - np.argwhere(label > 0)[:, 2].mean()) * float(spacing[2]))
+
+
 def with_context(
     image: np.ndarray, label: np.ndarray, spacing, hu: float, mm: float = CONTEXT_MM
 ) -> np.ndarray:
@@ -116,11 +129,13 @@ def _scores(mask: np.ndarray, prob: np.ndarray, label: np.ndarray, spacing) -> d
 def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
     """``n`` tumours per bundled background, each inserted, written and predicted as a scan of its own; with
     ``context``, predicted again with the soft tissue around the tumour made lung and fat (:data:`CONTEXTS`)."""
+    import nibabel as nib
+
     from amt_core.synth.backgrounds import InsertionRejected
     from amt_core.synth.hybrid import bundled_backgrounds, hybrid_design, list_backgrounds, render_hybrid_case
 
     bgs = list_backgrounds(bundled_backgrounds())
-    rows = []
+    rows, backgrounds = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(INSERTION_SEED, INSERTION_SEED + n):
             for row in hybrid_design(bgs, seed=seed, split="test", prefix="INS").to_dict("records"):
@@ -135,6 +150,9 @@ def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
                 name = f"s{seed}_{row['case_id']}"
                 mask, prob = _predicted(model, image, affine, Path(tmp), name)
                 out.update(tumour_ml=rec["volume_ml"], **border_composition(image, label, spacing))
+                if row["background"] not in backgrounds:
+                    backgrounds[row["background"]] = np.asarray(nib.load(path).dataobj, np.float32)
+                out["below_inlet_mm"] = below_inlet_mm(backgrounds[row["background"]], label, spacing)
                 out.update(_scores(mask, prob, label, spacing))
                 for kind, hu in CONTEXTS.items() if context else ():
                     changed = with_context(image, label, spacing, hu)
@@ -145,13 +163,21 @@ def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
 
 
 def synthetic_border_composition(run: Path, limit: int = 60) -> pd.DataFrame:
-    """The border composition (:func:`border_composition`) of the run's synthetic test tumours (the first
-    ``limit``), with their contrast phase, and that of its real-anatomy cases."""
+    """The border composition (:func:`border_composition`) and level (:func:`below_inlet_mm`) of the run's
+    synthetic test tumours (the first ``limit``), with their contrast phase, and those of its real-anatomy
+    cases (their level read from the bundled background each went into)."""
     import nibabel as nib
 
     from amt_core.data.cases import read_cases
+    from amt_core.synth.hybrid import bundled_backgrounds
 
     cases = read_cases(run / "cohort" / "cases.csv")
+    insertions = run / "cohort" / "insertions.csv"
+    went_into = (
+        dict(pd.read_csv(insertions, usecols=["case_id", "background"]).itertuples(index=False))
+        if insertions.is_file()
+        else {}
+    )
     test = cases[cases["split"] == "test"]
     real = test[test["case_id"].str.startswith("REAL")]
     picked = pd.concat([test.drop(real.index).head(limit), real])
@@ -162,11 +188,14 @@ def synthetic_border_composition(run: Path, limit: int = 60) -> pd.DataFrame:
         image = np.asarray(img.dataobj, dtype=np.float32)
         label = np.asarray(nib.load(r.label).dataobj) > 0
         spacing = img.header.get_zooms()[:3]
+        bg = bundled_backgrounds() / went_into.get(r.case_id, "-")
+        background = np.asarray(nib.load(bg).dataobj, np.float32) if bg.is_file() else image
         rows.append(
             {
                 "kind": "real anatomy" if real_anatomy else "synthetic",
                 "contrast": r.contrast,
                 **border_composition(image, label, spacing),
+                "below_inlet_mm": below_inlet_mm(background, label, spacing),
             }
         )
     return pd.DataFrame(rows)
@@ -260,10 +289,11 @@ def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]
         lines += [
             "Border contrast (share of the outline that differs from the tumour by >= 15 HU), median (10th "
             "percentile), and the mean share of the outline against lung (below -500 HU), fat (-500 to -30 HU) "
-            "and tissue within 15 HU of the tumour:",
+            "and tissue within 15 HU of the tumour; the level of the tumour's centre below the thoracic inlet "
+            "as the insertion reads it (the top of its levels), median (quartiles):",
             "",
-            "| tumours | n | border contrast | lung | fat | like the tumour |",
-            "|---|---|---|---|---|---|",
+            "| tumours | n | border contrast | lung | fat | like the tumour | centre below the inlet, mm |",
+            "|---|---|---|---|---|---|---|",
         ]
         groups = [
             ("synthetic, unenhanced", syn[(syn["kind"] == "synthetic") & (syn["contrast"] == "none")]),
@@ -276,10 +306,18 @@ def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]
                 b = g["border_contrast"]
                 lines.append(
                     f"| {name} | {len(g)} | {b.median():.2f} ({b.quantile(0.1):.2f}) | {g['lung'].mean():.2f} | "
-                    f"{g['fat'].mean():.2f} | {g['like_tumour'].mean():.2f} |"
+                    f"{g['fat'].mean():.2f} | {g['like_tumour'].mean():.2f} | {_quartiles(g.get('below_inlet_mm'))} |"
                 )
         lines.append("")
     return lines
+
+
+def _quartiles(values) -> str:
+    """Median (25th-75th percentile) of the finite values, or a dash."""
+    v = pd.Series([] if values is None else values, dtype=float).dropna()
+    if not len(v):
+        return "–"
+    return f"{v.median():.0f} ({v.quantile(0.25):.0f}–{v.quantile(0.75):.0f})"
 
 
 def markdown(run: Path, free: pd.DataFrame, ins: pd.DataFrame | None = None, syn=None) -> str:

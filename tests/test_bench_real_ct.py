@@ -58,6 +58,7 @@ def test_insertion_table_reports_the_composition_of_each_group(bench):
             "lung": [0.1, 0.3],
             "fat": [0.2, 0.1],
             "like_tumour": [0.4, 0.6],
+            "below_inlet_mm": [20.0, 40.0],
         }
     )
     syn = pd.DataFrame(
@@ -72,8 +73,8 @@ def test_insertion_table_reports_the_composition_of_each_group(bench):
     )
     text = "\n".join(bench.insertion_markdown(ins, syn))
     assert "**1 of 2 detected**" in text
-    assert "| synthetic, unenhanced | 1 | 0.80 (0.80) | 0.30 | 0.30 | 0.20 |" in text
-    assert "| the insertions above | 2 | 0.50 (0.42) | 0.20 | 0.15 | 0.50 |" in text
+    assert "| synthetic, unenhanced | 1 | 0.80 (0.80) | 0.30 | 0.30 | 0.20 | – |" in text  # no levels: a dash
+    assert "| the insertions above | 2 | 0.50 (0.42) | 0.20 | 0.15 | 0.50 | 30 (25–35) |" in text
     assert "--context" not in text  # no context columns, no context table
     ins = ins.assign(
         ap_offset_mm=[-1.0, -7.0],
@@ -103,3 +104,25 @@ def test_context_replaces_the_soft_tissue_round_the_tumour_only(bench):
     assert changed.any() and (d[changed] <= 5.0).all()  # only within 5 mm of it
     assert (image[changed] == 45.0).all()  # only soft tissue: not fat, not bone
     assert (out[(d <= 5.0) & (image == 45.0)] == -850.0).all()
+
+
+def test_level_below_the_inlet_is_read_from_the_background(bench):
+    """The bundled background's inlet level is fixed: a tumour label one slice lower lies one slice further below."""
+    import nibabel as nib
+
+    from amt_core.synth.backgrounds import find_prevascular_space
+    from amt_core.synth.hybrid import bundled_backgrounds
+
+    path = bundled_backgrounds() / "acrin_flt_breast_013.nii.gz"
+    img = nib.load(path)
+    image = np.asarray(img.dataobj, np.float32)
+    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    top = find_prevascular_space(image, spacing).z_levels[1]
+    label = np.zeros(image.shape, np.uint8)
+    label[60:64, 40:44, top - 3] = 1
+    assert bench.below_inlet_mm(image, label, spacing) == pytest.approx(3 * spacing[2])
+    label = np.roll(label, -2, axis=2)
+    assert bench.below_inlet_mm(image, label, spacing) == pytest.approx(5 * spacing[2])
+    assert np.isnan(
+        bench.below_inlet_mm(np.full((40, 40, 10), -1000.0, np.float32), label[:40, :40, :10], spacing)
+    )
