@@ -16,7 +16,8 @@ four patients still, but 4N tumours instead of the run's 4. Each row has the bor
 the tumour's outline a reader sees: the fraction of a ``SHELL_MM`` in-plane shell around it whose 3 x 3
 median HU differs from the tumour's median by at least ``MIN_CONTRAST_HU``. The same measure is given for
 the run's synthetic test tumours, so the two can be compared, with what the outline lies against: lung,
-fat, or tissue of the tumour's own HU (``border_composition``, the insertion's own ``outline_composition``).
+fat, or tissue of the tumour's own HU (the insertion's own ``outline_composition``), and its level below the
+top of the insertion levels (the thoracic inlet).
 ``--context`` predicts each insertion twice more, with the soft tissue within ``CONTEXT_MM`` of the tumour made
 lung and then fat: whether the model finds a tumour once it stands out against lung or fat says whether it
 fails for what surrounds the tumour.
@@ -55,22 +56,20 @@ CONTEXT_SOFT_HU = (-60.0, 200.0)
 CONTEXTS = {"lung": -850.0, "fat": -100.0}
 
 
-def border_composition(image: np.ndarray, label: np.ndarray, spacing) -> dict:
-    """The insertion's own measure of what lies around a tumour (``outline_composition``)."""
-    from amt_core.synth.backgrounds import outline_composition
-
-    return outline_composition(image, label, spacing)
-
-
-def below_inlet_mm(background: np.ndarray, label: np.ndarray, spacing) -> float:
-    """How far (mm) a tumour's centroid lies below the top of the levels where tumours are inserted: the
-    thoracic inlet as ``find_prevascular_space`` reads it from ``background`` (the scan, or the real CT the
-    tumour went into); NaN where it finds no prevascular space."""
+def top_level(background: np.ndarray, spacing) -> int | None:
+    """The highest slice where tumours are inserted into ``background`` (``find_prevascular_space``'s levels:
+    the thoracic inlet, or the first slice below it where a sternum is found); None where it finds none."""
     from amt_core.synth.backgrounds import InsertionRejected, find_prevascular_space
 
     try:
-        top = find_prevascular_space(np.asarray(background, np.float32), spacing).z_levels[1]
+        return int(find_prevascular_space(np.asarray(background, np.float32), spacing).z_levels[1])
     except InsertionRejected:
+        return None
+
+
+def below_top_level_mm(top: int | None, label: np.ndarray, spacing) -> float:
+    """How far (mm) the tumour's centroid lies below slice ``top`` (:func:`top_level`); NaN without one."""
+    if top is None:
         return float("nan")
     return float((top - np.argwhere(label > 0)[:, 2].mean()) * float(spacing[2]))
 
@@ -129,13 +128,12 @@ def _scores(mask: np.ndarray, prob: np.ndarray, label: np.ndarray, spacing) -> d
 def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
     """``n`` tumours per bundled background, each inserted, written and predicted as a scan of its own; with
     ``context``, predicted again with the soft tissue around the tumour made lung and fat (:data:`CONTEXTS`)."""
-    import nibabel as nib
-
-    from amt_core.synth.backgrounds import InsertionRejected
+    from amt_core.data.volume import read_volume
+    from amt_core.synth.backgrounds import InsertionRejected, outline_composition
     from amt_core.synth.hybrid import bundled_backgrounds, hybrid_design, list_backgrounds, render_hybrid_case
 
     bgs = list_backgrounds(bundled_backgrounds())
-    rows, backgrounds = [], {}
+    rows, tops = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(INSERTION_SEED, INSERTION_SEED + n):
             for row in hybrid_design(bgs, seed=seed, split="test", prefix="INS").to_dict("records"):
@@ -149,10 +147,10 @@ def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
                 spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
                 name = f"s{seed}_{row['case_id']}"
                 mask, prob = _predicted(model, image, affine, Path(tmp), name)
-                out.update(tumour_ml=rec["volume_ml"], **border_composition(image, label, spacing))
-                if row["background"] not in backgrounds:
-                    backgrounds[row["background"]] = np.asarray(nib.load(path).dataobj, np.float32)
-                out["below_inlet_mm"] = below_inlet_mm(backgrounds[row["background"]], label, spacing)
+                out.update(tumour_ml=rec["volume_ml"], **outline_composition(image, label, spacing))
+                if row["background"] not in tops:
+                    tops[row["background"]] = top_level(read_volume(path).array, spacing)
+                out["below_top_mm"] = below_top_level_mm(tops[row["background"]], label, spacing)
                 out.update(_scores(mask, prob, label, spacing))
                 for kind, hu in CONTEXTS.items() if context else ():
                     changed = with_context(image, label, spacing, hu)
@@ -163,12 +161,12 @@ def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
 
 
 def synthetic_border_composition(run: Path, limit: int = 60) -> pd.DataFrame:
-    """The border composition (:func:`border_composition`) and level (:func:`below_inlet_mm`) of the run's
+    """The border composition (``outline_composition``) and level (:func:`below_top_level_mm`) of the run's
     synthetic test tumours (the first ``limit``), with their contrast phase, and those of its real-anatomy
     cases (their level read from the bundled background each went into)."""
-    import nibabel as nib
-
     from amt_core.data.cases import read_cases
+    from amt_core.data.volume import read_volume
+    from amt_core.synth.backgrounds import outline_composition
     from amt_core.synth.hybrid import bundled_backgrounds
 
     cases = read_cases(run / "cohort" / "cases.csv")
@@ -184,18 +182,17 @@ def synthetic_border_composition(run: Path, limit: int = 60) -> pd.DataFrame:
     is_real = picked.index.isin(real.index)
     rows = []
     for r, real_anatomy in zip(picked.itertuples(), is_real, strict=True):
-        img = nib.load(r.image)
-        image = np.asarray(img.dataobj, dtype=np.float32)
-        label = np.asarray(nib.load(r.label).dataobj) > 0
-        spacing = img.header.get_zooms()[:3]
-        bg = bundled_backgrounds() / went_into.get(r.case_id, "-")
-        background = np.asarray(nib.load(bg).dataobj, np.float32) if bg.is_file() else image
+        vol = read_volume(r.image)  # RAS+, as the insertion reads a background
+        image, spacing = vol.array, vol.spacing
+        label = read_volume(r.label).array > 0
+        name = went_into.get(r.case_id)
+        background = read_volume(bundled_backgrounds() / name).array if name else image
         rows.append(
             {
                 "kind": "real anatomy" if real_anatomy else "synthetic",
                 "contrast": r.contrast,
-                **border_composition(image, label, spacing),
-                "below_inlet_mm": below_inlet_mm(background, label, spacing),
+                **outline_composition(image, label, spacing),
+                "below_top_mm": below_top_level_mm(top_level(background, spacing), label, spacing),
             }
         )
     return pd.DataFrame(rows)
@@ -245,6 +242,8 @@ def tumour_free_rows(model: Path, realdata: Path) -> list[dict]:
 
 
 def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]:
+    from amt_core.synth.backgrounds import FAT_HU, LUNG_HU, MIN_CONTRAST_HU
+
     n = len(ins)
     ok = ins[ins["rejected"].isna()] if "rejected" in ins.columns else ins
     if not len(ok):
@@ -274,7 +273,7 @@ def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]
             "and the scan predicted again. AP offset: how far the mask beside the tumour lies from the tumour's "
             "centroid, front to back (negative: behind it).",
             "",
-            "| surroundings | detected | mean Dice | median max prob in tumour | median AP offset mm |",
+            "| surroundings | detected | mean Dice | median max prob in tumour | median AP offset mm (n) |",
             "|---|---|---|---|---|",
         ]
         for name, pre in [("as inserted", "")] + [
@@ -282,17 +281,18 @@ def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]
         ]:
             lines.append(
                 f"| {name} | {int(ok[pre + 'detected'].sum())} of {len(ok)} | {ok[pre + 'dice'].mean():.3f} | "
-                f"{ok[pre + 'tumour_max_prob'].median():.2f} | {ok[pre + 'ap_offset_mm'].median():+.1f} |"
+                f"{ok[pre + 'tumour_max_prob'].median():.2f} | {_median_of(ok[pre + 'ap_offset_mm'])} |"
             )
         lines.append("")
     if syn is not None and len(syn):
         lines += [
-            "Border contrast (share of the outline that differs from the tumour by >= 15 HU), median (10th "
-            "percentile), and the mean share of the outline against lung (below -500 HU), fat (-500 to -30 HU) "
-            "and tissue within 15 HU of the tumour; the level of the tumour's centre below the thoracic inlet "
-            "as the insertion reads it (the top of its levels), median (quartiles):",
+            f"Border contrast (share of the outline that differs from the tumour by >= {MIN_CONTRAST_HU:g} HU), "
+            f"median (10th percentile), and the mean share of the outline against lung (below {LUNG_HU:g} HU), "
+            f"fat ({LUNG_HU:g} to {FAT_HU:g} HU) and tissue within {MIN_CONTRAST_HU:g} HU of the tumour; the level "
+            "of the tumour's centre below the top of the insertion levels (the thoracic inlet as the insertion "
+            "reads it), median (quartiles):",
             "",
-            "| tumours | n | border contrast | lung | fat | like the tumour | centre below the inlet, mm |",
+            "| tumours | n | border contrast | lung | fat | like the tumour | centre below the top level, mm |",
             "|---|---|---|---|---|---|---|",
         ]
         groups = [
@@ -306,10 +306,16 @@ def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]
                 b = g["border_contrast"]
                 lines.append(
                     f"| {name} | {len(g)} | {b.median():.2f} ({b.quantile(0.1):.2f}) | {g['lung'].mean():.2f} | "
-                    f"{g['fat'].mean():.2f} | {g['like_tumour'].mean():.2f} | {_quartiles(g.get('below_inlet_mm'))} |"
+                    f"{g['fat'].mean():.2f} | {g['like_tumour'].mean():.2f} | {_quartiles(g.get('below_top_mm'))} |"
                 )
         lines.append("")
     return lines
+
+
+def _median_of(values: pd.Series) -> str:
+    """Median of the finite values with their number (a mask beside the tumour: not every insertion has one)."""
+    v = values.dropna()
+    return f"{v.median():+.1f} ({len(v)})" if len(v) else "–"
 
 
 def _quartiles(values) -> str:

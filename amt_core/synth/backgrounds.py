@@ -136,10 +136,9 @@ class InsertionRecord:
     contrast_from: str = "given"  # or "estimated from the blood HU"
     blood_hu: float | None = None  # 90th percentile HU of the great vessels and heart (None: not measurable)
     blood_contrast_hu: float | None = None  # median HU of the tumour minus blood_hu
-    outline_visible: float = float(
-        "nan"
-    )  # share of the outline that stands out (:func:`outline_composition`)
-    outline_lung: float = float("nan")  # share of the outline against aerated lung
+    #: shares of the outline (:func:`outline_composition`) that stand out from the tumour, and against lung
+    border_contrast: float = math.nan
+    border_lung: float = math.nan
 
 
 # --- reading the anatomy ----------------------------------------------------------------------------------
@@ -777,8 +776,8 @@ def _check(
         tumour_hu=round(tumour_hu, 1),
         shell_hu=round(shell_hu, 1),
         noise_hu=round(float(sd), 1),
-        outline_visible=round(outline["border_contrast"], 3),
-        outline_lung=round(outline["lung"], 3),
+        border_contrast=round(outline["border_contrast"], 3),
+        border_lung=round(outline["lung"], 3),
     )
 
 
