@@ -21,16 +21,6 @@ def bench():
     return module
 
 
-def _scene(left: float, right: float):
-    """A 40 HU box in the middle of a slab whose left half is ``left`` HU and right half ``right`` HU."""
-    image = np.full((60, 60, 6), right, np.float32)
-    image[:30] = left
-    label = np.zeros(image.shape, np.uint8)
-    label[24:36, 20:40, 1:5] = 1
-    image[label > 0] = 40.0
-    return image, label
-
-
 def test_insertion_table_reports_the_composition_of_each_group(bench):
     ins = pd.DataFrame(
         {
@@ -81,8 +71,12 @@ def test_insertion_table_reports_the_composition_of_each_group(bench):
 
 
 def test_context_replaces_the_soft_tissue_round_the_tumour_only(bench):
-    image, label = _scene(-100.0, 45.0)  # fat on one side, unenhanced blood on the other
-    image[:, 42:] = 700.0  # bone in front (RAS: y grows anteriorly), 2-4 mm from the tumour
+    # a 40 HU tumour between fat (left) and unenhanced blood (right), bone in front of it (RAS: y grows
+    # anteriorly) 2-4 mm away
+    label = np.zeros((60, 60, 6), np.uint8)
+    label[24:36, 20:40, 1:5] = 1
+    image = np.where(np.arange(60)[:, None, None] < 30, -100.0, 45.0) * np.ones(label.shape, np.float32)
+    image[label > 0], image[:, 42:] = 40.0, 700.0
     out = bench.with_context(image, label, (1.0, 1.0, 2.0), -850.0, mm=5.0)
     t = label > 0
     assert (out[t] == image[t]).all()  # the tumour untouched
