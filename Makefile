@@ -98,7 +98,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_cohort.py --cohort
 	$(PY) benchmarks/bench_evaluation.py
 	$(PY) benchmarks/bench_model.py --model $(RUN)/train/best.pt --cohort $(RUN)/cohort/cases.csv
-	$(PY) benchmarks/bench_real_ct.py --run $(RUN) --results benchmarks/RESULTS.md
+	$(PY) benchmarks/bench_real_ct.py --run $(RUN) --results benchmarks/RESULTS.md --insertions 5 --context
 
 # re-solve the lock from pyproject.toml (newest versions within its ranges) and rewrite environment.yml
 lock: $(VENV)/.installed

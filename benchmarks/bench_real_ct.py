@@ -326,10 +326,12 @@ def _quartiles(values) -> str:
     return f"{v.median():.0f} ({v.quantile(0.25):.0f}–{v.quantile(0.75):.0f})"
 
 
-def markdown(run: Path, free: pd.DataFrame, ins: pd.DataFrame | None = None, syn=None) -> str:
+def markdown(
+    run: Path, free: pd.DataFrame, ins: pd.DataFrame | None = None, syn=None, options: str = ""
+) -> str:
     lines = [
         START,
-        f"## Real CT behaviour of the demo model (`benchmarks/bench_real_ct.py --run {run}`)",
+        f"## Real CT behaviour of the demo model (`benchmarks/bench_real_ct.py --run {run}{options}`)",
         "",
     ]
     table = run / "tables" / "real_anatomy.csv"
@@ -405,7 +407,8 @@ def main(argv=None) -> int:
     if args.insertions > 0:
         ins = pd.DataFrame(insertion_rows(model, args.insertions, context=args.context))
         syn = synthetic_border_composition(args.run)
-    text = markdown(args.run, free, ins, syn)
+    options = f" --insertions {args.insertions}" if args.insertions > 0 else ""
+    text = markdown(args.run, free, ins, syn, options + (" --context" if args.context else ""))
     print(text)
     if args.results is not None:
         old = args.results.read_text() if args.results.is_file() else ""

@@ -108,3 +108,9 @@ def test_level_below_the_inlet_is_read_from_the_background(bench):
     assert bench.below_top_level_mm(top, label, spacing) == pytest.approx(5 * spacing[2])
     assert bench.top_level(np.full((40, 40, 10), -1000.0, np.float32), spacing) is None  # not a chest CT
     assert np.isnan(bench.below_top_level_mm(None, label, spacing))
+
+
+def test_section_heading_names_the_options_it_was_made_with(bench, tmp_path):
+    text = bench.markdown(tmp_path, pd.DataFrame(), options=" --insertions 5 --context")
+    assert f"(`benchmarks/bench_real_ct.py --run {tmp_path} --insertions 5 --context`)" in text
+    assert text.startswith(bench.START) and text.rstrip().endswith(bench.END)
