@@ -51,9 +51,21 @@ def test_two_gloo_ranks_hold_identical_weights(tmp_path):
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = sorted(p.name for p in run.iterdir()) if run.is_dir() else []
+    assert proc.returncode == 0, f"written: {written}\n{proc.stderr[:1500]}\n...\n{proc.stderr[-3000:]}"
     check = json.loads((run / "ddp_check.json").read_text())
     assert check["world"] == 2 and check["step"] == 2
     assert len(check["digests"]) == 2 and check["digests"][0] == check["digests"][1]
     state = torch.load(run / "last.pt", weights_only=True)
     assert state["step"] == 2
+
+
+def test_a_missing_cohort_is_one_clear_error(tmp_path):
+    """Without torchrun (one rank) the entry point reports bad input as `amt train` does: exit 2, no traceback."""
+    missing = tmp_path / "nowhere" / "cases.csv"
+    cmd = [sys.executable, "-m", "amt_core.model.ddp", "--cohort", str(missing), "--out", str(tmp_path / "r")]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert str(missing) in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()

@@ -4,6 +4,7 @@ the options of ``torchrun -m amt_core.model.ddp`` (:func:`ddp_main`), the same a
 from __future__ import annotations
 
 import argparse
+import sys
 
 from amt_core.registry import MODEL_PRESETS
 
@@ -184,12 +185,18 @@ def ddp_main(argv: list[str] | None = None) -> int:
         description="Data-parallel training with PyTorch DDP, launched by torchrun.",
     )
     add_train_arguments(parser)
-    train(**train_kwargs(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    from amt_core.cli import UserError
+
+    try:
+        train(**train_kwargs(args))
+    except (UserError, FileNotFoundError, ValueError) as exc:  # as `amt train` reports them
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def _cache(args) -> int:
-    import sys
     from pathlib import Path
 
     from amt_core.model.cache import (

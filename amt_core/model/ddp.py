@@ -97,12 +97,34 @@ def wrap(net, info: DistInfo, device):
 
 def cleanup(info: DistInfo) -> None:
     if info.owns_group:
+        import gc
+
         import torch.distributed as dist
 
+        gc.collect()  # the DDP wrapper and its reducer (which hold the group) go first, while Python is whole
         dist.destroy_process_group()
+
+
+def leave(code: int) -> None:
+    """End a rank with ``code`` without interpreter finalisation.
+
+    Gloo's C++ worker threads can outlive ``destroy_process_group`` when something still holds the group; torn
+    down during finalisation they abort the process ("terminate called without an active exception", SIGABRT)
+    after the work is done and written, and torchrun then reports the whole run failed. Everything a rank
+    writes is closed by the time :func:`train` returns, so the rank flushes its streams and leaves at once.
+    """
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover  (torchrun -m amt_core.model.ddp: the parser lives in cli.py)
     from amt_core.model.cli import ddp_main
 
-    sys.exit(ddp_main())
+    leave(ddp_main())
