@@ -125,6 +125,22 @@ def _scores(mask: np.ndarray, prob: np.ndarray, label: np.ndarray, spacing) -> d
     }
 
 
+def marked_without_tumour(mask: np.ndarray, free_mask: np.ndarray, label: np.ndarray) -> dict:
+    """Whether the inserted tumour changes the model's answer: the share of the tumour's voxels it marks, the
+    share of the same voxels it marks in the same CT without the tumour (``free_mask``), and the Dice of the
+    two masks. A model that answers to the anatomy and not to the tumour marks as much without it, and its
+    two masks agree."""
+    from amt_core.evaluation.segmentation import overlap_scores
+
+    t = label > 0
+    agree = overlap_scores(int(mask.sum()), int(free_mask.sum()), int((mask & free_mask).sum()))["dice"]
+    return {
+        "tumour_marked": float(mask[t].mean()),
+        "tumour_marked_without": float(free_mask[t].mean()),
+        "mask_agreement": float(agree),
+    }
+
+
 def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
     """``n`` tumours per bundled background, each inserted, written and predicted as a scan of its own; with
     ``context``, predicted again with the soft tissue around the tumour made lung and fat (:data:`CONTEXTS`)."""
@@ -133,7 +149,7 @@ def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
     from amt_core.synth.hybrid import bundled_backgrounds, hybrid_design, list_backgrounds, render_hybrid_case
 
     bgs = list_backgrounds(bundled_backgrounds())
-    rows, tops = [], {}
+    rows, tops, free = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(INSERTION_SEED, INSERTION_SEED + n):
             for row in hybrid_design(bgs, seed=seed, split="test", prefix="INS").to_dict("records"):
@@ -152,6 +168,12 @@ def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
                     tops[row["background"]] = top_level(read_volume(path).array, spacing)
                 out["below_top_mm"] = below_top_level_mm(tops[row["background"]], label, spacing)
                 out.update(_scores(mask, prob, label, spacing))
+                if row["background"] not in free:  # the same CT without a tumour, on the same grid
+                    bg = read_volume(path)
+                    free[row["background"]] = _predicted(
+                        model, np.asarray(bg.array, np.float32), bg.affine, Path(tmp), f"free_{name}"
+                    )[0]
+                out.update(marked_without_tumour(mask, free[row["background"]], label))
                 for kind, hu in CONTEXTS.items() if context else ():
                     changed = with_context(image, label, spacing, hu)
                     mask, prob = _predicted(model, changed, affine, Path(tmp), f"{name}_{kind}")
@@ -266,6 +288,21 @@ def insertion_markdown(ins: pd.DataFrame, syn: pd.DataFrame | None) -> list[str]
             f"{g['tumour_max_prob'].median():.2f} | {g['border_contrast'].median():.2f} | {g['fp_ml'].mean():.1f} |"
         )
     lines.append("")
+    if "tumour_marked_without" in ok.columns:
+        lines += [
+            "Does the tumour change the answer? The share of each tumour's voxels the model marks, and of the same "
+            "voxels in the same CT without the tumour; and how far the two masks agree (Dice). As much marked "
+            "without the tumour, and masks that agree, say the model answers to the anatomy, not to the tumour.",
+            "",
+            "| background | tumour marked, mean | the same voxels without it, mean | mask agreement, median |",
+            "|---|---|---|---|",
+        ]
+        for bg, g in list(ok.groupby("background")) + [("all", ok)]:
+            lines.append(
+                f"| {bg if bg == 'all' else f'`{bg}`'} | {g['tumour_marked'].mean():.2f} | "
+                f"{g['tumour_marked_without'].mean():.2f} | {g['mask_agreement'].median():.2f} |"
+            )
+        lines.append("")
     if "lung_detected" in ok.columns:
         lines += [
             f"What the model needs around a tumour (`--context`): the soft tissue ({CONTEXT_SOFT_HU[0]:g} to "

@@ -64,10 +64,36 @@ def test_insertion_table_reports_the_composition_of_each_group(bench):
         fat_tumour_max_prob=[0.9, 0.1],
         fat_ap_offset_mm=[-2.0, float("nan")],  # no mask beside the second tumour: left out of the median
     )
+    assert "Does the tumour change the answer?" not in text
+    ins = ins.assign(tumour_marked=[0.9, 0.3], tumour_marked_without=[0.1, 0.3], mask_agreement=[0.2, 0.9])
     text = "\n".join(bench.insertion_markdown(ins, None))
+    assert "| `a.nii.gz` | 0.90 | 0.10 | 0.20 |" in text and "| all | 0.60 | 0.20 | 0.55 |" in text
     assert "| as inserted | 1 of 2 | 0.450 | 0.55 | -4.0 (2) |" in text
     assert "| lung (-850 HU) within 20 mm | 2 of 2 | 0.650 | 0.95 | +1.0 (2) |" in text
     assert "| fat (-100 HU) within 20 mm | 1 of 2 | 0.250 | 0.50 | -2.0 (1) |" in text
+
+
+def test_a_tumour_the_model_ignores_is_marked_as_much_without_it(bench):
+    label = np.zeros((20, 20, 10), np.uint8)
+    label[5:10, 5:10, 2:6] = 1
+    region = np.zeros(label.shape, bool)
+    region[4:12, 4:12, 1:8] = True  # the anatomy the model marks, tumour or not
+    same = bench.marked_without_tumour(region, region, label)
+    assert same == {"tumour_marked": 1.0, "tumour_marked_without": 1.0, "mask_agreement": 1.0}
+    # a model that answers to the tumour: marks it with it, nothing without it
+    seen = bench.marked_without_tumour(label > 0, np.zeros(label.shape, bool), label)
+    assert (
+        seen["tumour_marked"] == 1.0
+        and seen["tumour_marked_without"] == 0.0
+        and seen["mask_agreement"] == 0.0
+    )
+    half = label.copy()
+    half[5:10, 5:10, 4:6] = 0  # marks half the tumour; without it, nothing there but the same elsewhere
+    other = np.zeros(label.shape, bool)
+    other[15:18, 15:18, 0:2] = True
+    r = bench.marked_without_tumour((half > 0) | other, other, label)
+    assert r["tumour_marked"] == pytest.approx(0.5) and r["tumour_marked_without"] == 0.0
+    assert r["mask_agreement"] == pytest.approx(2 * 18 / (50 + 18 + 18))
 
 
 def test_context_replaces_the_soft_tissue_round_the_tumour_only(bench):
