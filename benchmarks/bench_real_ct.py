@@ -164,15 +164,14 @@ def insertion_rows(model: Path, n: int, context: bool = False) -> list[dict]:
                 name = f"s{seed}_{row['case_id']}"
                 mask, prob = _predicted(model, image, affine, Path(tmp), name)
                 out.update(tumour_ml=rec["volume_ml"], **outline_composition(image, label, spacing))
-                if row["background"] not in tops:
-                    tops[row["background"]] = top_level(read_volume(path).array, spacing)
-                out["below_top_mm"] = below_top_level_mm(tops[row["background"]], label, spacing)
-                out.update(_scores(mask, prob, label, spacing))
-                if row["background"] not in free:  # the same CT without a tumour, on the same grid
+                if row["background"] not in tops:  # its top level, and its mask without a tumour (same grid)
                     bg = read_volume(path)
+                    tops[row["background"]] = top_level(bg.array, spacing)
                     free[row["background"]] = _predicted(
                         model, np.asarray(bg.array, np.float32), bg.affine, Path(tmp), f"free_{name}"
                     )[0]
+                out["below_top_mm"] = below_top_level_mm(tops[row["background"]], label, spacing)
+                out.update(_scores(mask, prob, label, spacing))
                 out.update(marked_without_tumour(mask, free[row["background"]], label))
                 for kind, hu in CONTEXTS.items() if context else ():
                     changed = with_context(image, label, spacing, hu)
