@@ -23,7 +23,11 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="amt", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="amt",
+        description="Anterior mediastinal tumours in chest CT: cohort, training, inference, evaluation and figures.",
+        epilog="`amt COMMAND --help` describes each command; README.md shows the whole study.",
+    )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

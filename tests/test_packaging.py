@@ -140,6 +140,8 @@ def test_cli_lists_every_area_command():
     assert out.returncode == 0
     for command in ("cohort", "validate", "evaluate", "train", "predict", "run", "figures", "lab"):
         assert command in out.stdout, f"amt {command} is missing from `amt --help`"
+    # the description is written for users: no fragment of the module's docstring for developers
+    assert "chest CT" in out.stdout and "Thin:" not in out.stdout, out.stdout[:400]
 
 
 def test_code_passes_ruff():
