@@ -15,8 +15,8 @@ from amt_core.evaluation.results import summarise
 from amt_core.pipeline.analysis import analyse
 
 
-def _study(n=10):
-    """``n`` small scans over 5 institutions, some missed, some with false positives, and their case table."""
+def _study(n=10, n_institutions=5, config=None):
+    """``n`` small scans over ``n_institutions`` institutions, some missed, some with false positives, and their case table."""
     rng = np.random.default_rng(3)
     evaluations = []
     for s in range(n):
@@ -28,9 +28,9 @@ def _study(n=10):
             prob[6 + o[0] : 16 + o[0], 6 + o[1] : 16 + o[1], 2:6] = rng.uniform(0.55, 1.0)
         if s % 3 == 0:
             prob[18:22, 18:22, 1:3] = rng.uniform(0.5, 1.0)
-        evaluations.append(evaluate_case(label, prob >= 0.5, (1.0, 1.0, 2.0), prob=prob))
+        evaluations.append(evaluate_case(label, prob >= 0.5, (1.0, 1.0, 2.0), config, prob=prob))
     ids = [f"case_{s:03d}" for s in range(n)]
-    institutions = [f"INST-{s % 5}" for s in range(n)]
+    institutions = [f"INST-{s % n_institutions}" for s in range(n)]
     cases = pd.DataFrame(
         {
             "case_id": ids,
@@ -86,6 +86,61 @@ def test_tables_and_report_show_the_evaluations_intervals(study, tmp_path, overr
     report = build_report(layout.root)
     d = evaluation.loc["dice"]
     assert f"| Dice | {d['mean']:.2f} ({d['ci_lo']:.2f}–{d['ci_hi']:.2f}) |" in report
+
+
+def test_every_label_names_the_conventions_the_numbers_were_made_with(tmp_path):
+    """A cluster bootstrap at 90%, a strict hit at an IoU that is not one of reading B's sweep: the headline
+    exists, its intervals are the evaluation's own (institutions), and the report, tables, captions and
+    figures say 90%, institution and "IoU > 0.42", never the defaults' 95% and IoU ≥ 0.5."""
+    from amt_core.layout import RunLayout
+    from amt_core.pipeline.report import build_report
+    from amt_core.plots.captions import figure_captions, table_titles
+    from amt_core.plots.froc import plot_froc_iou
+    from amt_core.plots.tables import detection_markdown_frame, detection_table
+
+    config = EvalConfig(
+        n_bootstrap=200, seed=3, ci_level=0.9, cluster_bootstrap=True, operating_iou=0.42, hit_criterion=">"
+    )
+    assert 0.42 not in config.iou_sweep
+    with pytest.raises(ValueError, match=r"without the overlap thresholds \[0.42\]"):
+        summarise(_study(n=24, n_institutions=12)[0], config)  # scans matched at the defaults' overlaps
+    rows, cases = _study(n=24, n_institutions=12, config=config)
+    result = summarise(rows, config)
+    head = result.headline
+    assert head["sensitivity"] == pytest.approx(result.lesions["hit"].mean())  # 0.42 swept all the same
+    assert head["fp_per_scan"] == pytest.approx(result.per_case["fp"].mean())
+    assert "IoU > 0.42" in result.headline_text()
+
+    layout = RunLayout.of(tmp_path / "run")
+    result.save(layout.evaluation("test"))
+    layout.cases_csv.parent.mkdir(parents=True)
+    files = {
+        "image": [f"{c}.nii.gz" for c in cases["case_id"]],
+        "label": [f"{c}_seg.nii.gz" for c in cases["case_id"]],
+    }
+    cases.assign(**files).to_csv(layout.cases_csv, index=False)
+    tables = analyse(result, cases, layout.analysis_dir, n_bootstrap_icc=5)
+    comparison, own = tables["comparison"].set_index("metric"), result.cis.set_index("metric")
+    assert comparison.at["dice", "ci_lo"] == pytest.approx(
+        own.at["dice", "ci_lo"]
+    )  # institutions, as summary
+    scan = pd.read_csv(layout.analysis_dir / "seg_ci.csv").set_index("metric")
+    assert scan.at["dice", "ci_lo"] != pytest.approx(own.at["dice", "ci_lo"])  # the two units differ here
+
+    report = build_report(layout.root)
+    assert "| | this run (90% CI, institution bootstrap) | published |" in report
+    assert "| Sensitivity at IoU > 0.42 | " in report and "0.87 (at IoU ≥ 0.5) |" in report
+    assert "95% CI" not in report and "IoU ≥ 0.5 |" not in report
+
+    words = " ".join([*figure_captions(config).values(), *table_titles(config).values()])
+    assert "90% institution-bootstrap bands" in words and "this run at IoU > 0.42" in words
+    assert "95% CI" not in words and "95% scan" not in words
+    det = detection_markdown_frame(detection_table(result.froc_iou, iou_thresholds=(0.42,)), "90%", "IoU >")
+    assert list(det.columns[:3]) == ["IoU >", "Sensitivity", "Wilson 90% CI"] and len(det) == 1
+    fig = plot_froc_iou(result.froc_iou, operating_iou=0.42, hit_label="IoU > 0.42")
+    legend = fig.axes[0].get_legend()
+    assert legend.get_title().get_text() == "Operating point, IoU > 0.42"
+    assert any(t.get_text().startswith(f"This run: {head['sensitivity']:.2f}") for t in legend.get_texts())
 
 
 def test_the_report_says_how_calibrated_the_model_is(tmp_path):

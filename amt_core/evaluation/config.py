@@ -169,6 +169,22 @@ class EvalConfig:
         return self.threshold if self.operating_threshold is None else self.operating_threshold
 
     @property
+    def reading_b_thresholds(self) -> tuple[float, ...]:
+        """Reading B's IoU thresholds: ``iou_sweep`` with ``operating_iou`` always among them, so the
+        headline operating point exists whatever sweep is configured."""
+        return tuple(sorted(set(self.iou_sweep) | {self.operating_iou}))
+
+    def labels(self) -> dict[str, str]:
+        """The words that name this configuration's numbers in tables, captions and the report:
+        ``ci`` ("95%"), ``unit`` ("scan" or "institution": what the bootstrap resamples) and ``hit``
+        ("IoU ≥ 0.5": the operating overlap criterion)."""
+        level = f"{100 * self.ci_level:.10g}%"
+        crit = "IoU" if self.match_metric == "iou" else "Dice"
+        sign = "≥" if self.hit_criterion == ">=" else ">"
+        unit = "institution" if self.cluster_bootstrap else "scan"
+        return {"ci": level, "unit": unit, "hit": f"{crit} {sign} {self.operating_iou:g}"}
+
+    @property
     def match_thresholds(self) -> tuple[float, ...]:
         """Every overlap threshold the matching runs at (sorted union of both readings and the headline)."""
         return tuple(sorted(set(self.froc_iou_thresholds) | set(self.iou_sweep) | {self.operating_iou}))
@@ -263,7 +279,7 @@ class EvalConfig:
                 "operating_confidence": self.operating_point,
                 "operating_overlap": self.operating_iou,
                 "reading_a_overlaps": list(self.froc_iou_thresholds),
-                "reading_b_overlaps": list(self.iou_sweep),
+                "reading_b_overlaps": list(self.reading_b_thresholds),
                 "fp_per_scan_points": list(self.fp_points),
             },
             "aggregation": "per-scan values averaged over scans; lesion sensitivity pooled over lesions, "

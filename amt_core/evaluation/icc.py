@@ -143,6 +143,7 @@ def generalisation_sentence(
     share_le2: float,
     metric: str = "Dice",
     n_replicated: int | None = None,
+    ci_level: float = 0.95,
 ) -> str:
     """Plain sentences on what the ICC means for generalisation across institutions (``n_replicated``:
     institutions with two or more scans)."""
@@ -163,7 +164,7 @@ def generalisation_sentence(
             "varies between institutions."
         )
     interval = (
-        f" (95% CI {icc_lo:.2f}–{icc_hi:.2f})"
+        f" ({100 * ci_level:.10g}% CI {icc_lo:.2f}–{icc_hi:.2f})"
         if np.isfinite(icc_lo)
         else " (no interval: too few institutions or fits to bootstrap)"
     )

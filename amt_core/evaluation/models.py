@@ -43,6 +43,7 @@ class MixedModelResult:
     icc_ci_method: str = ""
     icc_boot_fits: int = 0
     n_groups_replicated: int = 0
+    icc_ci_level: float = 0.95
 
     def table(self) -> pd.DataFrame:
         """Fixed effects, then the variance components and the ICC with its interval (one table)."""
@@ -73,6 +74,7 @@ class MixedModelResult:
             self.share_groups_le2,
             self.metric.capitalize(),
             self.n_groups_replicated,
+            ci_level=self.icc_ci_level,
         )
 
     def to_dict(self) -> dict:
@@ -254,6 +256,7 @@ def institution_mixed_model(
         icc_ci_lo=lo,
         icc_ci_hi=hi,
         icc_ci_method=ICC_CI_METHOD if fits else "",
+        icc_ci_level=ci_level,
         icc_boot_fits=fits,
         n_groups_replicated=int((sizes >= 2).sum()),
     )

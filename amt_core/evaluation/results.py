@@ -202,6 +202,7 @@ def summarise(
     n = len(per_case)
     if n == 0:
         raise ValueError("no scans to summarise")
+    _check_same_matching(tables["events"], config)
     clusters = None
     if config.cluster_bootstrap:
         clusters = per_case["institution_id"].to_numpy()
@@ -251,7 +252,8 @@ def summarise(
         events, n_lesions, config.froc_iou_thresholds, config.fp_points, ci=ci_or_none
     )
     # reading B: each scan's (tp, fp) at the operating threshold = its increments at or above it
-    column = {round(t, 9): k for k, t in enumerate(config.iou_sweep)}
+    sweep = config.reading_b_thresholds  # the sweep with the operating IoU in it: the headline always exists
+    column = {round(t, 9): k for k, t in enumerate(sweep)}
     on = events[events["confidence"] >= config.operating_point]
     col = on["iou_threshold"].round(9).map(column)
     on, col = on[col.notna()], col[col.notna()].astype(int).to_numpy()
@@ -259,7 +261,7 @@ def summarise(
     np.add.at(tp, (on["scan"].to_numpy(), col), on["d_tp"].to_numpy())
     np.add.at(fp, (on["scan"].to_numpy(), col), on["d_fp"].to_numpy())
     iou_table = froc.reading_b(
-        tp, fp, n_lesions, config.iou_sweep, config.operating_point, ci=ci_or_none, ci_level=config.ci_level
+        tp, fp, n_lesions, sweep, config.operating_point, ci=ci_or_none, ci_level=config.ci_level
     )
     summary = _summary(per_case, cis, points, iou_table, config, note)
     keep = set(per_case["case_id"])
@@ -275,6 +277,22 @@ def summarise(
         summary=summary,
         tables=dict(extra_tables or {}),
     )
+
+
+def _check_same_matching(events: pd.DataFrame, config: EvalConfig) -> None:
+    """The row tables carry the per-scan matching of the config they were evaluated with (the lesions'
+    ``hit``, the per-scan tp/fp and the events at its overlap thresholds). Summarising them with a config
+    that matches at other overlaps would read thresholds that were never matched and report zeros: refused."""
+    if events.empty:
+        return
+    have = set(np.round(events["iou_threshold"].to_numpy(float), 9))
+    missing = sorted(t for t in config.match_thresholds if round(t, 9) not in have)
+    if missing:
+        raise ValueError(
+            f"the row tables were evaluated without the overlap thresholds {missing} that this config "
+            "summarises at (operating_iou, iou_sweep, froc_iou_thresholds): evaluate the scans with the "
+            "same EvalConfig (evaluate_case / evaluate_folder) that you pass to summarise"
+        )
 
 
 def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str | None = None) -> dict:

@@ -279,19 +279,28 @@ def institution_table(
     return pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
 
 
-def _association_test(hits: np.ndarray, totals: np.ndarray) -> tuple[str, float]:
-    """Fisher's exact test (2 levels) or chi-square (more) on the levels' hit/miss table."""
+#: Monte Carlo tables drawn for the Fisher-Freeman-Halton test of more than two levels (standard error of the
+#: p-value at most 0.0035)
+FFH_RESAMPLES = 20_000
+
+
+def _association_test(hits: np.ndarray, totals: np.ndarray, seed: int = 0) -> tuple[str, float]:
+    """Fisher's exact test of the levels' hit/miss table: exact for two levels; for more, the
+    Fisher-Freeman-Halton extension, its p-value from :data:`FFH_RESAMPLES` seeded Monte Carlo tables with
+    the observed margins (``scipy.stats.fisher_exact`` with ``MonteCarloMethod``; a chi-square
+    approximation is unreliable with the few lesions per level of a sub-group)."""
     keep = totals > 0
     hits, totals = hits[keep], totals[keep]
     if hits.size < 2:
         return "none", np.nan
     table = np.column_stack([hits, totals - hits])
-    name = "fisher" if hits.size == 2 else "chi-square"
+    name = "fisher" if hits.size == 2 else "fisher-freeman-halton"
     if (table.sum(axis=0) == 0).any():  # all hits or all misses: no association to detect
         return name, 1.0
     if hits.size == 2:
         return name, float(sps.fisher_exact(table).pvalue)
-    return name, float(sps.chi2_contingency(table).pvalue)
+    method = sps.MonteCarloMethod(n_resamples=FFH_RESAMPLES, rng=np.random.default_rng(seed))
+    return name, float(sps.fisher_exact(table, method=method).pvalue)
 
 
 def detection_subgroup_table(
@@ -302,12 +311,13 @@ def detection_subgroup_table(
     hit_column: str = "hit",
     ci_level: float = 0.95,
     ci_method: str = "wilson",
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Lesion-wise sensitivity at the operating point per sub-group level.
 
     Columns: subgroup, level, n_lesions, n_hit, sensitivity, ci_lo, ci_hi (Wilson, or
-    Clopper-Pearson with ``ci_method``), test, p_value (Fisher's exact test for two levels, chi-square
-    otherwise, over the known levels). The tests treat lesions as independent; see
+    Clopper-Pearson with ``ci_method``), test, p_value (Fisher's exact test over the known levels: exact
+    for two, Fisher-Freeman-Halton by seeded Monte Carlo for more; :func:`_association_test`). The tests treat lesions as independent; see
     :func:`amt_core.evaluation.models.detection_gee` for a model that allows for clustering by institution.
     A sub-group whose column neither table has is left out (:func:`present_subgroups`).
     """
@@ -324,7 +334,7 @@ def detection_subgroup_table(
             continue
         lo, hi = proportion_ci(n_hit, n_les, ci_level=ci_level, ci_method=ci_method)
         known = np.array([c != UNKNOWN for c in cats])
-        test, p = _association_test(n_hit[known], n_les[known])
+        test, p = _association_test(n_hit[known], n_les[known], seed=seed)
         rows.append(
             pd.DataFrame(
                 {

@@ -77,7 +77,7 @@ def analyse(
         stats.subgroup_table(per_case, cases, metrics=metrics, **boot)
     )
     tables["detection_subgroups"] = multiplicity.adjust_family(
-        stats.detection_subgroup_table(result.lesions, cases, ci_level=ci_level)
+        stats.detection_subgroup_table(result.lesions, cases, ci_level=ci_level, seed=seed)
     )
     tables["institutions"] = stats.institution_table(
         per_case, cases, min_scans=min_institution_scans, metrics=metrics, **boot
@@ -91,7 +91,8 @@ def analyse(
     except (ValueError, ArithmeticError) as exc:  # too few lesions or no variation in hits
         tables["detection_model"] = pd.DataFrame({"note": [f"not estimable: {exc}"]})
     operating_iou = config.operating_iou
-    means = pd.concat([tables["seg_ci"], _detection_means(result.froc_iou, operating_iou)], ignore_index=True)
+    # the headline comparison: every interval from the evaluation's own resamples (one unit for the whole table)
+    means = pd.concat([own, _detection_means(result.froc_iou, operating_iou)], ignore_index=True)
     tables["comparison"] = stats.compare_to_published(means)
     for name, frame in tables.items():
         write_csv(out / f"{name}.csv", frame)
@@ -109,10 +110,11 @@ def analyse(
             "ci_level": ci_level,
             "ci_method": ci_method,
             "seed": seed,
-            # seg_ci is always the scan bootstrap; the detection intervals (operating points, CPM) are the
-            # evaluation's own, over institutions when its config asks for the cluster bootstrap
+            # seg_ci is always the scan bootstrap (seg_ci_cluster the institution one); the headline comparison
+            # and the detection intervals (operating points, CPM) are the evaluation's own resamples
             "bootstrap_unit": "scan (institution-cluster bootstrap reported beside it)",
-            "detection_bootstrap_unit": "institution" if config.cluster_bootstrap else "scan",
+            "headline_bootstrap_unit": config.labels()["unit"],
+            "detection_bootstrap_unit": config.labels()["unit"],
             "min_institution_scans": min_institution_scans,
             "operating_iou": operating_iou,
             "p_adjust": f"{multiplicity.P_ADJUST_METHOD}, within each table (family) of subgroup tests",

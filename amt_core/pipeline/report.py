@@ -28,9 +28,11 @@ def _md_table(mapping: dict, key: str = "setting", value: str = "value") -> str:
 
 def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     """The Markdown text of the report of ``run_dir``."""
-    from amt_core.plots import FIGURES, TABLES
+    from amt_core.plots.captions import figure_captions, table_titles
+    from amt_core.plots.manuscript import evaluation_config
 
     layout = RunLayout.of(run_dir, cohort_csv)
+    config = evaluation_config(layout)  # captions in the words of the run's own conventions
     root = layout.root
     prov = _json(root / "provenance.json")
     params = prov.get("config", {}).get("params", {})
@@ -48,7 +50,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     ]
     out[1:1] = _preview_banner(layout, params)  # first thing under the title
     out += _training_banner(layout)
-    out += _headline(layout)
+    out += _headline(layout, config.labels())
     out += _checklist_section(layout)
     out += _reviewer_section(layout, analysis)
     out += _calibration_section(layout)
@@ -56,7 +58,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     out += _real_anatomy_section(layout)
     out += _limits_section(layout)
     out += ["## Tables", ""]
-    for stem, title in TABLES.items():
+    for stem, title in table_titles(config).items():
         md = layout.tables_dir / f"{stem}.md"
         if md.is_file():
             text = md.read_text()
@@ -68,7 +70,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
             ]
 
     out += ["## Figures", ""]
-    for k, (stem, caption) in enumerate(FIGURES.items(), 1):
+    for k, (stem, caption) in enumerate(figure_captions(config).items(), 1):
         png = layout.figures_dir / f"{stem}.png"
         if png.is_file():
             out += [
@@ -172,22 +174,31 @@ def _training_banner(layout: RunLayout) -> list[str]:
     )
 
 
-def _headline(layout: RunLayout) -> list[str]:
-    """This run's external-test means and operating point beside the published numbers."""
+def _headline(layout: RunLayout, labels: dict[str, str]) -> list[str]:
+    """This run's external-test means and operating point beside the published numbers, labelled with the
+    run's own conventions (``labels``: ``EvalConfig.labels()``); the published detection numbers are at
+    IoU ≥ 0.5, said so when the run's criterion differs."""
     import pandas as pd
 
     path = layout.analysis_dir / "comparison.csv"
     if not path.is_file():
         return []
     c = pd.read_csv(path).set_index("metric")
-    lines = ["## Headline (external test)", "", "| | this run (95% CI) | published |", "|---|---|---:|"]
+    head = f"| | this run ({labels['ci']} CI, {labels['unit']} bootstrap) | published |"
+    lines = ["## Headline (external test)", "", head, "|---|---|---:|"]
     from amt_core.registry import METRIC_LABELS
 
+    published_hit = "IoU ≥ 0.5"
     for metric, label in METRIC_LABELS.items():
         if metric in c.index:
             r = c.loc[metric]
             ci = f" ({r['ci_lo']:.2f}–{r['ci_hi']:.2f})" if pd.notna(r["ci_lo"]) else ""
-            lines.append(f"| {label} | {r['ours']:.2f}{ci} | {r['published']:.2f} |")
+            published = f"{r['published']:.2f}"
+            if metric.endswith("_iou50"):  # the operating point: at the run's criterion
+                label = label.replace(published_hit, labels["hit"])
+                if labels["hit"] != published_hit:
+                    published += f" (at {published_hit})"
+            lines.append(f"| {label} | {r['ours']:.2f}{ci} | {published} |")
     lines += [
         "",
         "Means are over scans of per-scan values; the published values are Takemura et al. "
@@ -240,6 +251,7 @@ TEST_NAMES = {
     "mann-whitney": "Mann–Whitney U",
     "fisher": "Fisher's exact",
     "chi-square": "chi-square",
+    "fisher-freeman-halton": "Fisher–Freeman–Halton (Monte Carlo)",
 }
 
 

@@ -1,18 +1,25 @@
 """The captions of the manuscript's figures and tables: :data:`FIGURES` and :data:`TABLES` are the single
 list of what the manuscript shows (``amt_core.plots`` re-exports them; the plotting modules read them here,
-so no module of the package imports the package's ``__init__`` back)."""
+so no module of the package imports the package's ``__init__`` back).
+
+A caption names the run's own conventions: ``{ci}`` (the interval level, "95%"), ``{unit}`` (what the
+evaluation's bootstrap resamples) and ``{hit}`` (the operating overlap criterion, "IoU ≥ 0.5") are filled
+from the evaluation's config by :func:`figure_captions` and :func:`table_titles`; :data:`FIGURES` and
+:data:`TABLES` hold them for the default config."""
 
 from __future__ import annotations
 
-#: figure file stem -> caption
-FIGURES: dict[str, str] = {
+from typing import Any
+
+#: figure file stem -> caption template
+FIGURE_TEMPLATES: dict[str, str] = {
     "froc_confidence": "FROC, reading A: lesion sensitivity against false positives per scan on the external "
-    "test, one curve per IoU hit threshold (swept over candidate confidence), with 95% "
-    "scan-bootstrap bands at the LUNA16 FP/scan points. With a real-anatomy test "
+    "test, one curve per IoU hit threshold (swept over candidate confidence), with {ci} "
+    "{unit}-bootstrap bands at the LUNA16 FP/scan points. With a real-anatomy test "
     "subset (tumours inserted into real chest CT), the black dashed curve is that subset "
     "alone at the operating IoU (a few scans: no band).",
     "froc_iou": "FROC, reading B: (a) each point is an IoU hit threshold at the model's operating threshold; "
-    "the star is this run at IoU ≥ 0.5, the diamond the published 0.87 at 0.61 FP/scan. "
+    "the star is this run at {hit}, the diamond the published 0.87 at 0.61 FP/scan (IoU ≥ 0.5). "
     "(b) Sensitivity and FP/scan against the IoU threshold.",
     "metric_distributions": "Per-scan Dice, IoU, precision and recall on the tuning and external test "
     "splits (violin, box and points); white dots are means, red diamonds the "
@@ -20,7 +27,7 @@ FIGURES: dict[str, str] = {
     "volume_agreement": "Tumour volume on the external test: (a) predicted vs reference (log scale, dashed "
     "identity); (b) Bland–Altman of the relative difference with bias and 95% limits of "
     "agreement.",
-    "forest_subgroups": "Per-scan Dice by subgroup on the external test: mean and 95% bootstrap CI; marker "
+    "forest_subgroups": "Per-scan Dice by subgroup on the external test: mean and {ci} bootstrap CI; marker "
     "size grows with n; dashed line the overall mean.",
     "forest_institutions": "Per-scan Dice by institution on the external test; institutions with few scans "
     "are pooled (a 1–2-scan interval is uninformative).",
@@ -34,7 +41,7 @@ FIGURES: dict[str, str] = {
     "a hit at the operating IoU, (b) voxel probability against the reference over the whole "
     "scan (every voxel within 10 mm of the tumour or at probability ≥ 0.05, plus a seeded "
     "random sample of the rest weighted to stand for all) and (c) over the first stratum "
-    "alone, with 95% scan-bootstrap bands; solid: the model, dashed: after one "
+    "alone, with {ci} scan-bootstrap bands; solid: the model, dashed: after one "
     "temperature fitted on the tuning split (NLL); marker area grows with the bin's share.",
     "learning_curves": "Training: loss per epoch and tuning-set Dice at each evaluation; the selected "
     "(best tuning Dice) checkpoint is marked.",
@@ -42,7 +49,7 @@ FIGURES: dict[str, str] = {
     "tuning and external-test partitions with their patients and institutions (those found in no "
     "other partition), and the scans evaluated.",
     "seed_variance": "Training randomness on the external test: each headline number of the run's model (filled "
-    "square) with its 95% scan-bootstrap CI (bar: the test sample's variation), the same model "
+    "square) with its {ci} bootstrap CI (bar: the test sample's variation), the same model "
     "retrained on the same cohort with other seeds (open circles: the training's variation) "
     "and their mean (tick); (a) per-scan means and lesion-wise detection, (b) false positives "
     "per scan. With one seed the spread is not estimable and only the run's model is shown.",
@@ -52,10 +59,10 @@ FIGURES: dict[str, str] = {
     "institution, vendor, contrast, slice thickness.",
 }
 
-#: table file stem -> title
-TABLES: dict[str, str] = {
+#: table file stem -> title template
+TABLE_TEMPLATES: dict[str, str] = {
     "table1": "Table 1. Cohort characteristics per split",
-    "segmentation": "Segmentation on the external test: mean of per-scan values with 95% CIs, beside the "
+    "segmentation": "Segmentation on the external test: mean of per-scan values with {ci} CIs (scan bootstrap; institution-cluster bootstrap beside it), beside the "
     "published values",
     "detection": "Detection operating points on the external test (reading B at the operating threshold; "
     "CPM of reading A)",
@@ -63,18 +70,46 @@ TABLES: dict[str, str] = {
     "levels, Kruskal–Wallis for more; p raw and Holm-adjusted across the subgroups)",
     "institutions": "Per-scan Dice by institution on the external test (small institutions pooled)",
     "institution_model": "Linear mixed model of per-scan Dice with a random intercept per institution: fixed "
-    "effects, variance components and the ICC (parametric-bootstrap 95% CI)",
+    "effects, variance components and the ICC (parametric-bootstrap {ci} CI)",
     "detection_subgroups": "Lesion-wise sensitivity at the operating point by subgroup on the external test "
-    "(Wilson 95% CIs; Fisher's exact or chi-square test, Holm-adjusted across subgroups)",
+    "(Wilson {ci} CIs; Fisher's exact test, Fisher–Freeman–Halton for more than two levels, Holm-adjusted across subgroups)",
     "failures": "Failures on the external test: worst scans by Dice, every missed lesion, largest false "
     "positives (# = panel of the failure gallery)",
     "failure_subgroups": "Failures per subgroup on the external test: missed lesions, false positives and "
     "worst scans",
-    "seed_variance": "Training randomness on the external test: the run's model with its bootstrap 95% CI (the "
+    "seed_variance": "Training randomness on the external test: the run's model with its bootstrap {ci} CI (the "
     "test sample's variation) beside the same model retrained with other seeds (the training's "
     "variation): between-seed mean ± SD, range, range / CI width and SD / bootstrap SE",
     "real_anatomy": "Real-anatomy external-test subset (tumours inserted into the real chest CT of distinct "
     "patients never seen in training; only runs whose cohort has it): per scan and for the "
-    "subset, Dice, IoU, detection at the operating IoU, false-positive candidates, and false "
+    "subset, Dice, IoU, detection at {hit}, false-positive candidates, and false "
     "positives on the same patients' CT without an inserted tumour",
 }
+
+
+def _labels(config: Any = None) -> dict[str, str]:
+    from amt_core.evaluation.config import EvalConfig
+
+    if config is None:
+        config = EvalConfig()
+    elif isinstance(config, dict):  # summary.json's "config"
+        config = EvalConfig.from_dict(config)
+    return config.labels()
+
+
+def figure_captions(config: Any = None) -> dict[str, str]:
+    """Figure stem -> caption, in the words of ``config`` (an ``EvalConfig``, its dict, or None: defaults)."""
+    labels = _labels(config)
+    return {stem: text.format(**labels) for stem, text in FIGURE_TEMPLATES.items()}
+
+
+def table_titles(config: Any = None) -> dict[str, str]:
+    """Table stem -> title, in the words of ``config`` (as :func:`figure_captions`)."""
+    labels = _labels(config)
+    return {stem: text.format(**labels) for stem, text in TABLE_TEMPLATES.items()}
+
+
+#: figure file stem -> caption (default conventions)
+FIGURES: dict[str, str] = figure_captions()
+#: table file stem -> title (default conventions)
+TABLES: dict[str, str] = table_titles()

@@ -1,4 +1,4 @@
-"""Forest plots of per-scan Dice (or any metric) by subgroup and by institution, with 95% CIs.
+"""Forest plots of per-scan Dice (or any metric) by subgroup and by institution, with their CIs.
 
 Input: a tidy table with one row per level — ``subgroup`` (the subgroup's name, e.g. ``vendor``; absent for
 institutions), ``level``, ``n``, ``mean``, ``ci_lo``, ``ci_hi``. Institutions with few scans are pooled
@@ -32,9 +32,10 @@ def plot_forest(
     overall: float | None = None,
     title: str | None = None,
     xlim: tuple[float, float] = (0.0, 1.0),
+    ci_label: str = "95%",
 ):
     """One row per level, grouped under bold subgroup headers; point size grows with n; the overall
-    mean as a dashed line. Rows with n = 0 are dropped."""
+    mean as a dashed line. Rows with n = 0 are dropped. ``ci_label`` names the intervals' level."""
     t = table[table["n"] > 0].copy()
     has_group = "subgroup" in t.columns
     rows: list[tuple[str, pd.Series | None]] = []
@@ -89,7 +90,7 @@ def plot_forest(
         ax.text(
             1.02,
             1.0,
-            "   n   mean (95% CI)",
+            f"   n   mean ({ci_label} CI)",
             transform=ax.transAxes,
             va="bottom",
             ha="left",
@@ -99,7 +100,7 @@ def plot_forest(
         )
         ax.set_ylim(-0.7, n_rows - 0.3)
         ax.set_xlim(*xlim)
-        ax.set_xlabel(f"Per-scan {metric_label} (mean, 95% CI)")
+        ax.set_xlabel(f"Per-scan {metric_label} (mean, {ci_label} CI)")
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
         ax.grid(True, axis="x")

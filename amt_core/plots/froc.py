@@ -2,9 +2,10 @@
 
 A. :func:`plot_froc_confidence` — one curve per IoU hit threshold (0.1, 0.3, 0.5), each swept over the
    candidates' confidence and drawn linear between operating points (the interpolant that gives the
-   sensitivities at the fixed FP/scan points, as MONAI's FROC score), with its 95% scan-bootstrap band.
+   sensitivities at the fixed FP/scan points, as MONAI's FROC score), with its bootstrap band.
 B. :func:`plot_froc_iou` — each point is an IoU hit threshold at the model's fixed operating threshold;
-   the operating point (IoU ≥ 0.5) is marked beside the published "0.87 at 0.61 FP/scan".
+   the operating point (the evaluation's ``operating_iou``, 0.5 by default) is marked beside the published
+   "0.87 at 0.61 FP/scan" (at IoU ≥ 0.5).
 
 Inputs are the saved tables of the evaluation (``froc_confidence.csv``, ``froc_iou.csv``) and the
 analysis band table (``froc_bands.csv``: iou_threshold, fp_per_scan, sensitivity, ci_lo, ci_hi).
@@ -51,8 +52,10 @@ def plot_froc_confidence(
     subset: pd.DataFrame | None = None,
     subset_iou: float = 0.5,
     subset_label: str = "",
+    band_label: str = "95% CI (scan bootstrap)",
 ):
-    """Reading A: sensitivity vs false positives per scan for each IoU threshold, with 95% bands.
+    """Reading A: sensitivity vs false positives per scan for each IoU threshold, with the bootstrap bands
+    of ``bands`` (named in the legend by ``band_label``: the evaluation's level and resampling unit).
 
     ``subset``: reading A of a subset of the scans (the real-anatomy test subset's ``froc_confidence.csv``),
     drawn alone at ``subset_iou`` as a black dashed curve labelled ``subset_label``, without a band (a
@@ -99,7 +102,7 @@ def plot_froc_confidence(
 
         handles, _ = ax.get_legend_handles_labels()
         if bands is not None and not bands.empty:
-            handles.append(Patch(facecolor=ROLE["neutral"], alpha=0.2, label="95% CI (scan bootstrap)"))
+            handles.append(Patch(facecolor=ROLE["neutral"], alpha=0.2, label=band_label))
         ax.legend(handles=handles, loc="lower right", title="Hit criterion")
         if title:
             ax.set_title(title)
@@ -111,9 +114,16 @@ def _frac(x: float) -> str:
 
 
 def plot_froc_iou(
-    froc_iou: pd.DataFrame, operating_iou: float = 0.5, published=PUBLISHED, title: str | None = None
+    froc_iou: pd.DataFrame,
+    operating_iou: float = 0.5,
+    published=PUBLISHED,
+    title: str | None = None,
+    hit_label: str | None = None,
 ):
     """Reading B: the IoU-swept curve at the operating threshold, two panels.
+
+    ``hit_label`` names the operating criterion in the legend (default "IoU ≥ ``operating_iou``"); the
+    published point is at IoU ≥ 0.5 whatever the run's.
 
     (a) sensitivity vs FP/scan, one point per IoU threshold, the operating point and the published
     point marked; (b) sensitivity and FP/scan against the IoU threshold.
@@ -166,14 +176,16 @@ def plot_froc_iou(
                 mew=1.2,
                 ls="none",
                 zorder=3,
-                label=f"Published: {ps:.2f} at {pf:.2f} FP/scan",
+                label=f"Published: {ps:.2f} at {pf:.2f} FP/scan (IoU ≥ 0.5)",
             )
         ax.set_xlabel("False positives per scan")
         ax.set_ylabel("Lesion sensitivity")
         ax.set_ylim(0, 1.02)
         ax.set_xlim(left=0)
         ax.grid(True)
-        ax.legend(loc="best", title=f"Operating point, IoU ≥ {operating_iou:g}")  # the curve moves run to run
+        ax.legend(
+            loc="best", title=f"Operating point, {hit_label or f'IoU ≥ {operating_iou:g}'}"
+        )  # the curve moves run to run
         panel_label(ax, "a")
 
         bx.plot(c["iou_threshold"], c["sensitivity"], "-o", ms=2.5, color=ROLE["ours"], label="Sensitivity")

@@ -11,7 +11,7 @@ import pandas as pd
 from amt_core.evaluation.stats import present_subgroups
 from amt_core.layout import RunLayout
 from amt_core.pipeline.real_anatomy import load_real_anatomy, real_anatomy_table
-from amt_core.plots.captions import FIGURES, TABLES
+from amt_core.plots.captions import FIGURES, table_titles
 from amt_core.plots.style import save_figure
 from amt_core.plots.tables import write_table
 from amt_core.registry import SUBGROUPS
@@ -19,6 +19,20 @@ from amt_core.registry import SUBGROUPS
 
 def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
+
+
+def evaluation_config(layout: RunLayout):
+    """The ``EvalConfig`` recorded in the external test's ``summary.json`` (the defaults when there is none
+    yet), so every label says what the numbers were made with."""
+    import json
+
+    from amt_core.evaluation.config import EvalConfig
+
+    path = layout.evaluation("test") / "summary.json"
+    if not path.is_file():
+        return EvalConfig()
+    recorded = json.loads(path.read_text()).get("config")
+    return EvalConfig.from_dict(recorded) if recorded else EvalConfig()
 
 
 def load_cases(layout: RunLayout) -> pd.DataFrame:
@@ -56,6 +70,8 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     test = per_case[per_case["split"] == "test"]
     ana = layout.analysis_dir
     ev = layout.evaluation("test")
+    config = evaluation_config(layout)  # the conventions the numbers were made with: labels follow them
+    labels = config.labels()
     written: list[Path] = []
 
     def fig(name, figure):
@@ -75,10 +91,23 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
                 f"IoU ≥ {real.config.operating_iou:g}",
             }
         )
-        fig("froc_confidence", froc.plot_froc_confidence(froc_conf, bands, **extra))
+        fig(
+            "froc_confidence",
+            froc.plot_froc_confidence(
+                froc_conf,
+                bands,
+                iou_thresholds=config.froc_iou_thresholds,
+                fp_points=config.fp_points,
+                band_label=f"{labels['ci']} CI ({labels['unit']} bootstrap)",
+                **extra,
+            ),
+        )
     froc_iou = _read(ev / "froc_iou.csv")
     if froc_iou is not None:
-        fig("froc_iou", froc.plot_froc_iou(froc_iou))
+        fig(
+            "froc_iou",
+            froc.plot_froc_iou(froc_iou, operating_iou=config.operating_iou, hit_label=labels["hit"]),
+        )
     cal_bins, cal = _read(ana / "calibration_bins.csv"), _read(ana / "calibration.csv")
     if cal_bins is not None and cal is not None:
         from amt_core.plots.calibration import plot_calibration
@@ -94,11 +123,11 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     )
     if subgroups is not None:
         dice = subgroups[subgroups["metric"] == "dice"]
-        fig("forest_subgroups", forest.plot_forest(dice, overall=overall))
+        fig("forest_subgroups", forest.plot_forest(dice, overall=overall, ci_label=labels["ci"]))
     institutions = _read(ana / "institutions.csv")
     if institutions is not None:
         dice = institutions[institutions["metric"] == "dice"].rename(columns={"institution_id": "level"})
-        fig("forest_institutions", forest.plot_forest(dice, overall=overall))
+        fig("forest_institutions", forest.plot_forest(dice, overall=overall, ci_label=labels["ci"]))
     fig("performance_vs_covariates", distributions.plot_performance_vs_covariates(test))
     if _has_volumes(cases, test, layout):
         fig("examples", examples.plot_examples(test, cases, layout.predictions("test")))
@@ -128,11 +157,14 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     tables: list[tuple[str, pd.DataFrame, pd.DataFrame | None]] = [("table1", table_one(cases), None)]
     if seg_ci is not None:
         seg = T.segmentation_table(seg_ci, _read(ana / "seg_ci_cluster.csv"))
-        tables.append(("segmentation", seg, T.segmentation_markdown_frame(seg)))
+        tables.append(("segmentation", seg, T.segmentation_markdown_frame(seg, ci_label=labels["ci"])))
     ops = _read(ana / "operating_points.csv")
     if ops is not None:
-        det = T.detection_table(ops, _read(ana / "cpm.csv"))
-        tables.append(("detection", det, T.detection_markdown_frame(det)))
+        overlaps = sorted(set(config.froc_iou_thresholds) | {config.operating_iou})
+        det = T.detection_table(ops, _read(ana / "cpm.csv"), iou_thresholds=overlaps)
+        tables.append(
+            ("detection", det, T.detection_markdown_frame(det, labels["ci"], labels["hit"].rsplit(" ", 1)[0]))
+        )
     if subgroups is not None:
         tables.append(("subgroups", subgroups, _compact(subgroups, ["subgroup", "level"])))
     if institutions is not None:
@@ -153,8 +185,9 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
         tables.append(("seed_variance", *seed_plots.seed_variance_table(*seeds)))
     if real is not None:
         tables.append(("real_anatomy", *real_anatomy_table(real, cases)))
+    titles = table_titles(config)
     for name, table, display in tables:
-        written.extend(write_table(table, tab, name, title=TABLES[name], display=display))
+        written.extend(write_table(table, tab, name, title=titles[name], display=display))
     unknown = {p.stem for p in written if p.suffix == ".png"} - set(FIGURES)
     if unknown:
         warnings.warn(f"figures without a caption in amt_core.plots.FIGURES: {sorted(unknown)}", stacklevel=2)

@@ -81,7 +81,7 @@ def ci_text(lo: float, hi: float, digits: int = 2) -> str:
 def segmentation_table(
     ci: pd.DataFrame, cluster_ci: pd.DataFrame | None = None, published: Mapping[str, float] = PUBLISHED
 ) -> pd.DataFrame:
-    """Per-scan mean of each metric with its 95% CI (scan bootstrap, and institution-cluster bootstrap
+    """Per-scan mean of each metric with its CI (scan bootstrap, and institution-cluster bootstrap
     when given) beside the published external-test value.
 
     ``ci`` and ``cluster_ci`` have the columns of :func:`amt_core.evaluation.bootstrap.bootstrap_means`
@@ -111,16 +111,16 @@ def segmentation_table(
     return pd.DataFrame(rows)
 
 
-def segmentation_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """The presentation form of :func:`segmentation_table`: 'mean (95% CI)' columns."""
+def segmentation_markdown_frame(table: pd.DataFrame, ci_label: str = "95%") -> pd.DataFrame:
+    """The presentation form of :func:`segmentation_table`: 'mean (95% CI)' columns (``ci_label``: the level)."""
     out = pd.DataFrame({"Metric": table["metric"], "n": table["n_scans"]})
-    out["This run, mean (95% CI)"] = [
+    out[f"This run, mean ({ci_label} CI)"] = [
         f"{m:.3f} ({ci_text(lo, hi, 3)})"
         for m, lo, hi in zip(table["mean"], table["ci_lo"], table["ci_hi"], strict=False)
     ]
     if "cluster_ci_lo" in table:
         notes = table["cluster_note"] if "cluster_note" in table else [""] * len(table)
-        out["Institution-cluster 95% CI"] = [
+        out[f"Institution-cluster {ci_label} CI"] = [
             _not_estimable(note) if note else ci_text(lo, hi, 3)
             for lo, hi, note in zip(table["cluster_ci_lo"], table["cluster_ci_hi"], notes, strict=False)
         ]
@@ -180,8 +180,11 @@ def detection_table(
     return pd.DataFrame(rows)
 
 
-def detection_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """The presentation form of :func:`detection_table`."""
+def detection_markdown_frame(
+    table: pd.DataFrame, ci_label: str = "95%", overlap_label: str = "IoU ≥"
+) -> pd.DataFrame:
+    """The presentation form of :func:`detection_table` (``ci_label``: the intervals' level;
+    ``overlap_label``: the hit criterion's overlap and sign, e.g. "IoU >")."""
 
     def opt(row, col):
         return row[col] if col in row.index else float("nan")
@@ -195,11 +198,11 @@ def detection_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
         )
         rows.append(
             {
-                "IoU ≥": f"{r['iou_threshold']:g}",
+                overlap_label: f"{r['iou_threshold']:g}",
                 "Sensitivity": r["sensitivity"],
-                "Wilson 95% CI": ci_text(opt(r, "sens_wilson_lo"), opt(r, "sens_wilson_hi"), 3),
-                "Bootstrap 95% CI": ci_text(opt(r, "sens_boot_lo"), opt(r, "sens_boot_hi"), 3),
-                "FP/scan (95% CI)": f"{r['fp_per_scan']:.2f} ({ci_text(opt(r, 'fp_boot_lo'), opt(r, 'fp_boot_hi'), 2)})",
+                f"Wilson {ci_label} CI": ci_text(opt(r, "sens_wilson_lo"), opt(r, "sens_wilson_hi"), 3),
+                f"Bootstrap {ci_label} CI": ci_text(opt(r, "sens_boot_lo"), opt(r, "sens_boot_hi"), 3),
+                f"FP/scan ({ci_label} CI)": f"{r['fp_per_scan']:.2f} ({ci_text(opt(r, 'fp_boot_lo'), opt(r, 'fp_boot_hi'), 2)})",
                 "TP / lesions": (
                     f"{int(r['tp'])} / {int(r['n_lesions'])}"
                     if pd.notna(opt(r, "tp")) and pd.notna(opt(r, "n_lesions"))
