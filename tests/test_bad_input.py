@@ -694,3 +694,66 @@ def test_cli_predict_refuses_a_damaged_image(tmp_path, capsys):
     assert code == 2
     _one_line(err, "amt predict: error:", image, "CRC check failed")
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def _break_series(folder: Path, how: str) -> None:
+    """Damage a written series the ways real exports break (files slice000.dcm ... in slice order)."""
+    import shutil
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    files = sorted(folder.glob("slice*.dcm"))
+    if how == "missing slice":
+        files[3].unlink()
+    elif how == "duplicated slice":
+        ds = pydicom.dcmread(files[2])
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(folder / "copy.dcm", enforce_file_format=True)
+    elif how == "truncated pixels":
+        data = files[3].read_bytes()
+        files[3].write_bytes(data[:-40])
+    elif how == "truncated header":
+        data = files[3].read_bytes()
+        files[3].write_bytes(data[:300])
+    elif how in ("uneven pitch", "gantry tilt", "mixed orientation", "MR"):
+        for k, f in enumerate(files):
+            ds = pydicom.dcmread(f)
+            x, y, z = (float(v) for v in ds.ImagePositionPatient)
+            if how == "uneven pitch" and k >= 4:
+                ds.ImagePositionPatient = [x, y, z + 1.5]
+            elif how == "gantry tilt":
+                ds.ImagePositionPatient = [x, y + 0.9 * k, z]
+            elif how == "mixed orientation" and k == 5:
+                ds.ImageOrientationPatient = [1, 0, 0, 0, 0.8, -0.6]
+            elif how == "MR":
+                ds.Modality = "MR"
+            ds.save_as(f, enforce_file_format=True)
+    else:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("missing slice", r"not evenly spaced: 5\.000 mm between slice002\.dcm and slice004\.dcm, 2\.500 mm"),
+        ("uneven pitch", r"not evenly spaced: 4\.000 mm between slice003\.dcm and slice004\.dcm"),
+        ("duplicated slice", r"(copy|slice002)\.dcm and (copy|slice002)\.dcm lie at the same position"),
+        ("truncated pixels", r"slice003\.dcm: a file of the series that cannot be read"),
+        ("truncated header", r"(slice003\.dcm: a damaged DICOM file|5\.000 mm between slice002\.dcm and slice004)"),
+        ("gantry tilt", r"step 0\.90 mm sideways .* gantry tilt"),
+        ("mixed orientation", r"slice005\.dcm: the slice is oriented differently"),
+        ("MR", r"modality 'MR', not CT"),
+    ],
+)
+def test_dicom_series_that_is_not_one_regular_grid(tmp_path, make_dicom_series, how, expected):
+    """A series with a missing, duplicated or damaged slice, an uneven pitch, a tilt or a stray orientation
+    would be stacked on a wrong grid (a spacing averaged over the gap, every slice after it misplaced): it
+    is refused, naming the folder or file and the fault. The complete series reads on its true grid."""
+    hu = np.full((8, 7, 10), -1000.0)
+    hu[2:6, 2:5, 2:8] = 40.0
+    folder = make_dicom_series(tmp_path / "series", hu, spacing=(0.8, 0.8, 2.5))
+    assert read_volume(folder).spacing == pytest.approx((0.8, 0.8, 2.5))
+    _break_series(folder, how)
+    with pytest.raises(VolumeError, match=expected):
+        read_volume(folder)

@@ -535,14 +535,105 @@ def _series_description(path: str) -> str:
 def _read_dicom_series(folder: Path, series_uid: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
-    files = select_series(folder, series_uid).files
+    series = select_series(folder, series_uid)
+    files = series.files
     if len(files) < 2:
         raise VolumeError(f"{folder}: the DICOM series has a single slice, not a 3D volume")
+    step = check_slice_geometry(folder, series)
     reader = sitk.ImageSeriesReader()
     with _quiet_itk():
         reader.SetFileNames(list(files))
         img = reader.Execute()  # GDCM applies RescaleSlope/RescaleIntercept (HU)
+    if abs(img.GetSpacing()[2] - step) > SLICE_TOLERANCE * step + 1e-3:
+        raise VolumeError(
+            f"{folder}: the reader's slice spacing {img.GetSpacing()[2]:.4g} mm differs from the slice positions' "
+            f"{step:.4g} mm"
+        )
     return _from_sitk(img, folder)
+
+
+#: slices of one series may lie this far (as a fraction of the median step) from an even spacing
+SLICE_TOLERANCE = 0.02
+#: the DICOM modalities read as images (CT, and "" for files without the tag)
+IMAGE_MODALITIES = ("CT", "")
+
+
+def check_slice_geometry(folder: str | os.PathLike, series: DicomSeries) -> float:
+    """Check that a DICOM series is one regular 3D grid before it is stacked: CT modality, one orientation,
+    no file of the series that GDCM could not read, no two slices at one position, and evenly spaced slices
+    along the normal (a missing slice or a gap would otherwise be spread over the whole volume as a wrong
+    spacing), without a gantry tilt (a sheared grid). Returns the slice step in mm; a
+    :class:`VolumeError` names the folder, the file(s) and the fault otherwise."""
+    import pydicom
+
+    folder = Path(folder)
+    tags = ["Modality", "ImagePositionPatient", "ImageOrientationPatient", "SeriesInstanceUID"]
+    headers = []
+    for f in series.files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=tags)
+        except Exception as exc:  # pydicom's errors have no common base class
+            raise VolumeError(f"{f}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            raise VolumeError(
+                f"{f}: no ImagePositionPatient/ImageOrientationPatient: the slice cannot be placed"
+            )
+        headers.append(ds)
+    modality = str(headers[0].get("Modality", "")).upper()
+    if modality not in IMAGE_MODALITIES:
+        raise VolumeError(f"{folder}: the DICOM series is modality {modality!r}, not CT")
+    # a file of this series that GDCM left out (damaged, truncated) would be a silent gap
+    listed = {os.path.realpath(f) for f in series.files}
+    for other in sorted(p for p in folder.iterdir() if p.is_file() and os.path.realpath(p) not in listed):
+        try:
+            uid = pydicom.dcmread(other, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
+                "SeriesInstanceUID"
+            )
+        except Exception:  # not DICOM (a README): not a slice; a DICOM file cut short: damaged
+            with open(other, "rb") as fh:
+                if fh.read(132)[128:] == b"DICM":
+                    raise VolumeError(
+                        f"{other}: a damaged DICOM file (truncated?) in the series folder"
+                    ) from None
+            continue
+        if uid is not None and str(uid) == series.uid:
+            raise VolumeError(
+                f"{other}: a file of the series that cannot be read as an image (damaged or truncated?)"
+            )
+    orientation = np.array([float(v) for v in headers[0].ImageOrientationPatient])
+    for f, ds in zip(series.files, headers, strict=True):
+        if not np.allclose([float(v) for v in ds.ImageOrientationPatient], orientation, atol=1e-4):
+            raise VolumeError(
+                f"{f}: the slice is oriented differently from the rest of the series in {folder}"
+            )
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in headers])
+    order = np.argsort(positions @ normal)
+    depth = (positions @ normal)[order]
+    steps = np.diff(depth)
+    names = [Path(series.files[k]).name for k in order]
+    same = np.flatnonzero(steps < 1e-3)
+    if same.size:
+        k = int(same[0])
+        raise VolumeError(f"{folder}: slices {names[k]} and {names[k + 1]} lie at the same position "
+                          f"({depth[k]:.2f} mm along the normal): a duplicated slice or two series in one")  # fmt: skip
+    step = float(np.median(steps))
+    off = np.flatnonzero(np.abs(steps - step) > SLICE_TOLERANCE * step + 1e-3)
+    if off.size:
+        k = int(off[0])
+        raise VolumeError(
+            f"{folder}: slices are not evenly spaced: {steps[k]:.3f} mm between {names[k]} and {names[k + 1]}, "
+            f"{step:.3f} mm elsewhere ({off.size} uneven step(s)): a missing slice, a gap or a variable pitch; "
+            "export the series complete, or resample it to even slices first"
+        )
+    shear = positions[order][1:] - positions[order][:-1]
+    in_plane = np.linalg.norm(shear - np.outer(shear @ normal, normal), axis=1)
+    if (in_plane > 0.01 * step + 1e-3).any():
+        raise VolumeError(
+            f"{folder}: the slices step {in_plane.max():.2f} mm sideways as well as {step:.2f} mm along the normal "
+            "(a gantry tilt): a sheared grid that this reader would misplace; resample it first"
+        )
+    return step
 
 
 def _from_sitk(img, p: Path) -> tuple[np.ndarray, np.ndarray]:
