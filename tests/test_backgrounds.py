@@ -344,3 +344,68 @@ def test_outline_composition_splits_the_outline_by_what_lies_beside_it():
     c = outline_composition(image, label, (1.0, 1.0, 2.0))
     assert c["border_contrast"] > 0.97  # all but where the 3 x 3 median straddles the seam and the tumour
     assert c["lung"] == 0.0 and c["fat"] == pytest.approx(0.5, abs=0.08)
+
+
+def _dicom_background(folder, make_dicom_series, patient="PID-1", sex="M", manufacturer="GE MEDICAL SYSTEMS"):
+    hu = np.full((6, 6, 4), -1000.0)
+    identity = {"PatientID": patient, "PatientName": "Doe^Jane"}
+    return make_dicom_series(folder, hu, identity=identity, sex=sex, manufacturer=manufacturer)
+
+
+def test_two_backgrounds_of_one_patient_are_refused(tmp_path, make_dicom_series):
+    """One patient in two splits would leak: two DICOM series with one PatientID, or one scan copied under
+    two names, are refused naming both; another patient is fine, and the header states sex and vendor."""
+    import shutil
+
+    from amt_core.cli import main
+    from amt_core.synth.hybrid import list_backgrounds
+
+    folder = tmp_path / "bgs"
+    _dicom_background(folder / "scan_a", make_dicom_series)
+    _dicom_background(folder / "scan_b", make_dicom_series, sex="F", manufacturer="SIEMENS")
+    with pytest.raises(ValueError, match=r"scan_a, scan_b hold the same DICOM PatientID"):
+        list_backgrounds(folder)
+    assert main(["cohort", "--backgrounds", str(folder), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+
+    shutil.rmtree(folder / "scan_b")
+    _dicom_background(folder / "scan_b", make_dicom_series, patient="PID-2", sex="F", manufacturer="SIEMENS")
+    rows = list_backgrounds(folder).set_index("file")
+    assert rows.loc["scan_a", ["sex", "vendor"]].tolist() == ["M", "GE"]
+    assert rows.loc["scan_b", ["sex", "vendor"]].tolist() == ["F", "Siemens"]
+    assert "PID" not in " ".join(rows.astype(str).to_numpy().ravel())  # the PatientID is never carried
+
+    shutil.copy(bundled_backgrounds() / SMALL, folder / "one.nii.gz")
+    shutil.copy(bundled_backgrounds() / SMALL, folder / "two.nii.gz")
+    with pytest.raises(ValueError, match=r"one\.nii\.gz, two\.nii\.gz hold the same bytes"):
+        list_backgrounds(folder)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ("file,patient_id,sex\nscan.nii.gz,P 1/x,Q\n", r"row 2, patient_id 'P 1/x'.*row 2, sex 'Q'"),
+        ("file,contrast\nscan.nii.gz,maybe\n", r"row 2, contrast 'maybe': expected one of"),
+        (
+            "file,slice_thickness_mm\nscan.nii.gz,abc\n",
+            r"row 2, slice_thickness_mm 'abc': expected a positive",
+        ),
+        (
+            "file,sex\nother.nii.gz,M\nscan.nii.gz,M\nscan.nii.gz,F\n",
+            r"names no scan.*other.*described twice",
+        ),
+        (b"\xff\xfe\x00binary", r"backgrounds\.csv: not a readable CSV table"),
+    ],
+)
+def test_a_bad_manifest_is_refused_naming_file_row_and_column(tmp_path, manifest, expected):
+    """backgrounds.csv is read as strictly as a case table: a value the cohort could not carry (or would
+    silently replace) is an error naming the file, the row and the column, before anything is written."""
+    import shutil
+
+    from amt_core.synth.hybrid import list_backgrounds
+
+    shutil.copy(bundled_backgrounds() / SMALL, tmp_path / "scan.nii.gz")
+    path = tmp_path / "backgrounds.csv"
+    path.write_bytes(manifest if isinstance(manifest, bytes) else manifest.encode())
+    with pytest.raises(ValueError, match=r"backgrounds\.csv: .*" + expected.split("backgrounds\\.csv: ")[-1]):
+        list_backgrounds(tmp_path)

@@ -740,7 +740,10 @@ def _break_series(folder: Path, how: str) -> None:
         ("uneven pitch", r"not evenly spaced: 4\.000 mm between slice003\.dcm and slice004\.dcm"),
         ("duplicated slice", r"(copy|slice002)\.dcm and (copy|slice002)\.dcm lie at the same position"),
         ("truncated pixels", r"slice003\.dcm: a file of the series that cannot be read"),
-        ("truncated header", r"(slice003\.dcm: a damaged DICOM file|5\.000 mm between slice002\.dcm and slice004)"),
+        (
+            "truncated header",
+            r"(slice003\.dcm: a damaged DICOM file|5\.000 mm between slice002\.dcm and slice004)",
+        ),
         ("gantry tilt", r"step 0\.90 mm sideways .* gantry tilt"),
         ("mixed orientation", r"slice005\.dcm: the slice is oriented differently"),
         ("MR", r"modality 'MR', not CT"),

@@ -494,3 +494,18 @@ def test_cli_validate_a_damaged_gzip_table(tiny_cohort, capsys, damage):
     # and a valid one still validates
     path.write_bytes(gzip.compress((tiny_cohort / "cases.csv").read_bytes()))
     assert _run_cli(capsys, "validate", path)[0] == 0
+
+
+def test_cli_import_refuses_one_image_listed_twice(tmp_path, capsys):
+    """The same source scan in a train row and a test row (another institution) would be one patient in two
+    splits that no id check can see: refused, naming both rows, before anything is written."""
+    src, out = tmp_path / "src", tmp_path / "cohort"
+    rows = [_nifti_case(src, name, _ct_lps((12, 10, 8), seed)) for seed, name in enumerate(["a", "b"])]
+    rows.append({**rows[0], "split": "test", "institution": "Clinic B"})
+    rows.append(_nifti_case(src, "c", _ct_lps((12, 10, 8), 7), split="tune"))
+    code, err = _run_cli(capsys, *_import_args(src, rows, out))
+    assert code == 2 and not out.exists()
+    assert "row 4: the same image as row 2" in err and "a.nii.gz" in err
+    del rows[2]
+    rows.append(_nifti_case(src, "d", _ct_lps((12, 10, 8), 8), split="test"))
+    assert _run_cli(capsys, *_import_args(src, rows, out))[0] == 0

@@ -198,6 +198,18 @@ def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Pat
             "label": label_relpath(case_id, split) if split in ("train", "tune", "test") else None,
         })  # fmt: skip
         sources.append((*paths, series_uid, _cell(row, "label_segment")))
+    # one scan is one case: the same source image (file, or DICOM folder and series) in two rows would be one
+    # patient counted twice, possibly in two splits
+    seen: dict[tuple[str, str | None], str] = {}
+    for i, (image_path, _, series_uid, _) in zip(meta.index, sources, strict=True):
+        if image_path is None or not image_path.exists():
+            continue
+        key = (os.path.realpath(image_path), series_uid)
+        where = f"row {int(i) + 2}"
+        if key in seen:
+            problems.append(f"{where}: the same image as {seen[key]} ({image_path}): one scan is one case")
+        else:
+            seen[key] = where
     table = pd.DataFrame(rows, columns=list(CASE_COLUMNS), index=meta.index)
     # image/label problems of the table itself are consequences of the rows above (empty split); rows whose
     # DICOM series could not be chosen are left out (what the series would fill in is unknown, not missing)

@@ -39,7 +39,12 @@ def bundled_backgrounds() -> Path:
 
 
 def list_backgrounds(folder: str | os.PathLike) -> pd.DataFrame:
-    """One row per background scan in ``folder``: ``path`` and the metadata of ``backgrounds.csv`` if any."""
+    """One row per background scan in ``folder``: ``path`` and the metadata of ``backgrounds.csv`` if any.
+
+    A DICOM series states what the manifest leaves empty (PatientSex, Manufacturer, SliceThickness). Every
+    value of the manifest is checked (each bad cell named by file, row and column), and two backgrounds of
+    one patient (the same ``patient_id``, the same DICOM PatientID or the same bytes) are refused: a patient
+    may not be in two splits."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder of background chest CTs")
@@ -54,18 +59,12 @@ def list_backgrounds(folder: str | os.PathLike) -> pd.DataFrame:
     rows = pd.DataFrame({"file": [p.name for p in files], "path": [str(p) for p in files]})
     manifest = folder / MANIFEST
     if manifest.is_file():
-        meta = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-        unknown = sorted(set(meta.get("file", [])) - set(rows.file))
-        if "file" not in meta.columns or unknown:
-            raise ValueError(
-                f"{manifest}: every row must name a scan of the folder in column 'file' "
-                f"(not found: {unknown[:5]})"
-            )
-        rows = rows.merge(meta, on="file", how="left")
+        rows = rows.merge(_read_manifest(manifest, set(rows.file)), on="file", how="left")
     for column in ("patient_id", "sex", "vendor", "slice_thickness_mm", "contrast"):
         if column not in rows.columns:
             rows[column] = ""
     rows = rows.fillna("")
+    rows = _fill_from_dicom(rows)
     rows["patient_id"] = [pid or _stem(f) for pid, f in zip(rows.patient_id, rows.file, strict=True)]
     dup = rows.patient_id[rows.patient_id.duplicated()]
     if len(dup):
@@ -73,7 +72,99 @@ def list_backgrounds(folder: str | os.PathLike) -> pd.DataFrame:
             f"{folder}: patient {sorted(set(dup))[:5]} has several scans; use one per patient "
             "(a patient may not be in two splits)"
         )
+    for key, what in (("dicom_patient", "the same DICOM PatientID"), ("content", "the same bytes")):
+        same = rows[rows[key].ne("") & rows[key].duplicated(keep=False)]
+        if len(same):
+            raise ValueError(
+                f"{folder}: {', '.join(same.file)} hold {what}: one scan per patient (a patient may not "
+                "be in two splits); keep one of them"
+            )
+    return rows.drop(columns=["dicom_patient", "content"])
+
+
+def _read_manifest(manifest: Path, scans: set[str]) -> pd.DataFrame:
+    """``backgrounds.csv``, every problem listed with its row and column (as ``amt validate`` would)."""
+    try:
+        meta = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{manifest}: not a readable CSV table ({type(exc).__name__}: {exc})") from None
+    from amt_core.data.cases import ID_PATTERN
+
+    problems = []
+    if "file" not in meta.columns:
+        problems.append("no column 'file' (the scan each row describes)")
+    else:
+        unknown = sorted(set(meta["file"]) - scans)
+        if unknown:
+            problems.append(f"'file' names no scan of the folder: {unknown[:5]}")
+        twice = sorted(set(meta["file"][meta["file"].duplicated()]))
+        if twice:
+            problems.append(f"'file' {twice[:5]} described twice")
+    checks = {
+        "patient_id": (lambda v: bool(ID_PATTERN.match(v)), "letters, digits, '.', '_' or '-'"),
+        "sex": (lambda v: v in registry.SEXES, f"one of {list(registry.SEXES)}"),
+        "contrast": (lambda v: v in registry.CONTRASTS, f"one of {list(registry.CONTRASTS)}"),
+        "slice_thickness_mm": (_positive_number, "a positive number of mm"),
+    }
+    for column, (ok, wanted) in checks.items():
+        if column not in meta.columns:
+            continue
+        for k, value in enumerate(meta[column].str.strip()):
+            if value and not ok(value):
+                problems.append(f"row {k + 2}, {column} {value!r}: expected {wanted} (or empty)")
+    if problems:
+        raise ValueError(f"{manifest}: " + "; ".join(problems))
+    return meta.apply(lambda c: c.str.strip())
+
+
+def _positive_number(value: str) -> bool:
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
+
+
+def _fill_from_dicom(rows: pd.DataFrame) -> pd.DataFrame:
+    """Sex, vendor and slice thickness of a DICOM background from its header where the manifest is silent;
+    the keyed pseudonym of its PatientID (``dicom_patient``, to find two scans of one patient; never
+    written) and a content hash of every background (``content``)."""
+    from amt_core.atomic import file_hash
+    from amt_core.data import privacy
+
+    key = privacy.pseudonym_key()
+    rows = rows.copy()
+    patients, contents = [], []
+    for i, row in rows.iterrows():
+        path = Path(row["path"])
+        if path.is_dir():
+            meta = privacy.dicom_metadata(path, key)
+            patients.append(meta.patient_pseudonym or "")
+            for column, value in (("sex", meta.sex), ("vendor", meta.vendor)):
+                if not row[column] and value:
+                    rows.at[i, column] = value
+            if not row["slice_thickness_mm"] and meta.slice_thickness_mm:
+                rows.at[i, "slice_thickness_mm"] = f"{meta.slice_thickness_mm:g}"
+            parts = sorted(p for p in path.rglob("*") if p.is_file())
+            contents.append(_combined_hash([file_hash(p) for p in parts]))
+        else:
+            patients.append("")
+            contents.append(file_hash(path))
+    rows["dicom_patient"], rows["content"] = patients, contents
     return rows
+
+
+def _combined_hash(hashes: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
+
+
+def background_files(paths) -> list[Path]:
+    """The files behind background paths (a DICOM series folder: each of its files), for provenance."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return out
 
 
 def _stem(name: str) -> str:
@@ -260,8 +351,11 @@ def _build(out: Path, design: pd.DataFrame, bgs: pd.DataFrame, config: dict) -> 
         out / "rejections.csv", pd.DataFrame(rejections, columns=["case_id", "background", "try", "reason"])
     )
     write_dataset_json(out, design, name="amt hybrid cohort")
-    write_provenance(out, config, inputs=[Path(p) for p in bgs.path if Path(p).is_file()])
+    write_provenance(out, config, inputs=background_files(bgs.path))
     write_cases(out, design[list(registry.CASE_COLUMNS) + ["anatomy", "background"]])
+    from amt_core.data.cases import read_cases
+
+    read_cases(out / "cases.csv")  # the table it writes passes amt validate (else nothing is swapped in)
 
 
 def _flat(records: list[dict]) -> pd.DataFrame:
