@@ -21,7 +21,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,21 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with contextlib.suppress(FileNotFoundError):
+            if tmp_path.stat().st_mode & 0o777 == 0o600:  # mkstemp's owner-only mode: the umask's instead
+                os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 #: a temporary file of :func:`atomic_path` or a staging folder of :func:`replacing_dir`: (name, pid)
@@ -116,18 +126,33 @@ def check_output_dir(
     resume: bool = False,
     what: str = "output folder",
     resumable: bool = True,
+    inputs: Iterable[str | os.PathLike] = (),
 ) -> Path:
     """Refuse an existing non-empty ``path`` unless ``overwrite`` or ``resume`` is set (the one policy of
-    every command that writes a folder). A file where a folder is wanted is always an error."""
+    every command that writes a folder). A file where a folder is wanted is always an error, and so is an
+    output folder that is, or holds, one of the command's ``inputs`` (replacing it would delete what the
+    command reads: ``amt train --cohort C/cases.csv --out C --overwrite``)."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise OutputExistsError(f"{p}: is a file, not a folder; choose another {what}")
+    refuse_holding_inputs(p, inputs, what)
     if overwrite and resume:
         raise OutputExistsError(f"{p}: --overwrite and --resume exclude each other; choose one")
     if is_nonempty_dir(p) and not (overwrite or resume):
         how = "--overwrite to replace it" + (" or --resume to continue it" if resumable else "")
         raise OutputExistsError(f"{p}: {what} exists and is not empty; pass {how}, or choose an empty folder")
     return p
+
+
+def refuse_holding_inputs(path: str | os.PathLike, inputs: Iterable[str | os.PathLike], what: str) -> None:
+    """An :class:`OutputExistsError` when the folder ``path`` is, or holds, one of ``inputs``."""
+    out = Path(path).resolve()
+    for given in inputs:
+        if Path(given).resolve().is_relative_to(out):
+            raise OutputExistsError(
+                f"{path}: the {what} would hold {given}, an input of this command (replacing the folder "
+                "would delete it); choose another folder"
+            )
 
 
 @contextlib.contextmanager
@@ -142,6 +167,7 @@ def replacing_dir(target: str | os.PathLike) -> Iterator[Path]:
     )
     try:
         yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's owner-only mode: the umask's, as a mkdir would
         old = None
         if target.exists():
             old = target.parent / f".{target.name}.{os.getpid()}.{staging.name.split('.')[-2]}.old"

@@ -43,20 +43,35 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
     return out
 
 
+#: where an untracked file changes what a run computes (git pathspecs from the top of the checkout)
+UNTRACKED_MATTERS = (":/amt_core", ":/notebooks", ":/params")
+
+
 def git_commit(path: str | Path | None = None) -> str | None:
-    """The commit of the checkout holding ``path`` (this package by default), '+dirty' if modified."""
+    """The commit of the checkout holding ``path`` (this package by default), '+dirty' if a tracked file is
+    modified or an untracked one lies among the code, notebooks or presets (:data:`UNTRACKED_MATTERS`)."""
     cwd = Path(path) if path else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        # a modified tracked file anywhere, or a new (not ignored) file among the code, notebooks and presets
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=all", "--", *UNTRACKED_MATTERS],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty else "")

@@ -256,3 +256,163 @@ def test_run_refuses_a_folder_that_is_not_a_run_folder(tmp_path, capsys):
     assert {k: v for k, v in snapshot(out).items() if k != cache} == {
         k: v for k, v in before.items() if k != cache
     }
+
+
+# --- an output folder never holds an input of its command -------------------------------------------------
+def test_overwrite_never_deletes_an_input_of_the_command(models, toy, tiny_cohort, tmp_path, capsys):
+    """`--out` that is, or holds, what the command reads (the cohort of `amt train`, the checkpoint or
+    input of `amt predict`, the results of `amt figures`) is refused even with --overwrite: the folder
+    would be replaced and the input deleted."""
+    import shutil
+
+    cohort = tiny_cohort.parent
+    problem = "an input of this command"
+    refused(capsys, ["train", "--cohort", str(tiny_cohort), "--preset", "cpu", "--out", str(cohort),
+                     "--overwrite", "--max-steps", "1"], cohort, problem)  # fmt: skip
+    kept = tmp_path / "models"
+    shutil.copytree(models["a"].parent, kept)
+    refused(capsys, _predict(kept / "a.pt", toy, kept, "--overwrite"), kept, problem)
+    refused(capsys, _predict(models["a"], toy, toy.parent, "--overwrite"), toy.parent, problem)
+    run = tmp_path / "run"
+    (run / ".steps").mkdir(parents=True)
+    (run / "evaluation" / "test").mkdir(parents=True)
+    (run / "evaluation" / "test" / "summary.json").write_text("{}")
+    for out in (run, run / "evaluation"):
+        refused(capsys, ["figures", "--run", str(run), "--out", str(out), "--overwrite"], out, problem)
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--steps-per-epoch", "0"], "steps_per_epoch=0"),
+        (["--steps-per-epoch", "-1"], "steps_per_epoch=-1"),
+        (["--max-steps", "-5"], "max_steps=-5"),
+        (["--max-epochs", "0"], "max_epochs=0"),
+        (["--eval-every", "-1"], "eval_every=-1"),
+        (["--max-minutes", "-1"], "max_minutes=-1"),
+    ],
+)
+def test_train_refuses_a_schedule_that_trains_nothing_or_forever(
+    tiny_cohort, tmp_path, capsys, flags, problem
+):
+    """A zero or negative count ran forever (0 steps per epoch, endless epochs), divided by zero, or trained
+    one step and called it complete: one clear line, exit 2, and no folder."""
+    out = tmp_path / "train"
+    capsys.readouterr()
+    assert main(["train", "--cohort", str(tiny_cohort), "--preset", "cpu", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and problem in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_a_clear_error(models, toy, tmp_path, capsys):
+    import torch
+
+    state = torch.load(models["a"], weights_only=True)
+    config = json.loads(state["config"])
+    config["channels"] = [4, 8]
+    state["config"] = json.dumps(config)
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    capsys.readouterr()
+    assert main(_predict(bad, toy, tmp_path / "pred")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err and "do not fit the network" in err, err
+    assert "size mismatch" in err and not (tmp_path / "pred").exists()
+
+
+def test_results_are_readable_by_the_group_as_the_umask_says(tmp_path):
+    """mkstemp and mkdtemp make owner-only files and folders: the results on a shared machine were
+    unreadable by the rest of the group. They now get the modes a plain write would (umask 022 here)."""
+    import os
+
+    from amt_core.atomic import replacing_dir, write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        with replacing_dir(tmp_path / "folder") as staging:
+            write_text(staging / "b.txt", "y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "folder" / "b.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_an_unfinished_run_is_marked_and_its_figures_refused(tmp_path, capsys, monkeypatch):
+    """A run stopped between steps (killed, or --only) leaves folders of two parameter sets; .steps/
+    incomplete.json says which step is undone, `amt figures` refuses the mix naming the command that
+    finishes it, and a second `amt run` into a folder being written is refused at once."""
+    from amt_core.atomic import OutputExistsError
+    from amt_core.layout import RunLayout
+    from amt_core.pipeline import run as runner
+
+    params = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text()) | {
+        "n_cases": 6,
+        "n_example_slices": 0,
+    }
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(yaml.safe_dump(params))
+    out = tmp_path / "run"
+    argv = ["run", "--params", str(tiny), "--out", str(out), "--only", "01_cohort", "--quiet"]
+    assert main(argv) == 0
+    marker = json.loads((out / ".steps" / "incomplete.json").read_text())
+    assert marker["step"] == "02_train" and marker["left_out"][-1] == "05_explore"
+    capsys.readouterr()
+    assert main(["figures", "--run", str(out), "--out", str(tmp_path / "figs")]) == 2
+    err = capsys.readouterr().err
+    assert "did not finish (step 02_train)" in err and f"amt run --params {tiny} --out {out}" in err
+    assert not (tmp_path / "figs").exists()
+
+    def killed(step, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_execute", killed)
+    assert main([*argv, "--force"]) == 130
+    assert json.loads((out / ".steps" / "incomplete.json").read_text())["step"] == "01_cohort"
+
+    with runner.run_lock(RunLayout.of(out)), pytest.raises(OutputExistsError, match="another `amt run`"):
+        with runner.run_lock(RunLayout.of(out)):
+            pass
+    capsys.readouterr()
+    assert main(["figures", "--run", str(tmp_path / "nosuch"), "--out", str(tmp_path / "f2")]) == 2
+    assert "not an amt run folder" in capsys.readouterr().err
+
+
+def test_a_run_level_parameter_is_in_the_report_steps_key():
+    """`preview` is declared by no notebook but read by the report: changing it re-runs the report's step
+    (and nothing upstream of it); before, every step was skipped and the report kept its old banner."""
+    from amt_core.pipeline.params import NOTEBOOKS, notebook_parameters
+    from amt_core.pipeline.run import REPORT_STEP, key_parameters
+
+    params = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+    for notebook in NOTEBOOKS:
+        keys = [
+            key_parameters(notebook, p, notebook_parameters(notebook, p, "run"))
+            for p in (params | {"preview": False}, params | {"preview": True})
+        ]
+        assert (keys[0] != keys[1]) == (notebook == REPORT_STEP), notebook
+
+
+def test_predict_says_when_the_model_comes_from_an_unfinished_training(models, toy, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "train"
+    folder.mkdir()
+    shutil.copy(models["a"], folder / "best.pt")
+    status = {
+        "complete": False,
+        "stopped_by": "time cap",
+        "max_minutes": 5,
+        "steps": 40,
+        "configured_steps": 90,
+    }
+    (folder / "training.json").write_text(json.dumps(status))
+    capsys.readouterr()
+    assert main(_predict(folder / "best.pt", toy, tmp_path / "pred")) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "stopped by the time cap" in err and "40 of 90 configured steps" in err
+    (folder / "training.json").write_text(json.dumps(status | {"complete": True, "stopped_by": "steps"}))
+    assert main(_predict(folder / "best.pt", toy, tmp_path / "pred2")) == 0
+    assert "warning" not in capsys.readouterr().err

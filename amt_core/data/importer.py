@@ -73,7 +73,9 @@ def import_cohort(
     source_dir, metadata_csv, out_dir = Path(source_dir), Path(metadata_csv), Path(out_dir)
     if not source_dir.is_dir():
         raise FileNotFoundError(f"{source_dir}: source folder not found")
-    check_output_dir(out_dir, overwrite=overwrite, what="cohort folder", resumable=False)
+    check_output_dir(
+        out_dir, overwrite=overwrite, what="cohort folder", resumable=False, inputs=(source_dir, metadata_csv)
+    )
     secret = privacy.pseudonym_key(key)
 
     meta = read_metadata(metadata_csv)

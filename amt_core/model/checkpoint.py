@@ -93,6 +93,10 @@ def save_checkpoint(
     return path
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
     """The checkpoint's dict (``weights_only=True``), with ``config`` as a :class:`ModelConfig` and
     ``extra``/``versions`` decoded."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from amt_core.registry import MODEL_PRESETS
 
@@ -159,7 +160,12 @@ def _train(args) -> int:
 
 def _predict(args) -> int:
     from amt_core.model.inference import predict
+    from amt_core.model.run_control import incomplete_note, read_status
 
+    model = Path(args.model)
+    note = incomplete_note(read_status(model if model.is_dir() else model.parent))
+    if note:  # a model of a stopped training is usable, but never silently taken for the finished one
+        print(f"amt predict: warning: {args.model}: {note}", file=sys.stderr)
     out = predict(
         args.model,
         args.input,

@@ -106,14 +106,22 @@ def evaluate_tune(net, cached_cases, cfg: ModelConfig, device) -> list[float]:
 
 def load_model(model_path: str | os.PathLike, device=None):
     """(network in eval mode on ``device``, its config, the checkpoint dict) from a checkpoint file."""
-    from amt_core.model.checkpoint import load_checkpoint
+    from amt_core.model.checkpoint import CheckpointError, load_checkpoint
     from amt_core.model.network import build_network, pick_device, to_memory_format
 
     device = pick_device(device)
     state = load_checkpoint(model_path)
     cfg = state["config"]
-    net = build_network(cfg)
-    net.load_state_dict(state["model"])
+    try:
+        net = build_network(cfg)
+        net.load_state_dict(state["model"])
+    except (RuntimeError, ValueError, TypeError) as exc:  # torch: missing/unexpected keys, size mismatch
+        first = str(exc).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[1:3]) or (first[0] if first else type(exc).__name__)
+        raise CheckpointError(
+            f"{model_path}: its weights do not fit the network its config describes ({cfg.network}, channels "
+            f"{list(cfg.channels)}): {detail}"
+        ) from None
     net = to_memory_format(net.to(device), cfg).eval()
     return net, cfg, state
 
@@ -256,7 +264,9 @@ def predict(
     from amt_core.atomic import check_output_dir, is_nonempty_dir, replacing_dir
     from amt_core.data import predictions as manifest
 
-    out = check_output_dir(out_dir, overwrite=overwrite, resume=resume, what="predictions folder")
+    out = check_output_dir(
+        out_dir, overwrite=overwrite, resume=resume, what="predictions folder", inputs=(model_path, source)
+    )
     case_images = resolve_inputs(source, split)
     net, cfg, _state = load_model(model_path, device)
     model_file = Path(model_path) / "best.pt" if Path(model_path).is_dir() else Path(model_path)

@@ -115,6 +115,21 @@ class ModelConfig:
             raise ValueError(f"patch_size must be three sizes >= 16, got {self.patch_size}")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        # counts of the schedule: a zero or negative one would train nothing (or forever) and call it done
+        problems = [
+            f"{name}={getattr(self, name)} (a whole number, 1 or more)"
+            for name in ("max_epochs", "steps_per_epoch", "eval_every", "batch_size", "sw_batch_size")
+            if not _positive_int(getattr(self, name))
+        ]
+        problems += [
+            f"{name}={getattr(self, name)} (a whole number, 1 or more, or none)"
+            for name in ("max_steps", "eval_max_cases")
+            if getattr(self, name) is not None and not _positive_int(getattr(self, name))
+        ]
+        if not (isinstance(self.lr, int | float) and self.lr > 0):
+            problems.append(f"lr={self.lr} (a positive number)")
+        if problems:
+            raise ValueError("invalid model settings: " + "; ".join(problems))
 
     # --- (de)serialisation -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -153,6 +168,10 @@ class ModelConfig:
             "body_threshold_hu": self.body_threshold_hu,
             "body_margin_mm": self.body_margin_mm,
         }
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _tupled(value: Any) -> Any:

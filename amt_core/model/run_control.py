@@ -41,6 +41,17 @@ class RunControl:
     )
     num_workers: int | None = None  # DataLoader workers; None: the preset's (PRESET_NUM_WORKERS)
 
+    def __post_init__(self) -> None:
+        problems = []
+        if self.stop_after is not None and not (isinstance(self.stop_after, int) and self.stop_after >= 1):
+            problems.append(f"stop_after={self.stop_after} (1 or more steps, or none)")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            problems.append(f"max_minutes={self.max_minutes} (a positive number of minutes, or none)")
+        if self.num_workers is not None and not (isinstance(self.num_workers, int) and self.num_workers >= 0):
+            problems.append(f"num_workers={self.num_workers} (0 or more)")
+        if problems:
+            raise ValueError("invalid run control: " + "; ".join(problems))
+
     def workers(self, cfg: ModelConfig) -> int:
         return PRESET_NUM_WORKERS.get(cfg.preset, 1) if self.num_workers is None else int(self.num_workers)
 

@@ -76,7 +76,9 @@ def train(
     try:
         if info.main:  # one rank looks (another node would take rank 0's live temp files for dead ones)
             remove_stale_temps(out)  # left by a writer killed mid-write
-            check_output_dir(out, overwrite=overwrite, resume=resume, what="training run folder")
+            check_output_dir(
+                out, overwrite=overwrite, resume=resume, what="training run folder", inputs=(cohort_csv,)
+            )
         if resume:
             state = load_resume_state(out, cohort_csv, preset=preset, seed=seed, overrides=overrides)
             cfg, seed = state["config"], int(state["extra"]["seed"])

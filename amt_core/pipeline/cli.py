@@ -106,6 +106,17 @@ def _figures(args) -> int:
             run = latest_run("runs")
         except FileNotFoundError as exc:
             raise UserError(str(exc)) from None
+    from amt_core.layout import RunLayout
+    from amt_core.pipeline.run import incomplete_run
+
+    if not RunLayout.of(run).is_run_folder():
+        raise UserError(f"{run}: not an amt run folder (no .steps/ or params.yaml); pass --run runs/NAME")
+    left = incomplete_run(run)
+    if left is not None:
+        raise UserError(
+            f"{run}: its last `amt run` did not finish (step {left.get('step')}), so its folders mix results of "
+            f"two parameter sets; finish it first: amt run --params {left.get('params_file')} --out {run}"
+        )
     before = figures_run(args.out)
     written = make_all_figures(run, args.out, overwrite=args.overwrite)
     replaced = (

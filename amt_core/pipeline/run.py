@@ -312,22 +312,37 @@ def run_pipeline(
     _prepare_run_folder(
         layout, overwrite, keep=[Path(params_path), *([layout.cases_csv] if layout.cohort_csv else [])]
     )
+    with run_lock(layout):  # one `amt run` at a time into one folder
+        return _run_steps(layout, params, params_path, params_text, wanted, force, progress)
+
+
+def _run_steps(layout, params, params_path, params_text, wanted, force, progress) -> dict[str, str]:
     hasher = FileHashes(layout.steps_dir / "hashes.json")
     say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
     status: dict[str, str] = {}
+    stale: list[str] = []  # steps left out (``steps``) whose outputs are not those of these parameters
     kernel: str | None = None
     upstream = ""
     say(f"amt run: {Path(params_path)} -> {layout.root}")
     for i, step in enumerate(STEPS, 1):
         nb_params = notebook_parameters(step.notebook, params, layout.root)
-        key, parts = _step_key(step, layout, nb_params, upstream, hasher)
+        key_params = key_parameters(step.notebook, params, nb_params)
+        key, parts = _step_key(step, layout, key_params, upstream, hasher)
         manifest_path = layout.steps_dir / f"{step.notebook}.json"
         head = f"[{i}/{len(STEPS)}] {step.notebook}"
-        if step.notebook not in wanted or (not force and _up_to_date(manifest_path, key, layout, hasher)):
+        up_to_date = not force and _up_to_date(manifest_path, key, layout, hasher)
+        if step.notebook not in wanted or up_to_date:
             status[step.notebook] = "skipped"
             say(f"{head}: skipped (inputs and parameters unchanged)")
+            if not up_to_date:
+                stale.append(step.notebook)
             upstream = key
             continue
+        # until every step is done, the folder mixes outputs of two parameter sets: said in INCOMPLETE
+        write_json(
+            layout.steps_dir / INCOMPLETE,
+            {"params_file": str(params_path), "step": step.notebook},
+        )
         if kernel is None:
             kernel = ensure_kernel()
             write_text(layout.root / "params.yaml", params_text)
@@ -362,8 +377,64 @@ def run_pipeline(
         say(f"{head}: done in {seconds:.1f} s")
         upstream = key
     hasher.save()
-    say(f"amt run: finished; report at {layout.report_md}, figures in {layout.figures_dir}")
+    if stale:
+        write_json(
+            layout.steps_dir / INCOMPLETE,
+            {"params_file": str(params_path), "step": stale[0], "left_out": stale},
+        )
+        say(f"amt run: finished the steps asked for; {', '.join(stale)} still hold(s) earlier outputs")
+    else:
+        (layout.steps_dir / INCOMPLETE).unlink(missing_ok=True)
+        say(f"amt run: finished; report at {layout.report_md}, figures in {layout.figures_dir}")
     return status
+
+
+#: the step that writes report.md, and the run-level parameters it reads from the run's provenance
+REPORT_STEP = "04_figures"
+RUN_LEVEL_PARAMETERS = ("preview",)
+
+
+def key_parameters(notebook: str, params: dict, nb_params: dict) -> dict:
+    """The parameters in a step's key: the notebook's own, and for the report's step the run-level ones
+    (no notebook declares them, but the report reads them: a changed ``preview`` re-writes the report)."""
+    if notebook != REPORT_STEP:
+        return nb_params
+    return {**nb_params, **{k: params[k] for k in RUN_LEVEL_PARAMETERS if k in params}}
+
+
+#: ``RUN/.steps/INCOMPLETE``: present while (or after) an `amt run` left steps undone, naming the first
+INCOMPLETE = "incomplete.json"
+LOCK = "run.lock"
+
+
+def incomplete_run(run_dir: str | Path) -> dict | None:
+    """What ``RUN/.steps/incomplete.json`` says (the step an `amt run` did not finish), or None."""
+    path = RunLayout.of(run_dir).steps_dir / INCOMPLETE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None if not path.exists() else {"step": "?", "params_file": "?"}
+
+
+@contextlib.contextmanager
+def run_lock(layout: RunLayout):
+    """Hold ``RUN/.steps/run.lock`` (an exclusive ``flock``) while a run writes into the folder: a second
+    `amt run` into it is refused at once instead of racing the first. The kernel releases it when the
+    process ends, however it ends."""
+    import fcntl
+
+    layout.steps_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(layout.steps_dir / LOCK, "a+")  # noqa: SIM115 (held for the whole block)
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputExistsError(
+                f"{layout.root}: another `amt run` is writing into this run folder; wait for it to finish"
+            ) from None
+        yield
+    finally:
+        fh.close()
 
 
 def _prepare_run_folder(layout: RunLayout, overwrite: bool, keep: list[Path]) -> None:

@@ -83,7 +83,7 @@ def make_all_figures(
     import contextlib
     import shutil
 
-    from amt_core.atomic import OutputExistsError, replacing_dir, write_json
+    from amt_core.atomic import OutputExistsError, refuse_holding_inputs, replacing_dir, write_json
     from amt_core.layout import RunLayout
     from amt_core.plots.manuscript import make_all
 
@@ -91,7 +91,11 @@ def make_all_figures(
     out = Path(out_dir) if out_dir else RunLayout.of(run).figures_dir
     tab = Path(tables_dir) if tables_dir else (RunLayout.of(run).tables_dir if out_dir is None else None)
     separate = tab is not None and tab.resolve() != (out / "tables").resolve()
+    # what the figures are made from (replacing a folder that holds it would delete it)
+    layout = RunLayout.of(run, cohort_csv)
+    inputs = [layout.evaluation("test").parent, layout.analysis_dir, layout.train_dir, layout.cases_csv]
     for folder, tables in ((out, False), *(((tab, True),) if separate else ())):
+        refuse_holding_inputs(folder, inputs, "figures folder")
         foreign = [] if overwrite else _foreign(folder, tables)
         if foreign:
             raise OutputExistsError(

@@ -181,7 +181,9 @@ def plot_froc_iou(
         ax.set_xlabel("False positives per scan")
         ax.set_ylabel("Lesion sensitivity")
         ax.set_ylim(0, 1.02)
-        ax.set_xlim(left=0)
+        # room for every marker (the run's point is often the curve's right end): none half-clipped
+        shown = [*c["fp_per_scan"].dropna(), *([pf] if pf is not None else [])]
+        ax.set_xlim(0, 1.08 * max(shown) if shown and max(shown) > 0 else 1.0)
         ax.grid(True)
         ax.legend(
             loc="best", title=f"Operating point, {hit_label or f'IoU ≥ {operating_iou:g}'}"

@@ -292,7 +292,9 @@ def build_hybrid_cohort(
 ) -> Path:
     """Write a hybrid cohort folder (tumours inserted into the chest CTs of ``backgrounds``); returns the
     path of its ``cases.csv``. A non-empty ``out_dir`` is refused unless ``overwrite`` (replaced whole)."""
-    out = check_output_dir(out_dir, overwrite=overwrite, what="cohort folder", resumable=False)
+    out = check_output_dir(
+        out_dir, overwrite=overwrite, what="cohort folder", resumable=False, inputs=(backgrounds,)
+    )
     bgs = list_backgrounds(backgrounds)
     design = hybrid_design(bgs, n_cases=n_cases, seed=seed)
     config = {
