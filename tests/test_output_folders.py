@@ -416,3 +416,15 @@ def test_predict_says_when_the_model_comes_from_an_unfinished_training(models, t
     (folder / "training.json").write_text(json.dumps(status | {"complete": True, "stopped_by": "steps"}))
     assert main(_predict(folder / "best.pt", toy, tmp_path / "pred2")) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_predict_takes_split_all_as_evaluate_does(toy):
+    import pandas as pd
+
+    from amt_core.model.inference import resolve_inputs
+
+    cases = pd.read_csv(toy)
+    assert [c for c, _ in resolve_inputs(toy, "all")] == list(cases["case_id"])
+    assert [c for c, _ in resolve_inputs(toy, "test")] == list(cases.loc[cases["split"] == "test", "case_id"])
+    with pytest.raises(ValueError, match="no case of split 'validation'"):
+        resolve_inputs(toy, "validation")

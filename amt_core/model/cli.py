@@ -127,7 +127,7 @@ def register(subparsers) -> None:
     )
     q.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's)")
     q.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
-    q.add_argument("--split", help="with a case table: only this split (e.g. test)")
+    q.add_argument("--split", help="with a case table: only this split (e.g. test; 'all' for every case)")
     q.add_argument("--device", help="cpu, cuda or cuda:N")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_predict)

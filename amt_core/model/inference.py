@@ -155,7 +155,7 @@ def resolve_inputs(input_path: str | os.PathLike, split: str | None = None) -> l
         from amt_core.data.cases import read_cases
 
         df = read_cases(p, check_files=False)
-        if split is not None:
+        if split is not None and split != "all":  # 'all': every case, as amt evaluate --split all
             df = df[df["split"] == split]
             if df.empty:
                 raise ValueError(f"{p}: no case of split {split!r}")
