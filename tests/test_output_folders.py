@@ -377,7 +377,7 @@ def test_an_unfinished_run_is_marked_and_its_figures_refused(tmp_path, capsys, m
             pass
     capsys.readouterr()
     assert main(["figures", "--run", str(tmp_path / "nosuch"), "--out", str(tmp_path / "f2")]) == 2
-    assert "not an amt run folder" in capsys.readouterr().err
+    assert "not a run folder (no .steps/, params.yaml or evaluation/test/)" in capsys.readouterr().err
 
 
 def test_a_run_level_parameter_is_in_the_report_steps_key():

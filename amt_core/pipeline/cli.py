@@ -109,8 +109,12 @@ def _figures(args) -> int:
     from amt_core.layout import RunLayout
     from amt_core.pipeline.run import incomplete_run
 
-    if not RunLayout.of(run).is_run_folder():
-        raise UserError(f"{run}: not an amt run folder (no .steps/ or params.yaml); pass --run runs/NAME")
+    layout = RunLayout.of(run)
+    if not (layout.is_run_folder() or layout.evaluation("test").is_dir()):
+        # a run of `amt run`, or a folder laid out like one by hand (docs/nnunet.md: evaluation/test, ...)
+        raise UserError(
+            f"{run}: not a run folder (no .steps/, params.yaml or evaluation/test/); pass --run runs/NAME"
+        )
     left = incomplete_run(run)
     if left is not None:
         raise UserError(
