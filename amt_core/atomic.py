@@ -55,11 +55,31 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         raise
 
 
-def _umask() -> int:
-    """The process umask (read by setting it and setting it back)."""
+def _proc_umask() -> int | None:
+    """The process umask from /proc/self/status (reading it never changes it), or None without /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _set_and_restore_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: without /proc the umask is read once, at import (setting it and back; before any thread of ours writes)
+_UMASK_AT_IMPORT = _proc_umask() if _proc_umask() is not None else _set_and_restore_umask()
+
+
+def _umask() -> int:
+    """The umask, never set after import: concurrent writers cannot race on it."""
+    mask = _proc_umask()
+    return _UMASK_AT_IMPORT if mask is None else mask
 
 
 #: a temporary file of :func:`atomic_path` or a staging folder of :func:`replacing_dir`: (name, pid)

@@ -367,6 +367,10 @@ def test_two_backgrounds_of_one_patient_are_refused(tmp_path, make_dicom_series)
         list_backgrounds(folder)
     assert main(["cohort", "--backgrounds", str(folder), "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
+    # anonymised series often share one PatientID: patient ids stated in backgrounds.csv overrule it
+    (folder / "backgrounds.csv").write_text("file,patient_id\nscan_a,P1\nscan_b,P2\n")
+    assert list(list_backgrounds(folder).patient_id) == ["P1", "P2"]
+    (folder / "backgrounds.csv").unlink()
 
     shutil.rmtree(folder / "scan_b")
     _dicom_background(folder / "scan_b", make_dicom_series, patient="PID-2", sex="F", manufacturer="SIEMENS")

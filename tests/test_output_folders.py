@@ -358,7 +358,7 @@ def test_an_unfinished_run_is_marked_and_its_figures_refused(tmp_path, capsys, m
     argv = ["run", "--params", str(tiny), "--out", str(out), "--only", "01_cohort", "--quiet"]
     assert main(argv) == 0
     marker = json.loads((out / ".steps" / "incomplete.json").read_text())
-    assert marker["step"] == "02_train" and marker["left_out"][-1] == "05_explore"
+    assert marker["step"] == "02_train" and marker["left_out"] == ["02_train", "03_evaluate", "04_figures"]
     capsys.readouterr()
     assert main(["figures", "--run", str(out), "--out", str(tmp_path / "figs")]) == 2
     err = capsys.readouterr().err
@@ -428,3 +428,33 @@ def test_predict_takes_split_all_as_evaluate_does(toy):
     assert [c for c, _ in resolve_inputs(toy, "test")] == list(cases.loc[cases["split"] == "test", "case_id"])
     with pytest.raises(ValueError, match="no case of split 'validation'"):
         resolve_inputs(toy, "validation")
+
+
+def test_saved_configs_of_earlier_versions_still_load_and_writers_never_set_the_umask(tmp_path):
+    """eval_max_cases 0 meant "no cap" in saved checkpoints: still valid. Concurrent atomic writes read the
+    umask without setting it (setting and restoring it raced between threads and could leave it widened)."""
+    import os
+    import threading
+
+    from amt_core.atomic import write_text
+    from amt_core.model.presets import get_config
+
+    assert get_config("cpu", eval_max_cases=0).eval_max_cases == 0
+    with pytest.raises(ValueError, match="eval_max_cases=-1"):
+        get_config("cpu", eval_max_cases=-1)
+    old = os.umask(0o077)
+    try:
+        threads = [
+            threading.Thread(
+                target=lambda k=k: [write_text(tmp_path / f"{k}_{i}.txt", "x") for i in range(50)]
+            )
+            for k in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert os.umask(0o077) == 0o077  # unchanged by the writers
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o777 for p in tmp_path.glob("*.txt")} == {0o600}

@@ -567,7 +567,13 @@ def check_slice_geometry(folder: str | os.PathLike, series: DicomSeries) -> floa
     import pydicom
 
     folder = Path(folder)
-    tags = ["Modality", "ImagePositionPatient", "ImageOrientationPatient", "SeriesInstanceUID"]
+    tags = [
+        "Modality",
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "SeriesInstanceUID",
+        "PixelSpacing",
+    ]
     headers = []
     for f in series.files:
         try:
@@ -626,12 +632,17 @@ def check_slice_geometry(folder: str | os.PathLike, series: DicomSeries) -> floa
             f"{step:.3f} mm elsewhere ({off.size} uneven step(s)): a missing slice, a gap or a variable pitch; "
             "export the series complete, or resample it to even slices first"
         )
-    shear = positions[order][1:] - positions[order][:-1]
-    in_plane = np.linalg.norm(shear - np.outer(shear @ normal, normal), axis=1)
-    if (in_plane > 0.01 * step + 1e-3).any():
+    # a gantry tilt shifts each slice sideways by the same amount, so the drift adds up over the series, while
+    # the rounding of written positions does not: the whole drift is judged against half a pixel
+    offset = positions[order] - positions[order][0]
+    drift = np.linalg.norm(offset - np.outer(offset @ normal, normal), axis=1)
+    pixel = [float(v) for v in headers[0].get("PixelSpacing", [1.0, 1.0])]
+    if drift.max() > 0.5 * min(pixel):
+        k = int(np.argmax(drift))
         raise VolumeError(
-            f"{folder}: the slices step {in_plane.max():.2f} mm sideways as well as {step:.2f} mm along the normal "
-            "(a gantry tilt): a sheared grid that this reader would misplace; resample it first"
+            f"{folder}: the slices drift {drift.max():.2f} mm sideways over {depth[k] - depth[0]:.1f} mm along the "
+            f"normal ({names[k]}; pixels {min(pixel):.2f} mm): a gantry tilt, a sheared grid that this reader "
+            "would misplace; resample it first"
         )
     return step
 

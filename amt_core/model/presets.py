@@ -121,11 +121,11 @@ class ModelConfig:
             for name in ("max_epochs", "steps_per_epoch", "eval_every", "batch_size", "sw_batch_size")
             if not _positive_int(getattr(self, name))
         ]
-        problems += [
-            f"{name}={getattr(self, name)} (a whole number, 1 or more, or none)"
-            for name in ("max_steps", "eval_max_cases")
-            if getattr(self, name) is not None and not _positive_int(getattr(self, name))
-        ]
+        if self.max_steps is not None and not _positive_int(self.max_steps):
+            problems.append(f"max_steps={self.max_steps} (a whole number, 1 or more, or none)")
+        cap = self.eval_max_cases  # 0 meant "no cap" (as None) in saved configs: still accepted
+        if cap is not None and not (_positive_int(cap) or cap == 0):
+            problems.append(f"eval_max_cases={cap} (a whole number, 0 or none for no cap)")
         if not (isinstance(self.lr, int | float) and self.lr > 0):
             problems.append(f"lr={self.lr} (a positive number)")
         if problems:

@@ -309,10 +309,10 @@ def run_pipeline(
         raise ValueError(f"unknown steps {sorted(unknown)}; the steps are {list(NOTEBOOKS)}")
     check_sources(NOTEBOOK_DIR, [nb for nb in NOTEBOOKS if nb in wanted])  # before any step runs
     params_text = Path(params_path).read_text()
-    _prepare_run_folder(
-        layout, overwrite, keep=[Path(params_path), *([layout.cases_csv] if layout.cohort_csv else [])]
-    )
-    with run_lock(layout):  # one `amt run` at a time into one folder
+    with run_lock(layout):  # one `amt run` at a time into one folder, from before it is cleaned or cleared
+        _prepare_run_folder(
+            layout, overwrite, keep=[Path(params_path), *([layout.cases_csv] if layout.cohort_csv else [])]
+        )
         return _run_steps(layout, params, params_path, params_text, wanted, force, progress)
 
 
@@ -334,7 +334,7 @@ def _run_steps(layout, params, params_path, params_text, wanted, force, progress
         if step.notebook not in wanted or up_to_date:
             status[step.notebook] = "skipped"
             say(f"{head}: skipped (inputs and parameters unchanged)")
-            if not up_to_date:
+            if not up_to_date and step.notebook in RESULT_STEPS:  # the explorer's notebook feeds no result
                 stale.append(step.notebook)
             upstream = key
             continue
@@ -391,6 +391,8 @@ def _run_steps(layout, params, params_path, params_text, wanted, force, progress
 
 #: the step that writes report.md, and the run-level parameters it reads from the run's provenance
 REPORT_STEP = "04_figures"
+#: the steps whose outputs the results are made of (a stale one leaves the folder mixed): those up to the report
+RESULT_STEPS = NOTEBOOKS[: NOTEBOOKS.index(REPORT_STEP) + 1]
 RUN_LEVEL_PARAMETERS = ("preview",)
 
 
@@ -404,7 +406,7 @@ def key_parameters(notebook: str, params: dict, nb_params: dict) -> dict:
 
 #: ``RUN/.steps/INCOMPLETE``: present while (or after) an `amt run` left steps undone, naming the first
 INCOMPLETE = "incomplete.json"
-LOCK = "run.lock"
+LOCK_SUFFIX = ".amt-run.lock"
 
 
 def incomplete_run(run_dir: str | Path) -> dict | None:
@@ -418,20 +420,29 @@ def incomplete_run(run_dir: str | Path) -> dict | None:
 
 @contextlib.contextmanager
 def run_lock(layout: RunLayout):
-    """Hold ``RUN/.steps/run.lock`` (an exclusive ``flock``) while a run writes into the folder: a second
-    `amt run` into it is refused at once instead of racing the first. The kernel releases it when the
-    process ends, however it ends."""
+    """Hold an exclusive ``flock`` on ``.NAME.amt-run.lock`` beside the run folder ``NAME`` while a run
+    cleans, clears or writes it: a second `amt run` into it is refused at once instead of racing the first
+    (beside, not inside: ``--overwrite`` replaces the folder). The kernel releases it when the process ends,
+    however it ends. Where the file system has no flock (some NFS, Lustre, FUSE mounts) the run goes on
+    unlocked, and says so."""
+    import errno
     import fcntl
 
-    layout.steps_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(layout.steps_dir / LOCK, "a+")  # noqa: SIM115 (held for the whole block)
+    root = layout.root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(root.parent / f".{root.name}{LOCK_SUFFIX}", "a+")  # noqa: SIM115 (held for the whole block)
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise OutputExistsError(
-                f"{layout.root}: another `amt run` is writing into this run folder; wait for it to finish"
+                f"{root}: another `amt run` is writing into this run folder; wait for it to finish"
             ) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            print(f"amt run: warning: {root.parent} cannot be locked ({exc.strerror}); "
+                  "make sure no other `amt run` writes into this folder", file=sys.stderr)  # fmt: skip
         yield
     finally:
         fh.close()

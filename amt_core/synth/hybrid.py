@@ -65,6 +65,8 @@ def list_backgrounds(folder: str | os.PathLike) -> pd.DataFrame:
             rows[column] = ""
     rows = rows.fillna("")
     rows = _fill_from_dicom(rows)
+    stated = rows["patient_id"].ne("")  # the manifest's patient ids overrule the DICOM PatientID
+    rows.loc[stated, "dicom_patient"] = ""  # (anonymised series often share one, e.g. 'ANONYMOUS')
     rows["patient_id"] = [pid or _stem(f) for pid, f in zip(rows.patient_id, rows.file, strict=True)]
     dup = rows.patient_id[rows.patient_id.duplicated()]
     if len(dup):
@@ -72,12 +74,15 @@ def list_backgrounds(folder: str | os.PathLike) -> pd.DataFrame:
             f"{folder}: patient {sorted(set(dup))[:5]} has several scans; use one per patient "
             "(a patient may not be in two splits)"
         )
-    for key, what in (("dicom_patient", "the same DICOM PatientID"), ("content", "the same bytes")):
+    for key, what, hint in (
+        ("dicom_patient", "the same DICOM PatientID", f", or give each its patient_id in {MANIFEST}"),
+        ("content", "the same bytes", ""),
+    ):
         same = rows[rows[key].ne("") & rows[key].duplicated(keep=False)]
         if len(same):
             raise ValueError(
                 f"{folder}: {', '.join(same.file)} hold {what}: one scan per patient (a patient may not "
-                "be in two splits); keep one of them"
+                f"be in two splits); keep one of them{hint}"
             )
     return rows.drop(columns=["dicom_patient", "content"])
 
