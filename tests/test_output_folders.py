@@ -236,13 +236,19 @@ def test_evaluate_out_is_refused_unless_overwrite_which_replaces_it_whole(tiny_c
 
 
 # --- amt run ------------------------------------------------------------------------------------------------
-def test_run_refuses_a_folder_that_is_not_a_run_folder(tmp_path, capsys):
+def _tiny_params(folder: Path) -> Path:
+    """The smoke preset on 6 scans without example slices, as a params file in ``folder``."""
     params = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text()) | {
         "n_cases": 6,
         "n_example_slices": 0,
     }
-    tiny = tmp_path / "tiny.yaml"
+    tiny = folder / "tiny.yaml"
     tiny.write_text(yaml.safe_dump(params))
+    return tiny
+
+
+def test_run_refuses_a_folder_that_is_not_a_run_folder(tmp_path, capsys):
+    tiny = _tiny_params(tmp_path)
     out = tmp_path / "thesis"
     out.mkdir()
     (out / "chapter1.tex").write_text("months of work")
@@ -348,12 +354,7 @@ def test_an_unfinished_run_is_marked_and_its_figures_refused(tmp_path, capsys, m
     from amt_core.layout import RunLayout
     from amt_core.pipeline import run as runner
 
-    params = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text()) | {
-        "n_cases": 6,
-        "n_example_slices": 0,
-    }
-    tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(yaml.safe_dump(params))
+    tiny = _tiny_params(tmp_path)
     out = tmp_path / "run"
     argv = ["run", "--params", str(tiny), "--out", str(out), "--only", "01_cohort", "--quiet"]
     assert main(argv) == 0
