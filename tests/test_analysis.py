@@ -132,6 +132,14 @@ def test_every_label_names_the_conventions_the_numbers_were_made_with(tmp_path):
     assert "| Sensitivity at IoU > 0.42 | " in report and "0.87 (at IoU ≥ 0.5) |" in report
     assert "95% CI" not in report and "IoU ≥ 0.5 |" not in report
 
+    # without resamples the header says what the intervals are (Wilson for the sensitivity, none else)
+    unboot = summarise(rows, EvalConfig(n_bootstrap=0, operating_iou=0.42, hit_criterion=">"))
+    unboot.save(layout.evaluation("test"), overwrite=True)
+    analyse(unboot, cases, layout.analysis_dir, n_bootstrap_icc=0)
+    assert "| | this run (no bootstrap; sensitivity with its Wilson 95% CI) | published |" in build_report(
+        layout.root
+    )
+
     words = " ".join([*figure_captions(config).values(), *table_titles(config).values()])
     assert "90% institution-bootstrap bands" in words and "this run at IoU > 0.42" in words
     assert "95% CI" not in words and "95% scan" not in words

@@ -184,7 +184,11 @@ def _headline(layout: RunLayout, labels: dict[str, str]) -> list[str]:
     if not path.is_file():
         return []
     c = pd.read_csv(path).set_index("metric")
-    head = f"| | this run ({labels['ci']} CI, {labels['unit']} bootstrap) | published |"
+    boot = _json(layout.evaluation("test") / "summary.json").get("bootstrap") or {}
+    if boot.get("estimable", True):
+        head = f"| | this run ({labels['ci']} CI, {labels['unit']} bootstrap) | published |"
+    else:  # no resamples: the sensitivity keeps its Wilson interval, the rest none
+        head = f"| | this run (no bootstrap; sensitivity with its Wilson {labels['ci']} CI) | published |"
     lines = ["## Headline (external test)", "", head, "|---|---|---:|"]
     from amt_core.registry import METRIC_LABELS
 
