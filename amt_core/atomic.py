@@ -73,7 +73,8 @@ def _set_and_restore_umask() -> int:
 
 
 #: without /proc the umask is read once, at import (setting it and back; before any thread of ours writes)
-_UMASK_AT_IMPORT = _proc_umask() if _proc_umask() is not None else _set_and_restore_umask()
+_found = _proc_umask()
+_UMASK_AT_IMPORT: int = _found if _found is not None else _set_and_restore_umask()
 
 
 def _umask() -> int:
