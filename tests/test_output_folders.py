@@ -283,7 +283,8 @@ def test_overwrite_never_deletes_an_input_of_the_command(models, toy, tiny_cohor
     (run / ".steps").mkdir(parents=True)
     (run / "evaluation" / "test").mkdir(parents=True)
     (run / "evaluation" / "test" / "summary.json").write_text("{}")
-    for out in (run, run / "evaluation"):
+    (run / "predictions" / "test").mkdir(parents=True)
+    for out in (run, run / "evaluation", run / "predictions"):
         refused(capsys, ["figures", "--run", str(run), "--out", str(out), "--overwrite"], out, problem)
 
 

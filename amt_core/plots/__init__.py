@@ -93,7 +93,13 @@ def make_all_figures(
     separate = tab is not None and tab.resolve() != (out / "tables").resolve()
     # what the figures are made from (replacing a folder that holds it would delete it)
     layout = RunLayout.of(run, cohort_csv)
-    inputs = [layout.evaluation("test").parent, layout.analysis_dir, layout.train_dir, layout.cases_csv]
+    inputs = [
+        layout.evaluation("test").parent,
+        layout.analysis_dir,
+        layout.train_dir,
+        layout.predictions("test").parent,  # the example and failure figures read the predicted masks
+        layout.cases_csv,
+    ]
     for folder, tables in ((out, False), *(((tab, True),) if separate else ())):
         refuse_holding_inputs(folder, inputs, "figures folder")
         foreign = [] if overwrite else _foreign(folder, tables)
