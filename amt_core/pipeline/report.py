@@ -32,11 +32,11 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     from amt_core.plots.manuscript import evaluation_config
 
     layout = RunLayout.of(run_dir, cohort_csv)
-    config = evaluation_config(layout)  # captions in the words of the run's own conventions
     root = layout.root
     prov = _json(root / "provenance.json")
     params = prov.get("config", {}).get("params", {})
     summary = _json(layout.evaluation("test") / "summary.json")
+    config = evaluation_config(layout, summary)  # captions in the words of the run's own conventions
     analysis = _json(layout.analysis_dir / "analysis.json")
     out = [
         f"# Study report: `{root.name}`",
@@ -50,7 +50,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     ]
     out[1:1] = _preview_banner(layout, params)  # first thing under the title
     out += _training_banner(layout)
-    out += _headline(layout, config.labels())
+    out += _headline(layout, config.labels(), summary.get("bootstrap") or {})
     out += _checklist_section(layout)
     out += _reviewer_section(layout, analysis)
     out += _calibration_section(layout)
@@ -174,17 +174,16 @@ def _training_banner(layout: RunLayout) -> list[str]:
     )
 
 
-def _headline(layout: RunLayout, labels: dict[str, str]) -> list[str]:
+def _headline(layout: RunLayout, labels: dict[str, str], boot: dict) -> list[str]:
     """This run's external-test means and operating point beside the published numbers, labelled with the
-    run's own conventions (``labels``: ``EvalConfig.labels()``); the published detection numbers are at
-    IoU ≥ 0.5, said so when the run's criterion differs."""
+    run's own conventions (``labels``: ``EvalConfig.labels()``; ``boot``: summary.json's "bootstrap"); the
+    published detection numbers are at IoU ≥ 0.5, said so when the run's criterion differs."""
     import pandas as pd
 
     path = layout.analysis_dir / "comparison.csv"
     if not path.is_file():
         return []
     c = pd.read_csv(path).set_index("metric")
-    boot = _json(layout.evaluation("test") / "summary.json").get("bootstrap") or {}
     if boot.get("estimable", True):
         head = f"| | this run ({labels['ci']} CI, {labels['unit']} bootstrap) | published |"
     else:  # no resamples: the sensitivity keeps its Wilson interval, the rest none

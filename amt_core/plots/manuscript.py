@@ -21,17 +21,18 @@ def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def evaluation_config(layout: RunLayout):
-    """The ``EvalConfig`` recorded in the external test's ``summary.json`` (the defaults when there is none
-    yet), so every label says what the numbers were made with."""
+def evaluation_config(layout: RunLayout, summary: dict | None = None):
+    """The ``EvalConfig`` recorded in the external test's ``summary.json`` (``summary``: that file's content
+    when the caller has read it; the defaults when there is none yet), so every label says what the numbers
+    were made with."""
     import json
 
     from amt_core.evaluation.config import EvalConfig
 
-    path = layout.evaluation("test") / "summary.json"
-    if not path.is_file():
-        return EvalConfig()
-    recorded = json.loads(path.read_text()).get("config")
+    if summary is None:
+        path = layout.evaluation("test") / "summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    recorded = summary.get("config")
     return EvalConfig.from_dict(recorded) if recorded else EvalConfig()
 
 

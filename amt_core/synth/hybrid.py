@@ -149,11 +149,9 @@ def _fill_from_dicom(rows: pd.DataFrame) -> pd.DataFrame:
                     rows.at[i, column] = value
             if not row["slice_thickness_mm"] and meta.slice_thickness_mm:
                 rows.at[i, "slice_thickness_mm"] = f"{meta.slice_thickness_mm:g}"
-            parts = sorted(p for p in path.rglob("*") if p.is_file())
-            contents.append(_combined_hash([file_hash(p) for p in parts]))
         else:
             patients.append("")
-            contents.append(file_hash(path))
+        contents.append(_combined_hash([file_hash(p) for p in background_files([path])]))
     rows["dicom_patient"], rows["content"] = patients, contents
     return rows
 
