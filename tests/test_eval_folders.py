@@ -276,3 +276,29 @@ def test_npz_problems_are_one_line(tmp_path):
     np.savez(preds / "c1.npz", softmax=p)
     with pytest.raises(ValueError, match="no 'probabilities' array"):
         evaluate_folders(labels, preds, config=FAST, progress=False)
+
+
+def test_probability_map_of_another_case_is_refused(tmp_path):
+    """A ``{case}_prob.nii.gz`` must be the map its mask was thresholded from: the map of another scan (its
+    mask voxels below the mask's threshold) is refused, naming both files, instead of scoring the scan's
+    detection from one map and its segmentation from another mask; the mask's own map is accepted."""
+    labels, preds = tmp_path / "labels", tmp_path / "preds"
+    labels.mkdir(), preds.mkdir()
+    label = np.zeros((12, 10, 8), np.uint8)
+    label[4:8, 3:6, 2:6] = 1
+    nib.save(nib.Nifti1Image(label, AFFINE), str(labels / "c1.nii.gz"))
+    nib.save(nib.Nifti1Image(label, AFFINE), str(preds / "c1.nii.gz"))
+    own = np.where(label > 0, 0.9, 0.05).astype(np.float32)
+    own[0:2, 0:2, 0:2] = 0.8  # dropped from the mask by post-processing: allowed
+    nib.save(nib.Nifti1Image(own, AFFINE), str(preds / "c1_prob.nii.gz"))
+    result = evaluate_folders(labels, preds, config=FAST, progress=False)
+    assert result.per_case.loc[0, "dice"] == 1.0 and result.per_case.loc[0, "tp"] == 1
+    other = np.zeros(label.shape, np.float32)
+    other[0:3, 0:3, 0:3] = 0.95  # another scan's map: its tumour elsewhere
+    nib.save(nib.Nifti1Image(other, AFFINE), str(preds / "c1_prob.nii.gz"))
+    with pytest.raises(ValueError, match=r"c1_prob\.nii\.gz: 48 of 48 voxels of the mask c1\.nii\.gz have "
+                       r"tumour probability < 0\.5"):  # fmt: skip
+        evaluate_folders(labels, preds, config=FAST, progress=False)
+    run = _amt("--labels", labels, "--predictions", preds, "--out", tmp_path / "out", "--no-progress")
+    assert run.returncode == 2 and "c1_prob.nii.gz: 48 of 48 voxels" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()

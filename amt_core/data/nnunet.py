@@ -22,18 +22,16 @@ import numpy as np
 
 #: the class of the probabilities array that is the tumour (dataset.json: background 0, tumour 1)
 TUMOUR_CLASS = 1
-#: mask voxels may sit this far below 0.5 (float16 storage, ties of the argmax)
-_TIE = 0.01
 
 
 def read_npz_probability(
-    npz_path: str | os.PathLike, mask_path: str | os.PathLike, mask: np.ndarray
+    npz_path: str | os.PathLike, mask_path: str | os.PathLike, mask: np.ndarray, threshold: float = 0.5
 ) -> np.ndarray:
     """Tumour probability (float32, RAS voxel order) of nnU-Net's ``{case}.npz``, on the grid of the mask
     ``mask_path`` written beside it; ``mask``: that mask as read (RAS), to check the orientation."""
     import nibabel as nib
 
-    from amt_core.data.volume import VolumeError, _to_ras
+    from amt_core.data.volume import VolumeError, _to_ras, check_probability_fits_mask
 
     path = Path(npz_path)
     try:
@@ -77,11 +75,5 @@ def read_npz_probability(
             f"{Path(mask_path).name} of shape (x, y, z) {raw_shape}"
         )
     ras, _ = _to_ras(tumour, np.asarray(header.affine, dtype=np.float64))
-    contradict = int(np.count_nonzero((mask > 0) & (ras < 0.5 - _TIE)))
-    if contradict:
-        raise VolumeError(
-            f"{path}: {contradict} of {int(np.count_nonzero(mask))} voxels of the mask "
-            f"{Path(mask_path).name} have tumour probability < 0.5: not the probabilities of "
-            "that mask (another case, or another voxel order than nnU-Net's SimpleITK reader)"
-        )
+    check_probability_fits_mask(ras, mask, threshold, str(path), str(mask_path))
     return ras

@@ -303,6 +303,27 @@ def read_probability(
     return Volume(array=prob, affine=affine, source=source)
 
 
+#: a mask voxel's probability may lie this far below the mask's threshold (uint8 storage in steps of 1/255,
+#: float16 storage, ties of an argmax)
+PROB_MASK_TIE = 0.01
+
+
+def check_probability_fits_mask(
+    prob: np.ndarray, mask: np.ndarray, threshold: float, prob_source: str, mask_source: str
+) -> None:
+    """Refuse a probability map that is not the one its mask was thresholded from: every mask voxel must
+    have probability >= ``threshold`` (within :data:`PROB_MASK_TIE`). The other direction is not required
+    (post-processing drops components of the thresholded map)."""
+    inside = mask > 0
+    contradict = int(np.count_nonzero(inside & (prob < threshold - PROB_MASK_TIE)))
+    if contradict:
+        raise VolumeError(
+            f"{prob_source}: {contradict} of {int(np.count_nonzero(inside))} voxels of the mask "
+            f"{Path(mask_source).name} have tumour probability < {threshold:g} (the mask's threshold): not the "
+            "probabilities of that mask (another case, another model, or another voxel order)"
+        )
+
+
 def _stored_dtype(path: str | os.PathLike, read_dtype: np.dtype) -> str:
     """The voxel type as stored in a NIfTI header ("uint8 scaled by scl_slope" when nibabel scaled it)."""
     if not str(path).lower().endswith(NIFTI_SUFFIXES):

@@ -310,11 +310,12 @@ def evaluate_files(
     evaluations = []
     bar = _progress(len(jobs), progress)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        nxt = pool.submit(_read_case, jobs[0].label, jobs[0].mask, jobs[0].prob)
+        nxt = pool.submit(_read_case, jobs[0].label, jobs[0].mask, jobs[0].prob, config.threshold)
         for k in range(len(jobs)):
             label, mask, prob, spacing = nxt.result()
             if k + 1 < len(jobs):
-                nxt = pool.submit(_read_case, jobs[k + 1].label, jobs[k + 1].mask, jobs[k + 1].prob)
+                job = jobs[k + 1]
+                nxt = pool.submit(_read_case, job.label, job.mask, job.prob, config.threshold)
             evaluations.append(evaluate_case(label, mask, spacing, config, prob=prob))
             del label, mask, prob
             bar.update(1)
@@ -328,13 +329,25 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="evaluate", unit="scan", disable=not enabled)
 
 
-def _read_case(label_path: str | os.PathLike, mask_path: Path | None, prob_path: Path | None = None):
+def _read_case(
+    label_path: str | os.PathLike,
+    mask_path: Path | None,
+    prob_path: Path | None = None,
+    threshold: float = 0.5,
+):
     """(label, mask, prob or None, spacing) of one scan, every array on the reference label's grid.
 
     ``mask_path`` None: no prediction, scored as an empty mask. ``prob_path``: ``{case}_prob.nii.gz``, float
     in [0, 1] or uint8 0..255 (:func:`amt_core.data.volume.read_probability`; any other range is an error,
-    never a silent rescale), or nnU-Net's ``{case}.npz`` (:func:`amt_core.data.nnunet.read_npz_probability`)."""
-    from amt_core.data.volume import read_geometry, read_label, read_probability
+    never a silent rescale), or nnU-Net's ``{case}.npz`` (:func:`amt_core.data.nnunet.read_npz_probability`).
+    A probability map must be the mask's own: every mask voxel at probability >= ``threshold`` (the
+    evaluation's mask threshold), else an error naming both files (a map of another case or model)."""
+    from amt_core.data.volume import (
+        check_probability_fits_mask,
+        read_geometry,
+        read_label,
+        read_probability,
+    )
 
     ref = read_label(label_path, read_geometry(label_path))  # the label's own header is its grid
     if mask_path is None:
@@ -344,7 +357,8 @@ def _read_case(label_path: str | os.PathLike, mask_path: Path | None, prob_path:
     if prob_path is not None and str(prob_path).endswith(".npz"):
         from amt_core.data.nnunet import read_npz_probability
 
-        prob = read_npz_probability(prob_path, mask_path, mask.array)
+        prob = read_npz_probability(prob_path, mask_path, mask.array, threshold)
     elif prob_path is not None:
         prob = read_probability(prob_path, ref, grid_of="reference label").array
+        check_probability_fits_mask(prob, mask.array, threshold, str(prob_path), str(mask_path))
     return ref.array, mask.array, prob, ref.spacing
