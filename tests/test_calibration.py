@@ -66,13 +66,21 @@ def test_voxel_sample_keeps_the_tumour_and_weights_the_rest():
     prob = np.zeros(label.shape, np.float32)
     prob[18:32, 18:32, 7:13] = 0.7
     prob[50:52, 50:52, 1:3] = 0.3  # far from the tumour but >= 0.05: always kept
-    p, y, w = cal.sample_voxels(
+    p, y, w, near = cal.sample_voxels(
         label, prob, (1.0, 1.0, 2.0), near_mm=4.0, n_rest=1000, rng=np.random.default_rng(0)
     )
     assert y.sum() == 400  # every tumour voxel
     assert w.sum() == pytest.approx(label.size)  # the weights stand for every voxel of the scan
     assert np.count_nonzero(p == np.float32(0.3)) == 8 and (w[p > 0] == 1).all()
-    assert np.count_nonzero(w > 1) == 1000
+    assert np.count_nonzero(w > 1) == 1000 and np.array_equal(near, w == 1)
+    n_near = np.count_nonzero(near)
+    # a small scan: the rest is taken whole, at weight 1 like the near stratum, and still not in it
+    p, y, w, near = cal.sample_voxels(
+        label, prob, (1.0, 1.0, 2.0), near_mm=4.0, n_rest=10**6, rng=np.random.default_rng(0)
+    )
+    assert w.size == label.size and (w == 1).all()
+    assert np.count_nonzero(near) == n_near < label.size / 10  # the same stratum as above
+    assert near[y > 0].all() and near[p > 0].all()
 
 
 def test_calibration_figure(tmp_path):
@@ -174,3 +182,13 @@ def test_calibration_study_on_disk_and_without_a_temperature(tmp_path):
     assert np.isfinite(s.loc["lesion", "ece_before"])
     with pytest.raises(ValueError, match="finite"):
         cal.bin_sums(np.array([0.2, np.nan]), np.array([0, 1]))
+
+
+def test_lesion_outcome_follows_the_runs_match_metric():
+    """A run matching by Dice judges a candidate's hit by its best Dice: IoU 0.40 is Dice 0.57, a hit at a
+    threshold of 0.5 by Dice and a miss by IoU."""
+    cands = pd.DataFrame({"confidence": [0.9, 0.8, 0.3], "best_iou": [0.40, 0.70, 0.0]})
+    cands["best_dice"] = 2 * cands["best_iou"] / (1 + cands["best_iou"])
+    _, by_iou = cal.lesion_samples(cands, 0.5, ">=", "iou")
+    _, by_dice = cal.lesion_samples(cands, 0.5, ">=", "dice")
+    assert by_iou.tolist() == [0.0, 1.0, 0.0] and by_dice.tolist() == [1.0, 1.0, 0.0]

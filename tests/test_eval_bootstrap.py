@@ -280,3 +280,19 @@ def test_cluster_interval_at_the_minimum_is_computed_and_scan_bootstrap_never_re
     scan = bootstrap_means(x[:3], n_bootstrap=500, seed=0).iloc[0]  # 3 scans: a scan bootstrap still runs
     assert scan["ci_lo"] < scan["ci_hi"] and scan["note"] is None
     assert cluster_problem(None) is None
+
+
+def test_bca_counts_replicates_equal_to_the_point_up_to_rounding_as_ties():
+    """A resample whose mean equals the point (the same scans, summed in another order) must count as a
+    tie whatever its last bit: the BCa interval of a metric must not depend on which other metrics were
+    resampled with it."""
+    rng = np.random.default_rng(0)
+    rep = rng.normal(0.6, 0.05, 400)
+    point = 0.6
+    rep[:60] = point  # many replicates hit the point exactly (small samples do)
+    nudged = rep.copy()
+    nudged[:60] = point * (1 + rng.choice([-1, 1], 60) * 2e-16)  # the same, by rounding
+    assert not np.array_equal(rep, nudged)
+    assert ci_from_replicates(nudged, point, ci_method="bca") == ci_from_replicates(
+        rep, point, ci_method="bca"
+    )

@@ -22,6 +22,7 @@ def _plain_sample(label, prob, spacing, near_mm, min_prob, n_rest, rng):
         prob.ravel()[idx],
         ref.ravel()[idx].astype(float),
         np.r_[np.ones(inside.size), np.full(n_rest, rest.size / n_rest)],
+        np.r_[np.ones(inside.size, bool), np.zeros(n_rest, bool)],
     )
 
 

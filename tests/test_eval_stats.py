@@ -139,6 +139,35 @@ def test_subgroup_table_cluster_option_and_single_scan_levels():
     assert table["cluster"].all()
 
 
+def test_small_groups_get_a_student_t_interval_not_a_narrow_bootstrap():
+    """A level of 2-9 scans: the bootstrap under-covers, so its interval is Student's t (by hand below),
+    clipped to [0, 1] and named in ci_method and note; 10 scans and more: the bootstrap; all-equal values:
+    no interval."""
+    cases, per_case = _cohort(n=60, n_inst=30, seed=2)
+    cases["vendor"] = ["Canon"] * 3 + ["Fujifilm"] * 2 + ["GE"] * 55
+    per_case.loc[3:4, "dice"] = 0.7  # the two Fujifilm scans: equal Dice
+    table = subgroup_table(per_case, cases, subgroups=("vendor",), n_bootstrap=300, seed=0)
+    rows = table.set_index(["level", "metric"])
+    dice = per_case["dice"].to_numpy()[:3]
+    half = sps.t.ppf(0.975, 2) * dice.std(ddof=1) / np.sqrt(3)
+    canon = rows.loc[("Canon", "dice")]
+    assert (canon["ci_lo"], canon["ci_hi"]) == pytest.approx(
+        (max(dice.mean() - half, 0.0), min(dice.mean() + half, 1.0))
+    )
+    assert canon["ci_method"] == "t" and "Student-t" in canon["note"]
+    fuji = rows.loc[("Fujifilm", "dice")]
+    assert np.isnan(fuji["ci_lo"]) and "all equal" in fuji["note"]
+    assert rows.loc[("Fujifilm", "iou"), "ci_method"] == "t"  # its IoUs differ
+    ge = rows.loc[("GE", "dice")]
+    assert ge["ci_method"] == "percentile" and pd.isna(ge["note"]) and ge["ci_lo"] < ge["mean"] < ge["ci_hi"]
+    wide = per_case.assign(dice=[0.05, 0.95] + [0.8] * 58)  # two far-apart scans: t reaches past [0, 1]
+    cases["vendor"] = ["Canon"] * 2 + ["GE"] * 58
+    two = subgroup_table(wide, cases, subgroups=("vendor",), n_bootstrap=300, seed=0).set_index(
+        ["level", "metric"]
+    )
+    assert (two.loc[("Canon", "dice"), "ci_lo"], two.loc[("Canon", "dice"), "ci_hi"]) == (0.0, 1.0)
+
+
 def test_institution_table_pools_small_institutions():
     per_case = pd.DataFrame(
         {

@@ -33,6 +33,9 @@ from amt_core.registry import CI_METHODS
 #: rates far above nominal below about 10; the cluster-robust literature asks for tens of clusters).
 MIN_CLUSTERS = 10
 
+#: BCa: a replicate within this relative distance of the point estimate is a tie with it (counts half)
+TIE_RTOL = 1e-9
+
 #: Largest number of random draws made at once (bounds the temporary index array to ~32 MiB).
 _CHUNK = 1 << 22
 
@@ -191,7 +194,7 @@ def ci_from_replicates(
         ignored); without it the acceleration is 0 (the bias-corrected interval).
 
     BCa follows ``scipy.stats.bootstrap``: ``z0 = ndtri(p)`` with ``p`` the fraction of replicates
-    below the point (ties count half), clipped to ``[1/(2B), 1 - 1/(2B)]`` so that a point outside all
+    below the point (ties, within ``TIE_RTOL`` relative, count half), clipped to ``[1/(2B), 1 - 1/(2B)]`` so that a point outside all
     replicates gives the extreme replicate rather than an infinite bound; acceleration from the
     jackknife skewness. Degenerate columns (all replicates equal) give ``(point, point)``; columns with
     no finite replicate or a NaN point give ``(nan, nan)``.
@@ -225,7 +228,11 @@ def ci_from_replicates(
 
     if ci_method == "bca":
         with np.errstate(invalid="ignore"):
-            below = (rep < pt).sum(axis=0) + (rep <= pt).sum(axis=0)
+            # a replicate equal to the point up to rounding (the same resample summed in another order
+            # gives the last bit differently) is a tie, so an interval does not depend on which other
+            # statistics were resampled with it
+            tol = TIE_RTOL * np.maximum(np.abs(pt), 1.0)
+            below = (rep < pt - tol).sum(axis=0) + (rep <= pt + tol).sum(axis=0)
             frac = below / (2.0 * np.maximum(n_valid, 1))
         bound = 1.0 / (2.0 * np.maximum(n_valid, 1))
         z0 = ndtri(np.clip(frac, bound, 1.0 - bound))

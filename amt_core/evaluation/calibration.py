@@ -4,7 +4,8 @@ bootstrap bands, and one temperature fitted on the tuning split.
 Two kinds of probability are checked:
 
 - ``lesion``: each candidate's confidence (the evaluation's candidates, ``candidates.csv``) against whether
-  it hits a reference lesion (best overlap at the operating IoU, by the run's hit criterion; a second
+  it hits a reference lesion (best overlap, by the run's match metric, at its operating threshold and hit
+  criterion; a second
   candidate on a lesion counts as a hit: its lesion is there);
 - ``voxel``: the probability of a voxel against the reference mask. A scan holds millions of voxels, most
   far from the tumour with probability ~0, so voxels are sampled in two strata (:func:`sample_voxels`):
@@ -107,10 +108,11 @@ def sample_voxels(
     min_prob: float = 0.05,
     n_rest: int = 20_000,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(probability, outcome, weight) of a scan's sampled voxels: every voxel within ``near_mm`` of the
-    reference or with probability >= ``min_prob`` (weight 1) and ``n_rest`` of the others drawn without
-    replacement (weight = their count / ``n_rest``)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(probability, outcome, weight, near) of a scan's sampled voxels: every voxel within ``near_mm`` of
+    the reference or with probability >= ``min_prob`` (weight 1, ``near`` True) and ``n_rest`` of the others
+    drawn without replacement (weight = their count / ``n_rest``; all of them, weight 1, when there are no
+    more; ``near`` False)."""
     from scipy import ndimage
 
     from amt_core.evaluation.segmentation import bounding_box
@@ -131,14 +133,17 @@ def sample_voxels(
     take = rest if rest.size <= n_rest else rng.choice(rest, size=n_rest, replace=False)
     idx = np.r_[inside, take]
     weight = np.r_[np.ones(inside.size), np.full(take.size, rest.size / max(take.size, 1))]
-    return prob.ravel()[idx].astype(np.float64), ref.ravel()[idx].astype(np.float64), weight
+    stratum = np.r_[np.ones(inside.size, bool), np.zeros(take.size, bool)]
+    return prob.ravel()[idx].astype(np.float64), ref.ravel()[idx].astype(np.float64), weight, stratum
 
 
 def lesion_samples(
-    candidates: pd.DataFrame, operating_iou: float, criterion: str = ">="
+    candidates: pd.DataFrame, operating_iou: float, criterion: str = ">=", match_metric: str = "iou"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(confidence, hit) of every candidate of an evaluation's candidates table."""
-    best = candidates["best_iou"].to_numpy(dtype=np.float64)
+    """(confidence, hit) of every candidate of an evaluation's candidates table: a hit when its best overlap
+    with a lesion, by the evaluation's ``match_metric`` (``best_iou`` or ``best_dice``), passes
+    ``operating_iou`` (the threshold of that metric)."""
+    best = candidates[f"best_{match_metric}"].to_numpy(dtype=np.float64)
     hit = is_hit(best, operating_iou, criterion)
     return candidates["confidence"].to_numpy(dtype=np.float64), hit.astype(np.float64)
 
@@ -205,7 +210,9 @@ def calibration_study(
     for split in (fit_split, test_split):
         res = results[split]
         scan_of = {c: k for k, c in enumerate(res.per_case["case_id"])}
-        conf, hit = lesion_samples(res.candidates, config.operating_iou, config.hit_criterion)
+        conf, hit = lesion_samples(
+            res.candidates, config.operating_iou, config.hit_criterion, config.match_metric
+        )
         data["lesion"][split] = (
             conf,
             hit,
@@ -216,8 +223,9 @@ def calibration_study(
         data["voxel"][split] = _voxel_samples(
             cases, Path(predictions[split]), list(scan_of), near_mm=near_mm, n_rest=n_rest, seed=seed
         )
-        p, y, w, scan, n_scans = data["voxel"][split]
-        data["voxel_near"][split] = (p[w == 1], y[w == 1], w[w == 1], scan[w == 1], n_scans)
+        p, y, w, scan, n_scans, near = data["voxel"][split]
+        data["voxel"][split] = (p, y, w, scan, n_scans)
+        data["voxel_near"][split] = (p[near], y[near], w[near], scan[near], n_scans)
     rows, bins = [], []
     for kind in KINDS:
         p_fit, y_fit, w_fit, _, _ = data[kind][fit_split]
@@ -278,7 +286,7 @@ def _voxel_samples(
             )
         ref = read_label(labels[case_id], read_geometry(labels[case_id]))
         prob = read_probability(path, ref, grid_of="reference label").array
-        p, y, w = sample_voxels(ref.array, prob, ref.spacing, near_mm=near_mm, n_rest=n_rest, rng=rng)
-        parts.append((p, y, w, np.full(p.size, k)))
-    p, y, w, s = (np.concatenate(v) for v in zip(*parts, strict=True))
-    return p, y, w, s, len(case_ids)
+        p, y, w, near = sample_voxels(ref.array, prob, ref.spacing, near_mm=near_mm, n_rest=n_rest, rng=rng)
+        parts.append((p, y, w, np.full(p.size, k), near))
+    p, y, w, s, near = (np.concatenate(v) for v in zip(*parts, strict=True))
+    return p, y, w, s, len(case_ids), near

@@ -123,6 +123,21 @@ def merge_cases(table: pd.DataFrame, cases: pd.DataFrame | None, needed: Sequenc
     return merged.reset_index(drop=True)
 
 
+#: Fewest scans for a scan-bootstrap interval of a group's mean. The percentile and BCa bootstraps of a mean
+#: under-cover badly in small samples (the resample variance is (n-1)/n of the sample's, and a few scans give
+#: few distinct resamples): simulated per-scan Dice (Beta(8, 2)) gave 95% intervals covering 44% of the time
+#: at 2 scans, 73% at 3, 84% at 5 and 88% at 10, where a Student-t interval covers 93%. Below it a group's
+#: interval is Student's t (``ci_method`` "t", the reason in ``note``), clipped to the metric's range.
+MIN_BOOTSTRAP_SCANS = 10
+
+
+def _t_interval(values: np.ndarray, ci_level: float, bounds: tuple[float, float]) -> tuple[float, float]:
+    """Student-t interval of the mean of ``values`` (finite, at least 2, not all equal), clipped to ``bounds``."""
+    mean, sem = float(values.mean()), float(values.std(ddof=1)) / np.sqrt(values.size)
+    half = float(sps.t.ppf(0.5 + ci_level / 2, values.size - 1)) * sem
+    return max(mean - half, bounds[0]), min(mean + half, bounds[1])
+
+
 def _group_means(
     frame: pd.DataFrame,
     metrics: Sequence[str],
@@ -133,7 +148,9 @@ def _group_means(
     ci_level: float,
     cluster: bool,
 ) -> pd.DataFrame:
-    """bootstrap_means of ``metrics`` in ``frame``; CIs are NaN where fewer than 2 scans have a value."""
+    """bootstrap_means of ``metrics`` in ``frame``. A metric with a value for fewer than 2 scans, or for
+    fewer than :data:`MIN_BOOTSTRAP_SCANS` all equal, has no interval (NaN, the reason in ``note``); with
+    2 to ``MIN_BOOTSTRAP_SCANS - 1`` scans (scan resampling) the interval is Student's t."""
     clusters = frame["institution_id"].to_numpy() if cluster else None
     out = bootstrap_means(
         frame[list(metrics)],
@@ -143,8 +160,27 @@ def _group_means(
         ci_method=ci_method,
         ci_level=ci_level,
     )
-    small = out["n"] < 2
-    out.loc[small, ["ci_lo", "ci_hi"]] = np.nan
+    out["note"] = out["note"].astype(object)
+    for k, metric in enumerate(out["metric"]):
+        n = int(out.at[k, "n"])
+        if n >= MIN_BOOTSTRAP_SCANS or (cluster and pd.notna(out.at[k, "note"])):
+            continue
+        values = frame[metric].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        note = None
+        if n < 2:
+            note = f"{n} scan(s): no interval"
+        elif np.ptp(values) == 0:
+            note = f"{n} scans, all equal: no interval"
+        elif n_bootstrap and not cluster:
+            bounds = (0.0, 1.0) if metric in registry.SEG_METRICS else (-np.inf, np.inf)
+            out.loc[k, ["ci_lo", "ci_hi"]] = _t_interval(values, ci_level, bounds)
+            out.at[k, "ci_method"] = "t"
+            out.at[k, "note"] = f"{n} scans (< {MIN_BOOTSTRAP_SCANS}): Student-t interval"
+            continue
+        if note:
+            out.loc[k, ["ci_lo", "ci_hi"]] = np.nan
+            out.at[k, "note"] = note
     return out
 
 
@@ -181,7 +217,8 @@ def subgroup_table(
     """Mean and bootstrap CI of each metric per sub-group level, with a test of the level effect.
 
     Returns a long DataFrame with columns subgroup, level, metric, n, mean, ci_lo, ci_hi, ci_method,
-    ci_level, n_bootstrap, cluster, test, p_value. ``test``/``p_value`` compare ``test_metric`` (Dice)
+    ci_level, n_bootstrap, cluster, note, test, p_value (a level of fewer than :data:`MIN_BOOTSTRAP_SCANS`
+    scans: a Student-t interval, ``ci_method`` "t"; of one scan: none). ``test``/``p_value`` compare ``test_metric`` (Dice)
     across the known levels of the sub-group (Kruskal-Wallis; Mann-Whitney U for two levels; the
     "unknown" level is left out of the test) and are repeated on every row of that sub-group. ``n`` is
     the number of scans with a value; the levels' ``n`` add up to the scans with a value. A sub-group whose
@@ -238,7 +275,8 @@ def institution_table(
     Institutions with fewer than ``min_scans`` scans are pooled into one row named
     ``"pooled (<k scans)"`` (with ``cluster=True`` the pooled row's CI resamples its institutions).
     Columns: institution_id, n_institutions, metric, n, mean, ci_lo, ci_hi, ci_method, ci_level, n_bootstrap,
-    cluster. CIs are NaN for groups with fewer than 2 scans.
+    cluster, note. Intervals of small groups as in :func:`_group_means` (Student's t below
+    :data:`MIN_BOOTSTRAP_SCANS` scans, none below 2).
     """
     data = merge_cases(per_case, cases, ["institution_id"])
     if "institution_id" not in data.columns:

@@ -27,8 +27,9 @@ FIGURE_TEMPLATES: dict[str, str] = {
     "volume_agreement": "Tumour volume on the external test: (a) predicted vs reference (log scale, dashed "
     "identity); (b) Bland–Altman of the relative difference with bias and 95% limits of "
     "agreement.",
-    "forest_subgroups": "Per-scan Dice by subgroup on the external test: mean and {ci} bootstrap CI; marker "
-    "size grows with n; dashed line the overall mean.",
+    "forest_subgroups": "Per-scan Dice by subgroup on the external test: mean and {ci} bootstrap CI (Student-t "
+    "for a level of fewer than 10 scans, none for one scan); marker size grows with n; dashed line the overall "
+    "mean.",
     "forest_institutions": "Per-scan Dice by institution on the external test; institutions with few scans "
     "are pooled (a 1–2-scan interval is uninformative).",
     "performance_vs_covariates": "Per-scan Dice on the external test against (a) reference tumour volume, "
@@ -67,8 +68,10 @@ TABLE_TEMPLATES: dict[str, str] = {
     "detection": "Detection operating points on the external test (reading B at the operating threshold; "
     "CPM of reading A)",
     "subgroups": "Per-scan Dice by subgroup on the external test (Dice across levels: Mann–Whitney U for two "
-    "levels, Kruskal–Wallis for more; p raw and Holm-adjusted across the subgroups)",
-    "institutions": "Per-scan Dice by institution on the external test (small institutions pooled)",
+    "levels, Kruskal–Wallis for more; p raw and Holm-adjusted across the subgroups; {ci} CIs by bootstrap, "
+    "Student-t for a level of fewer than 10 scans)",
+    "institutions": "Per-scan Dice by institution on the external test (small institutions pooled; {ci} CIs by "
+    "bootstrap, Student-t for fewer than 10 scans)",
     "institution_model": "Linear mixed model of per-scan Dice with a random intercept per institution: fixed "
     "effects, variance components and the ICC (parametric-bootstrap {ci} CI)",
     "detection_subgroups": "Lesion-wise sensitivity at the operating point by subgroup on the external test "
