@@ -82,6 +82,11 @@ def test_tables_and_report_show_the_evaluations_intervals(study, tmp_path, overr
     settings = json.loads((layout.analysis_dir / "analysis.json").read_text())
     assert (settings["n_bootstrap"], settings["seed"]) == (overrides["n_bootstrap"], overrides["seed"])
     assert settings["ci_level"] == overrides.get("ci_level", 0.95)
+    det = settings["detection_model"]  # the GEE's fit description, which its CSV cannot hold as attrs
+    assert det["n_obs"] == int(
+        pd.read_csv(layout.analysis_dir / "detection_model.csv")["note"].iloc[0].split()[0]
+    )
+    assert {"formula", "reference_levels", "dropped_levels", "converged", "warnings"} <= set(det)
 
     report = build_report(layout.root)
     d = evaluation.loc["dice"]

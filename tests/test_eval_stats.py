@@ -339,6 +339,19 @@ def test_gee_with_subgroup_covariates_handles_separation():
     assert np.isfinite(gee["estimate"]).all()
     assert terms.loc["C(tumour_size_band)[T.10-50 ml]", "estimate"] > 0  # reference: "<10 ml"
     assert any(">=200 ml" in d for d in gee.attrs["dropped_levels"])
+    assert gee.attrs["reference_levels"] == {"tumour_size_band": "<10 ml"}
+    # the CSV keeps it: every row says which lesions were fitted, the reference and what was left out
+    note = gee["note"].iloc[0]
+    assert (gee["note"] == note).all() and "reference tumour_size_band=<10 ml" in note
+    assert f"{gee.attrs['n_obs']} lesions" in note and "tumour_size_band=>=200 ml: all" in note
+    # every small tumour missed: that band leaves the fit, and the reference moves to the next band, said so
+    hit[(size == "<10 ml").to_numpy()] = False
+    gee = detection_gee(cases[["case_id", "institution_id"]].assign(lesion_id=1, hit=hit), cases)
+    assert gee.attrs["reference_levels"] == {"tumour_size_band": "10-50 ml"}
+    assert (
+        "tumour_size_band=<10 ml: all" in gee["note"].iloc[0] and "missed (separation)" in gee["note"].iloc[0]
+    )
+    assert "reference tumour_size_band=10-50 ml" in gee["note"].iloc[0]
     with pytest.raises(ValueError, match="model"):
         detection_gee(lesions, cases, model="glmm")
 
@@ -420,4 +433,16 @@ def test_icc_of_single_scan_institutions_is_not_identifiable():
     assert res.n_groups_replicated == 0 and res.icc_ci_method == ""
     assert "None of the 30 institutions contributes more than one scan" in res.sentence()
     assert "not identifiable" in res.sentence()
-    assert "no CI" in res.table().set_index("term").loc["ICC", "note"]
+    table = res.table().set_index("term")
+    assert "not identifiable" in table.loc["ICC", "note"]
+    # an optimiser splits the total variance arbitrarily (ICC exactly 0.5): no number is reported for it
+    assert np.isnan(res.icc) and np.isnan(res.group_var) and np.isnan(res.lrt_p_value)
+    assert (
+        table.loc[["ICC", "residual variance", "institution variance (random intercept)"], "estimate"]
+        .isna()
+        .all()
+    )
+    intercept = table.loc["Intercept"]  # the fixed part: ordinary least squares, the mean with its SE
+    assert intercept["estimate"] == pytest.approx(per_case["dice"].mean())
+    assert intercept["se"] == pytest.approx(per_case["dice"].std(ddof=1) / np.sqrt(30))
+    assert "ordinary least squares" in intercept["note"]

@@ -128,6 +128,8 @@ def variance_rows(
                     f"CI: {ICC_CI_METHOD}, {n_bootstrap} simulated data sets"
                     if n_bootstrap
                     else "no CI (not identifiable, or not bootstrapped)"
+                    if np.isfinite(icc)
+                    else "not identifiable (too few institutions with two or more scans) or not fitted"
                 ),
             },
         ]

@@ -58,7 +58,12 @@ class MixedModelResult:
             self.lrt_p_value,
             self.icc_boot_fits,
         )
-        fixed = self.fixed_effects.assign(note="fixed effect (Wald CI)")
+        from amt_core.evaluation.icc import MIN_REPLICATED
+
+        identified = self.n_groups_replicated >= MIN_REPLICATED or not self.n_groups
+        fixed = self.fixed_effects.assign(
+            note="fixed effect (Wald CI)" if identified else "fixed effect (ordinary least squares, Wald CI)"
+        )
         return pd.concat([fixed, rand], ignore_index=True) if len(fixed) else rand
 
     def sentence(self) -> str:
@@ -185,6 +190,11 @@ def institution_mixed_model(
             "variance and the ICC are weakly identified (little within-institution replication); read them "
             "as exploratory."
         )
+    from amt_core.evaluation.icc import MIN_REPLICATED
+
+    replicated = int((sizes >= 2).sum())
+    if n_groups and replicated < MIN_REPLICATED:
+        return _unidentified_model(data, formula, metric, n_groups, share_le2, replicated, caveat, ci_level)
     caught: list[str] = []
     result = None
     with warnings.catch_warnings(record=True) as log:
@@ -258,7 +268,50 @@ def institution_mixed_model(
         icc_ci_method=ICC_CI_METHOD if fits else "",
         icc_ci_level=ci_level,
         icc_boot_fits=fits,
-        n_groups_replicated=int((sizes >= 2).sum()),
+        n_groups_replicated=replicated,
+    )
+
+
+def _unidentified_model(
+    data: pd.DataFrame,
+    formula: str,
+    metric: str,
+    n_groups: int,
+    share_le2: float,
+    replicated: int,
+    caveat: str | None,
+    ci_level: float,
+) -> MixedModelResult:
+    """Fewer than ``MIN_REPLICATED`` institutions with two or more scans: the institution and residual
+    variances cannot be told apart (an optimiser splits the total arbitrarily, e.g. into an ICC of exactly
+    0.5), so they, the ICC and the likelihood-ratio test are NaN, and the fixed effects are the ordinary
+    least-squares ones (what the mixed model's fixed part reduces to)."""
+    import statsmodels.formula.api as smf
+
+    ols = smf.ols(formula, data).fit()
+    with np.errstate(invalid="ignore"):
+        fixed = _coef_table(ols.params, ols.bse, ols.pvalues, ci_level)
+    reason = (
+        f"not identifiable: {replicated} of {n_groups} institutions have two or more scans; fixed effects by "
+        "ordinary least squares"
+    )
+    return MixedModelResult(
+        formula=formula,
+        metric=metric,
+        fixed_effects=fixed,
+        group_var=np.nan,
+        residual_var=np.nan,
+        icc=np.nan,
+        n_obs=int(ols.nobs),
+        n_groups=n_groups,
+        share_groups_le2=share_le2,
+        converged=False,
+        on_boundary=False,
+        lrt_p_value=np.nan,
+        warnings=[reason],
+        caveat=caveat,
+        icc_ci_level=ci_level,
+        n_groups_replicated=replicated,
     )
 
 
@@ -280,9 +333,10 @@ def detection_gee(
 
     Covariates are registry sub-group names (binned, categorical) or columns of ``lesions``/``cases``
     (numeric as they are, e.g. ``log_ref_volume_ml`` if you add it). Returns the coefficient table:
-    term, estimate (log odds), se, ci_lo, ci_hi, p_value, odds_ratio, or_ci_lo, or_ci_hi, with the fit
-    described in ``.attrs`` (model, formula, n_obs, n_groups, converged, warnings, and for the Bayes
-    model the institution random-effect SD ``re_sd``).
+    term, estimate (log odds), se, ci_lo, ci_hi, p_value, odds_ratio, or_ci_lo, or_ci_hi, note (the lesions
+    fitted, the reference levels, levels left out for separation and fit warnings, in words), with the fit
+    described in ``.attrs`` (model, formula, n_obs, n_groups, converged, dropped_levels, reference_levels,
+    warnings, and for the Bayes model the institution random-effect SD ``re_sd``).
     """
     if model not in ("gee", "bayes"):
         raise ValueError(f"model must be 'gee' or 'bayes', got {model!r}")
@@ -295,6 +349,13 @@ def detection_gee(
     data, terms, categorical = _formula_terms(data, covariates)
     formula = "hit_ ~ " + (" + ".join(terms) if terms else "1")
     data, dropped = _drop_separated(data, categorical)
+    reference = {
+        col: str(data[col].cat.categories[0])
+        if isinstance(data[col].dtype, pd.CategoricalDtype)
+        else str(sorted(data[col].dropna().astype(str).unique())[0])
+        for col in categorical
+        if data[col].notna().any()
+    }
     data = data.sort_values("institution_id", kind="stable").reset_index(drop=True)
     groups = data["institution_id"].astype(str)
     caught: list[str] = list(dropped)
@@ -304,6 +365,7 @@ def detection_gee(
         "n_obs": int(len(data)),
         "n_groups": int(groups.nunique()),
         "dropped_levels": dropped,
+        "reference_levels": reference,
     }
     if data["hit_"].nunique() < 2:
         caught.append("the outcome does not vary (all hits or all misses): nothing to model")
@@ -325,6 +387,14 @@ def detection_gee(
     table["or_ci_lo"] = np.exp(table["ci_lo"])
     table["or_ci_hi"] = np.exp(table["ci_hi"])
     attrs["warnings"] = caught
+    # what a CSV of the table must still say (attrs are not written): its lesions, reference levels,
+    # left-out levels and fit problems, on every row
+    table["note"] = "; ".join(
+        [f"{attrs['n_obs']} lesions in {attrs['n_groups']} institutions"]
+        + [f"reference {k}={v}" for k, v in reference.items()]
+        + caught
+        + ([] if attrs.get("converged", False) else ["not converged"])
+    )
     table.attrs.update(attrs)
     return table
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from amt_core import registry
@@ -119,6 +120,7 @@ def analyse(
             "operating_iou": operating_iou,
             "p_adjust": f"{multiplicity.P_ADJUST_METHOD}, within each table (family) of subgroup tests",
             "institution_mixed_model": mixed_info,
+            "detection_model": _jsonable(tables["detection_model"].attrs),
             "institution_cluster_bootstrap": {
                 "n_institutions": n_institutions,
                 "min_institutions": MIN_CLUSTERS,
@@ -128,6 +130,11 @@ def analyse(
         },
     )
     return tables
+
+
+def _jsonable(attrs: dict) -> dict:
+    """A model's fit description (``DataFrame.attrs``) with numpy scalars as Python ones."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in attrs.items()}
 
 
 def _detection_means(froc_iou: pd.DataFrame, operating_iou: float) -> pd.DataFrame:
