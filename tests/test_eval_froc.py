@@ -130,3 +130,32 @@ def test_reading_b_counts_and_wilson_interval():
 def test_jackknife_weights():
     assert froc.jackknife_weights(3).tolist() == [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
     assert froc.jackknife_weights(3, ["b", "a", "b"]).tolist() == [[1, 0, 1], [0, 1, 0]]
+
+
+def test_points_say_whether_the_curve_reached_them():
+    """Two scans, two lesions. A curve swept over two confidence levels reaching 1 FP/scan: points below
+    its first point are interpolated from (0, 0), points up to 1 are interpolated, 2-8 are held (LUNA16's
+    reading), and the CPM row counts them (the curve's first point, 0.5 FP/scan, is reached: interpolated).
+    Masks alone (one confidence level): one operating point."""
+    events = pd.DataFrame({
+        "scan": [0, 1, 0, 1], "iou_threshold": 0.5, "confidence": [0.9, 0.9, 0.6, 0.6],
+        "d_tp": [1, 0, 0, 1], "d_fp": [0, 1, 1, 0],
+    })  # fmt: skip
+    n_lesions = np.array([1, 1])
+    points = registry.FP_POINTS  # 1/8 ... 8
+    _, table = froc.reading_a(events, n_lesions, [0.5], points)
+    reach = dict(zip(table["point"], table["reach"], strict=True))
+    # the curve: (0, 0), (0.5 FP/scan, 0.5), (1.0, 1.0)
+    assert [reach[f"{p:g}"] for p in points] == [froc.REACH_FROM_ZERO] * 2 + [froc.REACH_INTERPOLATED] * 2 + [
+        froc.REACH_HELD
+    ] * 3  # fmt: skip
+    assert table["curve_max_fp_per_scan"].eq(1.0).all()
+    assert reach["cpm"] == (
+        "2 of 7 points interpolated from (0, 0); 3 of 7 points held beyond the curve's last point (1 FP/scan)"
+    )
+    masks = events.assign(confidence=1.0)
+    _, table = froc.reading_a(masks, n_lesions, [0.5], points)
+    cpm = table.set_index("point").loc["cpm"]
+    assert cpm["reach"].startswith(
+        "one confidence level (e.g. masks without probabilities): one operating point at 1 FP/scan"
+    )

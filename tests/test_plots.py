@@ -173,7 +173,7 @@ def test_segmentation_table_puts_published_values_beside_ours():
 
 
 def test_detection_table_reads_the_operating_points():
-    from amt_core.plots.tables import detection_table
+    from amt_core.plots.tables import detection_markdown_frame, detection_table
 
     iou = pd.DataFrame(
         {
@@ -192,6 +192,14 @@ def test_detection_table_reads_the_operating_points():
     assert last["published_sensitivity"] == PUBLISHED["sensitivity_iou50"]
     assert last["sens_wilson_lo"] == 0.8 and last["cpm"] == 0.8 and last["tp"] == 17
     assert np.isnan(table.iloc[0]["published_sensitivity"])
+    # a CPM partly held beyond the curve says so in its cell; a fully interpolated one is the bare value
+    cpm["note"] = [
+        "interpolated",
+        "interpolated",
+        "3 of 7 points held beyond the curve's last point (1 FP/scan)",
+    ]
+    shown = detection_markdown_frame(detection_table(iou, cpm))["CPM (reading A)"].tolist()
+    assert shown == ["0.900", "0.850", "0.800 (3 of 7 points held beyond the curve's last point (1 FP/scan))"]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,9 @@ sum of the events sorted by descending confidence, so
 - reading A (:func:`froc_curve`, :func:`reading_a`): per IoU threshold, sensitivity vs FP/scan over every
   confidence threshold, each point with the threshold that made it, sensitivity read at fixed FP/scan
   points by linear interpolation along the curve (``numpy.interp``, as MONAI's ``compute_froc_score``;
-  beyond the curve's last point the last sensitivity) and their mean, the CPM (LUNA16);
+  beyond the curve's last point the last sensitivity; each point's ``reach`` says which) and their mean,
+  the CPM (LUNA16; its note says how many points were held or interpolated from (0, 0), and when a single
+  confidence level, e.g. masks without probabilities, made one operating point rather than a curve);
 - reading B (:func:`reading_b`): per IoU threshold, the counts at the operating threshold;
 - bootstrap: a resample is a vector of per-scan counts ``w`` (``bootstrap.resample_weights``); the
   resampled curve is the cumulative sum of ``w[scan] * d_tp``, so all replicates are built at once as
@@ -113,6 +115,35 @@ def _threshold_at(curve: pd.DataFrame, p: float) -> float:
     return float(curve["threshold"].to_numpy()[np.flatnonzero(ok)[-1]]) if ok.any() else np.inf
 
 
+#: how a sensitivity at a fixed FP/scan point was read off the curve (``reach`` of the points table)
+REACH_INTERPOLATED = "interpolated"
+REACH_FROM_ZERO = "interpolated from (0, 0) (below the curve's first point)"
+REACH_HELD = "held (beyond the curve's last point)"
+
+
+def _reach(curve: pd.DataFrame, points: Sequence[float]) -> tuple[list[str], str]:
+    """Per FP/scan point, how the curve gives its sensitivity: ``interpolated`` between two of its points,
+    from the empty operating point (0, 0) to its first one, or ``held`` beyond its highest FP/scan (the last
+    sensitivity, as LUNA16 and MONAI read it); and the CPM row's note saying how much of it was held or
+    interpolated from (0, 0)."""
+    fps = curve["fp_per_scan"].to_numpy()
+    top = float(fps.max())
+    first = float(fps[1]) if fps.size > 1 else 0.0
+    reach = [REACH_HELD if p > top else REACH_FROM_ZERO if p < first else REACH_INTERPOLATED for p in points]
+    held, low = reach.count(REACH_HELD), reach.count(REACH_FROM_ZERO)
+    parts = []
+    if fps.size == 2:
+        parts.append(
+            f"one confidence level (e.g. masks without probabilities): one operating point at {top:.3g} "
+            "FP/scan, not a swept curve"
+        )
+    if low:
+        parts.append(f"{low} of {len(points)} points interpolated from (0, 0)")
+    if held:
+        parts.append(f"{held} of {len(points)} points held beyond the curve's last point ({top:.3g} FP/scan)")
+    return reach, "; ".join(parts) or REACH_INTERPOLATED
+
+
 def jackknife_weights(n: int, clusters: Sequence | np.ndarray | None = None) -> np.ndarray:
     """Leave-one-scan-out (or leave-one-institution-out) weight rows, for BCa acceleration."""
     if clusters is None:
@@ -161,10 +192,12 @@ def reading_a(
                 return np.hstack([rep, rep.mean(axis=1, keepdims=True)])
 
             lo, hi = ci(stat, point)
+        reach, note = _reach(curve, points)
         tables.append(pd.DataFrame({
             "iou_threshold": t, "point": names, "fp_per_scan": list(points) + [np.nan],
             "sensitivity": point, "ci_lo": lo, "ci_hi": hi,
             "threshold": [_threshold_at(curve, p) for p in points] + [np.nan],
+            "curve_max_fp_per_scan": float(curve["fp_per_scan"].max()), "reach": reach + [note],
         }))  # fmt: skip
     cols = ["iou_threshold", "threshold", "tp", "fp", "sensitivity", "fp_per_scan"]
     return pd.concat(curves, ignore_index=True)[cols], pd.concat(tables, ignore_index=True)

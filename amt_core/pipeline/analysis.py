@@ -68,8 +68,10 @@ def analyse(
     tables["operating_points"] = result.froc_iou.copy()
     points = result.froc_points
     tables["cpm"] = (
-        points[points["point"] == "cpm"][["iou_threshold", "sensitivity", "ci_lo", "ci_hi"]]
-        .rename(columns={"sensitivity": "cpm"})
+        points[points["point"] == "cpm"][
+            ["iou_threshold", "sensitivity", "ci_lo", "ci_hi"] + (["reach"] if "reach" in points else [])
+        ]
+        .rename(columns={"sensitivity": "cpm", "reach": "note"})
         .reset_index(drop=True)
     )
     tables["froc_bands"] = points[points["point"] != "cpm"].reset_index(drop=True)

@@ -170,6 +170,8 @@ def detection_table(
         if cpm is not None and not cpm.empty:
             c = cpm[(cpm["iou_threshold"] - thr).abs() < 1e-9]
             row["cpm"] = float(c["cpm"].iloc[0]) if not c.empty else float("nan")
+            if "note" in c.columns and not c.empty:
+                row["cpm_note"] = c["note"].iloc[0]
         if abs(thr - 0.5) < 1e-9:
             row["published_sensitivity"] = published.get("sensitivity_iou50", float("nan"))
             row["published_fp_per_scan"] = published.get("fp_per_scan_iou50", float("nan"))
@@ -208,11 +210,20 @@ def detection_markdown_frame(
                     if pd.notna(opt(r, "tp")) and pd.notna(opt(r, "n_lesions"))
                     else "–"
                 ),
-                "CPM (reading A)": opt(r, "cpm"),
+                "CPM (reading A)": _cpm_text(opt(r, "cpm"), r.get("cpm_note")),
                 "Published": published,
             }
         )
     return pd.DataFrame(rows)
+
+
+def _cpm_text(cpm: float, note) -> str:
+    """The CPM cell: its value, and how it was read when the curve did not reach every FP/scan point."""
+    from amt_core.evaluation.froc import REACH_INTERPOLATED
+
+    if not pd.notna(cpm):
+        return "–"
+    return f"{cpm:.3f}" + (f" ({note})" if isinstance(note, str) and note != REACH_INTERPOLATED else "")
 
 
 def p_display(table: pd.DataFrame) -> pd.DataFrame:
