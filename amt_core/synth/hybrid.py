@@ -29,6 +29,10 @@ from amt_core.atomic import check_output_dir, replacing_dir, write_bytes, write_
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
 MANIFEST = "backgrounds.csv"
 TRIES = 6
+#: the tumour's size, as a share of the design's diameter, tried in turn when ``TRIES`` insertions at the size
+#: before all failed (a large mass in a narrow mediastinum); what was inserted is measured, and the share used
+#: is recorded (``insertions.csv``: ``size_scale``; each failed try in ``rejections.csv``)
+SIZE_SCALES = (1.0, 0.75, 0.55, 0.4)
 
 
 def bundled_backgrounds() -> Path:
@@ -179,8 +183,9 @@ def _stem(name: str) -> str:
 
 def render_hybrid_case(row: dict, background: str, seed: int = 0, tries: int = TRIES):
     """Insert the row's tumour into ``background``. Returns (image int16, label uint8, affine, record,
-    rejections); ``rejections`` lists the reason of each failed try. Raises ``InsertionRejected`` after
-    ``tries`` failures (the message lists them)."""
+    rejections); ``rejections`` lists the reason of each failed try. After ``tries`` failures at the design's
+    size the tumour is tried smaller (:data:`SIZE_SCALES`); raises ``InsertionRejected`` when every size
+    failed (the message lists the tries)."""
     from amt_core.data.volume import check_ct, read_volume
     from amt_core.synth.backgrounds import (
         InsertionRejected,
@@ -197,13 +202,14 @@ def render_hybrid_case(row: dict, background: str, seed: int = 0, tries: int = T
     # tumour enhances as its histology does in that phase (insertions.csv says which it was)
     contrast = row["contrast"] if row["contrast"] in registry.CONTRASTS else None
     rejections = []
-    for attempt in range(tries):
+    attempts = [(scale, k) for scale in SIZE_SCALES for k in range(tries)]
+    for attempt, (scale, _) in enumerate(attempts):
         try:
             image, label, rec = insert_tumour(
                 vol.array,
                 vol.spacing,
                 row["histology"],
-                float(row["tumour_diameter_mm"]),
+                float(row["tumour_diameter_mm"]) * scale,
                 rng,
                 contrast=contrast,
                 enhancement=float(row["enhancement"]),
@@ -217,14 +223,17 @@ def render_hybrid_case(row: dict, background: str, seed: int = 0, tries: int = T
                     "case_id": row["case_id"],
                     "background": Path(background).name,
                     "try": attempt + 1,
-                    "reason": exc.reason,
+                    "reason": exc.reason + ("" if scale == 1.0 else f" (at {scale:g} of the design's size)"),
                 }
             )
             continue
         image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
-        return image, label, vol.affine, record_dict(rec), rejections
+        return image, label, vol.affine, {**record_dict(rec), "size_scale": scale}, rejections
     reasons = "; ".join(f"try {r['try']}: {r['reason']}" for r in rejections)
-    raise InsertionRejected(f"no tumour could be inserted in {tries} tries ({reasons})", vol.source)
+    raise InsertionRejected(
+        f"no tumour could be inserted in {len(attempts)} tries at {len(SIZE_SCALES)} sizes ({reasons})",
+        vol.source,
+    )
 
 
 def hybrid_design(
