@@ -507,22 +507,32 @@ def test_a_damaged_output_reruns_its_step(run_copy):
     assert "## Conventions" in (run_copy / "report.md").read_text()
 
 
-def test_a_changed_volume_of_an_imported_cohort_reruns_the_steps_that_read_it(smoke_run, tmp_path):
-    """The step key covers every image and label of the case table, not just cases.csv."""
+def test_a_changed_volume_of_an_imported_cohort_reruns_the_steps_that_read_it(
+    smoke_run, tmp_path, monkeypatch
+):
+    """The step key covers every image and label of the case table, not just cases.csv. The params file
+    names the cohort relative to itself (as docs/real-data.md does): the run, and `amt figures` after it from
+    any folder, find it there."""
     import nibabel as nib
 
     from amt_core.pipeline.run import run_pipeline
+    from amt_core.plots.manuscript import recorded_cohort_csv
 
     imported = tmp_path / "imported"
     shutil.copytree(smoke_run["dir"] / "cohort", imported)
     params = tmp_path / "imported.yaml"
     params.write_text(
-        yaml.safe_dump(
-            load_params(SMOKE) | {"cohort_csv": str(imported / "cases.csv"), "n_example_slices": 0}
-        )
+        yaml.safe_dump(load_params(SMOKE) | {"cohort_csv": "imported/cases.csv", "n_example_slices": 0})
     )
     run = tmp_path / "run"
     assert run_pipeline(params, run, progress=False) == {nb: "ran" for nb in NOTEBOOKS}
+    monkeypatch.chdir(tmp_path / "run" / "evaluation")  # where imported/cases.csv is not
+    assert recorded_cohort_csv(run) == str((imported / "cases.csv").resolve())
+    prov = json.loads((run / "provenance.json").read_text())
+    bare = {**prov, "config": {"params_file": prov["config"]["params_file"]}}  # params.yaml's relative path
+    (run / "provenance.json").write_text(json.dumps(bare))
+    assert recorded_cohort_csv(run) == str((imported / "cases.csv").resolve())
+    (run / "provenance.json").write_text(json.dumps(prov))
     cases = pd.read_csv(imported / "cases.csv")
     case = cases[cases["split"] == "test"].iloc[0]
     before = pd.read_csv(run / "evaluation" / "test" / "per_case.csv").set_index("case_id")

@@ -85,14 +85,14 @@ def make_all_figures(
 
     from amt_core.atomic import OutputExistsError, refuse_holding_inputs, replacing_dir, write_json
     from amt_core.layout import RunLayout
-    from amt_core.plots.manuscript import make_all
+    from amt_core.plots.manuscript import make_all, recorded_cohort_csv
 
     run = Path(run_dir).resolve()
     out = Path(out_dir) if out_dir else RunLayout.of(run).figures_dir
     tab = Path(tables_dir) if tables_dir else (RunLayout.of(run).tables_dir if out_dir is None else None)
     separate = tab is not None and tab.resolve() != (out / "tables").resolve()
     # what the figures are made from (replacing a folder that holds it would delete it)
-    layout = RunLayout.of(run, cohort_csv)
+    layout = RunLayout.of(run, cohort_csv or recorded_cohort_csv(run))
     inputs = [
         layout.evaluation("test").parent,
         layout.analysis_dir,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     from amt_core.plots import seeds as seed_plots
     from amt_core.plots import tables as T
 
-    layout = RunLayout.of(run_dir, cohort_csv or _recorded_cohort_csv(Path(run_dir)))
+    layout = RunLayout.of(run_dir, cohort_csv or recorded_cohort_csv(Path(run_dir)))
     out = Path(out_dir) if out_dir else layout.figures_dir
     tab = Path(tables_dir) if tables_dir else (layout.tables_dir if out_dir is None else out / "tables")
     cases = load_cases(layout)
@@ -195,12 +196,26 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
     return written
 
 
-def _recorded_cohort_csv(run_dir: Path) -> str:
-    """The cohort_csv the run was made with (from its params.yaml), '' for the run's own cohort."""
+def recorded_cohort_csv(run_dir: Path) -> str:
+    """The cohort_csv the run was made with, '' for the run's own cohort: as the run resolved it (its
+    ``provenance.json``), else from its ``params.yaml``, a relative path being relative to the params file it
+    was copied from (as ``amt run`` read it), never to the current folder."""
+    import json
+
     import yaml
 
+    config: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        config = json.loads((run_dir / "provenance.json").read_text()).get("config") or {}
+    if isinstance(config.get("params"), dict) and "cohort_csv" in config["params"]:
+        return str(config["params"]["cohort_csv"] or "")
     params = run_dir / "params.yaml"
-    return (yaml.safe_load(params.read_text()) or {}).get("cohort_csv", "") if params.is_file() else ""
+    value = (
+        str((yaml.safe_load(params.read_text()) or {}).get("cohort_csv") or "") if params.is_file() else ""
+    )
+    if value and not Path(value).expanduser().is_absolute() and config.get("params_file"):
+        value = str((Path(config["params_file"]).parent / Path(value).expanduser()).resolve())
+    return value
 
 
 def _has_volumes(cases: pd.DataFrame, test: pd.DataFrame, layout: RunLayout) -> bool:
