@@ -275,6 +275,11 @@ def test_overwrite_never_deletes_an_input_of_the_command(models, toy, tiny_cohor
     problem = "an input of this command"
     refused(capsys, ["train", "--cohort", str(tiny_cohort), "--preset", "cpu", "--out", str(cohort),
                      "--overwrite", "--max-steps", "1"], cohort, problem)  # fmt: skip
+    # a folder of the images or labels the case table lists (cohort/labelsTr, cohort/imagesTs)
+    table, labels, images = (tiny_cohort / name for name in ("cases.csv", "labelsTr", "imagesTs"))
+    refused(capsys, ["train", "--cohort", str(table), "--preset", "cpu", "--out", str(labels),
+                     "--overwrite", "--max-steps", "1"], labels, problem)  # fmt: skip
+    refused(capsys, _predict(models["a"], table, images, "--overwrite"), images, problem)
     kept = tmp_path / "models"
     shutil.copytree(models["a"].parent, kept)
     refused(capsys, _predict(kept / "a.pt", toy, kept, "--overwrite"), kept, problem)

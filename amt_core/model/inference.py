@@ -264,10 +264,15 @@ def predict(
     from amt_core.atomic import check_output_dir, is_nonempty_dir, replacing_dir
     from amt_core.data import predictions as manifest
 
-    out = check_output_dir(
-        out_dir, overwrite=overwrite, resume=resume, what="predictions folder", inputs=(model_path, source)
-    )
     case_images = resolve_inputs(source, split)
+    # the images a case table lists are inputs too: an --out holding them (cohort/imagesTs) is refused
+    out = check_output_dir(
+        out_dir,
+        overwrite=overwrite,
+        resume=resume,
+        what="predictions folder",
+        inputs=(model_path, source, *(image for _, image in case_images)),
+    )
     net, cfg, _state = load_model(model_path, device)
     model_file = Path(model_path) / "best.pt" if Path(model_path).is_dir() else Path(model_path)
     settings = {

@@ -77,7 +77,11 @@ def train(
         if info.main:  # one rank looks (another node would take rank 0's live temp files for dead ones)
             remove_stale_temps(out)  # left by a writer killed mid-write
             check_output_dir(
-                out, overwrite=overwrite, resume=resume, what="training run folder", inputs=(cohort_csv,)
+                out,
+                overwrite=overwrite,
+                resume=resume,
+                what="training run folder",
+                inputs=_cohort_inputs(cohort_csv, cache_dir),
             )
         if resume:
             state = load_resume_state(out, cohort_csv, preset=preset, seed=seed, overrides=overrides)
@@ -185,6 +189,19 @@ def _roi_box(cached_cases, margin: float = 0.08) -> tuple[float, float, float, f
     a = np.clip(np.percentile(np.array(lo), 2, axis=0) - margin, 0, 1)
     b = np.clip(np.percentile(np.array(hi), 98, axis=0) + margin, 0, 1)
     return (float(a[0]), float(b[0]), float(a[1]), float(b[1]))
+
+
+def _cohort_inputs(cohort_csv: str | Path, cache_dir) -> list:
+    """What a training reads: the case table, every image and label it lists, and the cache folder (an
+    --out holding any of them, e.g. cohort/labelsTr, would delete it under --overwrite)."""
+    from amt_core.data.cases import read_cases
+
+    given = [cohort_csv, *([cache_dir] if cache_dir else [])]
+    try:
+        cases = read_cases(cohort_csv, check_files=False)
+    except (ValueError, OSError):  # an unreadable table is reported by the training itself
+        return given
+    return [*given, *cases["image"], *cases["label"]]
 
 
 def _run(
