@@ -447,3 +447,29 @@ def test_every_subgroup_has_a_display_label_in_the_forest_plot():
     missing = [s for s in registry.SUBGROUPS if s not in GROUP_LABELS]
     assert not missing, f"subgroups without a forest-plot header: {missing}"
     assert all(label[:1].isupper() for label in GROUP_LABELS.values())
+
+
+def _legend_above_axes(fig, ax) -> None:
+    """The axes' legend lies above the axes (so it covers none of their data, wherever the data fall) and
+    inside the figure (not cut off on saving)."""
+    fig.draw_without_rendering()
+    box, area = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert box.y0 >= area.y1 - 0.5, (box, area)
+    assert fig.bbox.x0 - 0.5 <= box.x0 and box.x1 <= fig.bbox.x1 + 0.5 and box.y1 <= fig.bbox.y1 + 0.5
+
+
+def test_legends_cover_no_data(per_case, froc_tables):
+    from amt_core.plots import distributions, froc
+
+    curves, bands, iou = froc_tables
+    flat = curves.assign(sensitivity=0.0)  # a subset that finds nothing: its curve runs along sensitivity 0
+    fig = froc.plot_froc_confidence(curves, bands, subset=flat, subset_label="Real anatomy")
+    ax = fig.axes[0]
+    _legend_above_axes(fig, ax)
+    assert ax.get_ylim()[0] < 0  # the all-zero curve is drawn clear of the x axis, not on it
+    assert "Real anatomy" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # reading B: the published diamond (0.61 FP/scan, 0.87) sits top-centre, where "best" put the legend
+    fig = froc.plot_froc_iou(iou)
+    _legend_above_axes(fig, fig.axes[0])
+    fig = distributions.plot_metric_distributions(per_case)
+    _legend_above_axes(fig, fig.axes[0])
