@@ -473,3 +473,25 @@ def test_legends_cover_no_data(per_case, froc_tables):
     _legend_above_axes(fig, fig.axes[0])
     fig = distributions.plot_metric_distributions(per_case)
     _legend_above_axes(fig, fig.axes[0])
+
+
+@pytest.mark.parametrize("lo, hi", [(40.0, 450.0), (60.0, 90.0), (150.0, 260.0), (0.5, 900.0)])
+def test_bland_altman_volume_labels_do_not_run_together(lo, hi):
+    from amt_core.plots.agreement import plot_volume_agreement
+
+    ref = np.geomspace(lo, hi, 12)
+    fig, _ = plot_volume_agreement(pd.DataFrame({"ref_volume_ml": ref, "pred_volume_ml": ref * 1.3}))
+    bx = fig.axes[1]
+    fig.draw_without_rendering()
+    left, right = bx.get_xlim()
+    ticks = [*bx.xaxis.get_major_ticks(), *bx.xaxis.get_minor_ticks()]
+    shown = sorted(
+        (t.label1.get_window_extent() for t in ticks if t.label1.get_visible() and t.label1.get_text()
+         and left <= t.get_loc() <= right),
+        key=lambda b: b.x0,
+    )  # fmt: skip
+    assert len(shown) >= 2, (lo, hi)  # the axis is read from at least two numbers
+    gap = 4 / 72 * fig.dpi  # 4 pt of space between neighbours: "3×10²" and "4×10²" used to touch
+    for a, b in zip(shown, shown[1:], strict=False):
+        assert a.x1 + gap <= b.x0, (lo, hi, a, b)
+    assert not any("times" in t.label1.get_text() for t in ticks)  # plain numbers, no "3×10²"
