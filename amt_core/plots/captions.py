@@ -77,7 +77,7 @@ TABLE_TEMPLATES: dict[str, str] = {
     "detection_subgroups": "Lesion-wise sensitivity at the operating point by subgroup on the external test "
     "(Wilson {ci} CIs; Fisher's exact test, Fisher–Freeman–Halton for more than two levels, Holm-adjusted across subgroups)",
     "failures": "Failures on the external test: worst scans by Dice, every missed lesion, largest false "
-    "positives (# = the number of its panel in the failure gallery, which shows a share of each kind)",
+    "positives (the failure gallery shows a share of each kind, each panel numbered with its #)",
     "failure_subgroups": "Failures per subgroup on the external test: missed lesions, false positives and "
     "worst scans",
     "seed_variance": "Training randomness on the external test: the run's model with its bootstrap {ci} CI (the "
