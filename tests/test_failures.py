@@ -7,7 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amt_core.plots.failures import failure_counts, failure_markdown_frame, failure_table, plot_failures
+from amt_core.plots.failures import (
+    failure_counts,
+    failure_markdown_frame,
+    failure_table,
+    gallery_rows,
+    plot_failures,
+)
 
 BOX = {"x0": 14, "x1": 26, "y0": 14, "y1": 26, "z0": 10, "z1": 14}  # axial slices 10-13, middle 11
 
@@ -140,7 +146,9 @@ def test_failures_counted_per_subgroup():
     assert counts.groupby("subgroup")["scans"].sum().eq(4).all()  # every scan in one level of each subgroup
 
 
-def test_gallery_shows_each_failure_on_its_slice(tmp_path):
+def _gallery_inputs(tmp_path):
+    """The failure table of :func:`_rows` (2 worst scans, 2 misses, 2 false positives) and its case table,
+    with volumes on disk: a 12-voxel cube of tumour on axial slices 10-13, never predicted."""
     from amt_core.data.volume import write_volume
 
     shape, affine = (40, 40, 24), np.diag([1.0, 1.0, 2.0, 1.0])
@@ -165,7 +173,11 @@ def test_gallery_shows_each_failure_on_its_slice(tmp_path):
         )
     per_case, lesions, candidates, cases = _rows()
     cases = cases.merge(pd.DataFrame(rows), on="case_id")
-    table = failure_table(per_case, lesions, candidates, cases, n_worst=2, n_fp=2)
+    return failure_table(per_case, lesions, candidates, cases, n_worst=2, n_fp=2), cases
+
+
+def test_gallery_shows_each_failure_on_its_slice(tmp_path):
+    table, cases = _gallery_inputs(tmp_path)
     fig = plot_failures(table, cases, tmp_path / "pred", max_panels=5, ncols=3, margin_mm=4.0)
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 5  # 6 failures, 5 panels shown, the sixth cell hidden
@@ -174,3 +186,25 @@ def test_gallery_shows_each_failure_on_its_slice(tmp_path):
     assert visible[4].texts[0].get_text() == "I1 · GE · none · 2.5 mm"
     # the crop is the lesion's 12-voxel box plus a 4 mm (4-voxel) margin on each side
     assert visible[2].images[0].get_array().shape == (20, 20)
+
+
+def test_gallery_takes_a_share_of_every_kind_and_says_how_many_it_shows(tmp_path):
+    table, cases = _gallery_inputs(tmp_path)  # rows 1-2 worst scans, 3-4 misses, 5-6 false positives
+    fig = plot_failures(table, cases, tmp_path / "pred", max_panels=3, ncols=3, margin_mm=4.0)
+    titles = [ax.get_title().split(":")[0] for ax in fig.axes if ax.get_visible()]
+    # one of each kind, numbered as in the failures table, not the table's first three rows
+    assert titles == ["#1 worst scan", "#3 missed lesion", "#5 false positive"]
+    assert fig.get_suptitle() == (
+        "3 of 6 failures shown (1 of 2 worst scans, 1 of 2 missed lesions, 1 of 2 false positives); "
+        "# as in the failures table"
+    )
+
+
+def test_gallery_budget_is_dealt_in_turn_until_a_kind_runs_out():
+    kinds = ["worst_scan"] * 5 + ["missed_lesion"] * 10 + ["false_positive"] * 3
+    rows = gallery_rows(pd.DataFrame({"kind": kinds}), max_panels=12)
+    # rounds of one per kind: the 3 false positives run out after the third, then worst and missed share
+    assert rows == [0, 1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 17]
+    assert gallery_rows(pd.DataFrame({"kind": kinds}), max_panels=40) == list(range(18))  # room for all
+    only_missed = pd.DataFrame({"kind": ["missed_lesion"] * 4})  # a kind absent takes no share
+    assert gallery_rows(only_missed, max_panels=3) == [0, 1, 2]

@@ -447,3 +447,51 @@ def test_every_subgroup_has_a_display_label_in_the_forest_plot():
     missing = [s for s in registry.SUBGROUPS if s not in GROUP_LABELS]
     assert not missing, f"subgroups without a forest-plot header: {missing}"
     assert all(label[:1].isupper() for label in GROUP_LABELS.values())
+
+
+def _legend_above_axes(fig, ax) -> None:
+    """The axes' legend lies above the axes (so it covers none of their data, wherever the data fall) and
+    inside the figure (not cut off on saving)."""
+    fig.draw_without_rendering()
+    box, area = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert box.y0 >= area.y1 - 0.5, (box, area)
+    assert fig.bbox.x0 - 0.5 <= box.x0 and box.x1 <= fig.bbox.x1 + 0.5 and box.y1 <= fig.bbox.y1 + 0.5
+
+
+def test_legends_cover_no_data(per_case, froc_tables):
+    from amt_core.plots import distributions, froc
+
+    curves, bands, iou = froc_tables
+    flat = curves.assign(sensitivity=0.0)  # a subset that finds nothing: its curve runs along sensitivity 0
+    fig = froc.plot_froc_confidence(curves, bands, subset=flat, subset_label="Real anatomy")
+    ax = fig.axes[0]
+    _legend_above_axes(fig, ax)
+    assert ax.get_ylim()[0] < 0  # the all-zero curve is drawn clear of the x axis, not on it
+    assert "Real anatomy" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # reading B: the published diamond (0.61 FP/scan, 0.87) sits top-centre, where "best" put the legend
+    fig = froc.plot_froc_iou(iou)
+    _legend_above_axes(fig, fig.axes[0])
+    fig = distributions.plot_metric_distributions(per_case)
+    _legend_above_axes(fig, fig.axes[0])
+
+
+@pytest.mark.parametrize("lo, hi", [(40.0, 450.0), (60.0, 90.0), (150.0, 260.0), (0.5, 900.0)])
+def test_bland_altman_volume_labels_do_not_run_together(lo, hi):
+    from amt_core.plots.agreement import plot_volume_agreement
+
+    ref = np.geomspace(lo, hi, 12)
+    fig, _ = plot_volume_agreement(pd.DataFrame({"ref_volume_ml": ref, "pred_volume_ml": ref * 1.3}))
+    bx = fig.axes[1]
+    fig.draw_without_rendering()
+    left, right = bx.get_xlim()
+    ticks = [*bx.xaxis.get_major_ticks(), *bx.xaxis.get_minor_ticks()]
+    shown = sorted(
+        (t.label1.get_window_extent() for t in ticks if t.label1.get_visible() and t.label1.get_text()
+         and left <= t.get_loc() <= right),
+        key=lambda b: b.x0,
+    )  # fmt: skip
+    assert len(shown) >= 2, (lo, hi)  # the axis is read from at least two numbers
+    gap = 4 / 72 * fig.dpi  # 4 pt of space between neighbours: "3×10²" and "4×10²" used to touch
+    for a, b in zip(shown, shown[1:], strict=False):
+        assert a.x1 + gap <= b.x0, (lo, hi, a, b)
+    assert not any("times" in t.label1.get_text() for t in ticks)  # plain numbers, no "3×10²"

@@ -93,6 +93,7 @@ def plot_volume_agreement(
                 color=ROLE["neutral"],
             )
         bx.set_xscale("log")
+        _plain_log_ticks(bx.xaxis, *bx.get_xlim())
         reach = max([210.0] + [abs(v) + 25 for v in (st["loa_lo"], st["loa_hi"]) if np.isfinite(v)])
         bx.set_ylim(-reach, reach)
         bx.set_yticks([t for t in (-300, -200, -100, 0, 100, 200, 300) if abs(t) < reach])
@@ -100,3 +101,17 @@ def plot_volume_agreement(
         bx.set_ylabel("Difference, predicted − reference (% of mean)")
         panel_label(bx, "b")
     return fig, {k: v for k, v in st.items() if k not in ("mean", "diff")}
+
+
+def _plain_log_ticks(axis, lo: float, hi: float) -> None:
+    """Labels on a log ``axis`` spanning ``lo``..``hi`` as plain numbers at the major ticks only, spaced so
+    they cannot run together (matplotlib labels the minor ticks of a short span, "3×10²4×10²"): every
+    integer multiple of a power of ten within half a decade, 1, 2 and 5 times it within two decades, the
+    powers of ten alone over a longer span."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    decades = np.log10(hi / lo) if lo > 0 and hi > lo else np.inf
+    subs = np.arange(1.0, 10.0) if decades <= 0.5 else (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())

@@ -54,10 +54,10 @@ FIGURE_TEMPLATES: dict[str, str] = {
     "retrained on the same cohort with other seeds (open circles: the training's variation) "
     "and their mean (tick); (a) per-scan means and lesion-wise detection, (b) false positives "
     "per scan. With one seed the spread is not estimable and only the run's model is shown.",
-    "failures": "Failure gallery of the external test: the worst scans by Dice, every missed lesion and the "
-    "largest false positives (numbered as in the failures table), axial slice through each, "
-    "cropped around it; mediastinal window, reference green, prediction orange; footer: "
-    "institution, vendor, contrast, slice thickness.",
+    "failures": "Failure gallery of the external test: a share of each kind of failure in the failures table "
+    "(the worst scans by Dice, the largest missed lesions, the largest false positives), numbered "
+    "as in the table, which lists them all; the title says how many of how many are shown. Axial slice through each, cropped around it; mediastinal window, reference green, "
+    "prediction orange; footer: institution, vendor, contrast, slice thickness.",
 }
 
 #: table file stem -> title template
@@ -77,7 +77,7 @@ TABLE_TEMPLATES: dict[str, str] = {
     "detection_subgroups": "Lesion-wise sensitivity at the operating point by subgroup on the external test "
     "(Wilson {ci} CIs; Fisher's exact test, Fisher–Freeman–Halton for more than two levels, Holm-adjusted across subgroups)",
     "failures": "Failures on the external test: worst scans by Dice, every missed lesion, largest false "
-    "positives (# = panel of the failure gallery)",
+    "positives (the failure gallery shows a share of each kind, each panel numbered with its #)",
     "failure_subgroups": "Failures per subgroup on the external test: missed lesions, false positives and "
     "worst scans",
     "seed_variance": "Training randomness on the external test: the run's model with its bootstrap {ci} CI (the "

@@ -87,7 +87,15 @@ def plot_metric_distributions(
             Line2D([], [], marker="o", ls="none", mfc="white", mec="black", label="Mean"),
             Line2D([], [], marker="D", ls="none", color=ROLE["published"], label="Published mean"),
         ]
-        ax.legend(handles=handles, loc="lower left", ncol=2, columnspacing=0.8, handletextpad=0.3)
+        # above the axes: violins, points and means reach every corner of the plot
+        ax.legend(
+            handles=handles,
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.0),
+            ncol=len(handles),
+            columnspacing=0.8,
+            handletextpad=0.3,
+        )
     return fig
 
 

@@ -199,6 +199,36 @@ def failure_markdown_frame(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def gallery_rows(table: pd.DataFrame, max_panels: int = 12) -> list[int]:
+    """The rows of :func:`failure_table` the gallery shows, in the table's order: the panel budget
+    ``max_panels`` dealt out in turn to each kind present (worst scan, missed lesion, false positive), each
+    kind giving its first rows (the worst scans, the largest misses and false positives) until it has none
+    left, so every kind present is shown and no kind crowds the others out."""
+    budget = max(0, int(max_panels))
+    queues = [list(np.flatnonzero((table["kind"] == kind).to_numpy())) for kind in KINDS]
+    queues = [q for q in queues if q]
+    picked: list[int] = []
+    while len(picked) < budget and queues:
+        for q in list(queues):
+            if len(picked) == budget:
+                break
+            picked.append(int(q.pop(0)))
+            if not q:
+                queues.remove(q)
+    return sorted(picked)
+
+
+def gallery_heading(table: pd.DataFrame, rows: list[int]) -> str:
+    """How many failures the gallery shows of how many, in all and per kind (the figure's title)."""
+    shown = table.iloc[rows]
+    parts = [
+        f"{(shown['kind'] == kind).sum()} of {n} {name}{'s' if n != 1 else ''}"
+        for kind, name in KINDS.items()
+        if (n := int((table["kind"] == kind).sum()))
+    ]
+    return f"{len(rows)} of {len(table)} failures shown ({', '.join(parts)}); # as in the failures table"
+
+
 def plot_failures(
     table: pd.DataFrame,
     cases: pd.DataFrame,
@@ -209,9 +239,11 @@ def plot_failures(
     margin_mm: float = 20.0,
     ncols: int = 4,
 ):
-    """A gallery of the first ``max_panels`` failures of :func:`failure_table`: the axial slice through the
-    failure (the table's middle slice), cropped around its box (a scan's: its reference lesions), reference
-    outline green, prediction orange, titled with its number in the table, kind, size and acquisition."""
+    """A gallery of up to ``max_panels`` failures of :func:`failure_table`, a share of each kind
+    (:func:`gallery_rows`), titled with how many of how many are shown (:func:`gallery_heading`): the axial
+    slice through the failure (the table's middle slice), cropped around its box (a scan's: its reference
+    lesions), reference outline green, prediction orange, titled with its number in the table, kind, size
+    and acquisition."""
     from matplotlib.lines import Line2D
 
     from amt_core.plots.style import ROLE, new_figure, plot_style
@@ -225,7 +257,8 @@ def plot_failures(
         view_slice,
     )
 
-    shown = table.head(max_panels)
+    rows = gallery_rows(table, max_panels)
+    shown = table.iloc[rows]
     nrows = max(1, math.ceil(len(shown) / ncols))
     info = cases.drop_duplicates("case_id").set_index("case_id")
     loaded: dict[str, tuple] = {}
@@ -260,7 +293,7 @@ def plot_failures(
             )
             draw_outlines(ax, ((rs[box], ROLE["reference"]), (ps[box], ROLE["prediction"])), 0.8)
             ax.set_title(
-                f"#{k + 1} {KINDS[row['kind']]}: {cid}\n{row['size_ml']:.1f} ml, slice {idx}, "
+                f"#{rows[k] + 1} {KINDS[row['kind']]}: {cid}\n{row['size_ml']:.1f} ml, slice {idx}, "
                 f"Dice {row['dice']:.2f}",
                 fontsize=5.5,
             )
@@ -280,6 +313,7 @@ def plot_failures(
             Line2D([], [], color=ROLE["prediction"], lw=1.2, label="Prediction"),
         ]
         fig.legend(handles=handles, loc="outside lower center", ncol=2)
+        fig.suptitle(gallery_heading(table, rows), fontsize=6.5)
         # constrained layout sizes the rows before the images keep their aspect, which lifts the first row's
         # two-line titles past the top edge: keep a strip free above them
         fig.get_layout_engine().set(rect=(0.0, 0.0, 1.0, 0.975))

@@ -61,7 +61,7 @@ def plot_froc_confidence(
     drawn alone at ``subset_iou`` as a black dashed curve labelled ``subset_label``, without a band (a
     handful of scans)."""
     with plot_style():
-        fig, ax = new_figure("single", aspect=0.78)
+        fig, ax = new_figure("single", aspect=0.92)  # room for the legend above the axes
         lo_x, hi_x = min(fp_points) / 2, max(fp_points) * 1.25
         for k, thr in enumerate(iou_thresholds):
             color = PALETTE[k % len(PALETTE)]
@@ -94,7 +94,7 @@ def plot_froc_confidence(
         ax.set_xlim(lo_x, hi_x)
         ax.set_xticks(list(fp_points))
         ax.set_xticklabels([_frac(x) for x in fp_points])
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(-0.025, 1.02)  # a curve at sensitivity 0 (often the subset's) drawn clear of the spine
         ax.set_xlabel("False positives per scan")
         ax.set_ylabel("Lesion sensitivity")
         ax.grid(True, which="major", axis="both")
@@ -103,9 +103,12 @@ def plot_froc_confidence(
         handles, _ = ax.get_legend_handles_labels()
         if bands is not None and not bands.empty:
             handles.append(Patch(facecolor=ROLE["neutral"], alpha=0.2, label=band_label))
-        ax.legend(handles=handles, loc="lower right", title="Hit criterion")
+        # above the axes: the curves and bands fill any corner of the plot, run to run
+        ax.legend(
+            handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, title="Hit criterion"
+        )
         if title:
-            ax.set_title(title)
+            fig.suptitle(title, fontsize=7.5, fontweight="bold")
     return fig
 
 
@@ -180,14 +183,16 @@ def plot_froc_iou(
             )
         ax.set_xlabel("False positives per scan")
         ax.set_ylabel("Lesion sensitivity")
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(-0.025, 1.02)  # the points at sensitivity 0 (high IoU thresholds) clear of the spine
         # room for every marker (the run's point is often the curve's right end): none half-clipped
         shown = [*c["fp_per_scan"].dropna(), *([pf] if pf is not None else [])]
         ax.set_xlim(0, 1.08 * max(shown) if shown and max(shown) > 0 else 1.0)
         ax.grid(True)
-        ax.legend(
-            loc="best", title=f"Operating point, {hit_label or f'IoU ≥ {operating_iou:g}'}"
-        )  # the curve moves run to run
+        ax.legend(  # above the panel: the curve and both markers move run to run, no corner stays free
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.0),
+            title=f"Operating point, {hit_label or f'IoU ≥ {operating_iou:g}'}",
+        )
         panel_label(ax, "a")
 
         bx.plot(c["iou_threshold"], c["sensitivity"], "-o", ms=2.5, color=ROLE["ours"], label="Sensitivity")
