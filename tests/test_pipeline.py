@@ -363,6 +363,12 @@ def test_report_has_tables_figures_conventions_and_provenance(smoke_run):
     prov = json.loads((run / "provenance.json").read_text())
     assert prov["config"]["params"]["n_bootstrap"] == 200 and prov["versions"]["papermill"]
     assert any(k.endswith("smoke.yaml") for k in prov["input_hashes"])
+    # the steps table names each step (not its notebook's hash), lists no other .steps file, and says that
+    # the report is written in 04 (whose record, like 05's, is not there yet)
+    table = report.split("Pipeline steps (from `.steps/`):")[1].strip().split("\n\n")[0].splitlines()[2:]
+    assert [row.split("|")[1].strip() for row in table] == list(NOTEBOOKS)
+    assert "this step (writes this report)" in table[3] and "runs after this report" in table[4]
+    assert all(row.split("|")[2].strip().startswith("20") for row in table[:3])  # finished: a date
 
 
 @contextlib.contextmanager

@@ -115,10 +115,23 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
             "",
             _md_table(_short_paths(prov.get("input_hashes", {}), root), "file", "sha256"),
         ]
-    steps = sorted(layout.steps_dir.glob("*.json"))
-    if steps:
+    from amt_core.pipeline.params import NOTEBOOKS
+    from amt_core.pipeline.run import REPORT_STEP
+
+    # the steps' own records (.steps/NAME.json; not hashes.json or incomplete.json), in the run's order; the
+    # report is written inside REPORT_STEP, before it and the steps after it record themselves
+    order = list(NOTEBOOKS)
+    steps = [layout.steps_dir / f"{name}.json" for name in order]
+    if any(p.is_file() for p in steps[: order.index(REPORT_STEP)]):
         lines = ["| step | finished | seconds | input files (sha256) |", "|---|---|---:|---|"]
-        for path in steps:
+        for name, path in zip(order, steps, strict=True):
+            if order.index(name) >= order.index(REPORT_STEP):
+                when = "this step (writes this report)" if name == REPORT_STEP else "runs after this report"
+                lines.append(f"| {name} | {when} | – | – |")
+                continue
+            if not path.is_file():
+                lines.append(f"| {name} | not run | – | – |")
+                continue
             m = _json(path)
             ins = (
                 "; ".join(
@@ -130,7 +143,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
             )
             if len(ins) > 300:
                 ins = f"{len(m.get('inputs', {}))} files"
-            lines.append(f"| {m.get('notebook')} | {m.get('finished')} | {m.get('seconds')} | {ins} |")
+            lines.append(f"| {name} | {m.get('finished')} | {m.get('seconds')} | {ins} |")
         out += ["Pipeline steps (from `.steps/`):", "", "\n".join(lines), ""]
     return "\n".join(out) + "\n"
 
