@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import re
@@ -200,12 +201,38 @@ def test_metadata_problems_listed_before_any_conversion(source, tmp_path):
     assert "row 2: image not found" in message
     assert "row 2: no institution" in message  # the missing series cannot name its hospital
     assert "unknown split ['holdout']" in message
+    # named by the CSV's rows (the pseudonym is nowhere in the CSV): test row 4's hospital has train row 5
     assert re.search(
-        r"leakage: test-split institution\(s\) \['INST-[0-9a-f]{8}'\] also appear in train/tune", message
+        r"leakage: the institution of test row\(s\) 4 \(INST-[0-9a-f]{8}\) also has row\(s\) 5 \(train\): "
+        r"the external test must come from institutions seen in no other split",
+        message,
     )
+    assert message.count("leakage") == 1
     _assert_no_identity(message, "the error message")
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_csv_vendors_are_named_as_dicom_ones_and_an_unkeyed_import_says_so(
+    source, tmp_path, caplog, monkeypatch
+):
+    """A CSV's "SIEMENS" and "Siemens Healthineers" are one vendor (as a DICOM Manufacturer would be), never
+    two sub-group levels; an unknown vendor is kept as written. Without a pseudonym key the import warns that
+    its pseudonyms hold for this import only, and provenance.json says so, with the metadata's SHA-256."""
+    from amt_core.atomic import file_hash
+
+    monkeypatch.delenv("AMT_PSEUDONYM_KEY", raising=False)
+    meta = pd.read_csv(source / "metadata.csv", dtype=str)
+    meta["vendor"] = ["SIEMENS", "Siemens Healthineers", "GE MEDICAL SYSTEMS", "United Imaging"]
+    meta.to_csv(source / "metadata.csv", index=False)
+    out = tmp_path / "cohort"
+    with caplog.at_level(logging.WARNING):
+        df = import_cohort(source, source / "metadata.csv", out)
+    assert df["vendor"].tolist() == ["Siemens", "Siemens", "GE", "United Imaging"]
+    assert any("AMT_PSEUDONYM_KEY is not set" in r.getMessage() for r in caplog.records)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["config"]["pseudonym_key"].startswith("random")
+    assert prov["input_hashes"] == {"metadata": file_hash(source / "metadata.csv")}
 
 
 def test_failed_conversion_leaves_nothing(source, tmp_path):

@@ -521,6 +521,7 @@ def test_a_changed_volume_of_an_imported_cohort_reruns_the_steps_that_read_it(
     any folder, find it there."""
     import nibabel as nib
 
+    from amt_core.atomic import file_hash
     from amt_core.pipeline.run import run_pipeline
     from amt_core.plots.manuscript import recorded_cohort_csv
 
@@ -532,6 +533,10 @@ def test_a_changed_volume_of_an_imported_cohort_reruns_the_steps_that_read_it(
     )
     run = tmp_path / "run"
     assert run_pipeline(params, run, progress=False) == {nb: "ran" for nb in NOTEBOOKS}
+    hashes = json.loads((run / "provenance.json").read_text())["input_hashes"]  # the cohort's files too
+    first = pd.read_csv(imported / "cases.csv").iloc[0]
+    for f in (imported / "cases.csv", imported / first["image"], imported / first["label"]):
+        assert hashes[str(f.resolve())] == file_hash(f)
     monkeypatch.chdir(tmp_path / "run" / "evaluation")  # where imported/cases.csv is not
     assert recorded_cohort_csv(run) == str((imported / "cases.csv").resolve())
     prov = json.loads((run / "provenance.json").read_text())

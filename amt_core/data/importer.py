@@ -76,6 +76,12 @@ def import_cohort(
     check_output_dir(
         out_dir, overwrite=overwrite, what="cohort folder", resumable=False, inputs=(source_dir, metadata_csv)
     )
+    if key is None and not os.environ.get(privacy.KEY_ENV):
+        log.warning(
+            "%s is not set: institution and patient pseudonyms are random for this import only (another "
+            "import of the same hospital gets other ones); set it to keep them stable across imports",
+            privacy.KEY_ENV,
+        )
     secret = privacy.pseudonym_key(key)
 
     meta = read_metadata(metadata_csv)
@@ -91,7 +97,19 @@ def import_cohort(
         _convert(table, sources, staging, binarise_labels, metadata_csv)
         write_cases(staging, table)
         write_dataset_json(staging, table, name=out_dir.name)
-        _write_provenance(staging, n_cases=len(table), binarise_labels=binarise_labels)
+        _write_provenance(
+            staging,
+            {"metadata": metadata_csv, **({"mapping": Path(mapping)} if mapping is not None else {})},
+            n_cases=len(table),
+            binarise_labels=binarise_labels,
+            pseudonym_key=(
+                "given"
+                if key is not None
+                else f"${privacy.KEY_ENV}"
+                if os.environ.get(privacy.KEY_ENV)
+                else "random (pseudonyms hold for this import only)"
+            ),
+        )
         read_cases(staging / CASES_CSV)  # the result must pass every check
     log.info("imported %d cases into %s", len(table), out_dir)
     return read_cases(out_dir / CASES_CSV)
@@ -195,7 +213,9 @@ def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Pat
             "tumour_volume_ml": np.nan,
             "contrast": _cell(row, "contrast"),
             "slice_thickness_mm": _number(_cell(row, "slice_thickness_mm"), dicom.slice_thickness_mm),
-            "vendor": _cell(row, "vendor") or dicom.vendor,
+            # the CSV's vendor named as a DICOM Manufacturer is ("SIEMENS", "Siemens Healthineers" -> Siemens):
+            # one vendor never becomes several sub-group levels; others are kept as written
+            "vendor": privacy.vendor_name(_cell(row, "vendor")) or dicom.vendor,
             "image": image_relpath(case_id, split) if split in ("train", "tune", "test") else None,
             "label": label_relpath(case_id, split) if split in ("train", "tune", "test") else None,
         })  # fmt: skip
@@ -213,17 +233,36 @@ def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Pat
         else:
             seen[key] = where
     table = pd.DataFrame(rows, columns=list(CASE_COLUMNS), index=meta.index)
+    problems += _institution_leaks(table)
     # image/label problems of the table itself are consequences of the rows above (empty split); rows whose
     # DICOM series could not be chosen are left out (what the series would fill in is unknown, not missing)
     checked = table.drop(index=unknown)
     problems += [
         p for p in (validate_cases(checked, None, check_files=False) if len(checked) else [])
         if not p.startswith(("empty image", "empty label", "the same image", "the same label",
+                             "leakage: test-split institution",  # said above, with the CSV's rows
                              *(f"unknown {c} " for c in mapped_problems)))
     ]  # fmt: skip
     if problems:
         raise CaseTableError(str(metadata_csv), problems)
     return table, sources
+
+
+def _institution_leaks(table: pd.DataFrame) -> list[str]:
+    """A test-split institution that also has train/tune rows, named by the metadata CSV's rows (its
+    pseudonym appears nowhere in the CSV; the name as written is not repeated into a message)."""
+    problems = []
+    split = table["split"].astype(str)
+    for inst, rows in table.groupby("institution_id", dropna=True).groups.items():
+        splits = split.loc[rows]
+        if (splits == "test").any() and splits.isin(["train", "tune"]).any():
+            test = [f"{int(i) + 2}" for i in rows if split.loc[i] == "test"]
+            other = [f"{int(i) + 2} ({split.loc[i]})" for i in rows if split.loc[i] in ("train", "tune")]
+            problems.append(
+                f"leakage: the institution of test row(s) {', '.join(test)} ({inst}) also has row(s) "
+                f"{', '.join(other)}: the external test must come from institutions seen in no other split"
+            )
+    return problems
 
 
 def _number(value, fallback):
@@ -287,11 +326,14 @@ def _compact(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _write_provenance(root: Path, **config) -> None:
-    """provenance.json without the command line or input paths (source paths may name patients)."""
-    from amt_core.atomic import write_json
+def _write_provenance(root: Path, tables: dict[str, Path], **config) -> None:
+    """provenance.json without the command line or input paths (source paths may name patients): the
+    SHA-256 of the metadata CSV and the mapping, keyed by their role; the cohort's own images and labels are
+    hashed by every `amt run` that reads them (``.steps/``)."""
+    from amt_core.atomic import file_hash, write_json
     from amt_core.provenance import provenance
 
     record = provenance({"step": "import", **config})
     record["command"] = ["amt", "import", "(source paths withheld)"]
+    record["input_hashes"] = {role: file_hash(path) for role, path in tables.items()}
     write_json(root / "provenance.json", record)

@@ -346,7 +346,7 @@ def _run_steps(layout, params, params_path, params_text, wanted, force, progress
         if kernel is None:
             kernel = ensure_kernel()
             write_text(layout.root / "params.yaml", params_text)
-            _write_run_provenance(layout, params, params_path)
+            _write_run_provenance(layout, params, params_path, hasher)
         manifest_path.unlink(missing_ok=True)
         say(f"{head}: running ...")
         t0 = time.perf_counter()
@@ -474,12 +474,19 @@ def _prepare_run_folder(layout: RunLayout, overwrite: bool, keep: list[Path]) ->
     remove_stale_temps(root, recursive=True)
 
 
-def _write_run_provenance(layout: RunLayout, params: dict, params_path: str | Path) -> None:
-    from amt_core.provenance import write_provenance
+def _write_run_provenance(
+    layout: RunLayout, params: dict, params_path: str | Path, hasher: FileHashes
+) -> None:
+    """The run's provenance.json: its config, versions and commit, and the SHA-256 of the params file, the
+    notebooks and, for a cohort of the user's own (``cohort_csv``), its table and every image and label it
+    lists (the hashes the step keys use, so nothing is read twice). The run's own synthetic cohort is an
+    output of 01_cohort (hashed in ``.steps/01_cohort.json``)."""
+    from amt_core.provenance import provenance
 
     inputs = [Path(params_path), *sorted(NOTEBOOK_DIR.glob(f"0*_*{SOURCE_SUFFIX}"))]
-    write_provenance(
-        layout.root,
-        config={"params_file": str(params_path), "params": params, "run_dir": str(layout.root)},
-        inputs=inputs,
+    record = provenance(
+        {"params_file": str(params_path), "params": params, "run_dir": str(layout.root)}, inputs
     )
+    if layout.cohort_csv:
+        record["input_hashes"].update({str(f): hasher(f) for f in layout.cohort_files() if f.is_file()})
+    write_json(layout.root / "provenance.json", record)
