@@ -101,6 +101,9 @@ def test_cli_without_metadata_says_there_is_no_institution(tiny_cohort, tmp_path
         "metadata: no institution_id: no per-institution table and no institution-cluster bootstrap"
         in run.stdout
     )
+    assert (
+        "intervals (scan bootstrap): 2 scans: a bootstrap of fewer than 10 scans under-covers" in run.stdout
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_institutions"] == 0 and summary["bootstrap"]["unit"] == "scan"
     assert "no institution-cluster bootstrap" in summary["metadata"]["note"]

@@ -203,6 +203,7 @@ def test_cluster_bootstrap_over_too_few_institutions_is_reported_not_estimable(t
         "n_bootstrap": 300,
         "estimable": False,
         "note": res.cis["note"].iloc[0],
+        "caution": "",
     }
     headline = res.headline
     assert headline["sensitivity_ci_lo"] is None and headline["fp_per_scan_ci_lo"] is None
@@ -211,3 +212,23 @@ def test_cluster_bootstrap_over_too_few_institutions_is_reported_not_estimable(t
     assert saved["bootstrap"]["estimable"] is False and "fewer than the 10" in saved["bootstrap"]["note"]
     scan = summarise(_study(), EvalConfig(n_bootstrap=300, seed=0))
     assert scan.summary["bootstrap"]["estimable"] is True and scan.cis["ci_lo"].notna().any()
+
+
+def test_one_scan_has_no_interval_and_a_few_scans_a_caution():
+    """A bootstrap of one scan resamples that scan only: its 'interval' has zero width. It is reported as not
+    estimable (NaN and the reason), never as a CI; 2-9 scans keep their intervals with a caution."""
+    lesion = np.zeros((20, 20, 8), np.uint8)
+    lesion[5:10, 5:10, 2:5] = 1
+    pred = np.zeros_like(lesion)
+    pred[6:10, 5:10, 2:5] = 1
+    one = summarise(collect([evaluate_case(lesion, pred)], ["a"], ["I"]), EvalConfig(n_bootstrap=50))
+    assert one.cis[["ci_lo", "ci_hi"]].isna().all().all() and one.cis["mean"].notna().all()
+    assert one.headline["sensitivity_ci_lo"] is None and one.froc_points["ci_lo"].isna().all()
+    assert one.headline["sensitivity_wilson_lo"] is not None  # the binomial interval does not resample
+    boot = one.summary["bootstrap"]
+    assert not boot["estimable"] and boot["note"].startswith("not estimable: 1 scan")
+    few = summarise(
+        collect([evaluate_case(lesion, pred)] * 3, list("abc"), list("IJK")), EvalConfig(n_bootstrap=50)
+    )
+    assert few.summary["bootstrap"]["estimable"] and "3 scans" in few.summary["bootstrap"]["caution"]
+    assert few.cis["ci_lo"].notna().all()

@@ -169,4 +169,9 @@ def _notes(summary: dict) -> list[str]:
     meta = summary.get("metadata")
     if meta and meta.get("note") != "complete":
         lines.append(f"metadata: {meta['note']}")
+    boot = summary.get("bootstrap") or {}
+    if boot.get("n_bootstrap") and not boot.get("estimable", True):
+        lines.append(f"intervals ({boot.get('unit')} bootstrap): {boot.get('note')}")
+    elif boot.get("caution"):
+        lines.append(f"intervals ({boot.get('unit')} bootstrap): {boot.get('caution')}")
     return lines

@@ -207,6 +207,8 @@ def summarise(
     if config.cluster_bootstrap:
         clusters = per_case["institution_id"].to_numpy()
     note = cluster_problem(clusters) if config.n_bootstrap else None
+    if config.n_bootstrap and n < 2:  # every resample is the one scan: an interval of zero width
+        note = "not estimable: 1 scan (every resample is that scan: no spread to estimate)"
     # too few institutions for a cluster interval: means only, every interval NaN, and the reason recorded
     weights = (
         resample_weights(n, config.n_bootstrap, seed=config.seed, clusters=clusters)
@@ -296,6 +298,7 @@ def _check_same_matching(events: pd.DataFrame, config: EvalConfig) -> None:
 
 
 def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str | None = None) -> dict:
+    from amt_core.evaluation.bootstrap import MIN_BOOTSTRAP_SCANS
     from amt_core.provenance import package_versions
 
     head = iou_table[np.isclose(iou_table["iou_threshold"], config.operating_iou)]
@@ -316,6 +319,12 @@ def _summary(per_case, cis, points, iou_table, config: EvalConfig, ci_note: str 
                 "n_bootstrap": config.n_bootstrap,
                 "estimable": bool(config.n_bootstrap) and ci_note is None,
                 "note": ci_note or ("" if config.n_bootstrap else "no intervals: n_bootstrap is 0"),
+                "caution": (
+                    f"{len(per_case)} scans: a bootstrap of fewer than {MIN_BOOTSTRAP_SCANS} scans under-covers "
+                    "(its intervals are too narrow)"
+                    if config.n_bootstrap and ci_note is None and len(per_case) < MIN_BOOTSTRAP_SCANS
+                    else ""
+                ),
             },
             "n_lesions": int(per_case["n_lesions"].sum()),
             "n_candidates": int(per_case["n_candidates"].sum()),

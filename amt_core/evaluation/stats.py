@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from amt_core import registry
-from amt_core.evaluation.bootstrap import bootstrap_means
+from amt_core.evaluation.bootstrap import MIN_BOOTSTRAP_SCANS, bootstrap_means
 from amt_core.evaluation.multiplicity import P_ADJUST_METHOD, adjust_family, format_p  # noqa: F401 (re-exported)
 
 #: Level given to scans whose sub-group value is missing or outside the bins.
@@ -121,14 +121,6 @@ def merge_cases(table: pd.DataFrame, cases: pd.DataFrame | None, needed: Sequenc
         raise KeyError("the table needs a 'case_id' column to be joined to the case table")
     merged = table.merge(cases[["case_id", *extra]].drop_duplicates("case_id"), on="case_id", how="left")
     return merged.reset_index(drop=True)
-
-
-#: Fewest scans for a scan-bootstrap interval of a group's mean. The percentile and BCa bootstraps of a mean
-#: under-cover badly in small samples (the resample variance is (n-1)/n of the sample's, and a few scans give
-#: few distinct resamples): simulated per-scan Dice (Beta(8, 2)) gave 95% intervals covering 44% of the time
-#: at 2 scans, 73% at 3, 84% at 5 and 88% at 10, where a Student-t interval covers 93%. Below it a group's
-#: interval is Student's t (``ci_method`` "t", the reason in ``note``), clipped to the metric's range.
-MIN_BOOTSTRAP_SCANS = 10
 
 
 def _t_interval(values: np.ndarray, ci_level: float, bounds: tuple[float, float]) -> tuple[float, float]:

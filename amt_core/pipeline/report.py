@@ -236,6 +236,8 @@ def _interval_notes(layout: RunLayout) -> list[str]:
     boot = _json(layout.evaluation("test") / "summary.json").get("bootstrap") or {}
     if boot and not boot.get("estimable", True):
         notes.append(f"**Evaluation intervals ({boot.get('unit')} bootstrap): {boot.get('note')}.**")
+    elif boot.get("caution"):
+        notes.append(f"**Evaluation intervals ({boot.get('unit')} bootstrap): {boot.get('caution')}.**")
     return [*notes, ""] if notes else []
 
 
