@@ -194,7 +194,21 @@ def test_the_report_says_how_calibrated_the_model_is(tmp_path):
     assert "ECE (95% CI)" in text  # the level of a run without summary.json: the default
     assert "**Lesions**: temperature 2.00 (over-confident" in text and "it lowers the ECE" in text
     assert "**Voxels near the tumour**: temperature 0.50 (under-confident" in text
+    assert "T < 1 sharpens probabilities that were too timid" in text and "T > 1 softens" in text
+    assert text.count("T > 1") == 1 and "dominated" not in text
     assert "does not clearly change the ECE" in text
+    # a temperature at the end of the search is no fit; a whole-scan voxel ECE mostly from its lowest bin
+    table = pd.read_csv(layout.analysis_dir / "calibration.csv")
+    table.loc[1, "temperature"] = 20.0
+    table.to_csv(layout.analysis_dir / "calibration.csv", index=False)
+    bins = pd.DataFrame({"kind": "voxel_near", "scaled": False, "bin": range(10), "weight": [970] + [3] * 9})
+    bins.to_csv(layout.analysis_dir / "calibration_bins.csv", index=False)
+    text = "\n".join(_calibration_section(layout))
+    assert (
+        "temperature 20.00 (at the end of the searched range 0.05–20, not a fitted value on the tuning split)"
+        in text
+    )
+    assert "dominated by the lowest-confidence bin (97% of the weight)" in text
     assert _p_phrase("< 0.001") == "p < 0.001" and _p_phrase("0.250") == "p = 0.250"
 
 

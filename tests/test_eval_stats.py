@@ -446,3 +446,15 @@ def test_icc_of_single_scan_institutions_is_not_identifiable():
     assert intercept["estimate"] == pytest.approx(per_case["dice"].mean())
     assert intercept["se"] == pytest.approx(per_case["dice"].std(ddof=1) / np.sqrt(30))
     assert "ordinary least squares" in intercept["note"]
+
+
+def test_the_icc_sentence_gives_the_spread_its_interval_allows():
+    """On the boundary the point estimate puts no variance between institutions ("within ±0.00"): the
+    sentence also gives the spread at the interval's upper end, 1.96 sqrt(ICC_hi / (1 - ICC_hi) x residual)."""
+    from amt_core.evaluation.icc import generalisation_sentence
+
+    text = generalisation_sentence(0.0, 0.0, 0.5, 0.0, 40, 0.2, "Dice", 40, residual_var=0.01)
+    assert "within ±0.00 of the overall mean, and within ±0.20 at the interval's upper end." in text
+    assert "upper end" not in generalisation_sentence(
+        0.1, np.nan, np.nan, 0.001, 40, 0.2, "Dice", 40, residual_var=0.01
+    )

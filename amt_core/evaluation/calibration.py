@@ -83,8 +83,13 @@ def apply_temperature(prob, temperature: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))
 
 
+#: the temperatures searched (a fit at either end is a bound, not an estimate)
+T_BOUNDS = (0.05, 20.0)
+
+
 def fit_temperature(prob, outcome, weight=None) -> float:
-    """The temperature minimising the weighted binary negative log-likelihood (searched over 0.05-20)."""
+    """The temperature minimising the weighted binary negative log-likelihood (searched over
+    :data:`T_BOUNDS`)."""
     from scipy.optimize import minimize_scalar
 
     y = np.asarray(outcome, dtype=np.float64)
@@ -96,7 +101,8 @@ def fit_temperature(prob, outcome, weight=None) -> float:
         s = z / np.exp(log_t)  # -log sigmoid(s) = logaddexp(0, -s)
         return float(np.sum(w * (y * np.logaddexp(0, -s) + (1 - y) * np.logaddexp(0, s))) / w.sum())
 
-    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded").x))
+    bounds = (np.log(T_BOUNDS[0]), np.log(T_BOUNDS[1]))
+    return float(np.exp(minimize_scalar(nll, bounds=bounds, method="bounded").x))
 
 
 def sample_voxels(

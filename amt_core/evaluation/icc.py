@@ -146,6 +146,7 @@ def generalisation_sentence(
     metric: str = "Dice",
     n_replicated: int | None = None,
     ci_level: float = 0.95,
+    residual_var: float | None = None,
 ) -> str:
     """Plain sentences on what the ICC means for generalisation across institutions (``n_replicated``:
     institutions with two or more scans)."""
@@ -171,10 +172,18 @@ def generalisation_sentence(
         else " (no interval: too few institutions or fits to bootstrap)"
     )
     spread = 1.96 * np.sqrt(max(group_var, 0.0))
+    # the spread the interval's upper end allows (the point estimate alone, e.g. 0 on the boundary, would be
+    # false precision): institution variance = ICC / (1 - ICC) x residual variance
+    upper = (
+        1.96 * np.sqrt(icc_hi / (1.0 - icc_hi) * residual_var)
+        if residual_var is not None and np.isfinite(icc_hi) and 0 <= icc_hi < 1 and np.isfinite(residual_var)
+        else np.nan
+    )
     text = (
         f"About {100 * icc:.0f}%{interval} of the scan-to-scan variance in {metric} lies between "
         f"institutions: the mean {metric} of 95% of institutions like these is expected within "
-        f"±{spread:.2f} of the overall mean."
+        f"±{spread:.2f} of the overall mean"
+        + (f", and within ±{upper:.2f} at the interval's upper end." if np.isfinite(upper) else ".")
     )
     if np.isfinite(icc_hi) and icc_hi < 0.1:
         text += " The data rule out a large institution effect."

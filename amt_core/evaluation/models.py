@@ -80,6 +80,7 @@ class MixedModelResult:
             self.metric.capitalize(),
             self.n_groups_replicated,
             ci_level=self.icc_ci_level,
+            residual_var=self.residual_var,
         )
 
     def to_dict(self) -> dict:

@@ -359,6 +359,21 @@ def _calibration_section(layout: RunLayout) -> list[str]:
         return []
     config = _json(layout.evaluation("test") / "summary.json").get("config") or {}
     level = float(config.get("ci_level", 0.95))
+    from amt_core.evaluation.calibration import T_BOUNDS
+
+    # each kind's share of the weight in its lowest bin, before scaling (a whole-scan voxel ECE is mostly the
+    # background's ~0 probabilities)
+    lowest_bin_share: dict[str, float] = {}
+    bins_path = layout.analysis_dir / "calibration_bins.csv"
+    if bins_path.is_file():
+        bins = pd.read_csv(bins_path)
+        if {"kind", "scaled", "bin", "weight"} <= set(bins.columns):
+            for kind, part in bins[~bins["scaled"].astype(bool)].groupby("kind"):
+                total = float(part["weight"].sum())
+                if total > 0:
+                    lowest_bin_share[str(kind)] = (
+                        float(part.loc[part["bin"] == part["bin"].min(), "weight"].sum()) / total
+                    )
 
     def finite(*values) -> bool:
         return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
@@ -384,6 +399,15 @@ def _calibration_section(layout: RunLayout) -> list[str]:
         if not finite(t):
             continue
         lean = "over-confident" if t > 1.05 else "under-confident" if t < 0.95 else "about right"
+        why = {
+            "over-confident": ": T > 1 softens probabilities that were too extreme",
+            "under-confident": ": T < 1 sharpens probabilities that were too timid",
+        }.get(lean, "")
+        if min(abs(math.log(t / b)) for b in T_BOUNDS) < 0.01:  # the search's end: no optimum inside it
+            lean, why = (
+                f"at the end of the searched range {T_BOUNDS[0]:g}–{T_BOUNDS[1]:g}, not a fitted value",
+                "",
+            )
         bounds = (r["ece_ci_lo_before"], r["ece_ci_hi_before"], r["ece_ci_lo_after"], r["ece_ci_hi_after"])
         if not finite(*bounds):
             helps = "changes (no interval to judge by)"
@@ -393,10 +417,16 @@ def _calibration_section(layout: RunLayout) -> list[str]:
             helps = "raises"
         else:
             helps = "does not clearly change"
+        first = lowest_bin_share.get(r["kind"])
+        dominated = (
+            f" The ECE is dominated by the lowest-confidence bin ({first:.0%} of the weight): read the reliability "
+            "diagram for the bins that matter."
+            if first is not None and first > 0.9
+            else ""
+        )
         words.append(
-            f"- **{name}**: temperature {t:.2f} ({lean} on the tuning "
-            f"split: T > 1 softens probabilities that are too extreme); on the external test it {helps} the ECE "
-            f"({r['ece_before']:#.2g} to {r['ece_after']:#.2g})."
+            f"- **{name}**: temperature {t:.2f} ({lean} on the tuning split{why}); on the external test it "
+            f"{helps} the ECE ({r['ece_before']:#.2g} to {r['ece_after']:#.2g}).{dominated}"
         )
     return [
         "## Calibration",
