@@ -61,11 +61,12 @@ seed_dirs
 # %%
 import pandas as pd
 
+from amt_core.model.run_control import read_status
 from amt_core.plots.style import as_image
 from amt_core.plots.training import plot_learning_curves
 
 log = pd.read_csv(layout.train_dir / "train_log.csv")
-as_image(plot_learning_curves(log))
+as_image(plot_learning_curves(log, read_status(layout.train_dir)))
 
 # %%
 log.tail(10)
