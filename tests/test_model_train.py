@@ -310,6 +310,21 @@ def test_an_incomplete_training_heads_the_report(tmp_path):
     assert "Incomplete training" not in build_report(tmp_path)
 
 
+def test_the_preview_banner_counts_the_steps_trained_when_a_stop_cut_them(tmp_path):
+    from amt_core.pipeline.report import build_report
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "provenance.json").write_text(json.dumps({"config": {"params": {"preview": True}}}))
+    status = {"complete": False, "stopped_by": "time cap", "steps": 150, "configured_steps": 600}
+    (tmp_path / "train" / "training.json").write_text(json.dumps(status))
+    head = build_report(tmp_path).split("## ")[0]
+    assert (
+        "Preview, not the study's design" in head and "a short training (150 of 600 configured steps)" in head
+    )
+    (tmp_path / "train" / "training.json").write_text(json.dumps({**status, "complete": True, "steps": 600}))
+    assert "a short training (600 steps)" in build_report(tmp_path)
+
+
 def test_max_steps_caps_training_and_still_selects(cohort, cache, tmp_path):
     run = train(cohort, tmp_path / "run", cache_dir=cache, progress=False, **{**TINY, "max_steps": 3})
     log = pd.read_csv(run / "train_log.csv")
