@@ -306,6 +306,8 @@ def test_an_incomplete_training_heads_the_report(tmp_path):
     (tmp_path / "train" / "training.json").write_text(json.dumps(status))
     head = build_report(tmp_path).split("## ")[0]
     assert "Incomplete training" in head and "500 of 7500 configured steps" in head
+    # the report is of an `amt run` folder: how to finish it there, not by `amt train`
+    assert "`resume: true`" in head and "`amt run` again" in head and "amt train --resume" not in head
     (tmp_path / "train" / "training.json").write_text(json.dumps({**status, "complete": True, "steps": 7500}))
     assert "Incomplete training" not in build_report(tmp_path)
 

@@ -167,9 +167,9 @@ def _preview_banner(layout: RunLayout, params: dict) -> list[str]:
 
 def _training_banner(layout: RunLayout) -> list[str]:
     """A warning on top when the model's training is incomplete (``train/training.json``)."""
-    from amt_core.model.run_control import incomplete_note, read_status
+    from amt_core.model.run_control import FINISH_RUN, incomplete_note, read_status
 
-    note = incomplete_note(read_status(layout.train_dir))
+    note = incomplete_note(read_status(layout.train_dir), FINISH_RUN)
     return (
         [
             f"> **Incomplete training** (`train/training.json`): {note}. Every number below is from this "
