@@ -240,7 +240,14 @@ def _run(
     t_eval, stopped_by, stopgap = 0.0, None, None
     # steps, epoch, loss, tuning Dice, elapsed and ETA: to amt run's progress file when it follows one, else a bar
     bar = Progress(
-        "train", total, unit="step", initial=trainer.step, bar=True, enabled=progress and info.main
+        "train",
+        total,
+        unit="step",
+        initial=trainer.step,
+        bar=True,
+        enabled=progress and info.main,
+        clock=time.monotonic,  # t0's clock: the ETA is at most the time the cap leaves (display only)
+        deadline=t0 + budget if math.isfinite(budget) else None,
     )
     while trainer.step < total:
         t_ep = time.monotonic()
