@@ -9,8 +9,10 @@ at most every :data:`LOG_EVERY` seconds plus every epoch end; an in-place line o
 variable (a notebook run by hand, ``amt train`` in a shell) a :class:`Progress` is a tqdm bar where the
 caller asks for one, or nothing.
 
-A record is ``{"task", "desc", "unit", "done", "total", "event", "elapsed", "eta", "fields"}`` with ``event``
-one of ``start``, ``update``, ``mark`` (an epoch end: always shown) and ``end``. Elapsed time and ETA read the
+A record is ``{"task", "desc", "unit", "done", "total", "event", "elapsed", "eta", "eta_by", "fields"}`` with
+``event`` one of ``start``, ``update``, ``mark`` (an epoch end: always shown) and ``end``; ``eta_by`` is
+``"time cap"`` when the loop's ``deadline`` (training's ``max_minutes``) comes before the rate's ETA, which is
+then the time left under it. Elapsed time and ETA read the
 clock: they are for display only and nothing a result file holds depends on them. Writing progress never stops
 the computation: a progress file that cannot be written is given up silently.
 """
@@ -57,6 +59,8 @@ class Progress:
     enabled : False makes the object do nothing at all.
     path : the progress file (default: the one :data:`ENV_FILE` names, if any).
     clock : seconds, for elapsed and ETA only (default ``time.monotonic``).
+    deadline : the time on ``clock`` by which the loop stops at the latest, done or not (a time cap): the ETA is
+        at most the time left until then, and the record says so (``eta_by``).
     """
 
     def __init__(
@@ -72,11 +76,12 @@ class Progress:
         path: str | os.PathLike | None = None,
         clock: Callable[[], float] = time.monotonic,
         every: float = WRITE_EVERY,
+        deadline: float | None = None,
     ):
         self.task, self.total, self.unit, self.desc = task, int(total), unit, desc or task
         self.done = self.initial = int(initial)
         self.fields: dict[str, Any] = {}
-        self.clock, self.every = clock, every
+        self.clock, self.every, self.deadline = clock, every, deadline
         target = os.environ.get(ENV_FILE) if path is None else path
         self.path = Path(target) if enabled and target else None
         self.bar = None
@@ -130,9 +135,15 @@ class Progress:
 
     # --- the record ----------------------------------------------------------------------------------
     def record(self, event: str) -> dict[str, Any]:
-        elapsed = self.clock() - self.t0
+        now = self.clock()
+        elapsed = now - self.t0
         rate_done = self.done - self.initial
         eta = elapsed / rate_done * max(self.total - self.done, 0) if rate_done > 0 else None
+        eta_by = None
+        if self.deadline is not None and self.done < self.total:
+            left = max(self.deadline - now, 0.0)
+            if eta is None or eta > left:  # the cap stops the loop first
+                eta, eta_by = left, "time cap"
         return {
             "task": self.task,
             "desc": self.desc,
@@ -143,6 +154,7 @@ class Progress:
             "total": self.total,
             "elapsed": round(elapsed, 1),
             "eta": None if eta is None else round(eta, 1),
+            "eta_by": eta_by,
             "fields": _plain(self.fields),
         }
 
@@ -196,7 +208,7 @@ def duration(seconds: float) -> str:
 
 def format_record(rec: dict[str, Any]) -> str:
     """One line for a record: ``train: epoch 3/30, step 750/7500 (10%), loss 0.412, tune Dice 0.713,
-    elapsed 2m 35s, ETA 23m 10s``."""
+    elapsed 2m 35s, ETA 23m 10s`` (``ETA 5m 10s (time cap)`` when a time cap ends the loop first)."""
     fields = dict(rec.get("fields") or {})
     parts = []
     if "epoch" in fields:
@@ -212,7 +224,7 @@ def format_record(rec: dict[str, Any]) -> str:
     if rec.get("event") == "end":
         parts.append("done")
     elif rec.get("eta") is not None:
-        parts.append(f"ETA {duration(rec['eta'])}")
+        parts.append(f"ETA {duration(rec['eta'])}" + (f" ({rec['eta_by']})" if rec.get("eta_by") else ""))
     return f"{rec.get('desc') or rec.get('task')}: " + ", ".join(parts)
 
 

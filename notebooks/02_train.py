@@ -61,19 +61,20 @@ seed_dirs
 # %%
 import pandas as pd
 
+from amt_core.model.run_control import read_status
 from amt_core.plots.style import as_image
 from amt_core.plots.training import plot_learning_curves
 
 log = pd.read_csv(layout.train_dir / "train_log.csv")
-as_image(plot_learning_curves(log))
+as_image(plot_learning_curves(log, read_status(layout.train_dir)))
 
 # %%
 log.tail(10)
 
 # %% [markdown]
-# How training ended: after its configured steps (`complete`), or stopped early by the `max_minutes` time cap. A stopped run is incomplete: its model is not the seed's result, and a warning below says so (`--resume` finishes it). The cap never changes the LR schedule.
+# How training ended: after its configured steps (`complete`), or stopped early by the `max_minutes` time cap. A stopped run is incomplete: its model is not the seed's result, and a warning below says so and how to finish it (`resume: true` in `train_overrides`). The cap never changes the LR schedule.
 
 # %%
-from amt_core.model.run_control import check_status
+from amt_core.model.run_control import FINISH_RUN, check_status
 
-check_status(layout.train_dir)
+check_status(layout.train_dir, FINISH_RUN)

@@ -107,6 +107,7 @@ def test_tiny_run_writes_checkpoints_log_and_config(cohort, cache, tmp_path):
     summary = json.loads((run / "training.json").read_text())
     assert summary["complete"] is True and summary["stopped_by"] == "steps"
     assert summary["steps"] == summary["configured_steps"] == 4
+    assert summary["best_tune_dice_source"] == "tuning evaluation"
     last = _weights(run / "last.pt")  # weights_only=True: tensors and plain containers only
     assert last["epoch"] == 2 and last["step"] == 4
     assert set(last) >= {"model", "optimizer", "scheduler", "scaler", "rng", "config", "versions"}
@@ -124,6 +125,8 @@ def test_tiny_run_writes_checkpoints_log_and_config(cohort, cache, tmp_path):
     assert list(log["lr"]) == pytest.approx([_poly_lr(cfg["lr"], s, 4) for s in log["step"]], rel=1e-12)
     best = _weights(run / "best.pt")
     assert json.loads(best["extra"])["best_dice"] == pytest.approx(log["tune_dice"].max())
+    assert summary["best_tune_dice"] == pytest.approx(log["tune_dice"].max())
+    assert summary["best_tune_dice_epoch"] == best["epoch"] == log.loc[log["tune_dice"].idxmax(), "epoch"]
     chosen = json.loads(
         (run / "postprocessing.json").read_text()
     )  # the component filter, from the tune split
@@ -258,7 +261,12 @@ def test_a_time_cap_stops_without_reshaping(cohort, cache, tmp_path, reference, 
     summary = json.loads((run / "training.json").read_text())
     assert summary["complete"] is False and summary["stopped_by"] == "time cap"
     assert summary["steps"] == 2 and summary["configured_steps"] == 8 and summary["max_minutes"] == 2.5
-    assert json.loads(_weights(run / "best.pt")["extra"])["selected_by"] == "time cap"
+    stopgap = json.loads(_weights(run / "best.pt")["extra"])
+    assert stopgap["selected_by"] == "time cap"
+    # training.json's best Dice is that stopgap evaluation, and says so (no scheduled evaluation had run)
+    assert pd.read_csv(run / "train_log.csv")["tune_dice"].isna().all()
+    assert summary["best_tune_dice_source"] == "time cap" and summary["best_tune_dice_epoch"] == 1
+    assert summary["best_tune_dice"] == stopgap["stopgap_tune_dice"] and 0 <= summary["best_tune_dice"] <= 1
     ref_log = pd.read_csv(reference / "train_log.csv")
     assert list(pd.read_csv(run / "train_log.csv")["lr"]) == list(ref_log["lr"][:1])
     with pytest.warns(
@@ -266,8 +274,16 @@ def test_a_time_cap_stops_without_reshaping(cohort, cache, tmp_path, reference, 
     ):
         check_status(run)
     slow_clock.seconds = lambda g: 0.0
+    # a resumed call that stops again before its first evaluation keeps the earlier stopgap, and says so
+    again = shutil.copytree(run, tmp_path / "again")
+    train(cohort, again, cache_dir=cache, progress=False, resume=True, stop_after=3)
+    later = json.loads((again / "training.json").read_text())
+    assert later["stopped_by"] == "stop_after" and later["steps"] == 3
+    assert later["best_tune_dice_source"] == "time cap" and later["best_tune_dice_epoch"] == 1
+    assert later["best_tune_dice"] == summary["best_tune_dice"]
     train(cohort, run, cache_dir=cache, progress=False, resume=True)
-    assert json.loads((run / "training.json").read_text())["complete"] is True
+    summary = json.loads((run / "training.json").read_text())
+    assert summary["complete"] is True and summary["best_tune_dice_source"] == "tuning evaluation"
     _assert_same_weights(reference / "last.pt", run / "last.pt")
     _assert_same_weights(reference / "best.pt", run / "best.pt")
     pd.testing.assert_frame_equal(
@@ -290,8 +306,25 @@ def test_an_incomplete_training_heads_the_report(tmp_path):
     (tmp_path / "train" / "training.json").write_text(json.dumps(status))
     head = build_report(tmp_path).split("## ")[0]
     assert "Incomplete training" in head and "500 of 7500 configured steps" in head
+    # the report is of an `amt run` folder: how to finish it there, not by `amt train`
+    assert "`resume: true`" in head and "`amt run` again" in head and "amt train --resume" not in head
     (tmp_path / "train" / "training.json").write_text(json.dumps({**status, "complete": True, "steps": 7500}))
     assert "Incomplete training" not in build_report(tmp_path)
+
+
+def test_the_preview_banner_counts_the_steps_trained_when_a_stop_cut_them(tmp_path):
+    from amt_core.pipeline.report import build_report
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "provenance.json").write_text(json.dumps({"config": {"params": {"preview": True}}}))
+    status = {"complete": False, "stopped_by": "time cap", "steps": 150, "configured_steps": 600}
+    (tmp_path / "train" / "training.json").write_text(json.dumps(status))
+    head = build_report(tmp_path).split("## ")[0]
+    assert (
+        "Preview, not the study's design" in head and "a short training (150 of 600 configured steps)" in head
+    )
+    (tmp_path / "train" / "training.json").write_text(json.dumps({**status, "complete": True, "steps": 600}))
+    assert "a short training (600 steps)" in build_report(tmp_path)
 
 
 def test_max_steps_caps_training_and_still_selects(cohort, cache, tmp_path):

@@ -675,3 +675,26 @@ def test_real_anatomy_backgrounds_are_inputs_of_the_evaluation_step(tmp_path):
     found = sorted(p.name for p in _real_backgrounds(layout))
     assert found == ["backgrounds.csv", "lung_dx_a0002.nii.gz"]
     assert all(p.parent == bundled_backgrounds() for p in _real_backgrounds(layout))
+
+
+def test_amt_run_ends_with_a_warning_when_the_training_is_incomplete(tmp_path):
+    """`amt run` finishes with one warning line (the report's note, with how to finish it in a run folder)
+    when train/training.json says the time cap stopped the training; none for a complete one or none at all."""
+    from amt_core.pipeline.run import incomplete_training_warning
+
+    assert incomplete_training_warning(tmp_path) is None  # no training yet
+    (tmp_path / "train").mkdir()
+    status = {
+        "complete": False,
+        "stopped_by": "time cap",
+        "steps": 150,
+        "configured_steps": 600,
+        "max_minutes": 8,
+    }
+    (tmp_path / "train" / "training.json").write_text(json.dumps(status))
+    line = incomplete_training_warning(tmp_path)
+    assert line.startswith("amt run: warning: incomplete training (train/training.json): ")
+    assert "stopped by the time cap (max_minutes 8) after 150 of 600 configured steps" in line
+    assert "`resume: true`" in line and "`max_minutes`" in line and "\n" not in line
+    (tmp_path / "train" / "training.json").write_text(json.dumps({**status, "complete": True, "steps": 600}))
+    assert incomplete_training_warning(tmp_path) is None

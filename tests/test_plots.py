@@ -495,3 +495,56 @@ def test_bland_altman_volume_labels_do_not_run_together(lo, hi):
     for a, b in zip(shown, shown[1:], strict=False):
         assert a.x1 + gap <= b.x0, (lo, hi, a, b)
     assert not any("times" in t.label1.get_text() for t in ticks)  # plain numbers, no "3×10²"
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def test_learning_curves_of_a_run_the_time_cap_stopped_before_any_evaluation():
+    """One epoch, no tuning evaluation in the log, the stopgap Dice in training.json: integer epoch ticks, the
+    stopgap drawn and named as the time cap's (no selection), and the legend says that nothing was selected."""
+    from amt_core.plots.training import NO_SELECTION, plot_learning_curves
+
+    log = pd.DataFrame({"epoch": [1], "loss": [1.19], "tune_dice": [np.nan]})
+    status = {
+        "complete": False,
+        "stopped_by": "time cap",
+        "epochs": 1,
+        "best_tune_dice": 0.1807,
+        "best_tune_dice_source": "time cap",
+        "best_tune_dice_epoch": 1,
+    }
+    fig = plot_learning_curves(log, status)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert shown == [1.0]  # one whole epoch, not 0.945 ... 1.050
+    texts = _legend_texts(fig)
+    assert NO_SELECTION in texts
+    assert "Kept by the time cap, not a selection (best.pt): Dice 0.181 at epoch 1" in texts
+    assert not any(t.startswith("Selected") for t in texts)
+    stopgap = [line for line in fig.axes[1].get_lines() if line.get_marker() == "D"]
+    assert len(stopgap) == 1 and list(stopgap[0].get_ydata()) == [0.1807]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_learning_curves_mark_a_selection_and_no_stopgap_for_a_tuning_evaluation():
+    from amt_core.plots.training import NO_SELECTION, plot_learning_curves
+
+    log = pd.DataFrame({"epoch": [1, 2, 3], "loss": [1.0, 0.8, 0.7], "tune_dice": [np.nan, 0.4, np.nan]})
+    status = {"best_tune_dice": 0.4, "best_tune_dice_source": "tuning evaluation", "best_tune_dice_epoch": 2}
+    fig = plot_learning_curves(log, status)
+    texts = _legend_texts(fig)
+    assert "Selected (best.pt): Dice 0.400 at epoch 2" in texts
+    assert NO_SELECTION not in texts and not any("time cap" in t for t in texts)
+    ax = fig.axes[0]
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    # a log without a tuning evaluation and no training.json (an older run): still says nothing was selected
+    assert NO_SELECTION in _legend_texts(plot_learning_curves(log.assign(tune_dice=np.nan)))
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

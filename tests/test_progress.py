@@ -56,6 +56,35 @@ def test_resumed_progress_leaves_earlier_units_out_of_the_eta(tmp_path):
     assert _records(path)[-1]["eta"] == pytest.approx(30.0)  # 10 steps in 10 s, 30 left
 
 
+def test_a_time_cap_caps_the_eta_at_the_time_it_leaves_and_says_so(tmp_path):
+    """Training's progress with max_minutes: the rate's ETA (20m 54s here) is not shown when the cap will stop
+    the loop first; the time left under the cap is, marked "(time cap)"."""
+    path, clock = tmp_path / "p.jsonl", Clock()
+    bar = Progress("train", 600, unit="step", path=path, clock=clock, every=0, deadline=clock.t + 480.0)
+    clock.t += 170.0
+    bar.update(75)  # 75 steps in 170 s: 525 left would take 1190 s, the cap leaves 310 s
+    rec = _records(path)[-1]
+    assert rec["eta"] == pytest.approx(310.0) and rec["eta_by"] == "time cap"
+    assert format_record(rec).endswith(", elapsed 2m 50s, ETA 5m 10s (time cap)")
+    clock.t += 400.0  # past the deadline (the cap stops at an epoch end): nothing left, never negative
+    bar.update(1)
+    assert _records(path)[-1]["eta"] == 0.0 and _records(path)[-1]["eta_by"] == "time cap"
+    bar.close()
+    assert _records(path)[-1]["event"] == "end" and "time cap" not in format_record(_records(path)[-1])
+
+
+def test_a_time_cap_the_loop_ends_before_leaves_the_eta_alone(tmp_path):
+    path, clock = tmp_path / "p.jsonl", Clock()
+    bar = Progress("train", 100, unit="step", path=path, clock=clock, every=0, deadline=clock.t + 600.0)
+    clock.t += 10.0
+    bar.update(50)
+    rec = _records(path)[-1]
+    assert rec["eta"] == pytest.approx(10.0) and rec["eta_by"] is None
+    assert format_record(rec).endswith("ETA 10s")
+    # the start, before any step: no rate yet, the time the cap leaves is the most there is
+    assert _records(path)[0]["eta"] == pytest.approx(600.0) and _records(path)[0]["eta_by"] == "time cap"
+
+
 def test_without_a_progress_file_nothing_is_written(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_FILE, raising=False)
     bar = Progress("bootstrap", 5, unit="resample")
@@ -227,6 +256,14 @@ def test_training_marks_every_epoch_with_eta_and_the_model_is_unchanged(tmp_path
     )
     wa, wb = load_checkpoint(a / "last.pt")["model"], load_checkpoint(b / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not any(r["eta_by"] for r in recs)  # no time cap, no capped ETA
+    # a time cap long passed when the first step ends: the ETA is the nothing it leaves, said to be the cap's
+    capped = tmp_path / "capped.jsonl"
+    with torch_threads(1):
+        monkeypatch.setenv(ENV_FILE, str(capped))
+        train(cohort, tmp_path / "c", cache_dir=tmp_path / "cache", max_minutes=1e-6, **tiny)
+    mark = next(r for r in _records(capped) if r["task"] == "train" and r["event"] == "mark")
+    assert mark["done"] == 2 and mark["eta"] == 0.0 and format_record(mark).endswith("ETA 0s (time cap)")
 
 
 # --- issue 12 §4: the quick preset, a preview that says so -------------------------------------------------

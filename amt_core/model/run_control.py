@@ -23,6 +23,8 @@ from amt_core.model.presets import PRESET_NUM_WORKERS, RUN_CONTROLS, ModelConfig
 
 log = logging.getLogger(__name__)
 __all__ = [
+    "FINISH_RUN",
+    "FINISH_TRAIN",
     "RUN_CONTROLS",
     "RunControl",
     "check_status",
@@ -134,8 +136,18 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def incomplete_note(status: dict[str, Any]) -> str | None:
-    """Why this run's model is not the seed's full training (one sentence), or None when it is."""
+#: how to finish an incomplete training run by ``amt train``
+FINISH_TRAIN = "finish it with `amt train --resume` and a larger or no time cap"
+#: how to finish the training of an ``amt run`` folder (its 02_train step reruns on the changed parameters)
+FINISH_RUN = (
+    "finish it with `resume: true` and a larger or no `max_minutes` under `train_overrides` in the "
+    "parameters, then `amt run` again on this folder"
+)
+
+
+def incomplete_note(status: dict[str, Any], finish: str = FINISH_TRAIN) -> str | None:
+    """Why this run's model is not the seed's full training (one sentence), or None when it is; ``finish``
+    says how to finish it (:data:`FINISH_TRAIN`, or :data:`FINISH_RUN` in an ``amt run`` folder)."""
     if not status:
         return None
     steps = f"{status.get('steps', '?')} of {status.get('configured_steps', '?')} configured steps"
@@ -154,17 +166,14 @@ def incomplete_note(status: dict[str, Any]) -> str | None:
         "time budget": f"stopped by the time budget (max_minutes {status.get('max_minutes')})",
         "stop_after": f"stopped by stop_after={status.get('stop_after')}",
     }.get(status.get("stopped_by"), "did not finish (still running, or killed)")
-    return (
-        f"{how} after {steps}; this model is not the seed's result (finish it with `amt train --resume` "
-        "and a larger or no time cap)"
-    )
+    return f"{how} after {steps}; this model is not the seed's result ({finish})"
 
 
-def check_status(run_dir: str | Path) -> dict[str, Any]:
+def check_status(run_dir: str | Path, finish: str = FINISH_TRAIN) -> dict[str, Any]:
     """The run's ``training.json``, with an :class:`IncompleteTrainingWarning` when training is incomplete
-    (what the 02_train notebook shows)."""
+    (what the 02_train notebook shows, with ``finish``: :data:`FINISH_RUN`)."""
     status = read_status(run_dir)
-    note = incomplete_note(status)
+    note = incomplete_note(status, finish)
     if note:
         warnings.warn(
             f"{Path(run_dir)}: incomplete training: {note}", IncompleteTrainingWarning, stacklevel=2

@@ -254,10 +254,17 @@ def _run(
     dataset = PatchDataset(train_cases, cfg, seed)
     budget = control.max_minutes * 60.0 if control.max_minutes else math.inf
     stop_at = total if control.stop_after is None else min(total, control.stop_after)
-    t_eval, stopped_by, stopgap = 0.0, None, math.nan
+    t_eval, stopped_by, stopgap = 0.0, None, None
     # steps, epoch, loss, tuning Dice, elapsed and ETA: to amt run's progress file when it follows one, else a bar
     bar = Progress(
-        "train", total, unit="step", initial=trainer.step, bar=True, enabled=progress and info.main
+        "train",
+        total,
+        unit="step",
+        initial=trainer.step,
+        bar=True,
+        enabled=progress and info.main,
+        clock=time.monotonic,  # t0's clock: the ETA is at most the time the cap leaves (display only)
+        deadline=t0 + budget if math.isfinite(budget) else None,
     )
     while trainer.step < total:
         t_ep = time.monotonic()
@@ -293,8 +300,8 @@ def _run(
             if info.main and not (out / "best.pt").is_file():
                 # no scheduled evaluation yet: keep these weights as best.pt so that the run has a model, outside
                 # the selection (best_dice stays; a resumed run replaces it at its first evaluation)
-                stopgap = trainer.mean_tune_dice(tune_cases)
-                trainer.checkpoint("best.pt", selected_by="time cap", stopgap_tune_dice=stopgap)
+                stopgap = {"tune_dice": trainer.mean_tune_dice(tune_cases), "epoch": trainer.epoch}
+                trainer.checkpoint("best.pt", selected_by="time cap", stopgap_tune_dice=stopgap["tune_dice"])
             break
     bar.close()
     if trainer.step >= total:
@@ -304,9 +311,10 @@ def _run(
         stopped_by=stopped_by,
         steps=trainer.step,
         epochs=trainer.epoch,
-        best_tune_dice=trainer.best if trainer.best >= 0 else stopgap,
         minutes_this_call=(time.monotonic() - t0) / 60.0,
     )
+    if info.main:
+        status.update(_best_record(out, trainer, stopgap))
     if info.main:
         write_json(out / STATUS_FILE, status)
         if stopped_by == "time cap":
@@ -323,6 +331,41 @@ def _run(
             raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
     ddp.barrier(info)
     return out
+
+
+#: what ``training.json``'s ``best_tune_dice`` is (``best_tune_dice_source``): the tuning Dice that selected
+#: ``best.pt``, or the stopgap evaluation of the weights the time cap kept as ``best.pt`` before any scheduled
+#: evaluation had run (a model, not a selection: ``selected_by="time cap"`` in the checkpoint)
+BEST_SOURCES = ("tuning evaluation", "time cap")
+
+
+def _best_record(out: Path, trainer: Trainer, stopgap: dict | None) -> dict:
+    """``best_tune_dice`` with its ``best_tune_dice_source`` and ``best_tune_dice_epoch``: from the selection
+    (``trainer.best``), this call's stopgap, or a stopgap ``best.pt`` an earlier call of this run left (a
+    resumed run stopped by the cap again before its first evaluation); None each when there is no best.pt."""
+    if trainer.best >= 0:
+        scored = [r for r in trainer.history if not math.isnan(r["tune_dice"])]
+        epoch = next((r["epoch"] for r in scored if r["tune_dice"] == trainer.best), None)
+        return {"best_tune_dice": trainer.best, "best_tune_dice_source": "tuning evaluation", **_epoch(epoch)}
+    if stopgap is not None:
+        return {
+            "best_tune_dice": stopgap["tune_dice"],
+            "best_tune_dice_source": "time cap",
+            **_epoch(stopgap["epoch"]),
+        }
+    if (out / "best.pt").is_file():
+        state = load_checkpoint(out / "best.pt")
+        if state["extra"].get("selected_by") == "time cap":
+            return {
+                "best_tune_dice": state["extra"].get("stopgap_tune_dice"),
+                "best_tune_dice_source": "time cap",
+                **_epoch(state["epoch"]),
+            }
+    return {"best_tune_dice": None, "best_tune_dice_source": None, "best_tune_dice_epoch": None}
+
+
+def _epoch(epoch) -> dict:
+    return {"best_tune_dice_epoch": None if epoch is None else int(epoch)}
 
 
 def _write_run_records(

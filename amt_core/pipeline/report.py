@@ -160,12 +160,19 @@ def _preview_banner(layout: RunLayout, params: dict) -> list[str]:
     d = STUDY_DESIGN
     split = pd.read_csv(layout.cases_csv)["split"] if layout.cases_csv.is_file() else pd.Series(dtype=str)
     n = {s: int((split == s).sum()) for s in ("train", "tune", "test")}
-    steps = read_status(layout.train_dir).get("configured_steps", "?")
+    status = read_status(layout.train_dir)
+    configured, trained = status.get("configured_steps", "?"), status.get("steps")
+    # the steps trained, when a stop (the time cap) left them short of the configured ones
+    steps = (
+        f"{configured} steps"
+        if trained in (None, configured)
+        else f"{trained} of {configured} configured steps"
+    )
     return [
         "",
         f"> **Preview, not the study's design.** This run is a reduced first look (`preview: true`): "
         f"{len(split)} scans ({n['train']} train / {n['tune']} tune / {n['test']} test) and a short training "
-        f"({steps} steps), against the study's {d['n_cases']} scans ({d['n_train']} / {d['n_tune']} / "
+        f"({steps}), against the study's {d['n_cases']} scans ({d['n_train']} / {d['n_tune']} / "
         f"{d['n_test']}). Its numbers and figures show what the pipeline produces, not what the study's "
         "design gives; `make reproduce` (`params/demo.yaml`) runs the faithful demo.",
     ]
@@ -173,9 +180,9 @@ def _preview_banner(layout: RunLayout, params: dict) -> list[str]:
 
 def _training_banner(layout: RunLayout) -> list[str]:
     """A warning on top when the model's training is incomplete (``train/training.json``)."""
-    from amt_core.model.run_control import incomplete_note, read_status
+    from amt_core.model.run_control import FINISH_RUN, incomplete_note, read_status
 
-    note = incomplete_note(read_status(layout.train_dir))
+    note = incomplete_note(read_status(layout.train_dir), FINISH_RUN)
     return (
         [
             f"> **Incomplete training** (`train/training.json`): {note}. Every number below is from this "

@@ -386,7 +386,24 @@ def _run_steps(layout, params, params_path, params_text, wanted, force, progress
     else:
         (layout.steps_dir / INCOMPLETE).unlink(missing_ok=True)
         say(f"amt run: finished; report at {layout.report_md}, figures in {layout.figures_dir}")
+    warning = incomplete_training_warning(layout.root)
+    if warning:  # the report says so on top; the terminal says so last (also with --quiet)
+        print(warning, file=sys.stderr, flush=True)
     return status
+
+
+def incomplete_training_warning(run_dir: str | Path) -> str | None:
+    """The line ``amt run`` ends with when the run's model did not finish its training (``train/training.json``
+    says ``complete: false``: the time cap stopped it, or it was stopped or killed), in the words of the
+    report's note (:func:`~amt_core.model.run_control.incomplete_note`); None for a complete or absent one."""
+    from amt_core.model.run_control import FINISH_RUN, incomplete_note, read_status
+
+    try:
+        status = read_status(RunLayout.of(run_dir).train_dir)
+    except (OSError, ValueError) as exc:
+        return f"amt run: warning: train/training.json cannot be read ({exc}): is the training complete?"
+    note = incomplete_note(status, FINISH_RUN)
+    return f"amt run: warning: incomplete training (train/training.json): {note}" if note else None
 
 
 #: the step that writes report.md, and the run-level parameters it reads from the run's provenance

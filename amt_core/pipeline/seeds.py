@@ -417,9 +417,9 @@ def _check_primary(row: Mapping, intervals: pd.DataFrame, analysis_dir: Path) ->
 
 
 def _row(seed: int, primary: bool, metrics: dict, train_dir: Path, root: Path) -> dict:
-    from amt_core.model.run_control import incomplete_note, read_status
+    from amt_core.model.run_control import FINISH_RUN, incomplete_note, read_status
 
-    note = incomplete_note(read_status(train_dir))
+    note = incomplete_note(read_status(train_dir), FINISH_RUN)  # a seed of an `amt run` folder
     where = str(train_dir.relative_to(root)) if train_dir.is_relative_to(root) else str(train_dir)
     return {
         "seed": int(seed),

@@ -44,8 +44,9 @@ FIGURE_TEMPLATES: dict[str, str] = {
     "random sample of the rest weighted to stand for all) and (c) over the first stratum "
     "alone, with {ci} scan-bootstrap bands; solid: the model, dashed: after one "
     "temperature fitted on the tuning split (NLL); marker area grows with the bin's share.",
-    "learning_curves": "Training: loss per epoch and tuning-set Dice at each evaluation; the selected "
-    "(best tuning Dice) checkpoint is marked.",
+    "learning_curves": "Training: loss per epoch and tuning-set Dice at each evaluation; the checkpoint "
+    "selected by the best tuning Dice is marked when one was selected (the legend says when none was), and "
+    "a model that the time cap kept before any tuning evaluation is marked as that, not as a selection.",
     "flow": "Participant flow (STARD / TRIPOD+AI style): scans in the case table, exclusions, the training, "
     "tuning and external-test partitions with their patients and institutions (those found in no "
     "other partition), and the scans evaluated.",

@@ -135,7 +135,9 @@ def make_all(run_dir, out_dir=None, tables_dir=None, *, cohort_csv: str = "") ->
         fig("examples", examples.plot_examples(test, cases, layout.predictions("test")))
     log = _read(layout.train_dir / "train_log.csv")
     if log is not None:
-        fig("learning_curves", training.plot_learning_curves(log))
+        from amt_core.model.run_control import read_status
+
+        fig("learning_curves", training.plot_learning_curves(log, read_status(layout.train_dir)))
     fig(
         "flow",
         flow.plot_flow(
