@@ -100,12 +100,13 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temps(
-    folder: str | os.PathLike, recursive: bool = False, min_age_s: float = 0.0
+    folder: str | os.PathLike, recursive: bool = False, min_age_s: float = 0.0, of: str | None = None
 ) -> list[Path]:
     """Remove the temporary files and staging folders that a killed writer left in ``folder`` (those whose
     writer process no longer runs); returns what was removed. Files of live writers are left alone, and
     with ``min_age_s`` those modified more recently (a folder shared between machines or containers,
-    whose writers' process ids this one cannot see)."""
+    whose writers' process ids this one cannot see). ``of``: only the temporaries of the file or folder of
+    that name (``.NAME.<pid>.*``)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -114,7 +115,7 @@ def remove_stale_temps(
     now = time.time()
     for path in sorted(found):
         m = _TEMP_NAME.match(path.name)
-        if not m or _alive(int(m["pid"])):
+        if not m or _alive(int(m["pid"])) or (of is not None and m["name"] != of):
             continue
         if min_age_s > 0:
             try:
@@ -174,6 +175,27 @@ def refuse_holding_inputs(path: str | os.PathLike, inputs: Iterable[str | os.Pat
                 f"{path}: the {what} would hold {given}, an input of this command (replacing the folder "
                 "would delete it); choose another folder"
             )
+
+
+def adopt_dead_staging(target: str | os.PathLike, holding: str) -> bool:
+    """Make the newest staging folder that a killed writer of ``target`` left beside it (``replacing_dir``'s
+    ``.NAME.<pid>.*.staging`` whose process no longer runs, holding the file ``holding``) the folder
+    ``target`` (missing or empty), with the umask's mode, so that its work can be resumed; True if one was."""
+    target = Path(target)
+    if not target.parent.is_dir() or is_nonempty_dir(target):
+        return False
+    found = []
+    for path in target.parent.glob(f".{target.name}.*.staging"):
+        m = _TEMP_NAME.match(path.name)
+        if m and m["name"] == target.name and (path / holding).is_file() and not _alive(int(m["pid"])):
+            found.append(path)
+    if not found:
+        return False
+    if target.exists():
+        target.rmdir()
+    os.replace(max(found, key=lambda p: p.stat().st_mtime_ns), target)
+    os.chmod(target, 0o777 & ~_umask())
+    return True
 
 
 @contextlib.contextmanager

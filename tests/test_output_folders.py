@@ -168,6 +168,34 @@ def test_predict_resume_finishes_only_what_is_missing(models, toy, tmp_path):
     assert snapshot(out) == done and (out / "TOY002.nii.gz").stat().st_mtime_ns == kept
 
 
+def test_predict_resume_picks_up_a_first_prediction_that_was_killed(models, toy, tmp_path):
+    """A first prediction works in a staging folder beside --out (so --out appears only when complete). Killed,
+    it leaves that folder behind: --resume adopts it and predicts only what is missing; a fresh prediction into
+    --out removes it (a killed writer's leftovers are not kept for ever)."""
+    import subprocess
+
+    out = tmp_path / "pred"
+    assert main(_predict(models["a"], toy, out)) == 0
+    done = snapshot(out)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that no longer runs: the killed writer's
+    staging = tmp_path / f".pred.{dead.pid}.abc123.staging"
+    out.rename(staging)
+    (staging / "TOY003.nii.gz").unlink()  # killed before its last case was written
+    kept = (staging / "TOY002.nii.gz").stat().st_mtime_ns
+    other = (
+        tmp_path / f".other.{dead.pid}.abc123.staging"
+    )  # another output's leftovers: not this one's to remove
+    other.mkdir()
+    assert main(_predict(models["a"], toy, out, "--resume")) == 0
+    assert snapshot(out) == done and (out / "TOY002.nii.gz").stat().st_mtime_ns == kept
+    assert not staging.exists() and other.exists()
+    again = tmp_path / f".pred.{dead.pid}.def456.staging"
+    again.mkdir()
+    assert main(_predict(models["a"], toy, out, "--overwrite")) == 0
+    assert not again.exists() and snapshot(out) == done
+
+
 def _evaluate(cohort: Path, preds: Path, out: Path, *flags: str) -> list[str]:
     return [
         "evaluate",

@@ -261,7 +261,13 @@ def predict(
     ``out_dir`` is refused unless ``overwrite`` (predict into a folder beside it, swapped in when complete)
     or ``resume`` (finish an interrupted prediction of the same model, settings and inputs).
     """
-    from amt_core.atomic import check_output_dir, is_nonempty_dir, replacing_dir
+    from amt_core.atomic import (
+        adopt_dead_staging,
+        check_output_dir,
+        is_nonempty_dir,
+        remove_stale_temps,
+        replacing_dir,
+    )
     from amt_core.data import predictions as manifest
 
     case_images = resolve_inputs(source, split)
@@ -292,6 +298,9 @@ def predict(
         tta=tta,
         progress=progress,
     )
+    if resume:  # a first prediction killed before it finished left its cases in a staging folder beside --out
+        adopt_dead_staging(out, manifest.MANIFEST)
+    remove_stale_temps(out.parent, of=out.name)  # other staging folders of killed predictions into --out
     if resume and is_nonempty_dir(out):  # finish it in place: the kept cases are already there
         _predict_into(out, done=manifest.resumable_cases(out, settings), **run)
         manifest.remove_strays(out, [c for c, _ in case_images])

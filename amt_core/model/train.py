@@ -76,6 +76,7 @@ def train(
     try:
         if info.main:  # one rank looks (another node would take rank 0's live temp files for dead ones)
             remove_stale_temps(out)  # left by a writer killed mid-write
+            remove_stale_temps(out.parent, of=out.name)  # the staging folder of a killed --overwrite training
             check_output_dir(
                 out,
                 overwrite=overwrite,
