@@ -42,6 +42,14 @@ def _version() -> str:
     return f"amt {__version__}"
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the file and the system's reason (``/x/y: No space left on device``)."""
+    if exc.strerror and exc.filename is not None:
+        other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+        return f"{exc.filename}{other}: {exc.strerror}"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return 141
+    except OSError as exc:  # the machine's, not the code's: a full disk, a read-only folder, no permission
+        print(f"amt {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -3,6 +3,7 @@ and the ``amt train`` / ``amt predict`` commands."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -248,3 +249,153 @@ def test_postprocessing_is_chosen_on_tuning_cases_and_drops_small_components():
     assert np.array_equal(mask, scans[0][1])
     # nothing to gain: no filter
     assert choose([(c[1] * 0.9, c[1], (1.0, 1.0, 1.0)) for c in scans], 0.5)["min_component_ml"] == 0.0
+
+
+def _cli(capsys, *args) -> tuple[int, str]:
+    from amt_core.cli import main
+
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err.strip()
+
+
+def _tampered(model, tmp_path, name, edit) -> str:
+    """A copy of ``model`` (a valid checkpoint) with ``edit`` applied to its saved dict."""
+    state = torch.load(model, map_location="cpu", weights_only=True)
+    edit(state)
+    path = tmp_path / name
+    torch.save(state, path)
+    return str(path)
+
+
+def _nan_weight(state):
+    key = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][key] = state["model"][key].clone()
+    state["model"][key].view(-1)[0] = float("nan")
+
+
+def _changed_weight(state):  # finite, but not what was saved: only the recorded SHA-256 can tell
+    key = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][key] = state["model"][key].clone()
+    state["model"][key].view(-1)[0] += 1.0
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda s: s.pop("config"), "records no config"),
+        (lambda s: s.update(config='"a string"'), "config record is a str, not a JSON object"),
+        (lambda s: s.update(config="{not json"), "config record is not valid JSON"),
+        (lambda s: s.update(extra="[1, 2]"), "extra record is a list, not a JSON object"),
+        (
+            lambda s: s.update(config='{"threshold": 2.0}'),
+            "model config is not valid: invalid model settings: threshold",
+        ),
+        (_nan_weight, "are not finite (NaN or infinite)"),
+        (_changed_weight, "do not match their recorded SHA-256"),
+    ],
+    ids=[
+        "no-config",
+        "config-str",
+        "config-not-json",
+        "extra-list",
+        "config-invalid",
+        "nan-weight",
+        "flipped",
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(model, cohort, tmp_path, capsys, edit, expected):
+    from amt_core.model.checkpoint import CheckpointError, load_checkpoint
+
+    path = _tampered(model, tmp_path, "bad.pt", edit)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(f"{path}: ") and expected in str(info.value)
+    scan = cohort.parent / "imagesTs" / "TOY003_0000.nii.gz"
+    code, err = _cli(
+        capsys, "predict", "--model", path, "--input", scan, "--out", tmp_path / "p", "--no-progress"
+    )
+    assert code == 2 and len(err.splitlines()) == 1 and path in err and expected in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_nan_weights_are_never_saved(tmp_path):
+    from amt_core.model.checkpoint import CheckpointError
+
+    cfg = get_config("cpu", patch_size=(16, 16, 16), channels=(4, 8), strides=(2,))
+    net = build_network(cfg)
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="not written: the weights .* are not finite"):
+        save_checkpoint(tmp_path / "best.pt", model=net, cfg=cfg)
+    assert not (tmp_path / "best.pt").exists() and not list(tmp_path.iterdir())
+
+
+def test_non_finite_probabilities_are_refused_naming_model_and_scan(
+    model, cohort, tmp_path, monkeypatch, capsys
+):
+    """A network output that is not finite is never cast to an empty "no tumour" mask."""
+    import amt_core.model.inference as inference
+
+    real = inference.predict_volume
+
+    def nan_volume(*args, **kwargs):
+        prob = real(*args, **kwargs)
+        prob[tuple(s // 2 for s in prob.shape)] = np.nan
+        return prob
+
+    monkeypatch.setattr(inference, "predict_volume", nan_volume)
+    scan = cohort.parent / "imagesTs" / "TOY003_0000.nii.gz"
+    code, err = _cli(
+        capsys, "predict", "--model", model, "--input", scan, "--out", tmp_path / "p", "--no-progress"
+    )
+    assert code == 2 and len(err.splitlines()) == 1
+    assert str(model.resolve()) in err and str(scan) in err and "not finite at 1 voxels" in err
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize(
+    "device, expected",
+    [
+        ("foo", "--device 'foo': not a device"),
+        ("cuda", "--device cuda: CUDA is not available"),
+        ("meta", "not supported"),
+    ],
+)
+def test_an_unusable_device_is_one_line(model, cohort, tmp_path, capsys, device, expected):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    scan = cohort.parent / "imagesTs" / "TOY003_0000.nii.gz"
+    code, err = _cli(
+        capsys, "predict", "--model", model, "--input", scan, "--out", tmp_path / "p", "--device", device
+    )
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err and "Traceback" not in err
+
+
+def test_a_full_disk_is_one_line_naming_the_file(model, cohort, tmp_path, monkeypatch, capsys):
+    """torch.save reports ENOSPC as a RuntimeError, other writers as an OSError: both one line, exit 2."""
+    import errno
+
+    from amt_core.model import checkpoint
+
+    def enospc(state, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", enospc)
+    cfg = get_config("cpu", patch_size=(16, 16, 16), channels=(4, 8), strides=(2,))
+    with pytest.raises(OSError, match="could not write the checkpoint .is the disk full") as info:
+        checkpoint.save_checkpoint(tmp_path / "best.pt", model=build_network(cfg), cfg=cfg)
+    assert str(tmp_path / "best.pt") in str(info.value) and not list(tmp_path.iterdir())
+    monkeypatch.undo()
+
+    import amt_core.model.inference as inference
+
+    def full(out_dir, case_id, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out_dir / f"{case_id}.nii.gz"))
+
+    monkeypatch.setattr(inference, "write_outputs", full)
+    scan = cohort.parent / "imagesTs" / "TOY003_0000.nii.gz"
+    code, err = _cli(
+        capsys, "predict", "--model", model, "--input", scan, "--out", tmp_path / "p", "--no-progress"
+    )
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.endswith("TOY003.nii.gz: No space left on device") and err.startswith("amt predict: error: ")

@@ -12,6 +12,8 @@ from amt_core.model.presets import get_config
 #: spatial augmentation always on, intensity augmentation off: the image is then a picture of the label
 SPATIAL = dict(
     patch_size=(24, 24, 16),
+    channels=(8, 8),
+    strides=(1,),  # no network is built here: strides of 1 accept any patch size, odd ones too
     normalisation="window",
     hu_window=(-100.0, 100.0),
     fg_ratio=1.0,

@@ -377,3 +377,129 @@ def test_training_keeps_the_cache_under_its_cap_pruning_other_entries_first(coho
     cases = read_cases(cohort)
     used = set(cases.case_id[cases.split.isin(["train", "tune"])])
     assert {e.name.rsplit("-", 1)[0] for e in cache_entries(cache)} == used
+
+
+def test_a_diverging_training_stops_with_one_line_and_no_nan_model(cohort, cache, tmp_path, capsys):
+    """lr 1e6: the loss turns non-finite within a few steps; the run stops there (exit 2, one line naming the
+    step and the lr), is never called complete, and leaves no NaN checkpoint."""
+    from amt_core.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--cohort", str(cohort), "--out", str(out), "--cache-dir", str(cache), "--no-progress"]
+    for name, value in {**TINY, "lr": 1e6, "max_epochs": 4}.items():
+        args += ["--set", f"{name}={json.dumps(value)}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("amt train: error: training diverged at step ")
+    assert "lower the learning rate" in err and "Traceback" not in err
+    status = json.loads((out / "training.json").read_text())
+    assert status["complete"] is False and status["stopped_by"] == "diverged" and "step" in status["error"]
+    for name in ("best.pt", "last.pt"):  # whatever was kept is from before the divergence: finite
+        if (out / name).is_file():
+            assert all(torch.isfinite(v).all() for v in load_checkpoint(out / name)["model"].values())
+
+
+def test_training_json_says_complete_only_after_postprocessing_is_in_best_pt(
+    cohort, cache, tmp_path, monkeypatch
+):
+    """A run that dies while choosing the post-processing (here: the choice raises, as a kill would stop it)
+    is not complete: best.pt does not hold the filter yet."""
+    import amt_core.model.postprocess as pp
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed while choosing the post-processing")
+
+    monkeypatch.setattr(pp, "choose", killed)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed while choosing"):
+        train(cohort, out, cache_dir=cache, progress=False, **TINY)
+    assert (out / "best.pt").is_file() and not (out / "postprocessing.json").exists()
+    assert json.loads((out / "training.json").read_text())["complete"] is False
+
+
+def test_the_callers_thread_count_does_not_change_the_model(cohort, cache, tmp_path, reference):
+    """Training runs on cfg.cpu_threads threads (2), whatever torch's count before (1 for the reference): the
+    same weights, and the caller's count is restored."""
+    with torch_threads(2):
+        run = train(cohort, tmp_path / "run", cache_dir=cache, progress=False, **TIMED)
+        assert torch.get_num_threads() == 2
+    _assert_same_weights(reference / "last.pt", run / "last.pt")
+    _assert_same_weights(reference / "best.pt", run / "best.pt")
+
+
+def test_threads_and_precision_are_recorded_and_used_by_the_whole_run(cohort, cache, tmp_path, monkeypatch):
+    """The thread count and the precision bf16 resolved to are in config.json and the checkpoints; every step
+    runs with them, a resume on a CPU that would resolve otherwise keeps the recorded precision, and a resume
+    asking for another thread count or precision is refused."""
+    from amt_core.model import network
+    from amt_core.model.trainer import Trainer
+
+    seen = []
+    step = Trainer.train_step
+
+    def spy(self, batch):
+        seen.append((torch.get_num_threads(), network.resolve_precision(self.cfg, self.dev)))
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", spy)
+    run = train(cohort, tmp_path / "run", cache_dir=cache, progress=False, **{**TINY, "stop_after": 1})
+    recorded = "bf16" if network.cpu_has_bf16() else "fp32"
+    config = json.loads((run / "config.json").read_text())
+    assert config["precision"] == recorded and config["cpu_threads"] == 2
+    assert load_checkpoint(run / "last.pt")["config"].precision == recorded
+    assert seen == [(2, recorded)] and torch.get_num_threads() == 1  # the fixture's count, restored
+    other = "fp32" if recorded == "bf16" else "bf16"
+    for changed, message in [
+        ({"cpu_threads": 1}, "cpu_threads was 2, now 1"),
+        ({"precision": other}, f"precision was '{recorded}', now '{other}'"),
+    ]:
+        with pytest.raises(ValueError, match="--resume continues the run as it was started") as info:
+            train(cohort, run, cache_dir=cache, progress=False, resume=True, **{**TINY, **changed})
+        assert message in str(info.value)
+    # another CPU (native bf16 or not): the resumed run still computes at the recorded precision
+    monkeypatch.setattr(network, "cpu_has_bf16", lambda: recorded != "bf16")
+    train(cohort, run, cache_dir=cache, progress=False, resume=True, **TINY)
+    assert {p for _, p in seen} == {recorded} and {t for t, _ in seen} == {2} and len(seen) == 4
+    assert load_checkpoint(run / "best.pt")["config"].precision == recorded
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"threshold": 1.5}, "threshold=1.5 (a probability in (0, 1])"),
+        ({"threshold": 0.0}, "threshold=0.0"),
+        (
+            {"patch_size": (40, 40, 40), "strides": (2, 2, 2, 2)},
+            "patch_size=[40, 40, 40] (each size a multiple of [16, 16, 16]",
+        ),
+        ({"mirror_axes": (5,)}, "mirror_axes=[5] (axes 0, 1 or 2)"),
+        ({"hu_window": (240.0, -160.0)}, "hu_window=[240.0, -160.0] (low < high"),
+        ({"fg_ratio": 1.5}, "fg_ratio=1.5"),
+        ({"p_noise": -0.1}, "p_noise=-0.1"),
+        ({"scale_range": (1.2, 0.8)}, "scale_range=[1.2, 0.8]"),
+        ({"min_component_ml": -1.0}, "min_component_ml=-1.0 (0 or more)"),
+        ({"body_margin_mm": -5.0}, "body_margin_mm=-5.0"),
+        ({"cpu_threads": 0}, "cpu_threads=0"),
+        ({"precision": "fp8"}, "precision='fp8'"),
+    ],
+)
+def test_settings_out_of_range_are_refused_before_any_file_is_written(
+    cohort, cache, tmp_path, setting, message
+):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="invalid model settings") as info:
+        train(cohort, out, cache_dir=cache, progress=False, **{**TINY, **setting})
+    assert message in str(info.value)
+    assert not out.exists()
+
+
+def test_dynunet_strides_multiply_per_axis():
+    from amt_core.model.presets import get_config
+
+    assert get_config("full").patch_size == (128, 128, 128)  # strides (1, 2, 2, 2, 2, 2): multiples of 32
+    get_config("full", patch_size=(96, 96, 64))
+    with pytest.raises(
+        ValueError, match=r"patch_size=\[96, 96, 48\] \(each size a multiple of \[32, 32, 32\]"
+    ):
+        get_config("full", patch_size=(96, 96, 48))
+    get_config("full", strides=(1, 2, 2, 2, 2, (2, 2, 1)), patch_size=(96, 96, 48))  # z halved 4 times

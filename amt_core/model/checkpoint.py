@@ -70,13 +70,18 @@ def save_checkpoint(
     step: int = 0,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    import torch
 
     from amt_core.provenance import package_versions
 
+    weights = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+    path = Path(path)
+    bad = _non_finite(weights)
+    if bad:
+        raise CheckpointError(f"{path}: not written: the weights {bad} are not finite (NaN or infinite)")
     state = {
         "format": FORMAT,
-        "model": {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()},
+        "model": weights,
+        "weights_sha256": weights_digest(weights),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "scheduler": scheduler.state_dict() if scheduler is not None else {},
         "scaler": scaler.state_dict() if scaler is not None else {},
@@ -87,14 +92,56 @@ def save_checkpoint(
         "versions": json.dumps(package_versions(("torch", "monai", "numpy")), sort_keys=True),
         "extra": json.dumps(extra or {}, sort_keys=True, default=float),
     }
-    path = Path(path)
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    _save(state, path)
     return path
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
+
+
+def _save(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` atomically; a failed write (torch reports a full disk as a RuntimeError) is an OSError
+    naming ``path``."""
+    import torch
+
+    try:
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(state, tmp)
+    except RuntimeError as exc:
+        import shutil
+
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        raise OSError(
+            f"{path}: could not write the checkpoint (is the disk full? {free}): {detail}"
+        ) from None
+
+
+def weights_digest(weights: dict[str, Any]) -> str:
+    """SHA-256 of the model tensors (names, dtypes, shapes and bytes, in name order): a damaged weight that
+    still loads (``torch.load`` does not check the archive's CRCs) no longer matches."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        t = weights[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _non_finite(weights: dict[str, Any]) -> str:
+    """The names of the floating tensors holding a NaN or an infinity (the first three), or ''."""
+    import torch
+
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
@@ -115,15 +162,60 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
             warnings.simplefilter("ignore")  # torch's notes on pickles it will not load
             state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception:  # a damaged or foreign file; torch's advice to load it unsafely is not passed on
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: not an amt model checkpoint (damaged, or not written by `amt train`); {hint}"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
-        raise ValueError(f"{path}: not an amt model checkpoint (no amt checkpoint format {FORMAT}); {hint}")
-    state["config"] = ModelConfig.from_dict(json.loads(state["config"]))
-    state["extra"] = json.loads(state.get("extra") or "{}")
-    state["versions"] = json.loads(state.get("versions") or "{}")
+    if (
+        not isinstance(state, dict)
+        or state.get("format") != FORMAT
+        or not isinstance(state.get("model"), dict)
+    ):
+        raise CheckpointError(
+            f"{path}: not an amt model checkpoint (no amt checkpoint format {FORMAT}); {hint}"
+        )
+    for key, required in (("config", True), ("extra", False), ("versions", False)):
+        state[key] = _decoded(path, state, key, required)
+    try:
+        state["config"] = ModelConfig.from_dict(state["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its model config is not valid: {exc}") from None
+    weights = state["model"]
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: its model weights are not all tensors (damaged); {hint}")
+    bad = _non_finite(weights)
+    if bad:
+        raise CheckpointError(
+            f"{path}: the weights {bad} are not finite (NaN or infinite): a diverged training or a damaged "
+            "file; this model cannot predict"
+        )
+    digest = state.get("weights_sha256")  # absent in checkpoints written before it was recorded
+    if digest is not None and digest != weights_digest(weights):
+        raise CheckpointError(
+            f"{path}: the weights do not match their recorded SHA-256 (the file is damaged); use an intact copy"
+        )
     return state
+
+
+def _decoded(path: Path, state: dict[str, Any], key: str, required: bool) -> dict[str, Any]:
+    """The JSON object of ``state[key]`` (``{}`` when an optional one is absent); a CheckpointError otherwise."""
+    raw = state.get(key)
+    if (raw is None or raw == "") and not required:
+        return {}
+    if raw is None:
+        raise CheckpointError(
+            f"{path}: not an amt model checkpoint (it records no {key}); pass RUN_DIR/best.pt"
+        )
+    try:
+        value = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{path}: its {key} record is not valid JSON ({exc}); the file is damaged"
+        ) from None
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"{path}: its {key} record is a {type(value).__name__}, not a JSON object; the file is damaged"
+        )
+    return value
 
 
 def update_config(path: str | Path, cfg: ModelConfig, **extra: Any) -> Path:
@@ -136,6 +228,5 @@ def update_config(path: str | Path, cfg: ModelConfig, **extra: Any) -> Path:
     state["extra"] = json.dumps(
         {**json.loads(state.get("extra") or "{}"), **extra}, sort_keys=True, default=float
     )
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    _save(state, path)
     return path

@@ -199,6 +199,11 @@ def ddp_main(argv: list[str] | None = None) -> int:
     except (UserError, FileNotFoundError, ValueError) as exc:  # as `amt train` reports them
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        from amt_core.cli import os_error_line
+
+        print(f"{parser.prog}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 

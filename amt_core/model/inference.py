@@ -332,6 +332,12 @@ def _predict_into(
         if kept is None or kept.get("image_sha256") != digest:
             volume = read_volume(image)
             prob = predict_volume(net, cfg, volume, device, overlap=overlap, tta=tta)
+            if not np.isfinite(prob).all():  # never cast to a "no tumour" mask
+                raise ValueError(
+                    f"{settings['model']}: the model's tumour probabilities for {image} (case {case_id}) are not "
+                    f"finite at {int((~np.isfinite(prob)).sum())} voxels (NaN or infinite network output): "
+                    "nothing written for it; check the model (a diverged or damaged checkpoint) and the scan"
+                )
             prob, affine = to_stored_grid(prob, volume.affine, read_geometry(image, volume=volume))
             spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
             row = write_outputs(out, case_id, prob, affine, cfg, spacing)

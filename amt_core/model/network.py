@@ -54,25 +54,38 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def resolve_precision(cfg: ModelConfig, device) -> str:
+    """The autocast precision of ``cfg`` on ``device``: ``cfg.precision`` once a run has resolved it, else what
+    ``bf16`` gives on this hardware (bf16 on CPUs with native bf16 and on CUDA GPUs that support it, fp16 on
+    other CUDA GPUs, fp32 on other CPUs)."""
+    import torch
+
+    if cfg.precision is not None:
+        return cfg.precision
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if cfg.bf16 and torch.cuda.is_bf16_supported() else "fp16"
+    if dev.type == "cpu" and cfg.bf16 and cpu_has_bf16():
+        return "bf16"
+    return "fp32"
+
+
 def autocast(cfg: ModelConfig, device):
-    """The autocast context for ``device``: bf16 where it is fast (config ``bf16``), else a no-op."""
+    """The autocast context for ``device`` at the config's precision (:func:`resolve_precision`)."""
     import torch
 
     dev = torch.device(device)
-    if dev.type == "cuda":
-        if cfg.bf16 and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cuda", dtype=torch.float16)
-    if dev.type == "cpu" and cfg.bf16 and cpu_has_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    precision = resolve_precision(cfg, dev)
+    if precision == "fp32" or dev.type not in ("cpu", "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def uses_grad_scaler(cfg: ModelConfig, device) -> bool:
     import torch
 
     dev = torch.device(device)
-    return dev.type == "cuda" and not (cfg.bf16 and torch.cuda.is_bf16_supported())
+    return dev.type == "cuda" and resolve_precision(cfg, dev) == "fp16"
 
 
 def to_memory_format(tensor_or_module, cfg: ModelConfig):
@@ -84,8 +97,28 @@ def to_memory_format(tensor_or_module, cfg: ModelConfig):
 
 
 def pick_device(device: str | None = None):
+    """``device`` (cpu, cuda, cuda:N or mps) as a torch device, checked to exist here; by default cuda when
+    available, else cpu. A ValueError names what is wrong."""
     import torch
 
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {device!r}: not a device (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                f"{'a CPU-only build' if torch.version.cuda is None else 'no usable GPU'}); use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"--device {device}: no such GPU (this machine has {count})")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {device}: MPS (Apple GPU) is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {device}: not supported (use cpu, cuda or cuda:N)")
+    return dev

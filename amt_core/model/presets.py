@@ -22,6 +22,8 @@ NORMALISATIONS = ("ct_fg", "window")
 ROIS = ("body", "mediastinum")
 NETWORKS = ("unet", "dynunet")
 OPTIMISERS = ("sgd", "adamw")
+#: autocast precisions a run can resolve ``bf16`` to (ModelConfig.precision)
+PRECISIONS = ("bf16", "fp16", "fp32")
 #: train() settings that control one call without shaping its result (amt_core.model.run_control): not model
 #: settings, never saved in a checkpoint (older checkpoints that still hold them load with them ignored)
 RUN_CONTROLS = ("stop_after", "max_minutes", "num_workers")
@@ -85,6 +87,14 @@ class ModelConfig:
     # --- speed ---------------------------------------------------------------------------------------
     channels_last: bool = True
     bf16: bool = True  # autocast: bf16 on CPUs with native bf16 and on CUDA GPUs that support it
+    # the precision bf16 resolved to when the run started ("bf16", "fp16" (CUDA) or "fp32"; None: not yet
+    # resolved, as in older checkpoints): train() fills it in on a fresh run, every later step of the run
+    # (resume, tuning evaluation, predict) uses it, whatever this machine's CPU or GPU would choose
+    precision: str | None = None
+    # torch's intra-op CPU threads while training on CPU (set for the run, restored after): the weights depend
+    # on it (the conv and norm reductions split the work by thread), so it is a model setting; 2 keeps the
+    # 2-core demo's speed and numbers
+    cpu_threads: int = 2
     compile: bool = False
     # --- inference -----------------------------------------------------------------------------------
     roi: str = "mediastinum"
@@ -128,8 +138,54 @@ class ModelConfig:
             problems.append(f"eval_max_cases={cap} (a whole number, 0 or none for no cap)")
         if not (isinstance(self.lr, int | float) and self.lr > 0):
             problems.append(f"lr={self.lr} (a positive number)")
+        problems += self._range_problems()
         if problems:
             raise ValueError("invalid model settings: " + "; ".join(problems))
+
+    def _range_problems(self) -> list[str]:
+        """Settings out of their range: each would give a silent wrong result or a traceback mid-run."""
+        problems = []
+        if not (_number(self.threshold) and 0.0 < self.threshold <= 1.0):
+            problems.append(f"threshold={self.threshold} (a probability in (0, 1])")
+        factor = _stride_product(self.strides)
+        if factor is None:
+            problems.append(f"strides={_show(self.strides)} (whole numbers, 1 or more)")
+        elif any(int(p) % f for p, f in zip(self.patch_size, factor, strict=True)):
+            problems.append(
+                f"patch_size={_show(self.patch_size)} (each size a multiple of {_show(factor)}, the product "
+                f"of strides={_show(self.strides)}: the network halves the patch that many times)"
+            )
+        if not all(_whole(a) and a in (0, 1, 2) for a in self.mirror_axes):
+            problems.append(f"mirror_axes={_show(self.mirror_axes)} (axes 0, 1 or 2)")
+        if not (
+            len(self.hu_window) == 2
+            and all(_number(v) for v in self.hu_window)
+            and self.hu_window[0] < self.hu_window[1]
+        ):
+            problems.append(f"hu_window={_show(self.hu_window)} (low < high, in HU)")
+        for name in ["fg_ratio"] + [f.name for f in dataclasses.fields(self) if f.name.startswith("p_")]:
+            value = getattr(self, name)
+            if not (_number(value) and 0.0 <= value <= 1.0):
+                problems.append(f"{name}={value} (a probability in [0, 1])")
+        if not (
+            len(self.scale_range) == 2
+            and all(_number(v) and v > 0 for v in self.scale_range)
+            and self.scale_range[0] <= self.scale_range[1]
+        ):
+            problems.append(f"scale_range={_show(self.scale_range)} (0 < low <= high)")
+        for name in ("min_component_ml", "min_component_conf", "body_margin_mm", "min_extent_mm"):
+            value = getattr(self, name)
+            if not (_number(value) and value >= 0):
+                problems.append(f"{name}={value} (0 or more)")
+        if _number(self.min_component_conf) and self.min_component_conf > 1:
+            problems.append(f"min_component_conf={self.min_component_conf} (a probability in [0, 1])")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            problems.append(
+                f"precision={self.precision!r} ({', '.join(PRECISIONS)}, or none to resolve bf16)"
+            )
+        if not _positive_int(self.cpu_threads):
+            problems.append(f"cpu_threads={self.cpu_threads} (a whole number, 1 or more)")
+        return problems
 
     # --- (de)serialisation -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -172,6 +228,33 @@ class ModelConfig:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _stride_product(strides: Any) -> tuple[int, int, int] | None:
+    """Per axis, the product of the strides (each an int, or one int per axis); None if one is not valid."""
+    factor = [1, 1, 1]
+    for s in strides:
+        per_axis = tuple(s) if isinstance(s, list | tuple) else (s, s, s)
+        if len(per_axis) != 3 or not all(_positive_int(v) for v in per_axis):
+            return None
+        factor = [f * v for f, v in zip(factor, per_axis, strict=True)]
+    return (factor[0], factor[1], factor[2])
+
+
+def _show(value: Any) -> str:
+    return json.dumps(_listed(value))
+
+
+def _listed(value: Any) -> Any:
+    return [_listed(v) for v in value] if isinstance(value, list | tuple) else value
 
 
 def _tupled(value: Any) -> Any:

@@ -78,7 +78,7 @@ def load_resume_state(
     if not last.is_file():
         what = "does not exist" if not out.exists() else "holds no last.pt"
         raise FileNotFoundError(
-            f"{out}: nothing to resume: the folder {what}; drop --resume to start a new training"
+            f"{out}: nothing to resume: the folder {what}; start a new training without --resume (with --overwrite if the folder is not empty)"
         )
     state = load_checkpoint(last)
     cfg: ModelConfig = state["config"]
@@ -161,6 +161,11 @@ def incomplete_note(status: dict[str, Any], finish: str = FINISH_TRAIN) -> str |
     complete = status.get("complete", status.get("stopped_by") == "steps")
     if complete:
         return None
+    if status.get("stopped_by") == "diverged":
+        return (
+            f"{status.get('error') or 'training diverged'}; a best.pt it left is from before the divergence, "
+            "not the seed's result"
+        )
     how = {
         "time cap": f"stopped by the time cap (max_minutes {status.get('max_minutes')})",
         "time budget": f"stopped by the time budget (max_minutes {status.get('max_minutes')})",

@@ -21,7 +21,7 @@ from amt_core.model import ddp
 from amt_core.model.checkpoint import load_checkpoint
 from amt_core.model.presets import ModelConfig, get_config
 from amt_core.model.run_control import STATUS_FILE, RunControl, cohort_record, incomplete_note
-from amt_core.model.trainer import LOG_COLUMNS, Trainer
+from amt_core.model.trainer import LOG_COLUMNS, Trainer, TrainingDiverged
 
 log = logging.getLogger(__name__)
 #: the training plan, written before the first step (spacing, intensity statistics, ROI box, patch, network)
@@ -73,6 +73,7 @@ def train(
         torch.cuda.set_device(dev)
     deterministic = torch.are_deterministic_algorithms_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory
+    threads = torch.get_num_threads()
     try:
         if info.main:  # one rank looks (another node would take rank 0's live temp files for dead ones)
             remove_stale_temps(out)  # left by a writer killed mid-write
@@ -93,19 +94,55 @@ def train(
                 get_config(preset or "cpu", **overrides),
                 0 if seed is None else int(seed),
             )
+        cfg = _fix_numerics(cfg, dev)
         if dev.type == "cpu":
+            torch.set_num_threads(cfg.cpu_threads)  # the weights depend on it: a recorded model setting
             torch.use_deterministic_algorithms(True, warn_only=True)
             # the NaN fill of fresh buffers (a debugging aid of deterministic mode) leaked into DynUNet's
             # gradients on CPU here; results do not depend on it
             torch.utils.deterministic.fill_uninitialized_memory = False
         staged = overwrite and info.main and is_nonempty_dir(out)  # the old run stays until the new one ends
         with replacing_dir(out) if staged else contextlib.nullcontext(out) as work:
-            _run(cohort_csv, Path(work), cfg, state, seed, dev, info, progress, cache_dir, t0, control)
+            try:
+                _run(cohort_csv, Path(work), cfg, state, seed, dev, info, progress, cache_dir, t0, control)
+            except TrainingDiverged as exc:
+                if info.main:
+                    _record_divergence(Path(work), exc)
+                raise
         return out
     finally:
+        torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         torch.utils.deterministic.fill_uninitialized_memory = fill
         ddp.cleanup(info)
+
+
+def _fix_numerics(cfg: ModelConfig, dev) -> ModelConfig:
+    """The run's precision, resolved once (a fresh run: from ``bf16`` and this device) and then kept in its
+    config, so that a resumed run and its predictions compute as the run started; a CPU without native bf16
+    still runs a recorded bf16 run in bf16 (emulated: slower, and its last bits may differ)."""
+    from amt_core.model.network import cpu_has_bf16, resolve_precision
+
+    if cfg.precision is None:
+        cfg = cfg.replace(precision=resolve_precision(cfg, dev))
+    elif dev.type == "cpu" and cfg.precision == "bf16" and not cpu_has_bf16():
+        log.warning(
+            "this run computes in bf16 (precision recorded when it started), but this CPU has no native bf16: "
+            "emulated, slower, and not bit-identical to a CPU with native bf16"
+        )
+    return cfg
+
+
+def _record_divergence(out: Path, exc: TrainingDiverged) -> None:
+    """``training.json`` says why the run stopped (it was written incomplete at the start of the run)."""
+    from amt_core.atomic import write_json
+    from amt_core.model.run_control import read_status
+
+    if (out / STATUS_FILE).is_file():
+        status = read_status(out)
+        write_json(
+            out / STATUS_FILE, {**status, "complete": False, "stopped_by": "diverged", "error": str(exc)}
+        )
 
 
 def _prepare(cohort_csv, cfg: ModelConfig, fresh: bool, info, progress, cache_dir):
@@ -314,14 +351,15 @@ def _run(
         epochs=trainer.epoch,
         minutes_this_call=(time.monotonic() - t0) / 60.0,
     )
+    # post-processing first: training.json says complete only once best.pt holds the chosen filter
+    if info.main and cfg.postprocess and stopped_by != "stop_after" and (out / "best.pt").is_file():
+        _choose_postprocessing(out, cfg, tune_cases, dev)
     if info.main:
         status.update(_best_record(out, trainer, stopgap))
     if info.main:
         write_json(out / STATUS_FILE, status)
         if stopped_by == "time cap":
             log.warning("%s: incomplete training: %s", out, incomplete_note(status))
-    if info.main and cfg.postprocess and stopped_by != "stop_after" and (out / "best.pt").is_file():
-        _choose_postprocessing(out, cfg, tune_cases, dev)
     if info.world > 1:  # every rank must hold the same weights: record (and check) it
         digests = ddp.gather(ddp.weights_digest(trainer.net), info)
         if info.main:

@@ -23,6 +23,14 @@ from amt_core.model.presets import ModelConfig
 LOG_COLUMNS = ("epoch", "step", "loss", "tune_dice", "seconds", "eval_seconds", "lr", "elapsed_min")
 
 
+class TrainingDiverged(ValueError):
+    """The loss (or the gradients) became non-finite: training stops; the message names the step."""
+
+    def __init__(self, message: str, step: int = 0):
+        super().__init__(message)
+        self.step = step
+
+
 class Trainer:
     """One training run's state; the caller (:func:`amt_core.model.train.train`) drives the epochs."""
 
@@ -115,12 +123,21 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        value = float(loss.detach())
+        # a non-finite loss (or, without a grad scaler that skips such steps, gradient norm: the same on every
+        # DDP rank) would make every weight NaN from this step on: stop before the optimiser takes it
+        if not math.isfinite(value) or (not self.scaler.is_enabled() and not math.isfinite(float(norm))):
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1}: the loss is {value:g} and the gradient norm "
+                f"{float(norm):g} (lr {self.opt.param_groups[0]['lr']:g}); lower the learning rate (e.g. "
+                f"--set lr={cfg.lr / 10:g}) and train again (--overwrite); no weights of this step were kept",
+                step=self.step + 1,
+            )
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
         self.step += 1
-        value = float(loss.detach())
         self.acc = [self.acc[0] + value, self.acc[1] + 1]
         return value
 
