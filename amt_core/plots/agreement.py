@@ -111,7 +111,9 @@ def _plain_log_ticks(axis, lo: float, hi: float) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     decades = np.log10(hi / lo) if lo > 0 and hi > lo else np.inf
-    subs = np.arange(1.0, 10.0) if decades <= 0.5 else (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
+    subs: list[float] = (
+        [float(k) for k in range(1, 10)] if decades <= 0.5 else [1.0, 2.0, 5.0] if decades <= 2 else [1.0]
+    )
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
