@@ -210,18 +210,13 @@ def institution_mixed_model(
     caught += sorted({f"{w.category.__name__}: {w.message}" for w in log})
     if result is None:
         empty = pd.DataFrame(columns=["term", "estimate", "se", "ci_lo", "ci_hi", "p_value"])
-        return MixedModelResult(
-            formula=formula,
-            metric=metric,
-            fixed_effects=empty,
-            group_var=np.nan,
-            residual_var=np.nan,
-            icc=np.nan,
-            n_obs=len(data),
-            n_groups=n_groups,
-            share_groups_le2=share_le2,
-            converged=False,
-            on_boundary=False,
+        return _without_variances(
+            formula,
+            metric,
+            empty,
+            len(data),
+            n_groups,
+            share_le2,
             lrt_p_value=lrt_p,
             warnings=caught,
             caveat=caveat,
@@ -296,6 +291,25 @@ def _unidentified_model(
         f"not identifiable: {replicated} of {n_groups} institutions have two or more scans; fixed effects by "
         "ordinary least squares"
     )
+    return _without_variances(
+        formula,
+        metric,
+        fixed,
+        int(ols.nobs),
+        n_groups,
+        share_le2,
+        lrt_p_value=np.nan,
+        warnings=[reason],
+        caveat=caveat,
+        icc_ci_level=ci_level,
+        n_groups_replicated=replicated,
+    )
+
+
+def _without_variances(
+    formula: str, metric: str, fixed: pd.DataFrame, n_obs: int, n_groups: int, share_le2: float, **extra
+) -> MixedModelResult:
+    """A result without variance components (no fit, or none identifiable): NaN variances and ICC."""
     return MixedModelResult(
         formula=formula,
         metric=metric,
@@ -303,16 +317,12 @@ def _unidentified_model(
         group_var=np.nan,
         residual_var=np.nan,
         icc=np.nan,
-        n_obs=int(ols.nobs),
+        n_obs=n_obs,
         n_groups=n_groups,
         share_groups_le2=share_le2,
         converged=False,
         on_boundary=False,
-        lrt_p_value=np.nan,
-        warnings=[reason],
-        caveat=caveat,
-        icc_ci_level=ci_level,
-        n_groups_replicated=replicated,
+        **extra,
     )
 
 
