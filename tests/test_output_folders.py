@@ -196,6 +196,23 @@ def test_predict_resume_picks_up_a_first_prediction_that_was_killed(models, toy,
     assert not again.exists() and snapshot(out) == done
 
 
+def test_predict_warns_when_a_trained_checkpoint_lacks_its_post_processing(models, toy, tmp_path, capsys):
+    """A checkpoint of `amt train` whose config asks for the tuning split's component filter but records none
+    (last.pt; a best.pt whose training stopped while choosing it) is predicted without it: said, not silent."""
+    import torch
+
+    state = torch.load(models["a"], weights_only=True)
+    state["extra"] = json.dumps({"best_dice": 0.5})
+    torch.save(state, tmp_path / "last.pt")
+    capsys.readouterr()
+    assert main(_predict(tmp_path / "last.pt", toy, tmp_path / "p1")) == 0
+    assert "records no choice" in capsys.readouterr().err
+    state["extra"] = json.dumps({"best_dice": 0.5, "postprocessing": {"min_ml": 0.0, "min_conf": 0.0}})
+    torch.save(state, tmp_path / "best.pt")
+    assert main(_predict(tmp_path / "best.pt", toy, tmp_path / "p2")) == 0
+    assert "records no choice" not in capsys.readouterr().err
+
+
 def _evaluate(cohort: Path, preds: Path, out: Path, *flags: str) -> list[str]:
     return [
         "evaluate",

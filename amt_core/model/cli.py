@@ -166,6 +166,18 @@ def _predict(args) -> int:
     note = incomplete_note(read_status(model if model.is_dir() else model.parent))
     if note:  # a model of a stopped training is usable, but never silently taken for the finished one
         print(f"amt predict: warning: {args.model}: {note}", file=sys.stderr)
+    else:
+        from amt_core.model.checkpoint import load_checkpoint
+
+        state = load_checkpoint(model)
+        extra = state["extra"]  # "best_dice": written by amt train
+        if state["config"].postprocess and "best_dice" in extra and "postprocessing" not in extra:
+            print(
+                f"amt predict: warning: {args.model}: its config asks for the post-processing chosen on the "
+                "tuning split, but this checkpoint records no choice (last.pt never does; best.pt of a "
+                "training stopped while choosing it): no component filter is applied",
+                file=sys.stderr,
+            )
     out = predict(
         args.model,
         args.input,
