@@ -249,19 +249,21 @@ def _plan(meta: pd.DataFrame, source_dir: Path, secret: bytes, metadata_csv: Pat
 
 
 def _institution_leaks(table: pd.DataFrame) -> list[str]:
-    """A test-split institution that also has train/tune rows, named by the metadata CSV's rows (its
-    pseudonym appears nowhere in the CSV; the name as written is not repeated into a message)."""
+    """A test-split institution that also has train/tune rows (:func:`amt_core.data.cases.leakage_problems`'s
+    computation), named by the metadata CSV's rows (its pseudonym appears nowhere in the CSV; the name as
+    written is not repeated into a message)."""
+    from amt_core.data.cases import _leaks
+
     problems = []
     split = table["split"].astype(str)
-    for inst, rows in table.groupby("institution_id", dropna=True).groups.items():
-        splits = split.loc[rows]
-        if (splits == "test").any() and splits.isin(["train", "tune"]).any():
-            test = [f"{int(i) + 2}" for i in rows if split.loc[i] == "test"]
-            other = [f"{int(i) + 2} ({split.loc[i]})" for i in rows if split.loc[i] in ("train", "tune")]
-            problems.append(
-                f"leakage: the institution of test row(s) {', '.join(test)} ({inst}) also has row(s) "
-                f"{', '.join(other)}: the external test must come from institutions seen in no other split"
-            )
+    for inst in _leaks(table)[2]:
+        rows = table.index[table["institution_id"] == inst]
+        test = [f"{int(i) + 2}" for i in rows if split.loc[i] == "test"]
+        other = [f"{int(i) + 2} ({split.loc[i]})" for i in rows if split.loc[i] in ("train", "tune")]
+        problems.append(
+            f"leakage: the institution of test row(s) {', '.join(test)} ({inst}) also has row(s) "
+            f"{', '.join(other)}: the external test must come from institutions seen in no other split"
+        )
     return problems
 
 

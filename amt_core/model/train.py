@@ -356,7 +356,6 @@ def _run(
         _choose_postprocessing(out, cfg, tune_cases, dev)
     if info.main:
         status.update(_best_record(out, trainer, stopgap))
-    if info.main:
         write_json(out / STATUS_FILE, status)
         if stopped_by == "time cap":
             log.warning("%s: incomplete training: %s", out, incomplete_note(status))
