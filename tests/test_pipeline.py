@@ -438,6 +438,20 @@ def test_figures_regenerate_from_saved_results(smoke_run, tmp_path):
 
     assert {p.stem for p in (tmp_path / "figs").glob("*.png")} == set(FIGURES)
     assert (tmp_path / "figs" / "tables" / "segmentation.md").is_file()
+    # the reporting checklist comes along: every link resolves from where it lies, figures and tables to
+    # this folder's copies, the rest (cohort, training log, report) to the run
+    from amt_core.pipeline.checklist import links
+
+    md = tmp_path / "figs" / "tables" / "checklist.md"
+    targets = {t.split("#")[0]: (md.parent / t.split("#")[0]).resolve() for t in links(md.read_text())}
+    assert targets and all(p.is_file() for p in targets.values()), targets
+    figs, run = (tmp_path / "figs").resolve(), smoke_run["dir"].resolve()
+    assert any(p.suffix == ".png" for p in targets.values())
+    for p in targets.values():
+        assert (
+            p.is_relative_to(figs) if p.suffix == ".png" else p.is_relative_to(figs) or p.is_relative_to(run)
+        )
+    assert any(p.is_relative_to(run) for p in targets.values())
 
 
 def test_explorer_on_the_smoke_run(smoke_run):

@@ -1,7 +1,8 @@
 """The reporting checklist of a run (CLAIM 2024 and TRIPOD+AI): each item a run can answer, linked to the
 table, figure or file of the run folder that answers it; the items only the authors can answer listed as
 theirs to write. Written to ``tables/checklist.csv`` (links relative to the run folder) and
-``tables/checklist.md`` (links relative to ``tables/``) by :func:`write_checklist`, which the report calls.
+``tables/checklist.md`` (links relative to ``tables/``) by :func:`write_checklist`, which the report calls;
+``amt figures`` writes one beside the tables it rebuilds, linking its own copies of the figures and tables.
 
 TRIPOD+AI items are numbered as in Collins et al., BMJ 2024;385:e078378; CLAIM 2024 items (Tejani et al.,
 Radiol Artif Intell 2024) are named by topic: check both against the journal's own form.
@@ -9,7 +10,9 @@ Radiol Artif Intell 2024) are named by topic: check both against the journal's o
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -238,14 +241,18 @@ def summary(table: pd.DataFrame) -> str:
     )
 
 
-def checklist_markdown(table: pd.DataFrame, prefix: str = "../") -> str:
-    """The checklist as Markdown, each evidence file a link (``prefix`` + run-relative path)."""
+def checklist_markdown(
+    table: pd.DataFrame, prefix: str = "../", link: Callable[[str], str] | None = None
+) -> str:
+    """The checklist as Markdown, each evidence file a link: ``link(path)`` of its run-relative path, by
+    default ``prefix`` + the path."""
+    link = link or (lambda f: prefix + f)
     lines = [
         "| Item | CLAIM 2024 | TRIPOD+AI | Status | Answered by | Authors to add |",
         "|---|---|---|---|---|---|",
     ]
     for r in table.itertuples(index=False):
-        links = ", ".join(f"[`{f}`]({prefix}{f})" for f in r.evidence.split("; ") if f) or "–"
+        links = ", ".join(f"[`{f}`]({link(f)})" for f in r.evidence.split("; ") if f) or "–"
         lines.append(
             f"| {r.topic} | {r.claim_2024} | {r.tripod_ai} | {r.status} | {links} | {r.authors or '–'} |"
         )
@@ -256,17 +263,37 @@ def checklist_markdown(table: pd.DataFrame, prefix: str = "../") -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def write_checklist(run_dir: str | Path, tables_dir: str | Path | None = None) -> list[Path]:
-    """Write ``tables/checklist.csv`` and ``tables/checklist.md`` of a run; returns both paths."""
+def write_checklist(
+    run_dir: str | Path,
+    tables_dir: str | Path | None = None,
+    *,
+    read_from: str | Path | None = None,
+    copies: dict[str, Path] | None = None,
+    will_exist: tuple[str, ...] = ("report.md",),
+) -> list[Path]:
+    """Write ``checklist.csv`` (evidence run-relative) and ``checklist.md`` (evidence as links) into
+    ``tables_dir`` (default ``RUN/tables``); returns both paths.
+
+    The Markdown's links are relative to ``read_from``, the folder it will be read in (default
+    ``tables_dir``; a folder built beside and renamed into place passes its final name). ``copies`` maps a
+    run-relative path to a copy of it that is linked instead (a folder of figures links its own figures and
+    tables, and the run for the rest). ``will_exist``: as :func:`build_checklist`.
+    """
     from amt_core.atomic import write_csv, write_text
 
     root = Path(run_dir)
     out = Path(tables_dir) if tables_dir else root / "tables"
-    table = build_checklist(root)
-    prefix = Path(*[".."] * len(out.resolve().relative_to(root.resolve()).parts)).as_posix() + "/"
+    base = os.path.abspath(read_from or out)
+    table = build_checklist(root, will_exist=will_exist)
+
+    def link(evidence: str) -> str:
+        path, hashed, anchor = evidence.partition("#")
+        target = (copies or {}).get(path, root / path)
+        return Path(os.path.relpath(os.path.abspath(target), base)).as_posix() + hashed + anchor
+
     return [
         write_csv(out / "checklist.csv", table),
-        write_text(out / "checklist.md", checklist_markdown(table, prefix)),
+        write_text(out / "checklist.md", checklist_markdown(table, link=link)),
     ]
 
 

@@ -73,7 +73,8 @@ def make_all_figures(
     cohort_csv: str = "",
     overwrite: bool = False,
 ) -> list[Path]:
-    """Rebuild every figure (PDF + PNG) and table (CSV + Markdown) of a run from its saved results.
+    """Rebuild every figure (PDF + PNG) and table (CSV + Markdown) of a run from its saved results, and the
+    reporting checklist beside the tables (its links: these figures and tables, the run for the rest).
 
     ``out_dir`` defaults to ``RUN/figures`` and ``tables_dir`` to ``OUT/tables`` (``RUN/tables`` for
     the run's own figures). Returns the paths written. Each folder is replaced whole (built beside, then
@@ -85,6 +86,7 @@ def make_all_figures(
 
     from amt_core.atomic import OutputExistsError, refuse_holding_inputs, replacing_dir, write_json
     from amt_core.layout import RunLayout
+    from amt_core.pipeline.checklist import write_checklist
     from amt_core.plots.manuscript import make_all, recorded_cohort_csv
 
     run = Path(run_dir).resolve()
@@ -117,6 +119,14 @@ def make_all_figures(
                 shutil.copy2(out / name, staging / name)
         written = make_all(run, staging, staging_tab, cohort_csv=cohort_csv)
         final = {staging: out, staging_tab: tab if separate else out / "tables"}
+        # the reporting checklist beside the tables: this folder's figures and tables, the run for the rest
+        copies = {
+            f"{'figures' if p.parent == staging else 'tables'}/{p.name}": final[p.parent] / p.name
+            for p in written
+        }
+        written += write_checklist(
+            run, staging_tab, read_from=final[staging_tab], copies=copies, will_exist=()
+        )
         written = [final[p.parent] / p.name for p in written]
         summary = run / "evaluation" / "test" / "summary.json"
         write_json(
