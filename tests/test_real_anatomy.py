@@ -493,3 +493,25 @@ def test_every_shipped_presets_real_anatomy_scans_can_be_built(preset):
         assert all("of the design's size" in r["reason"] for r in rejections if r["try"] > 6)
     if preset == "quick":
         assert scales["REAL122"] < 1.0  # the case that made `make quick` fail
+
+
+def test_a_background_of_unstated_sex_gives_no_made_up_sex():
+    """Sex comes from the background or stays empty (not the design's draw), and Table 1 and the flow
+    figure count it as not stated: their counts add up to the scans."""
+    from amt_core.plots.flow import flow_counts
+    from amt_core.synth.hybrid import bundled_backgrounds, hybrid_design, list_backgrounds
+    from amt_core.synth.summary import table_one
+
+    bgs = list_backgrounds(bundled_backgrounds())
+    design = hybrid_design(bgs, seed=0, split="test")
+    stated = bgs.set_index("file")["sex"].reindex(design["background"]).fillna("").to_numpy()
+    assert (stated == "").any() and (stated != "").any()  # the bundled four: two state none
+    assert design["sex"].isna().tolist() == (stated == "").tolist()
+    assert design.loc[design["sex"].notna(), "sex"].tolist() == [s for s in stated if s]
+    assert set(design["sex_from"]) == {"background", "not stated for the background"}
+    t1 = table_one(design).loc[:, "test"]
+    unstated = int((stated == "").sum())
+    assert t1["sex: not stated"].startswith(f"{unstated} ")
+    assert sum(int(t1[f"sex: {s}"].split()[0]) for s in ("M", "F", "not stated")) == len(design)
+    split = flow_counts(design)["splits"]["test"]
+    assert split["scans"] - split["male"] - split["female"] == unstated

@@ -111,3 +111,42 @@ def test_table_one(design):
     assert any(i.startswith("histology: thymoma_AB") for i in t1.index)
     assert any(i.startswith("vendor: ") for i in t1.index)
     assert any(i.startswith("slice thickness: ") for i in t1.index)
+
+
+def test_table_one_of_an_imported_cohort_counts_what_is_missing_and_what_is_not_in_the_registry():
+    """Missing values get a "not stated" row, a vendor outside the registry a row of its own, a mean or
+    median over fewer than n cases says over how many, and each characteristic's counts add up to n."""
+    from amt_core.synth.summary import table_one
+
+    df = pd.DataFrame(
+        {
+            "case_id": list("abcde"),
+            "institution_id": ["i", "i", "j", "k", "k"],
+            "split": ["train", "train", "test", "test", "test"],
+            "sex": ["M", None, "F", "F", ""],
+            "age": [50, None, 60, 70, 80],
+            "histology": ["thymoma_A"] * 5,
+            "tumour_volume_ml": [1.0, 2.0, 3.0, None, 5.0],
+            "contrast": ["none", "", None, "venous", "venous"],
+            "slice_thickness_mm": [10.0, None, 2.0, 0.625, 2.0],
+            "vendor": ["GE", "Hitachi", "", None, "GE"],
+        }
+    )
+    t1 = table_one(df)
+    col = t1["all"]
+    for prefix in ("sex: ", "contrast: ", "slice thickness: ", "vendor: ", "histology: "):
+        rows = [r for r in t1.index if r.startswith(prefix)]
+        assert sum(int(col[r].split()[0]) for r in rows) == 5, prefix
+    assert col["sex: not stated"].startswith("2 ") and col["vendor: Hitachi"].startswith("1 ")
+    assert col["vendor: not stated"].startswith("2 ") and t1.loc["contrast: arterial", "all"].startswith("0 ")
+    # thicknesses in numeric order (10 mm last), no "nan mm" row
+    assert [r for r in t1.index if r.startswith("slice thickness: ")] == [
+        "slice thickness: 0.625 mm",
+        "slice thickness: 2 mm",
+        "slice thickness: 10 mm",
+        "slice thickness: not stated",
+    ]
+    assert (
+        col["age, mean ± SD"] == "65.0 ± 12.9 (n = 4)" and t1.loc["age, mean ± SD", "test"] == "70.0 ± 10.0"
+    )
+    assert t1.loc["tumour volume ml, median [IQR]", "test"].endswith("(n = 2)")

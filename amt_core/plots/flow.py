@@ -122,6 +122,7 @@ def plot_flow(counts: dict):
         ax.plot([min(xs.values()), max(xs.values())], [0.53, 0.53], color="#444444", lw=0.7)
         for split, x in xs.items():
             s = counts["splits"][split]
+            unstated = s["scans"] - s["male"] - s["female"]  # sex: the counts add up to the scans
             arrow(ax, x, 0.53, x, 0.46)
             box(
                 ax,
@@ -129,7 +130,7 @@ def plot_flow(counts: dict):
                 0.36,
                 f"{ROLES[split]}\n{_n(s['scans'], 'scan')}, {_n(s['patients'], 'patient')}\n"
                 f"{_n(s['institutions'], 'institution')} ({s['institutions_only_here']} only here)\n"
-                f"{s['male']} M / {s['female']} F",
+                f"{s['male']} M / {s['female']} F" + (f" / {unstated} not stated" if unstated else ""),
                 w=0.3,
                 h=0.2,
             )

@@ -4,7 +4,7 @@
 :func:`amt_core.synth.generate.build_cohort` (nnU-Net v2 raw layout, ``cases.csv``, ``dataset.json``,
 provenance) from a folder of chest CTs: one case per background, since each background is one real
 patient (one scan per patient: a patient is never in two splits). Histology, size, age and the split come
-from the study design (:func:`amt_core.synth.design.study_design`); the patient, sex (when known), vendor,
+from the study design (:func:`amt_core.synth.design.study_design`); the patient, sex (left empty when not stated), vendor,
 slice thickness and contrast from the background's row in an optional ``backgrounds.csv`` beside the scans
 (columns ``file, patient_id, sex, vendor, slice_thickness_mm, contrast``; without it the patient id is the
 file name, the slice thickness the slice spacing and the contrast phase the one estimated from the blood HU
@@ -282,10 +282,10 @@ def hybrid_design(
             background=b.file,
             anatomy="real",
         )
-        # the patient's sex when the background states it, else the design's draw (said in insertions.csv)
-        d["sex_from"] = "background" if b.sex in registry.SEXES else "design (not stated for the background)"
-        if b.sex in registry.SEXES:
-            d["sex"] = b.sex
+        # the patient's sex when the background states it, else not stated (never the design's draw: Table 1
+        # and the sex sub-group would count a made-up value as data)
+        d["sex_from"] = "background" if b.sex in registry.SEXES else "not stated for the background"
+        d["sex"] = b.sex if b.sex in registry.SEXES else np.nan
         d["vendor"] = b.vendor  # empty when the background does not state it (never a made-up vendor)
         d["contrast"] = b.contrast if b.contrast in registry.CONTRASTS else ""
         d["slice_thickness_mm"] = float(b.slice_thickness_mm) if b.slice_thickness_mm else np.nan
