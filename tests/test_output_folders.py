@@ -510,3 +510,27 @@ def test_saved_configs_of_earlier_versions_still_load_and_writers_never_set_the_
     finally:
         os.umask(old)
     assert {p.stat().st_mode & 0o777 for p in tmp_path.glob("*.txt")} == {0o600}
+
+
+def test_predict_warns_when_a_bf16_model_runs_emulated_on_this_cpu(
+    models, toy, tmp_path, capsys, monkeypatch
+):
+    """A model whose training recorded bf16, predicted on a CPU without native bf16, still computes in bf16
+    (as it was trained), emulated and slower: `amt predict` says so, as `amt train --resume` does."""
+    import torch
+
+    from amt_core.model import network
+
+    state = torch.load(models["a"], weights_only=True)
+    for precision in ("bf16", "fp32"):
+        state["config"] = json.dumps({**json.loads(state["config"]), "precision": precision})
+        torch.save(state, tmp_path / f"{precision}.pt")
+    monkeypatch.setattr(network, "cpu_has_bf16", lambda: False)
+    capsys.readouterr()
+    assert main(_predict(tmp_path / "bf16.pt", toy, tmp_path / "p1", "--device", "cpu")) == 0
+    assert "no native bf16: emulated" in capsys.readouterr().err
+    assert main(_predict(tmp_path / "fp32.pt", toy, tmp_path / "p2", "--device", "cpu")) == 0
+    assert "bf16" not in capsys.readouterr().err
+    monkeypatch.setattr(network, "cpu_has_bf16", lambda: True)
+    assert main(_predict(tmp_path / "bf16.pt", toy, tmp_path / "p3", "--device", "cpu")) == 0
+    assert "bf16" not in capsys.readouterr().err

@@ -166,10 +166,13 @@ def _predict(args) -> int:
     note = incomplete_note(read_status(model if model.is_dir() else model.parent))
     if note:  # a model of a stopped training is usable, but never silently taken for the finished one
         print(f"amt predict: warning: {args.model}: {note}", file=sys.stderr)
-    else:
-        from amt_core.model.checkpoint import load_checkpoint
+    from amt_core.model.checkpoint import load_checkpoint
+    from amt_core.model.network import emulated_bf16_note, pick_device
 
-        state = load_checkpoint(model)
+    state = load_checkpoint(model)
+    if bf16 := emulated_bf16_note(state["config"], pick_device(args.device)):
+        print(f"amt predict: warning: {args.model}: the model {bf16}", file=sys.stderr)
+    if not note:
         extra = state["extra"]  # "best_dice": written by amt train
         if state["config"].postprocess and "best_dice" in extra and "postprocessing" not in extra:
             print(

@@ -70,6 +70,19 @@ def resolve_precision(cfg: ModelConfig, device) -> str:
     return "fp32"
 
 
+def emulated_bf16_note(cfg: ModelConfig, device) -> str | None:
+    """What to tell the user when ``cfg`` computes in bf16 (its recorded precision) on a CPU without native
+    bf16: it still runs in bf16, emulated; None otherwise."""
+    import torch
+
+    if torch.device(device).type == "cpu" and cfg.precision == "bf16" and not cpu_has_bf16():
+        return (
+            "computes in bf16 (precision recorded when its training started), but this CPU has no native bf16: "
+            "emulated, slower, and not bit-identical to a CPU with native bf16"
+        )
+    return None
+
+
 def autocast(cfg: ModelConfig, device):
     """The autocast context for ``device`` at the config's precision (:func:`resolve_precision`)."""
     import torch

@@ -121,15 +121,12 @@ def _fix_numerics(cfg: ModelConfig, dev) -> ModelConfig:
     """The run's precision, resolved once (a fresh run: from ``bf16`` and this device) and then kept in its
     config, so that a resumed run and its predictions compute as the run started; a CPU without native bf16
     still runs a recorded bf16 run in bf16 (emulated: slower, and its last bits may differ)."""
-    from amt_core.model.network import cpu_has_bf16, resolve_precision
+    from amt_core.model.network import emulated_bf16_note, resolve_precision
 
     if cfg.precision is None:
         cfg = cfg.replace(precision=resolve_precision(cfg, dev))
-    elif dev.type == "cpu" and cfg.precision == "bf16" and not cpu_has_bf16():
-        log.warning(
-            "this run computes in bf16 (precision recorded when it started), but this CPU has no native bf16: "
-            "emulated, slower, and not bit-identical to a CPU with native bf16"
-        )
+    elif note := emulated_bf16_note(cfg, dev):
+        log.warning(f"this run {note}")
     return cfg
 
 
