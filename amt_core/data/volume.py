@@ -134,11 +134,14 @@ def read_volume(path: str | os.PathLike, *, series_uid: str | None = None) -> Vo
     return Volume(array=array, affine=affine, source=source)
 
 
-def read_geometry(path: str | os.PathLike, *, volume: Volume | None = None) -> Geometry:
+def read_geometry(
+    path: str | os.PathLike, *, volume: Volume | None = None, series_uid: str | None = None
+) -> Geometry:
     """The grid of a volume file (RAS+ shape and affine, and the file's own order) from its header only:
-    NIfTI (nibabel) and NRRD/MetaImage (SimpleITK). A format without a separate header (a DICOM series) is
-    read whole, unless ``volume`` is that file already read; so is a file whose header is damaged or not
-    3D, so that the error is :func:`read_volume`'s, naming the file. The voxels are not checked here."""
+    NIfTI (nibabel) and NRRD/MetaImage (SimpleITK). A format without a separate header (a DICOM series: the
+    one ``series_uid`` names, as in :func:`read_volume`) is read whole, unless ``volume`` is that series
+    already read; so is a file whose header is damaged or not 3D, so that the error is :func:`read_volume`'s,
+    naming the file. The voxels are not checked here."""
     p = Path(path)
     name = p.name.lower()
     stored = None
@@ -148,7 +151,7 @@ def read_geometry(path: str | os.PathLike, *, volume: Volume | None = None) -> G
         ):  # a damaged header: the full reader names the file and the problem
             stored = _header_grid(p)
     if stored is None or len(stored[0]) != 3 or min(stored[0]) < 2:
-        return Geometry.of(volume if volume is not None else read_volume(path))
+        return Geometry.of(volume if volume is not None else read_volume(path, series_uid=series_uid))
     shape, affine = stored
     import nibabel.orientations as nio
 
@@ -515,12 +518,21 @@ def _modality(path: str) -> str:
         return ""
 
 
+#: how to name the series of a folder holding several, as `amt import` takes it (:func:`select_series`)
+IMPORT_SERIES_HINT = "name the one to read (series_uid column of the import metadata CSV)"
+
+
 def select_series(
-    folder: str | os.PathLike, series_uid: str | None = None, found: list[DicomSeries] | None = None
+    folder: str | os.PathLike,
+    series_uid: str | None = None,
+    found: list[DicomSeries] | None = None,
+    *,
+    hint: str = IMPORT_SERIES_HINT,
 ) -> DicomSeries:
     """The series of ``folder`` to read: the only one, or the one ``series_uid`` names. Several series and
     no ``series_uid``, or an unknown ``series_uid``, is a :class:`VolumeError` listing the series present
-    (UID, SeriesDescription, number of slices), so pixels and metadata always come from one series."""
+    (UID, SeriesDescription, number of slices), so pixels and metadata always come from one series;
+    ``hint`` tells how the caller's user names a series (default: the import's ``series_uid`` column)."""
     found = dicom_series(folder) if found is None else found
     if not found:
         raise VolumeError(f"{folder}: no DICOM series found in this folder")
@@ -533,8 +545,7 @@ def select_series(
     if len(found) > 1:
         listing = "; ".join(s.describe() for s in found)
         raise VolumeError(
-            f"{folder}: {len(found)} DICOM series in one folder: {listing}; keep one series per folder or "
-            "name the one to read (series_uid column of the import metadata CSV)"
+            f"{folder}: {len(found)} DICOM series in one folder: {listing}; keep one series per folder or {hint}"
         )
     return found[0]
 
