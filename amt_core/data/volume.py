@@ -620,24 +620,15 @@ def check_slice_geometry(folder: str | os.PathLike, series: DicomSeries) -> floa
     modality = str(headers[0].get("Modality", "")).upper()
     if modality not in IMAGE_MODALITIES:
         raise VolumeError(f"{folder}: the DICOM series is modality {modality!r}, not CT")
-    # a file of this series that GDCM left out (damaged, truncated) would be a silent gap
+    # a file of this series that GDCM left out (damaged, truncated) would be a silent gap, or at either end a
+    # silently shorter volume
     listed = {os.path.realpath(f) for f in series.files}
+    with open(series.files[0], "rb") as fh:
+        head = fh.read(132)
     for other in sorted(p for p in folder.iterdir() if p.is_file() and os.path.realpath(p) not in listed):
-        try:
-            uid = pydicom.dcmread(other, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
-                "SeriesInstanceUID"
-            )
-        except Exception:  # not DICOM (a README): not a slice; a DICOM file cut short: damaged
-            with open(other, "rb") as fh:
-                if fh.read(132)[128:] == b"DICM":
-                    raise VolumeError(
-                        f"{other}: a damaged DICOM file (truncated?) in the series folder"
-                    ) from None
-            continue
-        if uid is not None and str(uid) == series.uid:
-            raise VolumeError(
-                f"{other}: a file of the series that cannot be read as an image (damaged or truncated?)"
-            )
+        fault = _left_out_fault(other, series.uid, head)
+        if fault:
+            raise VolumeError(f"{other}: {fault}")
     orientation = np.array([float(v) for v in headers[0].ImageOrientationPatient])
     for f, ds in zip(series.files, headers, strict=True):
         if not np.allclose([float(v) for v in ds.ImageOrientationPatient], orientation, atol=1e-4):
@@ -677,6 +668,39 @@ def check_slice_geometry(folder: str | os.PathLike, series: DicomSeries) -> floa
             "would misplace; resample it first"
         )
     return step
+
+
+#: the SOP class of a DICOMDIR, a DICOM file of an export folder that belongs to no series
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+def _left_out_fault(path: Path, series_uid: str, head: bytes) -> str | None:
+    """Why a file of a series folder that GDCM did not list is a damaged slice, or None when it is none
+    (a file of another series, a DICOMDIR, a file that is not DICOM). ``head``: the first 132 bytes of a file
+    of the series (its preamble and DICM marker). A file cut inside its header may end before its DICM
+    marker (pydicom cannot read it) or before its SeriesInstanceUID (pydicom reads it without one)."""
+    import pydicom
+
+    damaged = "a damaged DICOM file (truncated?) in the series folder"
+    with open(path, "rb") as fh:
+        start = fh.read(132)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except Exception:  # pydicom's errors have no common base class
+        if start[128:] == b"DICM":
+            return damaged
+        if 0 < len(start) < len(head) and head.startswith(start):
+            return f"{damaged}: its {len(start)} bytes are the start of the series' files, cut before the DICM marker"
+        return None  # not DICOM (a README): not a slice
+    uid = ds.get("SeriesInstanceUID")
+    if uid is None:  # read by pydicom: a Part 10 file (DICM marker), which every series object has a UID in
+        meta = getattr(ds, "file_meta", None) or {}
+        if str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
+            return None
+        return f"{damaged}: it has no SeriesInstanceUID"
+    if str(uid) == series_uid:
+        return "a file of the series that cannot be read as an image (damaged or truncated?)"
+    return None
 
 
 def _from_sitk(img, p: Path) -> tuple[np.ndarray, np.ndarray]:
