@@ -693,7 +693,7 @@ def _left_out_fault(path: Path, series_uid: str, head: bytes) -> str | None:
             return f"{damaged}: its {len(start)} bytes are the start of the series' files, cut before the DICM marker"
         return None  # not DICOM (a README): not a slice
     uid = ds.get("SeriesInstanceUID")
-    if uid is None:  # read by pydicom: a Part 10 file (DICM marker), which every series object has a UID in
+    if uid is None:  # pydicom read it, so it has the DICM marker; every object of a series has this UID
         meta = getattr(ds, "file_meta", None) or {}
         if str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
             return None

@@ -355,8 +355,8 @@ def _predict_into(
     record = {**settings, "complete": False, "cases": {}}
     desc = f"predict {settings['split']}" if settings.get("split") else "predict"
     bar = Progress("predict", len(case_images), unit="scan", desc=desc, bar=True, enabled=progress)
+    series_uid = settings.get("series_uid")  # only with a DICOM folder input: its one case
     for case_id, image in bar.iterate(case_images):  # scans done: amt run's progress file, else a tqdm bar
-        series_uid = settings.get("series_uid")  # only with a DICOM folder, the one case
         digest = manifest.file_digest(image, series_uid)
         kept = done.get(case_id)
         if kept is None or kept.get("image_sha256") != digest:
