@@ -85,6 +85,30 @@ def tiny_cohort(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def untrained_model(tmp_path_factory) -> Path:
+    """An untrained tiny checkpoint, ``best.pt`` (geometry and file handling do not need a trained model)."""
+    import torch
+
+    from amt_core.model.checkpoint import save_checkpoint
+    from amt_core.model.network import build_network
+    from amt_core.model.presets import get_config
+
+    torch.manual_seed(0)
+    cfg = get_config(
+        "cpu",
+        patch_size=(32, 32, 32),
+        channels=(8, 16, 32),
+        strides=(2, 2),
+        target_spacing=(4.0, 4.0, 4.0),
+        intensity_stats={"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0},
+        roi="body",
+    )
+    path = tmp_path_factory.mktemp("model") / "best.pt"
+    save_checkpoint(path, model=build_network(cfg), cfg=cfg)
+    return path
+
+
 #: identifying values written into the synthetic DICOM of `make_dicom_series`; none may reach an output
 DICOM_IDENTITY = {
     "PatientName": "Doe^Johnathan^Quincy",

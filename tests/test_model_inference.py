@@ -23,21 +23,8 @@ STATS = {"lo": -200.0, "hi": 300.0, "mean": 40.0, "std": 60.0}
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """An untrained tiny checkpoint (geometry and file handling do not need a trained model)."""
-    torch.manual_seed(0)
-    cfg = get_config(
-        "cpu",
-        patch_size=(32, 32, 32),
-        channels=(8, 16, 32),
-        strides=(2, 2),
-        target_spacing=(4.0, 4.0, 4.0),
-        intensity_stats=STATS,
-        roi="body",
-    )
-    path = tmp_path_factory.mktemp("model") / "best.pt"
-    save_checkpoint(path, model=build_network(cfg), cfg=cfg)
-    return path
+def model(untrained_model):
+    return untrained_model
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from amt_core.atomic import OutputExistsError, remove_stale_temps
 MANIFEST = "predictions.json"
 TABLE = "predictions.csv"
 #: what must be equal to resume a prediction
-SETTINGS = ("model_sha256", "input", "split", "overlap", "tta")
+SETTINGS = ("model_sha256", "input", "series_uid", "split", "overlap", "tta")
 
 
 def case_files(case_id: str) -> tuple[str, str, str, str]:
@@ -26,16 +26,24 @@ def case_files(case_id: str) -> tuple[str, str, str, str]:
     return f"{case_id}.nii.gz", f"{case_id}_prob.nii.gz", f"{case_id}_candidates.csv", f"{case_id}_seg.dcm"
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, or of a folder's files (a DICOM series: names and contents, in name order)."""
+def file_digest(path: str | os.PathLike, series_uid: str | None = None) -> str:
+    """SHA-256 of a file, or of a folder's files (a DICOM series: names and contents, in name order); with
+    ``series_uid``, of the files of that series of the DICOM folder only (the other series' files may
+    change; a slice of this one that is changed, added or removed changes the digest)."""
     from amt_core.atomic import file_hash
 
     p = Path(path)
     if not p.is_dir():
         return file_hash(p)
+    if series_uid is not None:
+        from amt_core.data.volume import select_series
+
+        files = [Path(f) for f in select_series(p, series_uid).files]
+    else:
+        files = [x for x in p.rglob("*") if x.is_file()]
     h = hashlib.sha256()
-    for f in sorted(x for x in p.rglob("*") if x.is_file()):
-        h.update(f"{f.relative_to(p).as_posix()}\0{file_hash(f)}\n".encode())
+    for rel in sorted(Path(os.path.relpath(f, p)) for f in files):
+        h.update(f"{rel.as_posix()}\0{file_hash(p / rel)}\n".encode())
     return h.hexdigest()
 
 

@@ -134,11 +134,14 @@ def read_volume(path: str | os.PathLike, *, series_uid: str | None = None) -> Vo
     return Volume(array=array, affine=affine, source=source)
 
 
-def read_geometry(path: str | os.PathLike, *, volume: Volume | None = None) -> Geometry:
+def read_geometry(
+    path: str | os.PathLike, *, volume: Volume | None = None, series_uid: str | None = None
+) -> Geometry:
     """The grid of a volume file (RAS+ shape and affine, and the file's own order) from its header only:
-    NIfTI (nibabel) and NRRD/MetaImage (SimpleITK). A format without a separate header (a DICOM series) is
-    read whole, unless ``volume`` is that file already read; so is a file whose header is damaged or not
-    3D, so that the error is :func:`read_volume`'s, naming the file. The voxels are not checked here."""
+    NIfTI (nibabel) and NRRD/MetaImage (SimpleITK). A format without a separate header (a DICOM series: the
+    one ``series_uid`` names, as in :func:`read_volume`) is read whole, unless ``volume`` is that series
+    already read; so is a file whose header is damaged or not 3D, so that the error is :func:`read_volume`'s,
+    naming the file. The voxels are not checked here."""
     p = Path(path)
     name = p.name.lower()
     stored = None
@@ -148,7 +151,7 @@ def read_geometry(path: str | os.PathLike, *, volume: Volume | None = None) -> G
         ):  # a damaged header: the full reader names the file and the problem
             stored = _header_grid(p)
     if stored is None or len(stored[0]) != 3 or min(stored[0]) < 2:
-        return Geometry.of(volume if volume is not None else read_volume(path))
+        return Geometry.of(volume if volume is not None else read_volume(path, series_uid=series_uid))
     shape, affine = stored
     import nibabel.orientations as nio
 
@@ -515,12 +518,21 @@ def _modality(path: str) -> str:
         return ""
 
 
+#: how to name the series of a folder holding several, as `amt import` takes it (:func:`select_series`)
+IMPORT_SERIES_HINT = "name the one to read (series_uid column of the import metadata CSV)"
+
+
 def select_series(
-    folder: str | os.PathLike, series_uid: str | None = None, found: list[DicomSeries] | None = None
+    folder: str | os.PathLike,
+    series_uid: str | None = None,
+    found: list[DicomSeries] | None = None,
+    *,
+    hint: str = IMPORT_SERIES_HINT,
 ) -> DicomSeries:
     """The series of ``folder`` to read: the only one, or the one ``series_uid`` names. Several series and
     no ``series_uid``, or an unknown ``series_uid``, is a :class:`VolumeError` listing the series present
-    (UID, SeriesDescription, number of slices), so pixels and metadata always come from one series."""
+    (UID, SeriesDescription, number of slices), so pixels and metadata always come from one series;
+    ``hint`` tells how the caller's user names a series (default: the import's ``series_uid`` column)."""
     found = dicom_series(folder) if found is None else found
     if not found:
         raise VolumeError(f"{folder}: no DICOM series found in this folder")
@@ -533,8 +545,7 @@ def select_series(
     if len(found) > 1:
         listing = "; ".join(s.describe() for s in found)
         raise VolumeError(
-            f"{folder}: {len(found)} DICOM series in one folder: {listing}; keep one series per folder or "
-            "name the one to read (series_uid column of the import metadata CSV)"
+            f"{folder}: {len(found)} DICOM series in one folder: {listing}; keep one series per folder or {hint}"
         )
     return found[0]
 
@@ -609,24 +620,15 @@ def check_slice_geometry(folder: str | os.PathLike, series: DicomSeries) -> floa
     modality = str(headers[0].get("Modality", "")).upper()
     if modality not in IMAGE_MODALITIES:
         raise VolumeError(f"{folder}: the DICOM series is modality {modality!r}, not CT")
-    # a file of this series that GDCM left out (damaged, truncated) would be a silent gap
+    # a file of this series that GDCM left out (damaged, truncated) would be a silent gap, or at either end a
+    # silently shorter volume
     listed = {os.path.realpath(f) for f in series.files}
+    with open(series.files[0], "rb") as fh:
+        head = fh.read(132)
     for other in sorted(p for p in folder.iterdir() if p.is_file() and os.path.realpath(p) not in listed):
-        try:
-            uid = pydicom.dcmread(other, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
-                "SeriesInstanceUID"
-            )
-        except Exception:  # not DICOM (a README): not a slice; a DICOM file cut short: damaged
-            with open(other, "rb") as fh:
-                if fh.read(132)[128:] == b"DICM":
-                    raise VolumeError(
-                        f"{other}: a damaged DICOM file (truncated?) in the series folder"
-                    ) from None
-            continue
-        if uid is not None and str(uid) == series.uid:
-            raise VolumeError(
-                f"{other}: a file of the series that cannot be read as an image (damaged or truncated?)"
-            )
+        fault = _left_out_fault(other, series.uid, head)
+        if fault:
+            raise VolumeError(f"{other}: {fault}")
     orientation = np.array([float(v) for v in headers[0].ImageOrientationPatient])
     for f, ds in zip(series.files, headers, strict=True):
         if not np.allclose([float(v) for v in ds.ImageOrientationPatient], orientation, atol=1e-4):
@@ -666,6 +668,39 @@ def check_slice_geometry(folder: str | os.PathLike, series: DicomSeries) -> floa
             "would misplace; resample it first"
         )
     return step
+
+
+#: the SOP class of a DICOMDIR, a DICOM file of an export folder that belongs to no series
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+def _left_out_fault(path: Path, series_uid: str, head: bytes) -> str | None:
+    """Why a file of a series folder that GDCM did not list is a damaged slice, or None when it is none
+    (a file of another series, a DICOMDIR, a file that is not DICOM). ``head``: the first 132 bytes of a file
+    of the series (its preamble and DICM marker). A file cut inside its header may end before its DICM
+    marker (pydicom cannot read it) or before its SeriesInstanceUID (pydicom reads it without one)."""
+    import pydicom
+
+    damaged = "a damaged DICOM file (truncated?) in the series folder"
+    with open(path, "rb") as fh:
+        start = fh.read(132)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except Exception:  # pydicom's errors have no common base class
+        if start[128:] == b"DICM":
+            return damaged
+        if 0 < len(start) < len(head) and head.startswith(start):
+            return f"{damaged}: its {len(start)} bytes are the start of the series' files, cut before the DICM marker"
+        return None  # not DICOM (a README): not a slice
+    uid = ds.get("SeriesInstanceUID")
+    if uid is None:  # pydicom read it, so it has the DICM marker; every object of a series has this UID
+        meta = getattr(ds, "file_meta", None) or {}
+        if str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
+            return None
+        return f"{damaged}: it has no SeriesInstanceUID"
+    if str(uid) == series_uid:
+        return "a file of the series that cannot be read as an image (damaged or truncated?)"
+    return None
 
 
 def _from_sitk(img, p: Path) -> tuple[np.ndarray, np.ndarray]:

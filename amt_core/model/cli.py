@@ -114,6 +114,12 @@ def register(subparsers) -> None:
         help="a NIfTI/NRRD file, a DICOM series folder or a case table "
         "(a DICOM series also gets {case}_seg.dcm, the mask as a DICOM-SEG over it)",
     )
+    q.add_argument(
+        "--series",
+        metavar="UID",
+        help="with a DICOM folder holding several series: the SeriesInstanceUID of the one to read "
+        "(the error of such a folder without it lists them)",
+    )
     q.add_argument("--out", required=True, help="predictions folder (new or empty, else see below)")
     q.add_argument(
         "--overwrite",
@@ -192,6 +198,7 @@ def _predict(args) -> int:
         device=args.device,
         overwrite=args.overwrite,
         resume=args.resume,
+        series_uid=args.series,
     )
     print(out)
     return 0

@@ -173,6 +173,28 @@ def resolve_inputs(input_path: str | os.PathLike, split: str | None = None) -> l
     )
 
 
+#: how `amt predict` names the series of a DICOM folder holding several (:func:`check_series`)
+PREDICT_SERIES_HINT = "name the one to read with `amt predict --series UID`"
+
+
+def check_series(source: str | os.PathLike, series_uid: str | None) -> None:
+    """Refuse, before anything is written, a ``series_uid`` for an input that is not a DICOM folder, and a
+    DICOM folder whose series to read is not clear: several series and no ``series_uid`` (the message says
+    how to name one), or a ``series_uid`` not among them (the message lists those present)."""
+    from amt_core.data.volume import select_series
+
+    p = Path(source)
+    if not p.is_dir():
+        if series_uid is not None and p.exists():  # a missing input: resolve_inputs' error
+            what = "a case table" if p.suffix.lower() == ".csv" else "an image file"
+            raise ValueError(
+                f"{p}: --series {series_uid} names a series of a DICOM folder, but this input is {what}; "
+                "leave --series out (or pass the DICOM folder)"
+            )
+        return
+    select_series(p, series_uid, hint=PREDICT_SERIES_HINT)
+
+
 def write_outputs(
     out_dir: Path, case_id: str, prob: np.ndarray, affine: np.ndarray, cfg: ModelConfig, spacing
 ) -> dict:
@@ -252,9 +274,14 @@ def predict(
     device: str | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    series_uid: str | None = None,
 ) -> Path:
     """Predict every case of ``source`` (an image file, a DICOM series folder or a case table) into the
     predictions folder ``out_dir``; returns ``out_dir``.
+
+    A DICOM folder holding several series needs ``series_uid`` (``amt predict --series``), the
+    SeriesInstanceUID of the one to read: the image, the grid of the outputs, the DICOM-SEG's references and
+    the input's SHA-256 are then that series' only. ``series_uid`` is an error for any other input.
 
     The folder also gets ``predictions.csv`` and ``predictions.json`` (:mod:`amt_core.data.predictions`:
     the checkpoint's SHA-256, the settings, per case the input and its files' SHA-256). A non-empty
@@ -270,6 +297,7 @@ def predict(
     )
     from amt_core.data import predictions as manifest
 
+    check_series(source, series_uid)
     case_images = resolve_inputs(source, split)
     # the images a case table lists are inputs too: an --out holding them (cohort/imagesTs) is refused
     out = check_output_dir(
@@ -285,6 +313,7 @@ def predict(
         "model": str(model_file.resolve()),
         "model_sha256": manifest.file_digest(model_file),
         "input": str(Path(source).resolve()),
+        "series_uid": series_uid,
         "split": split,
         "overlap": overlap,
         "tta": tta,
@@ -326,11 +355,12 @@ def _predict_into(
     record = {**settings, "complete": False, "cases": {}}
     desc = f"predict {settings['split']}" if settings.get("split") else "predict"
     bar = Progress("predict", len(case_images), unit="scan", desc=desc, bar=True, enabled=progress)
+    series_uid = settings.get("series_uid")  # only with a DICOM folder input: its one case
     for case_id, image in bar.iterate(case_images):  # scans done: amt run's progress file, else a tqdm bar
-        digest = manifest.file_digest(image)
+        digest = manifest.file_digest(image, series_uid)
         kept = done.get(case_id)
         if kept is None or kept.get("image_sha256") != digest:
-            volume = read_volume(image)
+            volume = read_volume(image, series_uid=series_uid)
             prob = predict_volume(net, cfg, volume, device, overlap=overlap, tta=tta)
             if not np.isfinite(prob).all():  # never cast to a "no tumour" mask
                 raise ValueError(
@@ -338,7 +368,8 @@ def _predict_into(
                     f"finite at {int((~np.isfinite(prob)).sum())} voxels (NaN or infinite network output): "
                     "nothing written for it; check the model (a diverged or damaged checkpoint) and the scan"
                 )
-            prob, affine = to_stored_grid(prob, volume.affine, read_geometry(image, volume=volume))
+            geometry = read_geometry(image, volume=volume, series_uid=series_uid)
+            prob, affine = to_stored_grid(prob, volume.affine, geometry)
             spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
             row = write_outputs(out, case_id, prob, affine, cfg, spacing)
             if Path(image).is_dir():  # a DICOM series: the mask also as a DICOM-SEG over it
@@ -346,7 +377,7 @@ def _predict_into(
                 from amt_core.data.volume import read_label
 
                 mask = read_label(out / f"{case_id}.nii.gz", volume, role="prediction")
-                write_dicom_seg(mask, image, out / f"{case_id}_seg.dcm")
+                write_dicom_seg(mask, image, out / f"{case_id}_seg.dcm", series_uid=series_uid)
             kept = {
                 "image": str(image),
                 "image_sha256": digest,

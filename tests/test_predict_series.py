@@ -1,0 +1,148 @@
+"""`amt predict --series`: a DICOM folder holding two series of one real scan (the CIP thorax, 79 slices at
+4 mm, and a thick reconstruction of it: 20 slices at 8 mm with its own SeriesInstanceUID, SOPInstanceUIDs
+and SeriesDescription) is refused without --series, naming the folder and the option; with it, the mask,
+the DICOM-SEG's references and the input's digest are that series' only, and --resume never mixes two."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from amt_core.data.masks import read_mask
+from amt_core.data.predictions import file_digest, read_manifest
+from amt_core.data.volume import read_volume
+
+pytestmark = pytest.mark.realdata
+
+#: the thick series: every other slice of IMG0011 ... IMG0050 (20 slices, 7.97 mm apart)
+THICK = [f"IMG{k:04d}.dcm" for k in range(11, 51, 2)]
+
+
+@pytest.fixture(scope="module")
+def two_series(realdata, tmp_path_factory) -> tuple[Path, str, str]:
+    """(folder, UID of the 79-slice series, UID of the 20-slice series): the real series copied unmodified,
+    and the thick series written beside it with pydicom."""
+    from pydicom.uid import generate_uid
+
+    src = realdata / "cip_thorax_lowres" / "dicom"
+    folder = tmp_path_factory.mktemp("export") / "CT0042"
+    shutil.copytree(src, folder)
+    thin = str(pydicom.dcmread(src / "IMG0001.dcm", stop_before_pixels=True).SeriesInstanceUID)
+    thick = generate_uid()
+    for n, name in enumerate(THICK):
+        ds = pydicom.dcmread(src / name)
+        ds.SeriesInstanceUID, ds.SeriesDescription, ds.SeriesNumber = thick, "thick 8 mm", 2
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = n + 1
+        ds.save_as(folder / f"THICK{n:03d}.dcm", enforce_file_format=True)
+    return folder, thin, thick
+
+
+def _cli(capsys, *args) -> tuple[int, str]:
+    from amt_core.cli import main
+
+    code = main([str(a) for a in (*args, "--no-progress", "--device", "cpu")])
+    return code, capsys.readouterr().err.strip()
+
+
+def _uids(folder: Path, series_uid: str) -> set[str]:
+    headers = (pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(folder.glob("*.dcm")))
+    return {str(ds.SOPInstanceUID) for ds in headers if ds.SeriesInstanceUID == series_uid}
+
+
+def test_without_series_the_folder_is_refused_naming_the_option(
+    untrained_model, two_series, tmp_path, capsys
+):
+    folder, thin, thick = two_series
+    code, err = _cli(
+        capsys, "predict", "--model", untrained_model, "--input", folder, "--out", tmp_path / "out"
+    )
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"{folder}: 2 DICOM series in one folder" in err and "amt predict --series UID" in err
+    assert thin in err and thick in err and "'thick 8 mm' (20 slice(s))" in err
+    assert "import metadata CSV" not in err  # the import's way to name a series is not predict's
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("which", ["thick", "thin"])
+def test_series_picks_the_grid_the_seg_references_and_the_digest(
+    untrained_model, two_series, tmp_path, capsys, which
+):
+    folder, thin, thick = two_series
+    uid = {"thin": thin, "thick": thick}[which]
+    out = tmp_path / "out"
+    code, err = _cli(
+        capsys, "predict", "--model", untrained_model, "--input", folder, "--out", out, "--series", uid
+    )
+    assert code == 0, err
+    image = read_volume(folder, series_uid=uid)
+    assert image.shape == (64, 64, {"thin": 79, "thick": 20}[which])
+    mask = nib.load(out / "CT0042.nii.gz")
+    assert mask.shape == image.shape and np.allclose(mask.affine, image.affine, atol=1e-4)
+    seg = pydicom.dcmread(out / "CT0042_seg.dcm")
+    (referenced,) = seg.ReferencedSeriesSequence
+    assert referenced.SeriesInstanceUID == uid
+    instances = {str(i.ReferencedSOPInstanceUID) for i in referenced.ReferencedInstanceSequence}
+    assert instances == _uids(folder, uid)
+    assert len(seg.PerFrameFunctionalGroupsSequence) == image.shape[2]  # a frame per slice of that series
+    back = read_mask(out / "CT0042_seg.dcm", image, series_uid=uid)  # checks the references too
+    assert np.array_equal(back.array, np.asarray(mask.dataobj))
+    manifest = read_manifest(out)
+    assert manifest["series_uid"] == uid
+    assert manifest["cases"]["CT0042"]["image_sha256"] == file_digest(folder, uid)
+
+
+def test_series_is_refused_for_an_image_file_or_a_case_table(
+    untrained_model, realdata, tiny_cohort, tmp_path, capsys
+):
+    image, table = realdata / "cip_thorax_lowres" / "ct.nii.gz", tiny_cohort / "cases.csv"
+    for given, what in ((image, "an image file"), (table, "a case table")):
+        out = tmp_path / f"out_{what[-4:]}"
+        code, err = _cli(capsys, "predict", "--model", untrained_model, "--input", given, "--out", out,
+                         "--series", "1.2.3")  # fmt: skip
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"{given}: --series 1.2.3 names a series of a DICOM folder, but this input is {what}" in err
+        assert not out.exists()
+
+
+def test_an_unknown_series_lists_those_present(untrained_model, two_series, tmp_path, capsys):
+    folder, thin, thick = two_series
+    out = tmp_path / "out"
+    code, err = _cli(
+        capsys, "predict", "--model", untrained_model, "--input", folder, "--out", out, "--series", "1.2.3"
+    )
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"{folder}: no DICOM series 1.2.3 in this folder (present: {thin} " in err and thick in err
+    assert not out.exists()
+
+
+def test_the_digest_of_a_series_is_that_series_files(two_series, tmp_path):
+    folder, thin, thick = two_series
+    copy = tmp_path / "CT0042"
+    shutil.copytree(folder, copy)
+    before = {uid: file_digest(copy, uid) for uid in (thin, thick)}
+    assert before[thin] != before[thick] != file_digest(copy)
+    data = bytearray((copy / "IMG0002.dcm").read_bytes())  # a slice of the thin series only
+    data[-1] ^= 0xFF
+    (copy / "IMG0002.dcm").write_bytes(bytes(data))
+    assert file_digest(copy, thin) != before[thin] and file_digest(copy, thick) == before[thick]
+    (copy / "THICK005.dcm").unlink()  # a slice of the thick series gone
+    assert file_digest(copy, thick) != before[thick]
+
+
+def test_resume_with_another_series_is_refused(untrained_model, two_series, tmp_path):
+    from amt_core.atomic import OutputExistsError
+    from amt_core.model.inference import predict
+
+    folder, thin, thick = two_series
+    out = predict(untrained_model, folder, tmp_path / "out", progress=False, series_uid=thick)
+    before = (out / "CT0042_seg.dcm").read_bytes()
+    with pytest.raises(OutputExistsError, match=f"series_uid '{thick}', not '{thin}'"):
+        predict(untrained_model, folder, out, progress=False, series_uid=thin, resume=True)
+    predict(untrained_model, folder, out, progress=False, series_uid=thick, resume=True)  # the same: kept
+    assert (out / "CT0042_seg.dcm").read_bytes() == before
