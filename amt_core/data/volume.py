@@ -684,6 +684,11 @@ def _left_out_fault(path: Path, series_uid: str, head: bytes) -> str | None:
     damaged = "a damaged DICOM file (truncated?) in the series folder"
     with open(path, "rb") as fh:
         start = fh.read(132)
+    if not start:  # nothing tells whose it was: a slice lost in a transfer would be a gap or a shorter volume
+        return (
+            "an empty file in the DICOM series folder (a slice lost in transfer?): export the series again, "
+            "or remove the file if it is not a slice"
+        )
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
     except Exception:  # pydicom's errors have no common base class
