@@ -157,14 +157,17 @@ def test_no_hu_window_segments_an_inserted_tumour(inserted):
         assert best < 0.25, f"{histology}: a HU window reaches Dice {best:.2f} on the inserted tumour"
 
 
-def test_hybrid_cohort_validates_and_is_patient_disjoint(tmp_path):
+def test_hybrid_cohort_validates_and_is_patient_disjoint(tmp_path, capsys):
     import pandas as pd
 
     from amt_core.cli import main
     from amt_core.data.cases import read_cases
 
     out = tmp_path / "hybrid"
-    assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--seed", "1"]) == 0
+    assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--seed", "1", "--summary"]) == 0
+    # --summary prints Table 1 of the hybrid cohort as it does of a synthetic one
+    printed = capsys.readouterr().out
+    assert "institutions" in printed and "histology:" in printed and "all" in printed
     df = read_cases(out / "cases.csv")
     assert len(df) == 4 and set(df.anatomy) == {"real"}
     splits = df.groupby("patient_id").split.nunique()
