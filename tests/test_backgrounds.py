@@ -416,3 +416,31 @@ def test_a_bad_manifest_is_refused_naming_file_row_and_column(tmp_path, manifest
     path.write_bytes(manifest if isinstance(manifest, bytes) else manifest.encode())
     with pytest.raises(ValueError, match=r"backgrounds\.csv: .*" + expected.split("backgrounds\\.csv: ")[-1]):
         list_backgrounds(tmp_path)
+
+
+def test_a_killed_hybrid_build_leaves_no_staging_folder_after_the_next_build(tmp_path):
+    """``amt cohort --backgrounds`` builds beside ``--out``; a SIGKILL leaves that staging folder (a cohort's
+    worth of images) behind, and the next build into the same ``--out`` removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from amt_core.cli import main
+
+    out = tmp_path / "hybrid"
+    cmd = [sys.executable, "-m", "amt_core.cli", "cohort", "--backgrounds", "bundled", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t = time.monotonic()
+    while not list(tmp_path.glob(".hybrid.*.staging/images*/*.nii.gz")):  # one case written, three to go
+        assert victim.poll() is None, "the build ended before the kill"
+        assert time.monotonic() - t < 120, "no case written after 120 s"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert list(tmp_path.glob(".hybrid.*.staging")) and not out.exists()
+    assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--seed", "1"]) == 0
+    assert (out / "cases.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hybrid"]

@@ -23,7 +23,14 @@ import numpy as np
 import pandas as pd
 
 from amt_core import registry
-from amt_core.atomic import check_output_dir, replacing_dir, write_bytes, write_csv, write_json
+from amt_core.atomic import (
+    check_output_dir,
+    remove_stale_temps,
+    replacing_dir,
+    write_bytes,
+    write_csv,
+    write_json,
+)
 
 #: what a background file may be called (a DICOM series is a folder)
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
@@ -317,7 +324,9 @@ def build_hybrid_cohort(
         "tries": int(tries),
     }
     # built beside the target and swapped in when complete: a failure (an unreadable background, a tumour
-    # that never fits) leaves no half-written folder, and an old folder intact
+    # that never fits) leaves no half-written folder, and an old folder intact; the staging folders of
+    # builds that were killed (a full cohort each) go first
+    remove_stale_temps(out.parent, of=out.name)
     with replacing_dir(out) as staging:
         _build(staging, design, bgs, config)
     return out / "cases.csv"
