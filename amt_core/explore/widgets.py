@@ -28,6 +28,7 @@ from amt_core.plots.viewing import (
     view_axis,
     view_slice,
 )
+from amt_core.synth.summary import NOT_STATED
 
 ALL = "(all)"
 
@@ -318,7 +319,7 @@ class CaseBrowser:
         cid = self.case.value
         row = self.cases[self.cases["case_id"] == cid].iloc[0]
         meta = ", ".join(
-            f"{k}: {row[k]}"
+            f"{k}: {row[k] if pd.notna(row[k]) and str(row[k]) != '' else NOT_STATED}"
             for k in ("institution_id", "sex", "age", "histology", "vendor", "slice_thickness_mm", "contrast")
             if k in row.index
         )
