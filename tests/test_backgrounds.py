@@ -444,3 +444,37 @@ def test_a_killed_hybrid_build_leaves_no_staging_folder_after_the_next_build(tmp
     assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--seed", "1"]) == 0
     assert (out / "cases.csv").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hybrid"]
+
+
+def test_backgrounds_that_cannot_hold_a_tumour_are_all_named_before_any_insertion(tmp_path):
+    """A folder with an upper-abdomen slab and a scan cropped to a few centimetres among real chest CTs:
+    the build is refused at once, naming each unusable scan with its reason, and writes nothing."""
+    import shutil
+
+    import nibabel as nib
+
+    from amt_core.cli import main
+
+    folder = tmp_path / "bgs"
+    folder.mkdir()
+    for name in ("lung_dx_a0001.nii.gz", "lung_dx_a0002.nii.gz", "acrin_flt_breast_001.nii.gz"):
+        shutil.copy(bundled_backgrounds() / name, folder / name)
+    chest = nib.load(bundled_backgrounds() / "lung_dx_a0001.nii.gz")
+    hu = np.asarray(chest.dataobj)
+    for name, start, stop in (
+        ("abdomen_slab.nii.gz", (0, 0, 0), (256, 167, 6)),  # liver and stomach
+        ("cropped.nii.gz", (100, 90, 30), (130, 120, 34)),  # 5 x 5 cm of mediastinum
+    ):
+        affine = chest.affine.copy()
+        affine[:3, 3] = chest.affine[:3, :3] @ start + chest.affine[:3, 3]
+        box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+        nib.save(nib.Nifti1Image(hu[box], affine), folder / name)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"2 of 5 backgrounds cannot hold") as err:
+        from amt_core.synth.hybrid import build_hybrid_cohort
+
+        build_hybrid_cohort(folder, out)
+    assert "abdomen_slab.nii.gz: " in str(err.value) and "cropped.nii.gz: " in str(err.value)
+    assert str(folder / "cropped.nii.gz") not in str(err.value)  # named once, by its file name
+    assert main(["cohort", "--backgrounds", str(folder), "--out", str(out)]) == 2
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))

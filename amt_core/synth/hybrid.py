@@ -167,6 +167,29 @@ def _fill_from_dicom(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def check_backgrounds(bgs: pd.DataFrame) -> None:
+    """Refuse, before any tumour is inserted, every background that cannot hold one: unreadable, not CT
+    in HU, or no prevascular space found (not a chest CT, too few slices, cropped); all of them listed at
+    once, each with its reason."""
+    from amt_core.data.volume import check_ct, read_volume
+    from amt_core.synth.backgrounds import find_prevascular_space
+
+    problems = []
+    for file, path in zip(bgs.file, bgs.path, strict=True):
+        try:
+            vol = read_volume(path)
+            check_ct(vol)
+            find_prevascular_space(vol.array, vol.spacing, vol.source)
+        except ValueError as exc:  # VolumeError, NotCTError, InsertionRejected
+            problems.append(f"{file}: {str(exc).removeprefix(f'{path}: ')}")
+    if problems:
+        folder = Path(bgs.path.iloc[0]).parent
+        raise ValueError(
+            f"{folder}: {len(problems)} of {len(bgs)} backgrounds cannot hold an anterior mediastinal "
+            f"tumour (move them out of the folder): " + "; ".join(problems)
+        )
+
+
 def _combined_hash(hashes: list[str]) -> str:
     import hashlib
 
@@ -316,6 +339,7 @@ def build_hybrid_cohort(
     )
     bgs = list_backgrounds(backgrounds)
     design = hybrid_design(bgs, n_cases=n_cases, seed=seed)
+    check_backgrounds(bgs[bgs.file.isin(design.background)])
     config = {
         "kind": "hybrid",
         "backgrounds": str(Path(backgrounds).resolve()),
