@@ -381,6 +381,10 @@ def test_two_backgrounds_of_one_patient_are_refused(tmp_path, make_dicom_series)
     assert rows.loc["scan_a", ["sex", "vendor"]].tolist() == ["M", "GE"]
     assert rows.loc["scan_b", ["sex", "vendor"]].tolist() == ["F", "Siemens"]
     assert "PID" not in " ".join(rows.astype(str).to_numpy().ravel())  # the PatientID is never carried
+    # a vendor written in backgrounds.csv as a Manufacturer tag would be is the header's vendor
+    (folder / "backgrounds.csv").write_text("file,vendor\nscan_a,SIEMENS\n")
+    assert list(list_backgrounds(folder).vendor) == ["Siemens", "Siemens"]
+    (folder / "backgrounds.csv").unlink()
 
     shutil.copy(bundled_backgrounds() / SMALL, folder / "one.nii.gz")
     shutil.copy(bundled_backgrounds() / SMALL, folder / "two.nii.gz")

@@ -75,6 +75,11 @@ def list_backgrounds(folder: str | os.PathLike) -> pd.DataFrame:
         if column not in rows.columns:
             rows[column] = ""
     rows = rows.fillna("")
+    # a vendor named as a DICOM Manufacturer would be ('SIEMENS' -> Siemens), as the header's and amt
+    # import's are: one vendor is never two sub-group levels
+    from amt_core.data.privacy import vendor_name
+
+    rows["vendor"] = [vendor_name(v) or "" for v in rows["vendor"]]
     rows = _fill_from_dicom(rows)
     stated = rows["patient_id"].ne("")  # the manifest's patient ids overrule the DICOM PatientID
     rows.loc[stated, "dicom_patient"] = ""  # (anonymised series often share one, e.g. 'ANONYMOUS')
