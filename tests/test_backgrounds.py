@@ -157,14 +157,17 @@ def test_no_hu_window_segments_an_inserted_tumour(inserted):
         assert best < 0.25, f"{histology}: a HU window reaches Dice {best:.2f} on the inserted tumour"
 
 
-def test_hybrid_cohort_validates_and_is_patient_disjoint(tmp_path):
+def test_hybrid_cohort_validates_and_is_patient_disjoint(tmp_path, capsys):
     import pandas as pd
 
     from amt_core.cli import main
     from amt_core.data.cases import read_cases
 
     out = tmp_path / "hybrid"
-    assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--seed", "1"]) == 0
+    assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--seed", "1", "--summary"]) == 0
+    # --summary prints Table 1 of the hybrid cohort as it does of a synthetic one
+    printed = capsys.readouterr().out
+    assert "institutions" in printed and "histology:" in printed and "all" in printed
     df = read_cases(out / "cases.csv")
     assert len(df) == 4 and set(df.anatomy) == {"real"}
     splits = df.groupby("patient_id").split.nunique()
@@ -378,6 +381,10 @@ def test_two_backgrounds_of_one_patient_are_refused(tmp_path, make_dicom_series)
     assert rows.loc["scan_a", ["sex", "vendor"]].tolist() == ["M", "GE"]
     assert rows.loc["scan_b", ["sex", "vendor"]].tolist() == ["F", "Siemens"]
     assert "PID" not in " ".join(rows.astype(str).to_numpy().ravel())  # the PatientID is never carried
+    # a vendor written in backgrounds.csv as a Manufacturer tag would be is the header's vendor
+    (folder / "backgrounds.csv").write_text("file,vendor\nscan_a,SIEMENS\n")
+    assert list(list_backgrounds(folder).vendor) == ["Siemens", "Siemens"]
+    (folder / "backgrounds.csv").unlink()
 
     shutil.copy(bundled_backgrounds() / SMALL, folder / "one.nii.gz")
     shutil.copy(bundled_backgrounds() / SMALL, folder / "two.nii.gz")
@@ -413,3 +420,65 @@ def test_a_bad_manifest_is_refused_naming_file_row_and_column(tmp_path, manifest
     path.write_bytes(manifest if isinstance(manifest, bytes) else manifest.encode())
     with pytest.raises(ValueError, match=r"backgrounds\.csv: .*" + expected.split("backgrounds\\.csv: ")[-1]):
         list_backgrounds(tmp_path)
+
+
+def test_a_killed_hybrid_build_leaves_no_staging_folder_after_the_next_build(tmp_path):
+    """``amt cohort --backgrounds`` builds beside ``--out``; a SIGKILL leaves that staging folder (a cohort's
+    worth of images) behind, and the next build into the same ``--out`` removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from amt_core.cli import main
+
+    out = tmp_path / "hybrid"
+    cmd = [sys.executable, "-m", "amt_core.cli", "cohort", "--backgrounds", "bundled", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t = time.monotonic()
+    while not list(tmp_path.glob(".hybrid.*.staging/images*/*.nii.gz")):  # one case written, three to go
+        assert victim.poll() is None, "the build ended before the kill"
+        assert time.monotonic() - t < 120, "no case written after 120 s"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert list(tmp_path.glob(".hybrid.*.staging")) and not out.exists()
+    assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--seed", "1"]) == 0
+    assert (out / "cases.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hybrid"]
+
+
+def test_backgrounds_that_cannot_hold_a_tumour_are_all_named_before_any_insertion(tmp_path):
+    """A folder with an upper-abdomen slab and a scan cropped to a few centimetres among real chest CTs:
+    the build is refused at once, naming each unusable scan with its reason, and writes nothing."""
+    import shutil
+
+    import nibabel as nib
+
+    from amt_core.cli import main
+
+    folder = tmp_path / "bgs"
+    folder.mkdir()
+    for name in ("lung_dx_a0001.nii.gz", "lung_dx_a0002.nii.gz", "acrin_flt_breast_001.nii.gz"):
+        shutil.copy(bundled_backgrounds() / name, folder / name)
+    chest = nib.load(bundled_backgrounds() / "lung_dx_a0001.nii.gz")
+    hu = np.asarray(chest.dataobj)
+    for name, start, stop in (
+        ("abdomen_slab.nii.gz", (0, 0, 0), (256, 167, 6)),  # liver and stomach
+        ("cropped.nii.gz", (100, 90, 30), (130, 120, 34)),  # 5 x 5 cm of mediastinum
+    ):
+        affine = chest.affine.copy()
+        affine[:3, 3] = chest.affine[:3, :3] @ start + chest.affine[:3, 3]
+        box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+        nib.save(nib.Nifti1Image(hu[box], affine), folder / name)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"2 of 5 backgrounds cannot hold") as err:
+        from amt_core.synth.hybrid import build_hybrid_cohort
+
+        build_hybrid_cohort(folder, out)
+    assert "abdomen_slab.nii.gz: " in str(err.value) and "cropped.nii.gz: " in str(err.value)
+    assert str(folder / "cropped.nii.gz") not in str(err.value)  # named once, by its file name
+    assert main(["cohort", "--backgrounds", str(folder), "--out", str(out)]) == 2
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))

@@ -160,3 +160,27 @@ def test_go_to_candidate_centres_the_views(run_dir):
     assert b.slices == {"sagittal": 6, "coronal": 4, "axial": 4}
     b.case.value = "case_006"  # a case without candidates resets the list
     assert b.go_to.options == (("—", None),)
+
+
+def test_from_run_finds_the_cohort_the_run_was_made_with(run_dir):
+    """A run of a cohort of one's own (``cohort_csv`` in the params: imported or hybrid) keeps it outside the
+    run folder: ``from_run(RUN)`` alone opens it, as ``amt figures RUN`` does, from the run's provenance."""
+    from amt_core.explore.widgets import CaseBrowser
+    from amt_core.provenance import write_provenance
+
+    write_provenance(run_dir.root, {"params": {"cohort_csv": str(run_dir.cases_csv)}})
+    b = CaseBrowser.from_run(run_dir.root, split="test", case="case_005", window="lung")
+    assert b.case.value == "case_005" and "case_005" in b.info.value
+
+
+def test_a_value_the_case_table_leaves_empty_is_shown_as_not_stated(run_dir):
+    """A hybrid cohort leaves sex and vendor empty when the background does not state them: the case's
+    line says 'not stated' (as Table 1 does), never 'nan'."""
+    from amt_core.explore.widgets import CaseBrowser
+
+    cases = pd.read_csv(run_dir.cases_csv, dtype=str, keep_default_na=False)
+    cases.loc[cases["case_id"] == "case_005", ["sex", "vendor"]] = ""
+    cases.to_csv(run_dir.cases_csv, index=False)
+    b = CaseBrowser.from_run(run_dir.root, run_dir.cohort_csv, split="test", case="case_005", window="lung")
+    assert "sex: not stated" in b.info.value and "vendor: not stated" in b.info.value
+    assert "nan" not in b.info.value

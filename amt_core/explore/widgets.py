@@ -28,6 +28,7 @@ from amt_core.plots.viewing import (
     view_axis,
     view_slice,
 )
+from amt_core.synth.summary import NOT_STATED
 
 ALL = "(all)"
 
@@ -71,11 +72,14 @@ class CaseBrowser:
     # --- construction --------------------------------------------------------------------------------
     @classmethod
     def from_run(cls, run_dir: str | Path, cohort_csv: str = "", **kwargs) -> CaseBrowser:
-        """A browser over the cohort, predictions and evaluation results of a run folder."""
+        """A browser over the cohort, predictions and evaluation results of a run folder. Without
+        ``cohort_csv``, the cohort the run was made with (a ``cohort_csv`` of its params, e.g. an imported or
+        hybrid cohort, as ``amt figures`` finds it), else the run's own ``cohort/``."""
         from amt_core.data.cases import read_cases
         from amt_core.layout import RunLayout
+        from amt_core.plots.manuscript import recorded_cohort_csv
 
-        layout = RunLayout.of(run_dir, cohort_csv)
+        layout = RunLayout.of(run_dir, cohort_csv or recorded_cohort_csv(Path(run_dir)))
         cases = read_cases(layout.cases_csv, check_files=False)
         splits = [s for s in ("tune", "test", "train") if (cases["split"] == s).any()]
         per_case, cands = [], []
@@ -315,7 +319,7 @@ class CaseBrowser:
         cid = self.case.value
         row = self.cases[self.cases["case_id"] == cid].iloc[0]
         meta = ", ".join(
-            f"{k}: {row[k]}"
+            f"{k}: {row[k] if pd.notna(row[k]) and str(row[k]) != '' else NOT_STATED}"
             for k in ("institution_id", "sex", "age", "histology", "vendor", "slice_thickness_mm", "contrast")
             if k in row.index
         )

@@ -83,13 +83,18 @@ def _run(args: argparse.Namespace) -> int:
         real_anatomy=args.real_anatomy,
     )
     print(f"cohort case table: {csv}")
+    _print_summary(args, csv)
+    return 0
+
+
+def _print_summary(args: argparse.Namespace, csv) -> None:
+    """Table 1 of the cohort when ``--summary`` asks for it (synthetic and hybrid cohorts alike)."""
     if args.summary:
         import pandas as pd
 
         from amt_core.synth.summary import table_one
 
         print(table_one(pd.read_csv(csv)).to_string())
-    return 0
 
 
 def _run_hybrid(args: argparse.Namespace) -> int:
@@ -105,4 +110,5 @@ def _run_hybrid(args: argparse.Namespace) -> int:
         folder, args.out, n_cases=args.n_cases, seed=args.seed, overwrite=args.overwrite
     )
     print(f"cohort case table: {csv}")
+    _print_summary(args, csv)
     return 0

@@ -23,7 +23,14 @@ import numpy as np
 import pandas as pd
 
 from amt_core import registry
-from amt_core.atomic import check_output_dir, replacing_dir, write_bytes, write_csv, write_json
+from amt_core.atomic import (
+    check_output_dir,
+    remove_stale_temps,
+    replacing_dir,
+    write_bytes,
+    write_csv,
+    write_json,
+)
 
 #: what a background file may be called (a DICOM series is a folder)
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
@@ -68,6 +75,11 @@ def list_backgrounds(folder: str | os.PathLike) -> pd.DataFrame:
         if column not in rows.columns:
             rows[column] = ""
     rows = rows.fillna("")
+    # a vendor named as a DICOM Manufacturer would be ('SIEMENS' -> Siemens), as the header's and amt
+    # import's are: one vendor is never two sub-group levels
+    from amt_core.data.privacy import vendor_name
+
+    rows["vendor"] = [vendor_name(v) or "" for v in rows["vendor"]]
     rows = _fill_from_dicom(rows)
     stated = rows["patient_id"].ne("")  # the manifest's patient ids overrule the DICOM PatientID
     rows.loc[stated, "dicom_patient"] = ""  # (anonymised series often share one, e.g. 'ANONYMOUS')
@@ -158,6 +170,29 @@ def _fill_from_dicom(rows: pd.DataFrame) -> pd.DataFrame:
         contents.append(_combined_hash([file_hash(p) for p in background_files([path])]))
     rows["dicom_patient"], rows["content"] = patients, contents
     return rows
+
+
+def check_backgrounds(bgs: pd.DataFrame) -> None:
+    """Refuse, before any tumour is inserted, every background that cannot hold one: unreadable, not CT
+    in HU, or no prevascular space found (not a chest CT, too few slices, cropped); all of them listed at
+    once, each with its reason."""
+    from amt_core.data.volume import check_ct, read_volume
+    from amt_core.synth.backgrounds import find_prevascular_space
+
+    problems = []
+    for file, path in zip(bgs.file, bgs.path, strict=True):
+        try:
+            vol = read_volume(path)
+            check_ct(vol)
+            find_prevascular_space(vol.array, vol.spacing, vol.source)
+        except ValueError as exc:  # VolumeError, NotCTError, InsertionRejected
+            problems.append(f"{file}: {str(exc).removeprefix(f'{path}: ')}")
+    if problems:
+        folder = Path(bgs.path.iloc[0]).parent
+        raise ValueError(
+            f"{folder}: {len(problems)} of {len(bgs)} backgrounds cannot hold an anterior mediastinal "
+            f"tumour (move them out of the folder): " + "; ".join(problems)
+        )
 
 
 def _combined_hash(hashes: list[str]) -> str:
@@ -309,6 +344,7 @@ def build_hybrid_cohort(
     )
     bgs = list_backgrounds(backgrounds)
     design = hybrid_design(bgs, n_cases=n_cases, seed=seed)
+    check_backgrounds(bgs[bgs.file.isin(design.background)])
     config = {
         "kind": "hybrid",
         "backgrounds": str(Path(backgrounds).resolve()),
@@ -317,7 +353,9 @@ def build_hybrid_cohort(
         "tries": int(tries),
     }
     # built beside the target and swapped in when complete: a failure (an unreadable background, a tumour
-    # that never fits) leaves no half-written folder, and an old folder intact
+    # that never fits) leaves no half-written folder, and an old folder intact; the staging folders of
+    # builds that were killed (a full cohort each) go first
+    remove_stale_temps(out.parent, of=out.name)
     with replacing_dir(out) as staging:
         _build(staging, design, bgs, config)
     return out / "cases.csv"
