@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -130,3 +131,23 @@ def test_limits_for_a_cohort_where_every_scan_holds_a_tumour():
     )
     assert "imported" in _statement(limits, "data source")
     assert "single point" in _statement(limits, "no confidence score")
+
+
+def test_the_data_source_says_what_the_scans_and_tumours_are():
+    """A hybrid cohort is real anatomy with inserted tumours (not 'synthetic'); a synthetic cohort with a
+    real-anatomy subset counts its scans and patients; an imported cohort describes its own scans."""
+    per_case, cases = _tables()
+    cases = cases.assign(patient_id=["p1", "p2", "p3", "p4"])
+    hybrid = _statement(data_limits(per_case, cases, hybrid=True), "data source")
+    assert hybrid.startswith("The cohort is hybrid") and "chest CT of 4 patients" in hybrid
+    assert "not synthetic" not in hybrid and "inserted tumours in real anatomy" in hybrid
+    plain = _statement(data_limits(per_case, cases, synthetic=True), "data source")
+    assert "real-anatomy" not in plain
+    tested = cases["case_id"].isin(per_case["case_id"])
+    real = cases.assign(
+        anatomy=np.where(tested & (cases.index == cases.index[tested][0]), "real", "synthetic")
+    )
+    mixed = _statement(data_limits(per_case, real, synthetic=True), "data source")
+    assert mixed.startswith("The cohort is synthetic") and "1 external-test scan holds" in mixed
+    assert "chest CT of 1 patient (the real-anatomy subset" in mixed
+    assert _statement(data_limits(per_case, cases), "data source").startswith("The cohort was imported")

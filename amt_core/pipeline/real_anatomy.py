@@ -137,7 +137,7 @@ def tumour_free_false_positives(
                 "case_id": bg["case_id"],
                 "patient_id": bg["patient_id"],
                 "background": bg["file"],
-                "collection": bg["collection"] or "unknown",
+                "collection": bg["collection"] or "not stated",
                 "bundled": bundled,
                 "fp": int(ev.record["fp"]),
                 "fp_volume_ml": float(ev.record["pred_volume_ml"]),
@@ -275,7 +275,7 @@ def report_lines(layout: RunLayout, cases: pd.DataFrame | None = None) -> list[s
     config = subset.config
     n, n_pat = len(scans), scans["patient_id"].nunique()
     collections = ", ".join(
-        f"{c} ({_count(k, 'patient')})"
+        f"{'collection ' if c == 'not stated' else ''}{c} ({_count(k, 'patient')})"
         for c, k in scans.groupby("collection")["patient_id"].nunique().items()
     )
     crit = f"IoU {config.hit_criterion} {config.operating_iou:g}"
