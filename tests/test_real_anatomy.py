@@ -515,3 +515,20 @@ def test_a_background_of_unstated_sex_gives_no_made_up_sex():
     assert sum(int(t1[f"sex: {s}"].split()[0]) for s in ("M", "F", "not stated")) == len(design)
     split = flow_counts(design)["splits"]["test"]
     assert split["scans"] - split["male"] - split["female"] == unstated
+    assert design["age"].isna().all()  # the bundled backgrounds state no age: none is drawn for them
+
+
+def test_a_backgrounds_age_comes_from_its_manifest(tmp_path):
+    """backgrounds.csv's age is the case's age (a bad one is named with its row); none stated stays empty."""
+    from amt_core.synth.hybrid import bundled_backgrounds, hybrid_design, list_backgrounds
+
+    files = sorted(p.name for p in bundled_backgrounds().glob("*.nii.gz"))[:3]
+    for name in files:
+        (tmp_path / name).symlink_to(bundled_backgrounds() / name)
+    (tmp_path / "backgrounds.csv").write_text(f"file,age\n{files[0]},67\n{files[1]},\n")
+    design = hybrid_design(list_backgrounds(tmp_path), seed=0).set_index("background")
+    assert design.loc[files[0], "age"] == 67.0
+    assert design.loc[files[1:], "age"].isna().all()
+    (tmp_path / "backgrounds.csv").write_text(f"file,age\n{files[0]},sixty\n")
+    with pytest.raises(ValueError, match=r"row 2, age 'sixty': expected an age in years"):
+        list_backgrounds(tmp_path)

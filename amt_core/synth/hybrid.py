@@ -3,13 +3,13 @@
 ``build_hybrid_cohort(backgrounds, out_dir, ...)`` writes the same cohort folder as
 :func:`amt_core.synth.generate.build_cohort` (nnU-Net v2 raw layout, ``cases.csv``, ``dataset.json``,
 provenance) from a folder of chest CTs: one case per background, since each background is one real
-patient (one scan per patient: a patient is never in two splits). Histology, size, age and the split come
-from the study design (:func:`amt_core.synth.design.study_design`); the patient, sex (left empty when not stated), vendor,
-slice thickness and contrast from the background's row in an optional ``backgrounds.csv`` beside the scans
-(columns ``file, patient_id, sex, vendor, slice_thickness_mm, contrast``; without it the patient id is the
-file name, the slice thickness the slice spacing and the contrast phase the one estimated from the blood HU
-of the great vessels). Each patient is an institution of its own, so the
-test split stays institution-disjoint. Every insertion that fails a check is retried (up to ``tries``) and
+patient (one scan per patient: a patient is never in two splits). Histology, size and the split come
+from the study design (:func:`amt_core.synth.design.study_design`); the patient, sex, age, vendor, slice
+thickness and contrast from the background's row in an optional ``backgrounds.csv`` beside the scans (columns
+``file, patient_id, sex, age, vendor, slice_thickness_mm, contrast``) or a DICOM series' header, and are left
+empty when neither states them (never made up), except that the patient id is then the file name, the slice
+thickness the slice spacing and the contrast phase the one estimated from the blood HU of the great vessels.
+Each patient is an institution of its own, so the test split stays institution-disjoint. Every insertion that fails a check is retried (up to ``tries``) and
 listed with its reason in ``rejections.csv``; ``insertions.csv`` holds the record of each inserted tumour.
 """
 
@@ -71,7 +71,7 @@ def list_backgrounds(folder: str | os.PathLike) -> pd.DataFrame:
     manifest = folder / MANIFEST
     if manifest.is_file():
         rows = rows.merge(_read_manifest(manifest, set(rows.file)), on="file", how="left")
-    for column in ("patient_id", "sex", "vendor", "slice_thickness_mm", "contrast"):
+    for column in ("patient_id", "sex", "age", "vendor", "slice_thickness_mm", "contrast"):
         if column not in rows.columns:
             rows[column] = ""
     rows = rows.fillna("")
@@ -126,6 +126,7 @@ def _read_manifest(manifest: Path, scans: set[str]) -> pd.DataFrame:
         "sex": (lambda v: v in registry.SEXES, f"one of {list(registry.SEXES)}"),
         "contrast": (lambda v: v in registry.CONTRASTS, f"one of {list(registry.CONTRASTS)}"),
         "slice_thickness_mm": (_positive_number, "a positive number of mm"),
+        "age": (_age, "an age in years, 0 to 120"),
     }
     for column, (ok, wanted) in checks.items():
         if column not in meta.columns:
@@ -145,8 +146,15 @@ def _positive_number(value: str) -> bool:
         return False
 
 
+def _age(value: str) -> bool:
+    try:
+        return 0 <= float(value) <= 120
+    except ValueError:
+        return False
+
+
 def _fill_from_dicom(rows: pd.DataFrame) -> pd.DataFrame:
-    """Sex, vendor and slice thickness of a DICOM background from its header where the manifest is silent;
+    """Sex, age, vendor and slice thickness of a DICOM background from its header where the manifest is silent;
     the keyed pseudonym of its PatientID (``dicom_patient``, to find two scans of one patient; never
     written) and a content hash of every background (``content``)."""
     from amt_core.atomic import file_hash
@@ -165,6 +173,8 @@ def _fill_from_dicom(rows: pd.DataFrame) -> pd.DataFrame:
                     rows.at[i, column] = value
             if not row["slice_thickness_mm"] and meta.slice_thickness_mm:
                 rows.at[i, "slice_thickness_mm"] = f"{meta.slice_thickness_mm:g}"
+            if not row["age"] and meta.age is not None:
+                rows.at[i, "age"] = f"{meta.age:g}"
         else:
             patients.append("")
         contents.append(_combined_hash([file_hash(p) for p in background_files([path])]))
@@ -321,6 +331,7 @@ def hybrid_design(
         # and the sex sub-group would count a made-up value as data)
         d["sex_from"] = "background" if b.sex in registry.SEXES else "not stated for the background"
         d["sex"] = b.sex if b.sex in registry.SEXES else np.nan
+        d["age"] = float(b.age) if b.age else np.nan  # the same for age
         d["vendor"] = b.vendor  # empty when the background does not state it (never a made-up vendor)
         d["contrast"] = b.contrast if b.contrast in registry.CONTRASTS else ""
         d["slice_thickness_mm"] = float(b.slice_thickness_mm) if b.slice_thickness_mm else np.nan
