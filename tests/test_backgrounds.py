@@ -180,6 +180,13 @@ def test_hybrid_cohort_validates_and_is_patient_disjoint(tmp_path, capsys):
     # the folder policy: refused without --overwrite (exit 2), and --resume is not offered
     assert main(["cohort", "--backgrounds", "bundled", "--out", str(out)]) == 2
     assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--resume"]) == 2
+    # options of the synthetic generator are refused, never silently ignored; nothing is written
+    capsys.readouterr()
+    for flags in (["--preset", "full"], ["--n-institutions", "5", "--workers", "2"], ["--real-anatomy", "2"]):
+        assert main(["cohort", "--backgrounds", "bundled", "--out", str(tmp_path / "x"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert f"--backgrounds cannot be combined with {flags[0]}" in err and "Traceback" not in err
+        assert not (tmp_path / "x").exists()
 
 
 def test_real_anatomy_subset_of_a_synthetic_cohort(tmp_path):

@@ -16,8 +16,8 @@ def register(sub) -> None:
     p.add_argument(
         "--preset",
         choices=registry.COHORT_PRESETS,
-        default="demo",
-        help="resolution: tiny (tests), demo (128x128 matrix, laptop), full (512x512, native slices)",
+        default=None,
+        help="resolution: tiny (tests), demo (128x128 matrix, laptop; the default), full (512x512, native slices)",
     )
     p.add_argument("--n-cases", type=int, default=None, help="number of patients (default: the study's 711)")
     p.add_argument(
@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         return _run_hybrid(args)
     csv = build_cohort(
         args.out,
-        preset=args.preset,
+        preset=args.preset or "demo",
         n_cases=args.n_cases,
         seed=args.seed,
         n_institutions=args.n_institutions,
@@ -104,6 +104,18 @@ def _run_hybrid(args: argparse.Namespace) -> int:
         raise ValueError(
             "--backgrounds cannot be combined with --resume or --design-only (a hybrid "
             "cohort is rebuilt whole: use --overwrite)"
+        )
+    given = {
+        "--preset": args.preset is not None,
+        "--n-institutions": args.n_institutions is not None,
+        "--workers": args.workers is not None,
+        "--real-anatomy": bool(args.real_anatomy),
+    }
+    if any(given.values()):  # never silently ignored
+        raise ValueError(
+            f"--backgrounds cannot be combined with {', '.join(k for k, v in given.items() if v)}: a hybrid "
+            "cohort keeps each background's own grid, makes each patient an institution of its own, is built "
+            "in one process, and its scans are all real anatomy"
         )
     folder = bundled_backgrounds() if args.backgrounds == "bundled" else args.backgrounds
     csv = build_hybrid_cohort(
