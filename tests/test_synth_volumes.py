@@ -111,7 +111,15 @@ def test_changed_settings_are_not_taken_for_valid_cases(tmp_path):
     with pytest.raises(OutputExistsError, match="made with other settings .*seed 0, not 5"):
         build_cohort(root, preset="tiny", n_cases=4, seed=5, workers=1, progress=False, resume=True)
     assert _digests(root) == first
+    # a killed build into it left its staging folder (a cohort's worth of images): the next build removes it
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".c.{dead.pid}.abc123.staging"
+    (stale / "imagesTr").mkdir(parents=True)
     build_cohort(root, preset="tiny", n_cases=4, seed=5, workers=1, progress=False, overwrite=True)
+    assert not stale.exists()
     build_cohort(tmp_path / "fresh", preset="tiny", n_cases=4, seed=5, workers=1, progress=False)
     assert _digests(root) == _digests(tmp_path / "fresh") != first  # replaced whole: no case of seed 0 left
 

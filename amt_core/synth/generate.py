@@ -208,6 +208,7 @@ def build_cohort(
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(registry.COHORT_PRESETS)}")
     n_cases = registry.STUDY_DESIGN["n_cases"] if n_cases is None else int(n_cases)
     out = check_output_dir(out_dir, overwrite=overwrite, resume=resume, what="cohort folder")
+    remove_stale_temps(out.parent, of=out.name)  # staging folders of killed builds into it (a cohort each)
     config = {
         "preset": preset,
         "n_cases": n_cases,
