@@ -11,7 +11,9 @@ and ``libraries``; the line of a step that re-runs says which part changed). The
 the cohort are ``cases.csv`` *and every image and label it lists* (an imported cohort's scans may change under
 the same table); every file is compared by content (SHA-256), the hashes remembered in
 ``RUN/.steps/hashes.json`` by path, size and modification time so that an unchanged rerun reads no volume
-again. A step that re-runs replaces its output folders whole (the notebooks
+again. A file is named in a manifest by its path in the run folder, a file of the amt package (the bundled
+chest CTs) by its path in the package (``amt_core/synth/...``: the same for a moved checkout or an installed
+wheel), any other by its absolute path. A step that re-runs replaces its output folders whole (the notebooks
 write them with ``overwrite=True``).
 
 ``RUN`` must be empty, new or a run folder (``.steps/`` or ``params.yaml``): any other non-empty folder is
@@ -48,7 +50,7 @@ from amt_core.layout import RunLayout
 from amt_core.pipeline.hashes import FileHashes
 from amt_core.pipeline.params import NOTEBOOKS, load_params, notebook_parameters
 from amt_core.pipeline.sources import SOURCE_SUFFIX, check_sources, source_path, step_notebook
-from amt_core.provenance import code_fingerprint, result_versions
+from amt_core.provenance import PACKAGE_DIR, code_fingerprint, result_versions
 from amt_core.resources import notebook_dir, preset_path
 
 #: The notebook sources, jupytext percent scripts (the checkout's notebooks/, or the installed package's copy).
@@ -108,8 +110,21 @@ def _real_backgrounds(L: RunLayout) -> list[Path]:
     return [Path(p) for p in found["path"]] + [p for p in [folder / "backgrounds.csv"] if p.is_file()]
 
 
+def _cohort_inputs(L: RunLayout) -> list[Path]:
+    """What 01_cohort reads: an imported cohort (its table and every image and label); for a cohort it
+    generates, the bundled chest CTs and their ``backgrounds.csv``, which it paints its real-anatomy test scans
+    into (``real_anatomy``): data, not in the code fingerprint, so a changed bundle rebuilds the cohort."""
+    from amt_core.synth.hybrid import MANIFEST, SUFFIXES, bundled_backgrounds
+
+    if L.cohort_csv:
+        return L.cohort_files()
+    folder = bundled_backgrounds()
+    scans = sorted(p for p in folder.iterdir() if p.name.endswith(SUFFIXES)) if folder.is_dir() else []
+    return [*scans, *[p for p in [folder / MANIFEST] if p.is_file()]]
+
+
 STEPS: tuple[Step, ...] = (
-    Step("01_cohort", lambda L: L.cohort_files() if L.cohort_csv else [], _cohort_outputs),
+    Step("01_cohort", _cohort_inputs, _cohort_outputs),
     Step(
         "02_train",
         lambda L: L.cohort_files(),
@@ -168,12 +183,23 @@ def _files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
+def _file_key(f: Path, root: Path) -> str:
+    """A file's name in a step's manifest: its path in the run folder ``root``; for a file of the amt package
+    (the bundled chest CTs) its path in the package, ``amt_core/synth/...``, the same wherever the package lies
+    (a checkout moved or cloned again, an installed wheel). Any other file (a cohort of the user's own outside
+    the run folder) keeps its absolute path, the name provenance.json records: its step's parameters hold the
+    cohort's absolute path anyway (``cohort_csv``, resolved), so a moved cohort re-runs its steps whatever its
+    files are called here."""
+    if f.is_relative_to(root):
+        return str(f.relative_to(root))
+    resolved = f.resolve()
+    if resolved.is_relative_to(PACKAGE_DIR):
+        return (Path(PACKAGE_DIR.name) / resolved.relative_to(PACKAGE_DIR)).as_posix()
+    return str(f)
+
+
 def _hashes(paths: Iterable[Path], root: Path, hasher: FileHashes) -> dict[str, str | None]:
-    out = {}
-    for f in _files(paths):
-        key = str(f.relative_to(root)) if f.is_relative_to(root) else str(f)
-        out[key] = hasher(f) if f.is_file() else None
-    return out
+    return {_file_key(f, root): hasher(f) if f.is_file() else None for f in _files(paths)}
 
 
 def _digest(obj: Any) -> str:
