@@ -129,7 +129,7 @@ def test_the_wheel_runs_the_smoke_study_from_any_folder(installed, tmp_path):
     from amt_core.provenance import code_fingerprint
 
     evaluate = json.loads((run / ".steps" / "03_evaluate.json").read_text())
-    assert evaluate["code"] == prov["code_sha256"] == code_fingerprint()
+    assert evaluate["code"] == prov["code_sha256"] == code_fingerprint(ROOT / "amt_core")
     bundled = [k for k in evaluate["inputs"] if "chest_backgrounds" in k]
     assert bundled and all(k.startswith("amt_core/synth/chest_backgrounds/") for k in bundled), bundled
 
