@@ -1,8 +1,9 @@
 """What every run folder records: config, package versions (and whether they are the locked ones), git
-commit and input hashes."""
+commit, a fingerprint of amt's own code and input hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 import sys
@@ -31,16 +32,53 @@ PACKAGES = (
     "papermill",
     "ipywidgets",
 )
+#: the libraries that only draw the figures or run and show the notebooks: recorded, not in a step's key
+DISPLAY_PACKAGES = ("matplotlib", "seaborn", "papermill", "ipywidgets")
+#: the libraries whose version can change what a run computes (reading volumes, training, statistics): their
+#: versions are part of each step's key in `amt run` (:func:`result_versions`), so an upgrade re-runs the steps
+RESULT_PACKAGES = tuple(p for p in PACKAGES if p not in DISPLAY_PACKAGES)
 
 
-def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
-    out: dict[str, str | None] = {"amt": __version__, "python": platform.python_version()}
+def package_versions(names: Iterable[str] = PACKAGES, *, own: bool = True) -> dict[str, str | None]:
+    """The installed version of each of ``names`` (None where missing), after amt's and Python's (``own``)."""
+    out: dict[str, str | None] = {"amt": __version__, "python": platform.python_version()} if own else {}
     for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def result_versions() -> dict[str, str | None]:
+    """Python's minor version and the versions of :data:`RESULT_PACKAGES` (None where one is not installed)."""
+    return {"python": "{}.{}".format(*sys.version_info[:2]), **package_versions(RESULT_PACKAGES, own=False)}
+
+
+#: the package's own folder (a checkout's amt_core/, or an installed one in site-packages)
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: folders of an installed package that hold no code of it: the study notebooks (each step's key holds its own
+#: notebook) and the parameter presets (a step's key holds the parameters' values); a checkout keeps them
+#: outside amt_core/, so leaving them out gives a checkout and its wheel the same fingerprint
+NOT_CODE = ("notebooks", "presets")
+
+
+def code_files(package: Path = PACKAGE_DIR) -> list[Path]:
+    """The package's Python sources, sorted: every ``*.py`` under ``package`` except :data:`NOT_CODE` and
+    ``__pycache__``. Its data files are not code: the bundled chest CTs are inputs of the steps that read them
+    (``amt_core.pipeline.run``), the environment locks are stated by :func:`result_versions`."""
+    inside = ((f, f.relative_to(package).parts) for f in package.rglob("*.py"))
+    return sorted(f for f, parts in inside if parts[0] not in NOT_CODE and "__pycache__" not in parts)
+
+
+def code_fingerprint(package: Path = PACKAGE_DIR) -> str:
+    """SHA-256 over :func:`code_files` of ``package``, each by its path inside the package and its content:
+    the same for two copies of the same code wherever they lie, another when one file changes, is added,
+    removed or renamed."""
+    h = hashlib.sha256()
+    for f in code_files(package):
+        h.update(f"{f.relative_to(package).as_posix()}\0{file_hash(f)}\n".encode())
+    return h.hexdigest()
 
 
 #: where an untracked file changes what a run computes (git pathspecs from the top of the checkout)
@@ -89,6 +127,7 @@ def provenance(config: dict[str, Any] | None = None, inputs: Iterable[str | Path
         "versions": package_versions(),
         "environment_lock": _lock_status(),
         "git_commit": git_commit(),
+        "code_sha256": code_fingerprint(),
         "platform": platform.platform(),
         "input_hashes": hash_files(inputs),
     }

@@ -219,7 +219,8 @@ def test_an_edit_saved_in_jupyterlab_is_kept_and_run(tmp_path, monkeypatch):
     layout = RunLayout.of(tmp_path / "run")
 
     def key() -> str:
-        return run._step_key(step, layout, {"explore_split": "test"}, "", FileHashes(tmp_path / "h.json"))[0]
+        hasher = FileHashes(tmp_path / "h.json")
+        return run._step_key(step, layout, {"explore_split": "test"}, "", hasher, run.code_parts())[0]
 
     key_before = key()
     manager = TextFileContentsManager(root_dir=str(folder))

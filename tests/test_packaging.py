@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -109,6 +110,59 @@ def test_provenance_records_the_lock(tmp_path):
     record = json.loads(write_provenance(tmp_path, {"seed": 0}).read_text())
     assert record["environment_lock"]["sha256"] == lock_digest()
     assert isinstance(record["environment_lock"]["matches"], bool)
+
+
+def _tree(top: Path) -> Path:
+    """A tiny package: code, a cache, the notebooks and presets of a wheel, a bundled data file."""
+    files = {
+        "__init__.py": "__version__ = '0'\n",
+        "model/train.py": "LR = 1e-3\n",
+        "model/__pycache__/train.cpython-311.pyc": "compiled",
+        "notebooks/01_cohort.py": "# %% notebook\n",
+        "presets/smoke.yaml": "n_cases: 14\n",
+        "synth/chest_backgrounds/ct.nii.gz": "a chest CT",
+    }
+    for rel, text in files.items():
+        (top / "amt_core" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / "amt_core" / rel).write_text(text)
+    return top / "amt_core"
+
+
+def test_code_fingerprint_follows_the_code_not_its_folder(tmp_path):
+    """The same sources in two places give one fingerprint; one changed, added or renamed source another;
+    caches, a wheel's notebooks and presets (keyed by each step itself) and data files change nothing."""
+    from amt_core.provenance import PACKAGE_DIR, code_files, code_fingerprint
+
+    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "somewhere" / "else")
+    assert [f.relative_to(a).as_posix() for f in code_files(a)] == ["__init__.py", "model/train.py"]
+    first = code_fingerprint(a)
+    assert code_fingerprint(b) == first and len(first) == 64
+    for rel in ("model/__pycache__/train.cpython-311.pyc", "notebooks/01_cohort.py", "presets/smoke.yaml",
+                "synth/chest_backgrounds/ct.nii.gz"):  # fmt: skip
+        (b / rel).write_text("changed")
+    assert code_fingerprint(b) == first
+    (b / "model" / "train.py").write_text("LR = 1e-4\n")
+    assert code_fingerprint(b) != first
+    (b / "model" / "train.py").write_text("LR = 1e-3\n")
+    (b / "model" / "train.py").rename(b / "model" / "fit.py")
+    assert code_fingerprint(b) != first
+    (b / "model" / "fit.py").rename(b / "model" / "train.py")
+    (b / "model" / "losses.py").write_text("")
+    assert code_fingerprint(b) != first
+    # the package itself: its modules are in, and a copy elsewhere has its fingerprint
+    assert PACKAGE_DIR / "model" / "train.py" in code_files()
+    copy = tmp_path / "copy" / "amt_core"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert code_fingerprint(copy) == code_fingerprint()
+
+
+def test_result_versions_are_the_libraries_that_compute():
+    from amt_core.provenance import PACKAGES, RESULT_PACKAGES, result_versions
+
+    versions = result_versions()
+    assert set(RESULT_PACKAGES) <= set(PACKAGES) and list(versions) == ["python", *RESULT_PACKAGES]
+    assert {"torch", "monai", "numpy", "scipy", "statsmodels", "nibabel"} <= set(versions)
+    assert "matplotlib" not in versions and versions["python"] == "{}.{}".format(*sys.version_info[:2])
 
 
 def test_import_is_silent_and_does_not_import_torch():

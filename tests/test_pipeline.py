@@ -518,6 +518,40 @@ def test_changed_parameter_reruns_its_step_and_the_ones_after(run_copy, tmp_path
     assert (tmp_path / "elsewhere" / "froc_iou.png").is_file()
 
 
+def test_changed_code_reruns_the_steps_and_says_why(run_copy, monkeypatch, capsys):
+    """Each step's key holds the fingerprint of amt's sources: a run with other code (here another
+    fingerprint: an upgraded amt, an edited amt_core module) re-runs the step asked for, says why, and leaves
+    the steps left out marked as holding outputs of the earlier code."""
+    import amt_core.pipeline.run as run
+    from amt_core.provenance import code_fingerprint, result_versions
+
+    manifest = run_copy / ".steps" / "05_explore.json"
+    recorded = json.loads(manifest.read_text())
+    assert recorded["code"] == code_fingerprint() and recorded["libraries"] == result_versions()
+    monkeypatch.setattr(run, "code_fingerprint", lambda: "0" * 64)
+    status = run.run_pipeline(SMOKE, run_copy, progress=True, steps=["05_explore"])
+    assert status == {**{nb: "skipped" for nb in NOTEBOOKS[:4]}, "05_explore": "ran"}
+    lines = capsys.readouterr().out.splitlines()
+    assert "[1/5] 01_cohort: skipped (not asked for; out of date: the amt code changed)" in lines
+    assert "[5/5] 05_explore: running (the amt code changed, an earlier step changed) ..." in lines
+    assert json.loads(manifest.read_text())["code"] == "0" * 64
+    assert run.incomplete_run(run_copy)["left_out"] == list(NOTEBOOKS[:4])
+
+
+def test_a_rerun_says_which_library_versions_changed(tmp_path):
+    """The manifest records the library versions; a step whose key differs in them names each one."""
+    from amt_core.layout import RunLayout
+    from amt_core.pipeline.hashes import FileHashes
+    from amt_core.pipeline.run import _rerun_reason
+
+    parts = {"code": "c", "libraries": {"numpy": "2.0", "torch": "2.5"}, "notebook": "n", "params": {}}
+    manifest = tmp_path / "02_train.json"
+    manifest.write_text(json.dumps({"key": "old", **parts, "libraries": {"numpy": "1.26", "torch": "2.5"}}))
+    reason = _rerun_reason(manifest, "new", parts, RunLayout.of(tmp_path), FileHashes())
+    assert reason == "library versions changed (numpy 1.26 -> 2.0)"
+    assert _rerun_reason(tmp_path / "none.json", "new", parts, RunLayout.of(tmp_path), FileHashes()) == ""
+
+
 def test_a_damaged_output_reruns_its_step(run_copy):
     from amt_core.pipeline.run import run_pipeline
 
@@ -689,6 +723,31 @@ def test_real_anatomy_backgrounds_are_inputs_of_the_evaluation_step(tmp_path):
     found = sorted(p.name for p in _real_backgrounds(layout))
     assert found == ["backgrounds.csv", "lung_dx_a0002.nii.gz"]
     assert all(p.parent == bundled_backgrounds() for p in _real_backgrounds(layout))
+
+
+def test_bundled_backgrounds_are_keyed_by_their_path_in_the_package(tmp_path):
+    """A bundled chest CT enters a step's key as amt_core/synth/..., never by the checkout's absolute path:
+    a moved or re-cloned checkout (or an installed wheel) re-runs nothing. 01_cohort of a generated cohort
+    reads the bundle too (it paints the real-anatomy scans into it)."""
+    from amt_core.layout import RunLayout
+    from amt_core.pipeline.hashes import FileHashes
+    from amt_core.pipeline.run import STEPS, _step_key, code_parts
+    from amt_core.provenance import PACKAGE_DIR
+    from amt_core.synth.hybrid import bundled_backgrounds
+
+    layout = RunLayout.of(tmp_path / "run")
+    layout.cohort_dir.mkdir(parents=True)
+    rows = {"case_id": ["A"], "split": ["test"], "patient_id": ["Lung_Dx-A0002"], "anatomy": ["real"]}
+    pd.DataFrame(rows).to_csv(layout.cases_csv, index=False)
+    bundle = "amt_core/synth/chest_backgrounds/"
+    cohort, evaluate = (
+        _step_key(step, layout, {}, "", FileHashes(), code_parts())[1]["inputs"]
+        for step in (STEPS[0], STEPS[2])
+    )
+    assert str(PACKAGE_DIR) not in json.dumps([cohort, evaluate])
+    assert {bundle + "lung_dx_a0002.nii.gz", bundle + "backgrounds.csv"} <= set(evaluate)
+    scans = sorted(bundle + p.name for p in bundled_backgrounds().glob("*.nii.gz"))
+    assert list(cohort) == [*scans, bundle + "backgrounds.csv"] and len(scans) == 4
 
 
 def test_amt_run_ends_with_a_warning_when_the_training_is_incomplete(tmp_path):

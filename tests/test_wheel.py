@@ -124,6 +124,14 @@ def test_the_wheel_runs_the_smoke_study_from_any_folder(installed, tmp_path):
     notebooks = [k for k in prov["input_hashes"] if Path(k).parent.name == "notebooks"]
     assert len(notebooks) == 5 and all(Path(k).is_relative_to(installed) for k in notebooks)
     assert sorted(Path(k).name for k in notebooks) == [f"{nb}.py" for nb in NOTEBOOKS]
+    # the steps' keys hold the installed code's fingerprint, the checkout's (the same sources; its notebooks and
+    # presets are not code), and name the bundled chest CTs by their path in the package
+    from amt_core.provenance import code_fingerprint
+
+    evaluate = json.loads((run / ".steps" / "03_evaluate.json").read_text())
+    assert evaluate["code"] == prov["code_sha256"] == code_fingerprint(ROOT / "amt_core")
+    bundled = [k for k in evaluate["inputs"] if "chest_backgrounds" in k]
+    assert bundled and all(k.startswith("amt_core/synth/chest_backgrounds/") for k in bundled), bundled
 
     # a user's own params file beside an imported cohort, run from an unrelated folder
     study = tmp_path / "study"

@@ -101,6 +101,7 @@ def build_report(run_dir: str | Path, cohort_csv: str = "") -> str:
     if prov:
         out += [
             f"- git commit: `{prov.get('git_commit')}`",
+            f"- amt code (SHA-256 of its sources): `{prov.get('code_sha256')}`",
             f"- created: {prov.get('created')}",
             f"- platform: {prov.get('platform')}",
             f"- command: `{' '.join(prov.get('command', []))}`",

@@ -2,12 +2,19 @@
 
 Each step executes one notebook with the parameters it declares (from the preset file) into
 ``RUN/notebooks/`` and exports it to HTML. A step is **skipped** when its manifest in ``RUN/.steps/``
-shows it succeeded with the same notebook, the same parameters, the same upstream steps and the same
-input files, and its outputs are still there unchanged. The input files of a step that reads the cohort are
-``cases.csv`` *and every image and label it lists* (an imported cohort's scans may change under the same
-table); every file is compared by content (SHA-256), the hashes remembered in ``RUN/.steps/hashes.json`` by
-path, size and modification time so that an unchanged rerun reads no volume again. A step that re-runs
-replaces its output folders whole (the notebooks write them with ``overwrite=True``).
+shows it succeeded with the same notebook, the same parameters, the same upstream steps, the same input files
+*and the same code*: the SHA-256 of amt's own sources (:func:`~amt_core.provenance.code_fingerprint`, what the
+notebooks import) and the versions of the libraries that shape results
+(:data:`~amt_core.provenance.RESULT_PACKAGES`), and its outputs are still there unchanged; so an upgraded
+amt, an edited ``amt_core`` module or an upgraded library re-runs the steps (the manifest records its ``code``
+and ``libraries``; the line of a step that re-runs says which part changed). The input files of a step that reads
+the cohort are ``cases.csv`` *and every image and label it lists* (an imported cohort's scans may change under
+the same table); every file is compared by content (SHA-256), the hashes remembered in
+``RUN/.steps/hashes.json`` by path, size and modification time so that an unchanged rerun reads no volume
+again. A file is named in a manifest by its path in the run folder, a file of the amt package (the bundled
+chest CTs) by its path in the package (``amt_core/synth/...``: the same for a moved checkout or an installed
+wheel), any other by its absolute path. A step that re-runs replaces its output folders whole (the notebooks
+write them with ``overwrite=True``).
 
 ``RUN`` must be empty, new or a run folder (``.steps/`` or ``params.yaml``): any other non-empty folder is
 refused unless ``overwrite`` (then it is cleared and the run starts afresh). A failing cell stops the run with
@@ -31,11 +38,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from amt_core.atomic import OutputExistsError, is_nonempty_dir, remove_stale_temps, write_json, write_text
+from amt_core.atomic import (
+    OutputExistsError,
+    is_nonempty_dir,
+    json_ready,
+    remove_stale_temps,
+    write_json,
+    write_text,
+)
 from amt_core.layout import RunLayout
 from amt_core.pipeline.hashes import FileHashes
 from amt_core.pipeline.params import NOTEBOOKS, load_params, notebook_parameters
 from amt_core.pipeline.sources import SOURCE_SUFFIX, check_sources, source_path, step_notebook
+from amt_core.provenance import PACKAGE_DIR, code_fingerprint, result_versions
 from amt_core.resources import notebook_dir, preset_path
 
 #: The notebook sources, jupytext percent scripts (the checkout's notebooks/, or the installed package's copy).
@@ -95,8 +110,21 @@ def _real_backgrounds(L: RunLayout) -> list[Path]:
     return [Path(p) for p in found["path"]] + [p for p in [folder / "backgrounds.csv"] if p.is_file()]
 
 
+def _cohort_inputs(L: RunLayout) -> list[Path]:
+    """What 01_cohort reads: an imported cohort (its table and every image and label); for a cohort it
+    generates, the bundled chest CTs and their ``backgrounds.csv``, which it paints its real-anatomy test scans
+    into (``real_anatomy``): data, not in the code fingerprint, so a changed bundle rebuilds the cohort."""
+    from amt_core.synth.hybrid import MANIFEST, SUFFIXES, bundled_backgrounds
+
+    if L.cohort_csv:
+        return L.cohort_files()
+    folder = bundled_backgrounds()
+    scans = sorted(p for p in folder.iterdir() if p.name.endswith(SUFFIXES)) if folder.is_dir() else []
+    return [*scans, *[p for p in [folder / MANIFEST] if p.is_file()]]
+
+
 STEPS: tuple[Step, ...] = (
-    Step("01_cohort", lambda L: L.cohort_files() if L.cohort_csv else [], _cohort_outputs),
+    Step("01_cohort", _cohort_inputs, _cohort_outputs),
     Step(
         "02_train",
         lambda L: L.cohort_files(),
@@ -155,12 +183,23 @@ def _files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
+def _file_key(f: Path, root: Path) -> str:
+    """A file's name in a step's manifest: its path in the run folder ``root``; for a file of the amt package
+    (the bundled chest CTs) its path in the package, ``amt_core/synth/...``, the same wherever the package lies
+    (a checkout moved or cloned again, an installed wheel). Any other file (a cohort of the user's own outside
+    the run folder) keeps its absolute path, the name provenance.json records: its step's parameters hold the
+    cohort's absolute path anyway (``cohort_csv``, resolved), so a moved cohort re-runs its steps whatever its
+    files are called here."""
+    if f.is_relative_to(root):
+        return str(f.relative_to(root))
+    resolved = f.resolve()
+    if resolved.is_relative_to(PACKAGE_DIR):
+        return (Path(PACKAGE_DIR.name) / resolved.relative_to(PACKAGE_DIR)).as_posix()
+    return str(f)
+
+
 def _hashes(paths: Iterable[Path], root: Path, hasher: FileHashes) -> dict[str, str | None]:
-    out = {}
-    for f in _files(paths):
-        key = str(f.relative_to(root)) if f.is_relative_to(root) else str(f)
-        out[key] = hasher(f) if f.is_file() else None
-    return out
+    return {_file_key(f, root): hasher(f) if f.is_file() else None for f in _files(paths)}
 
 
 def _digest(obj: Any) -> str:
@@ -192,12 +231,23 @@ def ensure_kernel(name: str = "python3") -> str:
 
 
 # --- one step ---------------------------------------------------------------------------------------
+def code_parts() -> dict[str, Any]:
+    """What runs in every notebook besides the notebook itself, in each step's key: ``code``, the SHA-256 of
+    amt's sources, and ``libraries``, the versions of the libraries that shape results. Computed once per
+    `amt run` (a few hundred kilobytes), not once per process: the kernels import the code as it is now."""
+    return {"code": code_fingerprint(), "libraries": result_versions()}
+
+
 def _step_key(
-    step: Step, layout: RunLayout, params: dict, upstream: str, hasher: FileHashes
+    step: Step, layout: RunLayout, params: dict, upstream: str, hasher: FileHashes, code: dict[str, Any]
 ) -> tuple[str, dict]:
+    """The step's key (a SHA-256) and the parts it is made of, as its manifest records them: ``code`` and
+    ``libraries`` (:func:`code_parts`), ``notebook`` (its source's SHA-256), ``params``, ``inputs`` (name ->
+    SHA-256) and ``upstream`` (the previous step's key)."""
     nb_params = {k: v for k, v in params.items() if k != "run_dir"}
     inputs = _hashes(step.inputs(layout), layout.root, hasher)
     parts = {
+        **code,
         "notebook": hasher(source_path(NOTEBOOK_DIR, step.notebook)),
         "params": nb_params,
         "inputs": inputs,
@@ -206,17 +256,41 @@ def _step_key(
     return _digest(parts), parts
 
 
-def _up_to_date(manifest_path: Path, key: str, layout: RunLayout, hasher: FileHashes) -> bool:
+#: what a step's line says when it re-runs because this part of its key changed
+CHANGED = {
+    "code": "the amt code changed",
+    "libraries": "library versions changed",
+    "notebook": "its notebook changed",
+    "params": "its parameters changed",
+    "inputs": "its input files changed",
+    "upstream": "an earlier step changed",
+}
+
+
+def _rerun_reason(
+    manifest_path: Path, key: str, parts: dict, layout: RunLayout, hasher: FileHashes
+) -> str | None:
+    """Why the step must run: None when its manifest has this ``key`` and its outputs are there unchanged;
+    '' when it has no manifest (never run, or its last run failed); else the parts of the key that changed
+    (:data:`CHANGED`; for libraries, which ones) or the first output that changed."""
     if not manifest_path.is_file():
-        return False
+        return ""
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("key") != key:
-        return False
+        now = json.loads(json.dumps(json_ready(parts), default=str))  # as the manifest holds it
+        reasons = [why for part, why in CHANGED.items() if manifest.get(part) != now.get(part)]
+        old = manifest.get("libraries")
+        if CHANGED["libraries"] in reasons and isinstance(old, dict):
+            new = now["libraries"]
+            which = [n for n in sorted({*old, *new}) if old.get(n) != new.get(n)]
+            detail = ", ".join(f"{n} {old.get(n)} -> {new.get(n)}" for n in which)
+            reasons[reasons.index(CHANGED["libraries"])] += f" ({detail})"
+        return ", ".join(reasons) or "its key changed"
     for rel, digest in manifest.get("outputs", {}).items():
         path = layout.root / rel
         if not path.is_file() or hasher(path) != digest:
-            return False
-    return True
+            return f"its output {rel} changed or is missing"
+    return None
 
 
 def _describe_failure(exc, notebook: str, executed: Path) -> str:
@@ -323,17 +397,23 @@ def _run_steps(layout, params, params_path, params_text, wanted, force, progress
     stale: list[str] = []  # steps left out (``steps``) whose outputs are not those of these parameters
     kernel: str | None = None
     upstream = ""
+    code = code_parts()  # once per run: the same code and library versions in every step's key
     say(f"amt run: {Path(params_path)} -> {layout.root}")
     for i, step in enumerate(STEPS, 1):
         nb_params = notebook_parameters(step.notebook, params, layout.root)
         key_params = key_parameters(step.notebook, params, nb_params)
-        key, parts = _step_key(step, layout, key_params, upstream, hasher)
+        key, parts = _step_key(step, layout, key_params, upstream, hasher, code)
         manifest_path = layout.steps_dir / f"{step.notebook}.json"
         head = f"[{i}/{len(STEPS)}] {step.notebook}"
-        up_to_date = not force and _up_to_date(manifest_path, key, layout, hasher)
+        reason = _rerun_reason(manifest_path, key, parts, layout, hasher)
+        up_to_date = not force and reason is None
         if step.notebook not in wanted or up_to_date:
             status[step.notebook] = "skipped"
-            say(f"{head}: skipped (inputs and parameters unchanged)")
+            if up_to_date:
+                say(f"{head}: skipped (code, libraries, notebook, parameters and inputs unchanged)")
+            else:
+                stale_why = "" if reason is None else f"; out of date: {reason or 'no finished run recorded'}"
+                say(f"{head}: skipped (not asked for{stale_why})")
             if not up_to_date and step.notebook in RESULT_STEPS:  # the explorer's notebook feeds no result
                 stale.append(step.notebook)
             upstream = key
@@ -348,7 +428,8 @@ def _run_steps(layout, params, params_path, params_text, wanted, force, progress
             write_text(layout.root / "params.yaml", params_text)
             _write_run_provenance(layout, params, params_path, hasher)
         manifest_path.unlink(missing_ok=True)
-        say(f"{head}: running ...")
+        why = "forced" if force else reason
+        say(f"{head}: running ({why}) ..." if why else f"{head}: running ...")
         t0 = time.perf_counter()
         try:
             executed = _execute(step, layout, nb_params, kernel, progress, head)
