@@ -196,3 +196,22 @@ def test_a_series_without_frame_of_reference_gets_its_mask_and_no_seg(
     assert code == 0 and err == ""  # the finished case is kept, with its note
     assert (out / "ANON7.nii.gz").read_bytes() == before
     assert read_manifest(out)["cases"]["ANON7"]["dicom_seg"] == {"written": False, "reason": reason}
+
+
+def test_a_series_anonymised_since_loses_its_seg_on_resume(untrained_model, realdata, tmp_path):
+    """The series predicted with its SEG, then stripped of FrameOfReferenceUID: --resume predicts it again
+    (its digest changed) and the SEG of the earlier version is not left behind as if it were this one's."""
+    from amt_core.model.inference import predict
+
+    folder = tmp_path / "CT5"
+    shutil.copytree(realdata / "cip_thorax_lowres" / "dicom", folder)
+    out = predict(untrained_model, folder, tmp_path / "out", progress=False, device="cpu")
+    assert (out / "CT5_seg.dcm").is_file()
+    for f in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f)
+    predict(untrained_model, folder, out, progress=False, device="cpu", resume=True)
+    case = read_manifest(out)["cases"]["CT5"]
+    assert not (out / "CT5_seg.dcm").exists() and "CT5_seg.dcm" not in case["files"]
+    assert case["dicom_seg"]["written"] is False and case["image_sha256"] == file_digest(folder)

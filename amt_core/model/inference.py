@@ -232,9 +232,11 @@ def write_seg(out_dir: Path, case_id: str, volume, folder, series_uid: str | Non
     from amt_core.data.volume import read_label
 
     mask = read_label(out_dir / f"{case_id}.nii.gz", volume, role="prediction")
+    path = out_dir / f"{case_id}_seg.dcm"
     try:
-        write_dicom_seg(mask, folder, out_dir / f"{case_id}_seg.dcm", series_uid=series_uid)
+        write_dicom_seg(mask, folder, path, series_uid=series_uid)
     except SegNotWritable as exc:
+        path.unlink(missing_ok=True)  # a resumed folder's SEG of an earlier version of the series is not this
         log.warning(
             "%s: no DICOM-SEG written for case %s: %s; its mask, probabilities and candidates are written "
             "(%s.nii.gz)",
