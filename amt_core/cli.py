@@ -4,9 +4,12 @@ typed Python API (nothing else). Area CLI modules import nothing heavy at module
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sys
+from collections.abc import Iterator
 
 #: area modules, each with ``register(subparsers)`` adding its sub-commands
 AREAS = (
@@ -48,6 +51,24 @@ def os_error_line(exc: OSError) -> str:
         other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
         return f"{exc.filename}{other}: {exc.strerror}"
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+@contextlib.contextmanager
+def warnings_on_stderr(prog: str, logger: str = "amt_core") -> Iterator[None]:
+    """While the block runs, the warnings the package logs (``logging``, under ``logger``) are lines
+    ``PROG: warning: ...`` on stderr, as the command's own warnings are (not the root logger's format)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"{prog}: warning: %(message)s"))
+    log = logging.getLogger(logger)
+    propagate = log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ determinism, the hybrid cohort folder, and that no HU window finds the tumour. U
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -139,6 +140,57 @@ def test_insertion_is_deterministic(background, inserted):
     again = _insert(vol, anatomy, histology, 0)
     assert np.array_equal(again[0], image) and np.array_equal(again[1], label)
     assert again[2] == rec
+
+
+def _slab(vol, anatomy, first: int):
+    """The scan from slice ``first`` up and its anatomy (the same levels): the same chest, scanned from
+    higher up, so a tumour planned as in the whole scan reaches below the slab's first slice."""
+    arrays = ("body", "lungs", "bone", "mediastinum", "anterior", "space")
+    cut = dataclasses.replace(
+        anatomy,
+        **{name: getattr(anatomy, name)[:, :, first:] for name in arrays},
+        sternum_y=anatomy.sternum_y[first:],
+        z_levels=(anatomy.z_levels[0] - first, anatomy.z_levels[1] - first),
+    )
+    return vol.array[:, :, first:], cut
+
+
+def test_a_tumour_beyond_the_scan_counts_as_clipped(background, inserted):
+    """thymoma_AB, seed 0 in the whole scan: label on slices 11-15, recorded as before the field of view was
+    counted (these values); in a slab from slice 10 it is the same tumour; from slice 12 its part below (slice
+    11: 8 % of it) is clipped at the field of view, from slice 13 (a third of it) it does not fit (it was
+    recorded 'clipped 0.004' there, planned 18 ml: only its part inside the slab)."""
+    vol, anatomy = background
+    _, _, label, rec = inserted[0]
+    assert np.flatnonzero(label.any(axis=(0, 1)))[[0, -1]].tolist() == [11, 15]
+    assert (rec.planned_volume_ml, rec.volume_ml, rec.clipped_fraction, rec.clipped_at) == (
+        26.43,
+        26.11,
+        0.008,
+        "none",
+    )
+    assert int(label.sum()) == 488
+
+    def insert(first):
+        image, cut = _slab(vol, anatomy, first)
+        rng = np.random.default_rng(0)
+        return insert_tumour(image, vol.spacing, "thymoma_AB", 45.0, rng, anatomy=cut, max_shrinks=0)
+
+    _, inside, inside_rec = insert(10)  # the tumour's box reaches below the slab, the tumour does not
+    assert np.array_equal(inside, label[:, :, 10:])
+    assert (inside_rec.planned_volume_ml, inside_rec.clipped_fraction, inside_rec.clipped_at) == (
+        26.43,
+        0.008,
+        "none",
+    )
+    _, cut_label, cut_rec = insert(12)
+    assert np.array_equal(cut_label, label[:, :, 12:])  # the same tumour, less its slice 11
+    assert cut_rec.planned_volume_ml == rec.planned_volume_ml
+    below = float(label[:, :, :12].sum()) / float(label.sum())
+    assert cut_rec.clipped_fraction == pytest.approx(rec.clipped_fraction + below, abs=0.01)
+    assert cut_rec.clipped_at == "outside the field of view"
+    with pytest.raises(InsertionRejected, match=r"33% of it falls .* outside the scan's field of view"):
+        insert(13)
 
 
 def _best_window_dice(image, label, lo=-300, hi=600, step=5):

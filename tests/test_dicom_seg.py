@@ -136,3 +136,45 @@ def test_a_seg_stored_beside_its_ct_is_not_a_second_series(tmp_path, make_dicom_
     shutil.copy(seg, folder / "seg.dcm")
     assert len(dicom_series(folder)) == 1
     assert np.array_equal(read_volume(folder).array, image.array)
+
+
+def _unwritable(folder, how: str) -> None:
+    """Spoil the headers of ``folder``'s series: ``no_frame``, ``half_no_frame`` (FrameOfReferenceUID
+    deleted from every slice, from 3 of 6), ``two_studies`` (one slice of another study: highdicom refuses)."""
+    from pydicom.uid import generate_uid
+
+    files = sorted(folder.glob("*.dcm"))
+    for n, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        if how == "no_frame" or (how == "half_no_frame" and n % 2):
+            del ds.FrameOfReferenceUID
+        elif how == "two_studies" and n == 2:
+            ds.StudyInstanceUID = generate_uid()
+        ds.save_as(f)
+
+
+@pytest.mark.parametrize(
+    "how, reason",
+    [
+        ("no_frame", "its slices have no FrameOfReferenceUID (0020,0052)"),
+        ("half_no_frame", "3 of its 6 slices have no FrameOfReferenceUID (0020,0052)"),
+        ("two_studies", "highdicom: Source images must all be part of the same series"),
+        ("off_grid", "slice 1 of the source series does not lie on the mask's grid"),
+    ],
+)
+def test_a_series_no_seg_can_be_made_over_is_named_with_the_reason(tmp_path, make_dicom_series, how, reason):
+    from amt_core.data.dicom_seg import SegNotWritable
+
+    hu = np.full((24, 20, 6), -1000.0)
+    hu[4:20, 4:16] = 40.0
+    folder = make_dicom_series(tmp_path / "CT9", hu, spacing=(2.0, 2.0, 3.0))
+    image = read_volume(folder)
+    _unwritable(folder, how)
+    affine = image.affine.copy()
+    if how == "off_grid":
+        affine[:3, 3] += 0.5  # half a voxel off
+    with pytest.raises(SegNotWritable) as caught:
+        write_dicom_seg(Volume(_asymmetric_mask(image.shape), affine), folder, tmp_path / "CT9_seg.dcm")
+    assert caught.value.reason.startswith(reason) and len(str(caught.value).splitlines()) == 1
+    assert str(caught.value).startswith(f"{folder}: no DICOM-SEG can be made over this series: {reason}")
+    assert not (tmp_path / "CT9_seg.dcm").exists() and list(tmp_path.iterdir()) == [folder]

@@ -94,6 +94,7 @@ def test_series_picks_the_grid_the_seg_references_and_the_digest(
     assert np.array_equal(back.array, np.asarray(mask.dataobj))
     manifest = read_manifest(out)
     assert manifest["series_uid"] == uid
+    assert manifest["cases"]["CT0042"]["dicom_seg"] == {"written": True}
     assert manifest["cases"]["CT0042"]["image_sha256"] == file_digest(folder, uid)
 
 
@@ -146,3 +147,71 @@ def test_resume_with_another_series_is_refused(untrained_model, two_series, tmp_
         predict(untrained_model, folder, out, progress=False, series_uid=thin, resume=True)
     predict(untrained_model, folder, out, progress=False, series_uid=thick, resume=True)  # the same: kept
     assert (out / "CT0042_seg.dcm").read_bytes() == before
+
+
+def test_a_series_without_frame_of_reference_gets_its_mask_and_no_seg(
+    untrained_model, realdata, tmp_path, capsys
+):
+    """Some anonymised exports drop FrameOfReferenceUID, which a DICOM-SEG must share with its source: the
+    mask, probabilities and candidates are written as for any series, the SEG is skipped with one warning
+    naming the series folder and what it lacks, and the manifest says so (resume and evaluate go on)."""
+    from amt_core.data.predictions import check_evaluable
+
+    folder = tmp_path / "ANON7"
+    shutil.copytree(realdata / "cip_thorax_lowres" / "dicom", folder)
+    for f in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f)
+    out = tmp_path / "out"
+    code, err = _cli(capsys, "predict", "--model", untrained_model, "--input", folder, "--out", out)
+    assert code == 0, err
+    reason = (
+        "its slices have no FrameOfReferenceUID (0020,0052), which a DICOM-SEG must share with its source "
+        "(dropped by some anonymisers)"
+    )
+    assert err == (
+        f"amt predict: warning: {folder}: no DICOM-SEG written for case ANON7: {reason}; its mask, "
+        "probabilities and candidates are written (ANON7.nii.gz)"
+    )
+    image = read_volume(folder)
+    mask = nib.load(out / "ANON7.nii.gz")
+    assert mask.shape == image.shape == (64, 64, 79)
+    assert np.allclose(mask.affine, image.affine, atol=1e-4)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ANON7.nii.gz",
+        "ANON7_candidates.csv",
+        "ANON7_prob.nii.gz",
+        "predictions.csv",
+        "predictions.json",
+    ]
+    case = read_manifest(out)["cases"]["ANON7"]
+    assert case["dicom_seg"] == {"written": False, "reason": reason}
+    assert sorted(case["files"]) == ["ANON7.nii.gz", "ANON7_candidates.csv", "ANON7_prob.nii.gz"]
+    check_evaluable(out, ["ANON7"])  # `amt evaluate`'s manifest check
+    before = (out / "ANON7.nii.gz").read_bytes()
+    code, err = _cli(
+        capsys, "predict", "--model", untrained_model, "--input", folder, "--out", out, "--resume"
+    )
+    assert code == 0 and err == ""  # the finished case is kept, with its note
+    assert (out / "ANON7.nii.gz").read_bytes() == before
+    assert read_manifest(out)["cases"]["ANON7"]["dicom_seg"] == {"written": False, "reason": reason}
+
+
+def test_a_series_anonymised_since_loses_its_seg_on_resume(untrained_model, realdata, tmp_path):
+    """The series predicted with its SEG, then stripped of FrameOfReferenceUID: --resume predicts it again
+    (its digest changed) and the SEG of the earlier version is not left behind as if it were this one's."""
+    from amt_core.model.inference import predict
+
+    folder = tmp_path / "CT5"
+    shutil.copytree(realdata / "cip_thorax_lowres" / "dicom", folder)
+    out = predict(untrained_model, folder, tmp_path / "out", progress=False, device="cpu")
+    assert (out / "CT5_seg.dcm").is_file()
+    for f in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f)
+    predict(untrained_model, folder, out, progress=False, device="cpu", resume=True)
+    case = read_manifest(out)["cases"]["CT5"]
+    assert not (out / "CT5_seg.dcm").exists() and "CT5_seg.dcm" not in case["files"]
+    assert case["dicom_seg"]["written"] is False and case["image_sha256"] == file_digest(folder)

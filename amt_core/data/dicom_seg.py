@@ -32,6 +32,15 @@ SEGMENT_LABEL = "tumour"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+class SegNotWritable(ValueError):
+    """A DICOM-SEG cannot be made over this series (its headers lack what a SEG must reference, or highdicom
+    refuses them); ``reason`` says why, the message names the series folder too. Nothing was written."""
+
+    def __init__(self, folder, reason: str):
+        self.folder, self.reason = str(folder), reason
+        super().__init__(f"{folder}: no DICOM-SEG can be made over this series: {reason}")
+
+
 def series_datasets(folder: str | os.PathLike, series_uid: str | None = None) -> list:
     """The headers (no pixels) of the series :func:`~amt_core.data.volume.read_volume` reads in ``folder``."""
     import pydicom
@@ -72,7 +81,11 @@ def write_dicom_seg(
     series_number: int = 9901,
 ) -> Path:
     """Write ``mask`` (binary, on the RAS grid of the series in ``source_folder`` as read by ``read_volume``)
-    as a DICOM-SEG referencing that series; atomic. Returns ``out_path``."""
+    as a DICOM-SEG referencing that series; atomic. Returns ``out_path``.
+
+    Raises :class:`SegNotWritable` (nothing written) when the series' headers cannot be referenced by a SEG:
+    slices without FrameOfReferenceUID (some anonymised exports drop it; a SEG must share its source's frame
+    of reference), slices not on the mask's grid, or anything else highdicom refuses in them."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -80,6 +93,16 @@ def write_dicom_seg(
     from amt_core.atomic import atomic_path
 
     sources = series_datasets(source_folder, series_uid)
+    lacking = sum(not str(ds.get("FrameOfReferenceUID", "")).strip() for ds in sources)
+    if lacking:
+        which = (
+            "its slices have" if lacking == len(sources) else f"{lacking} of its {len(sources)} slices have"
+        )
+        raise SegNotWritable(
+            source_folder,
+            f"{which} no FrameOfReferenceUID (0020,0052), which a DICOM-SEG must share with its source "
+            "(dropped by some anonymisers)",
+        )
     for ds in sources:
         # an emptied SOPClassUID/SOPInstanceUID (seen in real exports): the file meta header still has them
         for keyword, meta in (
@@ -102,7 +125,10 @@ def write_dicom_seg(
         ):
             if keyword not in ds:
                 setattr(ds, keyword, None)
-    frames = frames_from_mask(mask, None, sources)
+    try:
+        frames = frames_from_mask(mask, None, sources)
+    except VolumeError as exc:
+        raise SegNotWritable(source_folder, str(exc)) from None
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label=SEGMENT_LABEL,
@@ -117,7 +143,13 @@ def write_dicom_seg(
         warnings.filterwarnings(
             "ignore", message=".*unlikely to represent the intended person name"
         )  # not ours
-        seg = _segmentation(hd, sources, frames, description, series_number)
+        try:
+            seg = _segmentation(hd, sources, frames, description, series_number)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:  # on the series' headers
+            first = str(exc).strip().splitlines()
+            raise SegNotWritable(
+                source_folder, f"highdicom: {first[0] if first else type(exc).__name__}"
+            ) from exc
     _drop_other_identifiers(seg)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:

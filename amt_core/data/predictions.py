@@ -1,5 +1,7 @@
 """The predictions folder's manifest, ``predictions.json``: the model (checkpoint SHA-256) and settings that
-wrote the folder, and per case the input scan and the SHA-256 of every file written for it.
+wrote the folder, and per case the input scan and the SHA-256 of every file written for it; for a DICOM
+series input also ``dicom_seg``: ``{"written": true}``, or ``{"written": false, "reason": ...}`` where no
+DICOM-SEG could be made over the series (e.g. slices without FrameOfReferenceUID; its other files stand).
 
 ``predict`` writes it (and reads it to ``--resume``); ``amt evaluate`` checks with it that every case it
 scores came from that one model, so a folder holding the predictions of two models is never scored.

@@ -187,19 +187,22 @@ def _predict(args) -> int:
                 "training stopped while choosing it): no component filter is applied",
                 file=sys.stderr,
             )
-    out = predict(
-        args.model,
-        args.input,
-        args.out,
-        overlap=args.overlap,
-        tta=args.tta,
-        progress=not args.no_progress,
-        split=args.split,
-        device=args.device,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        series_uid=args.series,
-    )
+    from amt_core.cli import warnings_on_stderr
+
+    with warnings_on_stderr("amt predict"):  # e.g. a DICOM series no DICOM-SEG can be made over
+        out = predict(
+            args.model,
+            args.input,
+            args.out,
+            overlap=args.overlap,
+            tta=args.tta,
+            progress=not args.no_progress,
+            split=args.split,
+            device=args.device,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            series_uid=args.series,
+        )
     print(out)
     return 0
 

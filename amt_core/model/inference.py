@@ -9,12 +9,15 @@ the evaluation engine's candidate extraction, ``amt_core.evaluation.lesions.extr
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
 from amt_core.model.presets import ModelConfig
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -218,6 +221,34 @@ def write_outputs(
     }
 
 
+def write_seg(out_dir: Path, case_id: str, volume, folder, series_uid: str | None) -> dict:
+    """The mask of a DICOM-series case (``{case_id}.nii.gz``, written) also as ``{case_id}_seg.dcm``, a
+    DICOM-SEG over the series in ``folder``. Returns the manifest's note: ``{"written": True}``, or, where the
+    series' headers cannot be referenced by a SEG (:class:`~amt_core.data.dicom_seg.SegNotWritable`: e.g. no
+    FrameOfReferenceUID), ``{"written": False, "reason": ...}`` with a warning naming the series folder: the
+    mask, probabilities and candidates stand without it (the SEG is a viewer's copy of the mask, and no
+    second try would make one over that series)."""
+    from amt_core.data.dicom_seg import SegNotWritable, write_dicom_seg
+    from amt_core.data.volume import read_label
+
+    mask = read_label(out_dir / f"{case_id}.nii.gz", volume, role="prediction")
+    path = out_dir / f"{case_id}_seg.dcm"
+    try:
+        write_dicom_seg(mask, folder, path, series_uid=series_uid)
+    except SegNotWritable as exc:
+        path.unlink(missing_ok=True)  # a resumed folder's SEG of an earlier version of the series is not this
+        log.warning(
+            "%s: no DICOM-SEG written for case %s: %s; its mask, probabilities and candidates are written "
+            "(%s.nii.gz)",
+            folder,
+            case_id,
+            exc.reason,
+            case_id,
+        )
+        return {"written": False, "reason": exc.reason}
+    return {"written": True}
+
+
 def candidate_table(
     prob: np.ndarray, cfg: ModelConfig, spacing, *, mask: np.ndarray | None = None, config=None
 ):
@@ -372,12 +403,9 @@ def _predict_into(
             prob, affine = to_stored_grid(prob, volume.affine, geometry)
             spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
             row = write_outputs(out, case_id, prob, affine, cfg, spacing)
+            seg = None
             if Path(image).is_dir():  # a DICOM series: the mask also as a DICOM-SEG over it
-                from amt_core.data.dicom_seg import write_dicom_seg
-                from amt_core.data.volume import read_label
-
-                mask = read_label(out / f"{case_id}.nii.gz", volume, role="prediction")
-                write_dicom_seg(mask, image, out / f"{case_id}_seg.dcm", series_uid=series_uid)
+                seg = write_seg(out, case_id, volume, image, series_uid)
             kept = {
                 "image": str(image),
                 "image_sha256": digest,
@@ -387,6 +415,7 @@ def _predict_into(
                     for n in manifest.case_files(case_id)
                     if (out / n).is_file()
                 },
+                **({"dicom_seg": seg} if seg is not None else {}),
             }
         record["cases"][case_id] = kept
         write_json(out / manifest.MANIFEST, record)

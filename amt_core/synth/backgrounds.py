@@ -11,8 +11,10 @@ to the top of the sternum; its voxels are fat or soft tissue, never lung or bone
 ``insert_tumour`` places one histology-driven mass there with the synthetic cohort's own tumour model
 (:mod:`amt_core.synth.tumour`: shape, lobulation, margin, texture, cyst, necrosis, fat, calcification by
 histology), evaluated on a grid supersampled to about 1 mm and averaged back (partial-volume edges). Where
-it would enter aerated lung or bone it is clipped (the voxel's air or bone fraction is kept), and when too
-much of it would be clipped it is shrunk and placed again (the record says how often). The label is every
+it would enter aerated lung or bone it is clipped (the voxel's air or bone fraction is kept), and so is the
+part beyond the scan's field of view (its first or last slice, its in-plane edge: evaluated on a grid that
+reaches beyond the scan, so the record's clipped fraction and planned volume count it); when too much of
+it would be clipped it is shrunk and placed again (the record says how often). The label is every
 voxel the clipped tumour fills to at least one half, without fragments smaller than a lesion; the tumour's
 intensity is kept only on the label and its partial-volume rim, so image and label agree.
 
@@ -39,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from amt_core.synth.canvas import F32, Canvas
+from amt_core.synth.canvas import F32, Canvas, sub_box
 
 #: the bundled backgrounds (downsampled real chest CT, with their licences and SOURCES.md)
 BUNDLE_DIR = Path(__file__).resolve().parent / "chest_backgrounds"
@@ -56,7 +58,7 @@ STERNUM_HU = 150.0
 #: an aerated component smaller than this (ml) is not a lung (airway, bowel gas)
 MIN_LUNG_ML = 50.0
 #: the checks an inserted tumour must pass
-MAX_CLIPPED = 0.30  # fraction of the planned tumour that may be clipped at lung or bone
+MAX_CLIPPED = 0.30  # fraction of the planned tumour that may be clipped (lung, bone, the scan's edge, ...)
 VOLUME_TOLERANCE = 0.35  # label volume within planned x (1 - MAX_CLIPPED - this, 1 + this)
 MIN_CONTRAST_HU = 15.0  # |mean HU(tumour) - mean HU(shell around it)|, the shell without lung
 SHELL_MM = 5.0
@@ -119,12 +121,12 @@ class InsertionRecord:
     shrinks: int  # how often it was shrunk and placed again
     position_mm: list  # label centroid, world RAS mm
     position_voxel: list
-    planned_volume_ml: float  # the unclipped tumour (sum of occupancies)
+    planned_volume_ml: float  # the unclipped tumour (sum of occupancies, within the scan and beyond it)
     volume_ml: float  # the label
-    clipped_fraction: float  # of the planned tumour, at lung or bone
-    clipped_at: (
-        str  # "none" or what cut it: "lung", "bone", "outside the anterior mediastinum", joined by "+"
-    )
+    clipped_fraction: float  # of the planned tumour, at lung or bone, outside the mediastinum or the scan
+    #: "none" or what cut it: "lung", "bone", "outside the anterior mediastinum", "outside the field of
+    #: view" (beyond the scan's first or last slice or its in-plane edge), joined by "+"
+    clipped_at: str
     contrast_hu: float  # mean HU of the tumour minus that of a shell around it (lung excluded)
     tumour_hu: float
     shell_hu: float
@@ -553,6 +555,38 @@ def _supersampled(spacing, box, les, k_contrast, rng):
     return occ.astype(F32), val
 
 
+def _in_scan(spacing, full, box, les, k_contrast, rng) -> tuple[np.ndarray, np.ndarray, float]:
+    """Occupancy and HU (:func:`_supersampled`) of a lesion on ``box``, the scan's part of its voxel box
+    ``full``, and the occupancy (voxels) of the planned lesion beyond the scan.
+
+    The lesion's noise fields span the box it is evaluated on, so a lesion evaluated on a box cut by the
+    scan's edge is not defined beyond it: where ``box`` is cut and the lesion evaluated on it reaches a cut
+    face (it may go on beyond), or the lesion evaluated on ``full`` falls partly outside the scan, the
+    lesion is the one of ``full`` (cropped to ``box``, its part outside counted); else the one of ``box``,
+    as it always was. ``_supersampled`` takes as many draws from ``rng`` whatever the box."""
+    before = rng.bit_generator.state
+    occ, val = _supersampled(spacing, box, les, k_contrast, rng)
+    if full == box:
+        return occ, val, 0.0
+    after = rng.bit_generator.state
+    rng.bit_generator.state = before
+    occ_full, val_full = _supersampled(spacing, full, les, k_contrast, rng)
+    rng.bit_generator.state = after
+    inner = sub_box(full, box)
+    beyond = np.ones(occ_full.shape, bool)
+    beyond[inner] = False
+    outside = float(occ_full[beyond].sum(dtype=np.float64))
+    faces = [
+        np.take(occ, end, axis=a)
+        for a, (f, b) in enumerate(zip(full, box, strict=True))
+        for end, cut in ((0, b.start > f.start), (-1, b.stop < f.stop))
+        if cut
+    ]
+    if outside > 0.0 or any(face.any() for face in faces):
+        return occ_full[inner], val_full[inner], outside
+    return occ, val, 0.0
+
+
 def _place(anatomy: ChestAnatomy, radii: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A centre (mm, voxel frame) behind the sternum, between the lungs, at a level of the space."""
     sp = np.asarray(anatomy.spacing)
@@ -592,10 +626,11 @@ def insert_tumour(
     """Insert one anterior mediastinal tumour into a tumour-free chest CT (HU, RAS voxel order).
 
     Returns ``(image float32 HU, label uint8, InsertionRecord)``. The tumour is shrunk (by ``SHRINK``, at
-    most ``max_shrinks`` times) and placed again while more than ``MAX_CLIPPED`` of it would fall in lung
-    or bone. ``contrast`` is the background's phase (``none``, ``venous``, ``arterial``); ``None`` estimates
-    it from the blood HU of its great vessels. ``mass_effect`` pushes the tissue under the tumour aside
-    (:func:`displace`) instead of overwriting it. Raises :class:`InsertionRejected` with the reason when it
+    most ``max_shrinks`` times) and placed again while more than ``MAX_CLIPPED`` of it would fall in lung,
+    bone, outside the anterior mediastinum or outside the scan's field of view. ``contrast`` is the
+    background's phase (``none``, ``venous``, ``arterial``); ``None`` estimates it from the blood HU of its
+    great vessels. ``mass_effect`` pushes the tissue under the tumour aside (:func:`displace`) instead of
+    overwriting it. Raises :class:`InsertionRejected` with the reason when it
     never fits, or when the result fails a check (location, volume, contrast with its neighbourhood).
     """
     from amt_core.synth.tumour import CONTRAST_FACTOR, LOOKS, lesion_radii, primary_lesion
@@ -630,22 +665,21 @@ def insert_tumour(
         les = primary_lesion(rng, look, _place(anatomy, radii, rng), radii)
         margin = (look["amp"] + look["rough"]) * radii.max() * 2.5 + 2.0 * sp.max()
         lo, hi = les.box(margin)
-        box = tuple(
-            slice(max(0, int(np.floor(a / s))), min(n, int(np.ceil(b / s)) + 1))
-            for a, b, s, n in zip(lo, hi, sp, bg.shape, strict=True)
+        full = tuple(
+            slice(int(np.floor(a / s)), int(np.ceil(b / s)) + 1) for a, b, s in zip(lo, hi, sp, strict=True)
         )
-        occ, val = _supersampled(sp, box, les, k_contrast, rng)
+        box = tuple(slice(max(0, f.start), min(n, f.stop)) for f, n in zip(full, bg.shape, strict=True))
+        occ, val, outside = _in_scan(sp, full, box, les, k_contrast, rng)
         occ_c = occ * keep[box]
-        planned = float(occ.sum())
+        planned = float(occ.sum()) + outside  # the part outside the scan is clipped too
         clipped = 1.0 - float(occ_c.sum()) / max(planned, 1e-6)
         if clipped <= MAX_CLIPPED:
             break
         if shrinks >= max_shrinks:
             raise InsertionRejected(
                 f"{histology} of {diameter_mm:.0f} mm does not fit the prevascular space: "
-                f"{clipped:.0%} of it falls in lung, bone or outside the anterior mediastinum even "
-                f"at {diam:.0f} mm "
-                f"(limit {MAX_CLIPPED:.0%})",
+                f"{clipped:.0%} of it falls in lung, bone, outside the anterior mediastinum or outside "
+                f"the scan's field of view even at {diam:.0f} mm (limit {MAX_CLIPPED:.0%})",
                 source,
             )
         shrinks += 1
@@ -678,6 +712,7 @@ def insert_tumour(
             "lung": (f_air[box] * occ).sum(),
             "bone": (f_bone[box] * occ).sum(),
             "outside the anterior mediastinum": (~inside[box] * occ).sum(),
+            "outside the field of view": outside,
         },
         planned,
         sd,
