@@ -676,10 +676,12 @@ def insert_tumour(
         if clipped <= MAX_CLIPPED:
             break
         if shrinks >= max_shrinks:
+            where = _clipped_by(occ, box, f_air, f_bone, inside, outside)
+            named = ", ".join(f"{n} {v / planned:.0%}" for n, v in where.items() if v > 0.01 * planned)
             raise InsertionRejected(
                 f"{histology} of {diameter_mm:.0f} mm does not fit the prevascular space: "
-                f"{clipped:.0%} of it falls in lung, bone, outside the anterior mediastinum or outside "
-                f"the scan's field of view even at {diam:.0f} mm (limit {MAX_CLIPPED:.0%})",
+                f"{clipped:.0%} of it is clipped ({named or 'nowhere over 1%'}) even at {diam:.0f} mm "
+                f"(limit {MAX_CLIPPED:.0%})",
                 source,
             )
         shrinks += 1
@@ -708,12 +710,7 @@ def insert_tumour(
         shrinks,
         planned * voxel_ml,
         clipped,
-        {
-            "lung": (f_air[box] * occ).sum(),
-            "bone": (f_bone[box] * occ).sum(),
-            "outside the anterior mediastinum": (~inside[box] * occ).sum(),
-            "outside the field of view": outside,
-        },
+        _clipped_by(occ, box, f_air, f_bone, inside, outside),
         planned,
         sd,
         affine,
@@ -728,6 +725,18 @@ def insert_tumour(
     if blood is not None:
         record.blood_contrast_hu = round(float(np.median(out[label > 0])) - blood, 1)
     return out, label, record
+
+
+def _clipped_by(occ, box, f_air, f_bone, inside, outside: float) -> dict[str, float]:
+    """Where the planned tumour (occupancy ``occ`` over ``box``, and ``outside`` voxels beyond the scan) is
+    clipped, in voxels: lung, bone, outside the anterior mediastinum, outside the field of view (they may
+    overlap: a voxel of lung outside the mediastinum counts for both)."""
+    return {
+        "lung": float((f_air[box] * occ).sum()),
+        "bone": float((f_bone[box] * occ).sum()),
+        "outside the anterior mediastinum": float((~inside[box] * occ).sum()),
+        "outside the field of view": float(outside),
+    }
 
 
 def _check(
