@@ -221,9 +221,11 @@ def test_hybrid_cohort_validates_and_is_patient_disjoint(tmp_path, capsys):
 
     out = tmp_path / "hybrid"
     assert main(["cohort", "--backgrounds", "bundled", "--out", str(out), "--seed", "1", "--summary"]) == 0
-    # --summary prints Table 1 of the hybrid cohort as it does of a synthetic one
-    printed = capsys.readouterr().out
+    # --summary prints Table 1 of the hybrid cohort as it does of a synthetic one; a bar counts the cases
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "institutions" in printed and "histology:" in printed and "all" in printed
+    assert "insert tumours" in captured.err and "4/4" in captured.err
     df = read_cases(out / "cases.csv")
     assert len(df) == 4 and set(df.anatomy) == {"real"}
     splits = df.groupby("patient_id").split.nunique()

@@ -119,7 +119,12 @@ def _run_hybrid(args: argparse.Namespace) -> int:
         )
     folder = bundled_backgrounds() if args.backgrounds == "bundled" else args.backgrounds
     csv = build_hybrid_cohort(
-        folder, args.out, n_cases=args.n_cases, seed=args.seed, overwrite=args.overwrite
+        folder,
+        args.out,
+        n_cases=args.n_cases,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
     print(f"cohort case table: {csv}")
     _print_summary(args, csv)

@@ -347,9 +347,11 @@ def build_hybrid_cohort(
     seed: int = 0,
     tries: int = TRIES,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write a hybrid cohort folder (tumours inserted into the chest CTs of ``backgrounds``); returns the
-    path of its ``cases.csv``. A non-empty ``out_dir`` is refused unless ``overwrite`` (replaced whole)."""
+    path of its ``cases.csv``. A non-empty ``out_dir`` is refused unless ``overwrite`` (replaced whole).
+    ``progress``: a bar of the cases inserted."""
     out = check_output_dir(
         out_dir, overwrite=overwrite, what="cohort folder", resumable=False, inputs=(backgrounds,)
     )
@@ -368,19 +370,23 @@ def build_hybrid_cohort(
     # builds that were killed (a full cohort each) go first
     remove_stale_temps(out.parent, of=out.name)
     with replacing_dir(out) as staging:
-        _build(staging, design, bgs, config)
+        _build(staging, design, bgs, config, progress=progress)
     return out / "cases.csv"
 
 
-def write_hybrid_cases(out: Path, design: pd.DataFrame, bgs: pd.DataFrame, seed: int, tries: int = TRIES):
+def write_hybrid_cases(
+    out: Path, design: pd.DataFrame, bgs: pd.DataFrame, seed: int, tries: int = TRIES, progress: bool = False
+):
     """Render and write the hybrid rows of ``design`` into ``out``; returns (design with measured volumes,
-    insertion records, rejections)."""
+    insertion records, rejections). ``progress``: cases done, as a bar (or ``amt run``'s progress file)."""
     from amt_core.data.volume import nifti_gz_bytes
+    from amt_core.progress import Progress
 
     paths = dict(zip(bgs.file, bgs.path, strict=True))
     records, rejections = [], []
     volumes, thickness = [], []
-    for row in design.to_dict("records"):
+    bar = Progress("cohort", len(design), unit="case", desc="insert tumours", bar=True, enabled=progress)
+    for row in bar.iterate(design.to_dict("records")):
         image, label, affine, rec, rej = render_hybrid_case(row, paths[row["background"]], seed, tries)
         rejections += rej
         voxel_ml = float(np.prod(np.sqrt((affine[:3, :3] ** 2).sum(0)))) / 1000.0
@@ -395,6 +401,7 @@ def write_hybrid_cases(out: Path, design: pd.DataFrame, bgs: pd.DataFrame, seed:
         )
         for kind, arr in (("image", image), ("label", label)):
             write_bytes(out / row[kind], nifti_gz_bytes(arr, affine))
+    bar.close()
     design = design.copy()
     design["tumour_volume_ml"] = volumes
     design["slice_thickness_mm"] = thickness
@@ -403,11 +410,13 @@ def write_hybrid_cases(out: Path, design: pd.DataFrame, bgs: pd.DataFrame, seed:
     return design, records, rejections
 
 
-def _build(out: Path, design: pd.DataFrame, bgs: pd.DataFrame, config: dict) -> None:
+def _build(out: Path, design: pd.DataFrame, bgs: pd.DataFrame, config: dict, progress: bool = False) -> None:
     from amt_core.data.cohort import write_cases, write_dataset_json
     from amt_core.provenance import write_provenance
 
-    design, records, rejections = write_hybrid_cases(out, design, bgs, config["seed"], config["tries"])
+    design, records, rejections = write_hybrid_cases(
+        out, design, bgs, config["seed"], config["tries"], progress=progress
+    )
     write_json(out / ".synth" / "cohort.json", config)
     write_csv(out / "insertions.csv", _flat(records))
     write_csv(
