@@ -470,6 +470,10 @@ def test_two_backgrounds_of_one_patient_are_refused(tmp_path, make_dicom_series)
             "file,sex\nother.nii.gz,M\nscan.nii.gz,M\nscan.nii.gz,F\n",
             r"names no scan.*other.*described twice",
         ),
+        (  # one patient twice is named with the other problems, not in a second error after them
+            "file,patient_id,sex\nscan.nii.gz,P1,Q\nother.nii.gz,P1,M\n",
+            r"row 2, sex 'Q'.*rows 2, 3, patient_id 'P1': one scan per patient",
+        ),
         (b"\xff\xfe\x00binary", r"backgrounds\.csv: not a readable CSV table"),
     ],
 )

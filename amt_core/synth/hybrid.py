@@ -134,6 +134,13 @@ def _read_manifest(manifest: Path, scans: set[str]) -> pd.DataFrame:
         for k, value in enumerate(meta[column].str.strip()):
             if value and not ok(value):
                 problems.append(f"row {k + 2}, {column} {value!r}: expected {wanted} (or empty)")
+    if "patient_id" in meta.columns:  # with the other problems, not after them
+        ids = meta["patient_id"].str.strip()
+        for pid in sorted(set(ids[ids.ne("") & ids.duplicated()])):
+            rows = ", ".join(str(k + 2) for k in np.flatnonzero(ids.eq(pid)))
+            problems.append(
+                f"rows {rows}, patient_id {pid!r}: one scan per patient (a patient may not be in two splits)"
+            )
     if problems:
         raise ValueError(f"{manifest}: " + "; ".join(problems))
     return meta.apply(lambda c: c.str.strip())
