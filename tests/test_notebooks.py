@@ -322,3 +322,31 @@ def test_lab_refuses_a_missing_folder(tmp_path, capsys, make):
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and str(target) in err
     assert ("is a file, not a folder" if make else "no such folder") in err
+
+
+def test_a_step_kernel_imports_the_amt_core_whose_code_the_step_key_holds(tmp_path, monkeypatch):
+    """A step's key and provenance.json name the code of the amt_core `amt run` imports; its kernel must import
+    that one too, not another found first on its own path (here a decoy on PYTHONPATH; in practice the editable
+    install of another checkout)."""
+    import papermill as pm
+
+    from amt_core.pipeline.run import ensure_kernel, kernel_imports_this_package
+    from amt_core.provenance import PACKAGE_DIR
+
+    decoy = tmp_path / "decoy" / "amt_core"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(decoy.parent))
+    src = tmp_path / "probe.ipynb"
+    cell = nbformat.v4.new_code_cell("import amt_core\nprint(amt_core.__file__)")
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), src)
+
+    def imported() -> Path:
+        out = tmp_path / "out.ipynb"
+        pm.execute_notebook(src, out, kernel_name=ensure_kernel(), cwd=str(tmp_path), progress_bar=False)
+        return Path(nbformat.read(out, as_version=4).cells[0].outputs[0]["text"].strip()).resolve().parent
+
+    assert imported() == decoy.resolve()  # what a kernel would run without it
+    with kernel_imports_this_package():
+        assert imported() == PACKAGE_DIR
+    assert os.environ["PYTHONPATH"] == str(decoy.parent)  # restored

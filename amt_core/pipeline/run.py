@@ -313,6 +313,28 @@ def _export_html(notebook: Path) -> Path:
     return export_html(notebook, provenance=notebook.parent.parent / "provenance.json")
 
 
+@contextlib.contextmanager
+def kernel_imports_this_package():
+    """While the block runs, a kernel started from this process imports the amt_core this process imports
+    (the code :func:`code_parts` fingerprints): a checkout's folder goes first on ``PYTHONPATH``. Without it a
+    kernel (its working folder the run's) could import another amt_core, e.g. the editable install of another
+    checkout in the same environment, and a step would run other code than its key and provenance.json name.
+    An installed package (site-packages) is what the kernel, the same interpreter, imports anyway."""
+    root = PACKAGE_DIR.parent
+    if root.name in ("site-packages", "dist-packages"):
+        yield
+        return
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *([old] if old else [])])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
 def _execute(
     step: Step, layout: RunLayout, params: dict, kernel: str, progress: bool, head: str = ""
 ) -> Path:
@@ -328,7 +350,7 @@ def _execute(
     executed = layout.notebooks_dir / f"{step.notebook}.ipynb"
     follow = following(layout.steps_dir / f"{step.notebook}.progress.jsonl", Console()) if progress else None
     try:
-        with follow or contextlib.nullcontext() as follower:
+        with follow or contextlib.nullcontext() as follower, kernel_imports_this_package():
             shown = (
                 {
                     "engine_name": describing_engine(),
