@@ -64,20 +64,28 @@ NOT_CODE = ("notebooks", "presets")
 
 
 def code_files(package: Path = PACKAGE_DIR) -> list[Path]:
-    """The package's Python sources, sorted: every ``*.py`` under ``package`` except :data:`NOT_CODE` and
-    ``__pycache__``. Its data files are not code: the bundled chest CTs are inputs of the steps that read them
-    (``amt_core.pipeline.run``), the environment locks are stated by :func:`result_versions`."""
+    """The package's Python sources, sorted: every ``*.py`` under ``package`` except :data:`NOT_CODE`,
+    ``__pycache__`` and hidden files and folders (an editor's or JupyterLab's ``.ipynb_checkpoints``). Its data
+    files are not code: the bundled chest CTs are inputs of the steps that read them (``amt_core.pipeline.run``),
+    the environment locks are stated by :func:`result_versions`."""
     inside = ((f, f.relative_to(package).parts) for f in package.rglob("*.py"))
-    return sorted(f for f, parts in inside if parts[0] not in NOT_CODE and "__pycache__" not in parts)
+    return sorted(
+        f
+        for f, parts in inside
+        if parts[0] not in NOT_CODE
+        and "__pycache__" not in parts
+        and not any(p.startswith(".") for p in parts)
+    )
 
 
 def code_fingerprint(package: Path = PACKAGE_DIR) -> str:
-    """SHA-256 over :func:`code_files` of ``package``, each by its path inside the package and its content:
-    the same for two copies of the same code wherever they lie, another when one file changes, is added,
-    removed or renamed."""
+    """SHA-256 over :func:`code_files` of ``package``, each by its path inside the package and its content
+    with line endings as LF: the same for two copies of the same code wherever they lie (a Windows checkout's
+    CRLF included), another when one file changes, is added, removed or renamed."""
     h = hashlib.sha256()
     for f in code_files(package):
-        h.update(f"{f.relative_to(package).as_posix()}\0{file_hash(f)}\n".encode())
+        text = f.read_bytes().replace(b"\r\n", b"\n")
+        h.update(f"{f.relative_to(package).as_posix()}\0{hashlib.sha256(text).hexdigest()}\n".encode())
     return h.hexdigest()
 
 

@@ -138,8 +138,13 @@ def test_code_fingerprint_follows_the_code_not_its_folder(tmp_path):
     first = code_fingerprint(a)
     assert code_fingerprint(b) == first and len(first) == 64
     for rel in ("model/__pycache__/train.cpython-311.pyc", "notebooks/01_cohort.py", "presets/smoke.yaml",
-                "synth/chest_backgrounds/ct.nii.gz"):  # fmt: skip
+                "synth/chest_backgrounds/ct.nii.gz", "model/.ipynb_checkpoints/train-checkpoint.py"):  # fmt: skip
+        (b / rel).parent.mkdir(parents=True, exist_ok=True)
         (b / rel).write_text("changed")
+    assert code_fingerprint(b) == first
+    # a checkout with CRLF line endings (git's autocrlf on Windows) holds the same code
+    for f in code_files(b):
+        f.write_bytes(f.read_bytes().replace(b"\n", b"\r\n"))
     assert code_fingerprint(b) == first
     (b / "model" / "train.py").write_text("LR = 1e-4\n")
     assert code_fingerprint(b) != first
