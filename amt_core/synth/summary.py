@@ -18,8 +18,10 @@ def _count_pct(series: pd.Series, value) -> str:
 
 
 def _stated(series: pd.Series) -> pd.Series:
-    """Which values are given: not missing, not an empty or blank string."""
-    return series.notna() & (series.astype(str).str.strip() != "")
+    """Which values are given: not missing, not an empty or blank string, not the words "not stated" (a table
+    that writes them is counted in that row, not in a second row of the same name)."""
+    text = series.astype(str).str.strip()
+    return series.notna() & (text != "") & (text.str.lower() != NOT_STATED)
 
 
 def _levels(series: pd.Series, known: tuple = (), every: bool = False) -> list:
