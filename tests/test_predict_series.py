@@ -193,7 +193,9 @@ def test_a_series_without_frame_of_reference_gets_its_mask_and_no_seg(
     code, err = _cli(
         capsys, "predict", "--model", untrained_model, "--input", folder, "--out", out, "--resume"
     )
-    assert code == 0 and err == ""  # the finished case is kept, with its note
+    # the finished case is kept, with its note, and the missing SEG is said again (one line)
+    assert code == 0 and len(err.strip().splitlines()) == 1 and "no DICOM-SEG for case ANON7 (kept" in err
+    assert reason in err
     assert (out / "ANON7.nii.gz").read_bytes() == before
     assert read_manifest(out)["cases"]["ANON7"]["dicom_seg"] == {"written": False, "reason": reason}
 

@@ -417,6 +417,15 @@ def _predict_into(
                 },
                 **({"dicom_seg": seg} if seg is not None else {}),
             }
+        elif (
+            kept.get("dicom_seg", {}).get("written") is False
+        ):  # kept by --resume: said again, not only recorded
+            log.warning(
+                "%s: no DICOM-SEG for case %s (kept from the interrupted prediction): %s",
+                image,
+                case_id,
+                kept["dicom_seg"].get("reason", "not recorded"),
+            )
         record["cases"][case_id] = kept
         write_json(out / manifest.MANIFEST, record)
     bar.close()
