@@ -69,6 +69,30 @@ def test_without_series_the_folder_is_refused_naming_the_option(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_case_table_listing_a_folder_of_two_series_is_refused_before_anything_is_written(
+    untrained_model, two_series, tmp_path, capsys
+):
+    """A case table names no series: a folder of several it lists is refused up front, saying how to name one
+    (predict the folder alone with --series, or import it with the series_uid column)."""
+    import pandas as pd
+
+    from amt_core.registry import CASE_COLUMNS
+
+    folder, thin, thick = two_series
+    row = dict.fromkeys(CASE_COLUMNS, "")
+    row.update(case_id="C1", patient_id="P1", institution_id="I1", split="test", image=str(folder))
+    row.update(label=str(folder), histology="thymoma_A", contrast="none")
+    table = tmp_path / "cases.csv"
+    pd.DataFrame([row]).to_csv(table, index=False)
+    code, err = _cli(
+        capsys, "predict", "--model", untrained_model, "--input", table, "--out", tmp_path / "out"
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{folder}: 2 DICOM series in one folder" in err and thin in err and thick in err
+    assert "amt predict --series UID" in err and "series_uid column" in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("which", ["thick", "thin"])
 def test_series_picks_the_grid_the_seg_references_and_the_digest(
     untrained_model, two_series, tmp_path, capsys, which

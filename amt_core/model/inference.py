@@ -178,6 +178,11 @@ def resolve_inputs(input_path: str | os.PathLike, split: str | None = None) -> l
 
 #: how `amt predict` names the series of a DICOM folder holding several (:func:`check_series`)
 PREDICT_SERIES_HINT = "name the one to read with `amt predict --series UID`"
+#: ... and for a folder a case table lists (a table names no series: the folder must hold one)
+TABLE_SERIES_HINT = (
+    "predict that folder on its own with `amt predict --series UID`, or import the cohort with `amt import` "
+    "(its metadata CSV's series_uid column names the series)"
+)
 
 
 def check_series(source: str | os.PathLike, series_uid: str | None) -> None:
@@ -330,6 +335,14 @@ def predict(
 
     check_series(source, series_uid)
     case_images = resolve_inputs(source, split)
+    if not Path(
+        source
+    ).is_dir():  # a case table's DICOM folders: each must hold one series (said before writing)
+        from amt_core.data.volume import select_series
+
+        for _, image in case_images:
+            if Path(image).is_dir():
+                select_series(image, hint=TABLE_SERIES_HINT)
     # the images a case table lists are inputs too: an --out holding them (cohort/imagesTs) is refused
     out = check_output_dir(
         out_dir,
