@@ -185,22 +185,29 @@ TABLE_SERIES_HINT = (
 )
 
 
-def check_series(source: str | os.PathLike, series_uid: str | None) -> None:
+def check_series(
+    source: str | os.PathLike, series_uid: str | None, case_images: list[tuple[str, str]] = ()
+) -> None:
     """Refuse, before anything is written, a ``series_uid`` for an input that is not a DICOM folder, and a
     DICOM folder whose series to read is not clear: several series and no ``series_uid`` (the message says
-    how to name one), or a ``series_uid`` not among them (the message lists those present)."""
+    how to name one), or a ``series_uid`` not among them (the message lists those present). With the
+    ``case_images`` of a case table (:func:`resolve_inputs`), each DICOM folder it lists must hold one series:
+    a table names none."""
     from amt_core.data.volume import select_series
 
     p = Path(source)
-    if not p.is_dir():
-        if series_uid is not None and p.exists():  # a missing input: resolve_inputs' error
-            what = "a case table" if p.suffix.lower() == ".csv" else "an image file"
-            raise ValueError(
-                f"{p}: --series {series_uid} names a series of a DICOM folder, but this input is {what}; "
-                "leave --series out (or pass the DICOM folder)"
-            )
+    if p.is_dir():
+        select_series(p, series_uid, hint=PREDICT_SERIES_HINT)
         return
-    select_series(p, series_uid, hint=PREDICT_SERIES_HINT)
+    if series_uid is not None:
+        what = "a case table" if p.suffix.lower() == ".csv" else "an image file"
+        raise ValueError(
+            f"{p}: --series {series_uid} names a series of a DICOM folder, but this input is {what}; "
+            "leave --series out (or pass the DICOM folder)"
+        )
+    for _, image in case_images:
+        if Path(image).is_dir():
+            select_series(image, hint=TABLE_SERIES_HINT)
 
 
 def write_outputs(
@@ -333,16 +340,8 @@ def predict(
     )
     from amt_core.data import predictions as manifest
 
-    check_series(source, series_uid)
     case_images = resolve_inputs(source, split)
-    if not Path(
-        source
-    ).is_dir():  # a case table's DICOM folders: each must hold one series (said before writing)
-        from amt_core.data.volume import select_series
-
-        for _, image in case_images:
-            if Path(image).is_dir():
-                select_series(image, hint=TABLE_SERIES_HINT)
+    check_series(source, series_uid, case_images)
     # the images a case table lists are inputs too: an --out holding them (cohort/imagesTs) is refused
     out = check_output_dir(
         out_dir,
@@ -430,9 +429,8 @@ def _predict_into(
                 },
                 **({"dicom_seg": seg} if seg is not None else {}),
             }
-        elif (
-            kept.get("dicom_seg", {}).get("written") is False
-        ):  # kept by --resume: said again, not only recorded
+        elif kept.get("dicom_seg", {}).get("written") is False:
+            # kept by --resume: the missing SEG is said again, not only recorded
             log.warning(
                 "%s: no DICOM-SEG for case %s (kept from the interrupted prediction): %s",
                 image,

@@ -9,8 +9,9 @@ thickness and contrast from the background's row in an optional ``backgrounds.cs
 ``file, patient_id, sex, age, vendor, slice_thickness_mm, contrast``) or a DICOM series' header, and are left
 empty when neither states them (never made up), except that the patient id is then the file name, the slice
 thickness the slice spacing and the contrast phase the one estimated from the blood HU of the great vessels.
-Each patient is an institution of its own, so the test split stays institution-disjoint. Every insertion that fails a check is retried (up to ``tries``) and
-listed with its reason in ``rejections.csv``; ``insertions.csv`` holds the record of each inserted tumour.
+Each patient is an institution of its own, so the test split stays institution-disjoint. Every insertion that
+fails a check is retried (up to ``tries``) and listed with its reason in ``rejections.csv``; ``insertions.csv``
+holds the record of each inserted tumour.
 """
 
 from __future__ import annotations

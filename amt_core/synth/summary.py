@@ -11,9 +11,7 @@ NOT_STATED = "not stated"
 
 
 def _count_pct(series: pd.Series, value) -> str:
-    n = int(_stated(series).sum() if value is NOT_STATED else (series == value).sum())
-    if value is NOT_STATED:
-        n = len(series) - n
+    n = int((~_stated(series)).sum() if value is NOT_STATED else (series == value).sum())
     return f"{n} ({100.0 * n / max(len(series), 1):.1f}%)"
 
 
